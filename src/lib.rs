@@ -1,0 +1,4 @@
+//! scim-bridge: a SCIM 2.0 server that provisions users, groups and roles into analytics vendors.
+
+pub mod scim;
+pub mod sim;

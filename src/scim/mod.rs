@@ -1,0 +1,13 @@
+//! The SCIM 2.0 protocol, pure: no HTTP, no I/O, no vendor (RFC 7643, RFC 7644 and the dialects
+//! Okta and Entra ID really send).
+
+pub mod error;
+pub mod filter;
+pub mod list;
+pub mod patch;
+pub mod path;
+pub mod projection;
+pub mod resource;
+pub mod schema;
+
+pub use error::{ScimError, ScimResult, ScimType};

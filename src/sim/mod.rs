@@ -1,0 +1,4 @@
+pub mod metabase;
+pub mod sisense;
+pub mod tableau;
+pub mod thoughtspot;
