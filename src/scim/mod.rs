@@ -9,5 +9,6 @@ pub mod path;
 pub mod projection;
 pub mod resource;
 pub mod schema;
+pub mod value;
 
 pub use error::{ScimError, ScimResult, ScimType};

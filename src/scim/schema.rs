@@ -344,7 +344,8 @@ impl ResourceSchema {
 
     /// Every schema URN a resource of this type may list in `schemas`.
     pub fn schema_urns(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.core.id.as_str()).chain(self.extensions.iter().map(|(s, _)| s.id.as_str()))
+        std::iter::once(self.core.id.as_str())
+            .chain(self.extensions.iter().map(|(s, _)| s.id.as_str()))
     }
 
     /// Resolves a top-level attribute: `urn` is the schema URN prefix when the path was
@@ -519,29 +520,52 @@ impl SchemaRegistry {
     }
 
     pub fn schema(&self, id: &str) -> Option<&Schema> {
-        self.schemas().into_iter().find(|s| s.id.eq_ignore_ascii_case(id))
+        self.schemas()
+            .into_iter()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
     }
 }
 
 fn common_attributes() -> Vec<AttributeDef> {
     use Mutability::*;
     vec![
-        AttributeDef::string("id", "Unique identifier for the SCIM resource, issued by the service provider.")
-            .case_exact()
-            .mutability(ReadOnly)
-            .returned(Returned::Always)
-            .uniqueness(Uniqueness::Server),
-        AttributeDef::string("externalId", "Identifier of the resource as defined by the provisioning client.")
-            .case_exact(),
+        AttributeDef::string(
+            "id",
+            "Unique identifier for the SCIM resource, issued by the service provider.",
+        )
+        .case_exact()
+        .mutability(ReadOnly)
+        .returned(Returned::Always)
+        .uniqueness(Uniqueness::Server),
+        AttributeDef::string(
+            "externalId",
+            "Identifier of the resource as defined by the provisioning client.",
+        )
+        .case_exact(),
         AttributeDef::complex(
             "meta",
             "Resource metadata.",
             vec![
-                AttributeDef::string("resourceType", "Name of the resource type.").case_exact().mutability(ReadOnly),
-                AttributeDef::of_type("created", AttrType::DateTime, "When the resource was added.").mutability(ReadOnly),
-                AttributeDef::of_type("lastModified", AttrType::DateTime, "When the resource was last updated.").mutability(ReadOnly),
-                AttributeDef::reference("location", "URI of the resource.", &["uri"]).mutability(ReadOnly),
-                AttributeDef::string("version", "Version (ETag) of the resource.").case_exact().mutability(ReadOnly),
+                AttributeDef::string("resourceType", "Name of the resource type.")
+                    .case_exact()
+                    .mutability(ReadOnly),
+                AttributeDef::of_type(
+                    "created",
+                    AttrType::DateTime,
+                    "When the resource was added.",
+                )
+                .mutability(ReadOnly),
+                AttributeDef::of_type(
+                    "lastModified",
+                    AttrType::DateTime,
+                    "When the resource was last updated.",
+                )
+                .mutability(ReadOnly),
+                AttributeDef::reference("location", "URI of the resource.", &["uri"])
+                    .mutability(ReadOnly),
+                AttributeDef::string("version", "Version (ETag) of the resource.")
+                    .case_exact()
+                    .mutability(ReadOnly),
             ],
         )
         .mutability(ReadOnly),
@@ -549,15 +573,28 @@ fn common_attributes() -> Vec<AttributeDef> {
 }
 
 /// A multi-valued complex attribute with the usual `value`, `display`, `type`, `primary` sub-attributes.
-fn multi_complex(name: &str, description: &str, value: AttributeDef, types: &[&str]) -> AttributeDef {
+fn multi_complex(
+    name: &str,
+    description: &str,
+    value: AttributeDef,
+    types: &[&str],
+) -> AttributeDef {
     AttributeDef::complex(
         name,
         description,
         vec![
             value,
-            AttributeDef::string("display", "A human-readable name, primarily used for display purposes."),
-            AttributeDef::string("type", "A label indicating the attribute's function.").canonical(types),
-            AttributeDef::of_type("primary", AttrType::Boolean, "Indicates the primary or preferred value."),
+            AttributeDef::string(
+                "display",
+                "A human-readable name, primarily used for display purposes.",
+            ),
+            AttributeDef::string("type", "A label indicating the attribute's function.")
+                .canonical(types),
+            AttributeDef::of_type(
+                "primary",
+                AttrType::Boolean,
+                "Indicates the primary or preferred value.",
+            ),
         ],
     )
     .multi()
@@ -568,9 +605,12 @@ pub fn core_user_schema() -> Schema {
     use Mutability::*;
     let s = AttributeDef::string;
     let attributes = vec![
-        s("userName", "Unique identifier for the User, used by the user to directly authenticate.")
-            .required()
-            .uniqueness(Uniqueness::Server),
+        s(
+            "userName",
+            "Unique identifier for the User, used by the user to directly authenticate.",
+        )
+        .required()
+        .uniqueness(Uniqueness::Server),
         AttributeDef::complex(
             "name",
             "The components of the user's real name.",
@@ -583,15 +623,41 @@ pub fn core_user_schema() -> Schema {
                 s("honorificSuffix", "The honorific suffix(es) of the User."),
             ],
         ),
-        s("displayName", "The name of the User, suitable for display to end-users."),
-        s("nickName", "The casual way to address the user in real life."),
-        AttributeDef::reference("profileUrl", "A fully qualified URL pointing to a page representing the User's online profile.", &["external"]),
+        s(
+            "displayName",
+            "The name of the User, suitable for display to end-users.",
+        ),
+        s(
+            "nickName",
+            "The casual way to address the user in real life.",
+        ),
+        AttributeDef::reference(
+            "profileUrl",
+            "A fully qualified URL pointing to a page representing the User's online profile.",
+            &["external"],
+        ),
         s("title", "The user's title, such as \"Vice President\"."),
-        s("userType", "Used to identify the relationship between the organization and the user."),
-        s("preferredLanguage", "Indicates the User's preferred written or spoken language."),
-        s("locale", "Used to indicate the User's default location for purposes of localizing items."),
-        s("timezone", "The User's time zone in the 'Olson' time zone database format."),
-        AttributeDef::of_type("active", AttrType::Boolean, "A Boolean value indicating the User's administrative status."),
+        s(
+            "userType",
+            "Used to identify the relationship between the organization and the user.",
+        ),
+        s(
+            "preferredLanguage",
+            "Indicates the User's preferred written or spoken language.",
+        ),
+        s(
+            "locale",
+            "Used to indicate the User's default location for purposes of localizing items.",
+        ),
+        s(
+            "timezone",
+            "The User's time zone in the 'Olson' time zone database format.",
+        ),
+        AttributeDef::of_type(
+            "active",
+            AttrType::Boolean,
+            "A Boolean value indicating the User's administrative status.",
+        ),
         s("password", "The User's cleartext password.")
             .mutability(WriteOnly)
             .returned(Returned::Never),
@@ -623,14 +689,22 @@ pub fn core_user_schema() -> Schema {
             "addresses",
             "A physical mailing address for this User.",
             vec![
-                s("formatted", "The full mailing address, formatted for display."),
+                s(
+                    "formatted",
+                    "The full mailing address, formatted for display.",
+                ),
                 s("streetAddress", "The full street address component."),
                 s("locality", "The city or locality component."),
                 s("region", "The state or region component."),
                 s("postalCode", "The zip code or postal code component."),
                 s("country", "The country name component."),
-                s("type", "A label indicating the attribute's function.").canonical(&["work", "home", "other"]),
-                AttributeDef::of_type("primary", AttrType::Boolean, "Indicates the primary or preferred value."),
+                s("type", "A label indicating the attribute's function.")
+                    .canonical(&["work", "home", "other"]),
+                AttributeDef::of_type(
+                    "primary",
+                    AttrType::Boolean,
+                    "Indicates the primary or preferred value.",
+                ),
             ],
         )
         .multi(),
@@ -638,22 +712,46 @@ pub fn core_user_schema() -> Schema {
             "groups",
             "A list of groups to which the user belongs.",
             vec![
-                AttributeDef::string("value", "The identifier of the User's group.").case_exact().mutability(ReadOnly),
-                AttributeDef::reference("$ref", "The URI of the corresponding 'Group' resource.", &["Group"]).mutability(ReadOnly),
-                s("display", "A human-readable name.").mutability(ReadOnly),
-                s("type", "A label indicating the membership: 'direct' or 'indirect'.")
-                    .canonical(&["direct", "indirect"])
+                AttributeDef::string("value", "The identifier of the User's group.")
+                    .case_exact()
                     .mutability(ReadOnly),
+                AttributeDef::reference(
+                    "$ref",
+                    "The URI of the corresponding 'Group' resource.",
+                    &["Group"],
+                )
+                .mutability(ReadOnly),
+                s("display", "A human-readable name.").mutability(ReadOnly),
+                s(
+                    "type",
+                    "A label indicating the membership: 'direct' or 'indirect'.",
+                )
+                .canonical(&["direct", "indirect"])
+                .mutability(ReadOnly),
             ],
         )
         .multi()
         .mutability(ReadOnly),
-        multi_complex("entitlements", "A list of entitlements for the User.", s("value", "The value of an entitlement."), &[]),
-        multi_complex("roles", "A list of roles for the User.", s("value", "The value of a role."), &[]),
+        multi_complex(
+            "entitlements",
+            "A list of entitlements for the User.",
+            s("value", "The value of an entitlement."),
+            &[],
+        ),
+        multi_complex(
+            "roles",
+            "A list of roles for the User.",
+            s("value", "The value of a role."),
+            &[],
+        ),
         multi_complex(
             "x509Certificates",
             "A list of certificates issued to the User.",
-            AttributeDef::of_type("value", AttrType::Binary, "The value of an X.509 certificate."),
+            AttributeDef::of_type(
+                "value",
+                AttrType::Binary,
+                "The value of an X.509 certificate.",
+            ),
             &[],
         ),
     ];
@@ -673,7 +771,10 @@ pub fn enterprise_user_schema() -> Schema {
         name: "EnterpriseUser".into(),
         description: "Enterprise User".into(),
         attributes: vec![
-            s("employeeNumber", "Numeric or alphanumeric identifier assigned to a person."),
+            s(
+                "employeeNumber",
+                "Numeric or alphanumeric identifier assigned to a person.",
+            ),
             s("costCenter", "Identifies the name of a cost center."),
             s("organization", "Identifies the name of an organization."),
             s("division", "Identifies the name of a division."),
@@ -682,9 +783,18 @@ pub fn enterprise_user_schema() -> Schema {
                 "manager",
                 "The User's manager.",
                 vec![
-                    s("value", "The id of the SCIM resource representing the User's manager.").case_exact(),
-                    AttributeDef::reference("$ref", "The URI of the SCIM resource representing the User's manager.", &["User"]),
-                    s("displayName", "The displayName of the User's manager.").mutability(Mutability::ReadOnly),
+                    s(
+                        "value",
+                        "The id of the SCIM resource representing the User's manager.",
+                    )
+                    .case_exact(),
+                    AttributeDef::reference(
+                        "$ref",
+                        "The URI of the SCIM resource representing the User's manager.",
+                        &["User"],
+                    ),
+                    s("displayName", "The displayName of the User's manager.")
+                        .mutability(Mutability::ReadOnly),
                 ],
             ),
         ],
@@ -706,10 +816,17 @@ pub fn core_group_schema() -> Schema {
                 "members",
                 "A list of members of the Group.",
                 vec![
-                    s("value", "Identifier of the member of this Group.").case_exact().mutability(Mutability::Immutable),
-                    AttributeDef::reference("$ref", "The URI of the corresponding member resource.", &["User", "Group"])
+                    s("value", "Identifier of the member of this Group.")
+                        .case_exact()
                         .mutability(Mutability::Immutable),
-                    s("display", "A human-readable name of the member.").mutability(Mutability::Immutable),
+                    AttributeDef::reference(
+                        "$ref",
+                        "The URI of the corresponding member resource.",
+                        &["User", "Group"],
+                    )
+                    .mutability(Mutability::Immutable),
+                    s("display", "A human-readable name of the member.")
+                        .mutability(Mutability::Immutable),
                     s("type", "A label indicating the type of resource.")
                         .canonical(&["User", "Group"])
                         .mutability(Mutability::Immutable),
@@ -730,11 +847,17 @@ mod tests {
         assert_eq!(u.resolve(None, "USERNAME").unwrap().def.name, "userName");
         assert_eq!(u.resolve(None, "id").unwrap().def.name, "id");
         let r = u
-            .resolve(Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user"), "employeenumber")
+            .resolve(
+                Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user"),
+                "employeenumber",
+            )
             .unwrap();
         assert_eq!(r.def.name, "employeeNumber");
         assert_eq!(r.location, AttrLocation::Extension(urn::ENTERPRISE_USER));
-        assert_eq!(u.resolve(Some(urn::CORE_USER), "emails").unwrap().def.name, "emails");
+        assert_eq!(
+            u.resolve(Some(urn::CORE_USER), "emails").unwrap().def.name,
+            "emails"
+        );
         assert!(u.resolve(None, "employeeNumber").is_none());
         assert!(u.resolve(Some("urn:x:y"), "userName").is_none());
     }
@@ -755,7 +878,8 @@ mod tests {
         assert_eq!(names, ["userName", "name", "active", "emails"]);
         assert_eq!(u.core.attr("name").unwrap().sub_attributes.len(), 1);
         assert!(u.extensions.is_empty());
-        let u = ResourceSchema::user().restrict(&[&format!("{}:employeeNumber", urn::ENTERPRISE_USER)]);
+        let u =
+            ResourceSchema::user().restrict(&[&format!("{}:employeeNumber", urn::ENTERPRISE_USER)]);
         assert_eq!(u.extensions.len(), 1);
         assert_eq!(u.extensions[0].0.attributes.len(), 1);
     }
