@@ -1,6 +1,7 @@
 //! The SCIM 2.0 protocol, pure: no HTTP, no I/O, no vendor (RFC 7643, RFC 7644 and the dialects
 //! Okta and Entra ID really send).
 
+pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod list;
