@@ -1,4 +1,9 @@
 //! scim-bridge: a SCIM 2.0 server that provisions users, groups and roles into analytics vendors.
 
+pub mod auth;
+pub mod config;
+pub mod connector;
 pub mod scim;
+pub mod server;
 pub mod sim;
+pub mod store;

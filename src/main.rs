@@ -1,1 +1,255 @@
-fn main() {}
+//! The `scim-bridge` command: parse the CLI, load the config, start. `anyhow` lives here only.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scim_bridge::config::{Config, Secret};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// SCIM 2.0 bridge: provisions users, groups and roles from Okta or Entra ID into Sisense,
+/// Tableau, ThoughtSpot and Metabase.
+#[derive(Parser)]
+#[command(name = "scim-bridge", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge. Without --config (and no ./scim-bridge.toml) it starts the embedded
+    /// default: tenant `default` on the `local` connector, data kept in --data-dir.
+    Serve(ServeArgs),
+    /// Validate configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Mint bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Default: ./scim-bridge.toml if it exists.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides the config's `listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for the store (overrides the config's `data_dir`; default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a config, resolve ${ENV} secrets, report every problem with its key path.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a bearer token (a JWT signed with the tenant's jwt_secret) to paste into Okta or Entra ID.
+    Issue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime: e.g. 365d, 12h, 30m, 3600s.
+        #[arg(long, default_value = "365d")]
+        ttl: String,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,actix_server=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}: OK", config.display());
+            print!("{}", cfg.summary());
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    config,
+                    tenant,
+                    ttl,
+                },
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = cfg
+                .tenants
+                .iter()
+                .find(|t| t.id.as_str() == tenant)
+                .with_context(|| format!("no tenant {tenant:?} in {}", config.display()))?;
+            let secret = t.jwt_secret.as_ref().with_context(|| {
+                format!("tenant {tenant:?} has no jwt_secret to sign tokens with")
+            })?;
+            let ttl =
+                scim_bridge::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let token = scim_bridge::auth::issue_token(&t.id, secret, ttl)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// The embedded default's token: SCIM_BRIDGE_TOKEN, else the one stored in the data dir, else a
+/// new one, stored (mode 0600) and printed this once.
+fn default_token(data_dir: &Path) -> Result<Secret> {
+    if let Ok(t) = std::env::var("SCIM_BRIDGE_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Secret::new(t.trim().to_string()));
+        }
+    }
+    let path = data_dir.join("default-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            eprintln!(
+                "Using the token stored in {} (set SCIM_BRIDGE_TOKEN to override).",
+                path.display()
+            );
+            return Ok(Secret::new(t.trim().to_string()));
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    };
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "Generated a bearer token for tenant `default` (stored in {}, shown only now):",
+        path.display()
+    );
+    println!("  {token}");
+    Ok(Secret::new(token))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config_path = args.config.clone().or_else(|| {
+        Path::new("scim-bridge.toml")
+            .exists()
+            .then(|| PathBuf::from("scim-bridge.toml"))
+    });
+    let mut config = match &config_path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        None => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let token = default_token(&data_dir)?;
+            Config::embedded_default(args.listen, data_dir, token)
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if config.tenants.is_empty() {
+        bail!("no tenants configured");
+    }
+    let store = scim_bridge::store::Store::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let state = scim_bridge::server::build_state(&config, store)?;
+    let running = scim_bridge::server::start(config.listen, state, args.workers)?;
+    let addr = running.addr;
+    println!("scim-bridge listening on http://{addr}");
+    for t in &config.tenants {
+        println!(
+            "  tenant {:<16} http://{addr}/tenants/{}/scim/v2",
+            t.id.as_str(),
+            t.id.as_str()
+        );
+    }
+    if config.tenants.iter().any(|t| t.id.as_str() == "default") {
+        println!("  tenant default also at   http://{addr}/scim/v2");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

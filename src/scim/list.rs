@@ -35,7 +35,9 @@ pub struct ListQuery {
 impl ListQuery {
     /// From already-decoded query parameters (names case-insensitive; unknown ones ignored, as
     /// Entra appends feature flags such as `aadOptscim062020` to the base URL).
-    pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> ScimResult<Self> {
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> ScimResult<Self> {
         let mut q = ListQuery {
             start_index: 1,
             ..Default::default()
@@ -63,7 +65,12 @@ impl ListQuery {
         if let Some(schemas) = obj.get("schemas") {
             let ok = schemas
                 .as_array()
-                .map(|a| a.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn::SEARCH_REQUEST))))
+                .map(|a| {
+                    a.iter().any(|s| {
+                        s.as_str()
+                            .is_some_and(|s| s.eq_ignore_ascii_case(urn::SEARCH_REQUEST))
+                    })
+                })
                 .unwrap_or(false);
             if !ok {
                 return Err(ScimError::invalid_syntax(format!(
@@ -82,13 +89,15 @@ impl ListQuery {
                 Value::Array(items) => items
                     .iter()
                     .map(|i| {
-                        i.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| ScimError::invalid_value(format!("`{name}` must list strings")))
+                        i.as_str().map(str::to_string).ok_or_else(|| {
+                            ScimError::invalid_value(format!("`{name}` must list strings"))
+                        })
                     })
                     .collect::<ScimResult<Vec<_>>>()
                     .map(|v| v.join(",")),
-                _ => Err(ScimError::invalid_value(format!("`{name}` must be an array of strings"))),
+                _ => Err(ScimError::invalid_value(format!(
+                    "`{name}` must be an array of strings"
+                ))),
             }
         };
         for (k, v) in obj {
@@ -110,15 +119,17 @@ impl ListQuery {
                     )
                 }
                 "sortorder" => {
-                    q.sort_order = parse_sort_order(
-                        v.as_str()
-                            .ok_or_else(|| ScimError::invalid_value("`sortOrder` must be a string"))?,
-                    )?
+                    q.sort_order =
+                        parse_sort_order(v.as_str().ok_or_else(|| {
+                            ScimError::invalid_value("`sortOrder` must be a string")
+                        })?)?
                 }
                 "startindex" => q.start_index = parse_start_index(v)?,
                 "count" => q.count = Some(parse_count(v)?),
                 "attributes" => q.attributes = Some(list(v, "attributes")?),
-                "excludedattributes" => q.excluded_attributes = Some(list(v, "excludedAttributes")?),
+                "excludedattributes" => {
+                    q.excluded_attributes = Some(list(v, "excludedAttributes")?)
+                }
                 _ => {}
             }
         }
@@ -126,7 +137,11 @@ impl ListQuery {
     }
 
     pub fn projection(&self, schema: &ResourceSchema) -> Projection {
-        Projection::new(self.attributes.as_deref(), self.excluded_attributes.as_deref(), schema)
+        Projection::new(
+            self.attributes.as_deref(),
+            self.excluded_attributes.as_deref(),
+            schema,
+        )
     }
 
     /// The page size actually served: the requested count capped at [`MAX_PAGE_SIZE`].
@@ -188,9 +203,15 @@ pub fn list_response(total: usize, start_index: usize, resources: Vec<Value>) ->
 /// `caseExact`, multi-valued attributes sort by their primary (else first) value, and resources
 /// without the attribute sort last whatever the order. The sort is stable, so ties keep the
 /// store's order (Okta requires a stable order across pages).
-pub fn sort_resources(resources: &mut [Value], sort_by: &str, order: SortOrder, schema: &ResourceSchema) -> ScimResult<()> {
-    let key = SortKey::resolve(sort_by, schema)
-        .ok_or_else(|| ScimError::invalid_value(format!("cannot sort by unknown attribute {sort_by:?}")))?;
+pub fn sort_resources(
+    resources: &mut [Value],
+    sort_by: &str,
+    order: SortOrder,
+    schema: &ResourceSchema,
+) -> ScimResult<()> {
+    let key = SortKey::resolve(sort_by, schema).ok_or_else(|| {
+        ScimError::invalid_value(format!("cannot sort by unknown attribute {sort_by:?}"))
+    })?;
     resources.sort_by(|a, b| {
         let (ka, kb) = (key.extract(a), key.extract(b));
         match (ka, kb) {
@@ -232,7 +253,11 @@ impl<'a> SortKey<'a> {
             AttrLocation::Core => None,
             AttrLocation::Extension(u) => Some(u),
         };
-        Some(SortKey { ext, def: r.def, sub })
+        Some(SortKey {
+            ext,
+            def: r.def,
+            sub,
+        })
     }
 
     fn extract<'v>(&self, resource: &'v Value) -> Option<&'v Value> {

@@ -69,7 +69,9 @@ impl Projection {
                 None => {
                     def.returned == Returned::Default
                         && !self.exclude.iter().any(|s| {
-                            s.ext.is_none() && s.name.as_deref() == Some(def.name.as_str()) && s.sub.is_none()
+                            s.ext.is_none()
+                                && s.name.as_deref() == Some(def.name.as_str())
+                                && s.sub.is_none()
                         })
                 }
             },
@@ -88,7 +90,9 @@ impl Projection {
                 continue;
             }
             if let Some(ext) = schema.extension(key) {
-                let Some(inner) = value.as_object() else { continue };
+                let Some(inner) = value.as_object() else {
+                    continue;
+                };
                 let mut ext_out = Map::new();
                 for (k, v) in inner {
                     let Some(def) = ext.attr(k) else { continue };
@@ -112,7 +116,8 @@ impl Projection {
     }
 
     fn project_attr(&self, ext: Option<&str>, def: &AttributeDef, value: &Value) -> Option<Value> {
-        let same = |s: &Selector| s.ext.as_deref() == ext && s.name.as_deref() == Some(def.name.as_str());
+        let same =
+            |s: &Selector| s.ext.as_deref() == ext && s.name.as_deref() == Some(def.name.as_str());
         match def.returned {
             Returned::Never => return None,
             Returned::Always => return Some(value.clone()),
@@ -125,7 +130,11 @@ impl Projection {
             if whole_ext && def.returned == Returned::Default {
                 return Some(value.clone());
             }
-            let subs: Vec<&str> = inc.iter().filter(|s| same(s)).filter_map(|s| s.sub.as_deref()).collect();
+            let subs: Vec<&str> = inc
+                .iter()
+                .filter(|s| same(s))
+                .filter_map(|s| s.sub.as_deref())
+                .collect();
             let whole = inc.iter().any(|s| same(s) && s.sub.is_none());
             if whole {
                 return Some(strip_never(def, value));
@@ -146,7 +155,12 @@ impl Projection {
         {
             return None;
         }
-        let drop: Vec<&str> = self.exclude.iter().filter(|s| same(s)).filter_map(|s| s.sub.as_deref()).collect();
+        let drop: Vec<&str> = self
+            .exclude
+            .iter()
+            .filter(|s| same(s))
+            .filter_map(|s| s.sub.as_deref())
+            .collect();
         if drop.is_empty() {
             Some(strip_never(def, value))
         } else {
@@ -185,7 +199,10 @@ fn resolve_selector(path: &str, schema: &ResourceSchema) -> Option<Selector> {
     })
 }
 
-fn map_elements(value: &Value, f: impl Fn(&Map<String, Value>) -> Map<String, Value>) -> Option<Value> {
+fn map_elements(
+    value: &Value,
+    f: impl Fn(&Map<String, Value>) -> Map<String, Value>,
+) -> Option<Value> {
     match value {
         Value::Object(o) => {
             let m = f(o);
@@ -209,7 +226,10 @@ fn keep_subs(def: &AttributeDef, value: &Value, subs: &[&str]) -> Option<Value> 
         o.iter()
             .filter(|(k, _)| {
                 subs.iter().any(|s| s == k)
-                    || def.sub(k).map(|d| d.returned == Returned::Always).unwrap_or(false)
+                    || def
+                        .sub(k)
+                        .map(|d| d.returned == Returned::Always)
+                        .unwrap_or(false)
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -220,14 +240,22 @@ fn drop_subs(def: &AttributeDef, value: &Value, subs: &[&str]) -> Option<Value> 
     map_elements(value, |o| {
         o.iter()
             .filter(|(k, _)| !subs.iter().any(|s| s == k))
-            .filter(|(k, _)| def.sub(k).map(|d| d.returned != Returned::Never).unwrap_or(true))
+            .filter(|(k, _)| {
+                def.sub(k)
+                    .map(|d| d.returned != Returned::Never)
+                    .unwrap_or(true)
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     })
 }
 
 fn strip_never(def: &AttributeDef, value: &Value) -> Value {
-    if def.sub_attributes.iter().any(|s| s.returned == Returned::Never) {
+    if def
+        .sub_attributes
+        .iter()
+        .any(|s| s.returned == Returned::Never)
+    {
         drop_subs(def, value, &[]).unwrap_or(Value::Null)
     } else {
         value.clone()
@@ -276,13 +304,21 @@ mod tests {
     #[test]
     fn attributes_by_urn() {
         let s = ResourceSchema::user();
-        let p = Projection::new(Some(&format!("{}:employeeNumber", urn::ENTERPRISE_USER)), None, &s);
+        let p = Projection::new(
+            Some(&format!("{}:employeeNumber", urn::ENTERPRISE_USER)),
+            None,
+            &s,
+        );
         let out = p.apply(&user(), &s);
         assert_eq!(out[urn::ENTERPRISE_USER], json!({"employeeNumber": "7"}));
         let p = Projection::new(Some(urn::ENTERPRISE_USER), None, &s);
         let out = p.apply(&user(), &s);
         assert_eq!(out[urn::ENTERPRISE_USER]["department"], "R&D");
-        let p = Projection::new(Some("urn:ietf:params:scim:schemas:core:2.0:User:USERNAME"), None, &s);
+        let p = Projection::new(
+            Some("urn:ietf:params:scim:schemas:core:2.0:User:USERNAME"),
+            None,
+            &s,
+        );
         assert_eq!(p.apply(&user(), &s)["userName"], "bjensen");
     }
 

@@ -17,13 +17,24 @@ pub fn canonicalize(input: &Value, schema: &ResourceSchema) -> ScimResult<Value>
     let obj = input
         .as_object()
         .ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
-    if let Some(schemas) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("schemas")).map(|(_, v)| v) {
+    if let Some(schemas) = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("schemas"))
+        .map(|(_, v)| v)
+    {
         let listed: Vec<&str> = match schemas {
             Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
             Value::String(s) => vec![s.as_str()],
-            _ => return Err(ScimError::invalid_syntax("`schemas` must be an array of URIs")),
+            _ => {
+                return Err(ScimError::invalid_syntax(
+                    "`schemas` must be an array of URIs",
+                ))
+            }
         };
-        if !listed.iter().any(|s| s.eq_ignore_ascii_case(&schema.core.id)) {
+        if !listed
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&schema.core.id))
+        {
             return Err(ScimError::invalid_value(format!(
                 "`schemas` must contain \"{}\" for a {}",
                 schema.core.id,
@@ -39,7 +50,10 @@ pub fn canonicalize(input: &Value, schema: &ResourceSchema) -> ScimResult<Value>
         if let Some(ext) = schema.extension(key) {
             // The extension as an object keyed by its URN.
             let Some(inner) = raw.as_object() else {
-                return Err(ScimError::invalid_value(format!("\"{}\" must be an object", ext.id)));
+                return Err(ScimError::invalid_value(format!(
+                    "\"{}\" must be an object",
+                    ext.id
+                )));
             };
             for (k, v) in inner {
                 if let Some(def) = ext.attr(k) {
@@ -134,7 +148,11 @@ pub fn set_schemas(obj: &mut Map<String, Value>, schema: &ResourceSchema) {
 pub fn replace(existing: &Value, incoming: Value, schema: &ResourceSchema) -> ScimResult<Value> {
     let mut out = match incoming {
         Value::Object(m) => m,
-        _ => return Err(ScimError::invalid_syntax("the request body must be a JSON object")),
+        _ => {
+            return Err(ScimError::invalid_syntax(
+                "the request body must be a JSON object",
+            ))
+        }
     };
     let old = existing.as_object().cloned().unwrap_or_default();
     for def in schema.common.iter().chain(schema.core.attributes.iter()) {
@@ -165,13 +183,24 @@ pub fn replace(existing: &Value, incoming: Value, schema: &ResourceSchema) -> Sc
 /// Removes attributes that are `returned: never` (password) before a resource is stored: the
 /// bridge never needs them back, so it never keeps them.
 pub fn strip_unreturnable(resource: &mut Value, schema: &ResourceSchema) {
-    let Some(obj) = resource.as_object_mut() else { return };
-    for def in schema.core.attributes.iter().filter(|d| d.returned == Returned::Never) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    for def in schema
+        .core
+        .attributes
+        .iter()
+        .filter(|d| d.returned == Returned::Never)
+    {
         obj.remove(&def.name);
     }
     for (ext, _) in &schema.extensions {
         if let Some(Value::Object(m)) = obj.get_mut(&ext.id) {
-            for def in ext.attributes.iter().filter(|d| d.returned == Returned::Never) {
+            for def in ext
+                .attributes
+                .iter()
+                .filter(|d| d.returned == Returned::Never)
+            {
                 m.remove(&def.name);
             }
         }
@@ -282,23 +311,34 @@ mod tests {
     #[test]
     fn rejects_bad_bodies() {
         let s = ResourceSchema::user();
-        assert_eq!(canonicalize(&json!({"not":"a scim resource"}), &s).unwrap_err().status, 400);
+        assert_eq!(
+            canonicalize(&json!({"not":"a scim resource"}), &s)
+                .unwrap_err()
+                .status,
+            400
+        );
         assert_eq!(canonicalize(&json!([1]), &s).unwrap_err().status, 400);
         assert_eq!(
-            canonicalize(&json!({"schemas":["urn:x:y"],"userName":"a"}), &s).unwrap_err().scim_type,
+            canonicalize(&json!({"schemas":["urn:x:y"],"userName":"a"}), &s)
+                .unwrap_err()
+                .scim_type,
             Some(crate::scim::ScimType::InvalidValue)
         );
         assert!(canonicalize(&json!({"userName": 5}), &s).is_err());
         let g = ResourceSchema::group();
         let entra = json!({"schemas":[urn::CORE_GROUP,"http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
             "externalId":"8aa1","displayName":"displayName","meta":{"resourceType":"Group"}});
-        assert_eq!(canonicalize(&entra, &g).unwrap()["displayName"], "displayName");
+        assert_eq!(
+            canonicalize(&entra, &g).unwrap()["displayName"],
+            "displayName"
+        );
     }
 
     #[test]
     fn put_keeps_server_data_and_checks_immutable() {
         let s = ResourceSchema::user();
-        let existing = json!({"id":"u1","userName":"a","meta":{"created":"x"},"groups":[{"value":"g1"}]});
+        let existing =
+            json!({"id":"u1","userName":"a","meta":{"created":"x"},"groups":[{"value":"g1"}]});
         let incoming = canonicalize(&json!({"userName":"b","id":"zzz"}), &s).unwrap();
         let r = replace(&existing, incoming, &s).unwrap();
         assert_eq!(r["id"], "u1");

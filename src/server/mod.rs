@@ -1,0 +1,207 @@
+//! The HTTP server: actix-web routes for the SCIM surface of CONTRACT §2, health, readiness
+//! and metrics, one state shared by every worker.
+
+pub mod metrics;
+pub mod response;
+mod scim_routes;
+
+use crate::auth::TenantAuth;
+use crate::config::{Config, VendorConfig};
+use crate::connector::local::LocalConnector;
+use crate::connector::Connector;
+use crate::store::{Store, StoreError};
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use metrics::Metrics;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// One configured tenant: its credentials and its connector.
+pub struct Tenant {
+    pub id: String,
+    pub auth: TenantAuth,
+    pub connector: Arc<dyn Connector>,
+}
+
+pub struct AppState {
+    pub tenants: BTreeMap<String, Arc<Tenant>>,
+    pub metrics: Metrics,
+    pub body_limit: usize,
+    pub store: Store,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("tenant {tenant}: the {kind} connector is not available in this build yet")]
+    UnsupportedVendor { tenant: String, kind: &'static str },
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub state: web::Data<AppState>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, then flushes the store.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+        let _ = self.state.store.flush().await;
+    }
+}
+
+fn vendor_kind(v: &VendorConfig) -> &'static str {
+    match v {
+        VendorConfig::Local => "local",
+        #[allow(unreachable_patterns)]
+        _ => "vendor",
+    }
+}
+
+/// Builds the shared state: opens each tenant's connector.
+pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError> {
+    let mut tenants = BTreeMap::new();
+    for t in &config.tenants {
+        let connector: Arc<dyn Connector> = match &t.vendor {
+            VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(StartError::UnsupportedVendor {
+                    tenant: t.id.as_str().to_string(),
+                    kind: vendor_kind(other),
+                })
+            }
+        };
+        let auth = TenantAuth::new(&t.id, &t.tokens, t.jwt_secret.as_ref());
+        tenants.insert(
+            t.id.as_str().to_string(),
+            Arc::new(Tenant {
+                id: t.id.as_str().to_string(),
+                auth,
+                connector,
+            }),
+        );
+    }
+    Ok(AppState {
+        tenants,
+        metrics: Metrics::new(),
+        body_limit: config.body_limit_bytes,
+        store,
+    })
+}
+
+/// Binds and starts serving on the current runtime; returns at once.
+pub fn start(
+    listen: SocketAddr,
+    state: AppState,
+    workers: Option<usize>,
+) -> Result<RunningServer, StartError> {
+    let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let state = web::Data::new(state);
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap_fn(|req, srv| {
+                // A request id per request: the client's X-Request-Id if sane, else a new one.
+                let rid = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let span = tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.path());
+                let fut = srv.call(req);
+                async move {
+                    let started = std::time::Instant::now();
+                    let mut res = fut.await?;
+                    tracing::info!(status = res.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+                    if let Ok(v) = HeaderValue::from_str(&rid) {
+                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                    }
+                    Ok(res)
+                }
+                .instrument(span)
+            })
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_text))
+            .default_service(web::to(scim_routes::entry))
+    })
+    .shutdown_timeout(30)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr: listen, source })?;
+    if let Some(w) = workers {
+        server = server.workers(w);
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(RunningServer {
+        addr,
+        handle,
+        task,
+        state,
+    })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the store answers and every tenant's connector is ready; the body names the
+/// tenants that are not.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut not_ready = serde_json::Map::new();
+    for (id, t) in &state.tenants {
+        match t.connector.ready().await {
+            Ok(()) => state
+                .metrics
+                .tenant_ready
+                .with_label_values(&[id.as_str()])
+                .set(1),
+            Err(reason) => {
+                state
+                    .metrics
+                    .tenant_ready
+                    .with_label_values(&[id.as_str()])
+                    .set(0);
+                not_ready.insert(id.clone(), json!(reason));
+            }
+        }
+    }
+    if not_ready.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not ready", "tenants": not_ready}))
+    }
+}
+
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

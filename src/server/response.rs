@@ -1,0 +1,51 @@
+//! Rendering: the one place a `ScimError` becomes an HTTP response, and SCIM JSON bodies get
+//! their media type.
+
+use crate::scim::ScimError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde_json::Value;
+
+pub const SCIM_JSON: &str = "application/scim+json";
+
+pub fn scim_json(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, SCIM_JSON))
+        .body(body.to_string())
+}
+
+/// A resource response with its `ETag` (= `meta.version`, RFC 7644 §3.14).
+pub fn resource(status: StatusCode, body: &Value) -> HttpResponse {
+    let mut resp = scim_json(status, body);
+    if let Some(v) = body
+        .get("meta")
+        .and_then(|m| m.get("version"))
+        .and_then(Value::as_str)
+    {
+        if let Ok(h) = HeaderValue::from_str(v) {
+            resp.headers_mut().insert(header::ETAG, h);
+        }
+    }
+    resp
+}
+
+pub fn error(e: &ScimError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = scim_json(status, &e.to_json());
+    if let Some(s) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if e.status == 401 {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"SCIM\""),
+        );
+    }
+    if e.status == 405 {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    }
+    resp
+}
