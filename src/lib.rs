@@ -1,4 +1,6 @@
 //! scim-bridge: a SCIM 2.0 server that provisions users, groups and roles into analytics vendors.
 
+pub mod auth;
+pub mod config;
 pub mod scim;
 pub mod sim;
