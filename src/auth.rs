@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{Secret, TenantId};
+use crate::config::{Secret, TenantConfig, TenantId};
 
 /// Clock skew tolerated on `exp` (and `nbf`, when present).
 pub const JWT_LEEWAY_SECS: u64 = 30;
@@ -97,6 +97,11 @@ impl TenantAuth {
                 .collect(),
             jwt,
         }
+    }
+
+    /// The verifier for a configured tenant (its `tokens` and `jwt_secret`).
+    pub fn for_tenant(tenant: &TenantConfig) -> TenantAuth {
+        TenantAuth::new(&tenant.id, &tenant.tokens, tenant.jwt_secret.as_ref())
     }
 
     pub fn tenant(&self) -> &TenantId {
