@@ -63,25 +63,16 @@ impl RunningServer {
     }
 }
 
-fn vendor_kind(v: &VendorConfig) -> &'static str {
-    match v {
-        VendorConfig::Local => "local",
-        #[allow(unreachable_patterns)]
-        _ => "vendor",
-    }
-}
-
 /// Builds the shared state: opens each tenant's connector.
 pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError> {
     let mut tenants = BTreeMap::new();
     for t in &config.tenants {
         let connector: Arc<dyn Connector> = match &t.vendor {
             VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
-            #[allow(unreachable_patterns)]
             other => {
                 return Err(StartError::UnsupportedVendor {
                     tenant: t.id.as_str().to_string(),
-                    kind: vendor_kind(other),
+                    kind: other.kind(),
                 })
             }
         };

@@ -1,0 +1,478 @@
+//! Configuration: TOML with `${ENV}` secrets, validated into typed structs (CONTRACT §3).
+//!
+//! The file is read as a `toml::Value` tree and walked by hand rather than through serde derive:
+//! the walk knows the key path of every value, so each problem (a typo such as `jwt_secert`, a
+//! missing variable, a Tableau key in a Sisense tenant) is reported by path, and all of them are
+//! collected before failing — an operator fixes a config in one round, not ten.
+//!
+//! Values that can be secrets live in [`Secret`], which never prints; problem messages never echo
+//! a value that came from the environment or from a secret key.
+
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use url::Url;
+
+/// Default listen address when neither the file nor the CLI sets one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default request body limit (the optional `body_limit` key).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default Tableau REST API version (the path segment `/api/{v}/`).
+pub const DEFAULT_TABLEAU_API_VERSION: &str = "3.24";
+
+/// A secret string (bearer token, password, API key, signing key).
+///
+/// `Debug` and `Display` print `<redacted>`; it has no `Serialize` and no `PartialEq` (comparing
+/// secrets must be constant-time, see `auth`). Read it only where it is sent or hashed, via
+/// [`Secret::expose`].
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret value itself. Call sites are the places a secret leaves the process (a vendor
+    /// sign-in, a hash, a signature) and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A tenant id: `[a-z0-9-]+`, 1..=63 characters. It is a URL path segment
+/// (`/tenants/{tenant}/scim/v2/`) and the JWT audience, so the only constructor validates it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub const MAX_LEN: usize = 63;
+
+    pub fn parse(value: &str) -> Result<TenantId, String> {
+        if value.is_empty() {
+            return Err("tenant id must not be empty".into());
+        }
+        if value.len() > Self::MAX_LEN {
+            return Err(format!(
+                "tenant id is {} characters long; at most {} are allowed",
+                value.len(),
+                Self::MAX_LEN
+            ));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "tenant id `{value}` may contain only lower-case letters a-z, digits and `-`"
+            ));
+        }
+        Ok(TenantId(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TenantId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TenantId, String> {
+        TenantId::parse(s)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// As written (relative paths are relative to the working directory, as `--data-dir` is).
+    pub data_dir: PathBuf,
+    pub tenants: Vec<TenantConfig>,
+    /// Request body limit in bytes; TOML key `body_limit` (an integer, or a string such as
+    /// `"2 MiB"`).
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    /// Static bearer tokens (at least one of `tokens` / `jwt_secret` is set).
+    pub tokens: Vec<Secret>,
+    /// HS256 key for `token issue` and JWT bearer validation; at least 16 characters.
+    pub jwt_secret: Option<Secret>,
+    pub vendor: VendorConfig,
+    pub roles: RoleRules,
+}
+
+/// The vendor a tenant provisions into. Every `base_url` is http(s), has no credentials, query or
+/// fragment, and its path ends with `/` so that `Url::join("api/...")` keeps any path prefix.
+#[derive(Debug, Clone)]
+pub enum VendorConfig {
+    Local,
+    Sisense {
+        base_url: Url,
+        username: String,
+        password: Secret,
+        api_version: SisenseApiVersion,
+        mode: SisenseMode,
+        deprovision: SisenseDeprovision,
+    },
+    Tableau {
+        base_url: Url,
+        /// Site `contentUrl`; empty means the Default site (Tableau Server only).
+        site: String,
+        /// `major.minor`, e.g. "3.24".
+        api_version: String,
+        auth: TableauAuth,
+        deprovision: TableauDeprovision,
+    },
+    Thoughtspot {
+        base_url: Url,
+        username: String,
+        auth: ThoughtspotAuth,
+        org_id: Option<i64>,
+    },
+    Metabase {
+        base_url: Url,
+        auth: MetabaseAuth,
+    },
+}
+
+impl VendorConfig {
+    /// The `kind` key value: `local`, `sisense`, `tableau`, `thoughtspot` or `metabase`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VendorConfig::Local => "local",
+            VendorConfig::Sisense { .. } => "sisense",
+            VendorConfig::Tableau { .. } => "tableau",
+            VendorConfig::Thoughtspot { .. } => "thoughtspot",
+            VendorConfig::Metabase { .. } => "metabase",
+        }
+    }
+
+    /// The vendor's base URL; `None` for the local connector.
+    pub fn base_url(&self) -> Option<&Url> {
+        match self {
+            VendorConfig::Local => None,
+            VendorConfig::Sisense { base_url, .. }
+            | VendorConfig::Tableau { base_url, .. }
+            | VendorConfig::Thoughtspot { base_url, .. }
+            | VendorConfig::Metabase { base_url, .. } => Some(base_url),
+        }
+    }
+}
+
+macro_rules! keyword_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? } default $default:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(#[doc = concat!("`", $text, "`")] $variant,)+
+        }
+        impl Default for $name {
+            fn default() -> $name {
+                $name::$default
+            }
+        }
+        impl $name {
+            pub(crate) const CHOICES: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum!(
+    /// Sisense REST API generation: `v1` (`/api/v1/...`) or the legacy `v0.9` (`/api/...`).
+    SisenseApiVersion { V1 => "v1", V0_9 => "v0.9" } default V1
+);
+keyword_enum!(
+    /// How the Sisense connector talks to Sisense: its REST API, or Sisense's own SCIM endpoint.
+    SisenseMode { Rest => "rest", Scim => "scim" } default Rest
+);
+keyword_enum!(
+    /// What a SCIM DELETE (or `active: false`) does in Sisense.
+    SisenseDeprovision { Deactivate => "deactivate", Delete => "delete" } default Deactivate
+);
+keyword_enum!(
+    /// What a SCIM DELETE (or `active: false`) does in Tableau: set the site role to `Unlicensed`
+    /// (keeps content ownership) or remove the user from the site.
+    TableauDeprovision { Unlicense => "unlicense", Delete => "delete" } default Unlicense
+);
+
+#[derive(Debug, Clone)]
+pub enum TableauAuth {
+    /// Personal access token (`pat_name` + `pat_secret`), REST API 3.6+.
+    Pat { name: String, secret: Secret },
+    /// Connected app, direct trust (`client_id`, `secret_id`, `secret_value`, `username`), 3.17+.
+    ConnectedApp {
+        client_id: String,
+        secret_id: String,
+        secret_value: Secret,
+        username: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum ThoughtspotAuth {
+    Password(Secret),
+    /// Trusted-authentication secret key (`secret_key`); works with MFA, unlike a password.
+    SecretKey(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub enum MetabaseAuth {
+    /// `x-api-key` (Metabase 0.49+).
+    ApiKey(Secret),
+    Password {
+        username: String,
+        password: Secret,
+    },
+}
+
+/// Supplemental role assignment (CONTRACT §4): the first matching rule wins, else `default`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleRules {
+    pub default: Option<String>,
+    pub rules: Vec<RoleRule>,
+}
+
+/// `{ group = "BI Admins", role = "Admin" }`. A rule without `group` matches users whose SCIM
+/// `roles` contain `role`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRule {
+    pub group: Option<String>,
+    pub role: String,
+}
+
+/// One thing wrong with a config, at a key path such as `tenants[0].vendor.base_url` (empty for
+/// problems of the file as a whole, e.g. a TOML syntax error, which carries line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key_path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key_path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key_path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config, one per line in `Display`. Never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the file, resolves `${ENV}` from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key_path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Config::from_toml_str(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates `text`, taking `${NAME}` values from `env` (testable without the
+    /// process environment). Collects every problem before failing.
+    pub fn from_toml_str(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        reader::read(text, env)
+    }
+
+    /// The embedded default (CONTRACT §1): one tenant `default`, Local connector, the given token.
+    pub fn embedded_default(
+        listen: Option<SocketAddr>,
+        data_dir: PathBuf,
+        token: Secret,
+    ) -> Config {
+        Config {
+            listen: listen.unwrap_or_else(default_listen),
+            data_dir,
+            tenants: vec![TenantConfig {
+                id: TenantId("default".into()),
+                tokens: vec![token],
+                jwt_secret: None,
+                vendor: VendorConfig::Local,
+                roles: RoleRules::default(),
+            }],
+            body_limit_bytes: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id.as_str() == id)
+    }
+
+    /// Human report of a valid config for `config check`: tenants, vendor kinds, base URLs,
+    /// token counts, rule counts — no secret values.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "listen:     {}", self.listen);
+        let _ = writeln!(out, "data_dir:   {}", self.data_dir.display());
+        let _ = writeln!(out, "body_limit: {} bytes", self.body_limit_bytes);
+        let _ = writeln!(out, "tenants:    {}", self.tenants.len());
+        for t in &self.tenants {
+            let _ = writeln!(out, "- tenant {}", t.id);
+            let _ = writeln!(out, "    vendor: {}", vendor_line(&t.vendor));
+            let _ = writeln!(
+                out,
+                "    auth:   {} static token{}, JWT {}",
+                t.tokens.len(),
+                if t.tokens.len() == 1 { "" } else { "s" },
+                if t.jwt_secret.is_some() {
+                    "accepted (signing key set)"
+                } else {
+                    "not configured"
+                }
+            );
+            let _ = writeln!(
+                out,
+                "    roles:  {} rule{}, default {}",
+                t.roles.rules.len(),
+                if t.roles.rules.len() == 1 { "" } else { "s" },
+                t.roles
+                    .default
+                    .as_deref()
+                    .map(|d| format!("`{d}`"))
+                    .unwrap_or_else(|| "none (vendor default)".into())
+            );
+        }
+        out
+    }
+}
+
+fn vendor_line(v: &VendorConfig) -> String {
+    match v {
+        VendorConfig::Local => "local (resources kept in the data dir)".into(),
+        VendorConfig::Sisense {
+            base_url,
+            username,
+            api_version,
+            mode,
+            deprovision,
+            ..
+        } => format!(
+            "sisense {base_url} as `{username}` (password), API {api_version}, mode {mode}, deprovision {deprovision}"
+        ),
+        VendorConfig::Tableau {
+            base_url,
+            site,
+            api_version,
+            auth,
+            deprovision,
+        } => {
+            let auth = match auth {
+                TableauAuth::Pat { name, .. } => format!("personal access token `{name}`"),
+                TableauAuth::ConnectedApp {
+                    client_id,
+                    username,
+                    ..
+                } => format!("connected app `{client_id}` as `{username}`"),
+            };
+            let site = if site.is_empty() {
+                "Default site".to_string()
+            } else {
+                format!("site `{site}`")
+            };
+            format!("tableau {base_url} {site}, API {api_version}, {auth}, deprovision {deprovision}")
+        }
+        VendorConfig::Thoughtspot {
+            base_url,
+            username,
+            auth,
+            org_id,
+        } => {
+            let how = match auth {
+                ThoughtspotAuth::Password(_) => "password",
+                ThoughtspotAuth::SecretKey(_) => "secret key",
+            };
+            let org = org_id
+                .map(|o| format!("org {o}"))
+                .unwrap_or_else(|| "default org".into());
+            format!("thoughtspot {base_url} as `{username}` ({how}), {org}")
+        }
+        VendorConfig::Metabase { base_url, auth } => {
+            let how = match auth {
+                MetabaseAuth::ApiKey(_) => "API key".to_string(),
+                MetabaseAuth::Password { username, .. } => format!("`{username}` (password)"),
+            };
+            format!("metabase {base_url} with {how}")
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .expect("DEFAULT_LISTEN is a socket address")
+}

@@ -1,0 +1,906 @@
+use super::*;
+use std::collections::HashMap;
+
+const EXAMPLE: &str = include_str!("../../deploy/scim-bridge.example.toml");
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, &no_env)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).expect_err("config should be rejected").problems
+}
+
+fn problems_with_env(text: &str, env: &[(&str, &str)]) -> Vec<Problem> {
+    Config::from_toml_str(text, &env_of(env))
+        .expect_err("config should be rejected")
+        .problems
+}
+
+/// True when some problem sits at `path` and its message contains `needle`.
+fn has(problems: &[Problem], path: &str, needle: &str) -> bool {
+    problems
+        .iter()
+        .any(|p| p.key_path == path && p.message.contains(needle))
+}
+
+#[track_caller]
+fn assert_has(problems: &[Problem], path: &str, needle: &str) {
+    assert!(
+        has(problems, path, needle),
+        "expected a problem at `{path}` containing {needle:?}; got:\n{}",
+        ConfigError {
+            problems: problems.to_vec()
+        }
+    );
+}
+
+fn local_tenant(id: &str, token: &str) -> String {
+    format!(
+        "[[tenants]]\nid = \"{id}\"\ntokens = [\"{token}\"]\n[tenants.vendor]\nkind = \"local\"\n"
+    )
+}
+
+/// A tenant whose vendor table is `vendor` (the lines after `[tenants.vendor]`).
+fn vendor_tenant(vendor: &str) -> String {
+    format!("[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\n{vendor}\n")
+}
+
+// ---- Secret and TenantId -------------------------------------------------------------------
+
+#[test]
+fn secret_never_prints() {
+    let s = Secret::new("hunter2-super-secret");
+    assert_eq!(format!("{s}"), "<redacted>");
+    assert_eq!(format!("{s:?}"), "<redacted>");
+    assert_eq!(s.expose(), "hunter2-super-secret");
+    let t = TenantConfig {
+        id: TenantId::parse("x").unwrap(),
+        tokens: vec![s.clone()],
+        jwt_secret: Some(s.clone()),
+        vendor: VendorConfig::Metabase {
+            base_url: Url::parse("https://m.example/").unwrap(),
+            auth: MetabaseAuth::ApiKey(s),
+        },
+        roles: RoleRules::default(),
+    };
+    assert!(!format!("{t:?}").contains("hunter2"));
+}
+
+#[test]
+fn tenant_id_rules() {
+    for ok in ["a", "acme-sisense", "0", "a-1-b", &"x".repeat(63)] {
+        assert_eq!(TenantId::parse(ok).unwrap().as_str(), ok);
+    }
+    for bad in [
+        "",
+        "Acme",
+        "acme_sisense",
+        "acme sisense",
+        "ä",
+        "a/b",
+        &"x".repeat(64),
+    ] {
+        assert!(TenantId::parse(bad).is_err(), "{bad:?} should be rejected");
+    }
+    assert_eq!("acme".parse::<TenantId>().unwrap().to_string(), "acme");
+}
+
+// ---- defaults and the embedded default ------------------------------------------------------
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let c = parse(&local_tenant("default", "tok")).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.body_limit_bytes, 1024 * 1024);
+    assert_eq!(c.tenants.len(), 1);
+    let t = &c.tenants[0];
+    assert_eq!(t.id.as_str(), "default");
+    assert_eq!(t.tokens.len(), 1);
+    assert_eq!(t.tokens[0].expose(), "tok");
+    assert!(t.jwt_secret.is_none());
+    assert!(matches!(t.vendor, VendorConfig::Local));
+    assert_eq!(t.roles, RoleRules::default());
+}
+
+#[test]
+fn top_level_keys() {
+    let text = format!(
+        "listen = \"0.0.0.0:9000\"\ndata_dir = \"/var/lib/scim\"\nbody_limit = \"2 MiB\"\n{}",
+        local_tenant("a", "tok")
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/scim"));
+    assert_eq!(c.body_limit_bytes, 2 * 1024 * 1024);
+
+    let c = parse(&format!("body_limit = 65536\n{}", local_tenant("a", "t"))).unwrap();
+    assert_eq!(c.body_limit_bytes, 65536);
+
+    let p = problems(&format!(
+        "listen = \"localhost\"\nbody_limit = \"lots\"\ndata_dir = 5\n{}",
+        local_tenant("a", "t")
+    ));
+    assert_has(&p, "listen", "socket address");
+    assert_has(&p, "body_limit", "not a size");
+    assert_has(&p, "data_dir", "expected a string, found integer");
+    let p = problems(&format!("body_limit = 10\n{}", local_tenant("a", "t")));
+    assert_has(&p, "body_limit", "between 1 KiB and 1 GiB");
+}
+
+#[test]
+fn embedded_default_has_one_local_tenant() {
+    let c = Config::embedded_default(None, PathBuf::from("./data"), Secret::new("generated"));
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.body_limit_bytes, DEFAULT_BODY_LIMIT);
+    assert_eq!(c.tenants.len(), 1);
+    let t = c.tenant("default").unwrap();
+    assert!(matches!(t.vendor, VendorConfig::Local));
+    assert_eq!(t.tokens[0].expose(), "generated");
+    assert!(t.jwt_secret.is_none());
+
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let c = Config::embedded_default(Some(addr), PathBuf::from("/tmp/d"), Secret::new("x"));
+    assert_eq!(c.listen, addr);
+    assert!(!c.summary().contains("generated"));
+}
+
+// ---- ${ENV} ---------------------------------------------------------------------------------
+
+#[test]
+fn env_values_are_substituted() {
+    let text = r#"
+listen = "127.0.0.1:${PORT}"
+[[tenants]]
+id = "acme"
+tokens = ["${TOKEN}", "prefix-${TOKEN}-suffix"]
+jwt_secret = "${JWT}"
+[tenants.vendor]
+kind = "metabase"
+base_url = "https://${HOST}/"
+api_key = "${MB_KEY}"
+"#;
+    let env = env_of(&[
+        ("PORT", "9999"),
+        ("TOKEN", "abc"),
+        ("JWT", "0123456789abcdef0123"),
+        ("HOST", "mb.example"),
+        ("MB_KEY", "mb_key"),
+    ]);
+    let c = Config::from_toml_str(text, &env).unwrap();
+    assert_eq!(c.listen.port(), 9999);
+    let t = &c.tenants[0];
+    assert_eq!(t.tokens[0].expose(), "abc");
+    assert_eq!(t.tokens[1].expose(), "prefix-abc-suffix");
+    assert_eq!(
+        t.jwt_secret.as_ref().unwrap().expose(),
+        "0123456789abcdef0123"
+    );
+    match &t.vendor {
+        VendorConfig::Metabase { base_url, auth } => {
+            assert_eq!(base_url.as_str(), "https://mb.example/");
+            assert!(matches!(auth, MetabaseAuth::ApiKey(k) if k.expose() == "mb_key"));
+        }
+        other => panic!("unexpected vendor {other:?}"),
+    }
+}
+
+#[test]
+fn missing_env_variable_names_variable_and_key_path() {
+    let p = problems(&local_tenant("a", "${SCIM_TOKEN_A}"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key_path, "tenants[0].tokens[0]");
+    assert!(p[0].message.contains("`SCIM_TOKEN_A`"), "{}", p[0].message);
+    assert!(p[0].message.contains("not set"));
+}
+
+#[test]
+fn every_missing_variable_is_reported() {
+    let text = r#"
+[[tenants]]
+id = "a"
+tokens = ["${ONE}"]
+jwt_secret = "${TWO}"
+[tenants.vendor]
+kind = "sisense"
+base_url = "https://s.example"
+username = "admin"
+password = "${THREE}"
+"#;
+    let p = problems(text);
+    assert_has(&p, "tenants[0].tokens[0]", "`ONE`");
+    assert_has(&p, "tenants[0].jwt_secret", "`TWO`");
+    assert_has(&p, "tenants[0].vendor.password", "`THREE`");
+}
+
+#[test]
+fn dollar_dollar_brace_escapes_a_literal() {
+    let text = local_tenant("a", "$${NOT_A_VAR}-$plain-$$-${X}");
+    let c = Config::from_toml_str(&text, &env_of(&[("X", "x")])).unwrap();
+    assert_eq!(c.tenants[0].tokens[0].expose(), "${NOT_A_VAR}-$plain-$$-x");
+}
+
+#[test]
+fn env_values_are_not_expanded_again() {
+    let c =
+        Config::from_toml_str(&local_tenant("a", "${T}"), &env_of(&[("T", "${OTHER}")])).unwrap();
+    assert_eq!(c.tenants[0].tokens[0].expose(), "${OTHER}");
+}
+
+#[test]
+fn malformed_references_are_problems() {
+    let p = problems(&local_tenant("a", "${UNCLOSED"));
+    assert_has(&p, "tenants[0].tokens[0]", "unterminated");
+    let p = problems(&local_tenant("a", "${not a name}"));
+    assert_has(&p, "tenants[0].tokens[0]", "environment variable name");
+    let p = problems(&local_tenant("a", "${}"));
+    assert_has(&p, "tenants[0].tokens[0]", "environment variable name");
+}
+
+// ---- structure: unknown keys, types, tenants ---------------------------------------------
+
+#[test]
+fn unknown_keys_are_reported_with_a_suggestion() {
+    let text = r#"
+listn = "127.0.0.1:1"
+[[tenants]]
+id = "a"
+tokens = ["t"]
+jwt_secert = "0123456789abcdef"
+[tenants.vendor]
+kind = "local"
+[tenants.roles]
+defualt = "Viewer"
+rules = [{ grup = "x", role = "y" }]
+"#;
+    let p = problems(text);
+    assert_has(&p, "listn", "did you mean `listen`");
+    assert_has(&p, "tenants[0].jwt_secert", "did you mean `jwt_secret`");
+    assert_has(&p, "tenants[0].roles.defualt", "did you mean `default`");
+    assert_has(&p, "tenants[0].roles.rules[0].grup", "did you mean `group`");
+    assert_eq!(p.len(), 4, "{p:?}");
+}
+
+#[test]
+fn unknown_key_far_from_any_known_one_lists_the_choices() {
+    let p = problems(&format!("frobnicate = 1\n{}", local_tenant("a", "t")));
+    assert_has(&p, "frobnicate", "expected one of `listen`");
+}
+
+#[test]
+fn odd_key_names_are_quoted_in_paths() {
+    let p = problems(&format!("\"my key\" = 1\n{}", local_tenant("a", "t")));
+    assert_has(&p, "\"my key\"", "unknown key");
+}
+
+#[test]
+fn tenants_are_required_and_must_be_an_array_of_tables() {
+    assert_has(
+        &problems("listen = \"127.0.0.1:1\""),
+        "tenants",
+        "at least one",
+    );
+    assert_has(&problems("tenants = []"), "tenants", "at least one");
+    assert_has(
+        &problems("[tenants]\nid = \"a\""),
+        "tenants",
+        "write [[tenants]]",
+    );
+    assert_has(&problems("tenants = [1]"), "tenants[0]", "expected a table");
+}
+
+#[test]
+fn duplicate_tenant_ids_are_reported() {
+    let text = format!(
+        "{}{}{}",
+        local_tenant("acme", "t1"),
+        local_tenant("beta", "t2"),
+        local_tenant("acme", "t3")
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_has(
+        &p,
+        "tenants[2].id",
+        "duplicate tenant id `acme` (already used by tenants[0])",
+    );
+}
+
+#[test]
+fn bad_tenant_id_is_reported() {
+    let p = problems(&local_tenant("Acme_Corp", "t"));
+    assert_has(&p, "tenants[0].id", "a-z");
+    let p = problems("[[tenants]]\ntokens = [\"t\"]\n[tenants.vendor]\nkind = \"local\"\n");
+    assert_has(&p, "tenants[0].id", "required key is missing");
+    let p = problems(&local_tenant(&"a".repeat(64), "t"));
+    assert_has(&p, "tenants[0].id", "at most 63");
+}
+
+#[test]
+fn tenant_needs_tokens_or_jwt_secret() {
+    let p = problems("[[tenants]]\nid = \"a\"\n[tenants.vendor]\nkind = \"local\"\n");
+    assert_has(&p, "tenants[0]", "`tokens`, `jwt_secret`");
+    let p = problems("[[tenants]]\nid = \"a\"\ntokens = []\n[tenants.vendor]\nkind = \"local\"\n");
+    assert_has(&p, "tenants[0]", "`tokens`, `jwt_secret`");
+
+    // jwt_secret alone is enough.
+    let c = parse(
+        "[[tenants]]\nid = \"a\"\njwt_secret = \"0123456789abcdef\"\n[tenants.vendor]\nkind = \"local\"\n",
+    )
+    .unwrap();
+    assert!(c.tenants[0].tokens.is_empty());
+    assert!(c.tenants[0].jwt_secret.is_some());
+}
+
+#[test]
+fn secrets_must_be_non_empty_and_jwt_secret_long_enough() {
+    let text = "[[tenants]]\nid = \"a\"\ntokens = [\"\", 5]\njwt_secret = \"short\"\n[tenants.vendor]\nkind = \"local\"\n";
+    let p = problems(text);
+    assert_has(&p, "tenants[0].tokens[0]", "empty");
+    assert_has(
+        &p,
+        "tenants[0].tokens[1]",
+        "expected a string, found integer",
+    );
+    assert_has(&p, "tenants[0].jwt_secret", "at least 16 characters");
+
+    let p = problems_with_env(&local_tenant("a", "${EMPTY}"), &[("EMPTY", "")]);
+    assert_has(&p, "tenants[0].tokens[0]", "empty");
+
+    let p =
+        problems("[[tenants]]\nid = \"a\"\ntokens = \"t\"\n[tenants.vendor]\nkind = \"local\"\n");
+    assert_has(&p, "tenants[0].tokens", "array of strings");
+}
+
+#[test]
+fn a_token_shared_by_two_tenants_is_refused() {
+    let text = format!("{}{}", local_tenant("a", "same"), local_tenant("b", "same"));
+    let p = problems(&text);
+    assert_has(
+        &p,
+        "tenants[1].tokens[0]",
+        "also configured at tenants[0].tokens[0]",
+    );
+    assert!(!ConfigError { problems: p }.to_string().contains("same\""));
+}
+
+#[test]
+fn vendor_table_and_kind_are_required() {
+    let p = problems("[[tenants]]\nid = \"a\"\ntokens = [\"t\"]\n");
+    assert_has(&p, "tenants[0].vendor", "required table is missing");
+    let p = problems(&vendor_tenant("base_url = \"https://x.example\""));
+    assert_has(&p, "tenants[0].vendor.kind", "required key is missing");
+    let p = problems(&vendor_tenant("kind = \"looker\"\nbase_urll = \"x\""));
+    assert_has(&p, "tenants[0].vendor.kind", "unknown vendor kind `looker`");
+    assert_has(&p, "tenants[0].vendor.base_urll", "did you mean `base_url`");
+}
+
+// ---- vendors ------------------------------------------------------------------------------
+
+#[test]
+fn local_takes_no_other_keys() {
+    let p = problems(&vendor_tenant(
+        "kind = \"local\"\nbase_url = \"https://x.example\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.base_url", "not a local setting");
+}
+
+#[test]
+fn sisense_full_and_defaults() {
+    let c = parse(&vendor_tenant(
+        "kind = \"sisense\"\nbase_url = \"https://bi.example/sisense\"\nusername = \"admin\"\npassword = \"pw\"",
+    ))
+    .unwrap();
+    match &c.tenants[0].vendor {
+        VendorConfig::Sisense {
+            base_url,
+            username,
+            password,
+            api_version,
+            mode,
+            deprovision,
+        } => {
+            // A trailing slash keeps the path prefix when connectors `join` API paths.
+            assert_eq!(base_url.as_str(), "https://bi.example/sisense/");
+            assert_eq!(
+                base_url.join("api/v1/users").unwrap().path(),
+                "/sisense/api/v1/users"
+            );
+            assert_eq!(username, "admin");
+            assert_eq!(password.expose(), "pw");
+            assert_eq!(*api_version, SisenseApiVersion::V1);
+            assert_eq!(*mode, SisenseMode::Rest);
+            assert_eq!(*deprovision, SisenseDeprovision::Deactivate);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let c = parse(&vendor_tenant(
+        "kind = \"sisense\"\nbase_url = \"http://bi.example\"\nusername = \"admin\"\npassword = \"pw\"\napi_version = \"v0.9\"\nmode = \"scim\"\ndeprovision = \"delete\"",
+    ))
+    .unwrap();
+    assert!(matches!(
+        c.tenants[0].vendor,
+        VendorConfig::Sisense {
+            api_version: SisenseApiVersion::V0_9,
+            mode: SisenseMode::Scim,
+            deprovision: SisenseDeprovision::Delete,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn sisense_required_keys_and_foreign_keys() {
+    let p = problems(&vendor_tenant(
+        "kind = \"sisense\"\napi_version = \"v2\"\nmode = \"soap\"\npat_name = \"x\"\napi_key = \"k\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.base_url", "required key is missing");
+    assert_has(&p, "tenants[0].vendor.username", "required key is missing");
+    assert_has(&p, "tenants[0].vendor.password", "required key is missing");
+    assert_has(
+        &p,
+        "tenants[0].vendor.api_version",
+        "unknown value `v2`; expected `v1` or `v0.9`",
+    );
+    assert_has(&p, "tenants[0].vendor.mode", "expected `rest` or `scim`");
+    assert_has(
+        &p,
+        "tenants[0].vendor.pat_name",
+        "not a sisense setting (it belongs to tableau)",
+    );
+    assert_has(
+        &p,
+        "tenants[0].vendor.api_key",
+        "not a sisense setting (it belongs to metabase)",
+    );
+    assert_eq!(p.len(), 7, "{p:?}");
+}
+
+#[test]
+fn base_url_rules() {
+    for (url, needle) in [
+        ("not a url", "not a valid URL"),
+        ("ftp://x.example", "http:// or https://"),
+        ("https://user:pw@x.example", "user name or password"),
+        ("https://x.example/?a=b", "query or fragment"),
+        ("https://x.example/#top", "query or fragment"),
+        ("mailto:x@example.com", "http:// or https://"),
+    ] {
+        let p = problems(&vendor_tenant(&format!(
+            "kind = \"metabase\"\nbase_url = \"{url}\"\napi_key = \"k\""
+        )));
+        assert_has(&p, "tenants[0].vendor.base_url", needle);
+        let text = ConfigError { problems: p }.to_string();
+        assert!(!text.contains(":pw@"), "{text}");
+    }
+}
+
+#[test]
+fn tableau_pat_and_defaults() {
+    let c = parse(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"\"\npat_name = \"bridge\"\npat_secret = \"s\"",
+    ))
+    .unwrap();
+    match &c.tenants[0].vendor {
+        VendorConfig::Tableau {
+            site,
+            api_version,
+            auth,
+            deprovision,
+            ..
+        } => {
+            assert_eq!(site, "");
+            assert_eq!(api_version, DEFAULT_TABLEAU_API_VERSION);
+            assert!(
+                matches!(auth, TableauAuth::Pat { name, secret } if name == "bridge" && secret.expose() == "s")
+            );
+            assert_eq!(*deprovision, TableauDeprovision::Unlicense);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tableau_connected_app() {
+    let c = parse(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"acme\"\napi_version = \"3.20\"\nclient_id = \"c\"\nsecret_id = \"i\"\nsecret_value = \"v\"\nusername = \"admin@acme\"\ndeprovision = \"delete\"",
+    ))
+    .unwrap();
+    match &c.tenants[0].vendor {
+        VendorConfig::Tableau {
+            auth:
+                TableauAuth::ConnectedApp {
+                    client_id,
+                    secret_id,
+                    secret_value,
+                    username,
+                },
+            deprovision,
+            api_version,
+            ..
+        } => {
+            assert_eq!((client_id.as_str(), secret_id.as_str()), ("c", "i"));
+            assert_eq!(secret_value.expose(), "v");
+            assert_eq!(username, "admin@acme");
+            assert_eq!(*deprovision, TableauDeprovision::Delete);
+            assert_eq!(api_version, "3.20");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tableau_problems() {
+    let p = problems(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.site", "required key is missing");
+    assert_has(&p, "tenants[0].vendor", "Tableau sign-in is missing");
+
+    let p = problems(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"a\"\npat_name = \"n\"\nclient_id = \"c\"",
+    ));
+    assert_has(&p, "tenants[0].vendor", "not both");
+
+    let p = problems(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"a\"\nclient_id = \"c\"\napi_version = \"3.10\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.secret_id", "required key is missing");
+    assert_has(
+        &p,
+        "tenants[0].vendor.secret_value",
+        "required key is missing",
+    );
+    assert_has(&p, "tenants[0].vendor.username", "required key is missing");
+    assert_has(&p, "tenants[0].vendor.api_version", "3.17 or later");
+
+    let p = problems(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"a\"\npat_name = \"n\"\napi_version = \"latest\"\ndeprovision = \"remove\"\npassword = \"x\"",
+    ));
+    assert_has(
+        &p,
+        "tenants[0].vendor.pat_secret",
+        "required key is missing",
+    );
+    assert_has(&p, "tenants[0].vendor.api_version", "such as \"3.24\"");
+    assert_has(
+        &p,
+        "tenants[0].vendor.deprovision",
+        "`unlicense` or `delete`",
+    );
+    assert_has(&p, "tenants[0].vendor.password", "not a tableau setting");
+}
+
+#[test]
+fn thoughtspot_variants_and_problems() {
+    let c = parse(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\nsecret_key = \"k\"\norg_id = 2",
+    ))
+    .unwrap();
+    assert!(matches!(
+        &c.tenants[0].vendor,
+        VendorConfig::Thoughtspot { username, auth: ThoughtspotAuth::SecretKey(k), org_id: Some(2), .. }
+            if username == "svc" && k.expose() == "k"
+    ));
+    let c = parse(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"",
+    ))
+    .unwrap();
+    assert!(matches!(
+        &c.tenants[0].vendor,
+        VendorConfig::Thoughtspot {
+            auth: ThoughtspotAuth::Password(_),
+            org_id: None,
+            ..
+        }
+    ));
+    // org_id from the environment arrives as a string.
+    let c = Config::from_toml_str(
+        &vendor_tenant(
+            "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = \"${ORG}\"",
+        ),
+        &env_of(&[("ORG", "7")]),
+    )
+    .unwrap();
+    assert!(matches!(
+        c.tenants[0].vendor,
+        VendorConfig::Thoughtspot {
+            org_id: Some(7),
+            ..
+        }
+    ));
+
+    let p = problems(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\npassword = \"p\"\nsecret_key = \"k\"\norg_id = -1",
+    ));
+    assert_has(&p, "tenants[0].vendor.username", "required key is missing");
+    assert_has(&p, "tenants[0].vendor", "not both");
+    assert_has(&p, "tenants[0].vendor.org_id", "negative");
+
+    let p = problems(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\norg_id = 1.5",
+    ));
+    assert_has(&p, "tenants[0].vendor", "sign-in is missing");
+    assert_has(
+        &p,
+        "tenants[0].vendor.org_id",
+        "expected an integer, found float",
+    );
+}
+
+#[test]
+fn metabase_variants_and_problems() {
+    let c = parse(&vendor_tenant(
+        "kind = \"metabase\"\nbase_url = \"https://mb.example\"\nusername = \"admin@mb\"\npassword = \"p\"",
+    ))
+    .unwrap();
+    assert!(matches!(
+        &c.tenants[0].vendor,
+        VendorConfig::Metabase { auth: MetabaseAuth::Password { username, password }, .. }
+            if username == "admin@mb" && password.expose() == "p"
+    ));
+
+    let p = problems(&vendor_tenant(
+        "kind = \"metabase\"\nbase_url = \"https://mb.example\"",
+    ));
+    assert_has(&p, "tenants[0].vendor", "Metabase sign-in is missing");
+    let p = problems(&vendor_tenant(
+        "kind = \"metabase\"\nbase_url = \"https://mb.example\"\napi_key = \"k\"\nusername = \"u\"",
+    ));
+    assert_has(&p, "tenants[0].vendor", "not both");
+    let p = problems(&vendor_tenant(
+        "kind = \"metabase\"\nbase_url = \"https://mb.example\"\npassword = \"p\"\nsite = \"x\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.username", "required key is missing");
+    assert_has(
+        &p,
+        "tenants[0].vendor.site",
+        "not a metabase setting (it belongs to tableau)",
+    );
+}
+
+// ---- roles ----------------------------------------------------------------------------------
+
+#[test]
+fn role_rules_parse_in_order() {
+    let text = format!(
+        "{}[tenants.roles]\ndefault = \"Viewer\"\nrules = [\n  {{ group = \"BI Admins\", role = \"Admin\" }},\n  {{ role = \"Designer\" }},\n]\n",
+        local_tenant("a", "t")
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.tenants[0].roles,
+        RoleRules {
+            default: Some("Viewer".into()),
+            rules: vec![
+                RoleRule {
+                    group: Some("BI Admins".into()),
+                    role: "Admin".into()
+                },
+                RoleRule {
+                    group: None,
+                    role: "Designer".into()
+                },
+            ],
+        }
+    );
+
+    // Array-of-tables form works too.
+    let text = format!(
+        "{}[[tenants.roles.rules]]\ngroup = \"G\"\nrole = \"R\"\n",
+        local_tenant("a", "t")
+    );
+    assert_eq!(parse(&text).unwrap().tenants[0].roles.rules.len(), 1);
+}
+
+#[test]
+fn role_rule_problems() {
+    let text = format!(
+        "{}[tenants.roles]\ndefault = \"\"\nrules = [{{ group = \"G\" }}, \"Admin\", {{ group = \"\", role = \"R\" }}]\n",
+        local_tenant("a", "t")
+    );
+    let p = problems(&text);
+    assert_has(&p, "tenants[0].roles.default", "must not be empty");
+    assert_has(
+        &p,
+        "tenants[0].roles.rules[0].role",
+        "required key is missing",
+    );
+    assert_has(&p, "tenants[0].roles.rules[1]", "expected a table");
+    assert_has(&p, "tenants[0].roles.rules[2].group", "must not be empty");
+}
+
+// ---- all problems at once; no secrets in errors ----------------------------------------------
+
+#[test]
+fn many_problems_are_reported_at_once() {
+    let text = r#"
+listen = "nope"
+[[tenants]]
+id = "Bad Id"
+tokens = ["${MISSING_TOKEN}"]
+jwt_secert = "x"
+[tenants.vendor]
+kind = "sisense"
+base_url = "ftp://bi.example"
+
+[[tenants]]
+id = "ok"
+jwt_secret = "short"
+[tenants.vendor]
+kind = "metabase"
+"#;
+    let err = parse(text).unwrap_err();
+    let p = &err.problems;
+    assert_has(p, "listen", "socket address");
+    assert_has(p, "tenants[0].id", "a-z");
+    assert_has(p, "tenants[0].tokens[0]", "MISSING_TOKEN");
+    assert_has(p, "tenants[0].jwt_secert", "did you mean `jwt_secret`");
+    assert_has(p, "tenants[0].vendor.base_url", "http:// or https://");
+    assert_has(p, "tenants[0].vendor.username", "required key is missing");
+    assert_has(p, "tenants[0].vendor.password", "required key is missing");
+    assert_has(p, "tenants[1].jwt_secret", "at least 16");
+    assert_has(p, "tenants[1].vendor.base_url", "required key is missing");
+    assert_has(p, "tenants[1].vendor", "Metabase sign-in is missing");
+    assert_eq!(p.len(), 10, "{err}");
+    // Display: one problem per line, "path: message".
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), 10);
+    assert!(shown
+        .lines()
+        .any(|l| l == "tenants[1].vendor.base_url: required key is missing"));
+}
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    let secret = "S3CRET-VALUE-abcdefghijklmnop";
+    let text = r#"
+[[tenants]]
+id = "${TENANT}"
+tokens = ["${TOKEN}"]
+jwt_secret = "${SHORT}"
+[tenants.vendor]
+kind = "${KIND}"
+[tenants.roles]
+default = 1
+
+[[tenants]]
+id = "b"
+tokens = ["${TOKEN}"]
+[tenants.vendor]
+kind = "sisense"
+base_url = "${URL}"
+username = "u"
+password = "${TOKEN}"
+mode = "${TOKEN}"
+"#;
+    let env = env_of(&[
+        ("TENANT", secret),
+        ("TOKEN", secret),
+        ("SHORT", "S3CRET"),
+        ("KIND", secret),
+        ("URL", &format!("https://user:{secret}@x.example")),
+    ]);
+    let err = Config::from_toml_str(text, &env).unwrap_err();
+    let shown = format!("{err}\n{err:?}");
+    assert!(err.problems.len() >= 6, "{shown}");
+    assert!(!shown.contains("S3CRET"), "{shown}");
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column_but_not_the_source_line() {
+    let text = "listen = \"127.0.0.1:8080\"\n[[tenants]]\nid = \"a\"\ntokens = [\"hunter2-secret\"\njwt_secret = 5\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    let msg = &err.problems[0].message;
+    assert!(msg.starts_with("TOML syntax error at line "), "{msg}");
+    assert!(msg.contains("column"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+
+    let err = parse("a = 1\nb = = 2\n").unwrap_err();
+    assert!(
+        err.problems[0].message.contains("line 2, column"),
+        "{}",
+        err.problems[0].message
+    );
+}
+
+#[test]
+fn load_reads_a_file_and_reports_unreadable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scim-bridge.toml");
+    std::fs::write(&path, local_tenant("a", "tok")).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.tenants[0].id.as_str(), "a");
+
+    let err = Config::load(&dir.path().join("missing.toml")).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].message.contains("cannot read"));
+}
+
+// ---- the shipped example and the summary -------------------------------------------------------
+
+fn example_env(name: &str) -> Option<String> {
+    // Any variable the example names gets a distinct fake value, long enough for jwt_secret.
+    Some(format!(
+        "fake-{}-value-0123456789",
+        name.to_ascii_lowercase()
+    ))
+}
+
+#[test]
+fn shipped_example_parses_and_shows_every_vendor_kind() {
+    let c = Config::from_toml_str(EXAMPLE, &example_env).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = c.tenants.iter().map(|t| t.vendor.kind()).collect();
+    for kind in ["local", "sisense", "tableau", "thoughtspot", "metabase"] {
+        assert!(kinds.contains(&kind), "example lacks a {kind} tenant");
+    }
+    // Both Tableau sign-in kinds are shown.
+    assert!(c.tenants.iter().any(|t| matches!(
+        t.vendor,
+        VendorConfig::Tableau {
+            auth: TableauAuth::Pat { .. },
+            ..
+        }
+    )));
+    assert!(c.tenants.iter().any(|t| matches!(
+        t.vendor,
+        VendorConfig::Tableau {
+            auth: TableauAuth::ConnectedApp { .. },
+            ..
+        }
+    )));
+    let sisense = c.tenant("acme-sisense").unwrap();
+    assert_eq!(sisense.roles.rules.len(), 3);
+    assert_eq!(sisense.roles.default.as_deref(), Some("Viewer"));
+
+    // Without the environment, every secret is reported missing by name.
+    let err = Config::from_toml_str(EXAMPLE, &no_env).unwrap_err();
+    assert_has(
+        &err.problems,
+        "tenants[1].vendor.password",
+        "`ACME_SISENSE_PASSWORD`",
+    );
+    assert!(err
+        .problems
+        .iter()
+        .all(|p| p.message.contains("environment variable")));
+}
+
+#[test]
+fn summary_lists_tenants_without_secrets() {
+    let c = Config::from_toml_str(EXAMPLE, &example_env).unwrap();
+    let s = c.summary();
+    for needle in [
+        "tenants:    6",
+        "- tenant acme-sisense",
+        "sisense https://bi.acme.example/",
+        "API v1, mode rest, deprovision deactivate",
+        "tableau https://10ay.online.tableau.com/ site `acme`",
+        "personal access token `scim-bridge`",
+        "Default site",
+        "secret key",
+        "metabase https://metabase.acme.example/ with API key",
+        "2 static tokens",
+        "JWT accepted",
+        "3 rules, default `Viewer`",
+    ] {
+        assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
+    }
+    assert!(!s.contains("fake-"), "summary shows a secret:\n{s}");
+}
