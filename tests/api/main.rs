@@ -1,0 +1,15 @@
+//! Integration tests of the bridge server: each spawns the real server on port 0 with a fresh
+//! data dir and drives it over HTTP, with the request sequences Okta and Entra ID send
+//! (shared/reference/idp-behavior.md). One binary, one module per feature.
+
+mod helpers;
+
+mod discovery;
+mod entra;
+mod errors;
+mod etag;
+mod groups;
+mod okta;
+mod ops;
+mod persistence;
+mod tenants;
