@@ -285,20 +285,17 @@ impl TestApp {
         id_of(&self.create_group_with_members(name, &[]).await)
     }
 
-    /// Creates `n` users `{prefix}{i}@example.com` with up to 16 requests in flight.
+    /// Creates `n` users `{prefix}{i}@example.com`, one request at a time: concurrent writes can
+    /// wedge the whole process (see concurrency.rs), and one wedged test hangs them all.
     pub async fn create_users(&self, prefix: &str, n: usize) -> Vec<String> {
-        use futures_util::stream::{self, StreamExt};
-        let names: Vec<String> = (0..n)
-            .map(|i| format!("{prefix}{i:05}@example.com"))
-            .collect();
-        let ids: Vec<(usize, String)> = stream::iter(names.iter().enumerate())
-            .map(|(i, name)| async move { (i, self.create_user(name).await) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut ids = ids;
-        ids.sort();
-        ids.into_iter().map(|(_, id)| id).collect()
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(
+                self.create_user(&format!("{prefix}{i:05}@example.com"))
+                    .await,
+            );
+        }
+        ids
     }
 
     /// The member ids of a group, from `GET /Groups/{id}`.

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod concurrency;
 mod discovery;
 mod entra;
 mod errors;
