@@ -621,16 +621,19 @@ fn write(
                 return Ok(old);
             };
             require_member_values(def, &new)?;
-            match kind {
-                // RFC 7644 §3.5.2.1: add appends, and a value already there is not added twice.
-                PatchOpKind::Add => {
-                    let mut list = into_list(old);
-                    append_unique(def, &mut list, new);
-                    Ok(non_empty(list))
-                }
-                // RFC 7644 §3.5.2.3: replace without a filter replaces the whole list.
-                _ => Ok(Some(Value::Array(new))),
-            }
+            // RFC 7644 §3.5.2.1: add appends, and a value already there is not added twice;
+            // §3.5.2.3: replace without a filter replaces the whole list (deduplicated too).
+            // Only an immutable list needs the old value kept for comparison; members never do.
+            let immutable = def.mutability == Mutability::Immutable;
+            let before = if immutable { old.clone() } else { None };
+            let mut list = match kind {
+                PatchOpKind::Add => into_list(old),
+                _ => Vec::new(),
+            };
+            append_unique(def, &mut list, new);
+            let list = non_empty(list);
+            check_immutable(def, before.as_ref(), list.as_ref())?;
+            Ok(list)
         }
         (None, None) if def.ty == AttrType::Complex => match coerce_writable(def, raw)? {
             Some(new) => merge_complex(def, old, new).map(Some),
@@ -991,21 +994,25 @@ fn require_member_values(def: &AttributeDef, list: &[Value]) -> Result<(), ScimE
 /// `value`: the value points at something else (Entra re-pointing `manager` with a bare id,
 /// SCIM-SDK#686), and the old `$ref`/`displayName` would describe the wrong user.
 fn merge_complex(def: &AttributeDef, old: Option<Value>, new: Value) -> Result<Value, ScimError> {
-    let (Some(Value::Object(mut o)), Value::Object(n)) = (old.clone(), &new) else {
-        check_immutable(def, old.as_ref(), Some(&new))?;
-        return Ok(new);
+    let (mut o, n) = match (old, new) {
+        (Some(Value::Object(o)), Value::Object(n)) => (o, n),
+        (old, new) => {
+            check_immutable(def, old.as_ref(), Some(&new))?;
+            return Ok(new);
+        }
     };
     if let (Some(vd), Some(a), Some(b)) = (def.sub("value"), o.get("value"), n.get("value")) {
         if !values_equal(vd, a, b) {
-            check_immutable(def, old.as_ref(), Some(&new))?;
+            let (old, new) = (Value::Object(o), Value::Object(n));
+            check_immutable(def, Some(&old), Some(&new))?;
             return Ok(new);
         }
     }
     for (k, v) in n {
-        if let Some(sd) = def.sub(k) {
-            check_immutable(sd, o.get(k), Some(v))?;
+        if let Some(sd) = def.sub(&k) {
+            check_immutable(sd, o.get(&k), Some(&v))?;
         }
-        o.insert(k.clone(), v.clone());
+        o.insert(k, v);
     }
     Ok(Value::Object(o))
 }
@@ -2328,5 +2335,227 @@ mod tests {
         );
         assert_eq!(e.scim_type, Some(ScimType::Mutability));
         assert!(e.detail.starts_with("Operations[1]: "), "{}", e.detail);
+    }
+
+    #[test]
+    fn unqualified_extension_names_only_in_idp_mode() {
+        let o = run(
+            &plain_user(),
+            json!([{"op": "add", "value": {"employeeNumber": "42"}}]),
+        );
+        assert_eq!(o.resource[ENT], json!({"employeeNumber": "42"}));
+        let e = fail(
+            &user(),
+            json!([{"op": "remove", "path": "manager[value eq \"x\"]"}]),
+            PatchMode::Strict,
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidPath));
+    }
+
+    #[test]
+    fn delta_ignores_an_undone_change() {
+        let o = run(
+            &user(),
+            json!([{"op": "replace", "path": "title", "value": "x"},
+                   {"op": "remove", "path": "title"},
+                   {"op": "replace", "path": "displayName", "value": "Babs Jensen"}]),
+        );
+        assert_eq!(o.resource, user());
+        assert!(o.delta.is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Operations that succeed on `user()` whatever ran before them.
+        fn good_ops() -> Vec<Value> {
+            vec![
+                json!({"op": "replace", "value": {"active": false}}),
+                json!({"op": "Replace", "path": "active", "value": "True"}),
+                json!({"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "w@x.com"}),
+                json!({"op": "add", "path": "emails", "value": [{"value": "h@x.com", "type": "home", "primary": true}]}),
+                json!({"op": "remove", "path": "emails[type eq \"home\"]"}),
+                json!({"op": "Replace", "path": "name.familyName", "value": "F"}),
+                json!({"op": "remove", "path": "name"}),
+                json!({"op": "replace", "value": {"name.givenName": "G", format!("{ENT}:employeeNumber"): "7"}}),
+                json!({"op": "add", "path": format!("{ENT}:manager"), "value": "m1"}),
+                json!({"op": "remove", "path": "manager[value eq \"m1\"]"}),
+                json!({"op": "Replace", "path": format!("{ENT}:manager"), "value": ""}),
+                json!({"op": "Add", "path": "roles", "value": [{"value": "{\"value\":\"25\"}"}]}),
+                json!({"op": "Replace", "path": "displayName", "value": null}),
+                json!({"op": "remove", "path": "addresses[type eq \"work\"].region"}),
+                json!({"op": "replace", "path": "addresses[type eq \"home\"]", "value": {"locality": "Oslo"}}),
+            ]
+        }
+
+        /// Operations that fail on `user()` whatever ran before them.
+        fn bad_ops() -> Vec<Value> {
+            vec![
+                json!({"op": "replace", "path": "id", "value": "x"}),
+                json!({"op": "remove"}),
+                json!({"op": "replace", "path": "active", "value": "maybe"}),
+                json!({"op": "add", "path": "nope", "value": 1}),
+                json!({"op": "add", "path": "title"}),
+                json!({"op": "replace", "path": "name", "value": "Ann"}),
+                json!({"op": "replace", "value": {"userName": 5}}),
+                json!({"op": "add", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}),
+            ]
+        }
+
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("value".to_string()),
+                Just("type".to_string()),
+                Just("primary".to_string()),
+                Just("display".to_string()),
+                Just("$ref".to_string()),
+                Just("members".to_string()),
+                Just("emails".to_string()),
+                Just("name.givenName".to_string()),
+                Just("active".to_string()),
+                Just("id".to_string()),
+                Just(ENT.to_string()),
+                Just(format!("{ENT}:manager")),
+                Just("emails[type eq \"work\"].value".to_string()),
+                "[a-zA-Z.:\\[\\]\" ]{0,12}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                prop_oneof![
+                    Just("True".to_string()),
+                    Just("".to_string()),
+                    "\\PC{0,8}",
+                    Just("{\"value\":\"1\"}".to_string())
+                ]
+                .prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((key.clone(), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn arb_path() -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop_oneof![
+                Just("members".to_string()),
+                Just("members[value eq \"a\"]".to_string()),
+                Just("members[value eq \"a\"].display".to_string()),
+                Just("emails".to_string()),
+                Just("emails[type eq \"work\"].value".to_string()),
+                Just("emails.primary".to_string()),
+                Just("name".to_string()),
+                Just("name.givenName".to_string()),
+                Just("active".to_string()),
+                Just(format!("{ENT}:manager")),
+                Just("manager[value eq \"x\"].value".to_string()),
+                Just("roles[primary eq \"True\"].value".to_string()),
+                Just("displayName".to_string()),
+                Just("id".to_string()),
+                Just("addresses[type eq \"work\" or primary pr]".to_string()),
+                "\\PC{0,20}",
+            ])
+        }
+
+        fn arb_op() -> impl Strategy<Value = Value> {
+            (
+                prop_oneof![
+                    Just("add"),
+                    Just("Remove"),
+                    Just("replace"),
+                    Just("REPLACE"),
+                    Just("copy")
+                ],
+                arb_path(),
+                prop::option::of(arb_json()),
+            )
+                .prop_map(|(op, path, value)| {
+                    let mut o = Map::new();
+                    o.insert("op".into(), json!(op));
+                    if let Some(p) = path {
+                        o.insert("path".into(), json!(p));
+                    }
+                    if let Some(v) = value {
+                        o.insert("value".into(), v);
+                    }
+                    Value::Object(o)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn one_bad_op_anywhere_fails_and_changes_nothing(
+                good in prop::collection::vec(0..good_ops().len(), 0..6),
+                bad in 0..bad_ops().len(),
+                at in 0..7usize,
+            ) {
+                let pool = good_ops();
+                let mut ops: Vec<Value> = good.iter().map(|&i| pool[i].clone()).collect();
+                ops.insert(at.min(ops.len()), bad_ops()[bad].clone());
+                let u = user();
+                let before = u.clone();
+                let res = PatchRequest::from_json(&body(Value::Array(ops)))
+                    .and_then(|req| apply_patch(&u, &req, &ResourceSchema::user(), PatchOptions::default()));
+                prop_assert!(res.is_err());
+                prop_assert_eq!(&u, &before);
+            }
+
+            #[test]
+            fn good_ops_succeed_and_stay_canonical(
+                good in prop::collection::vec(0..good_ops().len(), 1..8),
+            ) {
+                let pool = good_ops();
+                let ops: Vec<Value> = good.iter().map(|&i| pool[i].clone()).collect();
+                let schema = ResourceSchema::user();
+                let req = PatchRequest::from_json(&body(Value::Array(ops))).unwrap();
+                let out = apply_patch(&user(), &req, &schema, PatchOptions::default());
+                let out = out.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for (k, v) in out.resource.as_object().unwrap() {
+                    if k == "schemas" { continue; }
+                    if let Some(ext) = schema.extension(k) {
+                        prop_assert_eq!(k.as_str(), ext.id.as_str());
+                        for sk in v.as_object().unwrap().keys() {
+                            prop_assert!(ext.attributes.iter().any(|a| &a.name == sk), "{}", sk);
+                        }
+                    } else {
+                        let def = schema.resolve(None, k).unwrap();
+                        prop_assert_eq!(k.as_str(), def.def.name.as_str());
+                    }
+                }
+                // The delta names exactly the attributes whose values differ.
+                let before = user();
+                for name in &out.delta.changed {
+                    let (b, a) = match name.strip_prefix(&format!("{ENT}:")) {
+                        Some(sk) => (before[ENT].get(sk), out.resource.get(ENT).and_then(|e| e.get(sk))),
+                        None => (before.get(name), out.resource.get(name)),
+                    };
+                    prop_assert_ne!(b, a, "{}", name);
+                }
+            }
+
+            #[test]
+            fn random_patches_never_panic(
+                ops in prop::collection::vec(arb_op(), 1..5),
+                strict in any::<bool>(),
+                ext_members in any::<bool>(),
+            ) {
+                let b = body(Value::Array(ops));
+                let Ok(req) = PatchRequest::from_json(&b) else { return Ok(()) };
+                let opts = PatchOptions {
+                    mode: if strict { PatchMode::Strict } else { PatchMode::IdpCompatible },
+                    external_members: ext_members,
+                };
+                let _ = apply_patch(&user(), &req, &ResourceSchema::user(), opts);
+                let _ = apply_patch(&group(), &req, &ResourceSchema::group(), opts);
+            }
+        }
     }
 }
