@@ -158,7 +158,10 @@ pub enum Filter {
     },
     /// `attrPath "[" valFilter "]"`: `attr.sub` is `None`; the paths inside `filter` name
     /// sub-attributes of one element of `attr`.
-    ValuePath { attr: AttrPath, filter: Box<Filter> },
+    ValuePath {
+        attr: AttrPath,
+        filter: Box<Filter>,
+    },
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
     Not(Box<Filter>),

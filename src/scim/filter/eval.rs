@@ -35,7 +35,9 @@ enum Scope<'v, 's> {
 struct Located<'v, 's> {
     value: Option<&'v Value>,
     attr: &'s AttributeDef,
-    leaf: &'s AttributeDef,
+    /// `None` for a complex attribute without a `value` sub-attribute (`name`, `meta`): it can be
+    /// tested with `pr` but not compared.
+    leaf: Option<&'s AttributeDef>,
     leaf_is_sub: bool,
 }
 
@@ -56,8 +58,17 @@ fn resolve_top<'s>(
                 .urn
                 .as_deref()
                 .is_none_or(|u| u.eq_ignore_ascii_case(&schema.core.id));
-            (core_or_bare && path.name.eq_ignore_ascii_case("schemas"))
-                .then_some((None, &*SCHEMAS_ATTR))
+            if core_or_bare && path.name.eq_ignore_ascii_case("schemas") {
+                return Some((None, &*SCHEMAS_ATTR));
+            }
+            // Entra's legacy `manager eq 2819…` (idp-behavior.md §2.3) names an enterprise
+            // attribute without its URN; the core schema wins (RFC 7644 §3.10), extensions follow.
+            if path.urn.is_none() {
+                return schema.extensions.iter().find_map(|(ext, _)| {
+                    ext.attr(&path.name).map(|def| (Some(ext.id.as_str()), def))
+                });
+            }
+            None
         }
     }
 }
@@ -81,7 +92,11 @@ impl<'v, 's> Scope<'v, 's> {
                     None => Some(resource),
                     Some(urn) => resource.get(urn),
                 };
-                let (leaf, leaf_is_sub) = leaf_of(attr, path.sub.as_deref())?;
+                let (leaf, leaf_is_sub) = match (leaf_of(attr, path.sub.as_deref()), &path.sub) {
+                    (Some((leaf, is_sub)), _) => (Some(leaf), is_sub),
+                    (None, Some(_)) => return None,
+                    (None, None) => (None, false),
+                };
                 Some(Located {
                     value: container.and_then(|c| c.get(&attr.name)),
                     attr,
@@ -98,7 +113,7 @@ impl<'v, 's> Scope<'v, 's> {
                     Some(def) => Some(Located {
                         value: element.get(&def.name),
                         attr: def,
-                        leaf: def,
+                        leaf: Some(def),
                         leaf_is_sub: false,
                     }),
                     // A multi-valued simple attribute (`schemas[value eq "…"]`): `value` is the element.
@@ -108,7 +123,7 @@ impl<'v, 's> Scope<'v, 's> {
                         Some(Located {
                             value: Some(element),
                             attr: parent,
-                            leaf: parent,
+                            leaf: Some(parent),
                             leaf_is_sub: false,
                         })
                     }
@@ -122,10 +137,12 @@ impl<'v, 's> Scope<'v, 's> {
 impl Located<'_, '_> {
     /// Any leaf value that is not null satisfies `pred` (multi-valued: RFC 7644 §3.4.2.2 "any").
     fn any_leaf(&self, pred: impl Fn(&Value) -> bool) -> bool {
-        let Some(v) = self.value else { return false };
+        let (Some(v), Some(leaf_def)) = (self.value, self.leaf) else {
+            return false;
+        };
         let check = |item: &Value| -> bool {
             let leaf = if self.leaf_is_sub {
-                match item.get(&self.leaf.name) {
+                match item.get(&leaf_def.name) {
                     Some(l) => l,
                     None => return false,
                 }
@@ -275,15 +292,16 @@ impl<'s> Ctx<'s> {
 }
 
 fn compare_located(loc: &Located<'_, '_>, op: CompareOp, value: &CompValue) -> bool {
+    let Some(leaf) = loc.leaf else { return false };
     match (op, value) {
         // RFC 7644 §3.4.2.2: `eq null` is "not present"; `ne null` is "present".
         (CompareOp::Eq, CompValue::Null) => !loc.any_leaf(|_| true),
         (CompareOp::Ne, CompValue::Null) => loc.any_leaf(|_| true),
         (CompareOp::Ne, _) => {
             !loc.any_leaf(|_| true)
-                || loc.any_leaf(|x| !compare_leaf(x, loc.leaf, CompareOp::Eq, value))
+                || loc.any_leaf(|x| !compare_leaf(x, leaf, CompareOp::Eq, value))
         }
-        _ => loc.any_leaf(|x| compare_leaf(x, loc.leaf, op, value)),
+        _ => loc.any_leaf(|x| compare_leaf(x, leaf, op, value)),
     }
 }
 
@@ -303,7 +321,8 @@ fn ordering_matches(op: CompareOp, ord: Ordering) -> bool {
 fn compare_leaf(x: &Value, leaf: &AttributeDef, op: CompareOp, lit: &CompValue) -> bool {
     match (x, lit) {
         (Value::String(s), CompValue::String(l)) => {
-            if leaf.ty == AttrType::DateTime && !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+            if leaf.ty == AttrType::DateTime
+                && !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
             {
                 if let (Ok(a), Ok(b)) = (
                     DateTime::parse_from_rfc3339(s),

@@ -12,8 +12,8 @@ mod parser;
 mod tests;
 
 pub use ast::{AttrPath, CompValue, CompareOp, Filter};
-pub use parser::{MAX_DEPTH, MAX_INPUT_LEN};
 pub(crate) use parser::parse_path_syntax;
+pub use parser::{MAX_DEPTH, MAX_INPUT_LEN};
 
 use crate::scim::error::ScimError;
 

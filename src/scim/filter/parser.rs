@@ -13,9 +13,10 @@
 //!   `null` or a JSON number is a string.
 
 use super::ast::{AttrPath, CompValue, CompareOp, Filter};
-use nom::bytes::complete::{take_while, take_while1};
-use nom::character::complete::{multispace0, satisfy};
-use nom::combinator::recognize;
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_while, take_while1};
+use nom::character::complete::{char, digit0, digit1, multispace0, one_of, satisfy};
+use nom::combinator::{opt, recognize};
 use nom::sequence::pair;
 use nom::{IResult, Parser};
 
@@ -135,6 +136,43 @@ fn describe(rest: &str) -> String {
     }
 }
 
+/// `number = [ minus ] int [ frac ] [ exp ]` (RFC 8259 §6).
+fn json_number_syntax(i: &str) -> IResult<&str, &str> {
+    recognize((
+        opt(char('-')),
+        alt((
+            tag("0"),
+            recognize(pair(satisfy(|c| matches!(c, '1'..='9')), digit0)),
+        )),
+        opt(pair(char('.'), digit1)),
+        opt((one_of("eE"), opt(one_of("+-")), digit1)),
+    ))
+    .parse(i)
+}
+
+/// A whole token as a JSON number. Integers stay exact; decimals go through Rust's correctly
+/// rounded `f64` parser so that rendering and re-parsing gives back the same number. Tokens out
+/// of `f64` range are not numbers (they stay legacy strings).
+fn json_number(token: &str) -> Option<serde_json::Number> {
+    match json_number_syntax(token) {
+        Ok(("", _)) => {}
+        _ => return None,
+    }
+    let integral = !token.contains(['.', 'e', 'E']);
+    if integral {
+        if let Ok(n) = token.parse::<i64>() {
+            return Some(n.into());
+        }
+        if let Ok(n) = token.parse::<u64>() {
+            return Some(n.into());
+        }
+    }
+    token
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+}
+
 struct Grammar<'s> {
     src: &'s str,
     depth: usize,
@@ -156,6 +194,8 @@ impl<'s> Grammar<'s> {
         })
     }
 
+    /// Byte offset of `rest`, a suffix of the input. (Length arithmetic, not pointers: nom's
+    /// `multispace0` returns an empty remainder that does not point at the end of its input.)
     fn pos(&self, rest: &str) -> usize {
         self.src.len().saturating_sub(rest.len())
     }
@@ -339,12 +379,13 @@ impl<'s> Grammar<'s> {
         let rest = i.get(token_len..).unwrap_or("");
         let colon = token.rfind(':').unwrap_or(0);
         let urn = token.get(..colon).unwrap_or("");
-        let tail = token.get(colon + 1..).unwrap_or("");
         if urn.len() <= 4 {
             return Err(self.expected(i, "a schema URN followed by ':' and an attribute name"));
         }
-        let (tail_rest, (name, sub)) = self.name_and_sub(tail)?;
-        if !tail_rest.is_empty() {
+        // Parse the name on the suffix of the input (positions are suffix lengths), then check
+        // it used up the token.
+        let (tail_rest, (name, sub)) = self.name_and_sub(i.get(colon + 1..).unwrap_or(""))?;
+        if tail_rest.len() != rest.len() {
             return Err(self.expected(tail_rest, "an attribute name after the schema URN"));
         }
         Ok((
@@ -390,11 +431,7 @@ impl<'s> Grammar<'s> {
         } else if token.eq_ignore_ascii_case("null") {
             CompValue::Null
         } else {
-            let numeric = token.starts_with(|c: char| c == '-' || c.is_ascii_digit());
-            match numeric
-                .then(|| serde_json::from_str::<serde_json::Number>(token).ok())
-                .flatten()
-            {
+            match json_number(token) {
                 Some(n) => CompValue::Number(n),
                 // Entra's legacy unquoted values: `externalId eq jyoung` (idp-behavior.md §2.3).
                 None => CompValue::String(token.to_string()),
