@@ -657,11 +657,21 @@ fn write(
                 obj.insert(sd.name.clone(), v);
                 return Ok(Some(Value::Object(obj)));
             }
-            // `emails.value` without a filter addresses every element (RFC 7644 §3.5.2.3:
-            // "the attribute and all values are replaced").
             let mut list = into_list(old);
+            // `add emails.value` adds a value (§3.5.2.1: "a new value is added"); overwriting
+            // every address the user has would be the surprising reading.
+            if kind == PatchOpKind::Add {
+                let mut obj = Map::new();
+                obj.insert(sd.name.clone(), v);
+                let added = vec![Value::Object(obj)];
+                require_member_values(def, &added)?;
+                append_unique(def, &mut list, added);
+                return Ok(non_empty(list));
+            }
+            // `replace emails.value` without a filter addresses every element (§3.5.2.3: "the
+            // attribute and all values are replaced").
             if list.is_empty() {
-                if kind == PatchOpKind::Replace && strict {
+                if strict {
                     return Err(ScimError::no_target(format!(
                         "'{}' has no values to replace",
                         t.describe()
@@ -696,13 +706,21 @@ fn write_filtered(
     strict: bool,
     t: &Target,
 ) -> Result<Option<Value>, ScimError> {
-    // The new content: a sub-attribute value, or a whole element.
-    let content = match sub {
-        Some(sd) => coerce_writable(sd, raw)?,
-        None => coerce_single_writable(def, raw)?,
+    // The new content: a sub-attribute value, or a whole element (a one-element list counts as
+    // its element: clients reuse the list shape they send for the unfiltered path).
+    let content = match (sub, raw) {
+        (Some(sd), _) => coerce_writable(sd, raw)?,
+        (None, Value::Array(items)) if items.len() == 1 => coerce_single_writable(def, &items[0])?,
+        (None, _) => coerce_single_writable(def, raw)?,
     };
     let Some(content) = content else {
         return Ok(old);
+    };
+    // A replaced element keeps what the filter selected it by (`addresses[type eq "work"]`
+    // replaced by a value without `type` is still the work address).
+    let replacement = match sub {
+        None if kind == PatchOpKind::Replace => created_element(def, f, None, content.clone())?,
+        _ => Value::Null,
     };
     let apply_to = |elem: &mut Value| -> Result<(), ScimError> {
         match sub {
@@ -718,7 +736,7 @@ fn write_filtered(
                     let merged = merge_complex(def, Some(std::mem::take(elem)), content.clone())?;
                     *elem = merged;
                 }
-                _ => *elem = content.clone(),
+                _ => *elem = replacement.clone(),
             },
         }
         Ok(())
@@ -2362,6 +2380,57 @@ mod tests {
         );
         assert_eq!(o.resource, user());
         assert!(o.delta.is_empty());
+    }
+
+    #[test]
+    fn add_to_a_sub_attribute_of_a_list_adds_a_value() {
+        let o = run(
+            &user(),
+            json!([{"op": "add", "path": "emails.value", "value": "n@x.com"}]),
+        );
+        assert_eq!(
+            o.resource["emails"],
+            json!([{"value": "bjensen@example.com", "type": "work", "primary": true},
+                   {"value": "n@x.com"}])
+        );
+        let o = run(
+            &user(),
+            json!([{"op": "replace", "path": "emails.type", "value": "other"}]),
+        );
+        assert_eq!(o.resource["emails"][0]["type"], json!("other"));
+        let e = fail(
+            &plain_user(),
+            json!([{"op": "replace", "path": "addresses.locality", "value": "Oslo"}]),
+            PatchMode::Strict,
+        );
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+        assert_eq!(
+            fail_type(
+                &group(),
+                json!([{"op": "add", "path": "members.display", "value": "x"}])
+            ),
+            ScimType::InvalidValue
+        );
+    }
+
+    #[test]
+    fn filtered_replace_keeps_what_the_filter_selected() {
+        let o = run(
+            &user(),
+            json!([{"op": "replace", "path": "addresses[type eq \"work\"]", "value": [{"locality": "Oslo"}]}]),
+        );
+        assert_eq!(
+            o.resource["addresses"],
+            json!([{"locality": "Oslo", "type": "work"}])
+        );
+        let o = run(
+            &group(),
+            json!([{"op": "add", "path": format!("members[value eq \"{MANDY}\"]"), "value": [{"type": "User"}]}]),
+        );
+        assert_eq!(
+            o.resource["members"][1],
+            json!({"value": MANDY, "display": "Mandy Pepperidge", "type": "User"})
+        );
     }
 
     mod props {
