@@ -94,7 +94,16 @@ fn users() -> [Value; 2] {
 fn which(filter: &str) -> [bool; 2] {
     let f = parse(filter);
     let schema = ResourceSchema::user();
-    users().map(|u| f.matches(&u, &schema))
+    let bound = f.bind(&schema);
+    users().map(|u| {
+        let m = f.matches(&u, &schema);
+        assert_eq!(
+            bound.matches(&u),
+            m,
+            "bound and unbound disagree on {filter}"
+        );
+        m
+    })
 }
 
 // ---------------------------------------------------------------- RFC 7644 §3.4.2.2 examples
