@@ -9,7 +9,7 @@
 use super::ast::{AttrPath, CompValue, CompareOp, Filter};
 use crate::scim::error::ScimError;
 use crate::scim::schema::{AttrLocation, AttrType, AttributeDef, ResourceSchema};
-use chrono::DateTime;
+use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::sync::LazyLock;
@@ -21,24 +21,41 @@ static SCHEMAS_ATTR: LazyLock<AttributeDef> = LazyLock::new(|| {
     AttributeDef::string("schemas", "The schema URNs the resource conforms to.").multi()
 });
 
-/// Where names in a filter are resolved: a whole resource, or one element of a multi-valued (or
-/// complex) attribute inside `attr[...]`.
+/// What a path names, known from the schema alone: where its value sits, the attribute's
+/// definition, and the definition of the leaf values to compare (itself, a named sub-attribute, or
+/// the implicit `value` sub-attribute of a complex attribute).
 #[derive(Clone, Copy)]
-enum Scope<'v, 's> {
-    Resource(&'v Value, &'s ResourceSchema),
-    Element(&'v Value, &'s AttributeDef),
-}
-
-/// A path resolved in a scope: the attribute's value (if any), the definition of the attribute it
-/// names, and the definition of the leaf values to compare (itself, a named sub-attribute, or the
-/// implicit `value` sub-attribute of a complex attribute).
-struct Located<'v, 's> {
-    value: Option<&'v Value>,
+struct Resolved<'s> {
+    /// `Some(urn)`: the attribute sits in the extension object keyed by the URN.
+    ext: Option<&'s str>,
     attr: &'s AttributeDef,
     /// `None` for a complex attribute without a `value` sub-attribute (`name`, `meta`): it can be
     /// tested with `pr` but not compared.
     leaf: Option<&'s AttributeDef>,
     leaf_is_sub: bool,
+    /// `schemas[value eq "…"]`: in a simple multi-valued attribute, `value` is the element itself.
+    is_element: bool,
+}
+
+/// A resolved path with the value found in one resource or element.
+struct Located<'v, 's> {
+    value: Option<&'v Value>,
+    at: Resolved<'s>,
+}
+
+impl<'s> Resolved<'s> {
+    fn locate<'v>(self, scope: &'v Value) -> Located<'v, 's> {
+        let value = if self.is_element {
+            Some(scope)
+        } else {
+            let container = match self.ext {
+                None => Some(scope),
+                Some(urn) => scope.get(urn),
+            };
+            container.and_then(|c| c.get(&self.attr.name))
+        };
+        Located { value, at: self }
+    }
 }
 
 fn resolve_top<'s>(
@@ -83,65 +100,80 @@ fn leaf_of<'s>(attr: &'s AttributeDef, sub: Option<&str>) -> Option<(&'s Attribu
     }
 }
 
-impl<'v, 's> Scope<'v, 's> {
-    fn locate(self, path: &AttrPath) -> Option<Located<'v, 's>> {
+/// Where names in a filter are resolved: a resource type, or the sub-attributes of one attribute
+/// inside `attr[...]`.
+#[derive(Clone, Copy)]
+enum Ctx<'s> {
+    Resource(&'s ResourceSchema),
+    Element(&'s AttributeDef),
+}
+
+impl<'s> Ctx<'s> {
+    /// `None` for a name the schema does not know: it matches nothing.
+    fn resolve(self, path: &AttrPath) -> Option<Resolved<'s>> {
         match self {
-            Scope::Resource(resource, schema) => {
+            Ctx::Resource(schema) => {
                 let (ext, attr) = resolve_top(schema, path)?;
-                let container = match ext {
-                    None => Some(resource),
-                    Some(urn) => resource.get(urn),
-                };
                 let (leaf, leaf_is_sub) = match (leaf_of(attr, path.sub.as_deref()), &path.sub) {
                     (Some((leaf, is_sub)), _) => (Some(leaf), is_sub),
                     (None, Some(_)) => return None,
                     (None, None) => (None, false),
                 };
-                Some(Located {
-                    value: container.and_then(|c| c.get(&attr.name)),
+                Some(Resolved {
+                    ext,
                     attr,
                     leaf,
                     leaf_is_sub,
+                    is_element: false,
                 })
             }
-            Scope::Element(element, parent) => {
+            Ctx::Element(parent) => {
                 // Sub-attributes have no sub-attributes (RFC 7643 §2.4); URNs make no sense here.
                 if path.urn.is_some() || path.sub.is_some() {
                     return None;
                 }
-                match parent.sub(&path.name) {
-                    Some(def) => Some(Located {
-                        value: element.get(&def.name),
-                        attr: def,
-                        leaf: Some(def),
-                        leaf_is_sub: false,
-                    }),
-                    // A multi-valued simple attribute (`schemas[value eq "…"]`): `value` is the element.
+                let (attr, is_element) = match parent.sub(&path.name) {
+                    Some(def) => (def, false),
                     None if parent.sub_attributes.is_empty()
                         && path.name.eq_ignore_ascii_case("value") =>
                     {
-                        Some(Located {
-                            value: Some(element),
-                            attr: parent,
-                            leaf: Some(parent),
-                            leaf_is_sub: false,
-                        })
+                        (parent, true)
                     }
-                    None => None,
-                }
+                    None => return None,
+                };
+                Some(Resolved {
+                    ext: None,
+                    attr,
+                    leaf: Some(attr),
+                    leaf_is_sub: false,
+                    is_element,
+                })
             }
         }
+    }
+
+    /// The leaf definition the path compares, `None` for an unknown attribute.
+    fn check_path(self, path: &AttrPath) -> Result<Option<&'s AttributeDef>, ScimError> {
+        if let Ctx::Element(parent) = self {
+            if path.urn.is_some() || path.sub.is_some() {
+                return Err(ScimError::invalid_filter(format!(
+                    "'{path}' inside a value filter: only sub-attribute names of '{}' are allowed",
+                    parent.name
+                )));
+            }
+        }
+        Ok(self.resolve(path).and_then(|r| r.leaf))
     }
 }
 
 impl Located<'_, '_> {
     /// Any leaf value that is not null satisfies `pred` (multi-valued: RFC 7644 §3.4.2.2 "any").
     fn any_leaf(&self, pred: impl Fn(&Value) -> bool) -> bool {
-        let (Some(v), Some(leaf_def)) = (self.value, self.leaf) else {
+        let (Some(v), Some(leaf_def)) = (self.value, self.at.leaf) else {
             return false;
         };
         let check = |item: &Value| -> bool {
-            let leaf = if self.leaf_is_sub {
+            let leaf = if self.at.leaf_is_sub {
                 match item.get(&leaf_def.name) {
                     Some(l) => l,
                     None => return false,
@@ -175,45 +207,45 @@ fn is_present(v: &Value) -> bool {
 
 impl Filter {
     /// Does this resource (a canonical JSON object) match? Unknown attributes match nothing.
+    /// Resolves names on every call; to test many resources, [`Filter::bind`] once.
     pub fn matches(&self, resource: &Value, schema: &ResourceSchema) -> bool {
-        self.eval(Scope::Resource(resource, schema))
+        self.eval(resource, Ctx::Resource(schema))
     }
 
     /// For the inside of `attr[...]`: paths are sub-attributes of `parent` and `element` is one
     /// element of it (or the attribute's object, for a single-valued complex attribute).
     pub fn matches_element(&self, element: &Value, parent: &AttributeDef) -> bool {
-        self.eval(Scope::Element(element, parent))
+        self.eval(element, Ctx::Element(parent))
     }
 
-    fn eval(&self, scope: Scope<'_, '_>) -> bool {
+    fn eval(&self, scope: &Value, ctx: Ctx<'_>) -> bool {
         match self {
-            Filter::And(a, b) => a.eval(scope) && b.eval(scope),
-            Filter::Or(a, b) => a.eval(scope) || b.eval(scope),
-            Filter::Not(a) => !a.eval(scope),
-            Filter::Present(path) => match scope.locate(path) {
-                None => false,
-                Some(loc) if path.sub.is_some() => loc.any_leaf(is_present),
-                Some(loc) => loc.value.is_some_and(is_present),
-            },
-            Filter::Compare { path, op, value } => match scope.locate(path) {
-                None => false,
-                Some(loc) => compare_located(&loc, *op, value),
-            },
+            Filter::And(a, b) => a.eval(scope, ctx) && b.eval(scope, ctx),
+            Filter::Or(a, b) => a.eval(scope, ctx) || b.eval(scope, ctx),
+            Filter::Not(a) => !a.eval(scope, ctx),
+            Filter::Present(path) => ctx
+                .resolve(path)
+                .is_some_and(|at| present(&at.locate(scope), path.sub.is_some())),
+            Filter::Compare { path, op, value } => ctx.resolve(path).is_some_and(|at| {
+                let date = literal_date(at.leaf, value);
+                compare_located(&at.locate(scope), *op, value, date.as_ref())
+            }),
             Filter::ValuePath { attr, filter } => {
-                let Scope::Resource(..) = scope else {
+                let Ctx::Resource(_) = ctx else { return false };
+                let Some(at) = ctx.resolve(attr) else {
                     return false;
                 };
-                let Some(loc) = scope.locate(attr) else {
-                    return false;
-                };
-                match loc.value {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .any(|e| filter.eval(Scope::Element(e, loc.attr))),
-                    Some(v @ Value::Object(_)) => filter.eval(Scope::Element(v, loc.attr)),
-                    _ => false,
-                }
+                let inner = Ctx::Element(at.attr);
+                any_element(at.locate(scope).value, |e| filter.eval(e, inner))
             }
+        }
+    }
+
+    /// Resolves every name against the schema once, for evaluating the same filter against many
+    /// resources (list and search endpoints): no name lookups, date literals parsed once.
+    pub fn bind<'f, 's>(&'f self, schema: &'s ResourceSchema) -> BoundFilter<'f, 's> {
+        BoundFilter {
+            root: Node::bind(self, Ctx::Resource(schema)),
         }
     }
 
@@ -265,43 +297,53 @@ impl Filter {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Ctx<'s> {
-    Resource(&'s ResourceSchema),
-    Element(&'s AttributeDef),
-}
-
-impl<'s> Ctx<'s> {
-    /// The leaf definition the path compares, `None` for an unknown attribute.
-    fn check_path(self, path: &AttrPath) -> Result<Option<&'s AttributeDef>, ScimError> {
-        match self {
-            Ctx::Resource(schema) => Ok(resolve_top(schema, path)
-                .and_then(|(_, attr)| leaf_of(attr, path.sub.as_deref()))
-                .map(|(leaf, _)| leaf)),
-            Ctx::Element(parent) => {
-                if path.urn.is_some() || path.sub.is_some() {
-                    return Err(ScimError::invalid_filter(format!(
-                        "'{path}' inside a value filter: only sub-attribute names of '{}' are allowed",
-                        parent.name
-                    )));
-                }
-                Ok(parent.sub(&path.name))
-            }
-        }
+/// `pr` (RFC 7644 §3.4.2.2): on `attr.sub`, any sub-value present; on `attr`, the attribute itself.
+fn present(loc: &Located<'_, '_>, has_sub: bool) -> bool {
+    if has_sub {
+        loc.any_leaf(is_present)
+    } else {
+        loc.value.is_some_and(is_present)
     }
 }
 
-fn compare_located(loc: &Located<'_, '_>, op: CompareOp, value: &CompValue) -> bool {
-    let Some(leaf) = loc.leaf else { return false };
+/// Elements of a value-filtered attribute: each array element, or the object of a single-valued
+/// complex attribute (Entra's `manager[value eq "…"]`).
+fn any_element(value: Option<&Value>, pred: impl Fn(&Value) -> bool) -> bool {
+    match value {
+        Some(Value::Array(items)) => items.iter().any(pred),
+        Some(v @ Value::Object(_)) => pred(v),
+        _ => false,
+    }
+}
+
+/// A string literal compared with a dateTime attribute, parsed as RFC 3339 (RFC 7643 §2.3.5).
+fn literal_date(leaf: Option<&AttributeDef>, value: &CompValue) -> Option<DateTime<FixedOffset>> {
+    match (leaf, value) {
+        (Some(l), CompValue::String(s)) if l.ty == AttrType::DateTime => {
+            DateTime::parse_from_rfc3339(s).ok()
+        }
+        _ => None,
+    }
+}
+
+fn compare_located(
+    loc: &Located<'_, '_>,
+    op: CompareOp,
+    value: &CompValue,
+    date: Option<&DateTime<FixedOffset>>,
+) -> bool {
+    let Some(leaf) = loc.at.leaf else {
+        return false;
+    };
     match (op, value) {
         // RFC 7644 §3.4.2.2: `eq null` is "not present"; `ne null` is "present".
         (CompareOp::Eq, CompValue::Null) => !loc.any_leaf(|_| true),
         (CompareOp::Ne, CompValue::Null) => loc.any_leaf(|_| true),
         (CompareOp::Ne, _) => {
             !loc.any_leaf(|_| true)
-                || loc.any_leaf(|x| !compare_leaf(x, leaf, CompareOp::Eq, value))
+                || loc.any_leaf(|x| !compare_leaf(x, leaf, CompareOp::Eq, value, date))
         }
-        _ => loc.any_leaf(|x| compare_leaf(x, leaf, op, value)),
+        _ => loc.any_leaf(|x| compare_leaf(x, leaf, op, value, date)),
     }
 }
 
@@ -318,17 +360,21 @@ fn ordering_matches(op: CompareOp, ord: Ordering) -> bool {
 }
 
 /// One scalar of the resource against the literal. Type mismatches are "no match".
-fn compare_leaf(x: &Value, leaf: &AttributeDef, op: CompareOp, lit: &CompValue) -> bool {
+/// `date` is the literal already parsed when the leaf is a dateTime attribute.
+fn compare_leaf(
+    x: &Value,
+    leaf: &AttributeDef,
+    op: CompareOp,
+    lit: &CompValue,
+    date: Option<&DateTime<FixedOffset>>,
+) -> bool {
     match (x, lit) {
         (Value::String(s), CompValue::String(l)) => {
-            if leaf.ty == AttrType::DateTime
-                && !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
-            {
-                if let (Ok(a), Ok(b)) = (
-                    DateTime::parse_from_rfc3339(s),
-                    DateTime::parse_from_rfc3339(l),
-                ) {
-                    return ordering_matches(op, a.cmp(&b));
+            if let Some(b) = date {
+                if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
+                    if let Ok(a) = DateTime::parse_from_rfc3339(s) {
+                        return ordering_matches(op, a.cmp(b));
+                    }
                 }
             }
             let exact = leaf.case_exact || leaf.ty == AttrType::Binary;
@@ -414,5 +460,110 @@ fn exact_op(s: &str, lit: &str, op: CompareOp) -> bool {
         CompareOp::Sw => s.starts_with(lit),
         CompareOp::Ew => s.ends_with(lit),
         _ => ordering_matches(op, s.cmp(lit)),
+    }
+}
+
+/// A filter with every name resolved against one schema ([`Filter::bind`]).
+#[derive(Debug, Clone)]
+pub struct BoundFilter<'f, 's> {
+    root: Node<'f, 's>,
+}
+
+impl BoundFilter<'_, '_> {
+    /// Same answer as [`Filter::matches`] with the schema given to [`Filter::bind`].
+    pub fn matches(&self, resource: &Value) -> bool {
+        self.root.eval(resource)
+    }
+}
+
+#[derive(Clone)]
+enum Node<'f, 's> {
+    /// A name the schema does not know: matches nothing (and `not` of it, everything).
+    Never,
+    Present {
+        at: Resolved<'s>,
+        has_sub: bool,
+    },
+    Compare {
+        at: Resolved<'s>,
+        op: CompareOp,
+        value: &'f CompValue,
+        date: Option<DateTime<FixedOffset>>,
+    },
+    ValuePath {
+        at: Resolved<'s>,
+        filter: Box<Node<'f, 's>>,
+    },
+    And(Box<Node<'f, 's>>, Box<Node<'f, 's>>),
+    Or(Box<Node<'f, 's>>, Box<Node<'f, 's>>),
+    Not(Box<Node<'f, 's>>),
+}
+
+impl std::fmt::Debug for Node<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Never => f.write_str("Never"),
+            Node::Present { at, .. } => write!(f, "Present({})", at.attr.name),
+            Node::Compare { at, op, value, .. } => {
+                write!(f, "Compare({} {op} {value})", at.attr.name)
+            }
+            Node::ValuePath { at, filter } => write!(f, "ValuePath({}[{filter:?}])", at.attr.name),
+            Node::And(a, b) => write!(f, "And({a:?}, {b:?})"),
+            Node::Or(a, b) => write!(f, "Or({a:?}, {b:?})"),
+            Node::Not(a) => write!(f, "Not({a:?})"),
+        }
+    }
+}
+
+impl<'f, 's> Node<'f, 's> {
+    fn bind(filter: &'f Filter, ctx: Ctx<'s>) -> Self {
+        let boxed = |f: &'f Filter| Box::new(Node::bind(f, ctx));
+        match filter {
+            Filter::And(a, b) => Node::And(boxed(a), boxed(b)),
+            Filter::Or(a, b) => Node::Or(boxed(a), boxed(b)),
+            Filter::Not(a) => Node::Not(boxed(a)),
+            Filter::Present(path) => match ctx.resolve(path) {
+                Some(at) => Node::Present {
+                    at,
+                    has_sub: path.sub.is_some(),
+                },
+                None => Node::Never,
+            },
+            Filter::Compare { path, op, value } => match ctx.resolve(path) {
+                Some(at) => Node::Compare {
+                    at,
+                    op: *op,
+                    value,
+                    date: literal_date(at.leaf, value),
+                },
+                None => Node::Never,
+            },
+            Filter::ValuePath { attr, filter } => match (ctx, ctx.resolve(attr)) {
+                (Ctx::Resource(_), Some(at)) => Node::ValuePath {
+                    at,
+                    filter: Box::new(Node::bind(filter, Ctx::Element(at.attr))),
+                },
+                _ => Node::Never,
+            },
+        }
+    }
+
+    fn eval(&self, scope: &Value) -> bool {
+        match self {
+            Node::Never => false,
+            Node::And(a, b) => a.eval(scope) && b.eval(scope),
+            Node::Or(a, b) => a.eval(scope) || b.eval(scope),
+            Node::Not(a) => !a.eval(scope),
+            Node::Present { at, has_sub } => present(&at.locate(scope), *has_sub),
+            Node::Compare {
+                at,
+                op,
+                value,
+                date,
+            } => compare_located(&at.locate(scope), *op, value, date.as_ref()),
+            Node::ValuePath { at, filter } => {
+                any_element(at.locate(scope).value, |e| filter.eval(e))
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod parser;
 mod tests;
 
 pub use ast::{AttrPath, CompValue, CompareOp, Filter};
+pub use eval::BoundFilter;
 pub(crate) use parser::parse_path_syntax;
 pub use parser::{MAX_DEPTH, MAX_INPUT_LEN};
 

@@ -94,7 +94,16 @@ fn users() -> [Value; 2] {
 fn which(filter: &str) -> [bool; 2] {
     let f = parse(filter);
     let schema = ResourceSchema::user();
-    users().map(|u| f.matches(&u, &schema))
+    let bound = f.bind(&schema);
+    users().map(|u| {
+        let m = f.matches(&u, &schema);
+        assert_eq!(
+            bound.matches(&u),
+            m,
+            "bound and unbound disagree on {filter}"
+        );
+        m
+    })
 }
 
 // ---------------------------------------------------------------- RFC 7644 §3.4.2.2 examples
@@ -462,6 +471,19 @@ fn literals() {
     assert_eq!(v("3.25"), n(3.25));
     assert_eq!(v("-1.5e3"), n(-1500.0));
     assert_eq!(v("2E-2"), n(0.02));
+    // Found by the round-trip property: decimals must be parsed with correct rounding.
+    assert_eq!(v("-1.3676842344333297e-285"), n(-1.3676842344333297e-285));
+    assert_eq!(
+        v("18446744073709551615"),
+        CompValue::Number(u64::MAX.into())
+    );
+    assert_eq!(v("18446744073709551616"), n(1.8446744073709552e19));
+    assert_eq!(
+        v("1e400"),
+        s("1e400"),
+        "out of f64 range: a legacy bare string"
+    );
+    assert_eq!(v("01"), s("01"), "not JSON number syntax");
     assert_eq!(v("\"\""), s(""));
     assert_eq!(
         v(r#""q\" b\\ s\/ \b\f\n\r\t é \u00e9 \u20AC \ud83d\ude00 😀""#),
