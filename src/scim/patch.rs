@@ -234,12 +234,19 @@ pub fn apply_patch(
         schema,
         opts,
         member_ops: Vec::new(),
+        touched: Vec::new(),
     };
     for (i, op) in req.operations.iter().enumerate() {
         apply_operation(&mut work, op, &mut cx).map_err(|e| at_operation(e, i))?;
     }
     settle_extensions(&mut work, schema);
-    let delta = delta(original, &work, schema, std::mem::take(&mut cx.member_ops));
+    let delta = delta(
+        original,
+        &work,
+        schema,
+        &cx.touched,
+        std::mem::take(&mut cx.member_ops),
+    );
     Ok(PatchOutcome {
         resource: Value::Object(work),
         delta,
@@ -250,6 +257,11 @@ struct Cx<'s> {
     schema: &'s ResourceSchema,
     opts: PatchOptions,
     member_ops: Vec<MemberOp>,
+    /// Attributes an operation wrote or removed, as (extension URN, name). Everything else is
+    /// the input's clone untouched, so the delta compares only these: a deep comparison of the
+    /// whole resource cost more than the operations themselves (serde_json's ordered map
+    /// hashes every key it compares).
+    touched: Vec<(Option<&'s str>, &'s str)>,
 }
 
 impl Cx<'_> {
@@ -265,15 +277,16 @@ impl Cx<'_> {
 }
 
 /// What an operation (or one key of a pathless value) addresses.
-struct Target<'a> {
-    def: &'a AttributeDef,
+/// `'s` is the schema's lifetime, `'p` the parsed path's.
+struct Target<'s, 'p> {
+    def: &'s AttributeDef,
     /// The extension URN (schema spelling) when the attribute lives in an extension object.
-    ext: Option<&'a str>,
-    filter: Option<&'a Filter>,
-    sub: Option<&'a AttributeDef>,
+    ext: Option<&'s str>,
+    filter: Option<&'p Filter>,
+    sub: Option<&'s AttributeDef>,
 }
 
-impl Target<'_> {
+impl Target<'_, '_> {
     fn read_only(&self) -> bool {
         self.def.is_read_only() || self.sub.is_some_and(|s| s.is_read_only())
     }
@@ -319,11 +332,11 @@ fn resolve_attr<'a>(
     }
 }
 
-fn resolve_path<'a>(
-    schema: &'a ResourceSchema,
-    p: &'a PatchPath,
+fn resolve_path<'s, 'p>(
+    schema: &'s ResourceSchema,
+    p: &'p PatchPath,
     mode: PatchMode,
-) -> Result<Target<'a>, ScimError> {
+) -> Result<Target<'s, 'p>, ScimError> {
     let ra = resolve_attr(schema, p.attr.urn.as_deref(), &p.attr.name, mode)
         .ok_or_else(|| ScimError::invalid_path(format!("unknown attribute '{}'", p.attr)))?;
     let sub_name = match (&p.attr.sub, &p.sub_attr) {
@@ -530,15 +543,19 @@ fn split_urn_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn apply_target(
+fn apply_target<'s>(
     work: &mut Map<String, Value>,
     kind: PatchOpKind,
-    t: &Target,
+    t: &Target<'s, '_>,
     value: Option<&Value>,
-    cx: &mut Cx,
+    cx: &mut Cx<'s>,
 ) -> Result<(), ScimError> {
     if cx.external_members(t) {
         return record_member_op(kind, t, value, cx);
+    }
+    let key = (t.ext, t.def.name.as_str());
+    if !cx.touched.contains(&key) {
+        cx.touched.push(key);
     }
     match kind {
         PatchOpKind::Remove => remove(work, t, value),
@@ -579,13 +596,11 @@ where
     let container = match t.ext {
         None => work,
         Some(u) => {
-            let slot = work
-                .entry(u.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
+            if !work.get(u).is_some_and(Value::is_object) {
+                work.insert(u.to_string(), Value::Object(Map::new()));
             }
-            match slot.as_object_mut() {
+            let slot = work.get_mut(u);
+            match slot.and_then(Value::as_object_mut) {
                 Some(m) => m,
                 None => return Err(ScimError::internal("extension slot is not an object")),
             }
@@ -974,17 +989,25 @@ fn identified_by_value(def: &AttributeDef) -> bool {
 fn append_unique(def: &AttributeDef, list: &mut Vec<Value>, new: Vec<Value>) {
     let start = list.len();
     if identified_by_value(def) {
-        // Hashing keeps adding to a 100,000-member group linear.
-        let mut seen: HashSet<String> = list
+        // Hashing keeps adding to a 100,000-member group linear; the set borrows the ids, so
+        // the keepers are chosen first and pushed after.
+        let mut seen: HashSet<&str> = list
             .iter()
-            .filter_map(|e| e.get("value").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|e| e.get("value").and_then(Value::as_str))
             .collect();
-        for e in new {
-            match e.get("value").and_then(Value::as_str) {
-                Some(id) if !seen.insert(id.to_string()) => {}
-                _ => list.push(e),
-            }
-        }
+        let keep: Vec<bool> = new
+            .iter()
+            .map(|e| match e.get("value").and_then(Value::as_str) {
+                Some(id) => seen.insert(id),
+                None => true,
+            })
+            .collect();
+        drop(seen);
+        list.extend(
+            new.into_iter()
+                .zip(keep)
+                .filter_map(|(e, k)| k.then_some(e)),
+        );
     } else {
         for e in new {
             if !list.iter().any(|x| element_equal(def, x, &e)) {
@@ -1256,35 +1279,16 @@ fn delta(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
     schema: &ResourceSchema,
+    touched: &[(Option<&str>, &str)],
     member_ops: Vec<MemberOp>,
 ) -> Delta {
     let mut changed = BTreeSet::new();
-    let is_ext = |k: &str| schema.extensions.iter().any(|(s, _)| s.id == k);
-    let keys = before
-        .keys()
-        .chain(after.keys().filter(|k| !before.contains_key(k.as_str())));
-    for k in keys {
-        if k == "schemas" || k == "meta" {
-            continue;
-        }
-        let (b, a) = (before.get(k), after.get(k));
-        if b == a {
-            continue;
-        }
-        if is_ext(k) {
-            let empty = Map::new();
-            let bo = b.and_then(Value::as_object).unwrap_or(&empty);
-            let ao = a.and_then(Value::as_object).unwrap_or(&empty);
-            for sk in bo
-                .keys()
-                .chain(ao.keys().filter(|s| !bo.contains_key(s.as_str())))
-            {
-                if bo.get(sk) != ao.get(sk) {
-                    changed.insert(format!("{k}:{sk}"));
-                }
-            }
-        } else {
-            changed.insert(k.clone());
+    for &(ext, name) in touched {
+        if attr_value(before, ext, name) != attr_value(after, ext, name) {
+            changed.insert(match ext {
+                Some(u) => format!("{u}:{name}"),
+                None => name.to_string(),
+            });
         }
     }
     let mut d = Delta {
@@ -1293,33 +1297,43 @@ fn delta(
         ..Delta::default()
     };
     if schema.kind == ResourceKind::Group && d.changed.contains("members") {
-        let ids = |m: Option<&Value>| -> Vec<String> {
-            m.and_then(Value::as_array)
-                .map(|l| {
-                    l.iter()
-                        .filter_map(|e| e.get("value").and_then(Value::as_str))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (b, a) = (ids(before.get("members")), ids(after.get("members")));
-        let (bs, as_): (HashSet<&str>, HashSet<&str>) = (
-            b.iter().map(String::as_str).collect(),
-            a.iter().map(String::as_str).collect(),
+        let (b, a) = (
+            member_id_list(before.get("members")),
+            member_id_list(after.get("members")),
         );
+        let (bs, as_): (HashSet<&str>, HashSet<&str>) =
+            (b.iter().copied().collect(), a.iter().copied().collect());
         d.members_added = a
             .iter()
-            .filter(|x| !bs.contains(x.as_str()))
-            .cloned()
+            .filter(|x| !bs.contains(*x))
+            .map(|x| x.to_string())
             .collect();
         d.members_removed = b
             .iter()
-            .filter(|x| !as_.contains(x.as_str()))
-            .cloned()
+            .filter(|x| !as_.contains(*x))
+            .map(|x| x.to_string())
             .collect();
     }
     d
+}
+
+fn attr_value<'m>(m: &'m Map<String, Value>, ext: Option<&str>, name: &str) -> Option<&'m Value> {
+    let container = match ext {
+        None => m,
+        Some(u) => m.get(u)?.as_object()?,
+    };
+    container.get(name).filter(|v| !v.is_null())
+}
+
+fn member_id_list(members: Option<&Value>) -> Vec<&str> {
+    members
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e.get("value").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
