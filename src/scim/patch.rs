@@ -24,6 +24,7 @@ use crate::scim::value::{
 };
 use crate::scim::ScimType;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -894,7 +895,7 @@ fn remove(
                             _ => Vec::new(),
                         };
                         let mut list = into_list(Some(old));
-                        list.retain(|e| !listed.iter().any(|l| same_listed(def, l, e)));
+                        remove_listed(def, &mut list, &listed);
                         return Ok(non_empty(list));
                     }
                 }
@@ -970,6 +971,42 @@ fn dropped_element(def: &AttributeDef, e: &Value) -> bool {
     }
 }
 
+/// Drops from `list` the elements `listed` names (see [`same_listed`]). Listed values are hashed,
+/// so Entra removing thousands of members from a large group stays linear, not quadratic.
+fn remove_listed(def: &AttributeDef, list: &mut Vec<Value>, listed: &[Value]) {
+    let Some(vd) = def.sub("value") else {
+        list.retain(|e| !listed.iter().any(|l| same_listed(def, l, e)));
+        return;
+    };
+    let mut keys = HashSet::new();
+    let mut unkeyed = Vec::new();
+    for l in listed {
+        match l.get("value").and_then(|v| value_key(vd, v)) {
+            Some(k) => {
+                keys.insert(k);
+            }
+            None => unkeyed.push(l),
+        }
+    }
+    list.retain(|e| {
+        let by_key = e
+            .get("value")
+            .and_then(|v| value_key(vd, v))
+            .is_some_and(|k| keys.contains(&k));
+        !(by_key || unkeyed.iter().any(|l| same_listed(def, l, e)))
+    });
+}
+
+/// A string `value` as compared (RFC 7643 §2.2): as is when `caseExact`, else lowercased.
+fn value_key<'v>(vd: &AttributeDef, v: &'v Value) -> Option<Cow<'v, str>> {
+    let s = v.as_str()?;
+    if vd.case_exact || !s.chars().any(char::is_uppercase) {
+        Some(Cow::Borrowed(s))
+    } else {
+        Some(Cow::Owned(s.to_lowercase()))
+    }
+}
+
 /// Whether the listed element `l` of a remove-with-value names the existing element `e`: by
 /// `value` when the listed one has a value (Entra sends `{"$ref":null,"value":"id"}`), else by
 /// equality of the whole element.
@@ -1008,6 +1045,28 @@ fn append_unique(def: &AttributeDef, list: &mut Vec<Value>, new: Vec<Value>) {
                 .zip(keep)
                 .filter_map(|(e, k)| k.then_some(e)),
         );
+    } else if let Some(vd) = def.sub("value").filter(|_| list.len() + new.len() > 32) {
+        // Equal elements have equal values: only a known value needs the full comparison, which
+        // keeps a large add (thousands of roles) from going quadratic.
+        let mut known: HashSet<String> = list
+            .iter()
+            .filter_map(|e| e.get("value").and_then(|v| value_key(vd, v)))
+            .map(Cow::into_owned)
+            .collect();
+        for e in new {
+            let key = e
+                .get("value")
+                .and_then(|v| value_key(vd, v))
+                .map(Cow::into_owned);
+            let maybe_dup = key.as_ref().is_none_or(|k| known.contains(k));
+            if maybe_dup && list.iter().any(|x| element_equal(def, x, &e)) {
+                continue;
+            }
+            if let Some(k) = key {
+                known.insert(k);
+            }
+            list.push(e);
+        }
     } else {
         for e in new {
             if !list.iter().any(|x| element_equal(def, x, &e)) {
@@ -2445,6 +2504,44 @@ mod tests {
             o.resource["members"][1],
             json!({"value": MANDY, "display": "Mandy Pepperidge", "type": "User"})
         );
+    }
+
+    #[test]
+    fn large_lists_stay_linear_and_correct() {
+        let n = 20_000;
+        let members: Vec<Value> = (0..n).map(|i| json!({"value": format!("u{i}")})).collect();
+        let mut g = group();
+        g["members"] = Value::Array(members);
+        let listed: Vec<Value> = (0..n)
+            .step_by(4)
+            .map(|i| json!({"value": format!("u{i}")}))
+            .collect();
+        let o = run(
+            &g,
+            json!([{"op": "Remove", "path": "members", "value": listed}]),
+        );
+        assert_eq!(o.resource["members"].as_array().unwrap().len(), n - n / 4);
+        assert_eq!(o.delta.members_removed.len(), n / 4);
+        assert_eq!(o.delta.members_removed[1], "u4");
+
+        // Non-member lists compare values per caseExact: role values are case-insensitive.
+        let roles: Vec<Value> = (0..100)
+            .map(|i| json!({"value": format!("Role{i}")}))
+            .collect();
+        let mut u = plain_user();
+        u["roles"] = Value::Array(roles);
+        let o = run(
+            &u,
+            json!([{"op": "add", "path": "roles", "value": [{"value": "ROLE7"}, {"value": "Role100"}, {"value": "role100"}]}]),
+        );
+        let got = o.resource["roles"].as_array().unwrap();
+        assert_eq!(got.len(), 101);
+        assert_eq!(got[100], json!({"value": "Role100"}));
+        let o = run(
+            &u,
+            json!([{"op": "remove", "path": "roles", "value": [{"value": "ROLE7"}, {"value": "nope"}]}]),
+        );
+        assert_eq!(o.resource["roles"].as_array().unwrap().len(), 99);
     }
 
     mod props {
