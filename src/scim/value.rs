@@ -602,6 +602,30 @@ mod tests {
     }
 
     #[test]
+    fn single_elements() {
+        let e = user_attr("emails");
+        assert_eq!(
+            coerce_single(&e, &json!({"VALUE": "a@x"})).unwrap(),
+            Some(json!({"value": "a@x"}))
+        );
+        assert_eq!(
+            err_type(coerce_single(&e, &json!([{"value": "a@x"}]))),
+            ScimType::InvalidValue
+        );
+        assert_eq!(coerce_single(&e, &json!(null)).unwrap(), None);
+        let m = ResourceSchema::group()
+            .resolve(None, "members")
+            .unwrap()
+            .def
+            .clone();
+        assert_eq!(
+            coerce_single_writable(&m, &json!({"value": "u1", "$ref": null, "display": "U"}))
+                .unwrap(),
+            Some(json!({"value": "u1", "display": "U"}))
+        );
+    }
+
+    #[test]
     fn equality_follows_case_exact() {
         let emails = user_attr("emails");
         assert!(element_equal(
