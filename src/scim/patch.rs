@@ -53,14 +53,14 @@ impl PatchOpKind {
 
 /// One entry of `Operations`. `value` is `Some(Value::Null)` when the client sent `"value": null`
 /// (a clear, for Entra) and `None` when it sent no `value` at all.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PatchOperation {
     pub op: PatchOpKind,
     pub path: Option<PatchPath>,
     pub value: Option<Value>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PatchRequest {
     pub operations: Vec<PatchOperation>,
 }
