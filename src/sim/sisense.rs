@@ -164,11 +164,19 @@ pub struct Sisense {
     state: RwLock<State>,
 }
 
-struct SisenseSim(web::Data<Sisense>);
+struct SisenseSim {
+    sim: web::Data<Sisense>,
+    /// `--sim-switch sisense.retry_after=true`: send `Retry-After` on the 429 (default off: the
+    /// 2026 guide says Sisense sends none).
+    retry_after: bool,
+}
 
 /// The Sisense simulator for the framework.
 pub fn new(opts: &SimOptions) -> Arc<dyn VendorSim> {
-    Arc::new(SisenseSim(web::Data::new(Sisense::new(opts))))
+    Arc::new(SisenseSim {
+        sim: web::Data::new(Sisense::new(opts)),
+        retry_after: opts.switch("sisense.retry_after") == Some("true"),
+    })
 }
 
 fn now() -> String {
@@ -1781,7 +1789,7 @@ async fn v09_delete_user(s: web::Data<Sisense>, req: HttpRequest) -> HttpRespons
 
 impl VendorSim for SisenseSim {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(self.0.clone())
+        cfg.app_data(self.sim.clone())
             .route("/api/v1/authentication/login", web::post().to(login))
             .route("/api/v1/authentication/logout", web::get().to(logout))
             // Users v1 (`/bulk` before `/{id}`, as the router takes the first match).
@@ -1837,19 +1845,26 @@ impl VendorSim for SisenseSim {
                     .route(web::post().to(v09_change_group_users))
                     .route(web::delete().to(v09_change_group_users)),
             );
-        if !self.0.legacy_2021 {
+        if !self.sim.legacy_2021 {
             cfg.route("/api/v1/roles", web::get().to(list_roles));
         }
     }
 
     /// The spec defines `tooManyRequestsApiError` (the envelope); Sisense sends no
     /// `Retry-After` (2026 guide: "Retry-After header: No").
-    fn throttled(&self, _retry_after_s: Option<u64>) -> HttpResponse {
-        error(
+    fn throttled(&self, retry_after_s: Option<u64>) -> HttpResponse {
+        let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             TOO_MANY_REQUESTS_UNVERIFIED,
             "Too many requests.",
-        )
+        );
+        if let (true, Some(s)) = (self.retry_after, retry_after_s) {
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+        }
+        r
     }
 
     fn server_error(&self) -> HttpResponse {
