@@ -1207,3 +1207,44 @@ async fn stats_count_requests_by_route_pattern() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(support::stats(&s.base).await["requests"], 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Throughput (run on demand: `cargo test --release --test sim_sisense throughput -- --ignored
+// --nocapture`; set SIM_MIN_RPS to make it an assertion)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test; run in release on demand"]
+async fn throughput_user_gets_per_second() {
+    let s = start(SimOptions::default()).await;
+    let u = s.create_user("load@x.io", "consumer").await;
+    let url = format!("{}/api/v1/users/{}", s.base, u["_id"].as_str().unwrap());
+    let secs = 3.0;
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (http, url, token) = (s.http.clone(), url.clone(), s.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            while std::time::Instant::now() < stop {
+                let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.bytes().await.unwrap();
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let rps = total as f64 / secs;
+    println!("sisense GET /api/v1/users/{{id}}: {total} requests in {secs}s = {rps:.0} req/s");
+    if let Some(min) = std::env::var("SIM_MIN_RPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        assert!(rps >= min, "{rps:.0} req/s < {min}");
+    }
+}
