@@ -694,6 +694,36 @@ async fn deactivation_ends_sessions_and_blocks_login() {
 }
 
 #[tokio::test]
+async fn admin_sets_a_password_and_the_user_can_log_in() {
+    let m = start(SimOptions::default()).await;
+    let u = m.create_user("pw@x.io", "P").await;
+    let path = format!("/api/user/{}/password", u["id"]);
+    let r = m
+        .call(Method::PUT, &path, Some(json!({"password": "abc"})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json["errors"]["password"].is_string());
+    let r = m
+        .call(Method::PUT, &path, Some(json!({"password": "s3cret-pw"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = m.login("PW@x.io", "s3cret-pw").await;
+    assert_eq!(r.status, StatusCode::OK, "emails are matched lower-cased");
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    m.call(Method::PUT, &path, Some(json!({"password": "an0ther-pw"})))
+        .await;
+    let r = m
+        .call_with(
+            ("X-Metabase-Session", &sid),
+            Method::GET,
+            "/api/user/current",
+            None,
+        )
+        .await;
+    assert_text(&r, 401, "Unauthenticated");
+}
+
+#[tokio::test]
 async fn the_last_admin_cannot_be_deactivated_or_removed() {
     let m = start(SimOptions::default()).await;
     let r = m.call(Method::DELETE, "/api/user/1", None).await;

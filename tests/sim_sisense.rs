@@ -828,6 +828,33 @@ async fn bulk_create_is_all_or_nothing() {
     assert_eq!(s.get("/api/v1/users?email=b3@x.io").await.1, json!([]));
 }
 
+#[tokio::test]
+async fn bulk_delete_is_204_and_all_or_nothing() {
+    let s = start(SimOptions::default()).await;
+    let a = s.create_user("d1@x.io", "consumer").await;
+    let b = s.create_user("d2@x.io", "consumer").await;
+    let (a, b) = (a["_id"].as_str().unwrap(), b["_id"].as_str().unwrap());
+    let (st, e) = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/bulk?ids={a},0123456789abcdef01234567"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_error(&e, 404, 2001);
+    assert_eq!(s.get(&format!("/api/v1/users/{a}")).await.0, StatusCode::OK);
+    let (st, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/bulk?ids={a},{b}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(s.get("/api/v1/users").await.1.as_array().unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Groups
 // ---------------------------------------------------------------------------------------------

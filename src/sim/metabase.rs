@@ -598,8 +598,7 @@ async fn post_session(m: web::Data<Metabase>, body: web::Bytes) -> HttpResponse 
         Err(r) => return r,
     };
     for k in ["username", "password"] {
-        if b
-            .get(k)
+        if b.get(k)
             .and_then(Value::as_str)
             .is_none_or(|s| s.trim().is_empty())
         {
@@ -1112,6 +1111,56 @@ async fn reactivate_user(m: web::Data<Metabase>, req: HttpRequest) -> HttpRespon
     HttpResponse::Ok().json(out)
 }
 
+/// `PUT /api/user/:id/password` `{password, old_password?}`: admins may skip `old_password`.
+/// Changing a password ends all of that user's sessions. The strength rule is Metabase's
+/// default "normal" complexity (6 characters, one digit); the message is UNVERIFIED.
+async fn put_password(m: web::Data<Metabase>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let Caller::User(caller) = match m.caller(&req) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let id = match path_id(&req, "id") {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let b = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(password) = b
+        .get("password")
+        .and_then(Value::as_str)
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return schema_error("password", NON_BLANK, "non-blank string, received: nil");
+    };
+    let mut st = m.state.write();
+    let is_admin = st.users.get(&caller).is_some_and(|u| st.is_superuser(u));
+    if !is_admin && caller != id {
+        return text(StatusCode::FORBIDDEN, MSG_FORBIDDEN);
+    }
+    let Some(u) = st.users.get(&id).filter(|u| u.personal && u.is_active) else {
+        return not_found();
+    };
+    if !is_admin && b.get("old_password").and_then(Value::as_str) != u.password.as_deref() {
+        return field_error(StatusCode::BAD_REQUEST, "old_password", "Invalid password");
+    }
+    if password.chars().count() < 6 || !password.chars().any(|c| c.is_ascii_digit()) {
+        return field_error(
+            StatusCode::BAD_REQUEST,
+            "password",
+            "Insufficient password strength",
+        );
+    }
+    let u = st.users.get_mut(&id).expect("checked above");
+    u.password = Some(password.to_string());
+    u.updated_at = now();
+    let out = user_detail_json(&st.users[&id], &st);
+    drop(st);
+    m.sessions.revoke_where(|uid| *uid == id);
+    HttpResponse::Ok().json(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Groups
 // ---------------------------------------------------------------------------------------------
@@ -1422,6 +1471,7 @@ impl VendorSim for MetabaseSim {
                     .route(web::delete().to(delete_user)),
             )
             .route("/api/user/{id}/reactivate", web::put().to(reactivate_user))
+            .route("/api/user/{id}/password", web::put().to(put_password))
             .service(
                 web::resource("/api/permissions/group")
                     .route(web::get().to(list_groups))

@@ -1098,6 +1098,50 @@ async fn post_users_bulk(
     HttpResponse::Created().json(out)
 }
 
+/// `DELETE /api/v1/users/bulk?ids=a,b`: all or nothing.
+async fn delete_users_bulk(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
+    if let Err(r) = s.authenticate_admin(&req) {
+        return r;
+    }
+    let q = match Query::parse(&req) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let ids: Vec<String> = q
+        .get("ids")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() || ids.iter().any(|i| !is_object_id(i)) {
+        return invalid("ids must be a comma-separated list of object ids");
+    }
+    let mut st = s.state.write();
+    if let Some(missing) = ids.iter().find(|i| !st.users.contains_key(*i)) {
+        return not_found(
+            USER_NOT_FOUND,
+            "One or more users not found.",
+            "user",
+            missing,
+        );
+    }
+    let super_id = st.super_role_id().unwrap_or_default().to_string();
+    if ids.iter().any(|i| st.users[i].role_id == super_id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            SUPER_UNDELETABLE,
+            "A super-user cannot be deleted.",
+        );
+    }
+    for id in &ids {
+        st.remove_user(id);
+        s.sessions.revoke_where(|x| x == id);
+    }
+    HttpResponse::NoContent().finish()
+}
+
 /// Applies a partial update (v1 PATCH and v0.9 PUT).
 fn apply_patch(s: &Sisense, st: &mut State, id: &str, body: &Value) -> Result<User, HttpResponse> {
     let Some(m) = body.as_object() else {
@@ -1798,7 +1842,11 @@ impl VendorSim for SisenseSim {
                     .route(web::get().to(list_users))
                     .route(web::post().to(post_user)),
             )
-            .route("/api/v1/users/bulk", web::post().to(post_users_bulk))
+            .service(
+                web::resource("/api/v1/users/bulk")
+                    .route(web::post().to(post_users_bulk))
+                    .route(web::delete().to(delete_users_bulk)),
+            )
             .service(
                 web::resource("/api/v1/users/{id}")
                     .route(web::get().to(get_user))
