@@ -235,6 +235,12 @@ async fn an_expired_token_gets_401_and_a_new_login_works() {
     let (st, body) = s.get("/api/v1/users").await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["status"], 401);
+    assert_conforms(
+        &support::definition_schema(sisense_v1(), "unauthorizedApiError"),
+        &body,
+        &[],
+        "expired 401",
+    );
     let (_, fresh) = login(&s.http, &s.base, "admin@sisense.local", "admin").await;
     let (st, _) = s
         .call_as(
@@ -279,6 +285,12 @@ async fn a_viewer_token_cannot_manage_users() {
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["status"], 403);
+    assert_conforms(
+        &support::definition_schema(sisense_v1(), "forbiddenApiError"),
+        &body,
+        &[],
+        "403",
+    );
     let (st, me) = s
         .call_as(
             tok["access_token"].as_str().unwrap(),
@@ -816,6 +828,24 @@ async fn bulk_create_is_all_or_nothing() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(created.as_array().unwrap().len(), 2);
+    // The spec's bulk 201 schema repeats the request shape; the created users also carry the
+    // server fields of the single POST answer.
+    assert_conforms(
+        &v1("/users/bulk", "post", 201),
+        &created,
+        &[
+            "_id",
+            "active",
+            "adgroups",
+            "activeDirectory",
+            "created",
+            "lastUpdated",
+        ],
+        "bulk 201",
+    );
+    for u in created.as_array().unwrap() {
+        assert_conforms(&v1("/users", "post", 201), u, &[], "bulk item as POST 201");
+    }
     let (st, e) = s
         .call(
             Method::POST,
@@ -825,6 +855,7 @@ async fn bulk_create_is_all_or_nothing() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_error(&e, 400, 2005);
+    assert_conforms(&v1("/users/bulk", "post", 400), &e, &[], "bulk 400");
     assert_eq!(s.get("/api/v1/users?email=b3@x.io").await.1, json!([]));
 }
 

@@ -8,6 +8,24 @@
 //!
 //! Simulators never import connector code (ARCHITECTURE.md): the wire types here are written from
 //! shared/reference on their own, so a misreading of the vendor shows up as a failing test.
+//!
+//! `GET /__sim/stats` → `{"requests": N, "by_route": {"METHOD /route/{pattern}": N}}` (loopback
+//! only, no auth, not counted, untouched by faults); `DELETE /__sim/stats` zeroes the counters.
+//! Unmatched paths count as `METHOD (unmatched)`.
+//!
+//! ## Switches for UNVERIFIED vendor behaviour (defaults follow shared/reference)
+//!
+//! | flag | default | effect |
+//! |---|---|---|
+//! | `--legacy-2021` | off | Sisense as the 2021 spec: `PATCH {"active"}` → 400, login form-only, no `/api/v1/roles` |
+//! | `--sisense-filters-ignore-case` | off | Sisense exact-match filters ignore case |
+//! | `--sisense-duplicate-group-status` | 400 | status of a duplicate group name (POST and legacy rename) |
+//! | `--sisense-basic-role-name NAME` | unset | seed a "Basic User" role with that API name |
+//! | `--sim-switch sisense.retry_after=true` | off | Sisense 429 carries `Retry-After` |
+//! | `--metabase-strict-redeactivate` | off | DELETE of an inactive Metabase user → 404 instead of 200 |
+//! | `--metabase-login-attempts N` | 10 | failed logins per username before throttling; 0 = off |
+//! | `--sim-switch metabase.retry_after=true` | off | Metabase 429 carries `Retry-After` |
+//! | `--token-ttl-s N` | Sisense: never; Metabase: 14 days | token/session lifetime (not the Metabase API key) |
 
 pub mod faults;
 pub mod ids;
