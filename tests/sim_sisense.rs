@@ -621,6 +621,13 @@ async fn patch_active_is_accepted_by_default_and_rejected_in_legacy_2021() {
     assert_eq!(p["active"], false);
     let (_, inactive) = s.get("/api/v1/users?active=false").await;
     assert_eq!(inactive.as_array().unwrap().len(), 1);
+    let (st, body) = login(&s.http, &s.base, "act@x.io", "pw").await;
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "an inactive user cannot sign in"
+    );
+    assert_eq!(body["error"]["status"], 401);
 
     let l = start(SimOptions {
         legacy_2021: true,
