@@ -1313,3 +1313,68 @@ async fn throughput_user_gets_per_second() {
         assert!(rps >= min, "{rps:.0} req/s < {min}");
     }
 }
+
+#[tokio::test]
+async fn garbage_on_every_route_never_panics_or_5xxs() {
+    let s = start(SimOptions::default()).await;
+    let u = s.create_user("g@x.io", "consumer").await;
+    let g = s.create_group("G").await;
+    let (uid, gid) = (u["_id"].as_str().unwrap(), g["_id"].as_str().unwrap());
+    let paths = [
+        "/api/v1/authentication/login".to_string(),
+        "/api/v1/users".to_string(),
+        "/api/v1/users/bulk".to_string(),
+        format!("/api/v1/users/{uid}"),
+        "/api/v1/users/zz".to_string(),
+        "/api/v1/groups".to_string(),
+        format!("/api/v1/groups/{gid}"),
+        "/api/roles".to_string(),
+        "/api/roles/%00".to_string(),
+        "/api/users".to_string(),
+        "/api/users/g@x.io".to_string(),
+        "/api/groups/G".to_string(),
+        "/api/groups/G/users".to_string(),
+        "/api/v1/users?skip=%ZZ&limit=-5&expand=,&fields=,-&sort=-".to_string(),
+    ];
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b"\"x\"",
+        b"{\"email\":",
+        b"\xff\xfe\x00",
+        b"[{\"email\":[],\"roleId\":{},\"groups\":[null]}]",
+    ];
+    for p in &paths {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            for b in bodies {
+                let r = s
+                    .http
+                    .request(m.clone(), format!("{}{}", s.base, p))
+                    .bearer_auth(&s.token)
+                    .header("content-type", "application/json")
+                    .body(b.to_vec())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{m} {p}: connection failed: {e}"));
+                assert!(
+                    r.status().as_u16() < 500,
+                    "{m} {p} {:?} → {}",
+                    String::from_utf8_lossy(b),
+                    r.status()
+                );
+            }
+        }
+    }
+    // Still serving, and the seeded admin is still there.
+    let (st, list) = s.get("/api/v1/users?email=admin@sisense.local").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
