@@ -545,6 +545,29 @@ async fn skip_and_limit_page_bare_arrays_without_total() {
 }
 
 #[tokio::test]
+async fn default_limit_switch_caps_unpaged_lists() {
+    let s = start(SimOptions {
+        sisense_default_limit: Some(2),
+        ..SimOptions::default()
+    })
+    .await;
+    for i in 0..3 {
+        s.create_user(&format!("l{i}@x.io"), "consumer").await;
+    }
+    assert_eq!(s.get("/api/v1/users").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(
+        s.get("/api/v1/users?limit=10")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(s.get("/api/users").await.1.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn expand_replaces_ids_with_objects_and_bad_expand_is_404_202() {
     let s = start(SimOptions::default()).await;
     let (_, list) = s.get("/api/v1/users?expand=groups,role").await;

@@ -21,6 +21,7 @@
 //! | `--sisense-filters-ignore-case` | off | Sisense exact-match filters ignore case |
 //! | `--sisense-duplicate-group-status` | 400 | status of a duplicate group name (POST and legacy rename) |
 //! | `--sisense-basic-role-name NAME` | unset | seed a "Basic User" role with that API name |
+//! | `--sisense-default-limit N` | unset (all) | Sisense list page size when `limit` is absent |
 //! | `--sim-switch sisense.retry_after=true` | off | Sisense 429 carries `Retry-After` |
 //! | `--metabase-strict-redeactivate` | off | DELETE of an inactive Metabase user → 404 instead of 200 |
 //! | `--metabase-login-attempts N` | 10 | failed logins per username before throttling; 0 = off |
@@ -151,6 +152,10 @@ pub struct SimOptions {
     /// role is seeded next to the six built-in ones. Default unset (not seeded).
     #[arg(long)]
     pub sisense_basic_role_name: Option<String>,
+    /// Sisense (UNVERIFIED): page size of list endpoints called without `limit`. The 2021 spec
+    /// gives no default (unset: everything); the 2026 third-party guide says 50.
+    #[arg(long)]
+    pub sisense_default_limit: Option<usize>,
     /// Metabase (UNVERIFIED): `DELETE /api/user/:id` on an already deactivated user answers
     /// 200 `{"success":true}` (default). With this flag: 404 `Not found.`.
     #[arg(long)]
@@ -193,6 +198,7 @@ impl Default for SimOptions {
             sisense_filters_ignore_case: false,
             sisense_duplicate_group_status: 400,
             sisense_basic_role_name: None,
+            sisense_default_limit: None,
             metabase_strict_redeactivate: false,
             metabase_login_attempts: 10,
             switches: Vec::new(),

@@ -158,6 +158,7 @@ impl State {
 
 pub struct Sisense {
     legacy_2021: bool,
+    default_limit: Option<usize>,
     ignore_case: bool,
     duplicate_group_status: StatusCode,
     ids: IdGen,
@@ -265,6 +266,7 @@ impl Sisense {
         st.users.insert(admin.id.clone(), admin);
         Sisense {
             legacy_2021: opts.legacy_2021,
+            default_limit: opts.sisense_default_limit.filter(|l| *l > 0),
             ignore_case: opts.sisense_filters_ignore_case,
             duplicate_group_status: StatusCode::from_u16(opts.sisense_duplicate_group_status)
                 .unwrap_or(StatusCode::BAD_REQUEST),
@@ -535,7 +537,11 @@ fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 }
 
 /// `sort`, `skip`/`limit`, then `fields` — over rendered objects.
-fn shape_list(mut items: Vec<Value>, q: &Query) -> Result<Vec<Value>, HttpResponse> {
+fn shape_list(
+    mut items: Vec<Value>,
+    q: &Query,
+    default_limit: Option<usize>,
+) -> Result<Vec<Value>, HttpResponse> {
     if let Some(sort) = q.get("sort").filter(|s| !s.is_empty()) {
         let (field, desc) = match sort.strip_prefix('-') {
             Some(f) => (f, true),
@@ -554,7 +560,7 @@ fn shape_list(mut items: Vec<Value>, q: &Query) -> Result<Vec<Value>, HttpRespon
     let items = items
         .into_iter()
         .skip(skip)
-        .take(limit.unwrap_or(usize::MAX));
+        .take(limit.or(default_limit).unwrap_or(usize::MAX));
     Ok(items.map(|v| project(v, q.get("fields"))).collect())
 }
 
@@ -853,7 +859,7 @@ fn list_users_inner(s: &Sisense, q: &Query) -> Result<Vec<Value>, HttpResponse> 
         .filter(|u| ids.as_ref().is_none_or(|ids| ids.contains(&u.id.as_str())))
         .map(|u| expand_user(user_json(u), u, &st, exp_groups, exp_role))
         .collect();
-    shape_list(items, q)
+    shape_list(items, q, s.default_limit)
 }
 
 async fn get_user(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
@@ -1367,7 +1373,7 @@ async fn list_groups(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
         .filter(|g| ids.as_ref().is_none_or(|ids| ids.contains(&g.id.as_str())))
         .map(|g| expand_group(group_json(g), g, &st, eu, er))
         .collect();
-    match shape_list(items, &q) {
+    match shape_list(items, &q, s.default_limit) {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(r) => r,
     }
@@ -1530,7 +1536,7 @@ async fn v09_list_groups(s: web::Data<Sisense>, req: HttpRequest) -> HttpRespons
         })
         .map(|g| group_json_v09(g, &st))
         .collect();
-    match shape_list(items, &q) {
+    match shape_list(items, &q, s.default_limit) {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(r) => r,
     }
@@ -1752,7 +1758,7 @@ async fn v09_list_users(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse
     let items: Vec<Value> = items
         .into_iter()
         .skip(skip)
-        .take(limit.unwrap_or(usize::MAX))
+        .take(limit.or(s.default_limit).unwrap_or(usize::MAX))
         .collect();
     HttpResponse::Ok().json(items)
 }
