@@ -302,6 +302,32 @@ async fn a_viewer_token_cannot_manage_users() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(me["email"], "v@x.io");
     assert_conforms(&v09("/users/loggedin", "get", 200), &me, &[], "loggedin");
+    let (st, _) = s
+        .call_as(
+            tok["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/api/roles",
+            None,
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "roles are designers-and-admins-only"
+    );
+    let (st, _) = s
+        .call_as(
+            tok["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/api/roles/consumer",
+            None,
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "a single role is x-permission-type none"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

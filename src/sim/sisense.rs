@@ -321,14 +321,19 @@ impl Sisense {
 
     /// User management is for Sys. Admins and Admins (x-permission-path manage/users/*).
     fn authenticate_admin(&self, req: &HttpRequest) -> Result<String, HttpResponse> {
+        self.authenticate_role(req, &["super", "admin"])
+    }
+
+    /// The caller, if their role is one of `roles`; else the vendor's 403.
+    fn authenticate_role(&self, req: &HttpRequest, roles: &[&str]) -> Result<String, HttpResponse> {
         let uid = self.authenticate(req)?;
         let st = self.state.read();
-        let is_admin = st
+        let allowed = st
             .users
             .get(&uid)
             .and_then(|u| st.role(&u.role_id))
-            .is_some_and(|r| r.name == "super" || r.name == "admin");
-        if is_admin {
+            .is_some_and(|r| roles.contains(&r.name.as_str()));
+        if allowed {
             Ok(uid)
         } else {
             Err(error(
@@ -764,8 +769,11 @@ async fn logged_in(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
 // Handlers: roles (read-only; v0.9)
 // ---------------------------------------------------------------------------------------------
 
+/// `GET /api/roles` is `designers-and-admins-only` in the v0.9 spec: a Viewer gets 403.
 async fn list_roles(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
-    if let Err(r) = s.authenticate(&req) {
+    const DESIGNERS_AND_ADMINS: [&str; 5] =
+        ["super", "admin", "dataAdmin", "dataDesigner", "contributor"];
+    if let Err(r) = s.authenticate_role(&req, &DESIGNERS_AND_ADMINS) {
         return r;
     }
     let q = match Query::parse(&req) {
