@@ -712,12 +712,14 @@ impl Directory {
             return Ok(ListPage { total, resources });
         }
         let mut matched: Vec<Value> = Vec::new();
+        // Resolve the filter against the schema once, not per resource.
+        let bound = query.filter.as_ref().map(|f| (f, f.bind(schema)));
         let consider = |doc: Value, matched: &mut Vec<Value>| -> ScimResult<()> {
             let id = id_of(&doc);
-            let full = match &query.filter {
-                Some(f) => {
+            let full = match &bound {
+                Some((f, b)) => {
                     let full = self.for_filter(kind, &id, doc, f, ctx)?;
-                    if !f.matches(&full, schema) {
+                    if !b.matches(&full) {
                         return Ok(());
                     }
                     full
