@@ -252,7 +252,7 @@ fn vendor_sim(vendor: Vendor, opts: &SimOptions) -> Option<Arc<dyn VendorSim>> {
         Vendor::Sisense => Some(sisense::new(opts)),
         Vendor::Metabase => Some(metabase::new(opts)),
         Vendor::Tableau => Some(tableau::new(opts)),
-        Vendor::Thoughtspot => None,
+        Vendor::Thoughtspot => Some(thoughtspot::new(opts)),
     }
 }
 
