@@ -1476,3 +1476,42 @@ async fn throughput_user_gets() {
     println!("user GETs per second: {}", total / 3);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn only_administrators_manage_users_and_groups() {
+    let sim = spawn().await;
+    let admin = login(&sim.base_url()).await;
+    let jane = admin.new_user("jane@acme.com", "Explorer").await;
+    admin
+        .req(
+            Method::PUT,
+            &format!("users/{jane}"),
+            Some(r#"<tsRequest><user password="pw-jane"/></tsRequest>"#),
+        )
+        .await;
+    let t = login_with(
+        &sim.base_url(),
+        r#"<tsRequest><credentials name="jane@acme.com" password="pw-jane"><site contentUrl="default"/></credentials></tsRequest>"#,
+    )
+    .await;
+    assert_eq!(t.user, jane);
+    assert_eq!(
+        t.req(Method::GET, &format!("users/{jane}"), None)
+            .await
+            .status,
+        200
+    );
+    let r = t
+        .req(Method::GET, &format!("users/{}", admin.user), None)
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "403133".into()));
+    assert_eq!(t.add_user("x@acme.com", "Viewer").await.status, 403);
+    assert_eq!(t.req(Method::GET, "groups", None).await.status, 403);
+    // A connected-app JWT for a non-admin `sub` holds no more than that user's rights.
+    let mut c = claims(&["tableau:users:read", "tableau:users:create"]);
+    c["sub"] = json!("jane@acme.com");
+    let token = jwt(c, "sim-secret-id", "simulator-connected-app-secret");
+    let t = login_with(&sim.base_url(), &jwt_body(&token)).await;
+    assert_eq!(t.add_user("x@acme.com", "Viewer").await.status, 403);
+    sim.stop().await;
+}

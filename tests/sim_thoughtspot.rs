@@ -1257,3 +1257,48 @@ fn the_spec_check_catches_drift() {
     });
     assert!(r.is_err());
 }
+
+#[tokio::test]
+async fn other_orgs_users_are_hidden_from_an_org_scoped_token() {
+    let sim = spawn().await;
+    let ts = Ts::new(&sim);
+    let admin = ts.admin().await;
+    let org = admin
+        .post("orgs/create", json!({"name": "o1"}))
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    admin.create_user("primary-only", json!({})).await;
+    let o1 = ts
+        .login_with(json!({"username": "tsadmin", "password": "admin", "org_id": org}))
+        .await;
+    let r = o1
+        .post(
+            "users/search",
+            json!({"org_identifiers": ["0"], "record_size": -1}),
+        )
+        .await;
+    assert_eq!(r.json(), json!([]));
+    let r = o1
+        .call(
+            "users/{user_identifier}/update",
+            Some("primary-only"),
+            json!({"display_name": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "not visible from o1");
+    // name_pattern with many wildcards stays fast and correct.
+    let r = admin
+        .post(
+            "users/search",
+            json!({"name_pattern": "%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%z"}),
+        )
+        .await;
+    assert_eq!(r.json(), json!([]));
+    let r = admin
+        .post("users/search", json!({"name_pattern": "pri%only"}))
+        .await;
+    assert_eq!(names(&r.json()), ["primary-only"]);
+    sim.stop().await;
+}

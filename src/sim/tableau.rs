@@ -101,7 +101,7 @@ impl Config {
     fn from_opts(opts: &SimOptions) -> Config {
         let or = |o: &Option<String>, d: &str| o.clone().unwrap_or_else(|| d.to_string());
         let idle_ms = match opts.token_ttl_s {
-            Some(s) => s as i64 * 1000,
+            Some(s) => (s as i64).saturating_mul(1000),
             None => {
                 opts.switch("tableau.session_idle_min")
                     .and_then(|v| v.parse::<i64>().ok())
@@ -539,10 +539,31 @@ impl Tableau {
                         });
                     }
                 }
-                let server_admin = st
+                let role = st
                     .site(&sess.site_id)
                     .and_then(|s| s.users.get(&sess.user_id))
-                    .is_some_and(|u| u.site_role == "ServerAdministrator");
+                    .map(|u| u.site_role.as_str())
+                    .unwrap_or("");
+                let server_admin = role == "ServerAdministrator";
+                // User and group management needs a site or server administrator; anyone may
+                // read their own user [A.4: 403133 "caller may not read other users"]. A JWT
+                // session holds its scopes *and* the rights of `sub` [A.2].
+                if scope.is_some() && !role.contains("Administrator") {
+                    let own = scope == Some("tableau:users:read")
+                        && req.match_info().get("user") == Some(sess.user_id.as_str());
+                    if !own {
+                        return Err(err(
+                            403,
+                            if scope == Some("tableau:users:read") {
+                                "403133"
+                            } else {
+                                "403000"
+                            },
+                            "Forbidden",
+                            "Only site and server administrators may manage users and groups.",
+                        ));
+                    }
+                }
                 return Ok(Ctx {
                     site_id: sess.site_id.clone(),
                     user_id: sess.user_id.clone(),

@@ -679,18 +679,29 @@ fn apply_op(current: &mut Vec<String>, op: Op, items: Vec<String>) {
     }
 }
 
-/// `name_pattern`: case-insensitive, `%` matches any run of characters [B.4].
+/// `name_pattern`: case-insensitive, `%` matches any run of characters [B.4]. Iterative, so
+/// a pattern full of `%` stays linear in practice.
 fn pattern_match(pattern: &str, s: &str) -> bool {
-    fn rec(p: &[char], s: &[char]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some('%') => (0..=s.len()).any(|i| rec(&p[1..], &s[i..])),
-            Some(c) => s.first() == Some(c) && rec(&p[1..], &s[1..]),
-        }
-    }
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
     let s: Vec<char> = s.to_lowercase().chars().collect();
-    rec(&p, &s)
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
 }
 
 fn paginate<T>(items: Vec<T>, offset: i64, size: i64) -> Result<Vec<T>, TsErr> {
@@ -1161,7 +1172,7 @@ impl ThoughtSpot {
             user_id: u.id.clone(),
             org_id: org,
             created_ms: now,
-            expires_ms: now + validity * 1000,
+            expires_ms: now.saturating_add(validity.saturating_mul(1000)),
         };
         st.tokens.retain(|_, t| t.expires_ms > now);
         st.tokens.insert(token.clone(), t.clone());
@@ -1246,10 +1257,17 @@ impl ThoughtSpot {
         let size = b.int("record_size")?.unwrap_or(DEFAULT_RECORD_SIZE);
         let sort = self.sort_options(b)?;
         let st = self.state.read();
+        // Another Org's users are visible only to a cluster admin acting from the Primary Org.
+        let cluster = c.org_id == 0
+            && st
+                .users
+                .get(&c.user_id)
+                .is_some_and(|me| st.is_cluster_admin(me));
         let orgs: Vec<i64> = match &org_idents {
             Some(list) => list
                 .iter()
                 .filter_map(|o| st.org_by_ident(o).map(|o| o.id))
+                .filter(|o| cluster || *o == c.org_id)
                 .collect(),
             None => vec![c.org_id],
         };
