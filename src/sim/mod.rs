@@ -383,3 +383,116 @@ pub fn banner(vendor: Vendor, base_url: &str, opts: &SimOptions) -> String {
         "{vendor} simulator listening on {base_url}\n{creds}\n  faults:   {faults}\n  stats:    GET {base_url}/__sim/stats\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[arg(value_enum)]
+        vendor: Vendor,
+        #[command(flatten)]
+        opts: SimOptions,
+    }
+
+    #[test]
+    fn cli_defaults_are_the_default_options() {
+        let cli = Cli::try_parse_from(["simulate", "sisense"]).unwrap();
+        assert_eq!(cli.vendor, Vendor::Sisense);
+        assert_eq!(
+            format!("{:?}", cli.opts),
+            format!("{:?}", SimOptions::default())
+        );
+    }
+
+    #[test]
+    fn cli_parses_fault_flags_and_switches() {
+        let cli = Cli::try_parse_from([
+            "simulate",
+            "metabase",
+            "--latency-ms",
+            "20",
+            "--error-rate",
+            "0.1",
+            "--throttle-rps",
+            "50",
+            "--token-ttl-s",
+            "60",
+            "--seed",
+            "7",
+            "--legacy-2021",
+            "--sim-switch",
+            "metabase.retry_after=true",
+        ])
+        .unwrap();
+        let o = cli.opts;
+        assert_eq!(
+            (
+                o.latency_ms,
+                o.error_rate,
+                o.throttle_rps,
+                o.token_ttl_s,
+                o.seed
+            ),
+            (20, 0.1, Some(50.0), Some(60), Some(7))
+        );
+        assert!(o.legacy_2021);
+        assert_eq!(o.switch("metabase.retry_after"), Some("true"));
+        assert!(Cli::try_parse_from(["simulate", "tableau", "--sim-switch", "nokey"]).is_err());
+    }
+
+    #[test]
+    fn banner_names_the_default_credentials() {
+        let o = SimOptions::default();
+        let b = banner(Vendor::Sisense, "http://127.0.0.1:1", &o);
+        assert!(b.contains("admin@sisense.local") && b.contains("admin"));
+        let b = banner(Vendor::Metabase, "http://127.0.0.1:1", &o);
+        assert!(b.contains("mb_simulator_api_key") && b.contains("admin@metabase.local"));
+        let b = banner(Vendor::Tableau, "http://127.0.0.1:1", &o);
+        assert!(b.contains("simulator-pat-secret") && b.contains("simulator-connected-app-secret"));
+        let b = banner(Vendor::Thoughtspot, "http://127.0.0.1:1", &o);
+        assert!(b.contains("tsadmin") && b.contains("simulator-secret-key"));
+    }
+
+    #[test]
+    fn token_bucket_refuses_beyond_the_burst_and_says_when() {
+        let mut b = faults::TokenBucket::new(2.0, 2.0);
+        assert!(b.take().is_ok());
+        assert!(b.take().is_ok());
+        assert_eq!(b.take(), Err(1));
+    }
+
+    #[tokio::test]
+    async fn stop_frees_the_port() {
+        let sim = start(
+            Vendor::Metabase,
+            "127.0.0.1:0".parse().unwrap(),
+            SimOptions::default(),
+        )
+        .await
+        .unwrap();
+        let addr = sim.addr;
+        sim.stop().await;
+        assert!(std::net::TcpListener::bind(addr).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bad_fault_values_are_refused() {
+        let bad = SimOptions {
+            error_rate: 1.5,
+            ..SimOptions::default()
+        };
+        assert!(start(Vendor::Sisense, "127.0.0.1:0".parse().unwrap(), bad)
+            .await
+            .is_err());
+        let bad = SimOptions {
+            throttle_rps: Some(0.0),
+            ..SimOptions::default()
+        };
+        assert!(start(Vendor::Sisense, "127.0.0.1:0".parse().unwrap(), bad)
+            .await
+            .is_err());
+    }
+}
