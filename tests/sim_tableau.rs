@@ -12,7 +12,20 @@ use scim_bridge::sim::{start, RunningSim, SimOptions, Vendor};
 use serde_json::{json, Value};
 
 const V: &str = "3.24";
-const SPECS: &str = "/work/shared/reference/vendor-specs/tableau";
+
+/// Where the vendor specs are: `SIM_SPEC_DIR`, else the shared reference beside the checkout.
+fn spec_dir() -> String {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    [
+        std::env::var("SIM_SPEC_DIR").unwrap_or_default(),
+        format!("{manifest}/../shared/reference/vendor-specs"),
+        format!("{manifest}/../../shared/reference/vendor-specs"),
+        "/work/shared/reference/vendor-specs".to_string(),
+    ]
+    .into_iter()
+    .find(|d| !d.is_empty() && std::path::Path::new(d).exists())
+    .expect("vendor specs not found; set SIM_SPEC_DIR")
+}
 
 // ---------------------------------------------------------------------------------------------
 // A tiny XML tree for the tests (written here, not imported: the simulator's own wire code must
@@ -122,7 +135,7 @@ fn parse_xml(s: &str) -> Node {
 }
 
 fn sample(file: &str) -> BTreeSet<String> {
-    let s = std::fs::read_to_string(format!("{SPECS}/{file}")).unwrap();
+    let s = std::fs::read_to_string(format!("{}/tableau/{file}", spec_dir())).unwrap();
     let mut out = BTreeSet::new();
     parse_xml(&s).names(&mut out);
     out
@@ -1479,5 +1492,44 @@ async fn throughput_user_gets() {
         }
         println!("{what}: {} requests per second", total / secs);
     }
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn only_administrators_manage_users_and_groups() {
+    let sim = spawn().await;
+    let admin = login(&sim.base_url()).await;
+    let jane = admin.new_user("jane@acme.com", "Explorer").await;
+    admin
+        .req(
+            Method::PUT,
+            &format!("users/{jane}"),
+            Some(r#"<tsRequest><user password="pw-jane"/></tsRequest>"#),
+        )
+        .await;
+    let t = login_with(
+        &sim.base_url(),
+        r#"<tsRequest><credentials name="jane@acme.com" password="pw-jane"><site contentUrl="default"/></credentials></tsRequest>"#,
+    )
+    .await;
+    assert_eq!(t.user, jane);
+    assert_eq!(
+        t.req(Method::GET, &format!("users/{jane}"), None)
+            .await
+            .status,
+        200
+    );
+    let r = t
+        .req(Method::GET, &format!("users/{}", admin.user), None)
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "403133".into()));
+    assert_eq!(t.add_user("x@acme.com", "Viewer").await.status, 403);
+    assert_eq!(t.req(Method::GET, "groups", None).await.status, 403);
+    // A connected-app JWT for a non-admin `sub` holds no more than that user's rights.
+    let mut c = claims(&["tableau:users:read", "tableau:users:create"]);
+    c["sub"] = json!("jane@acme.com");
+    let token = jwt(c, "sim-secret-id", "simulator-connected-app-secret");
+    let t = login_with(&sim.base_url(), &jwt_body(&token)).await;
+    assert_eq!(t.add_user("x@acme.com", "Viewer").await.status, 403);
     sim.stop().await;
 }

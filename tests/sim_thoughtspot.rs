@@ -12,15 +12,34 @@ use reqwest::{Client, StatusCode};
 use scim_bridge::sim::{start, RunningSim, SimOptions, Vendor};
 use serde_json::{json, Map, Value};
 
-const SPEC: &str = "/work/shared/reference/vendor-specs/thoughtspot/rest-v2.0.openapi.json";
 const API: &str = "/api/rest/2.0";
+
+/// Where the vendor specs are: `SIM_SPEC_DIR`, else the shared reference beside the checkout.
+fn spec_dir() -> String {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    [
+        std::env::var("SIM_SPEC_DIR").unwrap_or_default(),
+        format!("{manifest}/../shared/reference/vendor-specs"),
+        format!("{manifest}/../../shared/reference/vendor-specs"),
+        "/work/shared/reference/vendor-specs".to_string(),
+    ]
+    .into_iter()
+    .find(|d| !d.is_empty() && std::path::Path::new(d).exists())
+    .expect("vendor specs not found; set SIM_SPEC_DIR")
+}
 
 // ---------------------------------------------------------------------------------------------
 // OpenAPI 3.0 → JSON Schema 2020-12
 
 fn spec() -> &'static Value {
     static SPEC_JSON: OnceLock<Value> = OnceLock::new();
-    SPEC_JSON.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(SPEC).unwrap()).unwrap())
+    SPEC_JSON.get_or_init(|| {
+        serde_json::from_str(
+            &std::fs::read_to_string(format!("{}/thoughtspot/rest-v2.0.openapi.json", spec_dir()))
+                .unwrap(),
+        )
+        .unwrap()
+    })
 }
 
 /// OpenAPI-only keywords out (`example(s)`, `x-*`), `nullable: true` into a `null` alternative,
