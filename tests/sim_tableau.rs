@@ -1533,3 +1533,107 @@ async fn only_administrators_manage_users_and_groups() {
     assert_eq!(t.add_user("x@acme.com", "Viewer").await.status, 403);
     sim.stop().await;
 }
+
+/// `element` / `element@attribute` names of a JSON answer, read by the JSON mapping rule of
+/// [A.1]: an object value is an element, a string value an attribute, an array holds repeated
+/// elements, `value` is an element's text.
+fn json_names(v: &Value, parent: Option<&str>, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m {
+                match val {
+                    Value::String(_) if parent.is_some() && k != "value" => {
+                        out.insert(format!("{}@{k}", parent.unwrap()));
+                    }
+                    Value::String(_) if k == "value" => {}
+                    Value::String(_) => {
+                        // A text-only element at the top (`restApiVersion`).
+                        out.insert(k.clone());
+                    }
+                    Value::Array(items) => {
+                        out.insert(k.clone());
+                        for i in items {
+                            json_names(i, Some(k), out);
+                        }
+                    }
+                    other => {
+                        out.insert(k.clone());
+                        json_names(other, Some(k), out);
+                    }
+                }
+            }
+        }
+        _ => panic!("attribute values must be strings, got {v}"),
+    }
+}
+
+#[tokio::test]
+async fn the_json_form_mirrors_the_xml_form() {
+    let sim = spawn().await;
+    let t = login(&sim.base_url()).await;
+    let u = t.new_user("jane@acme.com", "Viewer").await;
+    let g = t.new_group("Finance").await;
+    t.add_member(&g, &u).await;
+    for path in [
+        "users".to_string(),
+        "users?fields=_all_".into(),
+        format!("users/{u}"),
+        format!("users/{u}/groups"),
+        "groups?fields=_all_".into(),
+        format!("groups/{g}/users"),
+    ] {
+        let x = t.req(Method::GET, &path, None).await;
+        let j = t.req_json(Method::GET, &path, None).await;
+        assert_eq!((x.status, j.status), (StatusCode::OK, StatusCode::OK));
+        let mut from_json = BTreeSet::new();
+        json_names(&j.json(), None, &mut from_json);
+        assert_eq!(from_json, names_of(&x.body), "{path}");
+    }
+    // Bulk membership in JSON: {"users":{"user":[{"id":…},…]}} [A.5, JSON mapping].
+    let v = t.new_user("vic@acme.com", "Viewer").await;
+    let w = t.new_user("wes@acme.com", "Viewer").await;
+    let r = t
+        .req_json(
+            Method::POST,
+            &format!("groups/{g}/users"),
+            Some(&json!({"users": {"user": [{"id": v}, {"id": w}]}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["users"]["user"].as_array().unwrap().len(), 2);
+    let r = t
+        .req_json(
+            Method::POST,
+            &format!("groups/{g}/users"),
+            Some(&json!({"user": {"id": v}})),
+        )
+        .await;
+    assert_eq!(r.json()["error"]["code"], "409011");
+    let r = t
+        .req_json(
+            Method::PUT,
+            &format!("groups/{g}"),
+            Some(&json!({"group": {"name": "Finance EU"}})),
+        )
+        .await;
+    assert_eq!(r.json()["group"]["name"], "Finance EU");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_ids() {
+    let ids = |seed| async move {
+        let sim = spawn_with(SimOptions {
+            seed: Some(seed),
+            ..SimOptions::default()
+        })
+        .await;
+        let t = login(&sim.base_url()).await;
+        let u = t.new_user("jane@acme.com", "Viewer").await;
+        sim.stop().await;
+        (t.site, t.user, u, t.token)
+    };
+    let a = ids(7).await;
+    assert_eq!(a, ids(7).await);
+    assert_ne!(a.0, ids(8).await.0);
+}

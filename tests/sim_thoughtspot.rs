@@ -1321,3 +1321,22 @@ async fn other_orgs_users_are_hidden_from_an_org_scoped_token() {
     assert_eq!(names(&r.json()), ["primary-only"]);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_ids() {
+    let ids = |seed| async move {
+        let sim = spawn_with(SimOptions {
+            seed: Some(seed),
+            ..SimOptions::default()
+        })
+        .await;
+        let admin = Ts::new(&sim).admin().await;
+        let u = admin.create_user("jane", json!({})).await;
+        let g = admin.create_group("G", json!({})).await;
+        sim.stop().await;
+        (u["id"].clone(), g["id"].clone(), admin.token)
+    };
+    let a = ids(7).await;
+    assert_eq!(a, ids(7).await);
+    assert_ne!(a.0, ids(8).await.0);
+}
