@@ -198,7 +198,10 @@ impl Ts {
     fn new(sim: &RunningSim) -> Ts {
         Ts {
             base: sim.base_url(),
-            http: Client::new(),
+            http: Client::builder()
+                .user_agent("sim-tests/1.0")
+                .build()
+                .unwrap(),
             token: None,
         }
     }
@@ -1339,4 +1342,26 @@ async fn the_same_seed_gives_the_same_ids() {
     let a = ids(7).await;
     assert_eq!(a, ids(7).await);
     assert_ne!(a.0, ids(8).await.0);
+}
+
+#[tokio::test]
+async fn a_user_agent_is_required_unless_switched_off() {
+    let body = json!({"username": "tsadmin", "password": "admin"});
+    let sim = spawn().await;
+    let url = format!("{}{API}/auth/token/full", sim.base_url());
+    let r = Client::new().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    check_against_spec("auth/token/full", "post", 400, &text);
+    assert!(text.contains("User-Agent"));
+    sim.stop().await;
+    let sim = spawn_with(with_switches(&[(
+        "thoughtspot.require_user_agent",
+        "false",
+    )]))
+    .await;
+    let url = format!("{}{API}/auth/token/full", sim.base_url());
+    let r = Client::new().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    sim.stop().await;
 }

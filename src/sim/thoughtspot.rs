@@ -15,6 +15,7 @@
 //! | `thoughtspot.credential_precedence` | `secret_key` | which credential `auth/token/full` checks when both are sent: `secret_key` (OpenAPI spec) or `password` (developer guide) |
 //! | `thoughtspot.rate_limit_rps` | `100` | requests per second per client IP before 429 (26.2.0.cl+); `0` turns the limit off [B.7] |
 //! | `thoughtspot.rate_limit_burst` | `10` | requests allowed above the rate in a burst |
+//! | `thoughtspot.require_user_agent` | `true` | a request without `User-Agent` is refused (400/10002); the docs call the header required [B.1], the real answer is UNVERIFIED |
 //!
 //! `--token-ttl-s` caps the validity a client asks for (`validity_time_in_sec`, default 300 s).
 //! A token without `org_id` is for the Primary Org (0), as the developer guide says [B.2].
@@ -172,6 +173,7 @@ struct Config {
     secret_key_first: bool,
     rate_rps: f64,
     rate_burst: f64,
+    require_user_agent: bool,
 }
 
 impl Config {
@@ -208,6 +210,7 @@ impl Config {
             secret_key_first: opts.switch("thoughtspot.credential_precedence") != Some("password"),
             rate_rps: num("thoughtspot.rate_limit_rps", 100.0),
             rate_burst: num("thoughtspot.rate_limit_burst", 10.0),
+            require_user_agent: opts.switch("thoughtspot.require_user_agent") != Some("false"),
         }
     }
 }
@@ -1036,6 +1039,15 @@ impl ThoughtSpot {
                     "Too many requests: 100 requests per second per client are allowed.",
                 ));
             }
+        }
+        // "A User-Agent (required; some .NET clients have to add it themselves)" [B.1].
+        if self.cfg.require_user_agent
+            && req
+                .headers()
+                .get("user-agent")
+                .is_none_or(|v| v.as_bytes().is_empty())
+        {
+            return Err(invalid("The User-Agent header is required."));
         }
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(Body(Map::new()));
