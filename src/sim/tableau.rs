@@ -14,6 +14,19 @@
 //! | `tableau.scope_error_status` | `403` | HTTP status when a connected-app session lacks the `scp` scope of a method (`401` or `403`; code `<status>000`) — UNVERIFIED |
 //! | `tableau.jwt_max_exp_s` | `600` | the most `exp` may lie in the future for a connected-app JWT [A.2] |
 //!
+//! Choices the reference leaves open, fixed here (no switch): a session used on another site's
+//! LUID is 403/403000 with the message TSC issue 501 quotes; deleting or renaming "All Users" is
+//! 403/403000; a non-administrator reading another user is 403/403133, other user/group calls
+//! 403/403000; JWT failures are all 401/401001; Add User without `siteRole` is 400000; removing
+//! a non-member from a group is 404/404002; `--token-ttl-s` sets the *idle* timeout (a session in
+//! use stays alive, as on Tableau). Routes: `GET /api/{v}/serverinfo`, `POST /api/{v}/auth/{signin,
+//! signout,switchSite}`, and under `/api/{v}/sites/{site-luid}`: `GET|POST users`, `GET|PUT|DELETE
+//! users/{id}`, `GET users/{id}/groups`, `GET|POST groups`, `PUT|DELETE groups/{id}`, `GET|POST
+//! groups/{id}/users`, `PUT groups/{id}/users/remove`, `DELETE groups/{id}/users/{user-id}`.
+//!
+//! Seed: sites `default` (or `--site`) and `sandbox`, each with "All Users" and the admin
+//! (ServerAdministrator, owns 3 content items, so removing the admin is 409003).
+//!
 //! Simulator controls (no auth, like `/__sim/stats`): `PUT /__sim/tableau/sites/{site-luid}/users/{user-luid}/content?count=N`
 //! sets how many content items a user owns (a user who owns content cannot be removed: 409003).
 

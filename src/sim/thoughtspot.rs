@@ -17,6 +17,17 @@
 //! | `thoughtspot.rate_limit_burst` | `10` | requests allowed above the rate in a burst |
 //! | `thoughtspot.require_user_agent` | `true` | a request without `User-Agent` is refused (400/10002); the docs call the header required [B.1], the real answer is UNVERIFIED |
 //!
+//! Choices the reference leaves open, fixed here: a missing, unknown or expired bearer is
+//! 401/10097; a missing privilege or a non-ACTIVE user 403/10023; our own 429 (rate limit and
+//! `--throttle-rps`) uses the nested body with code 429; unknown paths 404 and wrong methods 405,
+//! both with the nested body; the All group (one per Org, every Org member in it, AUTHORING)
+//! cannot be deleted, renamed or given members (400/10002); seeded roles Super Admin (read-only),
+//! Analyst, Viewer; `creation_time_in_millis` is left out of roles because the spec types it as
+//! an object. Routes (all POST under `/api/rest/2.0/` unless noted): `auth/token/{full,validate,
+//! revoke}`, `GET auth/session/user`, `users/{search,create,deactivate,activate}`,
+//! `users/{id}/{update,delete}`, `groups/{search,create}`, `groups/{id}/{update,delete}`,
+//! `orgs/{search,create}`, `orgs/{id}/delete`, `roles/{search,create}`, `roles/{id}/{update,delete}`.
+//!
 //! `--token-ttl-s` caps the validity a client asks for (`validity_time_in_sec`, default 300 s).
 //! A token without `org_id` is for the Primary Org (0), as the developer guide says [B.2].
 
