@@ -1637,3 +1637,83 @@ async fn the_same_seed_gives_the_same_ids() {
     assert_eq!(a, ids(7).await);
     assert_ne!(a.0, ids(8).await.0);
 }
+
+#[tokio::test]
+async fn garbage_in_is_a_4xx_never_a_5xx() {
+    let sim = spawn().await;
+    let t = login(&sim.base_url()).await;
+    let u = t.new_user("jane@acme.com", "Viewer").await;
+    let g = t.new_group("Finance").await;
+    let bodies = [
+        "",
+        "\u{0}\u{1}\u{2}",
+        "<",
+        "<tsRequest>",
+        "<tsRequest></other>",
+        "<tsRequest><user/></tsRequest>",
+        "<tsRequest><group/></tsRequest>",
+        "<tsRequest><users><user/></users></tsRequest>",
+        r#"<tsRequest><user id="&bogus;"/></tsRequest>"#,
+        "{}",
+        "[]",
+        r#"{"user": null}"#,
+        r#"{"user": {"name": {"deep": [1, {"x": null}]}}}"#,
+    ];
+    let targets = [
+        (Method::POST, "users".to_string()),
+        (Method::PUT, format!("users/{u}")),
+        (Method::POST, "groups".into()),
+        (Method::PUT, format!("groups/{g}")),
+        (Method::POST, format!("groups/{g}/users")),
+        (Method::PUT, format!("groups/{g}/users/remove")),
+    ];
+    for (m, path) in &targets {
+        for b in bodies {
+            for json in [false, true] {
+                let r = call(
+                    &t.http,
+                    m.clone(),
+                    &t.url(path),
+                    Some(&t.token),
+                    Some(b),
+                    json,
+                )
+                .await;
+                // Every attribute of an update is optional, so `<user/>` may be a 200.
+                assert!(
+                    r.status.as_u16() < 500,
+                    "{m} {path} {b:?} json={json}: {} {}",
+                    r.status,
+                    r.body
+                );
+            }
+        }
+    }
+    for q in [
+        "users?filter=%ZZ",
+        "users?filter=name:in:[a,b",
+        "users?filter=lastLogin:gt",
+        "users?filter=::",
+        "users?sort=name:sideways",
+        "users?pageSize=99999999999999999999999",
+        "users?pageNumber=18446744073709551615&pageSize=1000",
+        "groups?filter=userCount:gt:many",
+        "groups?sort=color:asc",
+    ] {
+        let r = t.req(Method::GET, q, None).await;
+        assert!(r.status.is_client_error(), "{q}: {} {}", r.status, r.body);
+    }
+    // Names that need escaping survive both forms.
+    let name = r#"R&D <"x"> 'y'"#;
+    let r = t
+        .req_json(
+            Method::POST,
+            "groups",
+            Some(&json!({"group": {"name": name}})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = t.req(Method::GET, "groups?filter=name:like:R*", None).await;
+    assert_eq!(r.xml().find("group").unwrap().attr("name"), Some(name));
+    sim.stop().await;
+}

@@ -1365,3 +1365,51 @@ async fn a_user_agent_is_required_unless_switched_off() {
     assert_eq!(r.status(), 200);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn garbage_in_is_a_4xx_never_a_5xx() {
+    let sim = spawn_with(with_switches(&[("thoughtspot.rate_limit_rps", "0")])).await;
+    let admin = Ts::new(&sim).admin().await;
+    admin.create_user("jane", json!({})).await;
+    admin.create_group("G", json!({})).await;
+    let bodies = [
+        json!({"record_size": -5}),
+        json!({"record_offset": "x"}),
+        json!({"record_size": 1e300}),
+        json!({"record_size": 18446744073709551615u64}),
+        json!({"operation": 1}),
+        json!({"user_identifiers": [null]}),
+        json!({"group_identifiers": {"a": 1}}),
+        json!({"org_identifiers": ["99999999999999999999"]}),
+        json!({"sort_options": "NAME"}),
+        json!({"sort_options": {"field_name": "COLOR"}}),
+        json!({"name": "", "display_name": "", "email": ""}),
+        json!({"validity_time_in_sec": 9223372036854775807i64, "username": "tsadmin", "password": "admin"}),
+        json!({"privileges": ["NOPE"]}),
+        json!({"account_status": "ZOMBIE"}),
+    ];
+    let targets = [
+        ("users/search", None),
+        ("users/create", None),
+        ("users/{user_identifier}/update", Some("jane")),
+        ("groups/search", None),
+        ("groups/create", None),
+        ("groups/{group_identifier}/update", Some("G")),
+        ("orgs/search", None),
+        ("roles/search", None),
+        ("roles/create", None),
+        ("auth/token/full", None),
+    ];
+    for (path, id) in targets {
+        for b in &bodies {
+            let r = admin.call(path, id, b.clone()).await;
+            assert!(
+                r.status.as_u16() < 500,
+                "{path} {b}: {} {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+    sim.stop().await;
+}
