@@ -1717,3 +1717,42 @@ async fn garbage_in_is_a_4xx_never_a_5xx() {
     assert_eq!(r.xml().find("group").unwrap().attr("name"), Some(name));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_cloud_flavor_applies_tableau_cloud_rules() {
+    let sim = spawn_with(with_switches(&[("tableau.flavor", "cloud")])).await;
+    let r = sign_in(&sim.base_url(), &pat_body("")).await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "401001".into()));
+    let t = login(&sim.base_url()).await;
+    let r = t.add_user("jane", "Viewer").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "400000".into()));
+    let u = t.new_user("jane@acme.com", "Viewer").await;
+    for attr in [
+        r#"fullName="Jane""#,
+        r#"name="j@acme.com""#,
+        r#"password="x""#,
+    ] {
+        let r = t
+            .req(
+                Method::PUT,
+                &format!("users/{u}"),
+                Some(&format!("<tsRequest><user {attr}/></tsRequest>")),
+            )
+            .await;
+        assert_eq!(r.code(), "400000", "{attr}");
+    }
+    let r = t
+        .req(
+            Method::PUT,
+            &format!("users/{u}"),
+            Some(r#"<tsRequest><user siteRole="Explorer" email="jane@acme.com"/></tsRequest>"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = t.req(Method::GET, &format!("users/{}", t.user), None).await;
+    assert_eq!(
+        r.xml().child("user").unwrap().attr("siteRole"),
+        Some("SiteAdministratorCreator")
+    );
+    sim.stop().await;
+}

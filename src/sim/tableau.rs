@@ -13,6 +13,7 @@
 //! | `tableau.add_over_capacity` | `unlicensed` | Add User without a free seat: `unlicensed` (created as Unlicensed, Okta's docs) or `conflict` (409014) — UNVERIFIED |
 //! | `tableau.scope_error_status` | `403` | HTTP status when a connected-app session lacks the `scp` scope of a method (`401` or `403`; code `<status>000`) — UNVERIFIED |
 //! | `tableau.jwt_max_exp_s` | `600` | the most `exp` may lie in the future for a connected-app JWT [A.2] |
+//! | `tableau.flavor` | `server` | `cloud`: Tableau Cloud rules — a site contentUrl is required, user names are emails, Update User changes only siteRole and email (name/fullName/password: 400000, UNVERIFIED code), the admin is SiteAdministratorCreator (so no impersonation, no mapAssetsTo), idle timeout 120 min [A.2–A.4] |
 //!
 //! Choices the reference leaves open, fixed here (no switch): a session used on another site's
 //! LUID is 403/403000 with the message TSC issue 501 quotes; deleting or renaming "All Users" is
@@ -108,17 +109,19 @@ struct Config {
     add_over_capacity: OverCapacity,
     scope_error_status: u16,
     jwt_max_exp_s: i64,
+    cloud: bool,
 }
 
 impl Config {
     fn from_opts(opts: &SimOptions) -> Config {
         let or = |o: &Option<String>, d: &str| o.clone().unwrap_or_else(|| d.to_string());
+        let cloud = opts.switch("tableau.flavor") == Some("cloud");
         let idle_ms = match opts.token_ttl_s {
             Some(s) => (s as i64).saturating_mul(1000),
             None => {
                 opts.switch("tableau.session_idle_min")
                     .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or(240)
+                    .unwrap_or(if cloud { 120 } else { 240 })
                     * 60_000
             }
         };
@@ -159,6 +162,7 @@ impl Config {
                 .switch("tableau.jwt_max_exp_s")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(600),
+            cloud,
         }
     }
 
@@ -442,7 +446,11 @@ impl Tableau {
                 } else {
                     format!("{}@tableau.local", self.cfg.admin_user)
                 },
-                site_role: "ServerAdministrator".into(),
+                site_role: if self.cfg.cloud {
+                    "SiteAdministratorCreator".into()
+                } else {
+                    "ServerAdministrator".into()
+                },
                 auth_setting: "ServerDefault".into(),
                 last_login: Some("2024-01-15T09:30:00Z".into()),
                 password: Some(self.cfg.admin_password.clone()),
@@ -616,6 +624,10 @@ impl Tableau {
             return Err(bad_request(
                 "Provide exactly one of name/password, a personal access token or a JWT.",
             ));
+        }
+        // Tableau Cloud always needs a contentUrl; an empty one is Server's Default site [A.2].
+        if self.cfg.cloud && content_url.is_empty() {
+            return Err(signin_error());
         }
         let mut st = self.state.write();
         let (site_id, site_cu) = match st.site_by_content_url(&content_url, &self.cfg.content_url) {
@@ -1340,6 +1352,12 @@ impl Tableau {
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad_request("The user name is missing."))?;
+        // On Tableau Cloud the user name is the sign-in email [A.4].
+        if self.cfg.cloud && !name.contains('@') {
+            return Err(bad_request(format!(
+                "'{name}' is not an email address; on Tableau Cloud the user name is the sign-in email."
+            )));
+        }
         let role = u
             .attr("siteRole")
             .ok_or_else(|| bad_request("The site role is missing."))?;
@@ -1403,6 +1421,17 @@ impl Tableau {
         let u = root
             .child("user")
             .ok_or_else(|| bad_request("The user element is missing."))?;
+        // Tableau Cloud: only the site role (and email, from 3.26) can change [A.4].
+        if self.cfg.cloud {
+            if let Some(k) = ["name", "fullName", "password"]
+                .into_iter()
+                .find(|k| u.attr(k).is_some())
+            {
+                return Err(bad_request(format!(
+                    "The attribute '{k}' cannot be changed on Tableau Cloud."
+                )));
+            }
+        }
         let mut st = self.state.write();
         let site = st.site_mut(&ctx.site_id).ok_or_else(site_not_found)?;
         let current = site
