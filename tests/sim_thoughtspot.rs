@@ -1413,3 +1413,33 @@ async fn garbage_in_is_a_4xx_never_a_5xx() {
     }
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn retry_after_is_off_by_default_and_a_switch() {
+    for (switch, want) in [(None, false), (Some("true"), true)] {
+        let mut opts = SimOptions {
+            throttle_rps: Some(1.0),
+            ..SimOptions::default()
+        };
+        if let Some(v) = switch {
+            opts.switches
+                .push(("thoughtspot.retry_after".into(), v.into()));
+        }
+        let sim = spawn_with(opts).await;
+        let http = Client::builder().user_agent("t").build().unwrap();
+        let mut seen = None;
+        for _ in 0..5 {
+            let r = http
+                .post(format!("{}{API}/orgs/search", sim.base_url()))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                seen = Some(r.headers().contains_key("retry-after"));
+            }
+        }
+        assert_eq!(seen, Some(want));
+        sim.stop().await;
+    }
+}

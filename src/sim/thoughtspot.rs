@@ -15,6 +15,7 @@
 //! | `thoughtspot.credential_precedence` | `secret_key` | which credential `auth/token/full` checks when both are sent: `secret_key` (OpenAPI spec) or `password` (developer guide) |
 //! | `thoughtspot.rate_limit_rps` | `100` | requests per second per client IP before 429 (26.2.0.cl+); `0` turns the limit off [B.7] |
 //! | `thoughtspot.rate_limit_burst` | `10` | requests allowed above the rate in a burst |
+//! | `thoughtspot.retry_after` | `false` | send `Retry-After` (seconds) with a 429; ThoughtSpot documents none (its C# SDK backs off 1/2/4 s on its own [B.7]) — UNVERIFIED |
 //! | `thoughtspot.require_user_agent` | `true` | a request without `User-Agent` is refused (400/10002); the docs call the header required [B.1], the real answer is UNVERIFIED |
 //!
 //! Choices the reference leaves open, fixed here: a missing, unknown or expired bearer is
@@ -185,6 +186,7 @@ struct Config {
     rate_rps: f64,
     rate_burst: f64,
     require_user_agent: bool,
+    retry_after: bool,
 }
 
 impl Config {
@@ -222,6 +224,7 @@ impl Config {
             rate_rps: num("thoughtspot.rate_limit_rps", 100.0),
             rate_burst: num("thoughtspot.rate_limit_burst", 10.0),
             require_user_agent: opts.switch("thoughtspot.require_user_agent") != Some("false"),
+            retry_after: opts.switch("thoughtspot.retry_after") == Some("true"),
         }
     }
 }
@@ -560,6 +563,10 @@ impl ThoughtSpot {
     }
 
     fn error_response(&self, e: &TsErr) -> HttpResponse {
+        self.error_response_with(e, Some(1))
+    }
+
+    fn error_response_with(&self, e: &TsErr, retry_after_s: Option<u64>) -> HttpResponse {
         let incident = self.ids.uuid();
         let message = match self.cfg.error_form {
             // Observed live: the inner `debug` is a JSON array held in a string [B.7].
@@ -583,9 +590,13 @@ impl ThoughtSpot {
                 "debug": e.msg,
             }),
         };
-        HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST))
-            .content_type("application/json")
-            .body(json!({"error": {"message": message}}).to_string())
+        let mut resp =
+            HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
+        resp.content_type("application/json");
+        if e.status == 429 && self.cfg.retry_after {
+            resp.insert_header(("Retry-After", retry_after_s.unwrap_or(1).max(1).to_string()));
+        }
+        resp.body(json!({"error": {"message": message}}).to_string())
     }
 }
 
@@ -2334,9 +2345,9 @@ impl VendorSim for Sim {
         post(cfg, "roles/{id}/delete", web::post().to(h_roles_delete));
     }
 
-    fn throttled(&self, _retry_after_s: Option<u64>) -> HttpResponse {
+    fn throttled(&self, retry_after_s: Option<u64>) -> HttpResponse {
         self.0
-            .error_response(&ts_err(429, 429, "Too many requests."))
+            .error_response_with(&ts_err(429, 429, "Too many requests."), retry_after_s)
     }
 
     fn server_error(&self) -> HttpResponse {
