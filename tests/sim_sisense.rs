@@ -235,6 +235,12 @@ async fn an_expired_token_gets_401_and_a_new_login_works() {
     let (st, body) = s.get("/api/v1/users").await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["status"], 401);
+    assert_conforms(
+        &support::definition_schema(sisense_v1(), "unauthorizedApiError"),
+        &body,
+        &[],
+        "expired 401",
+    );
     let (_, fresh) = login(&s.http, &s.base, "admin@sisense.local", "admin").await;
     let (st, _) = s
         .call_as(
@@ -279,6 +285,12 @@ async fn a_viewer_token_cannot_manage_users() {
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["status"], 403);
+    assert_conforms(
+        &support::definition_schema(sisense_v1(), "forbiddenApiError"),
+        &body,
+        &[],
+        "403",
+    );
     let (st, me) = s
         .call_as(
             tok["access_token"].as_str().unwrap(),
@@ -290,6 +302,32 @@ async fn a_viewer_token_cannot_manage_users() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(me["email"], "v@x.io");
     assert_conforms(&v09("/users/loggedin", "get", 200), &me, &[], "loggedin");
+    let (st, _) = s
+        .call_as(
+            tok["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/api/roles",
+            None,
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "roles are designers-and-admins-only"
+    );
+    let (st, _) = s
+        .call_as(
+            tok["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/api/roles/consumer",
+            None,
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "a single role is x-permission-type none"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,6 +571,29 @@ async fn skip_and_limit_page_bare_arrays_without_total() {
 }
 
 #[tokio::test]
+async fn default_limit_switch_caps_unpaged_lists() {
+    let s = start(SimOptions {
+        sisense_default_limit: Some(2),
+        ..SimOptions::default()
+    })
+    .await;
+    for i in 0..3 {
+        s.create_user(&format!("l{i}@x.io"), "consumer").await;
+    }
+    assert_eq!(s.get("/api/v1/users").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(
+        s.get("/api/v1/users?limit=10")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(s.get("/api/users").await.1.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn expand_replaces_ids_with_objects_and_bad_expand_is_404_202() {
     let s = start(SimOptions::default()).await;
     let (_, list) = s.get("/api/v1/users?expand=groups,role").await;
@@ -609,6 +670,13 @@ async fn patch_active_is_accepted_by_default_and_rejected_in_legacy_2021() {
     assert_eq!(p["active"], false);
     let (_, inactive) = s.get("/api/v1/users?active=false").await;
     assert_eq!(inactive.as_array().unwrap().len(), 1);
+    let (st, body) = login(&s.http, &s.base, "act@x.io", "pw").await;
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "an inactive user cannot sign in"
+    );
+    assert_eq!(body["error"]["status"], 401);
 
     let l = start(SimOptions {
         legacy_2021: true,
@@ -816,6 +884,24 @@ async fn bulk_create_is_all_or_nothing() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(created.as_array().unwrap().len(), 2);
+    // The spec's bulk 201 schema repeats the request shape; the created users also carry the
+    // server fields of the single POST answer.
+    assert_conforms(
+        &v1("/users/bulk", "post", 201),
+        &created,
+        &[
+            "_id",
+            "active",
+            "adgroups",
+            "activeDirectory",
+            "created",
+            "lastUpdated",
+        ],
+        "bulk 201",
+    );
+    for u in created.as_array().unwrap() {
+        assert_conforms(&v1("/users", "post", 201), u, &[], "bulk item as POST 201");
+    }
     let (st, e) = s
         .call(
             Method::POST,
@@ -825,6 +911,7 @@ async fn bulk_create_is_all_or_nothing() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_error(&e, 400, 2005);
+    assert_conforms(&v1("/users/bulk", "post", 400), &e, &[], "bulk 400");
     assert_eq!(s.get("/api/v1/users?email=b3@x.io").await.1, json!([]));
 }
 
@@ -1274,4 +1361,69 @@ async fn throughput_user_gets_per_second() {
     {
         assert!(rps >= min, "{rps:.0} req/s < {min}");
     }
+}
+
+#[tokio::test]
+async fn garbage_on_every_route_never_panics_or_5xxs() {
+    let s = start(SimOptions::default()).await;
+    let u = s.create_user("g@x.io", "consumer").await;
+    let g = s.create_group("G").await;
+    let (uid, gid) = (u["_id"].as_str().unwrap(), g["_id"].as_str().unwrap());
+    let paths = [
+        "/api/v1/authentication/login".to_string(),
+        "/api/v1/users".to_string(),
+        "/api/v1/users/bulk".to_string(),
+        format!("/api/v1/users/{uid}"),
+        "/api/v1/users/zz".to_string(),
+        "/api/v1/groups".to_string(),
+        format!("/api/v1/groups/{gid}"),
+        "/api/roles".to_string(),
+        "/api/roles/%00".to_string(),
+        "/api/users".to_string(),
+        "/api/users/g@x.io".to_string(),
+        "/api/groups/G".to_string(),
+        "/api/groups/G/users".to_string(),
+        "/api/v1/users?skip=%ZZ&limit=-5&expand=,&fields=,-&sort=-".to_string(),
+    ];
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b"\"x\"",
+        b"{\"email\":",
+        b"\xff\xfe\x00",
+        b"[{\"email\":[],\"roleId\":{},\"groups\":[null]}]",
+    ];
+    for p in &paths {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            for b in bodies {
+                let r = s
+                    .http
+                    .request(m.clone(), format!("{}{}", s.base, p))
+                    .bearer_auth(&s.token)
+                    .header("content-type", "application/json")
+                    .body(b.to_vec())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{m} {p}: connection failed: {e}"));
+                assert!(
+                    r.status().as_u16() < 500,
+                    "{m} {p} {:?} → {}",
+                    String::from_utf8_lossy(b),
+                    r.status()
+                );
+            }
+        }
+    }
+    // Still serving, and the seeded admin is still there.
+    let (st, list) = s.get("/api/v1/users?email=admin@sisense.local").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
 }

@@ -142,11 +142,6 @@ impl State {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Caller {
-    User(i64),
-}
-
 pub struct Metabase {
     api_key: String,
     api_key_user: i64,
@@ -275,10 +270,11 @@ impl Metabase {
     }
 
     /// API key (any header case), then the session header, then the session cookie.
-    fn caller(&self, req: &HttpRequest) -> Result<Caller, HttpResponse> {
+    /// The calling user's id (the API key acts as its hidden user).
+    fn caller(&self, req: &HttpRequest) -> Result<i64, HttpResponse> {
         if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
             return if key == self.api_key {
-                Ok(Caller::User(self.api_key_user))
+                Ok(self.api_key_user)
             } else {
                 Err(unauthenticated())
             };
@@ -298,13 +294,13 @@ impl Metabase {
             .map_err(|_| unauthenticated())?;
         let st = self.state.read();
         match st.users.get(&uid) {
-            Some(u) if u.is_active => Ok(Caller::User(uid)),
+            Some(u) if u.is_active => Ok(uid),
             _ => Err(unauthenticated()),
         }
     }
 
     fn superuser(&self, req: &HttpRequest) -> Result<i64, HttpResponse> {
-        let Caller::User(uid) = self.caller(req)?;
+        let uid = self.caller(req)?;
         let st = self.state.read();
         match st.users.get(&uid) {
             Some(u) if st.is_superuser(u) => Ok(uid),
@@ -757,7 +753,7 @@ async fn list_users(m: web::Data<Metabase>, req: HttpRequest) -> HttpResponse {
 }
 
 async fn current_user(m: web::Data<Metabase>, req: HttpRequest) -> HttpResponse {
-    let Caller::User(uid) = match m.caller(&req) {
+    let uid = match m.caller(&req) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -769,7 +765,7 @@ async fn current_user(m: web::Data<Metabase>, req: HttpRequest) -> HttpResponse 
 }
 
 async fn get_user(m: web::Data<Metabase>, req: HttpRequest) -> HttpResponse {
-    let Caller::User(caller) = match m.caller(&req) {
+    let caller = match m.caller(&req) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1115,7 +1111,7 @@ async fn reactivate_user(m: web::Data<Metabase>, req: HttpRequest) -> HttpRespon
 /// Changing a password ends all of that user's sessions. The strength rule is Metabase's
 /// default "normal" complexity (6 characters, one digit); the message is UNVERIFIED.
 async fn put_password(m: web::Data<Metabase>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let Caller::User(caller) = match m.caller(&req) {
+    let caller = match m.caller(&req) {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -8,6 +8,25 @@
 //!
 //! Simulators never import connector code (ARCHITECTURE.md): the wire types here are written from
 //! shared/reference on their own, so a misreading of the vendor shows up as a failing test.
+//!
+//! `GET /__sim/stats` → `{"requests": N, "by_route": {"METHOD /route/{pattern}": N}}` (loopback
+//! only, no auth, not counted, untouched by faults); `DELETE /__sim/stats` zeroes the counters.
+//! Unmatched paths count as `METHOD (unmatched)`.
+//!
+//! ## Switches for UNVERIFIED vendor behaviour (defaults follow shared/reference)
+//!
+//! | flag | default | effect |
+//! |---|---|---|
+//! | `--legacy-2021` | off | Sisense as the 2021 spec: `PATCH {"active"}` → 400, login form-only, no `/api/v1/roles` |
+//! | `--sisense-filters-ignore-case` | off | Sisense exact-match filters ignore case |
+//! | `--sisense-duplicate-group-status` | 400 | status of a duplicate group name (POST and legacy rename) |
+//! | `--sisense-basic-role-name NAME` | unset | seed a "Basic User" role with that API name |
+//! | `--sisense-default-limit N` | unset (all) | Sisense list page size when `limit` is absent |
+//! | `--sim-switch sisense.retry_after=true` | off | Sisense 429 carries `Retry-After` |
+//! | `--metabase-strict-redeactivate` | off | DELETE of an inactive Metabase user → 404 instead of 200 |
+//! | `--metabase-login-attempts N` | 10 | failed logins per username before throttling; 0 = off |
+//! | `--sim-switch metabase.retry_after=true` | off | Metabase 429 carries `Retry-After` |
+//! | `--token-ttl-s N` | Sisense: never; Metabase: 14 days | token/session lifetime (not the Metabase API key) |
 
 pub mod faults;
 pub mod ids;
@@ -133,6 +152,10 @@ pub struct SimOptions {
     /// role is seeded next to the six built-in ones. Default unset (not seeded).
     #[arg(long)]
     pub sisense_basic_role_name: Option<String>,
+    /// Sisense (UNVERIFIED): page size of list endpoints called without `limit`. The 2021 spec
+    /// gives no default (unset: everything); the 2026 third-party guide says 50.
+    #[arg(long)]
+    pub sisense_default_limit: Option<usize>,
     /// Metabase (UNVERIFIED): `DELETE /api/user/:id` on an already deactivated user answers
     /// 200 `{"success":true}` (default). With this flag: 404 `Not found.`.
     #[arg(long)]
@@ -175,6 +198,7 @@ impl Default for SimOptions {
             sisense_filters_ignore_case: false,
             sisense_duplicate_group_status: 400,
             sisense_basic_role_name: None,
+            sisense_default_limit: None,
             metabase_strict_redeactivate: false,
             metabase_login_attempts: 10,
             switches: Vec::new(),

@@ -65,6 +65,7 @@ const INVALID_DOMAIN: i64 = 5001;
 const BAD_CREDENTIALS_UNVERIFIED: i64 = 5004;
 const TOKEN_MISSING_UNVERIFIED: i64 = 5005;
 const TOKEN_EXPIRED_UNVERIFIED: i64 = 5006;
+const USER_INACTIVE_UNVERIFIED: i64 = 5007;
 const ROLE_NOT_FOUND_UNVERIFIED: i64 = 2010;
 const GROUP_NOT_FOUND_UNVERIFIED: i64 = 1003;
 const GROUP_EXISTS_UNVERIFIED: i64 = 1002;
@@ -157,6 +158,7 @@ impl State {
 
 pub struct Sisense {
     legacy_2021: bool,
+    default_limit: Option<usize>,
     ignore_case: bool,
     duplicate_group_status: StatusCode,
     ids: IdGen,
@@ -264,6 +266,7 @@ impl Sisense {
         st.users.insert(admin.id.clone(), admin);
         Sisense {
             legacy_2021: opts.legacy_2021,
+            default_limit: opts.sisense_default_limit.filter(|l| *l > 0),
             ignore_case: opts.sisense_filters_ignore_case,
             duplicate_group_status: StatusCode::from_u16(opts.sisense_duplicate_group_status)
                 .unwrap_or(StatusCode::BAD_REQUEST),
@@ -318,14 +321,19 @@ impl Sisense {
 
     /// User management is for Sys. Admins and Admins (x-permission-path manage/users/*).
     fn authenticate_admin(&self, req: &HttpRequest) -> Result<String, HttpResponse> {
+        self.authenticate_role(req, &["super", "admin"])
+    }
+
+    /// The caller, if their role is one of `roles`; else the vendor's 403.
+    fn authenticate_role(&self, req: &HttpRequest, roles: &[&str]) -> Result<String, HttpResponse> {
         let uid = self.authenticate(req)?;
         let st = self.state.read();
-        let is_admin = st
+        let allowed = st
             .users
             .get(&uid)
             .and_then(|u| st.role(&u.role_id))
-            .is_some_and(|r| r.name == "super" || r.name == "admin");
-        if is_admin {
+            .is_some_and(|r| roles.contains(&r.name.as_str()));
+        if allowed {
             Ok(uid)
         } else {
             Err(error(
@@ -534,7 +542,11 @@ fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 }
 
 /// `sort`, `skip`/`limit`, then `fields` — over rendered objects.
-fn shape_list(mut items: Vec<Value>, q: &Query) -> Result<Vec<Value>, HttpResponse> {
+fn shape_list(
+    mut items: Vec<Value>,
+    q: &Query,
+    default_limit: Option<usize>,
+) -> Result<Vec<Value>, HttpResponse> {
     if let Some(sort) = q.get("sort").filter(|s| !s.is_empty()) {
         let (field, desc) = match sort.strip_prefix('-') {
             Some(f) => (f, true),
@@ -553,7 +565,7 @@ fn shape_list(mut items: Vec<Value>, q: &Query) -> Result<Vec<Value>, HttpRespon
     let items = items
         .into_iter()
         .skip(skip)
-        .take(limit.unwrap_or(usize::MAX));
+        .take(limit.or(default_limit).unwrap_or(usize::MAX));
     Ok(items.map(|v| project(v, q.get("fields"))).collect())
 }
 
@@ -674,14 +686,22 @@ async fn login(s: web::Data<Sisense>, req: HttpRequest, body: web::Bytes) -> Htt
         let found = st
             .users_in_order()
             .find(|u| u.user_name == *username || u.email.eq_ignore_ascii_case(username))
-            .map(|u| (u.id.clone(), u.password.clone()));
+            .map(|u| (u.id.clone(), u.password.clone(), u.active));
         found
     };
     let uid = match found {
         None if !username.contains('@') => {
             return error(StatusCode::UNAUTHORIZED, INVALID_DOMAIN, "Invalid domain.")
         }
-        Some((uid, Some(pw))) if pw == *password => uid,
+        // UNVERIFIED: how Sisense answers an inactive user's login (code and message are ours).
+        Some((_, Some(pw), false)) if pw == *password => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                USER_INACTIVE_UNVERIFIED,
+                "User is not active.",
+            )
+        }
+        Some((uid, Some(pw), true)) if pw == *password => uid,
         _ => {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -749,8 +769,11 @@ async fn logged_in(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
 // Handlers: roles (read-only; v0.9)
 // ---------------------------------------------------------------------------------------------
 
+/// `GET /api/roles` is `designers-and-admins-only` in the v0.9 spec: a Viewer gets 403.
 async fn list_roles(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
-    if let Err(r) = s.authenticate(&req) {
+    const DESIGNERS_AND_ADMINS: [&str; 5] =
+        ["super", "admin", "dataAdmin", "dataDesigner", "contributor"];
+    if let Err(r) = s.authenticate_role(&req, &DESIGNERS_AND_ADMINS) {
         return r;
     }
     let q = match Query::parse(&req) {
@@ -844,7 +867,7 @@ fn list_users_inner(s: &Sisense, q: &Query) -> Result<Vec<Value>, HttpResponse> 
         .filter(|u| ids.as_ref().is_none_or(|ids| ids.contains(&u.id.as_str())))
         .map(|u| expand_user(user_json(u), u, &st, exp_groups, exp_role))
         .collect();
-    shape_list(items, q)
+    shape_list(items, q, s.default_limit)
 }
 
 async fn get_user(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
@@ -1358,7 +1381,7 @@ async fn list_groups(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse {
         .filter(|g| ids.as_ref().is_none_or(|ids| ids.contains(&g.id.as_str())))
         .map(|g| expand_group(group_json(g), g, &st, eu, er))
         .collect();
-    match shape_list(items, &q) {
+    match shape_list(items, &q, s.default_limit) {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(r) => r,
     }
@@ -1521,7 +1544,7 @@ async fn v09_list_groups(s: web::Data<Sisense>, req: HttpRequest) -> HttpRespons
         })
         .map(|g| group_json_v09(g, &st))
         .collect();
-    match shape_list(items, &q) {
+    match shape_list(items, &q, s.default_limit) {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(r) => r,
     }
@@ -1743,7 +1766,7 @@ async fn v09_list_users(s: web::Data<Sisense>, req: HttpRequest) -> HttpResponse
     let items: Vec<Value> = items
         .into_iter()
         .skip(skip)
-        .take(limit.unwrap_or(usize::MAX))
+        .take(limit.or(s.default_limit).unwrap_or(usize::MAX))
         .collect();
     HttpResponse::Ok().json(items)
 }
