@@ -696,6 +696,10 @@ impl Tableau {
                 st.sessions.remove(&old);
             }
         }
+        // Idle sessions are gone anyway; dropping them here keeps a long run's memory flat.
+        let idle = self.cfg.idle_ms;
+        st.sessions
+            .retain(|_, s| now - s.last_used_ms.load(Ordering::Relaxed) <= idle);
         let token = self.token();
         st.sessions.insert(
             token.clone(),
