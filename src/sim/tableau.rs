@@ -1174,8 +1174,8 @@ impl Tableau {
     }
 
     fn sign_out(&self, req: &HttpRequest) -> Res {
-        let ctx = self.authorize(req, None)?;
-        let _ = ctx;
+        // Only a live session can sign out (401000/401002 otherwise).
+        self.authorize(req, None)?;
         let token = req
             .headers()
             .get("x-tableau-auth")
