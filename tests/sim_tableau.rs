@@ -1756,3 +1756,51 @@ async fn the_cloud_flavor_applies_tableau_cloud_rules() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_minimum_site_role_group_grants_its_role_at_sign_in() {
+    let sim = spawn().await;
+    let admin = login(&sim.base_url()).await;
+    let jane = admin.new_user("jane@acme.com", "Unlicensed").await;
+    admin
+        .req(
+            Method::PUT,
+            &format!("users/{jane}"),
+            Some(r#"<tsRequest><user password="pw-jane"/></tsRequest>"#),
+        )
+        .await;
+    let r = admin
+        .req(
+            Method::POST,
+            "groups",
+            Some(r#"<tsRequest><group name="Analysts" minimumSiteRole="Explorer" grantLicenseMode="onLogin"/></tsRequest>"#),
+        )
+        .await;
+    let g = r
+        .xml()
+        .child("group")
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_string();
+    admin.add_member(&g, &jane).await;
+    let role = |r: Resp| {
+        r.xml()
+            .child("user")
+            .unwrap()
+            .attr("siteRole")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        role(admin.req(Method::GET, &format!("users/{jane}"), None).await),
+        "Unlicensed"
+    );
+    let body = r#"<tsRequest><credentials name="jane@acme.com" password="pw-jane"><site contentUrl="default"/></credentials></tsRequest>"#;
+    assert_eq!(sign_in(&sim.base_url(), body).await.status, 200);
+    assert_eq!(
+        role(admin.req(Method::GET, &format!("users/{jane}"), None).await),
+        "Explorer"
+    );
+    sim.stop().await;
+}

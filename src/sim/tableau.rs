@@ -88,6 +88,21 @@ fn seat_of(role: &str) -> Option<Seat> {
     }
 }
 
+/// Privilege order, low to high [A.3, MCP types/user.ts]; legacy roles rank with their
+/// successors.
+fn role_rank(role: &str) -> u8 {
+    match role {
+        "Viewer" | "ReadOnly" | "ViewerWithPublish" | "Guest" => 1,
+        "Explorer" | "Interactor" => 2,
+        "ExplorerCanPublish" | "Publisher" => 3,
+        "Creator" => 4,
+        "SiteAdministratorExplorer" | "SiteAdministrator" => 5,
+        "SiteAdministratorCreator" => 6,
+        "ServerAdministrator" => 7,
+        _ => 0,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum OverCapacity {
     Unlicensed,
@@ -714,11 +729,11 @@ impl Tableau {
         if let Some(p) = pat.clone() {
             st.pat_sessions.insert(p, token.clone());
         }
-        if let Some(u) = st
-            .site_mut(&site_id)
-            .and_then(|s| s.users.get_mut(&user_id))
-        {
-            u.last_login = Some(now_iso());
+        if let Some(site) = st.site_mut(&site_id) {
+            self.grant_license_on_login(site, &user_id);
+            if let Some(u) = site.users.get_mut(&user_id) {
+                u.last_login = Some(now_iso());
+            }
         }
         let mut cred = El::new("credentials").attr("token", token);
         if pat.is_some() {
@@ -733,6 +748,30 @@ impl Tableau {
             )
             .child(El::new("user").attr("id", user_id));
         Ok((vec![cred], 200))
+    }
+
+    /// Groups with a minimum site role and `grantLicenseMode="onLogin"` raise a member's site
+    /// role to that minimum when the member signs in, seats permitting [A.5, TSC group_item.py].
+    fn grant_license_on_login(&self, site: &mut Site, user_id: &str) {
+        let Some(current) = site.users.get(user_id).map(|u| u.site_role.clone()) else {
+            return;
+        };
+        let best = site
+            .groups
+            .values()
+            .filter(|g| g.grant_license_mode.as_deref() == Some("onLogin"))
+            .filter(|g| g.all_users || g.members.iter().any(|m| m == user_id))
+            .filter_map(|g| g.minimum_site_role.clone())
+            .max_by_key(|r| role_rank(r));
+        if let Some(role) = best {
+            if role_rank(&role) > role_rank(&current)
+                && self.check_seat(site, &role, Some(&current))
+            {
+                if let Some(u) = site.users.get_mut(user_id) {
+                    u.site_role = role;
+                }
+            }
+        }
     }
 
     /// Connected app, direct trust [A.2]: HS256 signed with the secret value, `kid` = secret id,
