@@ -275,8 +275,8 @@ fn vendor_sim(vendor: Vendor, opts: &SimOptions) -> Option<Arc<dyn VendorSim>> {
     match vendor {
         Vendor::Sisense => Some(sisense::new(opts)),
         Vendor::Metabase => Some(metabase::new(opts)),
-        Vendor::Tableau => None,
-        Vendor::Thoughtspot => None,
+        Vendor::Tableau => Some(tableau::new(opts)),
+        Vendor::Thoughtspot => Some(thoughtspot::new(opts)),
     }
 }
 
