@@ -109,9 +109,11 @@ impl Demo {
                 t.vendor_url.as_deref().unwrap_or("-")
             ));
         }
-        out.push_str("\nVendor simulators (default credentials; `scim-bridge simulate --help` for fault flags):\n");
+        out.push_str("\nVendor simulators (`scim-bridge simulate --help` for fault flags):\n");
         for s in &self.sims {
-            out.push_str(&format!("  {:<12} {}\n", s.vendor.as_str(), s.base_url()));
+            for line in sim::banner(s.vendor, &s.base_url(), &SimOptions::default()).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
         }
         if let Some(t) = self.tenants.first() {
             out.push_str(&format!(
