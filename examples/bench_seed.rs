@@ -102,6 +102,122 @@ async fn main() {
                 writeln!(f, "{n}\t{id}").unwrap();
             }
         }
+        Some("group") => {
+            // A group with every seeded user as a member, then the cost of one more member and
+            // of a members-excluded read: neither may grow with the group.
+            let url = arg(&args, "--url").expect("--url");
+            let token = arg(&args, "--token").expect("--token");
+            let file = arg(&args, "--users-file").expect("--users-file");
+            let ids: Vec<String> = std::fs::read_to_string(&file)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
+                .collect();
+            let client = reqwest::Client::new();
+            let send = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+                let mut r = client
+                    .request(method, format!("{url}{path}"))
+                    .bearer_auth(&token);
+                if let Some(b) = body {
+                    r = r
+                        .header("content-type", "application/scim+json")
+                        .body(b.to_string());
+                }
+                r.send()
+            };
+            let g: serde_json::Value = send(
+                reqwest::Method::POST,
+                "/Groups".into(),
+                Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Everyone (bench)"})),
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            let gid = g["id"].as_str().unwrap().to_string();
+            let (last, rest) = ids.split_last().unwrap();
+            let started = Instant::now();
+            for chunk in rest.chunks(1000) {
+                let members: Vec<_> = chunk.iter().map(|id| json!({"value": id})).collect();
+                let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": members}]});
+                let r = send(
+                    reqwest::Method::PATCH,
+                    format!("/Groups/{gid}?excludedAttributes=members"),
+                    Some(body),
+                )
+                .await
+                .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+            }
+            println!(
+                "group of {} members built in {:.1} s (PATCHes of 1,000 members)",
+                rest.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let t = Instant::now();
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": last}]}]});
+            let r = send(
+                reqwest::Method::PATCH,
+                format!("/Groups/{gid}?excludedAttributes=members"),
+                Some(body),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            println!(
+                "PATCH adding 1 member to it: {:.2} ms",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            let t = Instant::now();
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "remove", "path": format!("members[value eq \"{last}\"]")}]});
+            let r = send(
+                reqwest::Method::PATCH,
+                format!("/Groups/{gid}?excludedAttributes=members"),
+                Some(body),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            println!(
+                "PATCH removing 1 member by filter: {:.2} ms",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            let mut lat = Vec::new();
+            for _ in 0..200 {
+                let t = Instant::now();
+                let r = send(
+                    reqwest::Method::GET,
+                    format!("/Groups/{gid}?excludedAttributes=members"),
+                    None,
+                )
+                .await
+                .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.bytes().await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "GET group ?excludedAttributes=members: p50 {:.2} ms, p99 {:.2} ms",
+                lat[100], lat[197]
+            );
+            let t = Instant::now();
+            let r = send(reqwest::Method::GET, format!("/Groups/{gid}"), None)
+                .await
+                .unwrap();
+            let n = r.json::<serde_json::Value>().await.unwrap()["members"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            println!(
+                "GET group with all {n} members: {:.0} ms",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         Some("direct") => {
             let dir = arg(&args, "--data-dir").expect("--data-dir");
             let store = Store::open(std::path::Path::new(&dir)).unwrap();

@@ -44,6 +44,8 @@ echo "== GET /Users?filter=userName eq … ($USERS users)"
 wrk -t2 -c16 -d20s --latency -s "$work/filter.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== GET /Users/{id}"
 wrk -t2 -c16 -d20s --latency -s "$work/byid.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|50%|Non-2xx"
+echo "== a group of all $USERS users"
+$seed group --url $base --token $token --users-file "$work/users.tsv"
 echo "== resident memory: $(awk '/VmRSS/ {printf "%.0f MB", $2/1024}' /proc/$pid/status) (VmHWM $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$pid/status))"
 kill $pid; wait $pid 2>/dev/null || true
 

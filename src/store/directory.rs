@@ -32,7 +32,7 @@ use crate::scim::schema::{ResourceKind, ResourceSchema, SchemaRegistry};
 use crate::scim::{ScimError, ScimResult};
 use crate::store::{Store, StoreError};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The net effect of membership operations on one group.
@@ -364,73 +364,43 @@ impl Directory {
             .collect()
     }
 
-    /// Adds member entries for `values` (`[{value, display?, type?}]`) to `batch`. Ids that name
-    /// no user or group are skipped: scim-sanity adds `fake-member-id` and expects a 200.
-    fn add_members(
-        &self,
-        batch: &mut sled::Batch,
-        group: &str,
-        values: &[Value],
-        present: &mut HashSet<String>,
-        added: &mut Vec<String>,
-    ) -> ScimResult<()> {
-        for v in values {
-            let Some(id) = str_at(v, "value") else {
-                continue;
-            };
-            if present.contains(id) || id == group {
-                continue;
-            }
-            let Some((ty, display)) = self.member_target(id)? else {
-                tracing::debug!(member = id, "skipping unknown member id");
-                continue;
-            };
-            let mut entry = json!({"value": id, "type": ty});
-            if let Some(d) = str_at(v, "display").map(str::to_string).or(display) {
-                entry["display"] = Value::String(d);
-            }
-            batch.insert(pair_key("m/", group, id), encode(&entry));
-            batch.insert(pair_key("o/", id, group), &[][..]);
-            present.insert(id.to_string());
-            added.push(id.to_string());
-        }
-        Ok(())
-    }
-
     fn remove_member(batch: &mut sled::Batch, group: &str, id: &str) {
         batch.remove(pair_key("m/", group, id));
         batch.remove(pair_key("o/", id, group));
     }
 
     /// Applies membership operations to `batch`; returns the net change (ids added and removed).
+    /// Adding or removing named members costs point lookups only, so a 100,000-member group is
+    /// patched without reading its member list; only `remove all`, `replace` and filtered
+    /// removes read it. Ids that name no user or group are skipped: scim-sanity adds
+    /// `fake-member-id` and expects a 200.
     pub fn apply_member_ops(
         &self,
         batch: &mut sled::Batch,
         group: &str,
         ops: &[MemberOp],
     ) -> ScimResult<MembershipChange> {
-        let before: HashSet<String> = self.member_ids(group)?.into_iter().collect();
-        let mut present = before.clone();
-        let mut added = Vec::new();
-        let remove = |batch: &mut sled::Batch, present: &mut HashSet<String>, id: &str| {
-            if present.remove(id) {
-                Self::remove_member(batch, group, id);
-            }
+        let mut view = MemberView {
+            dir: self,
+            group,
+            now: HashMap::new(),
+            before: HashMap::new(),
         };
         for op in ops {
             match op {
                 MemberOp::Add(values) => {
-                    self.add_members(batch, group, values, &mut present, &mut added)?
+                    for v in values {
+                        view.add(batch, v)?;
+                    }
                 }
                 MemberOp::Remove(ids) => {
                     for id in ids {
-                        remove(batch, &mut present, id);
+                        view.remove(batch, id)?;
                     }
                 }
                 MemberOp::RemoveAll => {
-                    let all: Vec<String> = present.iter().cloned().collect();
-                    for id in all {
-                        remove(batch, &mut present, &id);
+                    for id in view.present_ids()? {
+                        view.remove(batch, &id)?;
                     }
                 }
                 MemberOp::RemoveWhere(filter) => {
@@ -440,48 +410,33 @@ impl Directory {
                         .attr("members")
                         .cloned()
                         .ok_or_else(|| ScimError::internal("group schema lacks members"))?;
-                    // Entries added earlier in this same request are not in the store yet;
-                    // evaluate against stored entries plus those.
                     let mut doomed = Vec::new();
-                    for m in self.members(group)? {
-                        if let Some(id) = str_at(&m, "value") {
-                            if present.contains(id) && filter.matches_element(&m, &def) {
+                    for entry in view.present_entries()? {
+                        if filter.matches_element(&entry, &def) {
+                            if let Some(id) = str_at(&entry, "value") {
                                 doomed.push(id.to_string());
                             }
                         }
                     }
-                    for id in &added {
-                        let m = json!({"value": id});
-                        if filter.matches_element(&m, &def) {
-                            doomed.push(id.clone());
-                        }
-                    }
                     for id in doomed {
-                        remove(batch, &mut present, &id);
+                        view.remove(batch, &id)?;
                     }
                 }
                 MemberOp::Replace(values) => {
                     let keep: HashSet<&str> =
                         values.iter().filter_map(|v| str_at(v, "value")).collect();
-                    let drop: Vec<String> = present
-                        .iter()
-                        .filter(|id| !keep.contains(id.as_str()))
-                        .cloned()
-                        .collect();
-                    for id in drop {
-                        remove(batch, &mut present, &id);
+                    for id in view.present_ids()? {
+                        if !keep.contains(id.as_str()) {
+                            view.remove(batch, &id)?;
+                        }
                     }
-                    self.add_members(batch, group, values, &mut present, &mut added)?;
+                    for v in values {
+                        view.add(batch, v)?;
+                    }
                 }
             }
         }
-        let mut change = MembershipChange {
-            added: present.difference(&before).cloned().collect(),
-            removed: before.difference(&present).cloned().collect(),
-        };
-        change.added.sort();
-        change.removed.sort();
-        Ok(change)
+        Ok(view.change())
     }
 
     /// Renders a stored document: `meta.location`, and the derived `groups` of a user or the
@@ -886,6 +841,103 @@ impl Directory {
         } else {
             Ok(doc)
         }
+    }
+}
+
+/// One group's members as a request in progress sees them: the store plus the request's own
+/// changes (`now`: id → member entry, or `None` once removed).
+struct MemberView<'a> {
+    dir: &'a Directory,
+    group: &'a str,
+    now: HashMap<String, Option<Value>>,
+    /// Whether each touched id was a member before the request.
+    before: HashMap<String, bool>,
+}
+
+impl MemberView<'_> {
+    fn stored(&mut self, id: &str) -> Result<bool, StoreError> {
+        if let Some(b) = self.before.get(id) {
+            return Ok(*b);
+        }
+        let b = self.dir.tree.contains_key(pair_key("m/", self.group, id))?;
+        self.before.insert(id.to_string(), b);
+        Ok(b)
+    }
+
+    fn contains(&mut self, id: &str) -> Result<bool, StoreError> {
+        match self.now.get(id) {
+            Some(entry) => Ok(entry.is_some()),
+            None => self.stored(id),
+        }
+    }
+
+    fn add(&mut self, batch: &mut sled::Batch, v: &Value) -> ScimResult<()> {
+        let Some(id) = str_at(v, "value") else {
+            return Ok(());
+        };
+        if id == self.group || self.contains(id)? {
+            return Ok(());
+        }
+        let Some((ty, display)) = self.dir.member_target(id)? else {
+            tracing::debug!(member = id, "skipping unknown member id");
+            return Ok(());
+        };
+        let mut entry = json!({"value": id, "type": ty});
+        if let Some(d) = str_at(v, "display").map(str::to_string).or(display) {
+            entry["display"] = Value::String(d);
+        }
+        self.stored(id)?;
+        batch.insert(pair_key("m/", self.group, id), encode(&entry));
+        batch.insert(pair_key("o/", id, self.group), &[][..]);
+        self.now.insert(id.to_string(), Some(entry));
+        Ok(())
+    }
+
+    fn remove(&mut self, batch: &mut sled::Batch, id: &str) -> ScimResult<()> {
+        if self.contains(id)? {
+            Directory::remove_member(batch, self.group, id);
+            self.now.insert(id.to_string(), None);
+        }
+        Ok(())
+    }
+
+    /// Every current member entry (stored ones not removed by this request, plus those it added).
+    fn present_entries(&mut self) -> ScimResult<Vec<Value>> {
+        let mut out = Vec::new();
+        for entry in self.dir.members(self.group)? {
+            let Some(id) = str_at(&entry, "value").map(str::to_string) else {
+                continue;
+            };
+            self.before.entry(id.clone()).or_insert(true);
+            if !self.now.contains_key(&id) {
+                out.push(entry);
+            }
+        }
+        out.extend(self.now.values().flatten().cloned());
+        Ok(out)
+    }
+
+    fn present_ids(&mut self) -> ScimResult<Vec<String>> {
+        Ok(self
+            .present_entries()?
+            .iter()
+            .filter_map(|e| str_at(e, "value").map(str::to_string))
+            .collect())
+    }
+
+    fn change(&self) -> MembershipChange {
+        let mut change = MembershipChange::default();
+        for (id, entry) in &self.now {
+            let was = self.before.get(id).copied().unwrap_or(false);
+            match (was, entry.is_some()) {
+                (false, true) => change.added.push(id.clone()),
+                (true, false) => change.removed.push(id.clone()),
+                _ => {}
+            }
+        }
+        change.added.sort();
+        change.removed.sort();
+        change
     }
 }
 
