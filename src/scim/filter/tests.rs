@@ -625,6 +625,19 @@ fn case_sensitivity_follows_case_exact() {
 }
 
 #[test]
+fn substring_operators_at_the_edges() {
+    let schema = ResourceSchema::user();
+    let u = json!({"userName": "aXbXc", "displayName": "ab"});
+    let m = |f: &str| parse(f).matches(&u, &schema);
+    assert!(m("userName co \"\"") && m("userName sw \"\"") && m("userName ew \"\""));
+    assert!(m("userName co \"xBx\"") && m("userName co \"AXBXC\"") && m("userName co \"c\""));
+    assert!(!m("userName co \"aXbXcd\"") && !m("userName co \"xx\""));
+    assert!(m("userName sw \"AxB\"") && m("userName ew \"xC\""));
+    assert!(!m("displayName sw \"abc\"") && !m("displayName ew \"xab\""));
+    assert!(!m("displayName co \"abc\""));
+}
+
+#[test]
 fn multi_valued_any_semantics() {
     assert_eq!(which("emails.type eq \"home\""), [true, false]);
     assert_eq!(which("emails.value ew \"jensen.org\""), [true, false]);
