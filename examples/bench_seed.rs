@@ -4,13 +4,12 @@
 //!     POSTs N users with C concurrent keep-alive connections, prints the rate, and writes
 //!     `userName<TAB>id` lines to FILE for the read benchmarks.
 //! `bench_seed direct --data-dir DIR --users N`
-//!     writes N users straight into a data dir through the local connector (for the start-up
+//!     writes N users straight into a data dir through the directory store (for the start-up
 //!     benchmark, where going through HTTP would take minutes).
 
-use scim_bridge::connector::local::LocalConnector;
-use scim_bridge::connector::{Connector, RequestContext};
 use scim_bridge::scim::resource::canonicalize;
-use scim_bridge::scim::schema::{ResourceKind, ResourceSchema};
+use scim_bridge::scim::schema::{ResourceKind, ResourceSchema, SchemaRegistry};
+use scim_bridge::store::directory::Directory;
 use scim_bridge::store::Store;
 use serde_json::json;
 use std::io::Write;
@@ -219,17 +218,24 @@ async fn main() {
             );
         }
         Some("direct") => {
+            // Straight into the directory in batches of 1,000 (one flush at the end): the same
+            // documents and indexes `POST /Users` writes, minutes faster than going through HTTP.
             let dir = arg(&args, "--data-dir").expect("--data-dir");
             let store = Store::open(std::path::Path::new(&dir)).unwrap();
-            let conn = LocalConnector::open(&store, "default").unwrap();
+            let directory =
+                Directory::open(&store, "default", "local", SchemaRegistry::default()).unwrap();
             let schema = ResourceSchema::user();
-            let ctx = RequestContext {
-                base_url: "http://localhost/scim/v2".into(),
-            };
             let started = Instant::now();
+            let mut batch = sled::Batch::default();
             for i in 0..users {
                 let r = canonicalize(&user_body(i), &schema).unwrap();
-                conn.create(ResourceKind::User, r, &ctx).await.unwrap();
+                let (id, mut doc) = directory.new_doc(ResourceKind::User, &r);
+                directory.stamp(ResourceKind::User, &mut doc, None);
+                directory.write_doc(&mut batch, ResourceKind::User, &id, &doc, None);
+                directory.bump_count(&mut batch, ResourceKind::User, 1);
+                if i % 1000 == 999 {
+                    directory.commit(std::mem::take(&mut batch)).unwrap();
+                }
                 if i % 100_000 == 0 && i > 0 {
                     eprintln!(
                         "{i} users ({:.0}/s)",
@@ -237,6 +243,7 @@ async fn main() {
                     );
                 }
             }
+            directory.commit(batch).unwrap();
             store.flush().await.unwrap();
             println!(
                 "wrote {users} users in {:.1} s",
