@@ -8,8 +8,19 @@
 //! Where the RFC and the IdPs disagree, [`PatchMode::IdpCompatible`] (the default) follows the IdPs:
 //! a `replace` on a filter that matches nothing creates the element, as Entra expects
 //! (scim2-models `UnmatchedPathFilter.create`), where [`PatchMode::Strict`] answers `noTarget`
-//! (RFC 7644 §3.5.2.3). Every other dialect is accepted in both modes, since none of them
-//! conflicts with a valid RFC request.
+//! (RFC 7644 §3.5.2.3); and an unqualified name of an extension attribute (Entra's
+//! `manager[value eq "id"]`) resolves, where Strict answers `invalidPath`. Every other dialect is
+//! accepted in both modes, since none of them conflicts with a valid RFC request.
+//!
+//! Readings of the RFC worth knowing (each is explained where it is implemented):
+//! - `null`/`""` with `add` or `replace`, and `[]`/`{}` with `replace`, clear the target;
+//!   `add` of `[]`/`{}` adds nothing;
+//! - `add`/`replace` of a single-valued complex attribute merges sub-attributes, unless the
+//!   new `value` differs from the old one (a re-pointed `manager` drops the old `$ref`);
+//! - an element of a list that loses its `value` (or every sub-attribute) is dropped;
+//! - `remove` with a value list on a multi-valued complex attribute removes the listed elements
+//!   (by `value`), on `members` as Entra sends it and on `emails`/`roles` alike; on any other
+//!   path the value is ignored and the path removed.
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
