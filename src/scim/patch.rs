@@ -20,7 +20,9 @@
 //! - an element of a list that loses its `value` (or every sub-attribute) is dropped;
 //! - `remove` with a value list on a multi-valued complex attribute removes the listed elements
 //!   (by `value`), on `members` as Entra sends it and on `emails`/`roles` alike; on any other
-//!   path the value is ignored and the path removed.
+//!   path the value is ignored and the path removed;
+//! - a required attribute (`userName`, a group's `displayName`) that a PATCH leaves without a
+//!   value is `mutability` (RFC 7644 §3.5.2.2), judged on the result, not per operation.
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
@@ -251,6 +253,19 @@ pub fn apply_patch(
     for (i, op) in req.operations.iter().enumerate() {
         apply_operation(&mut work, op, &mut cx).map_err(|e| at_operation(e, i))?;
     }
+    // RFC 7644 §3.5.2.2: a required attribute that is removed or becomes unassigned is a
+    // `mutability` error, whichever operation did it (a remove, or Entra's null/"" clear).
+    for &(ext, def) in &cx.touched {
+        if def.required
+            && attr_value(original, ext, &def.name).is_some()
+            && attr_value(&work, ext, &def.name).is_none()
+        {
+            return Err(ScimError::mutability(format!(
+                "'{}' is required and cannot be removed",
+                def.name
+            )));
+        }
+    }
     settle_extensions(&mut work, schema);
     let delta = delta(
         original,
@@ -273,7 +288,7 @@ struct Cx<'s> {
     /// the input's clone untouched, so the delta compares only these: a deep comparison of the
     /// whole resource cost more than the operations themselves (serde_json's ordered map
     /// hashes every key it compares).
-    touched: Vec<(Option<&'s str>, &'s str)>,
+    touched: Vec<(Option<&'s str>, &'s AttributeDef)>,
 }
 
 impl Cx<'_> {
@@ -565,9 +580,12 @@ fn apply_target<'s>(
     if cx.external_members(t) {
         return record_member_op(kind, t, value, cx);
     }
-    let key = (t.ext, t.def.name.as_str());
-    if !cx.touched.contains(&key) {
-        cx.touched.push(key);
+    if !cx
+        .touched
+        .iter()
+        .any(|&(e, d)| e == t.ext && std::ptr::eq(d, t.def))
+    {
+        cx.touched.push((t.ext, t.def));
     }
     match kind {
         PatchOpKind::Remove => remove(work, t, value),
@@ -1349,11 +1367,12 @@ fn delta(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
     schema: &ResourceSchema,
-    touched: &[(Option<&str>, &str)],
+    touched: &[(Option<&str>, &AttributeDef)],
     member_ops: Vec<MemberOp>,
 ) -> Delta {
     let mut changed = BTreeSet::new();
-    for &(ext, name) in touched {
+    for &(ext, def) in touched {
+        let name = def.name.as_str();
         if attr_value(before, ext, name) != attr_value(after, ext, name) {
             changed.insert(match ext {
                 Some(u) => format!("{u}:{name}"),
@@ -2425,6 +2444,29 @@ mod tests {
         )
         .unwrap();
         assert!(o.delta.is_empty());
+    }
+
+    #[test]
+    fn removing_a_required_attribute_is_mutability() {
+        // RFC 7644 §3.5.2.2, whichever way it goes.
+        for ops in [
+            json!([{"op": "remove", "path": "userName"}]),
+            json!([{"op": "Replace", "path": "userName", "value": ""}]),
+            json!([{"op": "replace", "value": {"userName": null}}]),
+        ] {
+            assert_eq!(fail_type(&user(), ops), ScimType::Mutability);
+        }
+        assert_eq!(
+            fail_type(&group(), json!([{"op": "remove", "path": "displayName"}])),
+            ScimType::Mutability
+        );
+        // Removed and set again within one PATCH is fine: only the result counts.
+        let o = run(
+            &user(),
+            json!([{"op": "remove", "path": "userName"},
+                   {"op": "add", "path": "userName", "value": "new@x.com"}]),
+        );
+        assert_eq!(o.resource["userName"], json!("new@x.com"));
     }
 
     #[test]
