@@ -2,7 +2,14 @@
 //! canonical resources, schema validation, and push-down helpers for connectors.
 //!
 //! Beyond the ABNF it accepts what Okta and Entra ID really send (shared/reference/idp-behavior.md
-//! §2.3): `emails[type eq "work"].value eq "x"` and unquoted legacy values.
+//! §2.3): `emails[type eq "work"].value eq "x"` (parsed as `emails[type eq "work" and value eq
+//! "x"]`) and unquoted legacy values (`externalId eq jyoung`).
+//!
+//! Evaluation: [`Filter::matches`] for one resource, [`Filter::bind`] once and
+//! [`BoundFilter::matches`] for many. The PATCH engine evaluates the filter of a value path
+//! (`members[value eq "…"]`, see [`crate::scim::path`]) against each element with
+//! [`Filter::matches_element`], giving it the definition of the filtered attribute
+//! (`schema.resolve(attr.urn.as_deref(), &attr.name)?.def`).
 
 mod ast;
 mod eval;

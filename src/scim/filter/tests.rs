@@ -366,6 +366,53 @@ fn okta_and_entra_filters() {
 }
 
 #[test]
+fn okta_lookups_evaluate_case_insensitively_and_on_groups() {
+    let user_schema = ResourceSchema::user();
+    let okta_user =
+        json!({"schemas": [urn::CORE_USER], "id": "1", "userName": "Test.User@okta.local"});
+    // Okta SPEC test "Username Case Sensitivity Check": userName is caseExact false.
+    for f in [
+        "userName eq \"test.user@okta.local\"",
+        "userName eq \"TEST.USER@OKTA.LOCAL\"",
+    ] {
+        assert!(parse(f).matches(&okta_user, &user_schema), "{f}");
+    }
+    assert!(!parse("userName eq \"other@okta.local\"").matches(&okta_user, &user_schema));
+
+    let group_schema = ResourceSchema::group();
+    let group = json!({
+        "schemas": [urn::CORE_GROUP], "id": "g1", "displayName": "BI Admins",
+        "members": [{"value": "2819c223-7f76-453a-919d-413861904646", "display": "Babs"}]
+    });
+    let m = |f: &str| {
+        let filter = parse(f);
+        let direct = filter.matches(&group, &group_schema);
+        assert_eq!(filter.bind(&group_schema).matches(&group), direct, "{f}");
+        direct
+    };
+    assert!(m("displayName eq \"BI Admins\""));
+    assert!(
+        m("displayName eq \"bi admins\""),
+        "Group displayName is caseExact false"
+    );
+    assert!(!m("displayName eq \"BI Designers\""));
+    assert!(m(
+        "members[value eq \"2819c223-7f76-453a-919d-413861904646\"]"
+    ));
+    assert!(!m(
+        "members[value eq \"2819C223-7F76-453A-919D-413861904646\"]"
+    ));
+    assert!(m(
+        "members.value eq \"2819c223-7f76-453a-919d-413861904646\""
+    ));
+    assert!(m("members eq \"2819c223-7f76-453a-919d-413861904646\""));
+    assert!(m(
+        "schemas eq \"urn:ietf:params:scim:schemas:core:2.0:Group\""
+    ));
+    assert!(!m("userName pr"), "a User attribute is unknown on a Group");
+}
+
+#[test]
 fn urn_qualified_extension_paths() {
     let f = parse(
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"701984\"",
@@ -575,6 +622,19 @@ fn case_sensitivity_follows_case_exact() {
     let u = json!({"userName": "ÖSTEN@example.com", "displayName": "Ärger"});
     assert!(parse("userName eq \"östen@EXAMPLE.com\"").matches(&u, &schema));
     assert!(parse("displayName sw \"äR\"").matches(&u, &schema));
+}
+
+#[test]
+fn substring_operators_at_the_edges() {
+    let schema = ResourceSchema::user();
+    let u = json!({"userName": "aXbXc", "displayName": "ab"});
+    let m = |f: &str| parse(f).matches(&u, &schema);
+    assert!(m("userName co \"\"") && m("userName sw \"\"") && m("userName ew \"\""));
+    assert!(m("userName co \"xBx\"") && m("userName co \"AXBXC\"") && m("userName co \"c\""));
+    assert!(!m("userName co \"aXbXcd\"") && !m("userName co \"xx\""));
+    assert!(m("userName sw \"AxB\"") && m("userName ew \"xC\""));
+    assert!(!m("displayName sw \"abc\"") && !m("displayName ew \"xab\""));
+    assert!(!m("displayName co \"abc\""));
 }
 
 #[test]
