@@ -2779,6 +2779,30 @@ mod tests {
                     };
                     prop_assert_ne!(b, a, "{}", name);
                 }
+                // …and every attribute whose value differs is named.
+                let empty = Map::new();
+                let flat = |r: &Value| -> Vec<(String, Value)> {
+                    let mut out = Vec::new();
+                    for (k, v) in r.as_object().unwrap() {
+                        if k == "schemas" || k == "meta" {
+                            continue;
+                        }
+                        if k == ENT {
+                            for (sk, sv) in v.as_object().unwrap_or(&empty) {
+                                out.push((format!("{ENT}:{sk}"), sv.clone()));
+                            }
+                        } else {
+                            out.push((k.clone(), v.clone()));
+                        }
+                    }
+                    out
+                };
+                let (fb, fa) = (flat(&before), flat(&out.resource));
+                for (k, v) in fb.iter().chain(fa.iter()) {
+                    let other = if fb.iter().any(|(bk, bv)| bk == k && bv == v) { &fa } else { &fb };
+                    let same = other.iter().any(|(ok, ov)| ok == k && ov == v);
+                    prop_assert!(same || out.delta.changed.contains(k), "{} changed but not reported", k);
+                }
             }
 
             #[test]
