@@ -41,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
             let text = f.to_string();
             match parse_filter(&text) {
                 Ok(again) => assert_eq!(again, f, "round trip of {input:?} via {text:?}"),
-                Err(e) => assert!(reparse_failure_allowed(&e.detail), "{input:?} -> {text:?}: {e}"),
+                Err(e) => assert!(
+                    reparse_failure_allowed(&e.detail),
+                    "{input:?} -> {text:?}: {e}"
+                ),
             }
             let (schema, user) = &*USER;
             let _ = f.validate(schema);
@@ -59,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
             let text = p.to_string();
             match parse_path(&text) {
                 Ok(again) => assert_eq!(again, p, "round trip of path {input:?} via {text:?}"),
-                Err(e) => assert!(reparse_failure_allowed(&e.detail), "{input:?} -> {text:?}: {e}"),
+                Err(e) => assert!(
+                    reparse_failure_allowed(&e.detail),
+                    "{input:?} -> {text:?}: {e}"
+                ),
             }
         }
         Err(e) => {
