@@ -8,8 +8,21 @@
 //! Where the RFC and the IdPs disagree, [`PatchMode::IdpCompatible`] (the default) follows the IdPs:
 //! a `replace` on a filter that matches nothing creates the element, as Entra expects
 //! (scim2-models `UnmatchedPathFilter.create`), where [`PatchMode::Strict`] answers `noTarget`
-//! (RFC 7644 §3.5.2.3). Every other dialect is accepted in both modes, since none of them
-//! conflicts with a valid RFC request.
+//! (RFC 7644 §3.5.2.3); and an unqualified name of an extension attribute (Entra's
+//! `manager[value eq "id"]`) resolves, where Strict answers `invalidPath`. Every other dialect is
+//! accepted in both modes, since none of them conflicts with a valid RFC request.
+//!
+//! Readings of the RFC worth knowing (each is explained where it is implemented):
+//! - `null`/`""` with `add` or `replace`, and `[]`/`{}` with `replace`, clear the target;
+//!   `add` of `[]`/`{}` adds nothing;
+//! - `add`/`replace` of a single-valued complex attribute merges sub-attributes, unless the
+//!   new `value` differs from the old one (a re-pointed `manager` drops the old `$ref`);
+//! - an element of a list that loses its `value` (or every sub-attribute) is dropped;
+//! - `remove` with a value list on a multi-valued complex attribute removes the listed elements
+//!   (by `value`), on `members` as Entra sends it and on `emails`/`roles` alike; on any other
+//!   path the value is ignored and the path removed;
+//! - a required attribute (`userName`, a group's `displayName`) that a PATCH leaves without a
+//!   value is `mutability` (RFC 7644 §3.5.2.2), judged on the result, not per operation.
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
@@ -235,10 +248,23 @@ pub fn apply_patch(
         schema,
         opts,
         member_ops: Vec::new(),
-        touched: Vec::new(),
+        touched: Vec::with_capacity(req.operations.len()),
     };
     for (i, op) in req.operations.iter().enumerate() {
         apply_operation(&mut work, op, &mut cx).map_err(|e| at_operation(e, i))?;
+    }
+    // RFC 7644 §3.5.2.2: a required attribute that is removed or becomes unassigned is a
+    // `mutability` error, whichever operation did it (a remove, or Entra's null/"" clear).
+    for &(ext, def) in &cx.touched {
+        if def.required
+            && attr_value(original, ext, &def.name).is_some()
+            && attr_value(&work, ext, &def.name).is_none()
+        {
+            return Err(ScimError::mutability(format!(
+                "'{}' is required and cannot be removed",
+                def.name
+            )));
+        }
     }
     settle_extensions(&mut work, schema);
     let delta = delta(
@@ -262,7 +288,7 @@ struct Cx<'s> {
     /// the input's clone untouched, so the delta compares only these: a deep comparison of the
     /// whole resource cost more than the operations themselves (serde_json's ordered map
     /// hashes every key it compares).
-    touched: Vec<(Option<&'s str>, &'s str)>,
+    touched: Vec<(Option<&'s str>, &'s AttributeDef)>,
 }
 
 impl Cx<'_> {
@@ -554,9 +580,12 @@ fn apply_target<'s>(
     if cx.external_members(t) {
         return record_member_op(kind, t, value, cx);
     }
-    let key = (t.ext, t.def.name.as_str());
-    if !cx.touched.contains(&key) {
-        cx.touched.push(key);
+    if !cx
+        .touched
+        .iter()
+        .any(|&(e, d)| e == t.ext && std::ptr::eq(d, t.def))
+    {
+        cx.touched.push((t.ext, t.def));
     }
     match kind {
         PatchOpKind::Remove => remove(work, t, value),
@@ -607,16 +636,23 @@ where
             }
         }
     };
-    let old = container
-        .get_mut(t.def.name.as_str())
-        .map(std::mem::take)
-        .filter(|v| !v.is_null());
-    match f(old)? {
-        Some(v) => {
-            container.insert(t.def.name.clone(), v);
+    let name = t.def.name.as_str();
+    // Written back through the same slot: one key lookup instead of two and no key copy, which
+    // is a visible share of a small PATCH's cost.
+    match container.get_mut(name) {
+        Some(slot) => {
+            let old = Some(std::mem::take(slot)).filter(|v| !v.is_null());
+            match f(old)? {
+                Some(v) => *slot = v,
+                None => {
+                    container.shift_remove(name);
+                }
+            }
         }
         None => {
-            container.shift_remove(t.def.name.as_str());
+            if let Some(v) = f(None)? {
+                container.insert(t.def.name.clone(), v);
+            }
         }
     }
     Ok(())
@@ -1338,11 +1374,12 @@ fn delta(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
     schema: &ResourceSchema,
-    touched: &[(Option<&str>, &str)],
+    touched: &[(Option<&str>, &AttributeDef)],
     member_ops: Vec<MemberOp>,
 ) -> Delta {
     let mut changed = BTreeSet::new();
-    for &(ext, name) in touched {
+    for &(ext, def) in touched {
+        let name = def.name.as_str();
         if attr_value(before, ext, name) != attr_value(after, ext, name) {
             changed.insert(match ext {
                 Some(u) => format!("{u}:{name}"),
@@ -2417,6 +2454,29 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_required_attribute_is_mutability() {
+        // RFC 7644 §3.5.2.2, whichever way it goes.
+        for ops in [
+            json!([{"op": "remove", "path": "userName"}]),
+            json!([{"op": "Replace", "path": "userName", "value": ""}]),
+            json!([{"op": "replace", "value": {"userName": null}}]),
+        ] {
+            assert_eq!(fail_type(&user(), ops), ScimType::Mutability);
+        }
+        assert_eq!(
+            fail_type(&group(), json!([{"op": "remove", "path": "displayName"}])),
+            ScimType::Mutability
+        );
+        // Removed and set again within one PATCH is fine: only the result counts.
+        let o = run(
+            &user(),
+            json!([{"op": "remove", "path": "userName"},
+                   {"op": "add", "path": "userName", "value": "new@x.com"}]),
+        );
+        assert_eq!(o.resource["userName"], json!("new@x.com"));
+    }
+
+    #[test]
     fn one_bad_operation_fails_the_whole_patch() {
         let e = fail(
             &user(),
@@ -2718,6 +2778,30 @@ mod tests {
                         None => (before.get(name), out.resource.get(name)),
                     };
                     prop_assert_ne!(b, a, "{}", name);
+                }
+                // …and every attribute whose value differs is named.
+                let empty = Map::new();
+                let flat = |r: &Value| -> Vec<(String, Value)> {
+                    let mut out = Vec::new();
+                    for (k, v) in r.as_object().unwrap() {
+                        if k == "schemas" || k == "meta" {
+                            continue;
+                        }
+                        if k == ENT {
+                            for (sk, sv) in v.as_object().unwrap_or(&empty) {
+                                out.push((format!("{ENT}:{sk}"), sv.clone()));
+                            }
+                        } else {
+                            out.push((k.clone(), v.clone()));
+                        }
+                    }
+                    out
+                };
+                let (fb, fa) = (flat(&before), flat(&out.resource));
+                for (k, v) in fb.iter().chain(fa.iter()) {
+                    let other = if fb.iter().any(|(bk, bv)| bk == k && bv == v) { &fa } else { &fb };
+                    let same = other.iter().any(|(ok, ov)| ok == k && ov == v);
+                    prop_assert!(same || out.delta.changed.contains(k), "{} changed but not reported", k);
                 }
             }
 

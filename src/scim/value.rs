@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 /// - a complex attribute with a `value` sub-attribute given a scalar takes it as `{"value": …}`
 ///   (Entra's bare-string manager id, SCIM-SDK#686);
 /// - a single-valued attribute given a one-element array takes the element (Entra's legacy
-///   manager form `[{"$ref":…,"value":…}]`); a longer array is an error;
+///   manager form `[{"$ref":…,"value":…}]`); a complex one given a longer array takes the first
+///   element; a simple one given a longer array is an error;
 /// - a multi-valued attribute given a single value is wrapped in an array; elements that coerce
 ///   to nothing are dropped; at most one element keeps `primary: true` (RFC 7643 §2.4);
 /// - an element whose `value` is a JSON object serialized into a string is unwrapped (Entra's
@@ -202,6 +203,12 @@ impl Coercer {
                 Value::Array(items) => match items.as_slice() {
                     [] => Ok(None),
                     [one] if !one.is_array() => self.single(def, one, label),
+                    // Entra's legacy manager form is a list [ENTRA-DEV]; a complex value takes
+                    // the first element, as Entra means it. A longer list of plain values has
+                    // no such reading and would lose data silently.
+                    [first, ..] if def.ty == AttrType::Complex && !first.is_array() => {
+                        self.single(def, first, label)
+                    }
                     _ => Err(invalid(
                         label,
                         "a single-valued attribute cannot take a list",
@@ -538,7 +545,11 @@ mod tests {
         );
         assert_eq!(coerce(&m, &json!([])).unwrap(), None);
         assert_eq!(
-            err_type(coerce(&m, &json!([{"value": "a"}, {"value": "b"}]))),
+            coerce(&m, &json!([{"value": "a"}, {"value": "b"}])).unwrap(),
+            Some(json!({"value": "a"}))
+        );
+        assert_eq!(
+            err_type(coerce(&user_attr("title"), &json!(["a", "b"]))),
             ScimType::InvalidValue
         );
         // readOnly displayName: kept by `coerce`, dropped from client writes.
