@@ -28,7 +28,7 @@ use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
 use crate::scim::path::{parse_path, PatchPath};
 use crate::scim::schema::{
-    urn, AttrLocation, AttrType, AttributeDef, Mutability, ResolvedAttr, ResourceKind,
+    split_urn, urn, AttrLocation, AttrType, AttributeDef, Mutability, ResolvedAttr, ResourceKind,
     ResourceSchema,
 };
 use crate::scim::value::{
@@ -408,6 +408,9 @@ fn apply_operation(
 ) -> Result<(), ScimError> {
     match &op.path {
         Some(p) => {
+            if let Some(u) = whole_extension(cx.schema, p) {
+                return apply_whole_extension(work, op, u, cx);
+            }
             let t = resolve_path(cx.schema, p, cx.opts.mode)?;
             // RFC 7643 §7: readOnly attributes SHALL NOT be modified; a path naming one is the
             // client asking to, unlike a readOnly key inside a pathless value (see below).
@@ -491,7 +494,7 @@ fn apply_pathless(
         }
         let (prefix, rest) = match in_schema {
             Some(u) => (Some(u), key.as_str()),
-            None => split_urn_key(key),
+            None => split_urn(key),
         };
         let (name, sub) = match rest.split_once('.') {
             Some((n, s)) => (n, Some(s)),
@@ -558,15 +561,50 @@ fn schema_urn<'s>(schema: &'s ResourceSchema, key: &str) -> Option<&'s str> {
     schema.extension(key).map(|s| s.id.as_str())
 }
 
-/// `urn:…:Schema:attr.sub` → (`urn:…:Schema`, `attr.sub`). Unlike `schema::split_urn` this never
-/// slices inside a multi-byte character, so any client key is safe to give it.
-fn split_urn_key(key: &str) -> (Option<&str>, &str) {
-    match key.get(..4) {
-        Some(p) if p.eq_ignore_ascii_case("urn:") => match key.rfind(':') {
-            Some(i) => (Some(&key[..i]), &key[i + 1..]),
-            None => (None, key),
-        },
-        _ => (None, key),
+/// The extension schema a path names as a whole (`urn:…:enterprise:2.0:User`): the parser
+/// reads it as attribute `User` of schema `urn:…:2.0`, so rejoin and look it up. scim2-tester
+/// PATCHes every published schema this way.
+fn whole_extension<'s>(schema: &'s ResourceSchema, p: &PatchPath) -> Option<&'s str> {
+    if p.filter.is_some() || p.sub_attr.is_some() || p.attr.sub.is_some() {
+        return None;
+    }
+    let urn = p.attr.urn.as_deref()?;
+    schema
+        .extension(&format!("{urn}:{}", p.attr.name))
+        .map(|s| s.id.as_str())
+}
+
+/// `add`/`replace` with a whole extension as the path take an object of its attributes, merged
+/// like a complex attribute (RFC 7644 §3.5.2.3: unspecified sub-attributes stay); `remove`
+/// clears every writable attribute of the extension.
+fn apply_whole_extension(
+    work: &mut Map<String, Value>,
+    op: &PatchOperation,
+    schema_urn: &str,
+    cx: &mut Cx,
+) -> Result<(), ScimError> {
+    match (op.op, &op.value) {
+        (PatchOpKind::Remove, _) => {
+            let Some(ext) = cx.schema.extension(schema_urn) else {
+                return Ok(());
+            };
+            for def in ext.attributes.iter().filter(|d| !d.is_read_only()) {
+                let t = Target {
+                    def,
+                    ext: Some(ext.id.as_str()),
+                    filter: None,
+                    sub: None,
+                };
+                apply_target(work, PatchOpKind::Remove, &t, None, cx)?;
+            }
+            Ok(())
+        }
+        (kind, Some(Value::Object(obj))) => apply_pathless(work, kind, obj, Some(schema_urn), cx),
+        (kind, Some(v)) if is_no_value(v) => clear_extension(work, kind, schema_urn, v, cx),
+        (kind, _) => Err(ScimError::invalid_value(format!(
+            "'{}' on \"{schema_urn}\" needs an object of its attributes",
+            kind.as_str()
+        ))),
     }
 }
 
@@ -1513,6 +1551,49 @@ mod tests {
 
     fn run(res: &Value, ops: Value) -> PatchOutcome {
         try_with(res, ops, PatchOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// scim2-tester PATCHes each published schema by its URN as a whole.
+    #[test]
+    fn whole_extension_as_path() {
+        let out = run(
+            &plain_user(),
+            json!([{"op": "add", "path": ENT, "value": {"employeeNumber": "42", "Department": "R&D"}}]),
+        );
+        assert_eq!(
+            out.resource[ENT],
+            json!({"employeeNumber": "42", "department": "R&D"})
+        );
+        assert!(out.resource["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(ENT)));
+        let out = run(
+            &user(),
+            json!([{"op": "replace", "path": ENT, "value": {"employeeNumber": "7"}}]),
+        );
+        assert_eq!(out.resource[ENT]["employeeNumber"], "7");
+        assert_eq!(
+            out.resource[ENT]["manager"]["value"], "26118915-6090-4610-87e4-49d8ca9f808d",
+            "replace on a complex target leaves unspecified sub-attributes (RFC 7644 §3.5.2.3)"
+        );
+        let out = run(&user(), json!([{"op": "remove", "path": ENT}]));
+        assert!(out.resource.get(ENT).is_none());
+        assert!(!out.resource["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(ENT)));
+        assert!(out
+            .delta
+            .changed
+            .iter()
+            .any(|c| c.contains("employeeNumber")));
+        let e = fail(
+            &user(),
+            json!([{"op": "add", "path": ENT, "value": "x"}]),
+            PatchMode::Strict,
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
     }
 
     fn fail(res: &Value, ops: Value, mode: PatchMode) -> ScimError {
