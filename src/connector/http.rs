@@ -543,8 +543,24 @@ impl VendorClient {
             attempt += 1;
             tracing::Span::current().record("attempt", attempt);
             let _trial = self.admit()?;
-            let (generation, headers) = self.session(stale).await?;
-            let outcome = self.attempt_once(&req, &headers).await;
+            let mut generation = 0;
+            let outcome = match self.session(stale).await {
+                Ok((g, headers)) => {
+                    generation = g;
+                    self.attempt_once(&req, &headers).await
+                }
+                // The vendor is down or busy while we sign in: nothing was sent, so any
+                // request may wait and try again.
+                Err(VendorError::Throttled { retry_after }) => Attempt::Retry {
+                    error: VendorError::Throttled { retry_after },
+                    retry_after: Some(retry_after),
+                },
+                Err(error @ VendorError::Unavailable { .. }) => Attempt::Retry {
+                    error,
+                    retry_after: None,
+                },
+                Err(error) => Attempt::Fail(error),
+            };
             match outcome {
                 Attempt::Done(resp) => {
                     tracing::Span::current().record("status", resp.status);
