@@ -593,6 +593,11 @@ async fn breaker_opens_fails_fast_half_opens_and_closes() {
     assert!(matches!(client.health().breaker, BreakerState::Open { .. }));
     assert!(!client.health().is_ready());
     assert!(client.health().last_error.unwrap().contains("503"));
+    let reason = client.health().not_ready_reason().unwrap();
+    assert!(
+        reason.contains("circuit open") && reason.contains("503"),
+        "{reason}"
+    );
 
     // Open: fails fast, nothing reaches the vendor.
     let started = Instant::now();
@@ -632,6 +637,7 @@ async fn breaker_opens_fails_fast_half_opens_and_closes() {
     get_ok(&client, "items").await;
     assert_eq!(client.health().breaker, BreakerState::Closed);
     assert_eq!(client.health().last_error, None);
+    assert_eq!(client.health().not_ready_reason(), None);
     get_ok(&client, "items").await;
     assert_eq!(vendor.requests(), 6);
 }

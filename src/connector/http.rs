@@ -380,6 +380,24 @@ impl ClientHealth {
     pub fn is_ready(&self) -> bool {
         self.signed_in && !matches!(self.breaker, BreakerState::Open { .. })
     }
+
+    /// Why the client is not ready, in words for `/readyz` (`None` when ready).
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        let state = match self.breaker {
+            BreakerState::Open { until } => format!(
+                "vendor circuit open for {}s more",
+                ceil_secs(until.saturating_duration_since(Instant::now()))
+            ),
+            _ => "not signed in to the vendor".to_string(),
+        };
+        Some(match &self.last_error {
+            Some(e) => format!("{state} (last error: {e})"),
+            None => state,
+        })
+    }
 }
 
 /// The outcome of a [`VendorClient::create_or_find`].
@@ -833,7 +851,11 @@ impl VendorClient {
         let mut s = inner.session.lock();
         s.attempts += 1;
         match result {
-            Ok(headers) => {
+            Ok(mut headers) => {
+                // Session headers carry tokens: keep them out of any Debug output below us.
+                for (_, value) in headers.iter_mut() {
+                    value.set_sensitive(true);
+                }
                 s.generation += 1;
                 let headers = Arc::new(headers);
                 s.headers = Some(headers.clone());
