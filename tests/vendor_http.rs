@@ -455,19 +455,19 @@ async fn a_non_idempotent_post_that_gets_503_is_ambiguous_and_never_resent() {
 async fn a_post_that_times_out_is_ambiguous_and_a_get_is_retried() {
     let vendor = TestVendor::start().await;
     let client = vendor.client(ClientSettings {
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(800),
         ..fast()
     });
     client.ensure_signed_in().await.unwrap();
     vendor.script([Step {
-        delay_ms: 1000,
+        delay_ms: 2000,
         ..Step::default()
     }]);
     get_ok(&client, "items").await;
     assert_eq!(vendor.requests(), 2);
 
     vendor.script([Step {
-        delay_ms: 1000,
+        delay_ms: 2000,
         apply_first: true,
         ..Step::default()
     }]);
@@ -656,7 +656,7 @@ async fn while_half_open_only_one_trial_reaches_the_vendor() {
     assert!(client.send(VendorRequest::get("items")).await.is_err());
     tokio::time::sleep(Duration::from_millis(250)).await;
     vendor.script([Step {
-        delay_ms: 300,
+        delay_ms: 1000,
         ..Step::default()
     }]);
     let tasks: Vec<_> = (0..20)
