@@ -1157,6 +1157,38 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_half_open_trial_lets_the_next_request_try() {
+        let client = VendorClient::new(
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            ClientSettings {
+                breaker_threshold: 2,
+                breaker_cooldown: Duration::from_millis(20),
+                ..ClientSettings::default()
+            },
+            Arc::new(NoAuth),
+        )
+        .unwrap();
+        let down = VendorError::Unavailable {
+            reason: "down".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        client.record_failure(&down);
+        assert!(client.admit().is_ok(), "below the threshold");
+        client.record_failure(&down);
+        assert!(client.admit().is_err(), "open");
+        std::thread::sleep(Duration::from_millis(30));
+        let trial = client.admit().expect("half-open trial");
+        assert!(client.admit().is_err(), "one trial at a time");
+        drop(trial); // e.g. the IdP hung up: no verdict
+        assert_eq!(client.health().breaker, BreakerState::HalfOpen);
+        let trial = client.admit().expect("the next request may try");
+        client.record_success();
+        drop(trial);
+        assert_eq!(client.health().breaker, BreakerState::Closed);
+        assert!(client.admit().is_ok());
+    }
+
+    #[test]
     fn scim_mapping_is_503_or_429_with_retry_after() {
         let e: ScimError = VendorError::Unavailable {
             reason: "down".into(),
