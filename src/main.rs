@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
         #[command(flatten)]
-        opts: scim_bridge::sim::SimOptions,
+        opts: Box<scim_bridge::sim::SimOptions>,
     },
     /// Validate configuration files.
     Config {
@@ -136,7 +136,7 @@ async fn main() -> Result<()> {
             opts,
         } => {
             let banner_opts = opts.clone();
-            let running = scim_bridge::sim::start(vendor, listen, opts).await?;
+            let running = scim_bridge::sim::start(vendor, listen, *opts).await?;
             print!(
                 "{}",
                 scim_bridge::sim::banner(vendor, &running.base_url(), &banner_opts)
