@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod connector;
+pub mod demo;
 pub mod scim;
 pub mod server;
 pub mod sim;

@@ -1,641 +1,38 @@
-//! The `local` connector: SCIM resources kept in the bridge's own sled store. It is the embedded
-//! default (`scim-bridge serve` with no config) and the reference implementation of the
-//! connector trait.
-//!
-//! Layout, one sled tree per tenant (keys are prefix-encoded so one atomic `Batch` covers a
-//! whole write, indexes included):
-//!
-//! | key                         | value                                   |
-//! |-----------------------------|-----------------------------------------|
-//! | `u/{id}` / `g/{id}`         | the user / the group (without members)  |
-//! | `i/un/{userName folded}`    | user id (unique)                        |
-//! | `i/gn/{displayName folded}` | group id (unique)                       |
-//! | `i/ux/{externalId}\0{id}`   | — (users by externalId)                 |
-//! | `i/ue/{email folded}\0{id}` | — (users by any email value)            |
-//! | `i/gx/{externalId}\0{id}`   | — (groups by externalId)                |
-//! | `m/{group}\0{member}`       | the member entry `{value, display, type}` |
-//! | `o/{member}\0{group}`       | — (reverse index: User.groups)          |
-//! | `c/users`, `c/groups`       | counts (u64 BE), so start-up never scans |
-//!
-//! Members live outside the group document, so a 100,000-member group is patched by touching
-//! only the changed entries, and `excludedAttributes=members` reads never load them.
+//! The `local` connector: SCIM resources kept in the bridge's own sled store (see
+//! `store::directory`). It is the embedded default (`scim-bridge serve` with no config) and the
+//! reference implementation of the connector trait.
 
 use super::{Connector, ListPage, Precondition, RequestContext};
-use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
-use crate::scim::list::{sort_resources, ListQuery};
+use crate::scim::list::ListQuery;
 use crate::scim::patch::{apply_patch, MemberOp, PatchMode, PatchOptions, PatchRequest};
-use crate::scim::resource::{
-    compute_version, etag_matches, now_timestamp, replace, strip_unreturnable,
-};
-use crate::scim::schema::{ResourceKind, ResourceSchema, SchemaRegistry};
-use crate::scim::{ScimError, ScimResult};
+use crate::scim::resource::{replace, strip_unreturnable};
+use crate::scim::schema::{ResourceKind, SchemaRegistry};
+use crate::scim::ScimResult;
+use crate::store::directory::{index_keys, Directory};
 use crate::store::{Store, StoreError};
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use serde_json::Value;
 
 pub struct LocalConnector {
-    tree: sled::Tree,
-    store: Store,
-    schemas: SchemaRegistry,
+    dir: Directory,
     /// Serialises writes of this tenant: uniqueness checks and membership changes read, then
-    /// write; reads take no lock. Each write is one atomic sled batch.
+    /// write; reads take no lock. Each write is one atomic sled batch, flushed before the answer.
     write_lock: tokio::sync::Mutex<()>,
-    user_count: AtomicU64,
-    group_count: AtomicU64,
-    /// Source of version salts for groups, whose member changes don't touch the document.
-    salt: AtomicU64,
-}
-
-fn fold(s: &str) -> String {
-    s.to_lowercase()
-}
-
-fn doc_key(kind: ResourceKind, id: &str) -> Vec<u8> {
-    match kind {
-        ResourceKind::User => format!("u/{id}").into_bytes(),
-        ResourceKind::Group => format!("g/{id}").into_bytes(),
-    }
-}
-
-fn pair_key(prefix: &str, a: &str, b: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + a.len() + b.len() + 1);
-    k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k.extend_from_slice(b.as_bytes());
-    k
-}
-
-fn pair_prefix(prefix: &str, a: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + a.len() + 1);
-    k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k
-}
-
-/// The second half of a `prefix{a}\0{b}` key.
-fn second(key: &[u8]) -> Option<String> {
-    let pos = key.iter().position(|b| *b == 0)?;
-    String::from_utf8(key[pos + 1..].to_vec()).ok()
-}
-
-fn decode(key: &[u8], bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn encode(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-/// The index keys a stored document owns; diffing old and new keys gives the index update.
-fn index_keys(kind: ResourceKind, id: &str, doc: &Value) -> (Option<Vec<u8>>, BTreeSet<Vec<u8>>) {
-    let mut multi = BTreeSet::new();
-    match kind {
-        ResourceKind::User => {
-            let unique = str_at(doc, "userName").map(|n| format!("i/un/{}", fold(n)).into_bytes());
-            if let Some(x) = str_at(doc, "externalId") {
-                multi.insert(pair_key("i/ux/", x, id));
-            }
-            if let Some(Value::Array(emails)) = doc.get("emails") {
-                for e in emails {
-                    if let Some(v) = str_at(e, "value") {
-                        multi.insert(pair_key("i/ue/", &fold(v), id));
-                    }
-                }
-            }
-            (unique, multi)
-        }
-        ResourceKind::Group => {
-            let unique =
-                str_at(doc, "displayName").map(|n| format!("i/gn/{}", fold(n)).into_bytes());
-            if let Some(x) = str_at(doc, "externalId") {
-                multi.insert(pair_key("i/gx/", x, id));
-            }
-            (unique, multi)
-        }
-    }
 }
 
 impl LocalConnector {
     pub fn open(store: &Store, tenant: &str) -> Result<LocalConnector, StoreError> {
-        let tree = store.tree(tenant, "local")?;
-        let count = |k: &str| -> Result<u64, StoreError> {
-            Ok(tree
-                .get(k)?
-                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0))
-        };
-        let user_count = count("c/users")?;
-        let group_count = count("c/groups")?;
         Ok(LocalConnector {
-            tree,
-            store: store.clone(),
-            schemas: SchemaRegistry::default(),
+            dir: Directory::open(store, tenant, "local", SchemaRegistry::default())?,
             write_lock: tokio::sync::Mutex::new(()),
-            user_count: AtomicU64::new(user_count),
-            group_count: AtomicU64::new(group_count),
-            salt: AtomicU64::new(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
-            ),
         })
     }
-
-    fn schema(&self, kind: ResourceKind) -> &ResourceSchema {
-        self.schemas.get(kind)
-    }
-
-    fn counter(&self, kind: ResourceKind) -> (&AtomicU64, &'static str) {
-        match kind {
-            ResourceKind::User => (&self.user_count, "c/users"),
-            ResourceKind::Group => (&self.group_count, "c/groups"),
-        }
-    }
-
-    fn load(&self, kind: ResourceKind, id: &str) -> Result<Option<Value>, StoreError> {
-        let key = doc_key(kind, id);
-        match self.tree.get(&key)? {
-            Some(bytes) => Ok(Some(decode(&key, &bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn load_or_404(&self, kind: ResourceKind, id: &str) -> ScimResult<Value> {
-        self.load(kind, id)?
-            .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))
-    }
-
-    fn check_precondition(doc: &Value, pre: &Precondition) -> ScimResult<()> {
-        if let Some(want) = &pre.if_match {
-            let have = doc["meta"]["version"].as_str().unwrap_or("");
-            if !etag_matches(want, have) {
-                return Err(ScimError::precondition_failed(
-                    "If-Match does not match the resource's current version",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Stamps `meta` for a write. `created` survives from the previous version.
-    fn stamp(&self, kind: ResourceKind, doc: &mut Value, previous: Option<&Value>) {
-        let now = now_timestamp();
-        let created = previous
-            .and_then(|p| p["meta"]["created"].as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| now.clone());
-        if let Some(o) = doc.as_object_mut() {
-            o.remove("meta");
-            o.remove("groups");
-            o.remove("members");
-        }
-        let salt = match kind {
-            ResourceKind::User => 0,
-            ResourceKind::Group => self.salt.fetch_add(1, Ordering::Relaxed),
-        };
-        let version = compute_version(doc, salt);
-        doc["meta"] = json!({
-            "resourceType": kind.name(),
-            "created": created,
-            "lastModified": now,
-            "version": version,
-        });
-    }
-
-    /// Checks the unique index key is free (or already ours).
-    fn check_unique(
-        &self,
-        kind: ResourceKind,
-        key: &Option<Vec<u8>>,
-        own_id: Option<&str>,
-    ) -> ScimResult<()> {
-        if let Some(k) = key {
-            if let Some(holder) = self.tree.get(k).map_err(StoreError::from)? {
-                if Some(holder.as_ref()) != own_id.map(str::as_bytes) {
-                    let what = match kind {
-                        ResourceKind::User => "userName",
-                        ResourceKind::Group => "displayName",
-                    };
-                    return Err(ScimError::uniqueness(format!(
-                        "a {} with this {what} already exists",
-                        kind.name()
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds the document write and its index changes to `batch`.
-    fn write_doc(
-        &self,
-        batch: &mut sled::Batch,
-        kind: ResourceKind,
-        id: &str,
-        doc: &Value,
-        old: Option<&Value>,
-    ) {
-        let (new_unique, new_multi) = index_keys(kind, id, doc);
-        if let Some(old) = old {
-            let (old_unique, old_multi) = index_keys(kind, id, old);
-            if old_unique != new_unique {
-                if let Some(k) = old_unique {
-                    batch.remove(k);
-                }
-            }
-            for k in old_multi.difference(&new_multi) {
-                batch.remove(k.clone());
-            }
-        }
-        if let Some(k) = new_unique {
-            batch.insert(k, id.as_bytes());
-        }
-        for k in new_multi {
-            batch.insert(k, &[][..]);
-        }
-        batch.insert(doc_key(kind, id), encode(doc));
-    }
-
-    fn bump_count(&self, batch: &mut sled::Batch, kind: ResourceKind, delta: i64) {
-        let (counter, key) = self.counter(kind);
-        let new = if delta >= 0 {
-            counter.fetch_add(delta as u64, Ordering::SeqCst) + delta as u64
-        } else {
-            counter.fetch_sub((-delta) as u64, Ordering::SeqCst) - (-delta) as u64
-        };
-        batch.insert(key, &new.to_be_bytes());
-    }
-
-    /// Resolves a member reference to (type, display) when it names an existing user or group.
-    fn member_target(
-        &self,
-        id: &str,
-    ) -> Result<Option<(&'static str, Option<String>)>, StoreError> {
-        if let Some(u) = self.load(ResourceKind::User, id)? {
-            let display = str_at(&u, "displayName")
-                .or_else(|| str_at(&u, "userName"))
-                .map(str::to_string);
-            return Ok(Some(("User", display)));
-        }
-        if let Some(g) = self.load(ResourceKind::Group, id)? {
-            return Ok(Some((
-                "Group",
-                str_at(&g, "displayName").map(str::to_string),
-            )));
-        }
-        Ok(None)
-    }
-
-    fn member_ids(&self, group: &str) -> Result<Vec<String>, StoreError> {
-        self.tree
-            .scan_prefix(pair_prefix("m/", group))
-            .keys()
-            .map(|k| {
-                k.map(|k| second(&k).unwrap_or_default())
-                    .map_err(StoreError::from)
-            })
-            .collect()
-    }
-
-    fn members(&self, group: &str) -> Result<Vec<Value>, StoreError> {
-        self.tree
-            .scan_prefix(pair_prefix("m/", group))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
-    /// Adds member entries for `values` (`[{value, display?, type?}]`) to `batch`. Ids that name
-    /// no user or group are skipped: scim-sanity adds `fake-member-id` and expects a 200.
-    fn add_members(
-        &self,
-        batch: &mut sled::Batch,
-        group: &str,
-        values: &[Value],
-        present: &mut HashSet<String>,
-        added: &mut Vec<String>,
-    ) -> ScimResult<()> {
-        for v in values {
-            let Some(id) = str_at(v, "value") else {
-                continue;
-            };
-            if present.contains(id) || id == group {
-                continue;
-            }
-            let Some((ty, display)) = self.member_target(id)? else {
-                tracing::debug!(member = id, "skipping unknown member id");
-                continue;
-            };
-            let mut entry = json!({"value": id, "type": ty});
-            if let Some(d) = str_at(v, "display").map(str::to_string).or(display) {
-                entry["display"] = Value::String(d);
-            }
-            batch.insert(pair_key("m/", group, id), encode(&entry));
-            batch.insert(pair_key("o/", id, group), &[][..]);
-            present.insert(id.to_string());
-            added.push(id.to_string());
-        }
-        Ok(())
-    }
-
-    fn remove_member(batch: &mut sled::Batch, group: &str, id: &str) {
-        batch.remove(pair_key("m/", group, id));
-        batch.remove(pair_key("o/", id, group));
-    }
-
-    /// Applies membership operations; returns whether anything changed.
-    fn apply_member_ops(
-        &self,
-        batch: &mut sled::Batch,
-        group: &str,
-        ops: &[MemberOp],
-    ) -> ScimResult<bool> {
-        let mut present: HashSet<String> = self.member_ids(group)?.into_iter().collect();
-        let mut added = Vec::new();
-        let mut removed = 0usize;
-        let mut remove = |batch: &mut sled::Batch, present: &mut HashSet<String>, id: &str| {
-            if present.remove(id) {
-                Self::remove_member(batch, group, id);
-                removed += 1;
-            }
-        };
-        for op in ops {
-            match op {
-                MemberOp::Add(values) => {
-                    self.add_members(batch, group, values, &mut present, &mut added)?
-                }
-                MemberOp::Remove(ids) => {
-                    for id in ids {
-                        remove(batch, &mut present, id);
-                    }
-                }
-                MemberOp::RemoveAll => {
-                    let all: Vec<String> = present.iter().cloned().collect();
-                    for id in all {
-                        remove(batch, &mut present, &id);
-                    }
-                }
-                MemberOp::RemoveWhere(filter) => {
-                    let def = self
-                        .schema(ResourceKind::Group)
-                        .core
-                        .attr("members")
-                        .cloned()
-                        .ok_or_else(|| ScimError::internal("group schema lacks members"))?;
-                    // Entries added earlier in this same request are not in the store yet;
-                    // evaluate against stored entries plus those.
-                    let mut doomed = Vec::new();
-                    for m in self.members(group)? {
-                        if let Some(id) = str_at(&m, "value") {
-                            if present.contains(id) && filter.matches_element(&m, &def) {
-                                doomed.push(id.to_string());
-                            }
-                        }
-                    }
-                    for id in &added {
-                        let m = json!({"value": id});
-                        if filter.matches_element(&m, &def) {
-                            doomed.push(id.clone());
-                        }
-                    }
-                    for id in doomed {
-                        remove(batch, &mut present, &id);
-                    }
-                }
-                MemberOp::Replace(values) => {
-                    let keep: HashSet<&str> =
-                        values.iter().filter_map(|v| str_at(v, "value")).collect();
-                    let drop: Vec<String> = present
-                        .iter()
-                        .filter(|id| !keep.contains(id.as_str()))
-                        .cloned()
-                        .collect();
-                    for id in drop {
-                        remove(batch, &mut present, &id);
-                    }
-                    self.add_members(batch, group, values, &mut present, &mut added)?;
-                }
-            }
-        }
-        Ok(!added.is_empty() || removed > 0)
-    }
-
-    /// Renders a stored document: `meta.location`, and the derived `groups` of a user or the
-    /// `members` of a group.
-    fn render(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        mut doc: Value,
-        with_members: bool,
-        ctx: &RequestContext,
-    ) -> ScimResult<Value> {
-        doc["meta"]["location"] = Value::String(ctx.location(kind, id));
-        match kind {
-            ResourceKind::User => {
-                let mut groups = Vec::new();
-                for k in self.tree.scan_prefix(pair_prefix("o/", id)).keys() {
-                    let k = k.map_err(StoreError::from)?;
-                    let Some(gid) = second(&k) else { continue };
-                    let mut entry = json!({
-                        "value": gid,
-                        "$ref": ctx.location(ResourceKind::Group, &gid),
-                        "type": "direct",
-                    });
-                    if let Some(g) = self.load(ResourceKind::Group, &gid)? {
-                        if let Some(d) = str_at(&g, "displayName") {
-                            entry["display"] = Value::String(d.to_string());
-                        }
-                    } else {
-                        continue; // a nested-group membership of a group, not of a user
-                    }
-                    groups.push(entry);
-                }
-                if !groups.is_empty() {
-                    doc["groups"] = Value::Array(groups);
-                }
-            }
-            ResourceKind::Group if with_members => {
-                let mut members = self.members(id)?;
-                for m in &mut members {
-                    let mid = str_at(m, "value").unwrap_or_default().to_string();
-                    let target = if str_at(m, "type") == Some("Group") {
-                        ResourceKind::Group
-                    } else {
-                        ResourceKind::User
-                    };
-                    m["$ref"] = Value::String(ctx.location(target, &mid));
-                }
-                if !members.is_empty() {
-                    doc["members"] = Value::Array(members);
-                }
-            }
-            ResourceKind::Group => {}
-        }
-        reorder_meta_last(&mut doc);
-        Ok(doc)
-    }
-
-    /// Candidate ids for a filter from the indexes, or `None` when a scan is needed.
-    fn index_candidates(
-        &self,
-        kind: ResourceKind,
-        filter: &Filter,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        for term in filter.conjuncts() {
-            if let Some(ids) = self.index_lookup(kind, term)? {
-                return Ok(Some(ids));
-            }
-        }
-        Ok(None)
-    }
-
-    fn index_lookup(
-        &self,
-        kind: ResourceKind,
-        term: &Filter,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let schema = self.schema(kind);
-        let eq_string =
-            |path: &AttrPath, value: &CompValue| -> Option<(String, Option<String>, String)> {
-                let CompValue::String(s) = value else {
-                    return None;
-                };
-                let r = schema.resolve(path.urn.as_deref(), &path.name)?;
-                if r.location != crate::scim::schema::AttrLocation::Core {
-                    return None;
-                }
-                Some((r.def.name.clone(), path.sub.clone(), s.clone()))
-            };
-        let single = |key: Vec<u8>| -> Result<Option<Vec<String>>, StoreError> {
-            Ok(Some(
-                self.tree
-                    .get(key)?
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .into_iter()
-                    .collect(),
-            ))
-        };
-        let multi = |prefix: &str, value: &str| -> Result<Option<Vec<String>>, StoreError> {
-            let ids = self
-                .tree
-                .scan_prefix(pair_prefix(prefix, value))
-                .keys()
-                .map(|k| k.map(|k| second(&k).unwrap_or_default()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(ids))
-        };
-        match term {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                value,
-            } => {
-                let Some((name, sub, v)) = eq_string(path, value) else {
-                    return Ok(None);
-                };
-                match (kind, name.as_str(), sub.as_deref()) {
-                    (_, "id", None) => Ok(Some(vec![v])),
-                    (ResourceKind::User, "userName", None) => {
-                        single(format!("i/un/{}", fold(&v)).into_bytes())
-                    }
-                    (ResourceKind::User, "externalId", None) => multi("i/ux/", &v),
-                    (ResourceKind::User, "emails", Some(s)) if s.eq_ignore_ascii_case("value") => {
-                        multi("i/ue/", &fold(&v))
-                    }
-                    (ResourceKind::User, "emails", None) => multi("i/ue/", &fold(&v)),
-                    (ResourceKind::Group, "displayName", None) => {
-                        single(format!("i/gn/{}", fold(&v)).into_bytes())
-                    }
-                    (ResourceKind::Group, "externalId", None) => multi("i/gx/", &v),
-                    _ => Ok(None),
-                }
-            }
-            // Entra's `emails[type eq "work"].value eq "x"` arrives as a value path.
-            Filter::ValuePath { attr, filter }
-                if kind == ResourceKind::User && attr.name.eq_ignore_ascii_case("emails") =>
-            {
-                for t in filter.conjuncts() {
-                    if let Filter::Compare {
-                        path,
-                        op: CompareOp::Eq,
-                        value: CompValue::String(s),
-                    } = t
-                    {
-                        if path.name.eq_ignore_ascii_case("value") && path.sub.is_none() {
-                            return multi("i/ue/", &fold(s));
-                        }
-                    }
-                }
-                Ok(None)
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The full resource a filter evaluates against: derived attributes included when the
-    /// filter mentions them.
-    fn for_filter(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        doc: Value,
-        filter: &Filter,
-        ctx: &RequestContext,
-    ) -> ScimResult<Value> {
-        let derived = match kind {
-            ResourceKind::User => "groups",
-            ResourceKind::Group => "members",
-        };
-        if mentions(filter, derived) {
-            self.render(kind, id, doc, true, ctx)
-        } else {
-            Ok(doc)
-        }
-    }
-}
-
-/// Whether a filter refers to the top-level attribute `name`.
-fn mentions(f: &Filter, name: &str) -> bool {
-    match f {
-        Filter::Present(p) | Filter::Compare { path: p, .. } => p.name.eq_ignore_ascii_case(name),
-        Filter::ValuePath { attr, .. } => attr.name.eq_ignore_ascii_case(name),
-        Filter::And(a, b) | Filter::Or(a, b) => mentions(a, name) || mentions(b, name),
-        Filter::Not(a) => mentions(a, name),
-    }
-}
-
-/// `meta` reads best at the end of a resource.
-fn reorder_meta_last(doc: &mut Value) {
-    if let Some(o) = doc.as_object_mut() {
-        if let Some(m) = o.remove("meta") {
-            o.insert("meta".into(), m);
-        }
-    }
-}
-
-fn id_of(doc: &Value) -> String {
-    str_at(doc, "id").unwrap_or_default().to_string()
 }
 
 #[async_trait]
 impl Connector for LocalConnector {
     fn schemas(&self) -> &SchemaRegistry {
-        &self.schemas
+        self.dir.schemas()
     }
 
     async fn create(
@@ -644,45 +41,28 @@ impl Connector for LocalConnector {
         mut resource: Value,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
-        let schema = self.schema(kind);
-        strip_unreturnable(&mut resource, schema);
+        let dir = &self.dir;
+        strip_unreturnable(&mut resource, dir.schema(kind));
         let members = resource
-            .as_object_mut()
-            .and_then(|o| o.remove("members"))
-            .and_then(|m| m.as_array().cloned())
+            .get("members")
+            .and_then(Value::as_array)
+            .cloned()
             .unwrap_or_default();
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut doc = Map::new();
-        doc.insert(
-            "schemas".into(),
-            resource
-                .get("schemas")
-                .cloned()
-                .unwrap_or(json!([schema.core.id])),
-        );
-        doc.insert("id".into(), Value::String(id.clone()));
-        if let Some(o) = resource.as_object() {
-            for (k, v) in o {
-                if k != "schemas" {
-                    doc.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let mut doc = Value::Object(doc);
+        let (id, mut doc) = dir.new_doc(kind, &resource);
         let guard = self.write_lock.lock().await;
         let (unique, _) = index_keys(kind, &id, &doc);
-        self.check_unique(kind, &unique, None)?;
-        self.stamp(kind, &mut doc, None);
+        dir.check_unique(kind, &unique, None)?;
+        dir.stamp(kind, &mut doc, None);
         let mut batch = sled::Batch::default();
-        self.write_doc(&mut batch, kind, &id, &doc, None);
-        self.bump_count(&mut batch, kind, 1);
+        dir.write_doc(&mut batch, kind, &id, &doc, None);
+        dir.bump_count(&mut batch, kind, 1);
         if kind == ResourceKind::Group && !members.is_empty() {
-            self.apply_member_ops(&mut batch, &id, &[MemberOp::Add(members)])?;
+            dir.apply_member_ops(&mut batch, &id, &[MemberOp::Add(members)])?;
         }
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        dir.commit(batch)?;
         drop(guard);
-        self.store.flush().await?;
-        self.render(kind, &id, doc, true, ctx)
+        dir.flush().await?;
+        dir.render(kind, &id, doc, true, ctx)
     }
 
     async fn get(
@@ -692,8 +72,8 @@ impl Connector for LocalConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
-        let doc = self.load_or_404(kind, id)?;
-        self.render(kind, id, doc, with_members, ctx)
+        let doc = self.dir.load_or_404(kind, id)?;
+        self.dir.render(kind, id, doc, with_members, ctx)
     }
 
     async fn replace(
@@ -704,30 +84,31 @@ impl Connector for LocalConnector {
         pre: &Precondition,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
-        let schema = self.schema(kind);
+        let dir = &self.dir;
+        let schema = dir.schema(kind);
         strip_unreturnable(&mut resource, schema);
         let members = resource.as_object_mut().and_then(|o| o.remove("members"));
         let guard = self.write_lock.lock().await;
-        let old = self.load_or_404(kind, id)?;
-        Self::check_precondition(&old, pre)?;
+        let old = dir.load_or_404(kind, id)?;
+        Directory::check_precondition(&old, pre)?;
         let mut doc = replace(&old, resource, schema)?;
         doc["id"] = Value::String(id.to_string());
         let (unique, _) = index_keys(kind, id, &doc);
-        self.check_unique(kind, &unique, Some(id))?;
-        self.stamp(kind, &mut doc, Some(&old));
+        dir.check_unique(kind, &unique, Some(id))?;
+        dir.stamp(kind, &mut doc, Some(&old));
         let mut batch = sled::Batch::default();
-        self.write_doc(&mut batch, kind, id, &doc, Some(&old));
+        dir.write_doc(&mut batch, kind, id, &doc, Some(&old));
         if kind == ResourceKind::Group {
             // PUT replaces the whole resource (RFC 7644 §3.5.1): no `members` means none.
             let list = members
                 .and_then(|m| m.as_array().cloned())
                 .unwrap_or_default();
-            self.apply_member_ops(&mut batch, id, &[MemberOp::Replace(list)])?;
+            dir.apply_member_ops(&mut batch, id, &[MemberOp::Replace(list)])?;
         }
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        dir.commit(batch)?;
         drop(guard);
-        self.store.flush().await?;
-        self.render(kind, id, doc, true, ctx)
+        dir.flush().await?;
+        dir.render(kind, id, doc, true, ctx)
     }
 
     async fn patch(
@@ -739,14 +120,15 @@ impl Connector for LocalConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
-        let schema = self.schema(kind);
+        let dir = &self.dir;
+        let schema = dir.schema(kind);
         let guard = self.write_lock.lock().await;
-        let old = self.load_or_404(kind, id)?;
-        Self::check_precondition(&old, pre)?;
+        let old = dir.load_or_404(kind, id)?;
+        Directory::check_precondition(&old, pre)?;
         // Users are patched with their derived `groups` visible (readOnly: the engine refuses
         // writes to it); groups without members, which the engine turns into member operations.
         let subject = match kind {
-            ResourceKind::User => self.render(kind, id, old.clone(), false, ctx)?,
+            ResourceKind::User => dir.render(kind, id, old.clone(), false, ctx)?,
             ResourceKind::Group => old.clone(),
         };
         let outcome = apply_patch(
@@ -759,67 +141,38 @@ impl Connector for LocalConnector {
             },
         )?;
         let mut batch = sled::Batch::default();
-        let members_changed = if kind == ResourceKind::Group && !outcome.delta.member_ops.is_empty()
-        {
-            self.apply_member_ops(&mut batch, id, &outcome.delta.member_ops)?
-        } else {
-            false
-        };
+        let members_changed = kind == ResourceKind::Group
+            && !outcome.delta.member_ops.is_empty()
+            && !dir
+                .apply_member_ops(&mut batch, id, &outcome.delta.member_ops)?
+                .is_empty();
+        if outcome.delta.changed.is_empty() && !members_changed {
+            drop(guard);
+            return dir.render(kind, id, old, with_members, ctx);
+        }
         let mut doc = outcome.resource;
         strip_unreturnable(&mut doc, schema);
         doc["id"] = Value::String(id.to_string());
-        if outcome.delta.changed.is_empty() && !members_changed {
-            drop(guard);
-            return self.render(kind, id, old, with_members, ctx);
-        }
         let (unique, _) = index_keys(kind, id, &doc);
-        self.check_unique(kind, &unique, Some(id))?;
-        self.stamp(kind, &mut doc, Some(&old));
-        self.write_doc(&mut batch, kind, id, &doc, Some(&old));
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        dir.check_unique(kind, &unique, Some(id))?;
+        dir.stamp(kind, &mut doc, Some(&old));
+        dir.write_doc(&mut batch, kind, id, &doc, Some(&old));
+        dir.commit(batch)?;
         drop(guard);
-        self.store.flush().await?;
-        self.render(kind, id, doc, with_members, ctx)
+        dir.flush().await?;
+        dir.render(kind, id, doc, with_members, ctx)
     }
 
     async fn delete(&self, kind: ResourceKind, id: &str, pre: &Precondition) -> ScimResult<()> {
+        let dir = &self.dir;
         let guard = self.write_lock.lock().await;
-        let old = self.load_or_404(kind, id)?;
-        Self::check_precondition(&old, pre)?;
+        let old = dir.load_or_404(kind, id)?;
+        Directory::check_precondition(&old, pre)?;
         let mut batch = sled::Batch::default();
-        let (unique, multi) = index_keys(kind, id, &old);
-        if let Some(k) = unique {
-            batch.remove(k);
-        }
-        for k in multi {
-            batch.remove(k);
-        }
-        batch.remove(doc_key(kind, id));
-        // Leave every group this resource belonged to, and re-stamp those groups.
-        let mut touched = Vec::new();
-        for k in self.tree.scan_prefix(pair_prefix("o/", id)).keys() {
-            let k = k.map_err(StoreError::from)?;
-            if let Some(gid) = second(&k) {
-                Self::remove_member(&mut batch, &gid, id);
-                touched.push(gid);
-            }
-        }
-        if kind == ResourceKind::Group {
-            for mid in self.member_ids(id)? {
-                Self::remove_member(&mut batch, id, &mid);
-            }
-        }
-        for gid in touched {
-            if let Some(mut g) = self.load(ResourceKind::Group, &gid)? {
-                let prev = g.clone();
-                self.stamp(ResourceKind::Group, &mut g, Some(&prev));
-                batch.insert(doc_key(ResourceKind::Group, &gid), encode(&g));
-            }
-        }
-        self.bump_count(&mut batch, kind, -1);
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        dir.delete_entries(&mut batch, kind, id, &old)?;
+        dir.commit(batch)?;
         drop(guard);
-        self.store.flush().await?;
+        dir.flush().await?;
         Ok(())
     }
 
@@ -830,94 +183,10 @@ impl Connector for LocalConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<ListPage> {
-        let schema = self.schema(kind);
-        let prefix: &[u8] = match kind {
-            ResourceKind::User => b"u/",
-            ResourceKind::Group => b"g/",
-        };
-        if let Some(f) = &query.filter {
-            f.validate(schema)?;
-        }
-        // Fast path: no filter, no sort — the count is kept, the page is a bounded scan.
-        if query.filter.is_none() && query.sort_by.is_none() {
-            let (counter, _) = self.counter(kind);
-            let total = counter.load(Ordering::SeqCst) as usize;
-            let range = query.page_range(total);
-            let mut resources = Vec::with_capacity(range.len());
-            for kv in self
-                .tree
-                .scan_prefix(prefix)
-                .skip(range.start)
-                .take(range.len())
-            {
-                let (k, v) = kv.map_err(StoreError::from)?;
-                let doc = decode(&k, &v)?;
-                let id = id_of(&doc);
-                resources.push(self.render(kind, &id, doc, with_members, ctx)?);
-            }
-            return Ok(ListPage { total, resources });
-        }
-        let mut matched: Vec<Value> = Vec::new();
-        let consider = |doc: Value, matched: &mut Vec<Value>| -> ScimResult<()> {
-            let id = id_of(&doc);
-            let full = match &query.filter {
-                Some(f) => {
-                    let full = self.for_filter(kind, &id, doc, f, ctx)?;
-                    if !f.matches(&full, schema) {
-                        return Ok(());
-                    }
-                    full
-                }
-                None => doc,
-            };
-            matched.push(full);
-            Ok(())
-        };
-        let candidates = match &query.filter {
-            Some(f) => self.index_candidates(kind, f)?,
-            None => None,
-        };
-        match candidates {
-            Some(ids) => {
-                let mut seen = HashSet::new();
-                for id in ids {
-                    if !seen.insert(id.clone()) {
-                        continue;
-                    }
-                    if let Some(doc) = self.load(kind, &id)? {
-                        consider(doc, &mut matched)?;
-                    }
-                }
-            }
-            None => {
-                for kv in self.tree.scan_prefix(prefix) {
-                    let (k, v) = kv.map_err(StoreError::from)?;
-                    consider(decode(&k, &v)?, &mut matched)?;
-                }
-            }
-        }
-        if let Some(by) = &query.sort_by {
-            sort_resources(&mut matched, by, query.sort_order, schema)?;
-        }
-        let total = matched.len();
-        let range = query.page_range(total);
-        let mut resources = Vec::with_capacity(range.len());
-        for doc in matched.drain(range) {
-            let id = id_of(&doc);
-            let mut doc = doc;
-            if let Some(o) = doc.as_object_mut() {
-                o.remove("groups");
-                o.remove("members");
-            }
-            resources.push(self.render(kind, &id, doc, with_members, ctx)?);
-        }
-        Ok(ListPage { total, resources })
+        self.dir.list(kind, query, with_members, ctx)
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.tree
-            .get("c/users")
-            .map(|_| ())
-            .map_err(|e| format!("store: {e}"))
+        self.dir.ready()
     }
 }

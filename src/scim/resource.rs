@@ -98,7 +98,7 @@ fn put(
     if def.mutability == Mutability::ReadOnly {
         return Ok(());
     }
-    let Some(v) = value::coerce(def, raw)? else {
+    let Some(v) = value::coerce_writable(def, raw)? else {
         return Ok(());
     };
     match ext {

@@ -467,13 +467,13 @@ impl ResourceSchema {
 /// Splits `urn:…:Schema:attr.sub` into (`urn:…:Schema`, `attr.sub`). A URN path's attribute is
 /// the part after the last `:`; a path without `urn:` has no prefix.
 pub fn split_urn(path: &str) -> (Option<&str>, &str) {
-    if path.len() > 4 && path[..4].eq_ignore_ascii_case("urn:") {
-        match path.rfind(':') {
+    // `get` rather than slicing: client keys may start with a multi-byte character.
+    match path.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case("urn:") && path.len() > 4 => match path.rfind(':') {
             Some(i) => (Some(&path[..i]), &path[i + 1..]),
             None => (None, path),
-        }
-    } else {
-        (None, path)
+        },
+        _ => (None, path),
     }
 }
 
@@ -869,6 +869,13 @@ mod tests {
             (Some(urn::ENTERPRISE_USER), "manager.value")
         );
         assert_eq!(split_urn("name.givenName"), (None, "name.givenName"));
+        assert_eq!(
+            split_urn("aü:x"),
+            (None, "aü:x"),
+            "no slicing inside a character"
+        );
+        assert_eq!(split_urn("ü"), (None, "ü"));
+        assert_eq!(split_urn("urn:"), (None, "urn:"));
     }
 
     #[test]

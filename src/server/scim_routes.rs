@@ -283,7 +283,7 @@ async fn handle(
                     endpoint.label()
                 )));
             }
-            return Ok(discovery(endpoint, registry, &ctx.base_url)?);
+            return discovery(endpoint, registry, &ctx.base_url);
         }
         Endpoint::Unknown => {
             return Err(ScimError::not_found(format!(

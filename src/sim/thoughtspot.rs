@@ -1,1 +1,2368 @@
+//! ThoughtSpot REST API v2.0 simulator: full-access bearer tokens scoped to an Org; users,
+//! groups (membership lives there), Orgs and RBAC roles. Written from
+//! `shared/reference/vendors-tableau-thoughtspot.md` part B (cited as [B.n]) and ThoughtSpot's
+//! OpenAPI spec in `shared/reference/vendor-specs/thoughtspot/`, against which the tests validate
+//! every JSON body this module produces.
+//!
+//! Vendor switches (`--sim-switch KEY=VALUE`), for points the reference leaves UNVERIFIED:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `thoughtspot.error_form` | `nested` | `nested`: `{"error":{"message":{"debug":{code,…,debug}}}}` as observed live; `flat`: the spec examples' `{"error":{"message":{code,…,debug}}}` [B.7] |
+//! | `thoughtspot.not_found_status` | `400` | status for an unknown user/group/role on update/delete (code 10002; the spec lists no 404) |
+//! | `thoughtspot.conflict_status` | `400` | status for a duplicate user/group/role/Org name (code 10002; the spec lists no 409) |
+//! | `thoughtspot.search_miss` | `empty` | `users/search` / `groups/search` with a `*_identifier` that matches nothing: `empty` (`[]`) or `error` (not-found error) |
+//! | `thoughtspot.credential_precedence` | `secret_key` | which credential `auth/token/full` checks when both are sent: `secret_key` (OpenAPI spec) or `password` (developer guide) |
+//! | `thoughtspot.rate_limit_rps` | `100` | requests per second per client IP before 429 (26.2.0.cl+); `0` turns the limit off [B.7] |
+//! | `thoughtspot.rate_limit_burst` | `10` | requests allowed above the rate in a burst |
+//! | `thoughtspot.retry_after` | `false` | send `Retry-After` (seconds) with a 429; ThoughtSpot documents none (its C# SDK backs off 1/2/4 s on its own [B.7]) — UNVERIFIED |
+//! | `thoughtspot.require_user_agent` | `true` | a request without `User-Agent` is refused (400/10002); the docs call the header required [B.1], the real answer is UNVERIFIED |
+//!
+//! Choices the reference leaves open, fixed here: a missing, unknown or expired bearer is
+//! 401/10097; a missing privilege or a non-ACTIVE user 403/10023; our own 429 (rate limit and
+//! `--throttle-rps`) uses the nested body with code 429; unknown paths 404 and wrong methods 405,
+//! both with the nested body; the All group (one per Org, every Org member in it, AUTHORING)
+//! cannot be deleted, renamed or given members (400/10002); seeded roles Super Admin (read-only),
+//! Analyst, Viewer; `creation_time_in_millis` is left out of roles because the spec types it as
+//! an object. Routes (all POST under `/api/rest/2.0/` unless noted): `auth/token/{full,validate,
+//! revoke}`, `GET auth/session/user`, `users/{search,create,deactivate,activate}`,
+//! `users/{id}/{update,delete}`, `groups/{search,create}`, `groups/{id}/{update,delete}`,
+//! `orgs/{search,create}`, `orgs/{id}/delete`, `roles/{search,create}`, `roles/{id}/{update,delete}`.
+//!
+//! `--token-ttl-s` caps the validity a client asks for (`validity_time_in_sec`, default 300 s).
+//! A token without `org_id` is for the Primary Org (0), as the developer guide says [B.2].
 
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Map, Value};
+
+use super::ids::IdGen;
+use super::{SimOptions, VendorSim};
+
+const SEED_SALT: u64 = 0x7507_5907;
+const DEFAULT_VALIDITY_S: i64 = 300;
+const DEFAULT_RECORD_SIZE: i64 = 10;
+
+/// `privileges` a group may carry (`CreateUserGroupRequest.privileges.items.enum`).
+const GROUP_PRIVILEGES: &[&str] = &[
+    "ADMINISTRATION",
+    "AUTHORING",
+    "USERDATAUPLOADING",
+    "DATADOWNLOADING",
+    "USERMANAGEMENT",
+    "DATAMANAGEMENT",
+    "SHAREWITHALL",
+    "JOBSCHEDULING",
+    "A3ANALYSIS",
+    "EXPERIMENTALFEATUREPRIVILEGE",
+    "BYPASSRLS",
+    "RANALYSIS",
+    "DEVELOPER",
+    "USER_ADMINISTRATION",
+    "GROUP_ADMINISTRATION",
+    "SYNCMANAGEMENT",
+    "CAN_CREATE_CATALOG",
+    "DISABLE_PINBOARD_CREATION",
+    "LIVEBOARD_VERIFIER",
+    "PREVIEW_THOUGHTSPOT_SAGE",
+    "CAN_MANAGE_VERSION_CONTROL",
+    "THIRDPARTY_ANALYSIS",
+    "ALLOW_NON_EMBED_FULL_APP_ACCESS",
+    "CAN_ACCESS_ANALYST_STUDIO",
+    "CAN_MANAGE_ANALYST_STUDIO",
+    "CAN_MODIFY_FOLDERS",
+    "CAN_MANAGE_VARIABLES",
+    "CAN_VIEW_FOLDERS",
+    "CAN_MANAGE_AGENTSPOT",
+    "CAN_ACCESS_AGENTSPOT",
+    "PREVIEW_DOCUMENT_SEARCH",
+    "CAN_SETUP_VERSION_CONTROL",
+    "CAN_DOWNLOAD_VISUALS",
+    "CAN_DOWNLOAD_DETAILED_DATA",
+    "CAN_USE_SPOTTER",
+    "CAN_MANAGE_SPOTTER",
+];
+
+/// `privileges` a role may carry (`CreateRoleRequest.privileges.items.enum`): no ADMINISTRATION
+/// or AUTHORING, which come only through groups.
+const ROLE_PRIVILEGES: &[&str] = &[
+    "USERDATAUPLOADING",
+    "DATADOWNLOADING",
+    "DATAMANAGEMENT",
+    "SHAREWITHALL",
+    "JOBSCHEDULING",
+    "A3ANALYSIS",
+    "BYPASSRLS",
+    "DISABLE_PINBOARD_CREATION",
+    "DEVELOPER",
+    "APPLICATION_ADMINISTRATION",
+    "USER_ADMINISTRATION",
+    "GROUP_ADMINISTRATION",
+    "SYSTEM_INFO_ADMINISTRATION",
+    "SYNCMANAGEMENT",
+    "ORG_ADMINISTRATION",
+    "ROLE_ADMINISTRATION",
+    "AUTHENTICATION_ADMINISTRATION",
+    "BILLING_INFO_ADMINISTRATION",
+    "CONTROL_TRUSTED_AUTH",
+    "TAGMANAGEMENT",
+    "LIVEBOARD_VERIFIER",
+    "CAN_MANAGE_CUSTOM_CALENDAR",
+    "CAN_CREATE_OR_EDIT_CONNECTIONS",
+    "CAN_MANAGE_WORKSHEET_VIEWS_TABLES",
+    "CAN_MANAGE_VERSION_CONTROL",
+    "THIRDPARTY_ANALYSIS",
+    "CAN_CREATE_CATALOG",
+    "ALLOW_NON_EMBED_FULL_APP_ACCESS",
+    "CAN_ACCESS_ANALYST_STUDIO",
+    "CAN_MANAGE_ANALYST_STUDIO",
+    "PREVIEW_DOCUMENT_SEARCH",
+    "CAN_MANAGE_VARIABLES",
+    "CAN_MODIFY_FOLDERS",
+    "CAN_VIEW_FOLDERS",
+    "CAN_MANAGE_AGENTSPOT",
+    "CAN_ACCESS_AGENTSPOT",
+    "CAN_SETUP_VERSION_CONTROL",
+    "PREVIEW_THOUGHTSPOT_SAGE",
+    "CAN_MANAGE_WEBHOOKS",
+    "CAN_DOWNLOAD_VISUALS",
+    "CAN_DOWNLOAD_DETAILED_DATA",
+    "CAN_USE_SPOTTER",
+    "CAN_MANAGE_SPOTTER",
+];
+
+const ACCOUNT_TYPES: &[&str] = &[
+    "LOCAL_USER",
+    "LDAP_USER",
+    "SAML_USER",
+    "OIDC_USER",
+    "REMOTE_USER",
+];
+const ACCOUNT_STATUSES: &[&str] = &[
+    "ACTIVE",
+    "INACTIVE",
+    "EXPIRED",
+    "LOCKED",
+    "PENDING",
+    "SUSPENDED",
+];
+const VISIBILITIES: &[&str] = &["SHARABLE", "NON_SHARABLE"];
+const GROUP_TYPES: &[&str] = &["LOCAL_GROUP", "LDAP_GROUP", "TEAM_GROUP", "TENANT_GROUP"];
+const LOCALES: &[&str] = &[
+    "en-CA", "en-GB", "en-US", "de-DE", "ja-JP", "zh-CN", "pt-BR", "fr-FR", "fr-CA", "es-US",
+    "es-ES", "it-IT", "nl-NL", "da-DK", "fi-FI", "sv-SE", "nb-NO", "pt-PT", "ru-RU", "zh-HANT",
+    "ko-KR", "de-CH", "en-AU", "en-DE", "en-IN", "en-NZ",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ErrorForm {
+    Nested,
+    Flat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Remove,
+    Replace,
+}
+
+struct Config {
+    admin_user: String,
+    admin_password: String,
+    secret_key: String,
+    max_validity_s: Option<i64>,
+    error_form: ErrorForm,
+    not_found_status: u16,
+    conflict_status: u16,
+    search_miss_error: bool,
+    secret_key_first: bool,
+    rate_rps: f64,
+    rate_burst: f64,
+    require_user_agent: bool,
+    retry_after: bool,
+}
+
+impl Config {
+    fn from_opts(opts: &SimOptions) -> Config {
+        let num = |k: &str, d: f64| {
+            opts.switch(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(d)
+        };
+        let status = |k: &str| {
+            opts.switch(k)
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|s| (400..600).contains(s))
+                .unwrap_or(400)
+        };
+        Config {
+            admin_user: opts.admin_user.clone().unwrap_or_else(|| "tsadmin".into()),
+            admin_password: opts
+                .admin_password
+                .clone()
+                .unwrap_or_else(|| "admin".into()),
+            secret_key: opts
+                .secret_key
+                .clone()
+                .unwrap_or_else(|| "simulator-secret-key".into()),
+            max_validity_s: opts.token_ttl_s.map(|s| s as i64),
+            error_form: match opts.switch("thoughtspot.error_form") {
+                Some("flat") => ErrorForm::Flat,
+                _ => ErrorForm::Nested,
+            },
+            not_found_status: status("thoughtspot.not_found_status"),
+            conflict_status: status("thoughtspot.conflict_status"),
+            search_miss_error: opts.switch("thoughtspot.search_miss") == Some("error"),
+            secret_key_first: opts.switch("thoughtspot.credential_precedence") != Some("password"),
+            rate_rps: num("thoughtspot.rate_limit_rps", 100.0),
+            rate_burst: num("thoughtspot.rate_limit_burst", 10.0),
+            require_user_agent: opts.switch("thoughtspot.require_user_agent") != Some("false"),
+            retry_after: opts.switch("thoughtspot.retry_after") == Some("true"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Org {
+    id: i64,
+    name: String,
+    description: String,
+    status: &'static str,
+    visibility: &'static str,
+}
+
+#[derive(Clone, Debug)]
+struct User {
+    id: String,
+    name: String,
+    display_name: String,
+    email: String,
+    account_type: String,
+    account_status: String,
+    visibility: String,
+    orgs: Vec<i64>,
+    password: Option<String>,
+    created_ms: i64,
+    modified_ms: i64,
+    author_id: String,
+    notify_on_share: bool,
+    show_onboarding_experience: bool,
+    onboarding_experience_completed: bool,
+    preferred_locale: Option<String>,
+    super_user: bool,
+    activation_token: Option<String>,
+    first_login_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    id: String,
+    name: String,
+    display_name: String,
+    description: String,
+    org_id: i64,
+    group_type: String,
+    visibility: String,
+    privileges: Vec<String>,
+    users: Vec<String>,
+    sub_groups: Vec<String>,
+    roles: Vec<String>,
+    /// The Org's "All" group: every user of the Org is in it [B.3].
+    all: bool,
+    created_ms: i64,
+    modified_ms: i64,
+    author_id: String,
+}
+
+#[derive(Clone, Debug)]
+struct Role {
+    id: String,
+    name: String,
+    description: String,
+    privileges: Vec<String>,
+    org_id: i64,
+    read_only: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    user_id: String,
+    org_id: i64,
+    created_ms: i64,
+    expires_ms: i64,
+}
+
+#[derive(Default)]
+struct State {
+    orgs: Vec<Org>,
+    users: HashMap<String, User>,
+    user_order: Vec<String>,
+    groups: HashMap<String, Group>,
+    group_order: Vec<String>,
+    roles: HashMap<String, Role>,
+    role_order: Vec<String>,
+    tokens: HashMap<String, Token>,
+    next_org_id: i64,
+}
+
+/// A ThoughtSpot error: HTTP status, numeric code, message [B.7].
+#[derive(Debug)]
+struct TsErr {
+    status: u16,
+    code: u32,
+    msg: String,
+}
+
+fn ts_err(status: u16, code: u32, msg: impl Into<String>) -> TsErr {
+    TsErr {
+        status,
+        code,
+        msg: msg.into(),
+    }
+}
+fn invalid(msg: impl Into<String>) -> TsErr {
+    ts_err(400, 10002, msg)
+}
+fn unauthorized(msg: impl Into<String>) -> TsErr {
+    ts_err(401, 10097, msg)
+}
+fn forbidden(msg: impl Into<String>) -> TsErr {
+    ts_err(403, 10023, msg)
+}
+
+fn code_name(code: u32) -> &'static str {
+    match code {
+        10000 => "INTERNAL_ERROR",
+        10002 => "INVALID_PARAMETER",
+        10023 => "ACCESS_DENIED",
+        10097 => "UNAUTHENTICATED",
+        _ => "TOO_MANY_REQUESTS",
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Token bucket per client IP: `rps` a second, `rps + burst` at most in the bucket.
+struct RateLimiter {
+    rps: f64,
+    cap: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn allow(&self, ip: IpAddr) -> bool {
+        if self.rps <= 0.0 {
+            return true;
+        }
+        let mut b = self.buckets.lock();
+        let now = Instant::now();
+        let (tokens, last) = b.entry(ip).or_insert((self.cap, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rps).min(self.cap);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct ThoughtSpot {
+    cfg: Config,
+    state: RwLock<State>,
+    ids: IdGen,
+    limiter: RateLimiter,
+}
+
+struct Sim(Arc<ThoughtSpot>);
+
+/// The framework's entry point.
+pub fn new(opts: &SimOptions) -> Arc<dyn VendorSim> {
+    Arc::new(Sim(Arc::new(ThoughtSpot::new(opts))))
+}
+
+/// The caller of an authenticated request.
+struct Caller {
+    user_id: String,
+    org_id: i64,
+    token: String,
+}
+
+impl ThoughtSpot {
+    fn new(opts: &SimOptions) -> ThoughtSpot {
+        let cfg = Config::from_opts(opts);
+        let limiter = RateLimiter {
+            rps: cfg.rate_rps,
+            cap: cfg.rate_rps + cfg.rate_burst,
+            buckets: Mutex::new(HashMap::new()),
+        };
+        let t = ThoughtSpot {
+            cfg,
+            state: RwLock::new(State::default()),
+            ids: IdGen::new(opts.derived_seed(SEED_SALT)),
+            limiter,
+        };
+        t.seed();
+        t
+    }
+
+    /// The Primary Org (0), its "All" and "Administrator" groups, the admin `tsadmin`, and the
+    /// RBAC roles a fresh cluster shows (Super Admin plus two custom ones) [B.3][B.6].
+    fn seed(&self) {
+        let now = now_ms();
+        let mut st = self.state.write();
+        st.next_org_id = 1;
+        st.orgs.push(Org {
+            id: 0,
+            name: "Primary".into(),
+            description: "Primary Org".into(),
+            status: "ACTIVE",
+            visibility: "SHOW",
+        });
+        let admin_id = self.ids.uuid();
+        let admin = User {
+            id: admin_id.clone(),
+            name: self.cfg.admin_user.clone(),
+            display_name: "Administrator".into(),
+            email: format!("{}@thoughtspot.local", self.cfg.admin_user),
+            account_type: "LOCAL_USER".into(),
+            account_status: "ACTIVE".into(),
+            visibility: "SHARABLE".into(),
+            orgs: vec![0],
+            password: Some(self.cfg.admin_password.clone()),
+            created_ms: now,
+            modified_ms: now,
+            author_id: admin_id.clone(),
+            notify_on_share: true,
+            show_onboarding_experience: false,
+            onboarding_experience_completed: true,
+            preferred_locale: None,
+            super_user: true,
+            activation_token: None,
+            first_login_ms: Some(now),
+        };
+        st.user_order.push(admin_id.clone());
+        st.users.insert(admin_id.clone(), admin);
+        let mut roles = Vec::new();
+        for (name, desc, privs, ro) in [
+            (
+                "Super Admin",
+                "Full administrative privileges",
+                &[
+                    "APPLICATION_ADMINISTRATION",
+                    "USER_ADMINISTRATION",
+                    "GROUP_ADMINISTRATION",
+                    "ROLE_ADMINISTRATION",
+                    "ORG_ADMINISTRATION",
+                    "AUTHENTICATION_ADMINISTRATION",
+                    "SYSTEM_INFO_ADMINISTRATION",
+                    "BILLING_INFO_ADMINISTRATION",
+                    "DATAMANAGEMENT",
+                    "DATADOWNLOADING",
+                    "SHAREWITHALL",
+                    "CONTROL_TRUSTED_AUTH",
+                ][..],
+                true,
+            ),
+            (
+                "Analyst",
+                "Can analyse and download data",
+                &["DATADOWNLOADING", "A3ANALYSIS", "SHAREWITHALL"][..],
+                false,
+            ),
+            (
+                "Viewer",
+                "Can view shared content",
+                &["DATADOWNLOADING"][..],
+                false,
+            ),
+        ] {
+            let r = Role {
+                id: self.ids.uuid(),
+                name: name.into(),
+                description: desc.into(),
+                privileges: privs.iter().map(|p| p.to_string()).collect(),
+                org_id: 0,
+                read_only: ro,
+            };
+            roles.push(r.id.clone());
+            st.role_order.push(r.id.clone());
+            st.roles.insert(r.id.clone(), r);
+        }
+        let all = self.new_group(&admin_id, 0, "All", "All", true);
+        st.group_order.push(all.id.clone());
+        st.groups.insert(all.id.clone(), all);
+        let mut admins = self.new_group(&admin_id, 0, "Administrator", "Administrator", false);
+        admins.description = "Administrators of the cluster".into();
+        admins.privileges = vec!["ADMINISTRATION".into(), "AUTHORING".into()];
+        admins.users = vec![admin_id];
+        admins.roles = vec![roles[0].clone()];
+        st.group_order.push(admins.id.clone());
+        st.groups.insert(admins.id.clone(), admins);
+    }
+
+    fn new_group(&self, author: &str, org: i64, name: &str, display: &str, all: bool) -> Group {
+        let now = now_ms();
+        Group {
+            id: self.ids.uuid(),
+            name: name.into(),
+            display_name: display.into(),
+            description: if all {
+                "All users of the Org".into()
+            } else {
+                String::new()
+            },
+            org_id: org,
+            group_type: "LOCAL_GROUP".into(),
+            visibility: "SHARABLE".into(),
+            // AUTHORING always comes through the All group [B.3].
+            privileges: if all {
+                vec!["AUTHORING".into()]
+            } else {
+                Vec::new()
+            },
+            users: Vec::new(),
+            sub_groups: Vec::new(),
+            roles: Vec::new(),
+            all,
+            created_ms: now,
+            modified_ms: now,
+            author_id: author.into(),
+        }
+    }
+
+    fn token(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.ids.bytes(32))
+    }
+
+    fn not_found(&self, what: &str, id: &str) -> TsErr {
+        ts_err(
+            self.cfg.not_found_status,
+            10002,
+            format!("{what} with identifier {id} does not exist or is not accessible."),
+        )
+    }
+
+    fn conflict(&self, what: &str, name: &str) -> TsErr {
+        ts_err(
+            self.cfg.conflict_status,
+            10002,
+            format!("{what} with name {name} already exists."),
+        )
+    }
+
+    fn error_response(&self, e: &TsErr) -> HttpResponse {
+        self.error_response_with(e, Some(1))
+    }
+
+    fn error_response_with(&self, e: &TsErr, retry_after_s: Option<u64>) -> HttpResponse {
+        let incident = self.ids.uuid();
+        let message = match self.cfg.error_form {
+            // Observed live: the inner `debug` is a JSON array held in a string [B.7].
+            ErrorForm::Nested => {
+                let text = format!(
+                    "Error Code: {} Incident Id: {incident}\nError Message: {}",
+                    code_name(e.code),
+                    e.msg
+                );
+                json!({"debug": {
+                    "code": e.code,
+                    "incident_id_guid": incident,
+                    "trace_id_guid": "tracing-disabled",
+                    "debug": Value::Array(vec![Value::String(text)]).to_string(),
+                }})
+            }
+            ErrorForm::Flat => json!({
+                "code": e.code,
+                "incident_id_guid": incident,
+                "trace_id_guid": "tracing-disabled",
+                "debug": e.msg,
+            }),
+        };
+        let mut resp =
+            HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
+        resp.content_type("application/json");
+        if e.status == 429 && self.cfg.retry_after {
+            resp.insert_header(("Retry-After", retry_after_s.unwrap_or(1).max(1).to_string()));
+        }
+        resp.body(json!({"error": {"message": message}}).to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request body helpers: every field is optional and typed; a wrong type is 400/10002.
+
+struct Body(Map<String, Value>);
+
+impl Body {
+    fn str(&self, k: &str) -> Result<Option<String>, TsErr> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(format!("{k} must be a string."))),
+        }
+    }
+    fn req_str(&self, k: &str) -> Result<String, TsErr> {
+        self.str(k)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| invalid(format!("{k} is required.")))
+    }
+    fn enum_str(&self, k: &str, allowed: &[&str]) -> Result<Option<String>, TsErr> {
+        match self.str(k)? {
+            Some(v) if !allowed.contains(&v.as_str()) => {
+                Err(invalid(format!("{v} is not a valid value for {k}.")))
+            }
+            other => Ok(other),
+        }
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>, TsErr> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(invalid(format!("{k} must be a boolean."))),
+        }
+    }
+    fn int(&self, k: &str) -> Result<Option<i64>, TsErr> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{k} must be an integer."))),
+            Some(_) => Err(invalid(format!("{k} must be an integer."))),
+        }
+    }
+    fn list(&self, k: &str) -> Result<Option<Vec<String>>, TsErr> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    // Org ids are integers in responses, strings in requests; take both [B.7].
+                    Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(invalid(format!("{k} must be an array of strings."))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(invalid(format!("{k} must be an array."))),
+        }
+    }
+    fn enum_list(&self, k: &str, allowed: &[&str]) -> Result<Option<Vec<String>>, TsErr> {
+        let l = self.list(k)?;
+        if let Some(items) = &l {
+            if let Some(bad) = items.iter().find(|i| !allowed.contains(&i.as_str())) {
+                return Err(invalid(format!("{bad} is not a valid value for {k}.")));
+            }
+        }
+        Ok(l)
+    }
+    fn op(&self) -> Result<Op, TsErr> {
+        // `operation` defaults to REPLACE [B.4][B.5].
+        Ok(
+            match self
+                .enum_str("operation", &["ADD", "REMOVE", "REPLACE"])?
+                .as_deref()
+            {
+                Some("ADD") => Op::Add,
+                Some("REMOVE") => Op::Remove,
+                _ => Op::Replace,
+            },
+        )
+    }
+}
+
+fn apply_op(current: &mut Vec<String>, op: Op, items: Vec<String>) {
+    match op {
+        Op::Replace => {
+            current.clear();
+            for i in items {
+                if !current.contains(&i) {
+                    current.push(i);
+                }
+            }
+        }
+        Op::Add => {
+            for i in items {
+                if !current.contains(&i) {
+                    current.push(i);
+                }
+            }
+        }
+        Op::Remove => current.retain(|c| !items.contains(c)),
+    }
+}
+
+/// `name_pattern`: case-insensitive, `%` matches any run of characters [B.4]. Iterative, so
+/// a pattern full of `%` stays linear in practice.
+fn pattern_match(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let s: Vec<char> = s.to_lowercase().chars().collect();
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+fn paginate<T>(items: Vec<T>, offset: i64, size: i64) -> Result<Vec<T>, TsErr> {
+    if offset < 0 {
+        return Err(invalid("record_offset must not be negative."));
+    }
+    if size < -1 {
+        return Err(invalid(
+            "record_size must be -1 (all) or a positive number.",
+        ));
+    }
+    let it = items.into_iter().skip(offset as usize);
+    Ok(if size == -1 {
+        it.collect()
+    } else {
+        it.take(size as usize).collect()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// State queries
+
+impl State {
+    fn org(&self, id: i64) -> Option<&Org> {
+        self.orgs.iter().find(|o| o.id == id)
+    }
+
+    fn org_by_ident(&self, ident: &str) -> Option<&Org> {
+        match ident.trim().parse::<i64>() {
+            Ok(id) => self.org(id),
+            Err(_) => self
+                .orgs
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(ident)),
+        }
+    }
+
+    fn user_by_ident(&self, ident: &str) -> Option<&User> {
+        self.users.get(ident).or_else(|| {
+            self.user_order
+                .iter()
+                .filter_map(|id| self.users.get(id))
+                .find(|u| u.name.eq_ignore_ascii_case(ident))
+        })
+    }
+
+    /// Groups compare by GUID or `name` (not `display_name`) inside one Org [B.7].
+    fn group_by_ident(&self, org: i64, ident: &str) -> Option<&Group> {
+        match self.groups.get(ident) {
+            Some(g) if g.org_id == org => Some(g),
+            Some(_) => None,
+            None => self
+                .group_order
+                .iter()
+                .filter_map(|id| self.groups.get(id))
+                .find(|g| g.org_id == org && g.name.eq_ignore_ascii_case(ident)),
+        }
+    }
+
+    fn role_by_ident(&self, org: i64, ident: &str) -> Option<&Role> {
+        match self.roles.get(ident) {
+            Some(r) if r.org_id == org => Some(r),
+            Some(_) => None,
+            None => self
+                .role_order
+                .iter()
+                .filter_map(|id| self.roles.get(id))
+                .find(|r| r.org_id == org && r.name.eq_ignore_ascii_case(ident)),
+        }
+    }
+
+    fn in_group(&self, g: &Group, user: &User) -> bool {
+        if g.all {
+            user.orgs.contains(&g.org_id)
+        } else {
+            g.users.contains(&user.id)
+        }
+    }
+
+    fn group_members<'a>(&'a self, g: &'a Group) -> Vec<&'a User> {
+        if g.all {
+            self.user_order
+                .iter()
+                .filter_map(|id| self.users.get(id))
+                .filter(|u| u.orgs.contains(&g.org_id))
+                .collect()
+        } else {
+            g.users.iter().filter_map(|id| self.users.get(id)).collect()
+        }
+    }
+
+    /// A user's direct groups in an Org.
+    fn direct_groups(&self, user: &User, org: i64) -> Vec<&Group> {
+        self.group_order
+            .iter()
+            .filter_map(|id| self.groups.get(id))
+            .filter(|g| g.org_id == org && self.in_group(g, user))
+            .collect()
+    }
+
+    /// Groups whose `sub_groups` (transitively) contain one of `direct`: their privileges
+    /// and roles pass down to the members of the sub-group [B.3].
+    fn inherited_groups<'a>(&'a self, direct: &[&'a Group]) -> Vec<&'a Group> {
+        let mut seen: HashSet<&str> = direct.iter().map(|g| g.id.as_str()).collect();
+        let mut frontier: Vec<&str> = direct.iter().map(|g| g.id.as_str()).collect();
+        let mut out = Vec::new();
+        while let Some(child) = frontier.pop() {
+            for id in &self.group_order {
+                let Some(p) = self.groups.get(id) else {
+                    continue;
+                };
+                if p.sub_groups.iter().any(|s| s == child) && seen.insert(p.id.as_str()) {
+                    out.push(p);
+                    frontier.push(p.id.as_str());
+                }
+            }
+        }
+        out
+    }
+
+    fn privileges(&self, user: &User, org: i64) -> Vec<String> {
+        let direct = self.direct_groups(user, org);
+        let inherited = self.inherited_groups(&direct);
+        let mut out: Vec<String> = Vec::new();
+        for g in direct.iter().chain(inherited.iter()) {
+            for p in &g.privileges {
+                if !out.contains(p) {
+                    out.push(p.clone());
+                }
+            }
+            for r in g.roles.iter().filter_map(|r| self.roles.get(r)) {
+                for p in &r.privileges {
+                    if !out.contains(p) {
+                        out.push(p.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Admins of the Primary Org administer every Org (cluster admins) [B.6].
+    fn is_cluster_admin(&self, user: &User) -> bool {
+        user.orgs.contains(&0)
+            && self
+                .privileges(user, 0)
+                .iter()
+                .any(|p| p == "ADMINISTRATION")
+    }
+
+    fn has_privilege(&self, user: &User, org: i64, privilege: &str) -> bool {
+        if self.is_cluster_admin(user) {
+            return true;
+        }
+        let p = self.privileges(user, org);
+        p.iter().any(|x| x == "ADMINISTRATION" || x == privilege)
+    }
+
+    fn org_ref(&self, id: i64) -> Value {
+        json!({"id": id, "name": self.org(id).map(|o| o.name.clone()).unwrap_or_default()})
+    }
+
+    fn user_json(&self, u: &User, org: i64) -> Value {
+        let direct = self.direct_groups(u, org);
+        let inherited = self.inherited_groups(&direct);
+        let refs = |gs: &[&Group]| -> Value {
+            Value::Array(
+                gs.iter()
+                    .map(|g| json!({"id": g.id, "name": g.name}))
+                    .collect(),
+            )
+        };
+        let current = if u.orgs.contains(&org) {
+            org
+        } else {
+            u.orgs.first().copied().unwrap_or(0)
+        };
+        let mut v = json!({
+            "id": u.id,
+            "name": u.name,
+            "display_name": u.display_name,
+            "visibility": u.visibility,
+            "author_id": u.author_id,
+            "can_change_password": u.account_type == "LOCAL_USER",
+            "complete_detail": true,
+            "creation_time_in_millis": u.created_ms,
+            "current_org": self.org_ref(current),
+            "deleted": false,
+            "deprecated": false,
+            "account_type": u.account_type,
+            "account_status": u.account_status,
+            "email": u.email,
+            "external": false,
+            "hidden": false,
+            "is_first_login": u.first_login_ms.is_none(),
+            "modification_time_in_millis": u.modified_ms,
+            "modifier_id": u.author_id,
+            "notify_on_share": u.notify_on_share,
+            "onboarding_experience_completed": u.onboarding_experience_completed,
+            "orgs": u.orgs.iter().map(|o| self.org_ref(*o)).collect::<Vec<_>>(),
+            "owner_id": u.id,
+            "parent_type": "USER",
+            "privileges": self.privileges(u, org),
+            "show_onboarding_experience": u.show_onboarding_experience,
+            "super_user": u.super_user,
+            "system_user": false,
+            "tenant_id": "982d6da9-9cd1-479e-b9a6-35aa05f9282a",
+            "user_groups": refs(&direct),
+            "user_inherited_groups": refs(&inherited),
+            "welcome_email_sent": false,
+        });
+        if let Value::Object(m) = &mut v {
+            if let Some(t) = u.first_login_ms {
+                m.insert("first_login_time_in_millis".into(), json!(t));
+            }
+            if let Some(l) = &u.preferred_locale {
+                m.insert("preferred_locale".into(), json!(l));
+            }
+        }
+        v
+    }
+
+    fn group_json(&self, g: &Group, include_users: bool, include_sub_groups: bool) -> Value {
+        let mut v = json!({
+            "id": g.id,
+            "name": g.name,
+            "display_name": g.display_name,
+            "visibility": g.visibility,
+            "author_id": g.author_id,
+            "complete_detail": true,
+            "creation_time_in_millis": g.created_ms,
+            "default_liveboards": [],
+            "deleted": false,
+            "deprecated": false,
+            "description": g.description,
+            "external": false,
+            "hidden": false,
+            "modification_time_in_millis": g.modified_ms,
+            "modifier_id": g.author_id,
+            // Quirk of the spec: group `orgs` items are {id, name} with a *string* id.
+            "orgs": [{"id": g.org_id.to_string(), "name": self.org(g.org_id).map(|o| o.name.clone()).unwrap_or_default()}],
+            "owner_id": g.id,
+            "parent_type": "GROUP",
+            "privileges": g.privileges,
+            "system_group": g.all,
+            "type": g.group_type,
+            "roles": g.roles.iter().filter_map(|r| self.roles.get(r)).map(|r| json!({"id": r.id, "name": r.name})).collect::<Vec<_>>(),
+        });
+        if let Value::Object(m) = &mut v {
+            if include_users {
+                let users: Vec<Value> = self
+                    .group_members(g)
+                    .iter()
+                    .map(|u| json!({"id": u.id, "name": u.name}))
+                    .collect();
+                m.insert("users".into(), Value::Array(users));
+            }
+            if include_sub_groups {
+                let subs: Vec<Value> = g
+                    .sub_groups
+                    .iter()
+                    .filter_map(|s| self.groups.get(s))
+                    .map(|s| json!({"id": s.id, "name": s.name}))
+                    .collect();
+                m.insert("sub_groups".into(), Value::Array(subs));
+            }
+        }
+        v
+    }
+
+    fn role_json(&self, r: &Role, search: bool) -> Value {
+        let groups: Vec<&Group> = self
+            .group_order
+            .iter()
+            .filter_map(|id| self.groups.get(id))
+            .filter(|g| g.roles.contains(&r.id))
+            .collect();
+        // `creation_time_in_millis` is typed `object` in the spec's role schemas: left out.
+        let mut v = json!({
+            "id": r.id,
+            "name": r.name,
+            "description": r.description,
+            "privileges": r.privileges,
+            "groups_assigned_count": groups.len(),
+            "orgs": [{"id": r.org_id.to_string(), "name": self.org(r.org_id).map(|o| o.name.clone()).unwrap_or_default()}],
+            "permission": if r.read_only { "READ_ONLY" } else { "MODIFY" },
+            "deleted": false,
+            "deprecated": false,
+            "external": false,
+            "hidden": false,
+        });
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "groups".into(),
+                Value::Array(
+                    groups
+                        .iter()
+                        .map(|g| json!({"id": g.id, "name": g.name}))
+                        .collect(),
+                ),
+            );
+            if search {
+                m.insert("shared_via_connection".into(), json!(false));
+            }
+        }
+        v
+    }
+}
+
+fn org_json(o: &Org) -> Value {
+    json!({"id": o.id, "name": o.name, "status": o.status, "description": o.description, "visibility": o.visibility})
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+enum Reply {
+    Json(Value),
+    NoContent,
+}
+
+type Res = Result<Reply, TsErr>;
+
+impl ThoughtSpot {
+    /// Rate limit, JSON body (415 for another media type, 400 for malformed JSON).
+    fn prelude(&self, req: &HttpRequest, body: &[u8]) -> Result<Body, TsErr> {
+        if let Some(addr) = req.peer_addr() {
+            if !self.limiter.allow(addr.ip()) {
+                return Err(ts_err(
+                    429,
+                    429,
+                    "Too many requests: 100 requests per second per client are allowed.",
+                ));
+            }
+        }
+        // "A User-Agent (required; some .NET clients have to add it themselves)" [B.1].
+        if self.cfg.require_user_agent
+            && req
+                .headers()
+                .get("user-agent")
+                .is_none_or(|v| v.as_bytes().is_empty())
+        {
+            return Err(invalid("The User-Agent header is required."));
+        }
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Body(Map::new()));
+        }
+        let ct = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.to_ascii_lowercase().contains("json") {
+            return Err(ts_err(
+                415,
+                10002,
+                format!("Unsupported media type '{ct}': send application/json."),
+            ));
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => Ok(Body(m)),
+            Ok(_) => Err(invalid("The request body must be a JSON object.")),
+            Err(e) => Err(invalid(format!("Malformed JSON in the request body: {e}"))),
+        }
+    }
+
+    fn caller(&self, req: &HttpRequest) -> Result<Caller, TsErr> {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("Not logged in: no bearer token was provided."))?;
+        let st = self.state.read();
+        let t = st
+            .tokens
+            .get(token)
+            .ok_or_else(|| unauthorized("The bearer token is invalid or was revoked."))?;
+        if now_ms() >= t.expires_ms {
+            return Err(unauthorized("The bearer token has expired."));
+        }
+        let u = st
+            .users
+            .get(&t.user_id)
+            .ok_or_else(|| unauthorized("The user of this token no longer exists."))?;
+        if u.account_status != "ACTIVE" {
+            return Err(forbidden(format!(
+                "User {} is {}.",
+                u.name, u.account_status
+            )));
+        }
+        if st.org(t.org_id).is_none() {
+            return Err(unauthorized("The Org of this token no longer exists."));
+        }
+        Ok(Caller {
+            user_id: t.user_id.clone(),
+            org_id: t.org_id,
+            token: token.to_string(),
+        })
+    }
+
+    fn require(&self, st: &State, c: &Caller, privilege: &str) -> Result<(), TsErr> {
+        let u = st
+            .users
+            .get(&c.user_id)
+            .ok_or_else(|| unauthorized("Not logged in."))?;
+        if st.has_privilege(u, c.org_id, privilege) {
+            Ok(())
+        } else {
+            Err(forbidden(format!(
+                "User {} lacks the privilege {privilege} required for this operation.",
+                u.name
+            )))
+        }
+    }
+
+    // ---- auth ----
+
+    fn token_full(&self, b: &Body) -> Res {
+        let username = b.req_str("username")?;
+        let password = b.str("password")?.filter(|s| !s.is_empty());
+        let secret = b.str("secret_key")?.filter(|s| !s.is_empty());
+        if password.is_none() && secret.is_none() {
+            return Err(invalid("Either secret_key or password must be provided."));
+        }
+        let validity = b.int("validity_time_in_sec")?.unwrap_or(DEFAULT_VALIDITY_S);
+        if validity <= 0 {
+            return Err(invalid("validity_time_in_sec must be positive."));
+        }
+        let validity = match self.cfg.max_validity_s {
+            Some(max) => validity.min(max),
+            None => validity,
+        };
+        let org_id = b.int("org_id")?;
+        let mut st = self.state.write();
+        let u = st
+            .user_by_ident(&username)
+            .cloned()
+            .ok_or_else(|| unauthorized("Invalid username or password."))?;
+        let ok = match (&secret, &password) {
+            (Some(s), Some(p)) => {
+                if self.cfg.secret_key_first {
+                    *s == self.cfg.secret_key
+                } else {
+                    u.password.as_deref() == Some(p.as_str())
+                }
+            }
+            (Some(s), None) => *s == self.cfg.secret_key,
+            (None, Some(p)) => u.password.as_deref() == Some(p.as_str()),
+            (None, None) => false,
+        };
+        if !ok {
+            return Err(unauthorized("Invalid username or password."));
+        }
+        if u.account_status != "ACTIVE" {
+            return Err(forbidden(format!(
+                "User {} is {} and cannot log in.",
+                u.name, u.account_status
+            )));
+        }
+        let org = org_id.unwrap_or(0);
+        let accessible = st.org(org).is_some_and(|o| o.status == "ACTIVE")
+            && (u.orgs.contains(&org) || st.is_cluster_admin(&u));
+        if !accessible {
+            return Err(invalid(
+                "The specified org_identifier does not refer to a valid or accessible org",
+            ));
+        }
+        let now = now_ms();
+        let token = self.token();
+        let t = Token {
+            user_id: u.id.clone(),
+            org_id: org,
+            created_ms: now,
+            expires_ms: now.saturating_add(validity.saturating_mul(1000)),
+        };
+        st.tokens.retain(|_, t| t.expires_ms > now);
+        st.tokens.insert(token.clone(), t.clone());
+        if let Some(user) = st.users.get_mut(&u.id) {
+            user.first_login_ms.get_or_insert(now);
+        }
+        Ok(Reply::Json(json!({
+            "token": token,
+            "creation_time_in_millis": t.created_ms,
+            "expiration_time_in_millis": t.expires_ms,
+            "scope": {"access_type": "FULL", "org_id": org},
+            "valid_for_user_id": u.id,
+            "valid_for_username": u.name,
+        })))
+    }
+
+    /// Any authenticated caller may validate a token.
+    fn token_validate(&self, _caller: &Caller, b: &Body) -> Res {
+        let token = b.req_str("token")?;
+        let st = self.state.read();
+        let t = st
+            .tokens
+            .get(&token)
+            .filter(|t| t.expires_ms > now_ms())
+            .ok_or_else(|| invalid("The token is invalid or has expired."))?;
+        Ok(Reply::Json(json!({
+            "creation_time_in_millis": t.created_ms,
+            "expiration_time_in_millis": t.expires_ms,
+            "scope": {"access_type": "FULL", "org_id": t.org_id},
+            "valid_for_user_id": t.user_id,
+            "token_type": "Bearer",
+        })))
+    }
+
+    fn token_revoke(&self, c: &Caller, b: &Body) -> Res {
+        let token = b.str("token")?;
+        let user = b.str("user_identifier")?;
+        let mut st = self.state.write();
+        match (token, user) {
+            (Some(t), _) => {
+                st.tokens.remove(&t);
+            }
+            (None, Some(u)) => {
+                let id = st
+                    .user_by_ident(&u)
+                    .map(|u| u.id.clone())
+                    .ok_or_else(|| self.not_found("User", &u))?;
+                st.tokens.retain(|_, t| t.user_id != id);
+            }
+            (None, None) => {
+                st.tokens.remove(&c.token);
+            }
+        }
+        Ok(Reply::NoContent)
+    }
+
+    fn session_user(&self, c: &Caller) -> Res {
+        let st = self.state.read();
+        let u = st
+            .users
+            .get(&c.user_id)
+            .ok_or_else(|| unauthorized("Not logged in."))?;
+        Ok(Reply::Json(st.user_json(u, c.org_id)))
+    }
+
+    // ---- users ----
+
+    fn users_search(&self, c: &Caller, b: &Body) -> Res {
+        let ident = b.str("user_identifier")?;
+        let display_name = b.str("display_name")?;
+        let name_pattern = b.str("name_pattern")?;
+        let visibility = b.enum_str("visibility", VISIBILITIES)?;
+        let email = b.str("email")?;
+        let group_idents = b.list("group_identifiers")?;
+        let privileges = b.list("privileges")?;
+        let account_type = b.enum_str("account_type", ACCOUNT_TYPES)?;
+        let account_status = b.enum_str("account_status", ACCOUNT_STATUSES)?;
+        let org_idents = b.list("org_identifiers")?;
+        let role_idents = b.list("role_identifiers")?;
+        let notify = b.bool("notify_on_share")?;
+        let offset = b.int("record_offset")?.unwrap_or(0);
+        let size = b.int("record_size")?.unwrap_or(DEFAULT_RECORD_SIZE);
+        let sort = self.sort_options(b)?;
+        let st = self.state.read();
+        // Another Org's users are visible only to a cluster admin acting from the Primary Org.
+        let cluster = c.org_id == 0
+            && st
+                .users
+                .get(&c.user_id)
+                .is_some_and(|me| st.is_cluster_admin(me));
+        let orgs: Vec<i64> = match &org_idents {
+            Some(list) => list
+                .iter()
+                .filter_map(|o| st.org_by_ident(o).map(|o| o.id))
+                .filter(|o| cluster || *o == c.org_id)
+                .collect(),
+            None => vec![c.org_id],
+        };
+        let groups: Option<Vec<&Group>> = group_idents.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|g| st.group_by_ident(c.org_id, g))
+                .collect()
+        });
+        let roles: Option<Vec<&Role>> = role_idents.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|r| st.role_by_ident(c.org_id, r))
+                .collect()
+        });
+        let mut out: Vec<&User> = Vec::new();
+        for id in &st.user_order {
+            let Some(u) = st.users.get(id) else { continue };
+            if !u.orgs.iter().any(|o| orgs.contains(o)) {
+                continue;
+            }
+            if let Some(i) = &ident {
+                if u.id != *i && !u.name.eq_ignore_ascii_case(i) {
+                    continue;
+                }
+            }
+            if display_name.as_ref().is_some_and(|d| *d != u.display_name) {
+                continue;
+            }
+            if name_pattern
+                .as_ref()
+                .is_some_and(|p| !pattern_match(p, &u.name))
+            {
+                continue;
+            }
+            if visibility.as_ref().is_some_and(|v| *v != u.visibility) {
+                continue;
+            }
+            if email
+                .as_ref()
+                .is_some_and(|e| !e.eq_ignore_ascii_case(&u.email))
+            {
+                continue;
+            }
+            if account_type.as_ref().is_some_and(|t| *t != u.account_type) {
+                continue;
+            }
+            if account_status
+                .as_ref()
+                .is_some_and(|s| *s != u.account_status)
+            {
+                continue;
+            }
+            if notify.is_some_and(|n| n != u.notify_on_share) {
+                continue;
+            }
+            // Each array filter is OR-ed within itself [B.4].
+            if let Some(gs) = &groups {
+                if !gs.iter().any(|g| st.in_group(g, u)) {
+                    continue;
+                }
+            }
+            if let Some(ps) = &privileges {
+                let have = st.privileges(u, c.org_id);
+                if !ps.iter().any(|p| have.contains(p)) {
+                    continue;
+                }
+            }
+            if let Some(rs) = &roles {
+                let direct = st.direct_groups(u, c.org_id);
+                if !rs
+                    .iter()
+                    .any(|r| direct.iter().any(|g| g.roles.contains(&r.id)))
+                {
+                    continue;
+                }
+            }
+            out.push(u);
+        }
+        if out.is_empty() && self.cfg.search_miss_error {
+            if let Some(i) = &ident {
+                return Err(self.not_found("User", i));
+            }
+        }
+        if let Some((field, asc)) = sort {
+            match field.as_str() {
+                "DISPLAY_NAME" => out.sort_by_key(|u| u.display_name.to_lowercase()),
+                "AUTHOR" => out.sort_by_key(|u| u.author_id.clone()),
+                "CREATED" => out.sort_by_key(|u| u.created_ms),
+                "MODIFIED" => out.sort_by_key(|u| u.modified_ms),
+                _ => out.sort_by_key(|u| u.name.to_lowercase()),
+            }
+            if !asc {
+                out.reverse();
+            }
+        }
+        let page = paginate(out, offset, size)?;
+        Ok(Reply::Json(Value::Array(
+            page.iter().map(|u| st.user_json(u, c.org_id)).collect(),
+        )))
+    }
+
+    fn sort_options(&self, b: &Body) -> Result<Option<(String, bool)>, TsErr> {
+        match b.0.get("sort_options") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => {
+                let sb = Body(m.clone());
+                let field = sb
+                    .enum_str(
+                        "field_name",
+                        &["NAME", "DISPLAY_NAME", "AUTHOR", "CREATED", "MODIFIED"],
+                    )?
+                    .unwrap_or_else(|| "NAME".into());
+                let order = sb.enum_str("order", &["ASC", "DESC"])?;
+                Ok(Some((field, order.as_deref() != Some("DESC"))))
+            }
+            Some(_) => Err(invalid("sort_options must be an object.")),
+        }
+    }
+
+    fn resolve_orgs(&self, st: &State, idents: &[String]) -> Result<Vec<i64>, TsErr> {
+        idents
+            .iter()
+            .map(|o| {
+                st.org_by_ident(o)
+                    .map(|o| o.id)
+                    .ok_or_else(|| invalid(format!("Org {o} does not exist.")))
+            })
+            .collect()
+    }
+
+    fn resolve_groups(
+        &self,
+        st: &State,
+        org: i64,
+        idents: &[String],
+    ) -> Result<Vec<String>, TsErr> {
+        idents
+            .iter()
+            .map(|g| {
+                st.group_by_ident(org, g)
+                    .map(|g| g.id.clone())
+                    .ok_or_else(|| self.not_found("Group", g))
+            })
+            .collect()
+    }
+
+    fn resolve_users(&self, st: &State, org: i64, idents: &[String]) -> Result<Vec<String>, TsErr> {
+        idents
+            .iter()
+            .map(|u| {
+                st.user_by_ident(u)
+                    .filter(|u| u.orgs.contains(&org))
+                    .map(|u| u.id.clone())
+                    .ok_or_else(|| self.not_found("User", u))
+            })
+            .collect()
+    }
+
+    fn resolve_roles(&self, st: &State, org: i64, idents: &[String]) -> Result<Vec<String>, TsErr> {
+        idents
+            .iter()
+            .map(|r| {
+                st.role_by_ident(org, r)
+                    .map(|r| r.id.clone())
+                    .ok_or_else(|| self.not_found("Role", r))
+            })
+            .collect()
+    }
+
+    /// A user the caller's Org can see: a member of that Org, or anyone for a cluster admin
+    /// acting from the Primary Org [B.6].
+    fn user_in_scope(&self, st: &State, c: &Caller, ident: &str) -> Result<String, TsErr> {
+        let u = st
+            .user_by_ident(ident)
+            .ok_or_else(|| self.not_found("User", ident))?;
+        let cluster = c.org_id == 0
+            && st
+                .users
+                .get(&c.user_id)
+                .is_some_and(|me| st.is_cluster_admin(me));
+        if u.orgs.contains(&c.org_id) || cluster {
+            Ok(u.id.clone())
+        } else {
+            Err(self.not_found("User", ident))
+        }
+    }
+
+    fn users_create(&self, c: &Caller, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        let display_name = b.req_str("display_name")?;
+        let email = b.req_str("email")?;
+        let password = b.str("password")?;
+        let account_type = b
+            .enum_str("account_type", ACCOUNT_TYPES)?
+            .unwrap_or_else(|| "LOCAL_USER".into());
+        let account_status = b
+            .enum_str("account_status", ACCOUNT_STATUSES)?
+            .unwrap_or_else(|| "ACTIVE".into());
+        let visibility = b
+            .enum_str("visibility", VISIBILITIES)?
+            .unwrap_or_else(|| "SHARABLE".into());
+        let org_idents = b.list("org_identifiers")?;
+        let group_idents = b.list("group_identifiers")?;
+        let notify = b.bool("notify_on_share")?.unwrap_or(true);
+        let show_onb = b.bool("show_onboarding_experience")?.unwrap_or(true);
+        let onb_done = b.bool("onboarding_experience_completed")?.unwrap_or(false);
+        let locale = b.enum_str("preferred_locale", LOCALES)?;
+        let mut st = self.state.write();
+        self.require(&st, c, "USER_ADMINISTRATION")?;
+        if st.user_by_ident(&name).is_some() {
+            return Err(self.conflict("User", &name));
+        }
+        let orgs = match &org_idents {
+            Some(l) if !l.is_empty() => self.resolve_orgs(&st, l)?,
+            _ => vec![c.org_id],
+        };
+        // Groups given at create time count only in the token's Org [B.4, TS-JIT].
+        let groups = self.resolve_groups(&st, c.org_id, group_idents.as_deref().unwrap_or(&[]))?;
+        let now = now_ms();
+        let u = User {
+            id: self.ids.uuid(),
+            name,
+            display_name,
+            email,
+            account_type,
+            account_status,
+            visibility,
+            orgs,
+            password,
+            created_ms: now,
+            modified_ms: now,
+            author_id: c.user_id.clone(),
+            notify_on_share: notify,
+            show_onboarding_experience: show_onb,
+            onboarding_experience_completed: onb_done,
+            preferred_locale: locale,
+            super_user: false,
+            activation_token: None,
+            first_login_ms: None,
+        };
+        for g in &groups {
+            if let Some(g) = st.groups.get_mut(g) {
+                if !g.all && !g.users.contains(&u.id) {
+                    g.users.push(u.id.clone());
+                }
+            }
+        }
+        let id = u.id.clone();
+        st.user_order.push(id.clone());
+        st.users.insert(id.clone(), u);
+        let u = st.users.get(&id).ok_or_else(|| invalid("User vanished."))?;
+        Ok(Reply::Json(st.user_json(u, c.org_id)))
+    }
+
+    fn users_update(&self, c: &Caller, ident: &str, b: &Body) -> Res {
+        let name = b.str("name")?;
+        let display_name = b.str("display_name")?;
+        let visibility = b.enum_str("visibility", VISIBILITIES)?;
+        let email = b.str("email")?;
+        let status = b.enum_str("account_status", ACCOUNT_STATUSES)?;
+        let account_type = b.enum_str("account_type", ACCOUNT_TYPES)?;
+        let group_idents = b.list("group_identifiers")?;
+        let org_idents = b.list("org_identifiers")?;
+        let notify = b.bool("notify_on_share")?;
+        let show_onb = b.bool("show_onboarding_experience")?;
+        let onb_done = b.bool("onboarding_experience_completed")?;
+        let locale = b.enum_str("preferred_locale", LOCALES)?;
+        let op = b.op()?;
+        let mut st = self.state.write();
+        self.require(&st, c, "USER_ADMINISTRATION")?;
+        let id = self.user_in_scope(&st, c, ident)?;
+        if let Some(n) = &name {
+            if n.trim().is_empty() {
+                return Err(invalid("name must not be empty."));
+            }
+            if st.user_by_ident(n).is_some_and(|o| o.id != id) {
+                return Err(self.conflict("User", n));
+            }
+        }
+        let orgs = match &org_idents {
+            Some(l) => Some(self.resolve_orgs(&st, l)?),
+            None => None,
+        };
+        let groups = match &group_idents {
+            Some(l) => Some(self.resolve_groups(&st, c.org_id, l)?),
+            None => None,
+        };
+        let now = now_ms();
+        let mut revoke = false;
+        let mut dropped_orgs = Vec::new();
+        {
+            let u = st
+                .users
+                .get_mut(&id)
+                .ok_or_else(|| self.not_found("User", ident))?;
+            if let Some(v) = name {
+                u.name = v;
+            }
+            if let Some(v) = display_name {
+                u.display_name = v;
+            }
+            if let Some(v) = visibility {
+                u.visibility = v;
+            }
+            if let Some(v) = email {
+                u.email = v;
+            }
+            if let Some(v) = account_type {
+                u.account_type = v;
+            }
+            if let Some(v) = notify {
+                u.notify_on_share = v;
+            }
+            if let Some(v) = show_onb {
+                u.show_onboarding_experience = v;
+            }
+            if let Some(v) = onb_done {
+                u.onboarding_experience_completed = v;
+            }
+            if let Some(v) = locale {
+                u.preferred_locale = Some(v);
+            }
+            if let Some(s) = status {
+                // Leaving ACTIVE ends the user's sessions and revokes their tokens [B.4, OKTA-TS].
+                revoke = s != "ACTIVE";
+                u.account_status = s;
+            }
+            if let Some(o) = orgs {
+                let before = u.orgs.clone();
+                let mut list: Vec<String> = u.orgs.iter().map(|o| o.to_string()).collect();
+                apply_op(&mut list, op, o.iter().map(|o| o.to_string()).collect());
+                u.orgs = list.iter().filter_map(|o| o.parse().ok()).collect();
+                dropped_orgs = before.into_iter().filter(|o| !u.orgs.contains(o)).collect();
+            }
+            u.modified_ms = now;
+        }
+        // Group changes apply only in the token's Org [B.4, TS-JIT].
+        if let Some(gs) = groups {
+            let org = c.org_id;
+            let ids: Vec<String> = st
+                .group_order
+                .iter()
+                .filter(|g| st.groups.get(*g).is_some_and(|g| g.org_id == org && !g.all))
+                .cloned()
+                .collect();
+            for gid in ids {
+                let Some(g) = st.groups.get_mut(&gid) else {
+                    continue;
+                };
+                let listed = gs.contains(&gid);
+                let member = g.users.contains(&id);
+                let keep = match op {
+                    Op::Replace => listed,
+                    Op::Add => member || listed,
+                    Op::Remove => member && !listed,
+                };
+                if keep && !member {
+                    g.users.push(id.clone());
+                } else if !keep && member {
+                    g.users.retain(|u| *u != id);
+                }
+            }
+        }
+        if !dropped_orgs.is_empty() {
+            for g in st.groups.values_mut() {
+                if dropped_orgs.contains(&g.org_id) {
+                    g.users.retain(|u| *u != id);
+                }
+            }
+        }
+        if revoke {
+            st.tokens.retain(|_, t| t.user_id != id);
+        }
+        Ok(Reply::NoContent)
+    }
+
+    fn users_delete(&self, c: &Caller, ident: &str) -> Res {
+        let mut st = self.state.write();
+        self.require(&st, c, "USER_ADMINISTRATION")?;
+        let id = self.user_in_scope(&st, c, ident)?;
+        if id == c.user_id {
+            return Err(invalid("A user cannot delete their own account."));
+        }
+        st.users.remove(&id);
+        st.user_order.retain(|u| *u != id);
+        for g in st.groups.values_mut() {
+            g.users.retain(|u| *u != id);
+        }
+        st.tokens.retain(|_, t| t.user_id != id);
+        Ok(Reply::NoContent)
+    }
+
+    fn users_deactivate(&self, c: &Caller, b: &Body) -> Res {
+        let ident = b.req_str("user_identifier")?;
+        let base_url = b.req_str("base_url")?;
+        let token = self.token();
+        let mut st = self.state.write();
+        self.require(&st, c, "USER_ADMINISTRATION")?;
+        let id = st
+            .user_by_ident(&ident)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| self.not_found("User", &ident))?;
+        if let Some(u) = st.users.get_mut(&id) {
+            u.account_status = "INACTIVE".into();
+            u.activation_token = Some(token.clone());
+            u.modified_ms = now_ms();
+        }
+        st.tokens.retain(|_, t| t.user_id != id);
+        let base = base_url.trim_end_matches('/');
+        Ok(Reply::Json(json!({
+            "activation_link": format!("{base}/#/activate?user_id={id}&auth_token={token}")
+        })))
+    }
+
+    fn users_activate(&self, c: &Caller, b: &Body) -> Res {
+        let ident = b.req_str("user_identifier")?;
+        let auth_token = b.req_str("auth_token")?;
+        let password = b.req_str("password")?;
+        let mut st = self.state.write();
+        self.require(&st, c, "USER_ADMINISTRATION")?;
+        let id = st
+            .user_by_ident(&ident)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| self.not_found("User", &ident))?;
+        {
+            let u = st
+                .users
+                .get_mut(&id)
+                .ok_or_else(|| self.not_found("User", &ident))?;
+            if u.activation_token.as_deref() != Some(auth_token.as_str()) {
+                return Err(invalid("The activation token is invalid or has expired."));
+            }
+            u.activation_token = None;
+            u.account_status = "ACTIVE".into();
+            u.password = Some(password);
+            u.modified_ms = now_ms();
+        }
+        let u = st
+            .users
+            .get(&id)
+            .ok_or_else(|| self.not_found("User", &ident))?;
+        Ok(Reply::Json(st.user_json(u, c.org_id)))
+    }
+
+    // ---- groups ----
+
+    fn groups_search(&self, c: &Caller, b: &Body) -> Res {
+        let ident = b.str("group_identifier")?;
+        let display_name = b.str("display_name")?;
+        let name_pattern = b.str("name_pattern")?;
+        let description = b.str("description")?;
+        let gtype = b.enum_str("type", GROUP_TYPES)?;
+        let visibility = b.enum_str("visibility", VISIBILITIES)?;
+        let user_idents = b.list("user_identifiers")?;
+        let sub_idents = b.list("sub_group_identifiers")?;
+        let org_idents = b.list("org_identifiers")?;
+        let role_idents = b.list("role_identifiers")?;
+        let privileges = b.list("privileges")?;
+        let include_users = b.bool("include_users")?.unwrap_or(true);
+        let include_subs = b.bool("include_sub_groups")?.unwrap_or(true);
+        let offset = b.int("record_offset")?.unwrap_or(0);
+        let size = b.int("record_size")?.unwrap_or(DEFAULT_RECORD_SIZE);
+        let sort = self.sort_options(b)?;
+        let st = self.state.read();
+        let orgs: Vec<i64> = match &org_idents {
+            Some(l) => l
+                .iter()
+                .filter_map(|o| st.org_by_ident(o).map(|o| o.id))
+                .filter(|o| *o == c.org_id)
+                .collect(),
+            None => vec![c.org_id],
+        };
+        let users: Option<Vec<&User>> = user_idents
+            .as_ref()
+            .map(|l| l.iter().filter_map(|u| st.user_by_ident(u)).collect());
+        let subs: Option<Vec<&Group>> = sub_idents.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|g| st.group_by_ident(c.org_id, g))
+                .collect()
+        });
+        let roles: Option<Vec<&Role>> = role_idents.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|r| st.role_by_ident(c.org_id, r))
+                .collect()
+        });
+        let mut out: Vec<&Group> = Vec::new();
+        for id in &st.group_order {
+            let Some(g) = st.groups.get(id) else { continue };
+            if !orgs.contains(&g.org_id) {
+                continue;
+            }
+            if let Some(i) = &ident {
+                if g.id != *i && !g.name.eq_ignore_ascii_case(i) {
+                    continue;
+                }
+            }
+            if display_name.as_ref().is_some_and(|d| *d != g.display_name) {
+                continue;
+            }
+            if name_pattern
+                .as_ref()
+                .is_some_and(|p| !pattern_match(p, &g.name))
+            {
+                continue;
+            }
+            if description.as_ref().is_some_and(|d| *d != g.description) {
+                continue;
+            }
+            if gtype.as_ref().is_some_and(|t| *t != g.group_type) {
+                continue;
+            }
+            if visibility.as_ref().is_some_and(|v| *v != g.visibility) {
+                continue;
+            }
+            if let Some(us) = &users {
+                if !us.iter().any(|u| st.in_group(g, u)) {
+                    continue;
+                }
+            }
+            if let Some(ss) = &subs {
+                if !ss.iter().any(|s| g.sub_groups.contains(&s.id)) {
+                    continue;
+                }
+            }
+            if let Some(rs) = &roles {
+                if !rs.iter().any(|r| g.roles.contains(&r.id)) {
+                    continue;
+                }
+            }
+            if let Some(ps) = &privileges {
+                if !ps.iter().any(|p| g.privileges.contains(p)) {
+                    continue;
+                }
+            }
+            out.push(g);
+        }
+        if out.is_empty() && self.cfg.search_miss_error {
+            if let Some(i) = &ident {
+                return Err(self.not_found("Group", i));
+            }
+        }
+        if let Some((field, asc)) = sort {
+            match field.as_str() {
+                "DISPLAY_NAME" => out.sort_by_key(|g| g.display_name.to_lowercase()),
+                "AUTHOR" => out.sort_by_key(|g| g.author_id.clone()),
+                "CREATED" => out.sort_by_key(|g| g.created_ms),
+                "MODIFIED" => out.sort_by_key(|g| g.modified_ms),
+                _ => out.sort_by_key(|g| g.name.to_lowercase()),
+            }
+            if !asc {
+                out.reverse();
+            }
+        }
+        let page = paginate(out, offset, size)?;
+        Ok(Reply::Json(Value::Array(
+            page.iter()
+                .map(|g| st.group_json(g, include_users, include_subs))
+                .collect(),
+        )))
+    }
+
+    fn groups_create(&self, c: &Caller, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        let display_name = b.req_str("display_name")?;
+        let description = b.str("description")?;
+        let privileges = b.enum_list("privileges", GROUP_PRIVILEGES)?;
+        let sub_idents = b.list("sub_group_identifiers")?;
+        let gtype = b.enum_str("type", GROUP_TYPES)?;
+        let user_idents = b.list("user_identifiers")?;
+        let visibility = b.enum_str("visibility", VISIBILITIES)?;
+        let role_idents = b.list("role_identifiers")?;
+        let mut st = self.state.write();
+        self.require(&st, c, "GROUP_ADMINISTRATION")?;
+        // A group lives in the token's Org; names are unique there [B.5].
+        if st.group_by_ident(c.org_id, &name).is_some() {
+            return Err(self.conflict("Group", &name));
+        }
+        let users = self.resolve_users(&st, c.org_id, user_idents.as_deref().unwrap_or(&[]))?;
+        let subs = self.resolve_groups(&st, c.org_id, sub_idents.as_deref().unwrap_or(&[]))?;
+        let roles = self.resolve_roles(&st, c.org_id, role_idents.as_deref().unwrap_or(&[]))?;
+        let mut g = self.new_group(&c.user_id, c.org_id, &name, &display_name, false);
+        g.description = description.unwrap_or_default();
+        g.privileges = privileges.unwrap_or_default();
+        g.group_type = gtype.unwrap_or_else(|| "LOCAL_GROUP".into());
+        g.visibility = visibility.unwrap_or_else(|| "SHARABLE".into());
+        apply_op(&mut g.users, Op::Replace, users);
+        apply_op(&mut g.sub_groups, Op::Replace, subs);
+        apply_op(&mut g.roles, Op::Replace, roles);
+        let id = g.id.clone();
+        st.group_order.push(id.clone());
+        st.groups.insert(id.clone(), g);
+        let g = st
+            .groups
+            .get(&id)
+            .ok_or_else(|| invalid("Group vanished."))?;
+        Ok(Reply::Json(st.group_json(g, true, true)))
+    }
+
+    fn groups_update(&self, c: &Caller, ident: &str, b: &Body) -> Res {
+        let name = b.str("name")?;
+        let display_name = b.str("display_name")?;
+        let description = b.str("description")?;
+        let privileges = b.enum_list("privileges", GROUP_PRIVILEGES)?;
+        let sub_idents = b.list("sub_group_identifiers")?;
+        let gtype = b.enum_str("type", GROUP_TYPES)?;
+        let user_idents = b.list("user_identifiers")?;
+        let visibility = b.enum_str("visibility", VISIBILITIES)?;
+        let role_idents = b.list("role_identifiers")?;
+        let op = b.op()?;
+        let mut st = self.state.write();
+        self.require(&st, c, "GROUP_ADMINISTRATION")?;
+        let (id, is_all) = st
+            .group_by_ident(c.org_id, ident)
+            .map(|g| (g.id.clone(), g.all))
+            .ok_or_else(|| self.not_found("Group", ident))?;
+        if let Some(n) = &name {
+            if st.group_by_ident(c.org_id, n).is_some_and(|o| o.id != id) {
+                return Err(self.conflict("Group", n));
+            }
+        }
+        if is_all && (user_idents.is_some() || name.is_some()) {
+            return Err(invalid(
+                "The All group is a system group: its name and members cannot be changed.",
+            ));
+        }
+        let users = match &user_idents {
+            Some(l) => Some(self.resolve_users(&st, c.org_id, l)?),
+            None => None,
+        };
+        let subs = match &sub_idents {
+            Some(l) => Some(self.resolve_groups(&st, c.org_id, l)?),
+            None => None,
+        };
+        if subs.as_ref().is_some_and(|s| s.contains(&id)) {
+            return Err(invalid("A group cannot be its own sub-group."));
+        }
+        let roles = match &role_idents {
+            Some(l) => Some(self.resolve_roles(&st, c.org_id, l)?),
+            None => None,
+        };
+        let g = st
+            .groups
+            .get_mut(&id)
+            .ok_or_else(|| self.not_found("Group", ident))?;
+        if let Some(v) = name {
+            g.name = v;
+        }
+        if let Some(v) = display_name {
+            g.display_name = v;
+        }
+        if let Some(v) = description {
+            g.description = v;
+        }
+        if let Some(v) = gtype {
+            g.group_type = v;
+        }
+        if let Some(v) = visibility {
+            g.visibility = v;
+        }
+        // Quirk: without `operation` every list given *replaces* the current one [B.5].
+        if let Some(v) = privileges {
+            apply_op(&mut g.privileges, op, v);
+        }
+        if let Some(v) = users {
+            apply_op(&mut g.users, op, v);
+        }
+        if let Some(v) = subs {
+            apply_op(&mut g.sub_groups, op, v);
+        }
+        if let Some(v) = roles {
+            apply_op(&mut g.roles, op, v);
+        }
+        g.modified_ms = now_ms();
+        Ok(Reply::NoContent)
+    }
+
+    fn groups_delete(&self, c: &Caller, ident: &str) -> Res {
+        let mut st = self.state.write();
+        self.require(&st, c, "GROUP_ADMINISTRATION")?;
+        let (id, is_all) = st
+            .group_by_ident(c.org_id, ident)
+            .map(|g| (g.id.clone(), g.all))
+            .ok_or_else(|| self.not_found("Group", ident))?;
+        if is_all {
+            return Err(invalid(
+                "The All group is a system group and cannot be deleted.",
+            ));
+        }
+        st.groups.remove(&id);
+        st.group_order.retain(|g| *g != id);
+        for g in st.groups.values_mut() {
+            g.sub_groups.retain(|s| *s != id);
+        }
+        Ok(Reply::NoContent)
+    }
+
+    // ---- orgs ----
+
+    fn org_admin(&self, st: &State, c: &Caller) -> Result<(), TsErr> {
+        // Cluster admin acting from the Primary Org, or ORG_ADMINISTRATION [B.6].
+        let u = st
+            .users
+            .get(&c.user_id)
+            .ok_or_else(|| unauthorized("Not logged in."))?;
+        let cluster = c.org_id == 0 && st.is_cluster_admin(u);
+        if cluster
+            || st
+                .privileges(u, c.org_id)
+                .iter()
+                .any(|p| p == "ORG_ADMINISTRATION")
+        {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "Managing Orgs needs a cluster administrator in the Primary Org or ORG_ADMINISTRATION.",
+            ))
+        }
+    }
+
+    fn orgs_search(&self, c: &Caller, b: &Body) -> Res {
+        let ident = b.str("org_identifier")?;
+        let description = b.str("description")?;
+        let visibility = b.enum_str("visibility", &["SHOW", "HIDDEN"])?;
+        let status = b.enum_str("status", &["ACTIVE", "IN_ACTIVE"])?;
+        let user_idents = b.list("user_identifiers")?;
+        let st = self.state.read();
+        self.org_admin(&st, c)?;
+        let users: Option<Vec<&User>> = user_idents
+            .as_ref()
+            .map(|l| l.iter().filter_map(|u| st.user_by_ident(u)).collect());
+        let out: Vec<Value> = st
+            .orgs
+            .iter()
+            .filter(|o| {
+                ident
+                    .as_ref()
+                    .is_none_or(|i| o.id.to_string() == *i || o.name.eq_ignore_ascii_case(i))
+            })
+            .filter(|o| description.as_ref().is_none_or(|d| *d == o.description))
+            .filter(|o| visibility.as_ref().is_none_or(|v| v == o.visibility))
+            .filter(|o| status.as_ref().is_none_or(|s| s == o.status))
+            .filter(|o| {
+                users
+                    .as_ref()
+                    .is_none_or(|us| us.iter().any(|u| u.orgs.contains(&o.id)))
+            })
+            .map(org_json)
+            .collect();
+        Ok(Reply::Json(Value::Array(out)))
+    }
+
+    fn orgs_create(&self, c: &Caller, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        let description = b.str("description")?.unwrap_or_default();
+        let mut st = self.state.write();
+        self.org_admin(&st, c)?;
+        if st.orgs.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
+            return Err(self.conflict("Org", &name));
+        }
+        let id = st.next_org_id;
+        st.next_org_id += 1;
+        let org = Org {
+            id,
+            name,
+            description,
+            status: "ACTIVE",
+            visibility: "SHOW",
+        };
+        let all = self.new_group(&c.user_id, id, "All", "All", true);
+        st.group_order.push(all.id.clone());
+        st.groups.insert(all.id.clone(), all);
+        let v = org_json(&org);
+        st.orgs.push(org);
+        Ok(Reply::Json(v))
+    }
+
+    fn orgs_delete(&self, c: &Caller, ident: &str) -> Res {
+        let mut st = self.state.write();
+        self.org_admin(&st, c)?;
+        let id = st
+            .org_by_ident(ident)
+            .map(|o| o.id)
+            .ok_or_else(|| self.not_found("Org", ident))?;
+        if id == 0 {
+            return Err(invalid("The Primary Org cannot be deleted."));
+        }
+        st.orgs.retain(|o| o.id != id);
+        let gone: Vec<String> = st
+            .groups
+            .values()
+            .filter(|g| g.org_id == id)
+            .map(|g| g.id.clone())
+            .collect();
+        for g in &gone {
+            st.groups.remove(g);
+        }
+        st.group_order.retain(|g| !gone.contains(g));
+        st.roles.retain(|_, r| r.org_id != id);
+        let roles: Vec<String> = st.roles.keys().cloned().collect();
+        st.role_order.retain(|r| roles.contains(r));
+        for u in st.users.values_mut() {
+            u.orgs.retain(|o| *o != id);
+        }
+        st.tokens.retain(|_, t| t.org_id != id);
+        Ok(Reply::NoContent)
+    }
+
+    // ---- roles ----
+
+    fn roles_search(&self, c: &Caller, b: &Body) -> Res {
+        let role_idents = b.list("role_identifiers")?;
+        let org_idents = b.list("org_identifiers")?;
+        let group_idents = b.list("group_identifiers")?;
+        let privileges = b.list("privileges")?;
+        let deprecated = b.bool("deprecated")?;
+        let external = b.bool("external")?;
+        let st = self.state.read();
+        self.require(&st, c, "ROLE_ADMINISTRATION")?;
+        let orgs: Vec<i64> = match &org_idents {
+            Some(l) => l
+                .iter()
+                .filter_map(|o| st.org_by_ident(o).map(|o| o.id))
+                .collect(),
+            None => vec![c.org_id],
+        };
+        let groups: Option<Vec<&Group>> = group_idents.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|g| st.group_by_ident(c.org_id, g))
+                .collect()
+        });
+        if deprecated == Some(true) || external == Some(true) {
+            return Ok(Reply::Json(json!([])));
+        }
+        let out: Vec<Value> = st
+            .role_order
+            .iter()
+            .filter_map(|id| st.roles.get(id))
+            .filter(|r| orgs.contains(&r.org_id))
+            .filter(|r| {
+                role_idents.as_ref().is_none_or(|l| {
+                    l.iter()
+                        .any(|i| r.id == *i || r.name.eq_ignore_ascii_case(i))
+                })
+            })
+            .filter(|r| {
+                groups
+                    .as_ref()
+                    .is_none_or(|gs| gs.iter().any(|g| g.roles.contains(&r.id)))
+            })
+            .filter(|r| {
+                privileges
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| r.privileges.contains(p)))
+            })
+            .map(|r| st.role_json(r, true))
+            .collect();
+        Ok(Reply::Json(Value::Array(out)))
+    }
+
+    fn roles_create(&self, c: &Caller, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        let description = b.str("description")?.unwrap_or_default();
+        let privileges = b
+            .enum_list("privileges", ROLE_PRIVILEGES)?
+            .unwrap_or_default();
+        let read_only = b.bool("read_only")?.unwrap_or(false);
+        let mut st = self.state.write();
+        self.require(&st, c, "ROLE_ADMINISTRATION")?;
+        if st.role_by_ident(c.org_id, &name).is_some() {
+            return Err(self.conflict("Role", &name));
+        }
+        let r = Role {
+            id: self.ids.uuid(),
+            name,
+            description,
+            privileges,
+            org_id: c.org_id,
+            read_only,
+        };
+        let v = st.role_json(&r, false);
+        st.role_order.push(r.id.clone());
+        st.roles.insert(r.id.clone(), r);
+        Ok(Reply::Json(v))
+    }
+
+    fn roles_update(&self, c: &Caller, ident: &str, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        let description = b.str("description")?;
+        let privileges = b.enum_list("privileges", ROLE_PRIVILEGES)?;
+        let mut st = self.state.write();
+        self.require(&st, c, "ROLE_ADMINISTRATION")?;
+        let (id, ro) = st
+            .role_by_ident(c.org_id, ident)
+            .map(|r| (r.id.clone(), r.read_only))
+            .ok_or_else(|| self.not_found("Role", ident))?;
+        if ro {
+            return Err(invalid(format!("Role {ident} is read-only.")));
+        }
+        if st
+            .role_by_ident(c.org_id, &name)
+            .is_some_and(|o| o.id != id)
+        {
+            return Err(self.conflict("Role", &name));
+        }
+        let r = st
+            .roles
+            .get_mut(&id)
+            .ok_or_else(|| self.not_found("Role", ident))?;
+        r.name = name;
+        if let Some(d) = description {
+            r.description = d;
+        }
+        if let Some(p) = privileges {
+            r.privileges = p;
+        }
+        let r = r.clone();
+        Ok(Reply::Json(st.role_json(&r, false)))
+    }
+
+    fn roles_delete(&self, c: &Caller, ident: &str) -> Res {
+        let mut st = self.state.write();
+        self.require(&st, c, "ROLE_ADMINISTRATION")?;
+        let (id, ro) = st
+            .role_by_ident(c.org_id, ident)
+            .map(|r| (r.id.clone(), r.read_only))
+            .ok_or_else(|| self.not_found("Role", ident))?;
+        if ro {
+            return Err(invalid(format!("Role {ident} is read-only.")));
+        }
+        st.roles.remove(&id);
+        st.role_order.retain(|r| *r != id);
+        for g in st.groups.values_mut() {
+            g.roles.retain(|r| *r != id);
+        }
+        Ok(Reply::NoContent)
+    }
+
+    fn finish(&self, r: Res) -> HttpResponse {
+        match r {
+            Ok(Reply::Json(v)) => HttpResponse::Ok()
+                .content_type("application/json")
+                .body(v.to_string()),
+            Ok(Reply::NoContent) => HttpResponse::NoContent().finish(),
+            Err(e) => self.error_response(&e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+type Data = web::Data<ThoughtSpot>;
+
+/// An endpoint that needs no token.
+async fn h_token_full(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let r = sim.prelude(&req, &body).and_then(|b| sim.token_full(&b));
+    sim.finish(r)
+}
+
+macro_rules! authed {
+    ($name:ident, |$sim:ident, $c:ident, $b:ident| $call:expr) => {
+        async fn $name($sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+            let r = $sim.prelude(&req, &body).and_then(|$b| {
+                let $c = $sim.caller(&req)?;
+                $call
+            });
+            $sim.finish(r)
+        }
+    };
+    ($name:ident, |$sim:ident, $c:ident, $b:ident, $id:ident| $call:expr) => {
+        async fn $name($sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+            let $id = req.match_info().get("id").unwrap_or("").to_string();
+            let r = $sim.prelude(&req, &body).and_then(|$b| {
+                let $c = $sim.caller(&req)?;
+                $call
+            });
+            $sim.finish(r)
+        }
+    };
+}
+
+authed!(h_token_validate, |s, c, b| s.token_validate(&c, &b));
+authed!(h_token_revoke, |s, c, b| s.token_revoke(&c, &b));
+authed!(h_session_user, |s, c, _b| s.session_user(&c));
+authed!(h_users_search, |s, c, b| s.users_search(&c, &b));
+authed!(h_users_create, |s, c, b| s.users_create(&c, &b));
+authed!(h_users_update, |s, c, b, id| s.users_update(&c, &id, &b));
+authed!(h_users_delete, |s, c, _b, id| s.users_delete(&c, &id));
+authed!(h_users_deactivate, |s, c, b| s.users_deactivate(&c, &b));
+authed!(h_users_activate, |s, c, b| s.users_activate(&c, &b));
+authed!(h_groups_search, |s, c, b| s.groups_search(&c, &b));
+authed!(h_groups_create, |s, c, b| s.groups_create(&c, &b));
+authed!(h_groups_update, |s, c, b, id| s.groups_update(&c, &id, &b));
+authed!(h_groups_delete, |s, c, _b, id| s.groups_delete(&c, &id));
+authed!(h_orgs_search, |s, c, b| s.orgs_search(&c, &b));
+authed!(h_orgs_create, |s, c, b| s.orgs_create(&c, &b));
+authed!(h_orgs_delete, |s, c, _b, id| s.orgs_delete(&c, &id));
+authed!(h_roles_search, |s, c, b| s.roles_search(&c, &b));
+authed!(h_roles_create, |s, c, b| s.roles_create(&c, &b));
+authed!(h_roles_update, |s, c, b, id| s.roles_update(&c, &id, &b));
+authed!(h_roles_delete, |s, c, _b, id| s.roles_delete(&c, &id));
+
+async fn h_405(sim: Data, req: HttpRequest) -> HttpResponse {
+    sim.error_response(&ts_err(
+        405,
+        10002,
+        format!("Method {} is not allowed for this resource.", req.method()),
+    ))
+}
+
+impl VendorSim for Sim {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let data: Data = web::Data::from(self.0.clone());
+        cfg.app_data(data);
+        let post = |cfg: &mut web::ServiceConfig, path: &str, route: actix_web::Route| {
+            cfg.service(
+                web::resource(format!("/api/rest/2.0/{path}"))
+                    .route(route)
+                    .default_service(web::to(h_405)),
+            );
+        };
+        post(cfg, "auth/token/full", web::post().to(h_token_full));
+        post(cfg, "auth/token/validate", web::post().to(h_token_validate));
+        post(cfg, "auth/token/revoke", web::post().to(h_token_revoke));
+        post(cfg, "auth/session/user", web::get().to(h_session_user));
+        post(cfg, "users/search", web::post().to(h_users_search));
+        post(cfg, "users/create", web::post().to(h_users_create));
+        post(cfg, "users/deactivate", web::post().to(h_users_deactivate));
+        post(cfg, "users/activate", web::post().to(h_users_activate));
+        post(cfg, "users/{id}/update", web::post().to(h_users_update));
+        post(cfg, "users/{id}/delete", web::post().to(h_users_delete));
+        post(cfg, "groups/search", web::post().to(h_groups_search));
+        post(cfg, "groups/create", web::post().to(h_groups_create));
+        post(cfg, "groups/{id}/update", web::post().to(h_groups_update));
+        post(cfg, "groups/{id}/delete", web::post().to(h_groups_delete));
+        post(cfg, "orgs/search", web::post().to(h_orgs_search));
+        post(cfg, "orgs/create", web::post().to(h_orgs_create));
+        post(cfg, "orgs/{id}/delete", web::post().to(h_orgs_delete));
+        post(cfg, "roles/search", web::post().to(h_roles_search));
+        post(cfg, "roles/create", web::post().to(h_roles_create));
+        post(cfg, "roles/{id}/update", web::post().to(h_roles_update));
+        post(cfg, "roles/{id}/delete", web::post().to(h_roles_delete));
+    }
+
+    fn throttled(&self, retry_after_s: Option<u64>) -> HttpResponse {
+        self.0
+            .error_response_with(&ts_err(429, 429, "Too many requests."), retry_after_s)
+    }
+
+    fn server_error(&self) -> HttpResponse {
+        self.0.error_response(&ts_err(
+            500,
+            10000,
+            "Internal error occurred while processing the request.",
+        ))
+    }
+
+    fn not_found(&self) -> HttpResponse {
+        self.0.error_response(&ts_err(
+            404,
+            10002,
+            "The requested resource does not exist.",
+        ))
+    }
+}

@@ -1,6 +1,8 @@
 //! The sled store. One sled database per data dir; one tree per tenant and purpose, so tenants'
 //! data never share keys. sled 0.34 is the stable line; it stays behind this module.
 
+pub mod directory;
+
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,101 +1,32 @@
-//! TEMPORARY STUB so the server compiles while the real parser is written on h/filter.
-use crate::scim::error::ScimError;
-use crate::scim::schema::{AttributeDef, ResourceSchema};
-use serde_json::Value;
+//! The SCIM filter language (RFC 7644 §3.4.2.2): parser, canonical rendering, evaluation against
+//! canonical resources, schema validation, and push-down helpers for connectors.
+//!
+//! Beyond the ABNF it accepts what Okta and Entra ID really send (shared/reference/idp-behavior.md
+//! §2.3): `emails[type eq "work"].value eq "x"` (parsed as `emails[type eq "work" and value eq
+//! "x"]`) and unquoted legacy values (`externalId eq jyoung`).
+//!
+//! Evaluation: [`Filter::matches`] for one resource, [`Filter::bind`] once and
+//! [`BoundFilter::matches`] for many. The PATCH engine evaluates the filter of a value path
+//! (`members[value eq "…"]`, see [`crate::scim::path`]) against each element with
+//! [`Filter::matches_element`], giving it the definition of the filtered attribute
+//! (`schema.resolve(attr.urn.as_deref(), &attr.name)?.def`).
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttrPath {
-    pub urn: Option<String>,
-    pub name: String,
-    pub sub: Option<String>,
-}
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Co,
-    Sw,
-    Ew,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub enum CompValue {
-    Null,
-    Bool(bool),
-    Number(serde_json::Number),
-    String(String),
-}
-#[derive(Debug, Clone, PartialEq)]
-pub enum Filter {
-    Present(AttrPath),
-    Compare {
-        path: AttrPath,
-        op: CompareOp,
-        value: CompValue,
-    },
-    ValuePath {
-        attr: AttrPath,
-        filter: Box<Filter>,
-    },
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
-    Not(Box<Filter>),
-}
+mod ast;
+mod eval;
+mod parser;
+
+#[cfg(test)]
+mod tests;
+
+pub use ast::{AttrPath, CompValue, CompareOp, Filter};
+pub use eval::BoundFilter;
+pub(crate) use parser::parse_path_syntax;
+pub use parser::{MAX_DEPTH, MAX_INPUT_LEN};
+
+use crate::scim::error::ScimError;
+
+/// Parses a filter. Every malformed input is a 400 `invalidFilter` whose detail names the byte
+/// position and what was expected there.
 pub fn parse_filter(input: &str) -> Result<Filter, ScimError> {
-    let mut it = input.splitn(3, ' ');
-    let (Some(a), Some(_), Some(v)) = (it.next(), it.next(), it.next()) else {
-        return Err(ScimError::invalid_filter("stub"));
-    };
-    let (urn, name) = crate::scim::schema::split_urn(a);
-    let (name, sub) = match name.split_once('.') {
-        Some((n, s)) => (n.to_string(), Some(s.to_string())),
-        None => (name.to_string(), None),
-    };
-    Ok(Filter::Compare {
-        path: AttrPath {
-            urn: urn.map(str::to_string),
-            name,
-            sub,
-        },
-        op: CompareOp::Eq,
-        value: CompValue::String(v.trim_matches('"').to_string()),
-    })
-}
-impl Filter {
-    pub fn matches(&self, resource: &Value, _schema: &ResourceSchema) -> bool {
-        if let Filter::Compare {
-            path,
-            value: CompValue::String(s),
-            ..
-        } = self
-        {
-            return resource
-                .get(&path.name)
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.eq_ignore_ascii_case(s));
-        }
-        false
-    }
-    pub fn matches_element(&self, _element: &Value, _parent: &AttributeDef) -> bool {
-        false
-    }
-    pub fn validate(&self, _schema: &ResourceSchema) -> Result<(), ScimError> {
-        Ok(())
-    }
-    pub fn as_equality(&self) -> Option<(&AttrPath, &CompValue)> {
-        match self {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                value,
-            } => Some((path, value)),
-            _ => None,
-        }
-    }
-    pub fn conjuncts(&self) -> Vec<&Filter> {
-        vec![self]
-    }
+    parser::parse_filter_syntax(input).map_err(|e| ScimError::invalid_filter(e.detail("filter")))
 }

@@ -1,0 +1,134 @@
+//! `scim-bridge demo`: the four vendor simulators and the bridge in one process, ready to try.
+
+use crate::config::{Config, RoleRules, Secret, TenantConfig, TenantId, VendorConfig};
+use crate::server::{self, RunningServer, StartError};
+use crate::sim::{self, RunningSim, SimOptions, Vendor};
+use crate::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One row of the demo's table.
+pub struct DemoTenant {
+    pub id: String,
+    pub scim_base: String,
+    pub token: String,
+    /// The simulator this tenant's connector talks to (`None` for `local`).
+    pub vendor_url: Option<String>,
+}
+
+pub struct Demo {
+    pub bridge: RunningServer,
+    pub sims: Vec<RunningSim>,
+    pub tenants: Vec<DemoTenant>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot start the {vendor} simulator: {source}")]
+    Simulator {
+        vendor: Vendor,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bridge(#[from] StartError),
+    #[error("cannot create the demo data dir: {0}")]
+    DataDir(std::io::Error),
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("demo-{}", hex::encode(bytes))
+}
+
+/// Starts every simulator on a free loopback port and the bridge on `listen`, with a fresh data
+/// dir under the system temp dir (removed by [`Demo::stop`]).
+pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
+    let mut sims = Vec::new();
+    for vendor in Vendor::ALL {
+        let running = sim::start(
+            vendor,
+            "127.0.0.1:0".parse().expect("literal address"),
+            SimOptions::default(),
+        )
+        .await
+        .map_err(|source| DemoError::Simulator { vendor, source })?;
+        sims.push(running);
+    }
+    let data_dir = std::env::temp_dir().join(format!("scim-bridge-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).map_err(DemoError::DataDir)?;
+    // Vendor tenants join this table as their connectors land; until then the simulators run
+    // beside the bridge for rehearsal and the `local` tenant serves SCIM.
+    let local_token = random_token();
+    let config = Config {
+        listen,
+        data_dir: data_dir.clone(),
+        body_limit_bytes: 1 << 20,
+        tenants: vec![TenantConfig {
+            id: TenantId::parse("local").expect("valid tenant id"),
+            tokens: vec![Secret::new(local_token.clone())],
+            jwt_secret: None,
+            vendor: VendorConfig::Local,
+            roles: RoleRules::default(),
+        }],
+    };
+    let store = Store::open(&data_dir).map_err(StartError::from)?;
+    let state = server::build_state(&config, store)?;
+    let bridge = server::start(listen, state, None)?;
+    let tenants = vec![DemoTenant {
+        id: "local".into(),
+        scim_base: format!("http://{}/tenants/local/scim/v2", bridge.addr),
+        token: local_token,
+        vendor_url: None,
+    }];
+    Ok(Demo {
+        bridge,
+        sims,
+        tenants,
+        data_dir,
+    })
+}
+
+impl Demo {
+    /// The table printed at start: tenants with their SCIM base URL and token, then the
+    /// simulators with their default credentials, and one ready curl line.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<12} {:<52} {:<40} {}\n",
+            "TENANT", "SCIM BASE URL", "TOKEN", "VENDOR URL"
+        ));
+        for t in &self.tenants {
+            out.push_str(&format!(
+                "{:<12} {:<52} {:<40} {}\n",
+                t.id,
+                t.scim_base,
+                t.token,
+                t.vendor_url.as_deref().unwrap_or("-")
+            ));
+        }
+        out.push_str("\nVendor simulators (`scim-bridge simulate --help` for fault flags):\n");
+        for s in &self.sims {
+            for line in sim::banner(s.vendor, &s.base_url(), &SimOptions::default()).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        if let Some(t) = self.tenants.first() {
+            out.push_str(&format!(
+                "\nTry it:\n  curl -s -H 'Authorization: Bearer {}' -H 'Content-Type: application/scim+json' \\\n    -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"ada@example.com\",\"name\":{{\"givenName\":\"Ada\",\"familyName\":\"Lovelace\"}}}}' \\\n    {}/Users\n",
+                t.token, t.scim_base
+            ));
+        }
+        out
+    }
+
+    pub async fn stop(self) {
+        self.bridge.stop().await;
+        for s in self.sims {
+            s.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -1,0 +1,300 @@
+//! The `scim-bridge` binary as an operator runs it: the embedded default, `config check`,
+//! `token issue`, `simulate` and `demo`, driven over real sockets.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scim-bridge");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary, returns it and its stdout lines up to (and including) the first that
+/// contains `until`.
+fn spawn_until(cmd: &mut Command, until: &str) -> (Running, Vec<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains(until);
+        lines.push(line);
+        if done {
+            return (running, lines);
+        }
+    }
+    panic!("the process ended before printing {until:?}: {lines:?}");
+}
+
+fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on {port}");
+}
+
+fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+#[test]
+fn embedded_default_generates_a_token_once_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serve = || {
+        let mut c = Command::new(BIN);
+        c.current_dir(dir.path())
+            .env_remove("SCIM_BRIDGE_TOKEN")
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        c
+    };
+    let (first, lines) = spawn_until(&mut serve(), "listening on");
+    let token_line = lines
+        .iter()
+        .position(|l| l.contains("Generated a bearer token"))
+        .expect("the first start prints the generated token");
+    let token = lines[token_line + 1].trim().to_string();
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    let stored = std::fs::read_to_string(dir.path().join("data/default-token")).unwrap();
+    assert_eq!(stored.trim(), token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("data/default-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    wait_healthy(port);
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/scim/v2/Users"), &token);
+    assert_eq!(status, 200);
+    assert_eq!(body["totalResults"], 0);
+    let (status, _) = get(&format!("http://127.0.0.1:{port}/scim/v2/Users"), "wrong");
+    assert_eq!(status, 401);
+    drop(first);
+
+    let (_second, lines) = spawn_until(&mut serve(), "listening on");
+    assert!(
+        !lines.iter().any(|l| l.contains(&token)),
+        "the token is printed only on the first start"
+    );
+    wait_healthy(port);
+    let (status, _) = get(
+        &format!("http://127.0.0.1:{port}/tenants/default/scim/v2/Users"),
+        &token,
+    );
+    assert_eq!(status, 200, "the stored token still works after a restart");
+}
+
+const CONFIG: &str = r#"
+listen = "127.0.0.1:0"
+[[tenants]]
+id = "acme"
+tokens = ["${CLI_TEST_STATIC_TOKEN}"]
+jwt_secret = "${CLI_TEST_JWT_SECRET}"
+[tenants.vendor]
+kind = "local"
+"#;
+
+#[test]
+fn config_check_reports_problems_by_key_path_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let ok = Command::new(BIN)
+        .args(["config", "check", "--config", path.to_str().unwrap()])
+        .env("CLI_TEST_STATIC_TOKEN", "static-token-value-123")
+        .env("CLI_TEST_JWT_SECRET", "jwt-secret-value-0123456789")
+        .output()
+        .unwrap();
+    let out =
+        String::from_utf8_lossy(&ok.stdout).to_string() + &String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("acme"));
+    assert!(
+        !out.contains("static-token-value-123") && !out.contains("jwt-secret-value-0123456789")
+    );
+
+    let bad = Command::new(BIN)
+        .args(["config", "check", "--config", path.to_str().unwrap()])
+        .env("CLI_TEST_STATIC_TOKEN", "static-token-value-123")
+        .env_remove("CLI_TEST_JWT_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr).to_string();
+    assert!(!bad.status.success());
+    assert!(err.contains("CLI_TEST_JWT_SECRET"), "{err}");
+    assert!(err.contains("tenants[0].jwt_secret"), "{err}");
+    assert!(!err.contains("static-token-value-123"));
+}
+
+#[test]
+fn token_issue_mints_a_jwt_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let envs = [
+        ("CLI_TEST_STATIC_TOKEN", "static-token-value-456"),
+        ("CLI_TEST_JWT_SECRET", "jwt-secret-value-abcdefghij"),
+    ];
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "issue",
+            "--config",
+            path.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--ttl",
+            "1h",
+        ])
+        .envs(envs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(jwt.split('.').count(), 3, "a JWT");
+
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
+    .envs(envs);
+    let (_server, _) = spawn_until(&mut cmd, "listening on");
+    wait_healthy(port);
+    let (status, _) = get(
+        &format!("http://127.0.0.1:{port}/tenants/acme/scim/v2/Users"),
+        &jwt,
+    );
+    assert_eq!(status, 200);
+    let (status, _) = get(
+        &format!("http://127.0.0.1:{port}/tenants/acme/scim/v2/Users"),
+        "static-token-value-456",
+    );
+    assert_eq!(status, 200);
+    let (status, body) = get(
+        &format!("http://127.0.0.1:{port}/tenants/acme/scim/v2/Users"),
+        &format!("{jwt}x"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["status"], "401");
+
+    let unknown = Command::new(BIN)
+        .args([
+            "token",
+            "issue",
+            "--config",
+            path.to_str().unwrap(),
+            "--tenant",
+            "nope",
+        ])
+        .envs(envs)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+}
+
+#[test]
+fn simulate_serves_the_vendor_api_and_stats() {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "simulate",
+        "sisense",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--latency-ms",
+        "1",
+    ]);
+    let (_sim, lines) = spawn_until(&mut cmd, "listening on");
+    assert!(lines.iter().any(|l| l.contains(&port.to_string())));
+    wait_healthy(port);
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/__sim/stats"), "");
+    assert_eq!(status, 200);
+    assert!(body["requests"].is_number());
+    let (status, _) = get(
+        &format!("http://127.0.0.1:{port}/api/v1/users"),
+        "not-a-sisense-token",
+    );
+    assert_eq!(status, 401, "Sisense refuses an unknown token");
+}
+
+#[test]
+fn demo_prints_a_working_table() {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--listen", &format!("127.0.0.1:{port}")]);
+    let (_demo, lines) = spawn_until(&mut cmd, "Ctrl-C");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("local "))
+        .expect("a row for the local tenant");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let (base, token) = (cols[1], cols[2]);
+    assert!(base.ends_with("/tenants/local/scim/v2"));
+    let (status, body) = get(&format!("{base}/Users"), token);
+    assert_eq!(status, 200);
+    assert_eq!(body["totalResults"], 0);
+    for vendor in ["sisense", "tableau", "thoughtspot", "metabase"] {
+        let line = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(vendor) && l.contains("simulator listening on"))
+            .unwrap_or_else(|| panic!("no {vendor} simulator in {lines:?}"));
+        let url = line.split_whitespace().last().unwrap();
+        let (status, _) = get(&format!("{url}/__sim/stats"), "");
+        assert_eq!(status, 200, "{vendor} simulator answers");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("curl")),
+        "a ready curl line"
+    );
+}
