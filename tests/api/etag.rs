@@ -213,3 +213,44 @@ async fn service_provider_config_advertises_etags() {
     let spc = app.get("/ServiceProviderConfig").await.ok_json();
     assert_eq!(spc["etag"]["supported"], true);
 }
+
+/// `groups` is part of the user's representation, so joining a group is a new version
+/// (RFC 7644 §3.14); otherwise a cache revalidating with If-None-Match keeps stale groups.
+#[tokio::test]
+async fn a_user_version_moves_when_its_groups_change() {
+    let app = spawn_app().await;
+    let u = app.create_user("joiner@example.com").await;
+    let path = format!("/Users/{u}");
+    let before = etag_is_version(&app.get(&path).await);
+    let gid = app.create_group("Joined").await;
+    app.patch_ops(
+        &format!("/Groups/{gid}"),
+        json!([{"op":"add","path":"members","value":[{"value":u}]}]),
+    )
+    .await
+    .assert_status(200);
+    let r = Resp::send(
+        app.request(Method::GET, &path)
+            .header("If-None-Match", &before),
+    )
+    .await;
+    assert_eq!(
+        r.status.as_u16(),
+        200,
+        "the user now has groups; a 304 would keep the old representation"
+    );
+    assert_eq!(r.json()["groups"][0]["value"], json!(gid));
+    assert_ne!(etag_is_version(&r), before);
+}
+
+/// The ETag describes the resource, whatever projection the body has.
+#[tokio::test]
+async fn the_etag_header_survives_a_projection() {
+    let app = spawn_app().await;
+    let id = app.create_user("projected@example.com").await;
+    let path = format!("/Users/{id}");
+    let v = etag_is_version(&app.get(&path).await);
+    let r = app.get(&format!("{path}?attributes=userName")).await;
+    r.assert_status(200);
+    assert_eq!(r.header("etag").as_deref(), Some(v.as_str()), "{}", r.text);
+}

@@ -9,6 +9,7 @@ mod discovery;
 mod entra;
 mod errors;
 mod etag;
+mod filters;
 mod groups;
 mod okta;
 mod ops;

@@ -95,3 +95,40 @@ async fn unknown_root_paths_get_a_scim_404_body() {
     let app = spawn_app().await;
     app.get_root("/no/such/thing").await.assert_error(404, None);
 }
+
+#[tokio::test]
+async fn metrics_labels_stay_bounded_for_unknown_tenants_and_paths() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        app.get_root(&format!("/tenants/scanner-{i}/scim/v2/Users"))
+            .await
+            .assert_error(404, None);
+        app.get(&format!("/Weird{i}")).await.assert_error(404, None);
+    }
+    let text = app.get_root("/metrics").await.text;
+    assert!(
+        !text.contains("scanner-"),
+        "unknown tenants become labels:\n{text}"
+    );
+    assert!(
+        !text.contains("Weird"),
+        "unknown paths become labels:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_insane_client_request_id_is_replaced() {
+    let app = spawn_app().await;
+    let long = "x".repeat(500);
+    for bad in ["has space", long.as_str()] {
+        let r = Resp::send(
+            app.request(Method::GET, "/Users")
+                .header("X-Request-Id", bad),
+        )
+        .await;
+        r.assert_status(200);
+        let rid = r.header("x-request-id").expect("x-request-id");
+        assert_ne!(rid, bad);
+        assert!(!rid.is_empty() && rid.len() <= 128);
+    }
+}
