@@ -328,3 +328,46 @@ async fn sorting_by_user_name() {
         .ok_json();
     assert_eq!(list_resources(&body)[0]["userName"], "charlie@x.com");
 }
+
+#[tokio::test]
+async fn root_search_with_a_filter_and_paging_across_types() {
+    let app = spawn_app().await;
+    let u = app.create_user("root.search@example.com").await;
+    let g = app.create_group("Root Search").await;
+    // A filter on an attribute only Users have: the user, not a 400 because Groups lack it.
+    let body = app
+        .post(
+            "/.search",
+            &json!({"schemas":[SEARCH_REQUEST],"filter":"userName eq \"root.search@example.com\""}),
+        )
+        .await
+        .ok_json();
+    assert_eq!(ids(&list_resources(&body)), [u.clone()]);
+    // A filter both types can answer.
+    let body = app
+        .post(
+            "/.search",
+            &json!({"schemas":[SEARCH_REQUEST],"filter":"displayName eq \"Root Search\""}),
+        )
+        .await
+        .ok_json();
+    assert_eq!(ids(&list_resources(&body)), [g.clone()]);
+    // Paging walks the concatenation: Users first, then Groups.
+    let page = |start: u64| {
+        let app = &app;
+        async move {
+            app.post(
+                "/.search",
+                &json!({"schemas":[SEARCH_REQUEST],"startIndex":start,"count":1}),
+            )
+            .await
+            .ok_json()
+        }
+    };
+    let p1 = page(1).await;
+    let p2 = page(2).await;
+    assert_eq!(p1["totalResults"], 2);
+    assert_eq!(p2["startIndex"], 2);
+    assert_eq!(ids(&list_resources(&p1)), [u]);
+    assert_eq!(ids(&list_resources(&p2)), [g]);
+}

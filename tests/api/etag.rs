@@ -254,3 +254,15 @@ async fn the_etag_header_survives_a_projection() {
     r.assert_status(200);
     assert_eq!(r.header("etag").as_deref(), Some(v.as_str()), "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_group_version_moves_when_a_member_is_deleted() {
+    let app = spawn_app().await;
+    let u = app.create_user("leaver@example.com").await;
+    let gid = id_of(&app.create_group_with_members("Left", &[&u]).await);
+    let before = etag_is_version(&app.get(&format!("/Groups/{gid}")).await);
+    app.delete(&format!("/Users/{u}")).await.assert_status(204);
+    let r = app.get(&format!("/Groups/{gid}")).await;
+    assert_ne!(etag_is_version(&r), before);
+    assert!(is_cleared(&r.json()["members"]));
+}

@@ -538,3 +538,48 @@ async fn okta_headers_and_media_types_are_accepted() {
     r.assert_scim_content_type();
     r.json();
 }
+
+/// AIW apps deactivate with PUT, not PATCH (idp-behavior §1.4).
+#[tokio::test]
+async fn aiw_deactivate_with_put() {
+    let app = spawn_app().await;
+    let id = id_of(&app.create_user_with(&okta_create_body()).await);
+    let path = format!("/Users/{id}");
+    let mut body = app.get(&path).await.ok_json();
+    body["active"] = json!(false);
+    body["password"] = json!("again-a-password");
+    assert_eq!(app.put(&path, &body).await.ok_json()["active"], false);
+    assert_eq!(app.get(&path).await.ok_json()["active"], false);
+    let found = app
+        .filter("/Users", "userName eq \"test.user@okta.local\"")
+        .await
+        .ok_json();
+    assert_eq!(list_resources(&found)[0]["active"], false);
+}
+
+#[tokio::test]
+async fn membership_by_pathless_add_and_emptied_by_replace_with_nothing() {
+    let app = spawn_app().await;
+    let u1 = app.create_user("pl1@okta.local").await;
+    let u2 = app.create_user("pl2@okta.local").await;
+    let gid = app.create_group("Pathless").await;
+    let gpath = format!("/Groups/{gid}");
+    let body = app
+        .patch_ops(
+            &gpath,
+            json!([{"op":"add","value":{"members":[{"value":u1},{"value":u2}]}}]),
+        )
+        .await
+        .ok_json();
+    let mut want = vec![u1.clone(), u2.clone()];
+    want.sort();
+    assert_eq!(member_values(&body), want);
+    app.patch_ops(
+        &gpath,
+        json!([{"op":"replace","path":"members","value":[]}]),
+    )
+    .await
+    .assert_status(200);
+    assert!(app.member_ids(&gid).await.is_empty());
+    assert!(app.group_ids_of_user(&u1).await.is_empty());
+}

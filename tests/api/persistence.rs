@@ -116,3 +116,29 @@ async fn a_restart_with_no_data_is_an_empty_directory() {
     app.create_user("first@example.com").await;
     assert_eq!(app.get("/Users").await.ok_json()["totalResults"], 1);
 }
+
+#[tokio::test]
+async fn versions_are_stable_across_a_restart() {
+    let mut app = spawn_app().await;
+    let id = app.create_user("v@example.com").await;
+    let gid = id_of(&app.create_group_with_members("V", &[&id]).await);
+    let uv = app
+        .get(&format!("/Users/{id}"))
+        .await
+        .header("etag")
+        .unwrap();
+    let gv = app
+        .get(&format!("/Groups/{gid}"))
+        .await
+        .header("etag")
+        .unwrap();
+    app.restart().await;
+    for (path, v) in [(format!("/Users/{id}"), uv), (format!("/Groups/{gid}"), gv)] {
+        let r = Resp::send(
+            app.request(reqwest::Method::GET, &path)
+                .header("If-None-Match", &v),
+        )
+        .await;
+        r.assert_status(304);
+    }
+}
