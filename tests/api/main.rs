@@ -2,6 +2,9 @@
 //! data dir and drives it over HTTP, with the request sequences Okta and Entra ID send
 //! (shared/reference/idp-behavior.md). One binary, one module per feature.
 
+// `assert_eq!(ids, [id.clone()])` reads better than `std::slice::from_ref(&id)`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod helpers;
 
 mod concurrency;
@@ -14,4 +17,5 @@ mod groups;
 mod okta;
 mod ops;
 mod persistence;
+mod roundtrip;
 mod tenants;
