@@ -602,3 +602,137 @@ async fn delete_user_is_204_then_404_and_the_user_leaves_its_groups() {
         .await
         .assert_status(201);
 }
+
+#[tokio::test]
+async fn manager_removed_by_a_value_filter_path() {
+    let app = spawn_app().await;
+    let boss = entra_user(&app, "boss").await;
+    let id = entra_user(&app, "employee").await;
+    let path = format!("/Users/{id}");
+    app.patch_ops(&path, json!([{"op":"Add","path":MANAGER,"value":boss}]))
+        .await
+        .assert_status(200);
+    // thomaspoignant/scim-patch#453: how the removal arrives.
+    let r = app
+        .patch_ops(
+            &path,
+            json!([{"op":"remove","path":format!("manager[value eq \"{boss}\"]")}]),
+        )
+        .await;
+    r.assert_status(200);
+    let got = app.get(&path).await.ok_json();
+    assert!(is_cleared(&got[ENTERPRISE]["manager"]), "{got}");
+}
+
+#[tokio::test]
+async fn add_on_a_missing_work_email_creates_it_too() {
+    let app = spawn_app().await;
+    let id = id_of(
+        &app.create_user_with(&json!({"schemas":[CORE_USER],"userName":"add.email"}))
+            .await,
+    );
+    let body = app
+        .patch_ops(
+            &format!("/Users/{id}"),
+            json!([{"op":"Add","path":"emails[type eq \"work\"].value","value":"added@contoso.com"}]),
+        )
+        .await
+        .ok_json();
+    assert_eq!(
+        body["emails"],
+        json!([{"type":"work","value":"added@contoso.com"}]),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn remove_with_a_value_on_a_filtered_email_path() {
+    let app = spawn_app().await;
+    let id = entra_user(&app, "rm.email").await;
+    let r = app
+        .patch_ops(
+            &format!("/Users/{id}"),
+            json!([{"op":"Remove","path":"emails[type eq \"work\"].value","value":"rm.email@testuser.com"}]),
+        )
+        .await;
+    r.assert_status(200);
+    let got = app.get(&format!("/Users/{id}")).await.ok_json();
+    let still = got["emails"]
+        .as_array()
+        .map(|a| a.iter().any(|e| e["value"] == "rm.email@testuser.com"))
+        .unwrap_or(false);
+    assert!(!still, "{got}");
+}
+
+#[tokio::test]
+async fn boolean_strings_are_not_coerced_on_string_attributes() {
+    let app = spawn_app().await;
+    let id = entra_user(&app, "strings").await;
+    let body = app
+        .patch_ops(
+            &format!("/Users/{id}"),
+            json!([
+                {"op":"Replace","path":"title","value":"True"},
+                {"op":"Replace","path":"nickName","value":"False"},
+                {"op":"Replace","path":EMPLOYEE_NUMBER,"value":"007"}
+            ]),
+        )
+        .await
+        .ok_json();
+    assert_eq!(body["title"], json!("True"));
+    assert_eq!(body["nickName"], json!("False"));
+    assert_eq!(body[ENTERPRISE]["employeeNumber"], json!("007"));
+}
+
+#[tokio::test]
+async fn restore_after_disable_keeps_memberships() {
+    let app = spawn_app().await;
+    let id = entra_user(&app, "restored").await;
+    let gid = id_of(&app.create_group_with_members("Kept", &[&id]).await);
+    let path = format!("/Users/{id}");
+    app.patch_ops(
+        &path,
+        json!([{"op":"Replace","path":"active","value":"False"}]),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(
+        app.member_ids(&gid).await,
+        [id.clone()],
+        "disable is not leave"
+    );
+    app.patch_ops(
+        &path,
+        json!([{"op":"Replace","path":"active","value":"True"}]),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(app.group_ids_of_user(&id).await, [gid]);
+}
+
+#[tokio::test]
+async fn roles_sent_as_a_json_string_are_unwrapped() {
+    let app = spawn_app().await;
+    let id = entra_user(&app, "roles").await;
+    let role = "{\"id\":\"7a3b\",\"value\":\"25\",\"displayName\":\"Role1234\"}";
+    let body = app
+        .patch_ops(
+            &format!("/Users/{id}"),
+            json!([{"op":"Add","path":"roles","value":[{"value":role}]}]),
+        )
+        .await
+        .ok_json();
+    // The element serialized as a JSON string is unwrapped (value.rs): the role value is "25".
+    assert_eq!(
+        body["roles"],
+        json!([{"value":"25","display":"Role1234"}]),
+        "{body}"
+    );
+    // POST form: a primary role object.
+    let created = app
+        .create_user_with(&json!({"schemas":[CORE_USER],"userName":"roles2",
+            "roles":[{"primary":true,"type":"WindowsAzureActiveDirectoryRole","value":"Admin"}]}))
+        .await;
+    assert_eq!(created["roles"][0]["value"], "Admin");
+    assert_eq!(created["roles"][0]["primary"], true);
+}
