@@ -371,3 +371,31 @@ async fn root_search_with_a_filter_and_paging_across_types() {
     assert_eq!(ids(&list_resources(&p1)), [u]);
     assert_eq!(ids(&list_resources(&p2)), [g]);
 }
+
+/// Root `.search` pages through the concatenation of Users and Groups; past the server's page
+/// size (1,000) the window must still be right.
+#[tokio::test]
+async fn root_search_pages_past_the_server_page_size() {
+    let app = spawn_app().await;
+    let users = app.create_users("deep", 1005).await;
+    let gid = app.create_group("Deep Group").await;
+    let body = app
+        .post(
+            "/.search",
+            &json!({"schemas":[SEARCH_REQUEST],"startIndex":1001,"count":10,"attributes":["id"]}),
+        )
+        .await
+        .ok_json();
+    assert_eq!(body["totalResults"], 1006);
+    assert_eq!(body["startIndex"], 1001);
+    let got = ids(&list_resources(&body));
+    let mut want: Vec<String> = users[1000..].to_vec();
+    want.push(gid);
+    assert_eq!(got, want, "users 1001-1005, then the group");
+    // The per-resource list agrees.
+    let body = app
+        .get("/Users?startIndex=1001&count=10&attributes=id")
+        .await
+        .ok_json();
+    assert_eq!(ids(&list_resources(&body)), users[1000..].to_vec());
+}

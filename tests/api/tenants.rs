@@ -274,3 +274,45 @@ async fn discovery_answers_per_tenant_without_a_token() {
             .assert_error(401, None);
     }
 }
+
+#[tokio::test]
+async fn malformed_and_wrongly_signed_jwts_are_401() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let app = spawn_with_config(&two_tenants()).await;
+    let url = format!("{}/Users", app.tenant_base("a"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"aud":"a","sub":"scim-bridge","iat":now,"exp":now + 3600,"jti":"z"});
+    let hs512 = encode(
+        &Header::new(Algorithm::HS512),
+        &claims,
+        &EncodingKey::from_secret(JWT_A.as_bytes()),
+    )
+    .unwrap();
+    let no_aud = encode(
+        &Header::default(),
+        &json!({"sub":"scim-bridge","iat":now,"exp":now + 3600}),
+        &EncodingKey::from_secret(JWT_A.as_bytes()),
+    )
+    .unwrap();
+    let no_exp = encode(
+        &Header::default(),
+        &json!({"aud":"a","sub":"scim-bridge","iat":now}),
+        &EncodingKey::from_secret(JWT_A.as_bytes()),
+    )
+    .unwrap();
+    let alg_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJhdWQiOiJhIiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
+    for (what, tok) in [
+        ("HS512", hs512.as_str()),
+        ("no aud", no_aud.as_str()),
+        ("no exp", no_exp.as_str()),
+        ("alg none", alg_none),
+        ("garbage", "a.b.c"),
+    ] {
+        let r = get_with(&app, &url, tok).await;
+        assert_eq!(r.status.as_u16(), 401, "{what}: {}", r.text);
+        r.assert_error(401, None);
+    }
+}
