@@ -24,10 +24,46 @@ async fn burst(app: &TestApp, round: usize) {
         .collect();
     let run = stream::iter(names.iter())
         .map(|n| async move { app.post("/Users", &user_body(n)).await.status.as_u16() })
-        .buffer_unordered(32)
+        .buffer_unordered(burst_size())
         .collect::<Vec<u16>>();
     let statuses = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("64 concurrent creates did not finish within 30 s: the server hangs");
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+}
+
+/// The same userName POSTed 20 times at once (an IdP retrying a slow create): exactly one 201,
+/// the rest 409, and one user stored. Ignored for the same reason as the burst above.
+#[tokio::test]
+#[ignore = "bug: concurrent writes deadlock sled's shared IO pool via Store::flush (flush_async); wedges the process"]
+async fn concurrent_duplicate_creates_make_one_user() {
+    let app = spawn_app().await;
+    let run = stream::iter(0..20)
+        .map(|_| {
+            let app = &app;
+            async move {
+                app.post("/Users", &user_body("dup@example.com"))
+                    .await
+                    .status
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(burst_size())
+        .collect::<Vec<u16>>();
+    let mut statuses = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the server hangs");
+    statuses.sort();
+    let mut want = vec![409; 19];
+    want.insert(0, 201);
+    assert_eq!(statuses, want);
+    assert_eq!(app.get("/Users").await.ok_json()["totalResults"], 1);
+}
+
+/// Requests in flight at once; `BURST=n` overrides (8 passes, 12 already hangs on 2 cores).
+fn burst_size() -> usize {
+    std::env::var("BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
 }
