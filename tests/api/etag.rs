@@ -266,3 +266,26 @@ async fn a_group_version_moves_when_a_member_is_deleted() {
     assert_ne!(etag_is_version(&r), before);
     assert!(is_cleared(&r.json()["members"]));
 }
+
+/// RFC 7644 §3.5.2.1: adding a value that is already there changes nothing, not even
+/// `meta.lastModified` or the version.
+#[tokio::test]
+async fn adding_a_value_already_present_changes_nothing() {
+    let app = spawn_app().await;
+    let id = app.create_user("dup.add@example.com").await;
+    let path = format!("/Users/{id}");
+    let before = app.get(&path).await.ok_json();
+    let r = app
+        .patch_ops(
+            &path,
+            json!([{"op":"add","path":"emails","value":[{"primary":true,"value":"dup.add@example.com","type":"work"}]}]),
+        )
+        .await;
+    let after = r.ok_json();
+    assert_eq!(after["emails"].as_array().map(Vec::len), Some(1), "{after}");
+    assert_eq!(after["meta"]["version"], before["meta"]["version"]);
+    assert_eq!(
+        after["meta"]["lastModified"],
+        before["meta"]["lastModified"]
+    );
+}

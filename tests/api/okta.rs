@@ -583,3 +583,40 @@ async fn membership_by_pathless_add_and_emptied_by_replace_with_nothing() {
     assert!(app.member_ids(&gid).await.is_empty());
     assert!(app.group_ids_of_user(&u1).await.is_empty());
 }
+
+/// Behind a TLS-terminating proxy (Okta requires an https base URL), locations follow the
+/// forwarded scheme and host.
+#[tokio::test]
+async fn locations_follow_forwarded_scheme_and_host() {
+    let app = spawn_app().await;
+    let r = Resp::send(
+        app.request(Method::POST, "/Users")
+            .header("Content-Type", SCIM_CONTENT_TYPE)
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "scim.example.com")
+            .body(user_body("proxied@okta.local").to_string()),
+    )
+    .await;
+    r.assert_status(201);
+    let body = r.json();
+    let id = id_of(&body);
+    let want = format!("https://scim.example.com/scim/v2/Users/{id}");
+    assert_eq!(body["meta"]["location"], json!(want));
+    assert_eq!(r.header("location"), Some(want));
+}
+
+#[tokio::test]
+async fn ids_are_case_sensitive() {
+    let app = spawn_app().await;
+    let id = app.create_user("case@okta.local").await;
+    let upper = id.to_uppercase();
+    assert_ne!(upper, id);
+    app.get(&format!("/Users/{upper}"))
+        .await
+        .assert_error(404, None);
+    let body = app
+        .filter("/Users", &format!("id eq \"{upper}\""))
+        .await
+        .ok_json();
+    assert_eq!(body["totalResults"], 0);
+}
