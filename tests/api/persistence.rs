@@ -142,3 +142,47 @@ async fn versions_are_stable_across_a_restart() {
         r.assert_status(304);
     }
 }
+
+#[tokio::test]
+async fn two_tenants_keep_their_own_data_across_a_restart() {
+    let toml = r#"
+[[tenants]]
+id = "a"
+tokens = ["tok-a-persist-0001"]
+[tenants.vendor]
+kind = "local"
+
+[[tenants]]
+id = "b"
+tokens = ["tok-b-persist-0002"]
+[tenants.vendor]
+kind = "local"
+"#;
+    let mut app = spawn_with_config(toml).await;
+    let count = |app: &TestApp, t: &'static str, tok: &'static str| {
+        let url = format!("{}/Users", app.tenant_base(t));
+        let client = app.client.clone();
+        async move {
+            Resp::send(client.get(url).bearer_auth(tok)).await.ok_json()["totalResults"].clone()
+        }
+    };
+    app.create_users("tenant-a", 3).await;
+    let b_user = Resp::send(
+        app.client
+            .post(format!("{}/Users", app.tenant_base("b")))
+            .bearer_auth("tok-b-persist-0002")
+            .header("Content-Type", SCIM_CONTENT_TYPE)
+            .body(user_body("tenant-a00000@example.com").to_string()),
+    )
+    .await;
+    b_user.assert_status(201);
+    app.restart().await;
+    assert_eq!(count(&app, "a", "tok-a-persist-0001").await, 3);
+    assert_eq!(count(&app, "b", "tok-b-persist-0002").await, 1);
+    // Uniqueness is still per tenant.
+    app.post("/Users", &user_body("tenant-a00000@example.com"))
+        .await
+        .assert_error(409, Some("uniqueness"));
+    let r = app.get_root("/readyz").await;
+    r.assert_status(200);
+}
