@@ -23,7 +23,7 @@ async fn burst(app: &TestApp, round: usize) {
         .map(|i| format!("burst{round}-{i}@example.com"))
         .collect();
     let run = stream::iter(names.iter())
-        .map(|n| async move { app.post("/Users", &user_body(n)).await.status.as_u16() })
+        .map(|n| async move { post_unlimited(app, &user_body(n)).await })
         .buffer_unordered(burst_size())
         .collect::<Vec<u16>>();
     let statuses = tokio::time::timeout(Duration::from_secs(30), run)
@@ -41,12 +41,7 @@ async fn concurrent_duplicate_creates_make_one_user() {
     let run = stream::iter(0..20)
         .map(|_| {
             let app = &app;
-            async move {
-                app.post("/Users", &user_body("dup@example.com"))
-                    .await
-                    .status
-                    .as_u16()
-            }
+            async move { post_unlimited(app, &user_body("dup@example.com")).await }
         })
         .buffer_unordered(burst_size())
         .collect::<Vec<u16>>();
@@ -66,4 +61,16 @@ fn burst_size() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32)
+}
+
+/// POST /Users without the test binary's in-flight limit (helpers.rs).
+async fn post_unlimited(app: &TestApp, body: &serde_json::Value) -> u16 {
+    Resp::send_unlimited(
+        app.request(reqwest::Method::POST, "/Users")
+            .header("Content-Type", SCIM_CONTENT_TYPE)
+            .body(body.to_string()),
+    )
+    .await
+    .status
+    .as_u16()
 }
