@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod case;
 mod concurrency;
 mod discovery;
 mod entra;
