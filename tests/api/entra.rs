@@ -736,3 +736,53 @@ async fn roles_sent_as_a_json_string_are_unwrapped() {
     assert_eq!(created["roles"][0]["value"], "Admin");
     assert_eq!(created["roles"][0]["primary"], true);
 }
+
+/// Entra's default mappings address phone numbers and addresses by type as well; a Replace on a
+/// missing entry creates it, and a second attribute of the same entry lands in the same element.
+#[tokio::test]
+async fn replace_on_missing_typed_phone_and_address_entries_creates_them() {
+    let app = spawn_app().await;
+    let id = id_of(
+        &app.create_user_with(&json!({"schemas":[CORE_USER],"userName":"typed.entries"}))
+            .await,
+    );
+    let path = format!("/Users/{id}");
+    app.patch_ops(
+        &path,
+        json!([
+            {"op":"Replace","path":"phoneNumbers[type eq \"mobile\"].value","value":"+1 555 0100"},
+            {"op":"Replace","path":"phoneNumbers[type eq \"work\"].value","value":"+1 555 0199"},
+            {"op":"Replace","path":"addresses[type eq \"work\"].streetAddress","value":"1 Main St"},
+            {"op":"Replace","path":"addresses[type eq \"work\"].locality","value":"Springfield"},
+            {"op":"Replace","path":"addresses[type eq \"work\"].postalCode","value":"12345"}
+        ]),
+    )
+    .await
+    .assert_status(200);
+    let got = app.get(&path).await.ok_json();
+    let phones = got["phoneNumbers"].as_array().expect("phoneNumbers");
+    assert_eq!(phones.len(), 2, "{got}");
+    assert!(phones
+        .iter()
+        .any(|p| p["type"] == "mobile" && p["value"] == "+1 555 0100"));
+    assert!(phones
+        .iter()
+        .any(|p| p["type"] == "work" && p["value"] == "+1 555 0199"));
+    let addrs = got["addresses"].as_array().expect("addresses");
+    assert_eq!(addrs.len(), 1, "one work address, not three: {got}");
+    assert_eq!(addrs[0]["type"], "work");
+    assert_eq!(addrs[0]["streetAddress"], "1 Main St");
+    assert_eq!(addrs[0]["locality"], "Springfield");
+    assert_eq!(addrs[0]["postalCode"], "12345");
+    // Replacing again updates in place.
+    app.patch_ops(
+        &path,
+        json!([{"op":"Replace","path":"addresses[type eq \"work\"].locality","value":"Shelbyville"}]),
+    )
+    .await
+    .assert_status(200);
+    let got = app.get(&path).await.ok_json();
+    assert_eq!(got["addresses"].as_array().map(Vec::len), Some(1));
+    assert_eq!(got["addresses"][0]["locality"], "Shelbyville");
+    assert_eq!(got["addresses"][0]["streetAddress"], "1 Main St");
+}
