@@ -454,3 +454,23 @@ async fn put_may_not_change_the_id_and_ignores_client_ids() {
     let created = app.create_user_with(&body).await;
     assert_ne!(id_of(&created), "client-chosen-2");
 }
+
+#[tokio::test]
+async fn the_configured_body_limit_applies() {
+    let app = spawn_with_config(
+        r#"
+body_limit = "4 KiB"
+[[tenants]]
+id = "small"
+tokens = ["tok-small-0000001"]
+[tenants.vendor]
+kind = "local"
+"#,
+    )
+    .await;
+    let mut body = user_body("small@example.com");
+    body["nickName"] = json!("n".repeat(5000));
+    app.post("/Users", &body).await.assert_error(413, None);
+    body["nickName"] = json!("n".repeat(3000));
+    app.post("/Users", &body).await.assert_status(201);
+}
