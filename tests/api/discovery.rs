@@ -399,3 +399,30 @@ async fn root_search_pages_past_the_server_page_size() {
         .ok_json();
     assert_eq!(ids(&list_resources(&body)), users[1000..].to_vec());
 }
+
+#[tokio::test]
+async fn sub_attribute_projections() {
+    let app = spawn_app().await;
+    let u = app.create_user("sub.proj@example.com").await;
+    let got = app
+        .get(&format!("/Users/{u}?excludedAttributes=name.givenName"))
+        .await
+        .ok_json();
+    assert_eq!(got["name"], json!({"familyName":"Family"}), "{got}");
+    let gid = id_of(&app.create_group_with_members("Sub", &[&u]).await);
+    let g = app
+        .get(&format!("/Groups/{gid}?attributes=members.value"))
+        .await
+        .ok_json();
+    assert_eq!(g["members"], json!([{"value": u}]), "{g}");
+    assert!(g.get("displayName").is_none(), "{g}");
+    let g = app
+        .get(&format!(
+            "/Groups?attributes=displayName&filter=displayName+eq+%22Sub%22"
+        ))
+        .await
+        .ok_json();
+    let rs = list_resources(&g);
+    assert!(rs[0].get("members").is_none(), "{}", rs[0]);
+    assert_eq!(rs[0]["displayName"], "Sub");
+}
