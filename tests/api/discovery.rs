@@ -417,9 +417,7 @@ async fn sub_attribute_projections() {
     assert_eq!(g["members"], json!([{"value": u}]), "{g}");
     assert!(g.get("displayName").is_none(), "{g}");
     let g = app
-        .get(&format!(
-            "/Groups?attributes=displayName&filter=displayName+eq+%22Sub%22"
-        ))
+        .get("/Groups?attributes=displayName&filter=displayName+eq+%22Sub%22")
         .await
         .ok_json();
     let rs = list_resources(&g);
