@@ -424,3 +424,29 @@ async fn sub_attribute_projections() {
     assert!(rs[0].get("members").is_none(), "{}", rs[0]);
     assert_eq!(rs[0]["displayName"], "Sub");
 }
+
+#[tokio::test]
+async fn sorted_pages_are_windows_of_one_order() {
+    let app = spawn_app().await;
+    app.create_users("sorted", 30).await;
+    let all = app
+        .get("/Users?sortBy=userName&sortOrder=descending&count=30")
+        .await
+        .ok_json();
+    let all: Vec<String> = ids(&list_resources(&all));
+    let page = app
+        .get("/Users?sortBy=userName&sortOrder=descending&startIndex=11&count=10")
+        .await
+        .ok_json();
+    assert_eq!(page["startIndex"], 11);
+    assert_eq!(page["totalResults"], 30);
+    assert_eq!(ids(&list_resources(&page)), all[10..20].to_vec());
+    let names: Vec<String> = list_resources(&page)
+        .iter()
+        .map(|r| r["userName"].as_str().unwrap().to_string())
+        .collect();
+    let mut want = names.clone();
+    want.sort();
+    want.reverse();
+    assert_eq!(names, want);
+}
