@@ -23,6 +23,39 @@ impl From<StoreError> for crate::scim::ScimError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    flusher: std::sync::Arc<GroupCommit>,
+}
+
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Group commit: one thread runs `fsync`s for the whole store; every caller that asked before a
+/// flush began is answered by that flush. sled's own `flush_async` runs on its shared I/O pool,
+/// where concurrent callers can occupy every thread waiting for a log write queued behind them
+/// (found by the concurrency tests: a burst of 12+ writes hung the process).
+struct GroupCommit {
+    requests: parking_lot::Mutex<std::sync::mpsc::Sender<FlushWaiter>>,
+}
+
+impl GroupCommit {
+    fn start(db: sled::Db) -> GroupCommit {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
+        std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .expect("spawn the store flush thread");
+        GroupCommit {
+            requests: parking_lot::Mutex::new(tx),
+        }
+    }
 }
 
 impl Store {
@@ -35,7 +68,8 @@ impl Store {
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        Ok(Store { db })
+        let flusher = std::sync::Arc::new(GroupCommit::start(db.clone()));
+        Ok(Store { db, flusher })
     }
 
     /// The tree of one tenant for one purpose (`local`, `idmap`, `audit`…).
@@ -45,8 +79,17 @@ impl Store {
 
     /// Durably persists everything written so far. Concurrent callers share one flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.flusher.requests.lock().send(tx);
+        let unavailable = |reason: String| StoreError::Sled(sled::Error::Io(std::io::Error::other(reason)));
+        if sent.is_err() {
+            return Err(unavailable("the flush thread has stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(unavailable(reason)),
+            Err(_) => Err(unavailable("the flush thread has stopped".into())),
+        }
     }
 
     pub fn is_healthy(&self) -> bool {

@@ -9,7 +9,6 @@ use std::time::Duration;
 /// pool thread waiting for a log write that is queued behind them, and every write of the process
 /// hangs for good.
 #[tokio::test]
-#[ignore = "bug: concurrent writes deadlock sled's shared IO pool via Store::flush (flush_async); wedges the process"]
 async fn a_burst_of_concurrent_creates_completes() {
     let app = spawn_app().await;
     for round in 0..5 {
@@ -35,7 +34,6 @@ async fn burst(app: &TestApp, round: usize) {
 /// The same userName POSTed 20 times at once (an IdP retrying a slow create): exactly one 201,
 /// the rest 409, and one user stored. Ignored for the same reason as the burst above.
 #[tokio::test]
-#[ignore = "bug: concurrent writes deadlock sled's shared IO pool via Store::flush (flush_async); wedges the process"]
 async fn concurrent_duplicate_creates_make_one_user() {
     let app = spawn_app().await;
     let run = stream::iter(0..20)
@@ -55,7 +53,7 @@ async fn concurrent_duplicate_creates_make_one_user() {
     assert_eq!(app.get("/Users").await.ok_json()["totalResults"], 1);
 }
 
-/// Requests in flight at once; `BURST=n` overrides (8 passes, 12 already hangs on 2 cores).
+/// Requests in flight at once; `BURST=n` overrides. Before group commit, 12 hung the process.
 fn burst_size() -> usize {
     std::env::var("BURST")
         .ok()
@@ -63,7 +61,7 @@ fn burst_size() -> usize {
         .unwrap_or(32)
 }
 
-/// POST /Users without the test binary's in-flight limit (helpers.rs).
+/// POST /Users, returning only the status.
 async fn post_unlimited(app: &TestApp, body: &serde_json::Value) -> u16 {
     Resp::send_unlimited(
         app.request(reqwest::Method::POST, "/Users")

@@ -331,14 +331,8 @@ pub struct Resp {
     pub elapsed: Duration,
 }
 
-/// At most this many requests in flight across the whole test binary. Parallel tests writing at
-/// once can wedge every server in the process (sled's shared IO pool, see concurrency.rs, whose
-/// tests bypass this with `Resp::send_unlimited`). Remove once the server is fixed.
-static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-
 impl Resp {
     pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
-        let _permit = IN_FLIGHT.acquire().await.expect("semaphore open");
         Self::send_unlimited(rb).await
     }
 
