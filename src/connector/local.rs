@@ -90,7 +90,7 @@ impl Connector for LocalConnector {
         let members = resource.as_object_mut().and_then(|o| o.remove("members"));
         let guard = self.write_lock.lock().await;
         let old = dir.load_or_404(kind, id)?;
-        Directory::check_precondition(&old, pre)?;
+        Directory::check_precondition(&dir.render(kind, id, old.clone(), false, ctx)?, pre)?;
         let mut doc = replace(&old, resource, schema)?;
         doc["id"] = Value::String(id.to_string());
         let (unique, _) = index_keys(kind, id, &doc);
@@ -124,13 +124,14 @@ impl Connector for LocalConnector {
         let schema = dir.schema(kind);
         let guard = self.write_lock.lock().await;
         let old = dir.load_or_404(kind, id)?;
-        Directory::check_precondition(&old, pre)?;
         // Users are patched with their derived `groups` visible (readOnly: the engine refuses
-        // writes to it); groups without members, which the engine turns into member operations.
+        // writes to it), which also gives the version an If-Match is compared with; groups
+        // without members, which the engine turns into member operations.
         let subject = match kind {
             ResourceKind::User => dir.render(kind, id, old.clone(), false, ctx)?,
             ResourceKind::Group => old.clone(),
         };
+        Directory::check_precondition(&subject, pre)?;
         let outcome = apply_patch(
             &subject,
             request,
@@ -167,7 +168,11 @@ impl Connector for LocalConnector {
         let dir = &self.dir;
         let guard = self.write_lock.lock().await;
         let old = dir.load_or_404(kind, id)?;
-        Directory::check_precondition(&old, pre)?;
+        // The version an If-Match is compared with includes derived data; no URL is rendered.
+        let ctx = RequestContext {
+            base_url: String::new(),
+        };
+        Directory::check_precondition(&dir.render(kind, id, old.clone(), false, &ctx)?, pre)?;
         let mut batch = sled::Batch::default();
         dir.delete_entries(&mut batch, kind, id, &old)?;
         dir.commit(batch)?;

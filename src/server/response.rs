@@ -15,10 +15,12 @@ pub fn scim_json(status: StatusCode, body: &Value) -> HttpResponse {
         .body(body.to_string())
 }
 
-/// A resource response with its `ETag` (= `meta.version`, RFC 7644 §3.14).
-pub fn resource(status: StatusCode, body: &Value) -> HttpResponse {
+/// A resource response: `body` (the projected resource) with the `ETag` of `full` (= its
+/// `meta.version`, RFC 7644 §3.14) — taken from the unprojected resource, since
+/// `attributes=userName` projects `meta` away but the version still identifies the resource.
+pub fn resource(status: StatusCode, full: &Value, body: &Value) -> HttpResponse {
     let mut resp = scim_json(status, body);
-    if let Some(v) = body
+    if let Some(v) = full
         .get("meta")
         .and_then(|m| m.get("version"))
         .and_then(Value::as_str)

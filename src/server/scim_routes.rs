@@ -318,7 +318,7 @@ async fn handle(
             let resource = canonicalize(&body, schema)?;
             let created = connector.create(*kind, resource, ctx).await?;
             let projected = projection(&pairs, schema).apply(&created, schema);
-            let mut resp = response::resource(StatusCode::CREATED, &projected);
+            let mut resp = response::resource(StatusCode::CREATED, &created, &projected);
             if let Some(loc) = created["meta"]["location"].as_str() {
                 if let Ok(h) = header::HeaderValue::from_str(loc) {
                     resp.headers_mut().insert(header::LOCATION, h);
@@ -347,6 +347,7 @@ async fn handle(
             }
             Ok(response::resource(
                 StatusCode::OK,
+                &found,
                 &proj.apply(&found, schema),
             ))
         }
@@ -359,6 +360,7 @@ async fn handle(
                 .await?;
             Ok(response::resource(
                 StatusCode::OK,
+                &updated,
                 &projection(&pairs, schema).apply(&updated, schema),
             ))
         }
@@ -374,6 +376,7 @@ async fn handle(
             // 200 with the full resource satisfies Okta, Entra, scim2-tester and scim-sanity at once (idp-behavior §3.4).
             Ok(response::resource(
                 StatusCode::OK,
+                &updated,
                 &proj.apply(&updated, schema),
             ))
         }
@@ -426,32 +429,51 @@ async fn list(
     ))
 }
 
-/// `POST /.search` at the root (RFC 7644 §3.4.3): Users and Groups together, Users first.
+/// `POST /.search` at the root (RFC 7644 §3.4.3): Users then Groups, as one result set. Each
+/// type is asked only for its part of the requested window, so paging works at any depth.
 async fn search_all(
     tenant: &Tenant,
     query: &ListQuery,
     ctx: &RequestContext,
 ) -> ScimResult<HttpResponse> {
     let registry = tenant.connector.schemas();
-    let wanted = query.page_range(usize::MAX);
-    // Fetch enough of each type to cover the requested window of the concatenation.
-    let mut widened = query.clone();
-    widened.start_index = 1;
-    widened.count = Some(wanted.end.min(crate::scim::list::MAX_PAGE_SIZE));
-    let mut total = 0;
-    let mut all = Vec::new();
+    let mut totals = Vec::new();
     for kind in [ResourceKind::User, ResourceKind::Group] {
-        let schema = registry.get(kind);
-        let proj = query.projection(schema);
-        let page = tenant
-            .connector
-            .list(kind, &widened, proj.wants("members", schema), ctx)
-            .await?;
-        total += page.total;
-        all.extend(page.resources.iter().map(|r| proj.apply(r, schema)));
+        let mut count_only = query.clone();
+        count_only.count = Some(0);
+        totals.push(
+            tenant
+                .connector
+                .list(kind, &count_only, false, ctx)
+                .await?
+                .total,
+        );
     }
-    let range = query.page_range(all.len());
-    let resources = all.drain(range).collect();
+    let total: usize = totals.iter().sum();
+    let window = query.page_range(total);
+    let mut resources = Vec::with_capacity(window.len());
+    let mut offset = 0;
+    for (kind, kind_total) in [ResourceKind::User, ResourceKind::Group]
+        .into_iter()
+        .zip(totals)
+    {
+        // The part of `window` that falls in this type's span [offset, offset + kind_total).
+        let start = window.start.max(offset);
+        let end = window.end.min(offset + kind_total);
+        if start < end {
+            let schema = registry.get(kind);
+            let proj = query.projection(schema);
+            let mut part = query.clone();
+            part.start_index = start - offset + 1;
+            part.count = Some(end - start);
+            let page = tenant
+                .connector
+                .list(kind, &part, proj.wants("members", schema), ctx)
+                .await?;
+            resources.extend(page.resources.iter().map(|r| proj.apply(r, schema)));
+        }
+        offset += kind_total;
+    }
     Ok(response::scim_json(
         StatusCode::OK,
         &list_response(total, query.start_index, resources),

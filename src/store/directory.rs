@@ -471,6 +471,15 @@ impl Directory {
                     groups.push(entry);
                 }
                 if !groups.is_empty() {
+                    // User.groups is derived, not stored: fold it into the version so an ETag
+                    // moves when the user's memberships do (RFC 7644 §3.14).
+                    let stored = doc["meta"]["version"].as_str().unwrap_or("").to_string();
+                    let basis: Vec<(&Value, &Value)> = groups
+                        .iter()
+                        .map(|g| (&g["value"], &g["display"]))
+                        .collect();
+                    doc["meta"]["version"] =
+                        Value::String(compute_version(&json!({"v": stored, "groups": basis}), 0));
                     doc["groups"] = Value::Array(groups);
                 }
             }

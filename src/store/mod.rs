@@ -81,7 +81,8 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self.flusher.requests.lock().send(tx);
-        let unavailable = |reason: String| StoreError::Sled(sled::Error::Io(std::io::Error::other(reason)));
+        let unavailable =
+            |reason: String| StoreError::Sled(sled::Error::Io(std::io::Error::other(reason)));
         if sent.is_err() {
             return Err(unavailable("the flush thread has stopped".into()));
         }
