@@ -25,7 +25,6 @@ pub fn service_provider_config(features: &Features, base_url: &str) -> Value {
     };
     json!({
         "schemas": [urn::SERVICE_PROVIDER_CONFIG],
-        "documentationUri": "https://github.com/scim-bridge/scim-bridge#readme",
         "patch": {"supported": true},
         "bulk": {"supported": bulk_supported, "maxOperations": max_ops, "maxPayloadSize": max_payload},
         "filter": {"supported": true, "maxResults": MAX_PAGE_SIZE},

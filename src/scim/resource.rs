@@ -77,7 +77,7 @@ pub fn canonicalize(input: &Value, schema: &ResourceSchema) -> ScimResult<Value>
         put(&mut out, ext, resolved.def, raw)?;
     }
     for def in schema.core.attributes.iter().filter(|d| d.required) {
-        let present = out.get(&def.name).is_some_and(|v| !is_empty(v));
+        let present = out.get(&def.name).is_some_and(|v| !value::is_no_value(v));
         if !present {
             return Err(ScimError::invalid_value(format!(
                 "required attribute \"{}\" is missing",
@@ -115,16 +115,6 @@ fn put(
         }
     }
     Ok(())
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
 }
 
 /// Recomputes `schemas`: the core URN plus each extension the resource holds data for.
