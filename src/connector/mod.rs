@@ -1,7 +1,9 @@
 //! The connector seam: the SCIM side hands a connector typed operations on canonical resources;
 //! the connector answers in SCIM resources. Everything vendor-specific stays behind this trait.
 
+pub mod http;
 pub mod local;
+pub mod roles;
 
 use crate::scim::list::ListQuery;
 use crate::scim::patch::PatchRequest;

@@ -1,0 +1,1148 @@
+//! The shared vendor HTTP client: every vendor connector talks to its vendor through a
+//! [`VendorClient`]. It owns what a real vendor makes hard and what each connector would otherwise
+//! get subtly wrong on its own:
+//!
+//! - **Sign-in, lazily, and single-flight re-sign-in.** Sessions expire (Metabase after 14 days,
+//!   ThoughtSpot tokens after 300 s by default, Sisense L2024.1+ with bearer expiry); every vendor
+//!   reference says "on 401, sign in again and retry once". A hundred concurrent requests that all
+//!   see the same expired session cause one sign-in, not a hundred: logins are throttled (Metabase
+//!   after ~10 failures) or locked out (Sisense `loginLockoutSettings`). A failed sign-in is shared
+//!   with everyone who waited for it and is not repeated for `breaker_cooldown`, for the same reason.
+//! - **Retries** with exponential backoff and full jitter on 429, 502, 503, 504 and transport
+//!   errors, for idempotent requests only; `Retry-After` (seconds or HTTP-date) is honoured, and
+//!   one longer than `backoff_max` is handed back to the IdP instead of slept on. A 429 or a
+//!   connect error (nothing was sent) is retried for any request; anything else that fails after a
+//!   non-idempotent request was sent is [`VendorError::Ambiguous`]: the caller looks the object up
+//!   by its natural key before trying again ([`VendorClient::create_or_find`]).
+//! - **Per-tenant limits**: a concurrency limit (semaphore) and a token-bucket rate limit with
+//!   conservative defaults (Sisense publishes none; ThoughtSpot allows 100/s per IP; Tableau Cloud
+//!   throttles without saying at what rate).
+//! - **A circuit breaker**: after `breaker_threshold` consecutive vendor-side failures, requests
+//!   fail fast with [`VendorError::Unavailable`] (→ `503` + `Retry-After` to the IdP, never 500)
+//!   until `breaker_cooldown` has passed; then one trial request decides.
+//!
+//! Secrets: request and response headers and bodies are never logged and never put into errors
+//! (a vendor body is only carried by [`VendorError::Rejected`], which a connector builds from a
+//! response it chose not to handle, and is never rendered to the IdP by the default mapping).
+
+use crate::scim::ScimError;
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+pub use reqwest::Method;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+pub use url::Url;
+
+/// Tuning of one vendor client (one per tenant). `Default` is deliberately conservative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    /// Whole-request timeout (connect, send, and reading the body), per attempt.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts for a retryable failure, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// Full jitter: before retry `n` (0-based), sleep `rand(0, min(backoff_max, backoff_base·2ⁿ))`;
+    /// a larger `Retry-After` wins, and one larger than `backoff_max` ends the retries.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Token bucket: sustained requests per second (sign-ins included) and burst size.
+    /// `f64::INFINITY` disables the limit.
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    /// Requests in flight at once (sign-ins included).
+    pub max_concurrency: usize,
+    /// Consecutive vendor-side failures (transport errors, timeouts, 5xx) that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before one trial request is let through. Also how long a
+    /// failed sign-in (bad credentials) is remembered before it is attempted again.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            rate_per_sec: 10.0,
+            burst: 10,
+            max_concurrency: 8,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a vendor signs in; implemented by each connector (the vendor-specific part).
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Performs the vendor's sign-in with the raw client and returns the headers to attach to
+    /// every later request (e.g. `Authorization: Bearer …`, `X-Tableau-Auth`, `x-api-key`).
+    /// Map failures with [`VendorError::from_transport`] and [`VendorError::sign_in_refused`];
+    /// never put a secret or a raw sign-in response body into the error.
+    async fn sign_in(
+        &self,
+        http: &reqwest::Client,
+        base: &Url,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, VendorError>;
+
+    /// Whether a response means "session expired or invalid, sign in again" (default: 401).
+    fn is_auth_failure(&self, status: u16, _body: &[u8]) -> bool {
+        status == 401
+    }
+
+    /// Whether a 5xx response is a vendor-side failure (retried when idempotent, counted by the
+    /// breaker, never returned as `Ok`) rather than the vendor's own answer for the connector to
+    /// read. Default: every 5xx. ThoughtSpot, for one, reports a duplicate name as a 500 with
+    /// code 14009 in the body; its connector overrides this to see that answer.
+    fn is_vendor_failure(&self, status: u16, _body: &[u8]) -> bool {
+        status >= 500
+    }
+}
+
+/// A request body. `Xml` is sent as `application/xml` (Tableau's native format).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    None,
+    Json(serde_json::Value),
+    Form(Vec<(String, String)>),
+    Xml(String),
+}
+
+/// One vendor call. `path` is relative to the tenant's `base_url` (a leading `/` is ignored, so a
+/// path prefix in `base_url` is kept). GET, PUT and DELETE are idempotent by default; POST and
+/// PATCH are not (mark a read-only POST, e.g. a ThoughtSpot search, with [`idempotent`]).
+///
+/// [`idempotent`]: VendorRequest::idempotent
+#[derive(Debug, Clone)]
+pub struct VendorRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Body,
+    pub idempotent: bool,
+    /// Extra headers (e.g. `Accept`). Session headers from the [`Authenticator`] are added on top.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl VendorRequest {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        VendorRequest {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: Body::None,
+            idempotent,
+            headers: Vec::new(),
+        }
+    }
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+    pub fn post(path: impl Into<String>) -> Self {
+        Self::new(Method::POST, path)
+    }
+    pub fn put(path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, path)
+    }
+    pub fn patch(path: impl Into<String>) -> Self {
+        Self::new(Method::PATCH, path)
+    }
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new(Method::DELETE, path)
+    }
+    pub fn query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((name.into(), value.into()));
+        self
+    }
+    pub fn json(mut self, value: serde_json::Value) -> Self {
+        self.body = Body::Json(value);
+        self
+    }
+    pub fn form(mut self, fields: Vec<(String, String)>) -> Self {
+        self.body = Body::Form(fields);
+        self
+    }
+    pub fn xml(mut self, text: impl Into<String>) -> Self {
+        self.body = Body::Xml(text.into());
+        self
+    }
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    /// Never retried once sent: a failure after sending is [`VendorError::Ambiguous`].
+    pub fn non_idempotent(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+    /// Safe to repeat (e.g. a search sent as POST).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
+/// A vendor answer: 2xx, or 4xx/5xx that the connector reads itself (everything except an auth
+/// failure, 429 and vendor-side failures, which become [`VendorError`]s).
+#[derive(Clone)]
+pub struct VendorResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl VendorResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON. The error names the serde problem, not the body.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, VendorError> {
+        serde_json::from_slice(&self.body).map_err(|e| VendorError::Decode {
+            reason: format!("HTTP {} body is not the expected JSON: {e}", self.status),
+        })
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A [`VendorError::Rejected`] for an answer the connector does not handle; the body is
+    /// truncated to 1 KiB.
+    pub fn rejected(&self) -> VendorError {
+        let mut body = self.text();
+        if body.len() > 1024 {
+            let mut cut = 1024;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+            body.push('…');
+        }
+        VendorError::Rejected {
+            status: self.status,
+            body,
+        }
+    }
+}
+
+/// Headers and body are left out: they may carry session tokens.
+impl fmt::Debug for VendorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VendorResponse")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one error type of the vendor layer. `Display` never includes a vendor body or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VendorError {
+    /// The vendor is down, failing (5xx after retries), timing out, or the breaker is open.
+    #[error("vendor unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// The vendor is still throttling (429) after the retries.
+    #[error("vendor is throttling requests (retry after {}s)", ceil_secs(*retry_after))]
+    Throttled { retry_after: Duration },
+    /// A non-idempotent request may or may not have been applied (timeout or connection reset
+    /// after sending, 5xx on a create): look the object up by its natural key before any retry.
+    #[error("vendor outcome unknown: {reason}")]
+    Ambiguous { reason: String },
+    /// A 4xx answer (other than auth failure and 429) that the connector did not map.
+    #[error("vendor rejected the request with HTTP {status}")]
+    Rejected { status: u16, body: String },
+    /// Sign-in itself failed (bad credentials, locked account). Never includes a secret.
+    #[error("vendor sign-in failed: {reason}")]
+    Auth { reason: String },
+    /// The vendor's answer could not be read.
+    #[error("vendor response could not be decoded: {reason}")]
+    Decode { reason: String },
+}
+
+impl VendorError {
+    /// Maps a `reqwest` transport error (connect, timeout, body) to `Unavailable`, with the
+    /// error chain but without the URL (whose query might carry something private).
+    pub fn from_transport(err: &reqwest::Error) -> VendorError {
+        VendorError::Unavailable {
+            reason: transport_reason(err),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// For an [`Authenticator`]: the vendor answered a sign-in with `status`. 429 and 5xx mean
+    /// the vendor is busy or down (`Throttled` / `Unavailable`); anything else is `Auth`, with
+    /// the status only (a sign-in body may echo what was sent).
+    pub fn sign_in_refused(status: u16, headers: &HeaderMap) -> VendorError {
+        let retry_after = retry_after_from(headers).unwrap_or(Duration::from_secs(1));
+        match status {
+            429 => VendorError::Throttled { retry_after },
+            500..=599 => VendorError::Unavailable {
+                reason: format!("sign-in answered HTTP {status}"),
+                retry_after,
+            },
+            _ => VendorError::Auth {
+                reason: format!("sign-in answered HTTP {status}"),
+            },
+        }
+    }
+
+    /// Whether the vendor itself is failing (counts against the breaker).
+    fn is_vendor_side(&self) -> bool {
+        matches!(self, VendorError::Unavailable { .. })
+    }
+}
+
+/// Seconds for a `Retry-After` header: rounded up, at least 1.
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+/// Retry-After the IdP gets when the error carries none of its own.
+const AMBIGUOUS_RETRY_AFTER_S: u64 = 5;
+const DEFAULT_RETRY_AFTER_S: u64 = 30;
+
+/// The IdP sees a vendor problem as "try again later" (503 + Retry-After) or "slow down"
+/// (429 + Retry-After), never as a 500 and never with a vendor body. Connectors map the vendor
+/// answers that *are* the client's fault (duplicate → 409, missing → 404) themselves.
+impl From<VendorError> for ScimError {
+    fn from(err: VendorError) -> ScimError {
+        match err {
+            VendorError::Unavailable {
+                reason,
+                retry_after,
+            } => ScimError::unavailable(
+                format!("vendor unavailable: {reason}"),
+                ceil_secs(retry_after),
+            ),
+            VendorError::Throttled { retry_after } => ScimError::throttled(
+                "the vendor is throttling requests; retry later",
+                ceil_secs(retry_after),
+            ),
+            VendorError::Ambiguous { .. } => ScimError::unavailable(
+                "the vendor did not confirm the change; retry later",
+                AMBIGUOUS_RETRY_AFTER_S,
+            ),
+            VendorError::Auth { .. } => ScimError::unavailable(
+                "vendor sign-in failed; the bridge's vendor credentials need attention",
+                DEFAULT_RETRY_AFTER_S,
+            ),
+            VendorError::Rejected { status, .. } => ScimError::unavailable(
+                format!("the vendor refused the request (HTTP {status})"),
+                DEFAULT_RETRY_AFTER_S,
+            ),
+            VendorError::Decode { .. } => ScimError::unavailable(
+                "the vendor's answer could not be read",
+                DEFAULT_RETRY_AFTER_S,
+            ),
+        }
+    }
+}
+
+/// The breaker as [`VendorClient::health`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// For `/readyz`, startup and `config check --online`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHealth {
+    pub breaker: BreakerState,
+    pub signed_in: bool,
+    /// The latest vendor-side failure or sign-in failure; cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+impl ClientHealth {
+    /// Signed in and the breaker is not open.
+    pub fn is_ready(&self) -> bool {
+        self.signed_in && !matches!(self.breaker, BreakerState::Open { .. })
+    }
+}
+
+/// The outcome of a [`VendorClient::create_or_find`].
+#[derive(Debug)]
+pub enum CreateOutcome<T> {
+    /// The vendor answered the create (2xx or its own error, e.g. a duplicate).
+    Sent(VendorResponse),
+    /// The create was ambiguous and the lookup by natural key found the object.
+    Found(T),
+}
+
+/// The shared vendor client of one tenant. Cheap to clone.
+#[derive(Clone)]
+pub struct VendorClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for VendorClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VendorClient")
+            .field("base", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+type SessionHeaders = Arc<Vec<(HeaderName, HeaderValue)>>;
+
+struct Inner {
+    base: Url,
+    http: reqwest::Client,
+    settings: ClientSettings,
+    auth: Arc<dyn Authenticator>,
+    session: Mutex<Session>,
+    /// Held while signing in: the single flight.
+    sign_in_lock: tokio::sync::Mutex<()>,
+    slots: Semaphore,
+    bucket: Mutex<TokenBucket>,
+    breaker: Mutex<Breaker>,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Session {
+    /// Bumped by every successful sign-in; a request remembers the generation it used, so that a
+    /// 401 on generation `g` triggers a sign-in only if nobody has replaced `g` yet.
+    generation: u64,
+    headers: Option<SessionHeaders>,
+    /// Sign-in attempts finished, successful or not.
+    attempts: u64,
+    /// The last attempt failed: shared with everyone who waited on it, and (for `Auth`) not
+    /// retried before `breaker_cooldown`.
+    failure: Option<(VendorError, Instant)>,
+}
+
+struct TokenBucket {
+    /// May go negative: a caller reserves a token and sleeps until it has accrued, so waiters
+    /// are served in arrival order without polling.
+    tokens: f64,
+    last: Instant,
+}
+
+enum Breaker {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_in_flight: bool },
+}
+
+/// Lets one trial through while half-open; if the trial ends without a verdict (cancelled, or
+/// an answer that says nothing about the vendor's health) the next request may try.
+struct TrialGuard<'a>(Option<&'a Mutex<Breaker>>);
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0 {
+            let mut b = breaker.lock();
+            if let Breaker::HalfOpen { trial_in_flight } = &mut *b {
+                *trial_in_flight = false;
+            }
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(VendorResponse),
+    AuthFailed,
+    Retry {
+        error: VendorError,
+        retry_after: Option<Duration>,
+    },
+    Fail(VendorError),
+}
+
+impl VendorClient {
+    /// A pooled rustls client with the configured timeouts; nothing is sent until first use.
+    pub fn new(
+        base_url: Url,
+        settings: ClientSettings,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<Self, VendorError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            // ThoughtSpot requires a User-Agent.
+            .user_agent(concat!("scim-bridge/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| VendorError::Unavailable {
+                reason: format!("cannot build the HTTP client: {}", transport_reason(&e)),
+                retry_after: Duration::from_secs(DEFAULT_RETRY_AFTER_S),
+            })?;
+        let burst = f64::from(settings.burst.max(1));
+        Ok(VendorClient {
+            inner: Arc::new(Inner {
+                base: base_url,
+                http,
+                slots: Semaphore::new(settings.max_concurrency.max(1)),
+                bucket: Mutex::new(TokenBucket {
+                    tokens: burst,
+                    last: Instant::now(),
+                }),
+                breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+                settings,
+                auth,
+                session: Mutex::new(Session::default()),
+                sign_in_lock: tokio::sync::Mutex::new(()),
+                last_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.inner.settings
+    }
+
+    /// Sends one request with sign-in, limits, retries and the breaker. 2xx and the vendor's
+    /// own 4xx answers come back as `Ok` (read `resp.status`); auth failures, 429, vendor-side
+    /// failures and transport errors come back as `Err` once retries are exhausted.
+    pub async fn send(&self, req: VendorRequest) -> Result<VendorResponse, VendorError> {
+        let span = tracing::debug_span!(
+            "vendor_request",
+            method = %req.method,
+            path = %req.path,
+            status = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        );
+        self.send_inner(req).instrument(span).await
+    }
+
+    async fn send_inner(&self, req: VendorRequest) -> Result<VendorResponse, VendorError> {
+        let inner = &*self.inner;
+        let max_attempts = inner.settings.max_attempts.max(1);
+        let mut attempt: u32 = 0;
+        let mut reauthed = false;
+        let mut stale: Option<u64> = None;
+        loop {
+            attempt += 1;
+            tracing::Span::current().record("attempt", attempt);
+            let _trial = self.admit()?;
+            let (generation, headers) = self.session(stale).await?;
+            let outcome = self.attempt_once(&req, &headers).await;
+            match outcome {
+                Attempt::Done(resp) => {
+                    tracing::Span::current().record("status", resp.status);
+                    return Ok(resp);
+                }
+                Attempt::AuthFailed if !reauthed => {
+                    // The session expired: not applied, so even a create may be repeated once.
+                    tracing::debug!("vendor session rejected; signing in again");
+                    reauthed = true;
+                    stale = Some(generation);
+                    attempt -= 1;
+                }
+                Attempt::AuthFailed => {
+                    let error = VendorError::Auth {
+                        reason: "the vendor rejected a fresh session".into(),
+                    };
+                    self.note_error(&error);
+                    return Err(error);
+                }
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry { error, retry_after } => {
+                    if attempt >= max_attempts {
+                        return Err(with_retry_after(
+                            error,
+                            retry_after,
+                            self.backoff_cap(attempt),
+                        ));
+                    }
+                    let jitter = self.backoff(attempt - 1);
+                    let wait = match retry_after {
+                        Some(ra) if ra > inner.settings.backoff_max => {
+                            // Longer than we are willing to hold the IdP's request: let the
+                            // IdP come back then.
+                            return Err(with_retry_after(error, Some(ra), ra));
+                        }
+                        Some(ra) => ra.max(jitter),
+                        None => jitter,
+                    };
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        error = %error,
+                        "retrying vendor request"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// One try: limits, send, classify. Records breaker outcomes.
+    async fn attempt_once(&self, req: &VendorRequest, session: &SessionHeaders) -> Attempt {
+        let inner = &*self.inner;
+        let _slot = inner.slots.acquire().await.expect("semaphore never closed");
+        self.take_token().await;
+
+        let mut url = match inner.base.join(req.path.trim_start_matches('/')) {
+            Ok(url) => url,
+            Err(e) => {
+                return Attempt::Fail(VendorError::Decode {
+                    reason: format!("bad request path {:?}: {e}", req.path),
+                })
+            }
+        };
+        if !req.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(req.query.iter());
+        }
+        let mut builder = inner.http.request(req.method.clone(), url);
+        for (name, value) in req.headers.iter().chain(session.iter()) {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        builder = match &req.body {
+            Body::None => builder,
+            Body::Json(value) => builder.json(value),
+            Body::Form(fields) => builder.form(fields),
+            Body::Xml(text) => builder
+                .header(CONTENT_TYPE, "application/xml")
+                .body(text.clone()),
+        };
+
+        let result = match builder.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                resp.bytes().await.map(|body| VendorResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        drop(_slot);
+
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let reason = format!("{} {}: {}", req.method, req.path, transport_reason(&e));
+                let error = VendorError::Unavailable {
+                    reason: reason.clone(),
+                    retry_after: Duration::from_secs(1),
+                };
+                self.record_failure(&error);
+                tracing::debug!(error = %reason, connect = e.is_connect(), "vendor transport error");
+                // A connect error means nothing was sent: safe to repeat for any request.
+                return if req.idempotent || e.is_connect() {
+                    Attempt::Retry {
+                        error,
+                        retry_after: None,
+                    }
+                } else {
+                    Attempt::Fail(VendorError::Ambiguous { reason })
+                };
+            }
+        };
+
+        let status = resp.status;
+        tracing::Span::current().record("status", status);
+        if inner.auth.is_auth_failure(status, &resp.body) {
+            // The vendor answered: it is up.
+            self.record_success();
+            return Attempt::AuthFailed;
+        }
+        if status == 429 {
+            self.record_success();
+            let retry_after = retry_after_from(&resp.headers);
+            return Attempt::Retry {
+                error: VendorError::Throttled {
+                    retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                },
+                retry_after,
+            };
+        }
+        if status >= 500 && inner.auth.is_vendor_failure(status, &resp.body) {
+            let retry_after = retry_after_from(&resp.headers);
+            let reason = format!("{} {} answered HTTP {status}", req.method, req.path);
+            let error = VendorError::Unavailable {
+                reason: reason.clone(),
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            };
+            self.record_failure(&error);
+            if !req.idempotent {
+                return Attempt::Fail(VendorError::Ambiguous { reason });
+            }
+            return if matches!(status, 502..=504) {
+                Attempt::Retry { error, retry_after }
+            } else {
+                Attempt::Fail(with_retry_after(
+                    error,
+                    retry_after,
+                    inner.settings.backoff_max,
+                ))
+            };
+        }
+        self.record_success();
+        Attempt::Done(resp)
+    }
+
+    /// Whether the vendor is reachable and signed in (signs in if needed). For startup,
+    /// `/readyz` and `config check --online`.
+    pub async fn ensure_signed_in(&self) -> Result<(), VendorError> {
+        let _trial = self.admit()?;
+        self.session(None).await.map(|_| ())
+    }
+
+    /// Breaker, session and last failure, for `/readyz` to name the tenant that is not ready.
+    pub fn health(&self) -> ClientHealth {
+        let breaker = match &*self.inner.breaker.lock() {
+            Breaker::Closed { .. } => BreakerState::Closed,
+            Breaker::Open { until } if *until > Instant::now() => {
+                BreakerState::Open { until: *until }
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
+        ClientHealth {
+            breaker,
+            signed_in: self.inner.session.lock().headers.is_some(),
+            last_error: self.inner.last_error.lock().clone(),
+        }
+    }
+
+    /// A create that is never blindly repeated: on [`VendorError::Ambiguous`], `find` looks the
+    /// object up by its natural key (e.g. userName); found → [`CreateOutcome::Found`], absent →
+    /// the create is sent once more. A second ambiguous outcome is returned as is (503 to the IdP,
+    /// whose retry then meets the vendor's duplicate check).
+    pub async fn create_or_find<T, F, Fut>(
+        &self,
+        req: VendorRequest,
+        find: F,
+    ) -> Result<CreateOutcome<T>, VendorError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<T>, VendorError>>,
+    {
+        let req = req.non_idempotent();
+        match self.send(req.clone()).await {
+            Ok(resp) => Ok(CreateOutcome::Sent(resp)),
+            Err(VendorError::Ambiguous { reason }) => {
+                tracing::info!(%reason, "create outcome unknown; looking the object up first");
+                if let Some(found) = find().await? {
+                    return Ok(CreateOutcome::Found(found));
+                }
+                match self.send(req).await {
+                    Ok(resp) => Ok(CreateOutcome::Sent(resp)),
+                    Err(VendorError::Ambiguous { reason }) => match find().await? {
+                        Some(found) => Ok(CreateOutcome::Found(found)),
+                        None => Err(VendorError::Ambiguous { reason }),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current session, signing in if there is none or if it is generation `stale`.
+    /// Single flight: whoever holds `sign_in_lock` signs in; everyone who queued behind them
+    /// takes the result, success or failure.
+    async fn session(&self, stale: Option<u64>) -> Result<(u64, SessionHeaders), VendorError> {
+        let inner = &*self.inner;
+        let usable = |s: &Session| match &s.headers {
+            Some(h) if Some(s.generation) != stale => Some((s.generation, h.clone())),
+            _ => None,
+        };
+        let held_off = |s: &Session| match &s.failure {
+            Some((e @ VendorError::Auth { .. }, at))
+                if at.elapsed() < inner.settings.breaker_cooldown =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        };
+        let seen = {
+            let s = inner.session.lock();
+            if let Some(ok) = usable(&s) {
+                return Ok(ok);
+            }
+            if let Some(e) = held_off(&s) {
+                return Err(e);
+            }
+            s.attempts
+        };
+        let _flight = inner.sign_in_lock.lock().await;
+        {
+            let s = inner.session.lock();
+            if let Some(ok) = usable(&s) {
+                return Ok(ok);
+            }
+            if s.attempts != seen {
+                if let Some((e, _)) = &s.failure {
+                    return Err(e.clone());
+                }
+            }
+            if let Some(e) = held_off(&s) {
+                return Err(e);
+            }
+        }
+
+        let result = {
+            let _slot = inner.slots.acquire().await.expect("semaphore never closed");
+            self.take_token().await;
+            let limit = (inner.settings.timeout + inner.settings.connect_timeout) * 2;
+            match tokio::time::timeout(limit, inner.auth.sign_in(&inner.http, &inner.base)).await {
+                Ok(r) => r,
+                Err(_) => Err(VendorError::Unavailable {
+                    reason: format!("sign-in took longer than {}s", limit.as_secs()),
+                    retry_after: Duration::from_secs(1),
+                }),
+            }
+        };
+        let mut s = inner.session.lock();
+        s.attempts += 1;
+        match result {
+            Ok(headers) => {
+                s.generation += 1;
+                let headers = Arc::new(headers);
+                s.headers = Some(headers.clone());
+                s.failure = None;
+                let generation = s.generation;
+                drop(s);
+                self.record_success();
+                tracing::info!(generation, "signed in to the vendor");
+                Ok((generation, headers))
+            }
+            Err(error) => {
+                s.headers = None;
+                s.failure = Some((error.clone(), Instant::now()));
+                drop(s);
+                if error.is_vendor_side() {
+                    self.record_failure(&error);
+                } else {
+                    self.note_error(&error);
+                }
+                tracing::warn!(error = %error, "vendor sign-in failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn take_token(&self) {
+        let rate = self.inner.settings.rate_per_sec;
+        if !(rate.is_finite() && rate > 0.0) {
+            return;
+        }
+        let wait = {
+            let mut b = self.inner.bucket.lock();
+            let now = Instant::now();
+            let burst = f64::from(self.inner.settings.burst.max(1));
+            let accrued = now.duration_since(b.last).as_secs_f64() * rate;
+            b.tokens = (b.tokens + accrued).min(burst);
+            b.last = now;
+            b.tokens -= 1.0;
+            if b.tokens >= 0.0 {
+                None
+            } else {
+                Some(Duration::from_secs_f64(-b.tokens / rate))
+            }
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Lets a request through the breaker, or fails fast while it is open.
+    fn admit(&self) -> Result<TrialGuard<'_>, VendorError> {
+        let inner = &*self.inner;
+        let mut b = inner.breaker.lock();
+        let now = Instant::now();
+        match &mut *b {
+            Breaker::Closed { .. } => Ok(TrialGuard(None)),
+            Breaker::Open { until } if *until > now => Err(VendorError::Unavailable {
+                reason: self.open_reason(),
+                retry_after: *until - now,
+            }),
+            Breaker::Open { .. } => {
+                tracing::info!("vendor circuit half-open: sending one trial request");
+                *b = Breaker::HalfOpen {
+                    trial_in_flight: true,
+                };
+                Ok(TrialGuard(Some(&inner.breaker)))
+            }
+            Breaker::HalfOpen { trial_in_flight } if !*trial_in_flight => {
+                *trial_in_flight = true;
+                Ok(TrialGuard(Some(&inner.breaker)))
+            }
+            Breaker::HalfOpen { .. } => Err(VendorError::Unavailable {
+                reason: self.open_reason(),
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    fn open_reason(&self) -> String {
+        match &*self.inner.last_error.lock() {
+            Some(e) => format!("circuit open after repeated failures (last: {e})"),
+            None => "circuit open after repeated failures".into(),
+        }
+    }
+
+    fn record_success(&self) {
+        let mut b = self.inner.breaker.lock();
+        match &*b {
+            Breaker::Closed { .. } | Breaker::HalfOpen { .. } => {
+                if matches!(&*b, Breaker::HalfOpen { .. }) {
+                    tracing::info!("vendor circuit closed");
+                }
+                *b = Breaker::Closed { failures: 0 };
+                drop(b);
+                *self.inner.last_error.lock() = None;
+            }
+            // A straggler admitted before the breaker opened says little about now.
+            Breaker::Open { .. } => {}
+        }
+    }
+
+    fn record_failure(&self, error: &VendorError) {
+        self.note_error(error);
+        let settings = &self.inner.settings;
+        let mut b = self.inner.breaker.lock();
+        match &mut *b {
+            Breaker::Closed { failures } => {
+                *failures += 1;
+                if *failures >= settings.breaker_threshold.max(1) {
+                    tracing::warn!(
+                        failures = *failures,
+                        cooldown_s = settings.breaker_cooldown.as_secs(),
+                        "vendor circuit open"
+                    );
+                    *b = Breaker::Open {
+                        until: Instant::now() + settings.breaker_cooldown,
+                    };
+                }
+            }
+            Breaker::HalfOpen { .. } => {
+                tracing::warn!("vendor circuit trial failed; open again");
+                *b = Breaker::Open {
+                    until: Instant::now() + settings.breaker_cooldown,
+                };
+            }
+            Breaker::Open { .. } => {}
+        }
+    }
+
+    fn note_error(&self, error: &VendorError) {
+        *self.inner.last_error.lock() = Some(error.to_string());
+    }
+
+    /// `min(backoff_max, backoff_base · 2ⁿ)`.
+    fn backoff_cap(&self, n: u32) -> Duration {
+        let s = &self.inner.settings;
+        s.backoff_base
+            .checked_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(s.backoff_max)
+            .min(s.backoff_max)
+    }
+
+    /// Full jitter: uniform in `[0, backoff_cap(n)]`.
+    fn backoff(&self, n: u32) -> Duration {
+        let cap = self.backoff_cap(n).as_nanos() as u64;
+        Duration::from_nanos(rand::rng().random_range(0..=cap))
+    }
+}
+
+/// Sets the Retry-After the caller passes on: the vendor's, else `fallback`.
+fn with_retry_after(
+    error: VendorError,
+    retry_after: Option<Duration>,
+    fallback: Duration,
+) -> VendorError {
+    let value = retry_after.unwrap_or(fallback).max(Duration::from_secs(1));
+    match error {
+        VendorError::Unavailable { reason, .. } => VendorError::Unavailable {
+            reason,
+            retry_after: value,
+        },
+        VendorError::Throttled { .. } => VendorError::Throttled { retry_after: value },
+        other => other,
+    }
+}
+
+/// The error and its sources, without the URL.
+fn transport_reason(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a date in the past is 0.
+pub fn retry_after_from(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, SystemTime::now())
+}
+
+/// [`retry_after_from`] for one header value, relative to `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = parse_http_date(value)?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// IMF-fixdate, and the obsolete RFC 850 and asctime forms that RFC 9110 says to accept.
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    use chrono::{NaiveDateTime, TimeZone, Utc};
+    let naive = [
+        "%a, %d %b %Y %H:%M:%S GMT",
+        "%A, %d-%b-%y %H:%M:%S GMT",
+        "%a %b %e %H:%M:%S %Y",
+    ]
+    .iter()
+    .find_map(|fmt| NaiveDateTime::parse_from_str(value, fmt).ok())?;
+    Some(SystemTime::from(Utc.from_utc_datetime(&naive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:40 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:39 1994", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn ceil_secs_rounds_up_to_at_least_one() {
+        assert_eq!(ceil_secs(Duration::ZERO), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn idempotence_defaults_by_method() {
+        assert!(VendorRequest::get("a").idempotent);
+        assert!(VendorRequest::put("a").idempotent);
+        assert!(VendorRequest::delete("a").idempotent);
+        assert!(!VendorRequest::post("a").idempotent);
+        assert!(!VendorRequest::patch("a").idempotent);
+        assert!(VendorRequest::post("search").idempotent().idempotent);
+        assert!(!VendorRequest::get("a").non_idempotent().idempotent);
+    }
+
+    struct NoAuth;
+    #[async_trait]
+    impl Authenticator for NoAuth {
+        async fn sign_in(
+            &self,
+            _: &reqwest::Client,
+            _: &Url,
+        ) -> Result<Vec<(HeaderName, HeaderValue)>, VendorError> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_exponential_with_full_jitter() {
+        let client = VendorClient::new(
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            ClientSettings {
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(1000),
+                ..ClientSettings::default()
+            },
+            Arc::new(NoAuth),
+        )
+        .unwrap();
+        assert_eq!(client.backoff_cap(0), Duration::from_millis(100));
+        assert_eq!(client.backoff_cap(1), Duration::from_millis(200));
+        assert_eq!(client.backoff_cap(3), Duration::from_millis(800));
+        assert_eq!(client.backoff_cap(4), Duration::from_millis(1000));
+        assert_eq!(client.backoff_cap(200), Duration::from_millis(1000));
+        let samples: Vec<Duration> = (0..200).map(|_| client.backoff(2)).collect();
+        assert!(samples.iter().all(|d| *d <= Duration::from_millis(400)));
+        // Full jitter spreads over the whole range, not just near the cap.
+        assert!(samples.iter().any(|d| *d < Duration::from_millis(200)));
+        assert!(samples.iter().any(|d| *d > Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn scim_mapping_is_503_or_429_with_retry_after() {
+        let e: ScimError = VendorError::Unavailable {
+            reason: "down".into(),
+            retry_after: Duration::from_millis(2500),
+        }
+        .into();
+        assert_eq!((e.status, e.retry_after), (503, Some(3)));
+        let e: ScimError = VendorError::Throttled {
+            retry_after: Duration::ZERO,
+        }
+        .into();
+        assert_eq!((e.status, e.retry_after), (429, Some(1)));
+        for err in [
+            VendorError::Ambiguous { reason: "x".into() },
+            VendorError::Auth { reason: "x".into() },
+            VendorError::Decode { reason: "x".into() },
+            VendorError::Rejected {
+                status: 400,
+                body: "secret-ish vendor body".into(),
+            },
+        ] {
+            let e: ScimError = err.into();
+            assert_eq!(e.status, 503);
+            assert!(e.retry_after.unwrap() >= 1);
+            assert!(!e.detail.contains("secret-ish"));
+        }
+    }
+}
