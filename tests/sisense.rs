@@ -1,0 +1,652 @@
+//! The Sisense connector against the Sisense simulator over real sockets. End states are checked
+//! through Sisense's own API (users, groups, roles, activation), never through bridge internals.
+
+#[path = "support/sisense_bridge.rs"]
+mod support;
+
+use scim_bridge::config::{RoleRule, RoleRules, SisenseApiVersion, SisenseDeprovision};
+use scim_bridge::sim::SimOptions;
+use serde_json::{json, Value};
+use support::*;
+
+fn patch_op(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn expect(want: &[(&str, &str, bool, &[&str])]) -> Vec<(String, UserState)> {
+    want.iter()
+        .map(|(n, r, a, g)| {
+            let mut gs: Vec<String> = g.iter().map(|s| s.to_string()).collect();
+            gs.sort();
+            (n.to_string(), (r.to_string(), *a, gs))
+        })
+        .collect()
+}
+
+/// Okta: test connection, assignments (lookup then create; a user already in Sisense is found),
+/// group push (create, members, rename re-sent with every membership update, remove a member),
+/// profile update by PUT, deactivation by pathless PATCH, reactivation.
+async fn okta_sequence(scim: &Scim, api: &SisenseApi) {
+    let (s, v) = scim.get("/Users?startIndex=1&count=2").await;
+    assert_eq!(s, 200, "{v}");
+    let ada = scim.okta_assign("ada@acme.test", "Ada", "Lovelace").await;
+    let bob = scim.okta_assign("bob@acme.test", "Bob", "Builder").await;
+    let cy = scim.okta_assign("cy@acme.test", "Cy", "Young").await;
+    let dee = scim.okta_assign("dee@acme.test", "Dee", "Dee").await;
+    // Created in Sisense before the bridge: the lookup finds it, no POST.
+    let pre = scim
+        .find_user("pre@acme.test")
+        .await
+        .expect("a user created directly in Sisense is found by the IdP's lookup");
+    let pre_id = pre["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        scim.okta_assign("pre@acme.test", "Pre", "Existing").await,
+        pre_id
+    );
+    // Group push.
+    assert!(scim.find_group("BI Admins").await.is_none());
+    let (s, admins) = scim
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Admins", "members": []}),
+        )
+        .await;
+    assert_eq!(s, 201, "{admins}");
+    let admins = admins["id"].as_str().unwrap().to_string();
+    let (s, v) = scim
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Designers",
+                   "members": [{"value": bob, "display": "bob@acme.test"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let designers = v["id"].as_str().unwrap().to_string();
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": admins, "displayName": "BI Admins"}},
+                {"op": "add", "path": "members", "value": [{"value": ada, "display": "ada@acme.test"}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": designers, "displayName": "BI Designers"}},
+                {"op": "add", "path": "members", "value": [{"value": cy}, {"value": pre_id}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([
+                {"op": "remove", "path": format!("members[value eq \"{cy}\"]")}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Profile update (AIW apps PUT back what they read).
+    let (_, mut full) = scim.get(&format!("/Users/{bob}")).await;
+    full["name"]["givenName"] = json!("Robert");
+    let (s, v) = scim.put(&format!("/Users/{bob}"), full).await;
+    assert_eq!(s, 200, "{v}");
+    // Deactivate dee, deactivate and reactivate cy.
+    for (id, active) in [(&dee, false), (&cy, false), (&cy, true)] {
+        let (s, v) = scim
+            .patch(
+                &format!("/Users/{id}"),
+                patch_op(json!([{"op": "replace", "value": {"active": active}}])),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["active"], json!(active));
+    }
+    let (s, v) = scim.get(&format!("/Users/{dee}")).await;
+    assert_eq!((s, &v["active"]), (200, &json!(false)));
+    let _ = api;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_ends_with_the_right_sisense_state() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    api.create_user("pre@acme.test", "consumer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    okta_sequence(&bridge.scim, &api).await;
+    let state = api.state().await;
+    for (name, want) in expect(&[
+        ("ada@acme.test", "admin", true, &["BI Admins"]),
+        ("bob@acme.test", "contributor", true, &["BI Designers"]),
+        ("cy@acme.test", "consumer", true, &[]),
+        ("dee@acme.test", "consumer", false, &[]),
+        ("pre@acme.test", "contributor", true, &["BI Designers"]),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
+    let (s, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/users?userName=bob@acme.test",
+            None,
+        )
+        .await;
+    assert_eq!((s, v[0]["firstName"].as_str()), (200, Some("Robert")));
+    // Every role change is in the audit log and counted by /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", bridge.scim.root))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("scim_role_changes_total{tenant=\"acme\"}"))
+        .expect("role change counter");
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // 4 creates + ada→admin, bob→contributor, cy→contributor→consumer, pre→contributor.
+    assert!(n >= 8.0, "{line}");
+    bridge.server.stop().await;
+}
+
+/// Entra: lookups by externalId and work email, create with `roles: []` and explicit nulls,
+/// groups created without members and filled by multi-member `Add`, non-RFC `Remove` with a
+/// value list, disable with the string "False", restore, and hard delete. With `deprovision =
+/// "delete"`, a disabled user is deleted in Sisense but stays readable; re-enabling recreates it
+/// with its groups and role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_sequence_with_delete_deprovisioning() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Delete, demo_rules()),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    // Test connection: a random GUID by the matching attribute.
+    let (s, v) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("externalId eq \"3b1f1f6e-0000-4000-8000-000000000000\"")
+        ))
+        .await;
+    assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
+    let mut ids = Vec::new();
+    for (i, name) in ["eve", "fay", "gus"].iter().enumerate() {
+        let mail = format!("{name}@contoso.test");
+        let (s, v) = scim
+            .get(&format!(
+                "/Users?filter={}",
+                urlencode(&format!("emails[type eq \"work\"].value eq \"{mail}\""))
+            ))
+            .await;
+        assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
+        let (s, v) = scim
+            .post(
+                "/Users",
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+                    "externalId": format!("0a21f0f2-{i}"), "userName": mail, "active": true,
+                    "emails": [{"primary": true, "type": "work", "value": mail}],
+                    "meta": {"resourceType": "User"},
+                    "name": {"formatted": "x", "familyName": name, "givenName": "E"},
+                    "roles": [], "title": null, "manager": null
+                }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (eve, fay, gus) = (&ids[0], &ids[1], &ids[2]);
+    let mut groups = Vec::new();
+    for name in ["BI Admins", "BI Designers"] {
+        let (s, v) = scim
+            .post(
+                "/Groups",
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+                                   "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                       "externalId": format!("8aa1-{name}"), "displayName": name,
+                       "meta": {"resourceType": "Group"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        groups.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (admins, designers) = (&groups[0], &groups[1]);
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}?excludedAttributes=members"),
+            patch_op(json!([{"op": "Add", "path": "members",
+                             "value": [{"$ref": null, "value": eve}, {"$ref": null, "value": fay}, {"$ref": null, "value": gus}]}])),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{v}");
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": eve}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([{"op": "Remove", "path": "members", "value": [{"value": gus}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Entra's PATCH of attributes.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "name.familyName", "value": "Fairfax"}])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Disable fay: deleted in Sisense, still readable with active=false.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!((s, &v["active"]), (200, &json!(false)), "{v}");
+    let state = api.state().await;
+    assert!(!state.contains_key("fay@contoso.test"), "{state:?}");
+    let (s, v) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("userName eq \"fay@contoso.test\"")
+        ))
+        .await;
+    assert_eq!(
+        (s, v["Resources"][0]["active"].clone()),
+        (200, json!(false))
+    );
+    // A membership change while deleted in Sisense is kept and restored.
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": fay}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Restore: recreated with its groups and role.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "active", "value": "True"}])),
+        )
+        .await;
+    assert_eq!((s, &v["active"]), (200, &json!(true)), "{v}");
+    // Hard delete of gus.
+    let (s, _) = scim.delete(&format!("/Users/{gus}")).await;
+    assert_eq!(s, 204);
+    let (s, _) = scim.get(&format!("/Users/{gus}")).await;
+    assert_eq!(s, 404);
+    let state = api.state().await;
+    for (name, want) in expect(&[
+        (
+            "eve@contoso.test",
+            "admin",
+            true,
+            &["BI Admins", "BI Designers"],
+        ),
+        (
+            "fay@contoso.test",
+            "admin",
+            true,
+            &["BI Admins", "BI Designers"],
+        ),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert!(!state.contains_key("gus@contoso.test"));
+    assert_eq!(state.len(), 3, "{state:?}");
+    let (s, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/users?userName=fay@contoso.test",
+            None,
+        )
+        .await;
+    assert_eq!((s, v[0]["lastName"].as_str()), (200, Some("Fairfax")));
+    bridge.server.stop().await;
+}
+
+/// The Okta sequence with the vendor failing 10% of requests, throttling at 20 rps and expiring
+/// tokens every 5 s: the same end state, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_survives_vendor_faults() {
+    let sim = spawn_sim(SimOptions {
+        error_rate: 0.1,
+        throttle_rps: Some(20.0),
+        token_ttl_s: Some(5),
+        seed: Some(7),
+        ..SimOptions::default()
+    })
+    .await;
+    // The checker goes through the same faulty simulator: its calls are retried.
+    retry(|| async {
+        let api = SisenseApi::try_login(&sim.base_url()).await?;
+        let (s, roles) = api.call(reqwest::Method::GET, "/api/roles", None).await;
+        if s != 200 {
+            return None;
+        }
+        let role = roles.as_array()?.iter().find(|r| r["name"] == "consumer")?["_id"].clone();
+        let (s, _) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                Some(json!({"email": "pre@acme.test", "roleId": role})),
+            )
+            .await;
+        (s == 201).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    okta_sequence(&bridge.scim, &api).await;
+    let state = retry(|| async {
+        let api = SisenseApi::try_login(&sim.base_url()).await?;
+        api.state_checked().await
+    })
+    .await;
+    for (name, want) in expect(&[
+        ("ada@acme.test", "admin", true, &["BI Admins"]),
+        ("bob@acme.test", "contributor", true, &["BI Designers"]),
+        ("cy@acme.test", "consumer", true, &[]),
+        ("dee@acme.test", "consumer", false, &[]),
+        ("pre@acme.test", "contributor", true, &["BI Designers"]),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert_eq!(state.len(), 6, "{state:?}");
+    bridge.server.stop().await;
+}
+
+async fn retry<T, F, Fut>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    panic!("gave up retrying");
+}
+
+/// Vendor calls per SCIM operation, counted by the simulator: a lookup costs none after sync;
+/// a create with its role costs one; adding it to a role-granting group costs one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_calls_per_operation() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&base, SisenseDeprovision::Deactivate, demo_rules()),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let (s, g) = scim
+        .post("/Groups", json!({"displayName": "BI Admins"}))
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    let count = |v: Value| v["requests"].as_u64().unwrap();
+
+    reset_stats(&base).await;
+    assert!(scim.find_user("nobody@acme.test").await.is_none());
+    assert!(scim.find_user("admin@sisense.local").await.is_some());
+    let (s, _) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("emails[type eq \"work\"].value eq \"x@y.z\"")
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert!(scim.find_group("BI Admins").await.is_some());
+    assert_eq!(
+        count(sim_stats(&base).await),
+        0,
+        "lookups are answered from the index"
+    );
+
+    reset_stats(&base).await;
+    let uid = scim.okta_assign("new@acme.test", "New", "User").await;
+    let create = count(sim_stats(&base).await);
+    reset_stats(&base).await;
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "add", "path": "members", "value": [{"value": uid}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let member = count(sim_stats(&base).await);
+    eprintln!("vendor calls: lookup 0, create {create}, add to group (role + groups) {member}");
+    assert_eq!(create, 1, "create with role: one POST");
+    assert!(
+        create + member <= 2,
+        "create with role and groups costs at most 2"
+    );
+    // Re-sent rename and a no-op membership: nothing to send.
+    reset_stats(&base).await;
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": gid, "displayName": "BI Admins"}},
+                {"op": "add", "path": "members", "value": [{"value": uid}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(count(sim_stats(&base).await), 0);
+    bridge.server.stop().await;
+}
+
+/// Users created directly in Sisense while the bridge runs are found after the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_created_in_sisense_are_found_after_sync() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    for i in 0..30 {
+        api.create_user(&format!("direct{i}@acme.test"), "consumer")
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    for i in 0..30 {
+        assert!(bridge
+            .scim
+            .find_user(&format!("Direct{i}@ACME.test"))
+            .await
+            .is_some());
+    }
+    api.create_user("later@acme.test", "consumer").await;
+    assert!(bridge.scim.find_user("later@acme.test").await.is_none());
+    // The next sync (here: the one at restart) adopts it; the IdP's create would not duplicate.
+    bridge.server.stop().await;
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    for _ in 0..100 {
+        if bridge.scim.find_user("later@acme.test").await.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(bridge.scim.find_user("later@acme.test").await.is_some());
+    // A POST for a Sisense user the index missed adopts it instead of a 409 or a duplicate.
+    api.create_user("missed@acme.test", "consumer").await;
+    let id = bridge
+        .scim
+        .okta_assign("missed@acme.test", "Mis", "Sed")
+        .await;
+    assert!(!id.is_empty());
+    let state = api.state().await;
+    assert_eq!(state.len(), 33, "{state:?}");
+    bridge.server.stop().await;
+}
+
+/// A role rule naming a role Sisense lacks stops the tenant at start, with the key path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_naming_an_unknown_role_is_reported_at_start() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Viewer".into()),
+        rules: vec![RoleRule {
+            group: Some("BI Admins".into()),
+            role: "Superhero".into(),
+        }],
+    };
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir.path(),
+    );
+    let err = match start_bridge(&cfg).await {
+        Ok(_) => panic!("started with a rule naming an unknown role"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("acme"), "{err}");
+    assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
+    assert!(err.contains("Superhero"), "{err}");
+    // Internal names and UI names both resolve.
+    let rules = RoleRules {
+        default: Some("consumer".into()),
+        rules: vec![RoleRule {
+            group: Some("BI Admins".into()),
+            role: "Data Designer".into(),
+        }],
+    };
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir2.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.server.stop().await;
+}
+
+/// Legacy v0.9 paths (users under `/api/users`, updates by PUT) against a 2021-like instance
+/// whose PATCH has no `active`: provisioning with `deprovision = "delete"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_paths_with_delete_deprovisioning() {
+    let sim = spawn_sim(SimOptions {
+        legacy_2021: true,
+        ..SimOptions::default()
+    })
+    .await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant_v(
+            &sim.base_url(),
+            SisenseDeprovision::Delete,
+            demo_rules(),
+            SisenseApiVersion::V0_9,
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let ada = scim.okta_assign("ada@acme.test", "Ada", "L").await;
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "BI Designers", "members": [{"value": ada}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{ada}"),
+            patch_op(json!([{"op": "replace", "value": {"active": false}}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(!api.state().await.contains_key("ada@acme.test"));
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{ada}"),
+            patch_op(json!([{"op": "replace", "value": {"active": true}}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state.get("ada@acme.test"),
+        Some(&(
+            "contributor".to_string(),
+            true,
+            vec!["BI Designers".to_string()]
+        ))
+    );
+    let stats = sim_stats(&sim.base_url()).await;
+    let routes = stats["by_route"].as_object().unwrap();
+    assert!(
+        routes.keys().any(|k| k.starts_with("PUT /api/users/")),
+        "{stats}"
+    );
+    bridge.server.stop().await;
+}
+
+impl SisenseApi {
+    /// `state()` that returns `None` instead of failing on an injected fault.
+    async fn state_checked(&self) -> Option<std::collections::HashMap<String, UserState>> {
+        for path in ["/api/v1/users", "/api/v1/groups", "/api/roles"] {
+            let (s, _) = self.call(reqwest::Method::GET, path, None).await;
+            if s != 200 {
+                return None;
+            }
+        }
+        let fut = std::panic::AssertUnwindSafe(self.state());
+        futures_util::FutureExt::catch_unwind(fut).await.ok()
+    }
+}
