@@ -650,3 +650,261 @@ impl SisenseApi {
         futures_util::FutureExt::catch_unwind(fut).await.ok()
     }
 }
+
+/// While Sisense is down the IdP gets 503 with Retry-After (never 500) and `/readyz` names the
+/// tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_down_is_503_with_retry_after_and_readyz_names_the_tenant() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    sim.stop().await;
+    let http = reqwest::Client::new();
+    let mut saw_503 = false;
+    for i in 0..25 {
+        let r = http
+            .post(format!("{}/Users", bridge.scim.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(json!({"userName": format!("down{i}@acme.test")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_ne!(status, 500);
+        if status == 503 {
+            assert!(r.headers().get("retry-after").is_some());
+            saw_503 = true;
+        }
+        let ready = http
+            .get(format!("{}/readyz", bridge.scim.root))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            let body: Value = ready.json().await.unwrap();
+            assert!(body["tenants"].get("acme").is_some(), "{body}");
+            if saw_503 {
+                break;
+            }
+        }
+    }
+    assert!(saw_503);
+    // Lookups are still answered from the index.
+    assert!(bridge.scim.find_user("admin@sisense.local").await.is_some());
+    bridge.server.stop().await;
+}
+
+/// The real binary, killed with SIGKILL in the middle of provisioning 1,000 users and
+/// restarted: the same end state, no duplicate Sisense user, no orphan mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_provisioning_then_restart() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const N: usize = 1000;
+    let sim = spawn_sim(SimOptions {
+        latency_ms: 2,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_path = dir.path().join("scim-bridge.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[[tenants]]
+id = "{TENANT}"
+tokens = ["{TOKEN}"]
+
+[tenants.vendor]
+kind = "sisense"
+base_url = "{base}/"
+username = "admin@sisense.local"
+password = "admin"
+deprovision = "deactivate"
+
+[tenants.roles]
+default = "Viewer"
+rules = [ {{ group = "BI Admins", role = "Admin" }} ]
+"#,
+            data = dir.path().join("data").display(),
+            base = sim.base_url(),
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .map(KillOnDrop)
+            .expect("bridge binary starts")
+    };
+    let mut child = spawn();
+    let scim = Scim::new(&format!("http://127.0.0.1:{port}"));
+    scim.wait_ready().await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (scim, done, next) = (scim.clone(), done.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= N {
+                    return;
+                }
+                idp_assign(&scim, &format!("k{i:04}@acme.test")).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    while done.load(Ordering::SeqCst) < N * 2 / 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().unwrap();
+    let killed_at = done.load(Ordering::SeqCst);
+    let child = spawn();
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Group push after the restart: every tenth user is a BI Admin.
+    let admins: Vec<String> = {
+        let mut v = Vec::new();
+        for i in (0..N).step_by(10) {
+            let u = scim.find_user(&format!("k{i:04}@acme.test")).await.unwrap();
+            v.push(u["id"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    let (s, g) = scim
+        .post("/Groups", json!({"displayName": "BI Admins"}))
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap();
+    let members: Vec<Value> = admins.iter().map(|a| json!({"value": a})).collect();
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{gid}?excludedAttributes=members"),
+            patch_op(json!([{"op": "add", "path": "members", "value": members}])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let state = api.state().await; // panics on a duplicate userName
+    assert_eq!(state.len(), N + 1, "killed after {killed_at} users");
+    for i in 0..N {
+        let name = format!("k{i:04}@acme.test");
+        let (role, active, groups) = state.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+        assert!(*active);
+        if i % 10 == 0 {
+            assert_eq!(
+                (role.as_str(), groups.as_slice()),
+                ("admin", &["BI Admins".to_string()][..])
+            );
+        } else {
+            assert_eq!((role.as_str(), groups.len()), ("consumer", 0), "{name}");
+        }
+    }
+    // No orphan mapping: the bridge's users are exactly Sisense's users.
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 1;
+    loop {
+        let (s, v) = scim
+            .get(&format!("/Users?startIndex={start}&count=200"))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["totalResults"], json!(N + 1));
+        let page = v["Resources"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        for u in &page {
+            let name = u["userName"].as_str().unwrap().to_lowercase();
+            assert!(state.contains_key(&name), "{name} is not in Sisense");
+            assert!(seen.insert(name));
+        }
+        start += page.len();
+    }
+    assert_eq!(seen.len(), N + 1);
+    drop(child);
+}
+
+/// The bridge process of a test: SIGKILLed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An IdP's assignment that survives the bridge going away: lookup, then create; a failed or
+/// conflicting create is followed by a fresh lookup, never by a blind re-POST.
+async fn idp_assign(scim: &Scim, user_name: &str) {
+    for _ in 0..600 {
+        let q = format!(
+            "/Users?filter={}",
+            urlencode(&format!("userName eq \"{user_name}\""))
+        );
+        let found = match scim
+            .http
+            .get(format!("{}{q}", scim.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        let Some(found) = found else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        if found["totalResults"] != json!(0) {
+            return;
+        }
+        let r = scim
+            .http
+            .post(format!("{}/Users", scim.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(
+                json!({"userName": user_name, "name": {"givenName": "K", "familyName": user_name},
+                       "emails": [{"value": user_name, "primary": true}], "active": true})
+                .to_string(),
+            )
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 201 => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    panic!("could not assign {user_name}");
+}

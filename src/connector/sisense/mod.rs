@@ -293,6 +293,13 @@ pub struct SisenseConnector {
     synced: tokio::sync::watch::Sender<bool>,
     role_changes: Option<prometheus::IntCounter>,
     sync_interval: Duration,
+    /// Single-flight durability: commits are numbered; one flush at a time covers every commit
+    /// numbered before it started. Many concurrent `flush_async` calls exhaust sled 0.34's I/O
+    /// thread pool while `apply_batch` waits for its global write lock: a deadlock (seen with 16
+    /// concurrent creates).
+    commits: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
 }
 
 /// How a user's vendor role moves in one write.
@@ -373,6 +380,9 @@ impl SisenseConnector {
             synced,
             role_changes,
             sync_interval,
+            commits: std::sync::atomic::AtomicU64::new(0),
+            flushed: std::sync::atomic::AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -546,7 +556,20 @@ impl SisenseConnector {
         if let Some(c) = &self.role_changes {
             c.inc_by(audit.len() as u64);
         }
+        self.durable().await
+    }
+
+    /// Makes every commit so far durable, sharing one flush with concurrent callers.
+    async fn durable(&self) -> ScimResult<()> {
+        use std::sync::atomic::Ordering;
+        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let _g = self.flush_lock.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let covered = self.commits.load(Ordering::SeqCst);
         self.dir.flush().await?;
+        self.flushed.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
 

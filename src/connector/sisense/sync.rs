@@ -294,7 +294,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         }
     }
     c.recent.lock().retain(|_, t| *t >= started);
-    dir.flush().await?;
+    c.durable().await?;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
 }
