@@ -377,6 +377,32 @@ async fn okta_sequence_survives_vendor_faults() {
     bridge.scim.wait_ready().await;
     let api = SisenseApi::login(&sim.base_url()).await;
     okta_sequence(&bridge.scim, &api).await;
+    // Long enough for tokens to expire several times: 60 more users, every third a designer.
+    let designers = bridge.scim.find_group("BI Designers").await.unwrap();
+    let designers = designers["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let mut extra = Vec::new();
+    for i in 0..60 {
+        let id = bridge
+            .scim
+            .okta_assign(&format!("f{i:02}@acme.test"), "F", "Ault")
+            .await;
+        if i % 3 == 0 {
+            let (s, v) = bridge
+                .scim
+                .patch(
+                    &format!("/Groups/{designers}"),
+                    patch_op(json!([{"op": "add", "path": "members", "value": [{"value": id}]}])),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+        extra.push(id);
+    }
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(5),
+        "the run outlives a token"
+    );
     let state = retry(|| async {
         let api = SisenseApi::try_login(&sim.base_url()).await?;
         api.state_checked().await
@@ -391,7 +417,16 @@ async fn okta_sequence_survives_vendor_faults() {
     ]) {
         assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
     }
-    assert_eq!(state.len(), 6, "{state:?}");
+    for i in 0..60 {
+        let (role, active, groups) = &state[&format!("f{i:02}@acme.test")];
+        assert!(*active);
+        if i % 3 == 0 {
+            assert_eq!((role.as_str(), groups.len()), ("contributor", 1));
+        } else {
+            assert_eq!((role.as_str(), groups.len()), ("consumer", 0));
+        }
+    }
+    assert_eq!(state.len(), 66, "{state:?}");
     bridge.server.stop().await;
 }
 
