@@ -300,6 +300,11 @@ pub struct SisenseConnector {
     commits: std::sync::atomic::AtomicU64,
     flushed: std::sync::atomic::AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Batches and flushes take turns. sled 0.34's flush holds its global concurrency-control
+    /// lock shared while it waits for the disk; `apply_batch` wants it exclusive, and every
+    /// `get` queued behind that waiting writer stalls too — lookups would wait for fsyncs. So a
+    /// commit waits (asynchronously) while a flush runs, and reads never queue behind a writer.
+    io_gate: tokio::sync::RwLock<()>,
 }
 
 /// How a user's vendor role moves in one write.
@@ -383,6 +388,7 @@ impl SisenseConnector {
             commits: std::sync::atomic::AtomicU64::new(0),
             flushed: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            io_gate: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -539,6 +545,7 @@ impl SisenseConnector {
         touched: &[&str],
     ) -> ScimResult<()> {
         {
+            let _io = self.io_gate.read().await;
             let _g = self.commit_lock.lock();
             self.dir.commit(dir_batch)?;
             self.state
@@ -568,6 +575,7 @@ impl SisenseConnector {
             return Ok(());
         }
         let covered = self.commits.load(Ordering::SeqCst);
+        let _io = self.io_gate.write().await;
         self.dir.flush().await?;
         self.flushed.fetch_max(covered, Ordering::SeqCst);
         Ok(())

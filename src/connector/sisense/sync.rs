@@ -42,6 +42,8 @@ pub struct SyncReport {
     pub users_removed: usize,
     pub groups_removed: usize,
     pub states_refreshed: usize,
+    /// Reading the vendor's pages, then the whole sync.
+    pub fetch_ms: u128,
     pub elapsed_ms: u128,
 }
 
@@ -112,6 +114,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         fetch_all::<wire::User>(&c.client, c.paths.users()),
     )?;
     let mut report = SyncReport {
+        fetch_ms: started.elapsed().as_millis(),
         users_seen: users.len(),
         groups_seen: groups.len(),
         ..SyncReport::default()
@@ -122,6 +125,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     // Groups first: adopted users' memberships refer to them.
     let vendor_groups: HashSet<&str> = groups.iter().map(|g| g.id.as_str()).collect();
     {
+        let _io = c.io_gate.read().await;
         let _g = c.commit_lock.lock();
         let mut batch = sled::Batch::default();
         let mut names_taken = HashSet::new();
@@ -177,6 +181,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         dir.commit(batch)?;
     }
     {
+        let _io = c.io_gate.read().await;
         let _g = c.commit_lock.lock();
         let mut batch = sled::Batch::default();
         for sid in dir
@@ -200,6 +205,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     // Users.
     let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
     {
+        let _io = c.io_gate.read().await;
         let _g = c.commit_lock.lock();
         let mut batch = sled::Batch::default();
         let mut state_batch = sled::Batch::default();
@@ -286,6 +292,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         }
         let _lock = c.user_locks.lock(&sid).await;
         let removed = {
+            let _io = c.io_gate.read().await;
             let _g = c.commit_lock.lock();
             remove_user(c, &sid, &vid, recent(&sid))?
         };
