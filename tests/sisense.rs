@@ -943,3 +943,74 @@ async fn idp_assign(scim: &Scim, user_name: &str) {
     }
     panic!("could not assign {user_name}");
 }
+
+/// Roles follow every change that can move them: the user's SCIM `roles` (a rule without a
+/// group), a group's rename (rules match names), and a group's deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_follows_scim_roles_group_rename_and_group_delete() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Viewer".into()),
+        rules: vec![
+            RoleRule {
+                group: Some("BI Admins".into()),
+                role: "Admin".into(),
+            },
+            RoleRule {
+                group: None,
+                role: "Designer".into(),
+            },
+        ],
+    };
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let role =
+        |state: &std::collections::HashMap<String, UserState>| state["ren@acme.test"].0.clone();
+    let uid = scim.okta_assign("ren@acme.test", "Ren", "Ames").await;
+    assert_eq!(role(&api.state().await), "consumer");
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{uid}"),
+            patch_op(json!([{"op": "add", "path": "roles", "value": [{"value": "Designer"}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(role(&api.state().await), "contributor");
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "Team X", "members": [{"value": uid}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    assert_eq!(role(&api.state().await), "contributor");
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "replace", "path": "displayName", "value": "BI Admins"}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state["ren@acme.test"],
+        ("admin".to_string(), true, vec!["BI Admins".to_string()])
+    );
+    let (s, _) = scim.delete(&format!("/Groups/{gid}")).await;
+    assert_eq!(s, 204);
+    let state = api.state().await;
+    assert_eq!(
+        state["ren@acme.test"],
+        ("contributor".to_string(), true, vec![])
+    );
+    assert!(!api.groups().await.iter().any(|g| g["name"] == "BI Admins"));
+    bridge.server.stop().await;
+}

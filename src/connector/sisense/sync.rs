@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-const PAGE: usize = 2500;
+const PAGE: usize = 10_000;
 const WAVE: usize = 6;
 
 #[derive(Debug, Clone, Default)]
