@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 pub use reqwest::Method;
 use std::fmt;
 use std::future::Future;
@@ -380,6 +381,24 @@ impl ClientHealth {
     pub fn is_ready(&self) -> bool {
         self.signed_in && !matches!(self.breaker, BreakerState::Open { .. })
     }
+
+    /// Why the client is not ready, in words for `/readyz` (`None` when ready).
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        let state = match self.breaker {
+            BreakerState::Open { until } => format!(
+                "vendor circuit open for {}s more",
+                ceil_secs(until.saturating_duration_since(Instant::now()))
+            ),
+            _ => "not signed in to the vendor".to_string(),
+        };
+        Some(match &self.last_error {
+            Some(e) => format!("{state} (last error: {e})"),
+            None => state,
+        })
+    }
 }
 
 /// The outcome of a [`VendorClient::create_or_find`].
@@ -543,8 +562,24 @@ impl VendorClient {
             attempt += 1;
             tracing::Span::current().record("attempt", attempt);
             let _trial = self.admit()?;
-            let (generation, headers) = self.session(stale).await?;
-            let outcome = self.attempt_once(&req, &headers).await;
+            let mut generation = 0;
+            let outcome = match self.session(stale).await {
+                Ok((g, headers)) => {
+                    generation = g;
+                    self.attempt_once(&req, &headers).await
+                }
+                // The vendor is down or busy while we sign in: nothing was sent, so any
+                // request may wait and try again.
+                Err(VendorError::Throttled { retry_after }) => Attempt::Retry {
+                    error: VendorError::Throttled { retry_after },
+                    retry_after: Some(retry_after),
+                },
+                Err(error @ VendorError::Unavailable { .. }) => Attempt::Retry {
+                    error,
+                    retry_after: None,
+                },
+                Err(error) => Attempt::Fail(error),
+            };
             match outcome {
                 Attempt::Done(resp) => {
                     tracing::Span::current().record("status", resp.status);
@@ -817,7 +852,11 @@ impl VendorClient {
         let mut s = inner.session.lock();
         s.attempts += 1;
         match result {
-            Ok(headers) => {
+            Ok(mut headers) => {
+                // Session headers carry tokens: keep them out of any Debug output below us.
+                for (_, value) in headers.iter_mut() {
+                    value.set_sensitive(true);
+                }
                 s.generation += 1;
                 let headers = Arc::new(headers);
                 s.headers = Some(headers.clone());
@@ -1115,6 +1154,38 @@ mod tests {
         // Full jitter spreads over the whole range, not just near the cap.
         assert!(samples.iter().any(|d| *d < Duration::from_millis(200)));
         assert!(samples.iter().any(|d| *d > Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn a_cancelled_half_open_trial_lets_the_next_request_try() {
+        let client = VendorClient::new(
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            ClientSettings {
+                breaker_threshold: 2,
+                breaker_cooldown: Duration::from_millis(20),
+                ..ClientSettings::default()
+            },
+            Arc::new(NoAuth),
+        )
+        .unwrap();
+        let down = VendorError::Unavailable {
+            reason: "down".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        client.record_failure(&down);
+        assert!(client.admit().is_ok(), "below the threshold");
+        client.record_failure(&down);
+        assert!(client.admit().is_err(), "open");
+        std::thread::sleep(Duration::from_millis(30));
+        let trial = client.admit().expect("half-open trial");
+        assert!(client.admit().is_err(), "one trial at a time");
+        drop(trial); // e.g. the IdP hung up: no verdict
+        assert_eq!(client.health().breaker, BreakerState::HalfOpen);
+        let trial = client.admit().expect("the next request may try");
+        client.record_success();
+        drop(trial);
+        assert_eq!(client.health().breaker, BreakerState::Closed);
+        assert!(client.admit().is_ok());
     }
 
     #[test]
