@@ -1746,7 +1746,9 @@ impl Connector for SisenseConnector {
         if let super::http::BreakerState::Open { .. } = health.breaker {
             return Err(format!(
                 "Sisense unavailable: {}",
-                health.last_error.unwrap_or_else(|| "circuit open".into())
+                health
+                    .not_ready_reason()
+                    .unwrap_or_else(|| "circuit open".into())
             ));
         }
         if !health.signed_in {
