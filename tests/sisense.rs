@@ -1014,3 +1014,85 @@ async fn role_follows_scim_roles_group_rename_and_group_delete() {
     assert!(!api.groups().await.iter().any(|g| g["name"] == "BI Admins"));
     bridge.server.stop().await;
 }
+
+/// The interval sync (here triggered directly): users created in Sisense while the bridge runs
+/// are found by the IdP's lookup afterwards, without a restart; a user deleted in Sisense leaves
+/// the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
+    use scim_bridge::auth::TenantAuth;
+    use scim_bridge::connector::sisense::{preflight, SisenseConnector};
+    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
+    use std::sync::Arc;
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    );
+    let store = scim_bridge::store::Store::open(dir.path()).unwrap();
+    let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
+    let t2 = t.clone();
+    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("Sisense reachable");
+    conn.set_roles(roles);
+    conn.sync_now().await.unwrap();
+    let mut tenants = std::collections::BTreeMap::new();
+    tenants.insert(
+        TENANT.to_string(),
+        Arc::new(Tenant {
+            id: TENANT.into(),
+            auth: TenantAuth::new(&t.id, &t.tokens, None),
+            connector: conn.clone(),
+        }),
+    );
+    let state = AppState {
+        tenants,
+        metrics: Metrics::new(),
+        body_limit: 1 << 20,
+        store,
+    };
+    let server =
+        scim_bridge::server::start("127.0.0.1:0".parse().unwrap(), state, Some(1)).unwrap();
+    let scim = Scim::new(&format!("http://{}", server.addr));
+    let gone = scim.okta_assign("gone@acme.test", "Gone", "Soon").await;
+    let made = api.create_user("made.later@acme.test", "contributor").await;
+    assert!(scim.find_user("made.later@acme.test").await.is_none());
+    let vid = api
+        .users()
+        .await
+        .into_iter()
+        .find(|u| u["userName"] == "gone@acme.test")
+        .unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/users/{vid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(
+        (report.users_adopted, report.users_removed),
+        (1, 1),
+        "{report:?}"
+    );
+    let found = scim
+        .find_user("made.later@acme.test")
+        .await
+        .expect("adopted");
+    assert_eq!(found["name"]["givenName"], json!("Direct"));
+    let (s, _) = scim.get(&format!("/Users/{gone}")).await;
+    assert_eq!(s, 404);
+    let _ = made;
+    server.stop().await;
+}
