@@ -307,6 +307,15 @@ pub struct SisenseConnector {
     io_gate: tokio::sync::RwLock<()>,
 }
 
+/// What a commit does under the tenant's commit lock besides applying its batch.
+enum Finish<'a> {
+    Nothing,
+    /// Bump the user or group count.
+    Count(ResourceKind, i64),
+    /// Remove a resource (its entries, memberships, map; the count goes down).
+    Delete(ResourceKind, &'a str, &'a Value),
+}
+
 /// How a user's vendor role moves in one write.
 struct RolePlan {
     to: String,
@@ -539,14 +548,24 @@ impl SisenseConnector {
     /// the tenant's commit lock; then flushes before the IdP gets its answer.
     async fn commit(
         &self,
-        dir_batch: sled::Batch,
+        mut dir_batch: sled::Batch,
         state_batch: sled::Batch,
         audit: Vec<RoleChange>,
         touched: &[&str],
+        finish: Finish<'_>,
     ) -> ScimResult<()> {
         {
             let _io = self.io_gate.read().await;
             let _g = self.commit_lock.lock();
+            // Counts are read-modify-write: bumped under the lock, in commit order, so the
+            // stored count is the count (a restart reads it back).
+            match finish {
+                Finish::Nothing => {}
+                Finish::Count(kind, delta) => self.dir.bump_count(&mut dir_batch, kind, delta),
+                Finish::Delete(kind, id, old) => {
+                    self.dir.delete_entries(&mut dir_batch, kind, id, old)?
+                }
+            }
             self.dir.commit(dir_batch)?;
             self.state
                 .apply_batch(state_batch)
@@ -877,17 +896,29 @@ impl SisenseConnector {
             dir.stamp(ResourceKind::User, &mut doc, None);
             let mut batch = sled::Batch::default();
             dir.write_doc(&mut batch, ResourceKind::User, &id, &doc, None);
-            dir.bump_count(&mut batch, ResourceKind::User, 1);
             dir.link(&mut batch, ResourceKind::User, &id, &u.id);
-            self.commit(batch, state_batch, audit, &[&id]).await?;
+            self.commit(
+                batch,
+                state_batch,
+                audit,
+                &[&id],
+                Finish::Count(ResourceKind::User, 1),
+            )
+            .await?;
             return dir.render(ResourceKind::User, &id, doc, true, ctx);
         }
         // Created inactive with `deprovision = "delete"`: kept by the bridge only.
         dir.stamp(ResourceKind::User, &mut doc, None);
         let mut batch = sled::Batch::default();
         dir.write_doc(&mut batch, ResourceKind::User, &id, &doc, None);
-        dir.bump_count(&mut batch, ResourceKind::User, 1);
-        self.commit(batch, state_batch, audit, &[&id]).await?;
+        self.commit(
+            batch,
+            state_batch,
+            audit,
+            &[&id],
+            Finish::Count(ResourceKind::User, 1),
+        )
+        .await?;
         dir.render(ResourceKind::User, &id, doc, true, ctx)
     }
 
@@ -981,7 +1012,8 @@ impl SisenseConnector {
         }
         dir.stamp(ResourceKind::User, &mut doc, Some(old));
         dir.write_doc(&mut batch, ResourceKind::User, id, &doc, Some(old));
-        self.commit(batch, state_batch, audit, &[id]).await?;
+        self.commit(batch, state_batch, audit, &[id], Finish::Nothing)
+            .await?;
         dir.render(ResourceKind::User, id, doc, with_members, ctx)
     }
 
@@ -1008,9 +1040,14 @@ impl SisenseConnector {
             }
         }
         state_batch.remove(format!("u/{id}").into_bytes());
-        let mut batch = sled::Batch::default();
-        dir.delete_entries(&mut batch, ResourceKind::User, id, &old)?;
-        self.commit(batch, state_batch, Vec::new(), &[id]).await
+        self.commit(
+            sled::Batch::default(),
+            state_batch,
+            Vec::new(),
+            &[id],
+            Finish::Delete(ResourceKind::User, id, &old),
+        )
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1062,10 +1099,15 @@ impl SisenseConnector {
             dir.stamp(ResourceKind::Group, &mut doc, None);
             let mut batch = sled::Batch::default();
             dir.write_doc(&mut batch, ResourceKind::Group, &id, &doc, None);
-            dir.bump_count(&mut batch, ResourceKind::Group, 1);
             dir.link(&mut batch, ResourceKind::Group, &id, &vg.id);
-            self.commit(batch, sled::Batch::default(), Vec::new(), &[&id])
-                .await?;
+            self.commit(
+                batch,
+                sled::Batch::default(),
+                Vec::new(),
+                &[&id],
+                Finish::Count(ResourceKind::Group, 1),
+            )
+            .await?;
             vg
         };
         let _ = vg;
@@ -1233,7 +1275,7 @@ impl SisenseConnector {
         dir.write_doc(&mut batch, ResourceKind::Group, gid, &doc, Some(old));
         let mut touched_refs: Vec<&str> = touched.iter().map(String::as_str).collect();
         touched_refs.push(gid);
-        self.commit(batch, state_batch, audit, &touched_refs)
+        self.commit(batch, state_batch, audit, &touched_refs, Finish::Nothing)
             .await?;
         if let Some(e) = first_err {
             // Part of the change reached Sisense and is committed; the IdP's retry completes it.
@@ -1351,11 +1393,17 @@ impl SisenseConnector {
                 }
             }
         }
-        let mut batch = sled::Batch::default();
-        dir.delete_entries(&mut batch, ResourceKind::Group, id, &old)?;
+
         let mut touched: Vec<&str> = members.iter().map(String::as_str).collect();
         touched.push(id);
-        self.commit(batch, state_batch, audit, &touched).await
+        self.commit(
+            sled::Batch::default(),
+            state_batch,
+            audit,
+            &touched,
+            Finish::Delete(ResourceKind::Group, id, &old),
+        )
+        .await
     }
 
     async fn role_after_group_delete(
