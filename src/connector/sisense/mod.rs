@@ -1071,7 +1071,7 @@ impl SisenseConnector {
         let _lock = self.group_locks.lock(&format!("n/{key}")).await;
         let (unique, _) = index_keys(ResourceKind::Group, &id, &doc);
         dir.check_unique(ResourceKind::Group, &unique, None)?;
-        let vg = {
+        {
             let _pending = Pending::new(&self.pending_groups, key);
             let req = VendorRequest::post(self.paths.groups()).json(json!({ "name": name }));
             let outcome = self
@@ -1108,15 +1108,22 @@ impl SisenseConnector {
                 Finish::Count(ResourceKind::Group, 1),
             )
             .await?;
-            vg
-        };
-        let _ = vg;
+        }
         if !members.is_empty() {
             let ops = [MemberOp::Add(members)];
-            let (doc2, _) = self
+            match self
                 .change_group(&table, &id, &doc, None, &ops, "create")
-                .await?;
-            doc = doc2;
+                .await
+            {
+                Ok((stored, _)) => doc = stored,
+                // The group exists now: answer 201 with the members that made it (a 503 would
+                // make the IdP re-POST into a 409); its next membership push completes it.
+                Err(e) if e.status >= 500 => {
+                    tracing::warn!(tenant = %self.tenant, group = %id, error = %e.detail, "group created; some members not yet in Sisense");
+                    doc = dir.load_or_404(ResourceKind::Group, &id)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         dir.render(ResourceKind::Group, &id, doc, true, ctx)
     }
