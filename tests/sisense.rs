@@ -109,6 +109,16 @@ async fn okta_sequence(scim: &Scim, api: &SisenseApi) {
     }
     let (s, v) = scim.get(&format!("/Users/{dee}")).await;
     assert_eq!((s, &v["active"]), (200, &json!(false)));
+    // An AIW app pushes a group by PUT with the whole member list.
+    let (s, v) = scim
+        .put(
+            &format!("/Groups/{admins}"),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": admins,
+                   "displayName": "BI Admins", "members": [{"value": ada}, {"value": dee}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
     let _ = api;
 }
 
@@ -134,7 +144,7 @@ async fn okta_sequence_ends_with_the_right_sisense_state() {
         ("ada@acme.test", "admin", true, &["BI Admins"]),
         ("bob@acme.test", "contributor", true, &["BI Designers"]),
         ("cy@acme.test", "consumer", true, &[]),
-        ("dee@acme.test", "consumer", false, &[]),
+        ("dee@acme.test", "admin", false, &["BI Admins"]),
         ("pre@acme.test", "contributor", true, &["BI Designers"]),
     ]) {
         assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
@@ -412,7 +422,7 @@ async fn okta_sequence_survives_vendor_faults() {
         ("ada@acme.test", "admin", true, &["BI Admins"]),
         ("bob@acme.test", "contributor", true, &["BI Designers"]),
         ("cy@acme.test", "consumer", true, &[]),
-        ("dee@acme.test", "consumer", false, &[]),
+        ("dee@acme.test", "admin", false, &["BI Admins"]),
         ("pre@acme.test", "contributor", true, &["BI Designers"]),
     ]) {
         assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
