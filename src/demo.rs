@@ -80,8 +80,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
             tokens: vec![Secret::new(sisense_token.clone())],
             jwt_secret: None,
             vendor: VendorConfig::Sisense {
-                base_url: crate::config::Url::parse(&format!("{url}/"))
-                    .expect("simulator URL"),
+                base_url: crate::config::Url::parse(&format!("{url}/")).expect("simulator URL"),
                 username: sim::sisense::DEFAULT_USER.into(),
                 password: Secret::new(sim::sisense::DEFAULT_PASSWORD),
                 api_version: Default::default(),
