@@ -1,6 +1,6 @@
 //! `scim-bridge demo`: the four vendor simulators and the bridge in one process, ready to try.
 
-use crate::config::{Config, RoleRules, Secret, TenantConfig, TenantId, VendorConfig};
+use crate::config::{Config, RoleRule, RoleRules, Secret, TenantConfig, TenantId, VendorConfig};
 use crate::server::{self, RunningServer, StartError};
 use crate::sim::{self, RunningSim, SimOptions, Vendor};
 use crate::store::Store;
@@ -62,27 +62,69 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
     // Vendor tenants join this table as their connectors land; until then the simulators run
     // beside the bridge for rehearsal and the `local` tenant serves SCIM.
     let local_token = random_token();
+    let sisense_token = random_token();
+    let sisense_url = sims
+        .iter()
+        .find(|s| s.vendor == Vendor::Sisense)
+        .map(|s| s.base_url());
+    let mut tenant_configs = vec![TenantConfig {
+        id: TenantId::parse("local").expect("valid tenant id"),
+        tokens: vec![Secret::new(local_token.clone())],
+        jwt_secret: None,
+        vendor: VendorConfig::Local,
+        roles: RoleRules::default(),
+    }];
+    if let Some(url) = &sisense_url {
+        tenant_configs.push(TenantConfig {
+            id: TenantId::parse("sisense").expect("valid tenant id"),
+            tokens: vec![Secret::new(sisense_token.clone())],
+            jwt_secret: None,
+            vendor: VendorConfig::Sisense {
+                base_url: crate::config::Url::parse(&format!("{url}/")).expect("simulator URL"),
+                username: sim::sisense::DEFAULT_USER.into(),
+                password: Secret::new(sim::sisense::DEFAULT_PASSWORD),
+                api_version: Default::default(),
+                mode: Default::default(),
+                deprovision: Default::default(),
+            },
+            roles: RoleRules {
+                default: Some("Viewer".into()),
+                rules: vec![
+                    RoleRule {
+                        group: Some("BI Admins".into()),
+                        role: "Admin".into(),
+                    },
+                    RoleRule {
+                        group: Some("BI Designers".into()),
+                        role: "Designer".into(),
+                    },
+                ],
+            },
+        });
+    }
     let config = Config {
         listen,
         data_dir: data_dir.clone(),
         body_limit_bytes: 1 << 20,
-        tenants: vec![TenantConfig {
-            id: TenantId::parse("local").expect("valid tenant id"),
-            tokens: vec![Secret::new(local_token.clone())],
-            jwt_secret: None,
-            vendor: VendorConfig::Local,
-            roles: RoleRules::default(),
-        }],
+        tenants: tenant_configs,
     };
     let store = Store::open(&data_dir).map_err(StartError::from)?;
     let state = server::build_state(&config, store)?;
     let bridge = server::start(listen, state, None)?;
-    let tenants = vec![DemoTenant {
+    let mut tenants = vec![DemoTenant {
         id: "local".into(),
         scim_base: format!("http://{}/tenants/local/scim/v2", bridge.addr),
         token: local_token,
         vendor_url: None,
     }];
+    if sisense_url.is_some() {
+        tenants.push(DemoTenant {
+            id: "sisense".into(),
+            scim_base: format!("http://{}/tenants/sisense/scim/v2", bridge.addr),
+            token: sisense_token,
+            vendor_url: sisense_url,
+        });
+    }
     Ok(Demo {
         bridge,
         sims,

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod local;
+pub mod sisense;
 pub mod roles;
 
 use crate::scim::list::ListQuery;

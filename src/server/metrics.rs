@@ -10,6 +10,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub tenant_ready: IntGaugeVec,
+    /// Vendor role changes recorded in the audit log, by tenant.
+    pub role_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,10 +43,19 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric definition");
+        let role_changes = IntCounterVec::new(
+            Opts::new(
+                "scim_role_changes_total",
+                "Vendor role changes made by role rules (entries of the audit log).",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(tenant_ready.clone()),
+            Box::new(role_changes.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -53,6 +64,7 @@ impl Metrics {
             requests,
             latency,
             tenant_ready,
+            role_changes,
         }
     }
 

@@ -8,6 +8,7 @@ mod scim_routes;
 use crate::auth::TenantAuth;
 use crate::config::{Config, VendorConfig};
 use crate::connector::local::LocalConnector;
+use crate::connector::sisense::{self, SisenseConnector};
 use crate::connector::Connector;
 use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
@@ -45,6 +46,9 @@ pub enum StartError {
     },
     #[error("tenant {tenant}: the {kind} connector is not available in this build yet")]
     UnsupportedVendor { tenant: String, kind: &'static str },
+    /// A vendor connector that cannot start as configured; each line names its key path.
+    #[error("tenant {tenant}: {message}")]
+    Connector { tenant: String, message: String },
 }
 
 pub struct RunningServer {
@@ -66,9 +70,36 @@ impl RunningServer {
 /// Builds the shared state: opens each tenant's connector.
 pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError> {
     let mut tenants = BTreeMap::new();
-    for t in &config.tenants {
+    let metrics = Metrics::new();
+    for (index, t) in config.tenants.iter().enumerate() {
         let connector: Arc<dyn Connector> = match &t.vendor {
             VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
+            VendorConfig::Sisense { .. } => {
+                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
+                let conn =
+                    SisenseConnector::open(&store, t, index, Some(counter)).map_err(|message| {
+                        StartError::Connector {
+                            tenant: t.id.as_str().to_string(),
+                            message,
+                        }
+                    })?;
+                match sisense::preflight(t, index) {
+                    Ok(Some(roles)) => conn.set_roles(roles),
+                    Ok(None) => {}
+                    Err(problems) => {
+                        return Err(StartError::Connector {
+                            tenant: t.id.as_str().to_string(),
+                            message: problems
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        })
+                    }
+                }
+                conn.spawn_background();
+                conn
+            }
             other => {
                 return Err(StartError::UnsupportedVendor {
                     tenant: t.id.as_str().to_string(),
@@ -88,7 +119,7 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
     }
     Ok(AppState {
         tenants,
-        metrics: Metrics::new(),
+        metrics,
         body_limit: config.body_limit_bytes,
         store,
     })

@@ -627,6 +627,19 @@ impl Directory {
         batch.insert(vendor_key(kind, vendor_id), scim_id.as_bytes());
     }
 
+    /// Adds the removal of the ID-map entries SCIM id ↔ vendor id to `batch` (a vendor object
+    /// deleted while its SCIM resource stays, e.g. Sisense `deprovision = "delete"`).
+    pub fn unlink(
+        &self,
+        batch: &mut sled::Batch,
+        kind: ResourceKind,
+        scim_id: &str,
+        vendor_id: &str,
+    ) {
+        batch.remove(scim_key(kind, scim_id));
+        batch.remove(vendor_key(kind, vendor_id));
+    }
+
     /// Unfiltered, unsorted listing of every stored id of a kind, in creation order.
     pub fn ids(&self, kind: ResourceKind) -> impl Iterator<Item = Result<String, StoreError>> + '_ {
         let prefix: &'static [u8] = match kind {

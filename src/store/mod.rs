@@ -1,6 +1,7 @@
 //! The sled store. One sled database per data dir; one tree per tenant and purpose, so tenants'
 //! data never share keys. sled 0.34 is the stable line; it stays behind this module.
 
+pub mod audit;
 pub mod directory;
 
 use std::path::Path;

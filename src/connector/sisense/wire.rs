@@ -1,0 +1,299 @@
+//! Sisense wire types and paths, written from shared/reference (vendors-sisense-metabase.md part
+//! B and vendor-specs/sisense), never from the simulator (ARCHITECTURE.md).
+
+use crate::config::SisenseApiVersion;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A Sisense user as `GET/POST/PATCH /api/v1/users` return it (B.4). Only what the bridge reads;
+/// every other field is ignored. `groups` is an array of 24-hex ids (objects with `expand`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(rename = "userName", default)]
+    pub user_name: Option<String>,
+    #[serde(rename = "firstName", default)]
+    pub first_name: Option<String>,
+    #[serde(rename = "lastName", default)]
+    pub last_name: Option<String>,
+    #[serde(rename = "roleId", default)]
+    pub role_id: Option<String>,
+    /// Not in every version's answer; absent means active.
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default, deserialize_with = "ids")]
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// The login name: `userName`, which defaults to the email in Sisense.
+    pub fn login(&self) -> Option<&str> {
+        self.user_name.as_deref().or(self.email.as_deref())
+    }
+    pub fn is_active(&self) -> bool {
+        self.active.unwrap_or(true)
+    }
+}
+
+/// `groups` as ids whether the vendor sent ids or expanded objects.
+fn ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Option::<Vec<Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(v.into_iter()
+        .filter_map(|g| match g {
+            Value::String(s) => Some(s),
+            Value::Object(o) => o.get("_id").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A Sisense group (B.5).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Group {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A role from `GET /api/roles` (B.3): internal `name`; some versions add a UI label.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Role {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+}
+
+/// The UI names of the built-in roles (B.3 table). Names, not ids: ids differ per instance and
+/// are always read from `/api/roles`.
+pub const BUILTIN_UI_NAMES: [(&str, &str); 6] = [
+    ("super", "Sys. Admin"),
+    ("admin", "Admin"),
+    ("dataAdmin", "Data Admin"),
+    ("dataDesigner", "Data Designer"),
+    ("contributor", "Designer"),
+    ("consumer", "Viewer"),
+];
+
+impl Role {
+    /// Every name the operator may write for this role: the internal name, the vendor's label
+    /// if it sends one, and the UI name of a built-in role.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![self.name.clone()];
+        if let Some(d) = &self.display_name {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(d)) {
+                names.push(d.clone());
+            }
+        }
+        for (api, ui) in BUILTIN_UI_NAMES {
+            if api == self.name && !names.iter().any(|n| n.eq_ignore_ascii_case(ui)) {
+                names.push(ui.to_string());
+            }
+        }
+        names
+    }
+}
+
+/// The Sisense error envelope: `{"error":{"code","message","status","httpMessage"}}`.
+pub fn error_code(body: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.get("code")?.as_i64()
+}
+
+/// 400 code 2004: "The user already exists." (same userName or email).
+pub const USER_EXISTS: i64 = 2004;
+
+/// The paths of one API generation. v1 (`/api/v1/...`) is the default; the legacy v0.9 paths
+/// (`/api/...`) serve older instances. Group rename, roles and sign-in exist only once.
+#[derive(Debug, Clone, Copy)]
+pub struct Paths {
+    pub version: SisenseApiVersion,
+}
+
+impl Paths {
+    pub const LOGIN: &'static str = "api/v1/authentication/login";
+    pub const ROLES: &'static str = "api/roles";
+
+    pub fn users(&self) -> &'static str {
+        match self.version {
+            SisenseApiVersion::V1 => "api/v1/users",
+            SisenseApiVersion::V0_9 => "api/users",
+        }
+    }
+    pub fn user(&self, id: &str) -> String {
+        format!("{}/{id}", self.users())
+    }
+    /// v1 has no group PATCH and v0.9 has no group POST: groups are created and listed with
+    /// v1, renamed with the legacy `PUT /api/groups/{id}` (B.5).
+    pub fn groups(&self) -> &'static str {
+        "api/v1/groups"
+    }
+    pub fn group(&self, id: &str) -> String {
+        format!("api/v1/groups/{id}")
+    }
+    pub fn group_legacy(&self, id: &str) -> String {
+        format!("api/groups/{id}")
+    }
+    pub fn is_legacy(&self) -> bool {
+        self.version == SisenseApiVersion::V0_9
+    }
+}
+
+/// The fields of a Sisense user the bridge writes, from a canonical SCIM user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserFields {
+    pub user_name: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl UserFields {
+    /// `email` is the primary email, else the first, else the userName when it is an address:
+    /// Sisense requires one (B.4).
+    pub fn from_scim(doc: &Value) -> Option<UserFields> {
+        let user_name = doc.get("userName")?.as_str()?.to_string();
+        let emails = doc.get("emails").and_then(Value::as_array);
+        let email = emails
+            .and_then(|e| {
+                e.iter()
+                    .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+                    .or_else(|| e.first())
+            })
+            .and_then(|e| e.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| user_name.contains('@').then(|| user_name.clone()))?;
+        let name = |k: &str| {
+            doc.get("name")
+                .and_then(|n| n.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Some(UserFields {
+            user_name,
+            email,
+            first_name: name("givenName"),
+            last_name: name("familyName"),
+        })
+    }
+
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("userName".into(), Value::String(self.user_name.clone()));
+        m.insert("email".into(), Value::String(self.email.clone()));
+        if let Some(f) = &self.first_name {
+            m.insert("firstName".into(), Value::String(f.clone()));
+        }
+        if let Some(l) = &self.last_name {
+            m.insert("lastName".into(), Value::String(l.clone()));
+        }
+        m
+    }
+
+    /// The fields that differ, for a partial PATCH. A name that was removed is sent as `null`.
+    pub fn diff(&self, old: &UserFields) -> Map<String, Value> {
+        let mut m = Map::new();
+        if self.user_name != old.user_name {
+            m.insert("userName".into(), Value::String(self.user_name.clone()));
+        }
+        if self.email != old.email {
+            m.insert("email".into(), Value::String(self.email.clone()));
+        }
+        if self.first_name != old.first_name {
+            m.insert(
+                "firstName".into(),
+                self.first_name
+                    .clone()
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
+            );
+        }
+        if self.last_name != old.last_name {
+            m.insert(
+                "lastName".into(),
+                self.last_name
+                    .clone()
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
+            );
+        }
+        m
+    }
+}
+
+/// A SCIM user for a Sisense user the bridge did not create (adopted at sync or on a duplicate).
+pub fn scim_user_from_vendor(u: &User) -> Option<Value> {
+    let user_name = u.login()?.to_string();
+    let mut doc = Map::new();
+    doc.insert(
+        "schemas".into(),
+        serde_json::json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
+    );
+    doc.insert("userName".into(), Value::String(user_name));
+    let mut name = Map::new();
+    if let Some(f) = u.first_name.as_deref().filter(|s| !s.is_empty()) {
+        name.insert("givenName".into(), Value::String(f.to_string()));
+    }
+    if let Some(l) = u.last_name.as_deref().filter(|s| !s.is_empty()) {
+        name.insert("familyName".into(), Value::String(l.to_string()));
+    }
+    if !name.is_empty() {
+        doc.insert("name".into(), Value::Object(name));
+    }
+    if let Some(e) = u.email.as_deref().filter(|s| !s.is_empty()) {
+        doc.insert(
+            "emails".into(),
+            serde_json::json!([{"value": e, "type": "work", "primary": true}]),
+        );
+    }
+    doc.insert("active".into(), Value::Bool(u.is_active()));
+    Some(Value::Object(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn user_reads_ids_or_expanded_groups_and_ignores_the_rest() {
+        let u: User = serde_json::from_value(json!({
+            "_id": "a", "userName": "x", "email": "x@y", "roleId": "r",
+            "groups": ["g1", {"_id": "g2", "name": "G"}], "preferences": {}
+        }))
+        .unwrap();
+        assert_eq!(u.groups, ["g1", "g2"]);
+        assert!(u.is_active());
+    }
+
+    #[test]
+    fn fields_from_scim_prefer_primary_email_and_fall_back_to_user_name() {
+        let f = UserFields::from_scim(&json!({
+            "userName": "ada",
+            "emails": [{"value": "b@x"}, {"value": "a@x", "primary": true}],
+            "name": {"givenName": "Ada"}
+        }))
+        .unwrap();
+        assert_eq!(f.email, "a@x");
+        assert_eq!(f.first_name.as_deref(), Some("Ada"));
+        let f = UserFields::from_scim(&json!({"userName": "ada@x"})).unwrap();
+        assert_eq!(f.email, "ada@x");
+        assert!(UserFields::from_scim(&json!({"userName": "ada"})).is_none());
+    }
+
+    #[test]
+    fn role_names_include_the_ui_label_of_built_ins() {
+        let r = Role {
+            id: "1".into(),
+            name: "contributor".into(),
+            display_name: None,
+        };
+        assert_eq!(r.names(), ["contributor", "Designer"]);
+    }
+}

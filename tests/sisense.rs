@@ -1,0 +1,1108 @@
+//! The Sisense connector against the Sisense simulator over real sockets. End states are checked
+//! through Sisense's own API (users, groups, roles, activation), never through bridge internals.
+
+#[path = "support/sisense_bridge.rs"]
+mod support;
+
+use scim_bridge::config::{RoleRule, RoleRules, SisenseApiVersion, SisenseDeprovision};
+use scim_bridge::sim::SimOptions;
+use serde_json::{json, Value};
+use support::*;
+
+fn patch_op(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn expect(want: &[(&str, &str, bool, &[&str])]) -> Vec<(String, UserState)> {
+    want.iter()
+        .map(|(n, r, a, g)| {
+            let mut gs: Vec<String> = g.iter().map(|s| s.to_string()).collect();
+            gs.sort();
+            (n.to_string(), (r.to_string(), *a, gs))
+        })
+        .collect()
+}
+
+/// Okta: test connection, assignments (lookup then create; a user already in Sisense is found),
+/// group push (create, members, rename re-sent with every membership update, remove a member),
+/// profile update by PUT, deactivation by pathless PATCH, reactivation.
+async fn okta_sequence(scim: &Scim, api: &SisenseApi) {
+    let (s, v) = scim.get("/Users?startIndex=1&count=2").await;
+    assert_eq!(s, 200, "{v}");
+    let ada = scim.okta_assign("ada@acme.test", "Ada", "Lovelace").await;
+    let bob = scim.okta_assign("bob@acme.test", "Bob", "Builder").await;
+    let cy = scim.okta_assign("cy@acme.test", "Cy", "Young").await;
+    let dee = scim.okta_assign("dee@acme.test", "Dee", "Dee").await;
+    // Created in Sisense before the bridge: the lookup finds it, no POST.
+    let pre = scim
+        .find_user("pre@acme.test")
+        .await
+        .expect("a user created directly in Sisense is found by the IdP's lookup");
+    let pre_id = pre["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        scim.okta_assign("pre@acme.test", "Pre", "Existing").await,
+        pre_id
+    );
+    // Group push.
+    assert!(scim.find_group("BI Admins").await.is_none());
+    let (s, admins) = scim
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Admins", "members": []}),
+        )
+        .await;
+    assert_eq!(s, 201, "{admins}");
+    let admins = admins["id"].as_str().unwrap().to_string();
+    let (s, v) = scim
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Designers",
+                   "members": [{"value": bob, "display": "bob@acme.test"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let designers = v["id"].as_str().unwrap().to_string();
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": admins, "displayName": "BI Admins"}},
+                {"op": "add", "path": "members", "value": [{"value": ada, "display": "ada@acme.test"}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": designers, "displayName": "BI Designers"}},
+                {"op": "add", "path": "members", "value": [{"value": cy}, {"value": pre_id}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([
+                {"op": "remove", "path": format!("members[value eq \"{cy}\"]")}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Profile update (AIW apps PUT back what they read).
+    let (_, mut full) = scim.get(&format!("/Users/{bob}")).await;
+    full["name"]["givenName"] = json!("Robert");
+    let (s, v) = scim.put(&format!("/Users/{bob}"), full).await;
+    assert_eq!(s, 200, "{v}");
+    // Deactivate dee, deactivate and reactivate cy.
+    for (id, active) in [(&dee, false), (&cy, false), (&cy, true)] {
+        let (s, v) = scim
+            .patch(
+                &format!("/Users/{id}"),
+                patch_op(json!([{"op": "replace", "value": {"active": active}}])),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["active"], json!(active));
+    }
+    let (s, v) = scim.get(&format!("/Users/{dee}")).await;
+    assert_eq!((s, &v["active"]), (200, &json!(false)));
+    // An AIW app pushes a group by PUT with the whole member list.
+    let (s, v) = scim
+        .put(
+            &format!("/Groups/{admins}"),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": admins,
+                   "displayName": "BI Admins", "members": [{"value": ada}, {"value": dee}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
+    let _ = api;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_ends_with_the_right_sisense_state() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    api.create_user("pre@acme.test", "consumer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    okta_sequence(&bridge.scim, &api).await;
+    let state = api.state().await;
+    for (name, want) in expect(&[
+        ("ada@acme.test", "admin", true, &["BI Admins"]),
+        ("bob@acme.test", "contributor", true, &["BI Designers"]),
+        ("cy@acme.test", "consumer", true, &[]),
+        ("dee@acme.test", "admin", false, &["BI Admins"]),
+        ("pre@acme.test", "contributor", true, &["BI Designers"]),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
+    let (s, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/users?userName=bob@acme.test",
+            None,
+        )
+        .await;
+    assert_eq!((s, v[0]["firstName"].as_str()), (200, Some("Robert")));
+    // Every role change is in the audit log and counted by /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", bridge.scim.root))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("scim_role_changes_total{tenant=\"acme\"}"))
+        .expect("role change counter");
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // 4 creates + ada→admin, bob→contributor, cy→contributor→consumer, pre→contributor.
+    assert!(n >= 8.0, "{line}");
+    bridge.server.stop().await;
+}
+
+/// Entra: lookups by externalId and work email, create with `roles: []` and explicit nulls,
+/// groups created without members and filled by multi-member `Add`, non-RFC `Remove` with a
+/// value list, disable with the string "False", restore, and hard delete. With `deprovision =
+/// "delete"`, a disabled user is deleted in Sisense but stays readable; re-enabling recreates it
+/// with its groups and role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_sequence_with_delete_deprovisioning() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Delete, demo_rules()),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    // Test connection: a random GUID by the matching attribute.
+    let (s, v) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("externalId eq \"3b1f1f6e-0000-4000-8000-000000000000\"")
+        ))
+        .await;
+    assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
+    let mut ids = Vec::new();
+    for (i, name) in ["eve", "fay", "gus"].iter().enumerate() {
+        let mail = format!("{name}@contoso.test");
+        let (s, v) = scim
+            .get(&format!(
+                "/Users?filter={}",
+                urlencode(&format!("emails[type eq \"work\"].value eq \"{mail}\""))
+            ))
+            .await;
+        assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
+        let (s, v) = scim
+            .post(
+                "/Users",
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+                    "externalId": format!("0a21f0f2-{i}"), "userName": mail, "active": true,
+                    "emails": [{"primary": true, "type": "work", "value": mail}],
+                    "meta": {"resourceType": "User"},
+                    "name": {"formatted": "x", "familyName": name, "givenName": "E"},
+                    "roles": [], "title": null, "manager": null
+                }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (eve, fay, gus) = (&ids[0], &ids[1], &ids[2]);
+    let mut groups = Vec::new();
+    for name in ["BI Admins", "BI Designers"] {
+        let (s, v) = scim
+            .post(
+                "/Groups",
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+                                   "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                       "externalId": format!("8aa1-{name}"), "displayName": name,
+                       "meta": {"resourceType": "Group"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        groups.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (admins, designers) = (&groups[0], &groups[1]);
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{designers}?excludedAttributes=members"),
+            patch_op(json!([{"op": "Add", "path": "members",
+                             "value": [{"$ref": null, "value": eve}, {"$ref": null, "value": fay}, {"$ref": null, "value": gus}]}])),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{v}");
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": eve}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{designers}"),
+            patch_op(json!([{"op": "Remove", "path": "members", "value": [{"value": gus}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Entra's PATCH of attributes.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "name.familyName", "value": "Fairfax"}])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Disable fay: deleted in Sisense, still readable with active=false.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!((s, &v["active"]), (200, &json!(false)), "{v}");
+    let state = api.state().await;
+    assert!(!state.contains_key("fay@contoso.test"), "{state:?}");
+    let (s, v) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("userName eq \"fay@contoso.test\"")
+        ))
+        .await;
+    assert_eq!(
+        (s, v["Resources"][0]["active"].clone()),
+        (200, json!(false))
+    );
+    // A membership change while deleted in Sisense is kept and restored.
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{admins}"),
+            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": fay}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Restore: recreated with its groups and role.
+    let (s, v) = scim
+        .patch(
+            &format!("/Users/{fay}"),
+            patch_op(json!([{"op": "Replace", "path": "active", "value": "True"}])),
+        )
+        .await;
+    assert_eq!((s, &v["active"]), (200, &json!(true)), "{v}");
+    // Hard delete of gus.
+    let (s, _) = scim.delete(&format!("/Users/{gus}")).await;
+    assert_eq!(s, 204);
+    let (s, _) = scim.get(&format!("/Users/{gus}")).await;
+    assert_eq!(s, 404);
+    let state = api.state().await;
+    for (name, want) in expect(&[
+        (
+            "eve@contoso.test",
+            "admin",
+            true,
+            &["BI Admins", "BI Designers"],
+        ),
+        (
+            "fay@contoso.test",
+            "admin",
+            true,
+            &["BI Admins", "BI Designers"],
+        ),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert!(!state.contains_key("gus@contoso.test"));
+    assert_eq!(state.len(), 3, "{state:?}");
+    let (s, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/users?userName=fay@contoso.test",
+            None,
+        )
+        .await;
+    assert_eq!((s, v[0]["lastName"].as_str()), (200, Some("Fairfax")));
+    bridge.server.stop().await;
+}
+
+/// The Okta sequence with the vendor failing 10% of requests, throttling at 20 rps and expiring
+/// tokens every 5 s: the same end state, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_survives_vendor_faults() {
+    let sim = spawn_sim(SimOptions {
+        error_rate: 0.1,
+        throttle_rps: Some(20.0),
+        token_ttl_s: Some(5),
+        seed: Some(7),
+        ..SimOptions::default()
+    })
+    .await;
+    // The checker goes through the same faulty simulator: its calls are retried.
+    retry(|| async {
+        let api = SisenseApi::try_login(&sim.base_url()).await?;
+        let (s, roles) = api.call(reqwest::Method::GET, "/api/roles", None).await;
+        if s != 200 {
+            return None;
+        }
+        let role = roles.as_array()?.iter().find(|r| r["name"] == "consumer")?["_id"].clone();
+        let (s, _) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                Some(json!({"email": "pre@acme.test", "roleId": role})),
+            )
+            .await;
+        (s == 201).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    okta_sequence(&bridge.scim, &api).await;
+    // Long enough for tokens to expire several times: 60 more users, every third a designer.
+    let designers = bridge.scim.find_group("BI Designers").await.unwrap();
+    let designers = designers["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let mut extra = Vec::new();
+    for i in 0..60 {
+        let id = bridge
+            .scim
+            .okta_assign(&format!("f{i:02}@acme.test"), "F", "Ault")
+            .await;
+        if i % 3 == 0 {
+            let (s, v) = bridge
+                .scim
+                .patch(
+                    &format!("/Groups/{designers}"),
+                    patch_op(json!([{"op": "add", "path": "members", "value": [{"value": id}]}])),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+        extra.push(id);
+    }
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(5),
+        "the run outlives a token"
+    );
+    let state = retry(|| async {
+        let api = SisenseApi::try_login(&sim.base_url()).await?;
+        api.state_checked().await
+    })
+    .await;
+    for (name, want) in expect(&[
+        ("ada@acme.test", "admin", true, &["BI Admins"]),
+        ("bob@acme.test", "contributor", true, &["BI Designers"]),
+        ("cy@acme.test", "consumer", true, &[]),
+        ("dee@acme.test", "admin", false, &["BI Admins"]),
+        ("pre@acme.test", "contributor", true, &["BI Designers"]),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    for i in 0..60 {
+        let (role, active, groups) = &state[&format!("f{i:02}@acme.test")];
+        assert!(*active);
+        if i % 3 == 0 {
+            assert_eq!((role.as_str(), groups.len()), ("contributor", 1));
+        } else {
+            assert_eq!((role.as_str(), groups.len()), ("consumer", 0));
+        }
+    }
+    assert_eq!(state.len(), 66, "{state:?}");
+    bridge.server.stop().await;
+}
+
+async fn retry<T, F, Fut>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    panic!("gave up retrying");
+}
+
+/// Vendor calls per SCIM operation, counted by the simulator: a lookup costs none after sync;
+/// a create with its role costs one; adding it to a role-granting group costs one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_calls_per_operation() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&base, SisenseDeprovision::Deactivate, demo_rules()),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let (s, g) = scim
+        .post("/Groups", json!({"displayName": "BI Admins"}))
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    let count = |v: Value| v["requests"].as_u64().unwrap();
+
+    reset_stats(&base).await;
+    assert!(scim.find_user("nobody@acme.test").await.is_none());
+    assert!(scim.find_user("admin@sisense.local").await.is_some());
+    let (s, _) = scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("emails[type eq \"work\"].value eq \"x@y.z\"")
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert!(scim.find_group("BI Admins").await.is_some());
+    assert_eq!(
+        count(sim_stats(&base).await),
+        0,
+        "lookups are answered from the index"
+    );
+
+    reset_stats(&base).await;
+    let uid = scim.okta_assign("new@acme.test", "New", "User").await;
+    let create = count(sim_stats(&base).await);
+    reset_stats(&base).await;
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "add", "path": "members", "value": [{"value": uid}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let member = count(sim_stats(&base).await);
+    eprintln!("vendor calls: lookup 0, create {create}, add to group (role + groups) {member}");
+    assert_eq!(create, 1, "create with role: one POST");
+    assert!(
+        create + member <= 2,
+        "create with role and groups costs at most 2"
+    );
+    // Re-sent rename and a no-op membership: nothing to send.
+    reset_stats(&base).await;
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([
+                {"op": "replace", "value": {"id": gid, "displayName": "BI Admins"}},
+                {"op": "add", "path": "members", "value": [{"value": uid}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(count(sim_stats(&base).await), 0);
+    bridge.server.stop().await;
+}
+
+/// Users created directly in Sisense while the bridge runs are found after the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_created_in_sisense_are_found_after_sync() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    for i in 0..30 {
+        api.create_user(&format!("direct{i}@acme.test"), "consumer")
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    for i in 0..30 {
+        assert!(bridge
+            .scim
+            .find_user(&format!("Direct{i}@ACME.test"))
+            .await
+            .is_some());
+    }
+    api.create_user("later@acme.test", "consumer").await;
+    assert!(bridge.scim.find_user("later@acme.test").await.is_none());
+    // The next sync (here: the one at restart) adopts it; the IdP's create would not duplicate.
+    bridge.server.stop().await;
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    for _ in 0..100 {
+        if bridge.scim.find_user("later@acme.test").await.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(bridge.scim.find_user("later@acme.test").await.is_some());
+    // A POST for a Sisense user the index missed adopts it instead of a 409 or a duplicate.
+    api.create_user("missed@acme.test", "consumer").await;
+    let id = bridge
+        .scim
+        .okta_assign("missed@acme.test", "Mis", "Sed")
+        .await;
+    assert!(!id.is_empty());
+    let state = api.state().await;
+    assert_eq!(state.len(), 33, "{state:?}");
+    bridge.server.stop().await;
+}
+
+/// A role rule naming a role Sisense lacks stops the tenant at start, with the key path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_naming_an_unknown_role_is_reported_at_start() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Viewer".into()),
+        rules: vec![RoleRule {
+            group: Some("BI Admins".into()),
+            role: "Superhero".into(),
+        }],
+    };
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir.path(),
+    );
+    let err = match start_bridge(&cfg).await {
+        Ok(_) => panic!("started with a rule naming an unknown role"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("acme"), "{err}");
+    assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
+    assert!(err.contains("Superhero"), "{err}");
+    // Internal names and UI names both resolve.
+    let rules = RoleRules {
+        default: Some("consumer".into()),
+        rules: vec![RoleRule {
+            group: Some("BI Admins".into()),
+            role: "Data Designer".into(),
+        }],
+    };
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir2.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.server.stop().await;
+}
+
+/// Legacy v0.9 paths (users under `/api/users`, updates by PUT) against a 2021-like instance
+/// whose PATCH has no `active`: provisioning with `deprovision = "delete"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_paths_with_delete_deprovisioning() {
+    let sim = spawn_sim(SimOptions {
+        legacy_2021: true,
+        ..SimOptions::default()
+    })
+    .await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant_v(
+            &sim.base_url(),
+            SisenseDeprovision::Delete,
+            demo_rules(),
+            SisenseApiVersion::V0_9,
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let ada = scim.okta_assign("ada@acme.test", "Ada", "L").await;
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "BI Designers", "members": [{"value": ada}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{ada}"),
+            patch_op(json!([{"op": "replace", "value": {"active": false}}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(!api.state().await.contains_key("ada@acme.test"));
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{ada}"),
+            patch_op(json!([{"op": "replace", "value": {"active": true}}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state.get("ada@acme.test"),
+        Some(&(
+            "contributor".to_string(),
+            true,
+            vec!["BI Designers".to_string()]
+        ))
+    );
+    let stats = sim_stats(&sim.base_url()).await;
+    let routes = stats["by_route"].as_object().unwrap();
+    assert!(
+        routes.keys().any(|k| k.starts_with("PUT /api/users/")),
+        "{stats}"
+    );
+    bridge.server.stop().await;
+}
+
+impl SisenseApi {
+    /// `state()` that returns `None` instead of failing on an injected fault.
+    async fn state_checked(&self) -> Option<std::collections::HashMap<String, UserState>> {
+        for path in ["/api/v1/users", "/api/v1/groups", "/api/roles"] {
+            let (s, _) = self.call(reqwest::Method::GET, path, None).await;
+            if s != 200 {
+                return None;
+            }
+        }
+        let fut = std::panic::AssertUnwindSafe(self.state());
+        futures_util::FutureExt::catch_unwind(fut).await.ok()
+    }
+}
+
+/// While Sisense is down the IdP gets 503 with Retry-After (never 500) and `/readyz` names the
+/// tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_down_is_503_with_retry_after_and_readyz_names_the_tenant() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    sim.stop().await;
+    let http = reqwest::Client::new();
+    let mut saw_503 = false;
+    for i in 0..25 {
+        let r = http
+            .post(format!("{}/Users", bridge.scim.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(json!({"userName": format!("down{i}@acme.test")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_ne!(status, 500);
+        if status == 503 {
+            assert!(r.headers().get("retry-after").is_some());
+            saw_503 = true;
+        }
+        let ready = http
+            .get(format!("{}/readyz", bridge.scim.root))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            let body: Value = ready.json().await.unwrap();
+            assert!(body["tenants"].get("acme").is_some(), "{body}");
+            if saw_503 {
+                break;
+            }
+        }
+    }
+    assert!(saw_503);
+    // Lookups are still answered from the index.
+    assert!(bridge.scim.find_user("admin@sisense.local").await.is_some());
+    bridge.server.stop().await;
+}
+
+/// The real binary, killed with SIGKILL in the middle of provisioning 1,000 users and
+/// restarted: the same end state, no duplicate Sisense user, no orphan mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_provisioning_then_restart() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const N: usize = 1000;
+    let sim = spawn_sim(SimOptions {
+        latency_ms: 2,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_path = dir.path().join("scim-bridge.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[[tenants]]
+id = "{TENANT}"
+tokens = ["{TOKEN}"]
+
+[tenants.vendor]
+kind = "sisense"
+base_url = "{base}/"
+username = "admin@sisense.local"
+password = "admin"
+deprovision = "deactivate"
+
+[tenants.roles]
+default = "Viewer"
+rules = [ {{ group = "BI Admins", role = "Admin" }} ]
+"#,
+            data = dir.path().join("data").display(),
+            base = sim.base_url(),
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .map(KillOnDrop)
+            .expect("bridge binary starts")
+    };
+    let mut child = spawn();
+    let scim = Scim::new(&format!("http://127.0.0.1:{port}"));
+    scim.wait_ready().await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (scim, done, next) = (scim.clone(), done.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= N {
+                    return;
+                }
+                idp_assign(&scim, &format!("k{i:04}@acme.test")).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    while done.load(Ordering::SeqCst) < N * 2 / 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().unwrap();
+    let killed_at = done.load(Ordering::SeqCst);
+    let child = spawn();
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Group push after the restart: every tenth user is a BI Admin.
+    let admins: Vec<String> = {
+        let mut v = Vec::new();
+        for i in (0..N).step_by(10) {
+            let u = scim.find_user(&format!("k{i:04}@acme.test")).await.unwrap();
+            v.push(u["id"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    let (s, g) = scim
+        .post("/Groups", json!({"displayName": "BI Admins"}))
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap();
+    let members: Vec<Value> = admins.iter().map(|a| json!({"value": a})).collect();
+    let (s, v) = scim
+        .patch(
+            &format!("/Groups/{gid}?excludedAttributes=members"),
+            patch_op(json!([{"op": "add", "path": "members", "value": members}])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let state = api.state().await; // panics on a duplicate userName
+    assert_eq!(state.len(), N + 1, "killed after {killed_at} users");
+    for i in 0..N {
+        let name = format!("k{i:04}@acme.test");
+        let (role, active, groups) = state.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+        assert!(*active);
+        if i % 10 == 0 {
+            assert_eq!(
+                (role.as_str(), groups.as_slice()),
+                ("admin", &["BI Admins".to_string()][..])
+            );
+        } else {
+            assert_eq!((role.as_str(), groups.len()), ("consumer", 0), "{name}");
+        }
+    }
+    // No orphan mapping: the bridge's users are exactly Sisense's users.
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 1;
+    loop {
+        let (s, v) = scim
+            .get(&format!("/Users?startIndex={start}&count=200"))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["totalResults"], json!(N + 1));
+        let page = v["Resources"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        for u in &page {
+            let name = u["userName"].as_str().unwrap().to_lowercase();
+            assert!(state.contains_key(&name), "{name} is not in Sisense");
+            assert!(seen.insert(name));
+        }
+        start += page.len();
+    }
+    assert_eq!(seen.len(), N + 1);
+    drop(child);
+}
+
+/// The bridge process of a test: SIGKILLed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An IdP's assignment that survives the bridge going away: lookup, then create; a failed or
+/// conflicting create is followed by a fresh lookup, never by a blind re-POST.
+async fn idp_assign(scim: &Scim, user_name: &str) {
+    for _ in 0..600 {
+        let q = format!(
+            "/Users?filter={}",
+            urlencode(&format!("userName eq \"{user_name}\""))
+        );
+        let found = match scim
+            .http
+            .get(format!("{}{q}", scim.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        let Some(found) = found else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        if found["totalResults"] != json!(0) {
+            return;
+        }
+        let r = scim
+            .http
+            .post(format!("{}/Users", scim.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(
+                json!({"userName": user_name, "name": {"givenName": "K", "familyName": user_name},
+                       "emails": [{"value": user_name, "primary": true}], "active": true})
+                .to_string(),
+            )
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 201 => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    panic!("could not assign {user_name}");
+}
+
+/// Roles follow every change that can move them: the user's SCIM `roles` (a rule without a
+/// group), a group's rename (rules match names), and a group's deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_follows_scim_roles_group_rename_and_group_delete() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Viewer".into()),
+        rules: vec![
+            RoleRule {
+                group: Some("BI Admins".into()),
+                role: "Admin".into(),
+            },
+            RoleRule {
+                group: None,
+                role: "Designer".into(),
+            },
+        ],
+    };
+    let cfg = config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let role =
+        |state: &std::collections::HashMap<String, UserState>| state["ren@acme.test"].0.clone();
+    let uid = scim.okta_assign("ren@acme.test", "Ren", "Ames").await;
+    assert_eq!(role(&api.state().await), "consumer");
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{uid}"),
+            patch_op(json!([{"op": "add", "path": "roles", "value": [{"value": "Designer"}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(role(&api.state().await), "contributor");
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "Team X", "members": [{"value": uid}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    assert_eq!(role(&api.state().await), "contributor");
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "replace", "path": "displayName", "value": "BI Admins"}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state["ren@acme.test"],
+        ("admin".to_string(), true, vec!["BI Admins".to_string()])
+    );
+    let (s, _) = scim.delete(&format!("/Groups/{gid}")).await;
+    assert_eq!(s, 204);
+    let state = api.state().await;
+    assert_eq!(
+        state["ren@acme.test"],
+        ("contributor".to_string(), true, vec![])
+    );
+    assert!(!api.groups().await.iter().any(|g| g["name"] == "BI Admins"));
+    bridge.server.stop().await;
+}
+
+/// The interval sync (here triggered directly): users created in Sisense while the bridge runs
+/// are found by the IdP's lookup afterwards, without a restart; a user deleted in Sisense leaves
+/// the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
+    use scim_bridge::auth::TenantAuth;
+    use scim_bridge::connector::sisense::{preflight, SisenseConnector};
+    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
+    use std::sync::Arc;
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    );
+    let store = scim_bridge::store::Store::open(dir.path()).unwrap();
+    let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
+    let t2 = t.clone();
+    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("Sisense reachable");
+    conn.set_roles(roles);
+    conn.sync_now().await.unwrap();
+    let mut tenants = std::collections::BTreeMap::new();
+    tenants.insert(
+        TENANT.to_string(),
+        Arc::new(Tenant {
+            id: TENANT.into(),
+            auth: TenantAuth::new(&t.id, &t.tokens, None),
+            connector: conn.clone(),
+        }),
+    );
+    let state = AppState {
+        tenants,
+        metrics: Metrics::new(),
+        body_limit: 1 << 20,
+        store,
+    };
+    let server =
+        scim_bridge::server::start("127.0.0.1:0".parse().unwrap(), state, Some(1)).unwrap();
+    let scim = Scim::new(&format!("http://{}", server.addr));
+    let gone = scim.okta_assign("gone@acme.test", "Gone", "Soon").await;
+    let made = api.create_user("made.later@acme.test", "contributor").await;
+    assert!(scim.find_user("made.later@acme.test").await.is_none());
+    let vid = api
+        .users()
+        .await
+        .into_iter()
+        .find(|u| u["userName"] == "gone@acme.test")
+        .unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/users/{vid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(
+        (report.users_adopted, report.users_removed),
+        (1, 1),
+        "{report:?}"
+    );
+    let found = scim
+        .find_user("made.later@acme.test")
+        .await
+        .expect("adopted");
+    assert_eq!(found["name"]["givenName"], json!("Direct"));
+    let (s, _) = scim.get(&format!("/Users/{gone}")).await;
+    assert_eq!(s, 404);
+    let _ = made;
+    server.stop().await;
+}
