@@ -160,16 +160,7 @@ async fn main() -> Result<()> {
             println!("{}: OK", config.display());
             print!("{}", cfg.summary());
             if online {
-                let pending: Vec<&str> = cfg
-                    .tenants
-                    .iter()
-                    .filter(|t| !matches!(t.vendor, scim_bridge::config::VendorConfig::Local))
-                    .map(|t| t.id.as_str())
-                    .collect();
-                if !pending.is_empty() {
-                    bail!("--online: vendor sign-in checks are not available in this build yet (tenants: {})", pending.join(", "));
-                }
-                println!("--online: only local tenants; nothing to sign in to.");
+                online_check(&cfg).await?;
             }
             Ok(())
         }
@@ -198,6 +189,45 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `config check --online`: signs in to each vendor and resolves every role and group named in
+/// its role rules; every problem is reported with its tenant and key path.
+async fn online_check(cfg: &Config) -> Result<()> {
+    use scim_bridge::config::VendorConfig;
+    let mut problems = Vec::new();
+    let mut unchecked = Vec::new();
+    for (index, tenant) in cfg.tenants.iter().enumerate() {
+        match &tenant.vendor {
+            VendorConfig::Local => {}
+            VendorConfig::Sisense { .. } => {
+                let found = scim_bridge::connector::sisense::check_online(tenant, index).await;
+                if found.is_empty() {
+                    println!(
+                        "--online: tenant {}: signed in, every role rule resolves",
+                        tenant.id
+                    );
+                }
+                problems.extend(found);
+            }
+            other => unchecked.push(format!("{} ({})", tenant.id, other.kind())),
+        }
+    }
+    if !unchecked.is_empty() {
+        println!(
+            "--online: no connector in this build for: {} (not checked)",
+            unchecked.join(", ")
+        );
+    }
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        bail!(
+            "--online found {} problem(s):\n{}",
+            problems.len(),
+            lines.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// The embedded default's token: SCIM_BRIDGE_TOKEN, else the one stored in the data dir, else a

@@ -298,3 +298,61 @@ fn demo_prints_a_working_table() {
         "a ready curl line"
     );
 }
+
+#[test]
+fn config_check_online_resolves_roles_against_the_vendor() {
+    let port = free_port();
+    let mut sim = Command::new(BIN);
+    sim.args([
+        "simulate",
+        "sisense",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let (_sim, _) = spawn_until(&mut sim, "listening on");
+    wait_healthy(port);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |role: &str| {
+        format!(
+            r#"
+[[tenants]]
+id = "acme"
+tokens = ["static-token-value-789"]
+[tenants.vendor]
+kind = "sisense"
+base_url = "http://127.0.0.1:{port}"
+username = "admin@sisense.local"
+password = "${{CLI_TEST_SISENSE_PASSWORD}}"
+[tenants.roles]
+default = "Viewer"
+rules = [{{ group = "Everyone", role = "{role}" }}]
+"#
+        )
+    };
+    let check = |text: String| {
+        let path = dir.path().join("online.toml");
+        std::fs::write(&path, text).unwrap();
+        Command::new(BIN)
+            .args([
+                "config",
+                "check",
+                "--online",
+                "--config",
+                path.to_str().unwrap(),
+            ])
+            .env("CLI_TEST_SISENSE_PASSWORD", "admin")
+            .output()
+            .unwrap()
+    };
+    let good = check(config("Designer"));
+    let out =
+        String::from_utf8_lossy(&good.stdout).to_string() + &String::from_utf8_lossy(&good.stderr);
+    assert!(good.status.success(), "{out}");
+    assert!(out.contains("every role rule resolves"), "{out}");
+
+    let bad = check(config("Desginer"));
+    let err = String::from_utf8_lossy(&bad.stderr).to_string();
+    assert!(!bad.status.success());
+    assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
+    assert!(!err.contains("static-token-value-789"));
+}

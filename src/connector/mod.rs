@@ -3,8 +3,8 @@
 
 pub mod http;
 pub mod local;
-pub mod sisense;
 pub mod roles;
+pub mod sisense;
 
 use crate::scim::list::ListQuery;
 use crate::scim::patch::PatchRequest;
