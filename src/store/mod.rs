@@ -34,13 +34,25 @@ type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// where concurrent callers can occupy every thread waiting for a log write queued behind them
 /// (found by the concurrency tests: a burst of 12+ writes hung the process).
 struct GroupCommit {
-    requests: parking_lot::Mutex<std::sync::mpsc::Sender<FlushWaiter>>,
+    requests: parking_lot::Mutex<Option<std::sync::mpsc::Sender<FlushWaiter>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for GroupCommit {
+    /// The thread holds a handle on the database: stop it and wait, so that dropping the last
+    /// `Store` releases the data dir's lock at once (a restart in the same process reopens it).
+    fn drop(&mut self) {
+        self.requests.lock().take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl GroupCommit {
     fn start(db: sled::Db) -> GroupCommit {
         let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store-flush".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -54,7 +66,8 @@ impl GroupCommit {
             })
             .expect("spawn the store flush thread");
         GroupCommit {
-            requests: parking_lot::Mutex::new(tx),
+            requests: parking_lot::Mutex::new(Some(tx)),
+            thread: Some(thread),
         }
     }
 }
@@ -81,7 +94,10 @@ impl Store {
     /// Durably persists everything written so far. Concurrent callers share one flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.flusher.requests.lock().send(tx);
+        let sent = match self.flusher.requests.lock().as_ref() {
+            Some(requests) => requests.send(tx),
+            None => Err(std::sync::mpsc::SendError(tx)),
+        };
         let unavailable =
             |reason: String| StoreError::Sled(sled::Error::Io(std::io::Error::other(reason)));
         if sent.is_err() {
