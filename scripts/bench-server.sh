@@ -44,9 +44,10 @@ echo "== GET /Users?filter=userName eq … ($USERS users)"
 wrk -t2 -c16 -d20s --latency -s "$work/filter.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|50%|Non-2xx"
 echo "== GET /Users/{id}"
 wrk -t2 -c16 -d20s --latency -s "$work/byid.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|50%|Non-2xx"
+echo "== resident memory after the user load: $(awk '/VmRSS/ {printf "%.0f MB", $2/1024}' /proc/$pid/status)"
 echo "== a group of all $USERS users"
 $seed group --url $base --token $token --users-file "$work/users.tsv"
-echo "== resident memory: $(awk '/VmRSS/ {printf "%.0f MB", $2/1024}' /proc/$pid/status) (VmHWM $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$pid/status))"
+echo "== resident memory after the group exercise: $(awk '/VmRSS/ {printf "%.0f MB", $2/1024}' /proc/$pid/status) (VmHWM $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$pid/status))"
 kill $pid; wait $pid 2>/dev/null || true
 
 echo "== start-up with $STARTUP_USERS stored users"
@@ -56,4 +57,11 @@ SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --dat
 pid=$!
 until curl -fs -H "Authorization: Bearer $token" "$base/Users?count=1" >/dev/null 2>&1; do sleep 0.01; done
 end=$(date +%s.%N)
-echo "first answered request after $(echo "$end - $start" | bc) s; totalResults=$(curl -fs -H "Authorization: Bearer $token" "$base/Users?count=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])')"
+echo "first open after the bulk load: first answered request after $(echo "$end - $start" | bc) s; totalResults=$(curl -fs -H "Authorization: Bearer $token" "$base/Users?count=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])')"
+kill $pid; wait $pid 2>/dev/null || true
+start=$(date +%s.%N)
+SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --data-dir "$work/big" >"$work/log3" 2>&1 &
+pid=$!
+until curl -fs -H "Authorization: Bearer $token" "$base/Users?count=1" >/dev/null 2>&1; do sleep 0.01; done
+end=$(date +%s.%N)
+echo "restart after a graceful stop: first answered request after $(echo "$end - $start" | bc) s"
