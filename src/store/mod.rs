@@ -81,8 +81,6 @@ impl Store {
             .path(dir.join("store"))
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
-            // Bounds the log replayed at start-up after an unclean stop (sled's default is 1M).
-            .snapshot_after_ops(100_000)
             .open()?;
         let flusher = std::sync::Arc::new(GroupCommit::start(db.clone()));
         Ok(Store { db, flusher })
