@@ -55,10 +55,11 @@ impl Connector for LocalConnector {
         dir.stamp(kind, &mut doc, None);
         let mut batch = sled::Batch::default();
         dir.write_doc(&mut batch, kind, &id, &doc, None);
-        dir.bump_count(&mut batch, kind, 1);
         if kind == ResourceKind::Group && !members.is_empty() {
             dir.apply_member_ops(&mut batch, &id, &[MemberOp::Add(members)])?;
         }
+        // Last before the commit: nothing fallible may stand between a count change and it.
+        dir.bump_count(&mut batch, kind, 1);
         dir.commit(batch)?;
         drop(guard);
         dir.flush().await?;

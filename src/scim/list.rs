@@ -230,6 +230,12 @@ pub fn sort_resources(
     Ok(())
 }
 
+/// Whether `sort_by` names an attribute of this resource type (root `.search` sorts Users and
+/// Groups by one attribute that only one of them may have).
+pub fn sortable(sort_by: &str, schema: &ResourceSchema) -> bool {
+    SortKey::resolve(sort_by, schema).is_some()
+}
+
 struct SortKey<'a> {
     ext: Option<&'a str>,
     def: &'a AttributeDef,

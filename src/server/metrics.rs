@@ -69,6 +69,12 @@ impl Metrics {
     }
 
     pub fn observe(&self, tenant: &str, resource: &str, method: &str, status: u16, seconds: f64) {
+        // Any token is a valid HTTP method to actix: collapse the rest so a client cannot mint
+        // series without limit.
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
+            _ => "other",
+        };
         let status = status.to_string();
         self.requests
             .with_label_values(&[tenant, resource, method, status.as_str()])

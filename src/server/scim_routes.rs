@@ -256,11 +256,13 @@ async fn read_json(
 
 fn precondition(req: &HttpRequest) -> Precondition {
     Precondition {
-        if_match: req
-            .headers()
-            .get(header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        // An If-Match that is present but not readable text can match no version: the write
+        // must fail with 412, not go ahead unconditionally.
+        if_match: req.headers().get(header::IF_MATCH).map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .unwrap_or_else(|_| "\"<unreadable If-Match>\"".to_string())
+        }),
     }
 }
 
@@ -437,9 +439,21 @@ async fn search_all(
     ctx: &RequestContext,
 ) -> ScimResult<HttpResponse> {
     let registry = tenant.connector.schemas();
+    // A sort attribute one type lacks leaves that type unsorted (its resources have no value,
+    // which sorts last) rather than failing the whole search.
+    let for_kind = |kind: ResourceKind| {
+        let mut q = query.clone();
+        if q.sort_by
+            .as_deref()
+            .is_some_and(|by| !crate::scim::list::sortable(by, registry.get(kind)))
+        {
+            q.sort_by = None;
+        }
+        q
+    };
     let mut totals = Vec::new();
     for kind in [ResourceKind::User, ResourceKind::Group] {
-        let mut count_only = query.clone();
+        let mut count_only = for_kind(kind);
         count_only.count = Some(0);
         totals.push(
             tenant
@@ -463,7 +477,7 @@ async fn search_all(
         if start < end {
             let schema = registry.get(kind);
             let proj = query.projection(schema);
-            let mut part = query.clone();
+            let mut part = for_kind(kind);
             part.start_index = start - offset + 1;
             part.count = Some(end - start);
             let page = tenant

@@ -57,6 +57,8 @@ pub struct Directory {
     group_count: AtomicU64,
     /// Source of version salts for groups, whose member changes don't touch the document.
     salt: AtomicU64,
+    /// Count changes of the batch being built, applied to the counts on commit.
+    pending_counts: parking_lot::Mutex<(i64, i64)>,
 }
 
 fn fold(s: &str) -> String {
@@ -103,7 +105,9 @@ fn pair_prefix(prefix: &str, a: &str) -> Vec<u8> {
 
 /// The second half of a `prefix{a}\0{b}` key.
 fn second(key: &[u8]) -> Option<String> {
-    let pos = key.iter().position(|b| *b == 0)?;
+    // The last NUL: the first half may be a client value holding one (an externalId "a\0b");
+    // the second half is always a bridge-minted id, which never does.
+    let pos = key.iter().rposition(|b| *b == 0)?;
     String::from_utf8(key[pos + 1..].to_vec()).ok()
 }
 
@@ -177,6 +181,7 @@ impl Directory {
             schemas,
             user_count: AtomicU64::new(user_count),
             group_count: AtomicU64::new(group_count),
+            pending_counts: parking_lot::Mutex::new((0, 0)),
             salt: AtomicU64::new(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -313,13 +318,17 @@ impl Directory {
         batch.insert(doc_key(kind, id), encode(doc));
     }
 
+    /// Adds a count change to `batch`. The in-memory count moves only when [`Directory::commit`]
+    /// succeeds, so a failed write leaves it true. Callers serialise writes (one batch at a time).
     pub fn bump_count(&self, batch: &mut sled::Batch, kind: ResourceKind, delta: i64) {
         let (counter, key) = self.counter(kind);
-        let new = if delta >= 0 {
-            counter.fetch_add(delta as u64, Ordering::SeqCst) + delta as u64
-        } else {
-            counter.fetch_sub((-delta) as u64, Ordering::SeqCst) - (-delta) as u64
+        let mut pending = self.pending_counts.lock();
+        let slot = match kind {
+            ResourceKind::User => &mut pending.0,
+            ResourceKind::Group => &mut pending.1,
         };
+        *slot += delta;
+        let new = (counter.load(Ordering::SeqCst) as i64 + *slot).max(0) as u64;
         batch.insert(key, &new.to_be_bytes());
     }
 
@@ -583,7 +592,13 @@ impl Directory {
 
     /// Applies a batch atomically (document, indexes, memberships and ID map together).
     pub fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        Ok(self.tree.apply_batch(batch)?)
+        let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
+        self.tree.apply_batch(batch)?;
+        for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
+            let now = counter.load(Ordering::SeqCst) as i64;
+            counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Makes every committed write durable; concurrent callers share a flush.
@@ -735,13 +750,24 @@ impl Directory {
         let total = matched.len();
         let range = query.page_range(total);
         let mut resources = Vec::with_capacity(range.len());
+        // A filter on derived data (User.groups, Group.members) was evaluated on rendered
+        // resources; render the page from the stored documents, so derived data and the version
+        // that folds it in are added exactly once.
+        let derived = match kind {
+            ResourceKind::User => "groups",
+            ResourceKind::Group => "members",
+        };
+        let rendered = query.filter.as_ref().is_some_and(|f| mentions(f, derived));
         for doc in matched.drain(range) {
             let id = id_of(&doc);
-            let mut doc = doc;
-            if let Some(o) = doc.as_object_mut() {
-                o.remove("groups");
-                o.remove("members");
-            }
+            let doc = if rendered {
+                match self.load(kind, &id)? {
+                    Some(stored) => stored,
+                    None => continue,
+                }
+            } else {
+                doc
+            };
             resources.push(self.render(kind, &id, doc, with_members, ctx)?);
         }
         Ok(ListPage { total, resources })

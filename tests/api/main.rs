@@ -18,5 +18,6 @@ mod groups;
 mod okta;
 mod ops;
 mod persistence;
+mod review;
 mod roundtrip;
 mod tenants;
