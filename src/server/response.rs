@@ -45,9 +45,5 @@ pub fn error(e: &ScimError) -> HttpResponse {
             HeaderValue::from_static("Bearer realm=\"SCIM\""),
         );
     }
-    if e.status == 405 {
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-    }
     resp
 }

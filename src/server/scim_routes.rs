@@ -69,6 +69,19 @@ impl Endpoint {
         }
     }
 
+    /// The `Allow` header of a 405 on this endpoint (RFC 9110 §15.5.6).
+    fn allowed_methods(&self) -> &'static str {
+        match self {
+            Endpoint::ServiceProviderConfig | Endpoint::ResourceTypes(_) | Endpoint::Schemas(_) => {
+                "GET"
+            }
+            Endpoint::Collection(_) => "GET, POST",
+            Endpoint::Item(..) => "GET, PUT, PATCH, DELETE",
+            Endpoint::Search(_) | Endpoint::Bulk => "POST",
+            Endpoint::Unknown => "GET",
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Endpoint::ServiceProviderConfig => "ServiceProviderConfig",
@@ -157,6 +170,13 @@ pub async fn entry(
             }
         }
     };
+    let mut resp = resp;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            header::HeaderValue::from_static(endpoint.allowed_methods()),
+        );
+    }
     state.metrics.observe(
         tenant_label,
         endpoint.label(),

@@ -100,3 +100,24 @@ async fn unreadable_if_match_is_a_failed_precondition() {
     let after = app.get(&format!("/Users/{uid}")).await.ok_json();
     assert_eq!(after, before, "a failed precondition changes nothing");
 }
+
+/// A 405 names the methods the endpoint does allow.
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_methods() {
+    let app = spawn_app().await;
+    let uid = app.create_user("allow@example.com").await;
+    for (method, path, allow) in [
+        (Method::DELETE, "/Users".to_string(), "GET, POST"),
+        (
+            Method::POST,
+            format!("/Users/{uid}"),
+            "GET, PUT, PATCH, DELETE",
+        ),
+        (Method::GET, "/Users/.search".to_string(), "POST"),
+        (Method::PUT, "/Schemas".to_string(), "GET"),
+    ] {
+        let r = Resp::send(app.request(method.clone(), &path)).await;
+        r.assert_error(405, None);
+        assert_eq!(r.header("allow").as_deref(), Some(allow), "{method} {path}");
+    }
+}
