@@ -753,11 +753,10 @@ impl Directory {
         // A filter on derived data (User.groups, Group.members) was evaluated on rendered
         // resources; render the page from the stored documents, so derived data and the version
         // that folds it in are added exactly once.
-        let derived = match kind {
-            ResourceKind::User => "groups",
-            ResourceKind::Group => "members",
-        };
-        let rendered = query.filter.as_ref().is_some_and(|f| mentions(f, derived));
+        let rendered = query
+            .filter
+            .as_ref()
+            .is_some_and(|f| mentions(f, derived_attribute(kind)));
         for doc in matched.drain(range) {
             let id = id_of(&doc);
             let doc = if rendered {
@@ -880,10 +879,7 @@ impl Directory {
         filter: &Filter,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
-        let derived = match kind {
-            ResourceKind::User => "groups",
-            ResourceKind::Group => "members",
-        };
+        let derived = derived_attribute(kind);
         if mentions(filter, derived) {
             self.render(kind, id, doc, true, ctx)
         } else {
@@ -986,6 +982,14 @@ impl MemberView<'_> {
         change.added.sort();
         change.removed.sort();
         change
+    }
+}
+
+/// The attribute of `kind` that is derived at render time rather than stored in its document.
+fn derived_attribute(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "groups",
+        ResourceKind::Group => "members",
     }
 }
 
