@@ -85,6 +85,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                 password: Secret::new(sim::sisense::DEFAULT_PASSWORD),
                 api_version: Default::default(),
                 mode: Default::default(),
+                scim_token: None,
                 deprovision: Default::default(),
             },
             roles: RoleRules {

@@ -1028,21 +1028,20 @@ async fn role_follows_scim_roles_group_rename_and_group_delete() {
 /// The interval sync (here triggered directly): users created in Sisense while the bridge runs
 /// are found by the IdP's lookup afterwards, without a restart; a user deleted in Sisense leaves
 /// the index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
+/// The bridge with a handle on its Sisense connector, so a test can run a sync when it wants.
+async fn bridge_with_connector(
+    t: scim_bridge::config::TenantConfig,
+    data: &std::path::Path,
+) -> (
+    std::sync::Arc<scim_bridge::connector::sisense::SisenseConnector>,
+    scim_bridge::server::RunningServer,
+    Scim,
+) {
     use scim_bridge::auth::TenantAuth;
     use scim_bridge::connector::sisense::{preflight, SisenseConnector};
     use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
     use std::sync::Arc;
-    let sim = spawn_sim(SimOptions::default()).await;
-    let api = SisenseApi::login(&sim.base_url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let t = tenant(
-        &sim.base_url(),
-        SisenseDeprovision::Deactivate,
-        demo_rules(),
-    );
-    let store = scim_bridge::store::Store::open(dir.path()).unwrap();
+    let store = scim_bridge::store::Store::open(data).unwrap();
     let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
     let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
@@ -1070,6 +1069,20 @@ async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
     let server =
         scim_bridge::server::start("127.0.0.1:0".parse().unwrap(), state, Some(1)).unwrap();
     let scim = Scim::new(&format!("http://{}", server.addr));
+    (conn, server, scim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    );
+    let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
     let gone = scim.okta_assign("gone@acme.test", "Gone", "Soon").await;
     let made = api.create_user("made.later@acme.test", "contributor").await;
     assert!(scim.find_user("made.later@acme.test").await.is_none());
@@ -1104,5 +1117,124 @@ async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
     let (s, _) = scim.get(&format!("/Users/{gone}")).await;
     assert_eq!(s, 404);
     let _ = made;
+    server.stop().await;
+}
+
+/// Changes made in Sisense to users the bridge maps: the profile and the membership of mirrored
+/// groups are pulled into the index; a role that the rules do not give is put back (audited as
+/// `sync`), and one that matches is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    );
+    let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
+    let alice = scim.okta_assign("alice@acme.test", "Alice", "Ames").await;
+    let bob = scim.okta_assign("bob@acme.test", "Bob", "Birch").await;
+    let carol = scim.okta_assign("carol@acme.test", "Carol", "Cole").await;
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "BI Admins", "members": [{"value": bob}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    let before = api.state().await;
+    assert_eq!(before["alice@acme.test"].0, "consumer");
+    assert_eq!(before["bob@acme.test"].0, "admin");
+    let audited = conn.audit().len();
+
+    // In Sisense, by hand: alice made a contributor and renamed; bob taken out of BI Admins;
+    // carol put into BI Admins and made an admin (what the rules say for that group).
+    let roles = api.role_names().await;
+    let role_id = |n: &str| roles.iter().find(|(_, v)| *v == n).unwrap().0.clone();
+    let vid = |name: &str| {
+        let name = name.to_string();
+        let api = &api;
+        async move {
+            api.users()
+                .await
+                .into_iter()
+                .find(|u| u["userName"] == name.as_str())
+                .unwrap()["_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let vgid = api
+        .groups()
+        .await
+        .into_iter()
+        .find(|g| g["name"] == "BI Admins")
+        .unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (user, body) in [
+        (
+            "alice@acme.test",
+            json!({"roleId": role_id("contributor"), "lastName": "Changed"}),
+        ),
+        ("bob@acme.test", json!({"groups": []})),
+        (
+            "carol@acme.test",
+            json!({"groups": [vgid], "roleId": role_id("admin")}),
+        ),
+    ] {
+        let id = vid(user).await;
+        let (s, v) = api
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/users/{id}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(
+        (report.users_pulled, report.roles_corrected, report.roles_failed),
+        (3, 2, 0),
+        "{report:?}"
+    );
+    let after = api.state().await;
+    assert_eq!(after["alice@acme.test"].0, "consumer", "drift put back");
+    assert_eq!(after["bob@acme.test"], ("consumer".into(), true, vec![]));
+    assert_eq!(
+        after["carol@acme.test"],
+        ("admin".into(), true, vec!["BI Admins".into()])
+    );
+    let (_, a) = scim.get(&format!("/Users/{alice}")).await;
+    assert_eq!(a["name"]["familyName"], json!("Changed"));
+    let (_, g) = scim.get(&format!("/Groups/{gid}")).await;
+    let members: Vec<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, vec![carol.as_str()]);
+    let entries = conn.audit().entries().unwrap();
+    assert_eq!(conn.audit().len(), audited + 2);
+    let by_sync: Vec<_> = entries.iter().filter(|e| e.actor == "sync").collect();
+    assert_eq!(by_sync.len(), 2, "{by_sync:?}");
+    assert!(
+        by_sync.iter().any(|e| e.user_name == "alice@acme.test"
+            && e.from.as_deref() == Some("Designer")
+            && e.to == "Viewer"),
+        "{by_sync:?}"
+    );
+
+    // Nothing changed since: a second sync pulls and corrects nothing.
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!((report.users_pulled, report.roles_corrected), (0, 0), "{report:?}");
     server.stop().await;
 }

@@ -152,6 +152,8 @@ pub enum VendorConfig {
         password: Secret,
         api_version: SisenseApiVersion,
         mode: SisenseMode,
+        /// The bearer token of Sisense's own SCIM endpoint; present exactly when `mode = "scim"`.
+        scim_token: Option<Secret>,
         deprovision: SisenseDeprovision,
     },
     Tableau {

@@ -37,6 +37,7 @@ const VENDOR_KEYS: &[(&str, &[&str])] = &[
             "password",
             "api_version",
             "mode",
+            "scim_token",
             "deprovision",
         ],
     ),
@@ -782,12 +783,34 @@ impl Reader<'_> {
         let api_version = self.choice(t, "api_version", base, SisenseApiVersion::CHOICES);
         let mode = self.choice(t, "mode", base, SisenseMode::CHOICES);
         let deprovision = self.choice(t, "deprovision", base, SisenseDeprovision::CHOICES);
+        // `mode = "scim"` forwards to Sisense's own SCIM endpoint, which takes the bearer token
+        // generated in Sisense Admin > Security; the REST credentials still set roles.
+        let scim_token = match (mode, self.secret(t, "scim_token", base)) {
+            (Some(SisenseMode::Scim), Got::Val(s)) => Some(Some(s)),
+            (Some(SisenseMode::Scim), Got::Absent) => {
+                self.problem(
+                    join(base, "scim_token"),
+                    "required with mode = \"scim\" (the SCIM bearer token from Sisense Admin > Security)",
+                );
+                None
+            }
+            (Some(SisenseMode::Rest), Got::Val(_)) => {
+                self.problem(
+                    join(base, "scim_token"),
+                    "only used with mode = \"scim\"; remove it or set the mode",
+                );
+                None
+            }
+            (_, Got::Bad) => None,
+            _ => Some(None),
+        };
         Some(VendorConfig::Sisense {
             base_url: base_url?,
             username: username?,
             password: password?,
             api_version: api_version?,
             mode: mode?,
+            scim_token: scim_token?,
             deprovision: deprovision?,
         })
     }

@@ -412,8 +412,10 @@ fn sisense_full_and_defaults() {
             password,
             api_version,
             mode,
+            scim_token,
             deprovision,
         } => {
+            assert!(scim_token.is_none());
             // A trailing slash keeps the path prefix when connectors `join` API paths.
             assert_eq!(base_url.as_str(), "https://bi.example/sisense/");
             assert_eq!(
@@ -430,9 +432,15 @@ fn sisense_full_and_defaults() {
     }
 
     let c = parse(&vendor_tenant(
-        "kind = \"sisense\"\nbase_url = \"http://bi.example\"\nusername = \"admin\"\npassword = \"pw\"\napi_version = \"v0.9\"\nmode = \"scim\"\ndeprovision = \"delete\"",
+        "kind = \"sisense\"\nbase_url = \"http://bi.example\"\nusername = \"admin\"\npassword = \"pw\"\napi_version = \"v0.9\"\nmode = \"scim\"\nscim_token = \"tok-123\"\ndeprovision = \"delete\"",
     ))
     .unwrap();
+    match &c.tenants[0].vendor {
+        VendorConfig::Sisense { scim_token, .. } => {
+            assert_eq!(scim_token.as_ref().map(|s| s.expose()), Some("tok-123"))
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         c.tenants[0].vendor,
         VendorConfig::Sisense {
@@ -442,6 +450,19 @@ fn sisense_full_and_defaults() {
             ..
         }
     ));
+}
+
+#[test]
+fn sisense_scim_token_goes_with_scim_mode_only() {
+    let base = "kind = \"sisense\"\nbase_url = \"http://bi.example\"\nusername = \"admin\"\npassword = \"pw\"";
+    let p = problems(&vendor_tenant(&format!("{base}\nmode = \"scim\"")));
+    assert_has(&p, "tenants[0].vendor.scim_token", "required with mode = \"scim\"");
+    let p = problems(&vendor_tenant(&format!("{base}\nscim_token = \"x\"")));
+    assert_has(&p, "tenants[0].vendor.scim_token", "only used with mode = \"scim\"");
+    let p = problems(&vendor_tenant(&format!(
+        "{base}\nmode = \"scim\"\nscim_token = \"${{NO_SUCH_SCIM_TOKEN_VAR}}\""
+    )));
+    assert_has(&p, "tenants[0].vendor.scim_token", "NO_SUCH_SCIM_TOKEN_VAR");
 }
 
 #[test]

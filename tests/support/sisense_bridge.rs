@@ -64,6 +64,7 @@ pub fn tenant_v(
             password: Secret::new("admin"),
             api_version,
             mode: SisenseMode::Rest,
+            scim_token: None,
             deprovision,
         },
         roles: rules,

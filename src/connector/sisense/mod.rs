@@ -29,6 +29,7 @@
 //! computed from the directory (the user's groups after the change, as Sisense ids) plus any
 //! Sisense group the bridge does not mirror, taken from the last known vendor state.
 
+mod native;
 mod sync;
 pub mod wire;
 
@@ -196,6 +197,15 @@ pub struct VendorState {
     pub groups: Vec<String>,
     #[serde(default = "yes")]
     pub active: bool,
+    /// The profile as Sisense last showed it (sync compares it to spot changes made in Sisense).
+    #[serde(rename = "userName", default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(rename = "firstName", default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(rename = "lastName", default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -208,6 +218,10 @@ impl VendorState {
             role_id: u.role_id.clone(),
             groups: u.groups.clone(),
             active: u.is_active(),
+            user_name: u.user_name.clone(),
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
         }
     }
 }
@@ -276,6 +290,9 @@ pub struct SisenseConnector {
     state: sled::Tree,
     audit: AuditLog,
     client: VendorClient,
+    /// `mode = "scim"`: Sisense's own SCIM endpoint for users, groups and membership (roles
+    /// still over REST through `client`).
+    native: Option<native::NativeScim>,
     paths: Paths,
     deprovision: SisenseDeprovision,
     rules: RoleRules,
@@ -337,16 +354,28 @@ impl SisenseConnector {
             password,
             api_version,
             mode,
+            scim_token,
             deprovision,
         } = &tenant.vendor
         else {
             return Err("not a Sisense tenant".into());
         };
-        if *mode == SisenseMode::Scim {
-            return Err(format!(
-                "tenants[{tenant_index}].vendor.mode: \"scim\" (forwarding to Sisense's native SCIM endpoint) is not available in this build; use \"rest\""
-            ));
-        }
+        let native = match (mode, scim_token) {
+            (SisenseMode::Scim, Some(token)) => Some(native::NativeScim {
+                client: VendorClient::new(
+                    base_url.clone(),
+                    client_settings(),
+                    Arc::new(native::StaticBearer(token.clone())),
+                )
+                .map_err(|e| e.to_string())?,
+            }),
+            (SisenseMode::Scim, None) => {
+                return Err(format!(
+                    "tenants[{tenant_index}].vendor.scim_token: required with mode = \"scim\""
+                ))
+            }
+            (SisenseMode::Rest, _) => None,
+        };
         let id = tenant.id.as_str();
         let err = |e: StoreError| e.to_string();
         let dir = Directory::open(store, id, "sisense", SchemaRegistry::default()).map_err(err)?;
@@ -378,6 +407,7 @@ impl SisenseConnector {
             state,
             audit,
             client,
+            native,
             paths: Paths {
                 version: *api_version,
             },
@@ -630,7 +660,9 @@ impl SisenseConnector {
     async fn find_vendor_group(&self, name: &str) -> Result<Option<wire::Group>, VendorError> {
         let resp = self
             .client
-            .send(VendorRequest::get(self.paths.groups()).query("name", name))
+            .send(
+                VendorRequest::get(self.paths.groups()).query(self.paths.group_name_query(), name),
+            )
             .await?;
         if !resp.is_success() {
             return Ok(None);
@@ -648,6 +680,9 @@ impl SisenseConnector {
         fields: &UserFields,
         body: Map<String, Value>,
     ) -> ScimResult<wire::User> {
+        if let Some(n) = &self.native {
+            return self.create_native_user(n, fields, body).await;
+        }
         let req = VendorRequest::post(self.paths.users()).json(Value::Object(body.clone()));
         let outcome = self
             .client
@@ -693,7 +728,120 @@ impl SisenseConnector {
         self.patch_vendor_user(&u.id, body).await
     }
 
+    /// `mode = "scim"`: the user is created (or adopted) over SCIM, then joins its groups (a
+    /// reactivation restores them) over SCIM, then gets its role over REST.
+    async fn create_native_user(
+        &self,
+        n: &native::NativeScim,
+        fields: &UserFields,
+        body: Map<String, Value>,
+    ) -> ScimResult<wire::User> {
+        let active = body.get("active").and_then(Value::as_bool).unwrap_or(true);
+        let mut u = match n.create_user(fields, active).await? {
+            Ok(u) => u,
+            Err(Some(existing))
+                if self
+                    .dir
+                    .scim_id(ResourceKind::User, &existing.id)?
+                    .is_none() =>
+            {
+                let _ = self.state.remove(format!("tomb/{}", existing.id));
+                tracing::info!(tenant = %self.tenant, vendor_id = %existing.id, "adopting an existing Sisense user");
+                let mut fix = fields.to_json();
+                fix.insert("active".into(), Value::Bool(active));
+                n.patch_user(&existing.id, native::user_ops(&fix)).await?;
+                existing
+            }
+            Err(_) => {
+                return Err(ScimError::uniqueness(
+                    "a Sisense user with this userName or email already exists",
+                ))
+            }
+        };
+        let groups: Vec<String> = body
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        for g in &groups {
+            n.change_members(g, std::slice::from_ref(&u.id), &[]).await?;
+        }
+        u.groups = groups;
+        let Some(role) = body.get("roleId") else {
+            return Ok(u);
+        };
+        let mut b = Map::new();
+        b.insert("roleId".into(), role.clone());
+        self.rest_patch_user(&u.id, b).await.map_err(|e| {
+            if e.status == 503 && e.detail.contains("gone") {
+                tracing::error!(tenant = %self.tenant, vendor_id = %u.id, "Sisense REST has no user under the id its SCIM endpoint returned");
+                ScimError::unavailable(
+                    "Sisense's REST API has no user under the id its SCIM endpoint returned; mode = \"scim\" needs both to share ids (the role could not be set)",
+                    300,
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A partial update of a Sisense user (REST field names; `groups` is the full list). In
+    /// `mode = "scim"` the profile and activation go over SCIM, group changes as SCIM member
+    /// PATCHes, and the role over REST.
     async fn patch_vendor_user(
+        &self,
+        vid: &str,
+        mut body: Map<String, Value>,
+    ) -> ScimResult<wire::User> {
+        let Some(n) = &self.native else {
+            return self.rest_patch_user(vid, body).await;
+        };
+        let role = body.remove("roleId");
+        let groups = body.remove("groups");
+        let state = match self.dir.scim_id(ResourceKind::User, vid)? {
+            Some(sid) => self.load_state(&sid)?,
+            None => None,
+        }
+        .unwrap_or_default();
+        n.patch_user(vid, native::user_ops(&body)).await?;
+        let mut now_in = state.groups.clone();
+        if let Some(Value::Array(wanted)) = groups {
+            let wanted: Vec<String> = wanted
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            let me = std::slice::from_ref(&vid).iter().map(|v| v.to_string()).collect::<Vec<_>>();
+            for g in wanted.iter().filter(|g| !state.groups.contains(g)) {
+                n.change_members(g, &me, &[]).await?;
+            }
+            for g in state.groups.iter().filter(|g| !wanted.contains(g)) {
+                n.change_members(g, &[], &me).await?;
+            }
+            now_in = wanted;
+        }
+        if let Some(role) = role {
+            let mut b = Map::new();
+            b.insert("roleId".into(), role);
+            return self.rest_patch_user(vid, b).await;
+        }
+        Ok(wire::User {
+            id: vid.to_string(),
+            email: None,
+            user_name: None,
+            first_name: None,
+            last_name: None,
+            role_id: state.role_id,
+            active: Some(
+                body.get("active")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(state.active),
+            ),
+            groups: now_in,
+        })
+    }
+
+    async fn rest_patch_user(
         &self,
         vid: &str,
         body: Map<String, Value>,
@@ -723,6 +871,9 @@ impl SisenseConnector {
     }
 
     async fn delete_vendor_user(&self, vid: &str) -> ScimResult<()> {
+        if let Some(n) = &self.native {
+            return n.delete_user(vid).await;
+        }
         let resp = self
             .send(VendorRequest::delete(self.paths.user(vid)))
             .await?;
@@ -1073,28 +1224,17 @@ impl SisenseConnector {
         dir.check_unique(ResourceKind::Group, &unique, None)?;
         {
             let _pending = Pending::new(&self.pending_groups, key);
-            let req = VendorRequest::post(self.paths.groups()).json(json!({ "name": name }));
-            let outcome = self
-                .client
-                .create_or_find(req, || self.find_vendor_group(&name))
-                .await?;
-            let vg = match outcome {
-                CreateOutcome::Found(g) => g,
-                CreateOutcome::Sent(r) if r.is_success() => {
-                    r.json::<wire::Group>().map_err(ScimError::from)?
-                }
-                CreateOutcome::Sent(r) if matches!(r.status, 400 | 409) => {
-                    // Sisense refuses a duplicate name; the group may predate the last sync.
-                    match self.find_vendor_group(&name).await? {
-                        Some(g) if dir.scim_id(ResourceKind::Group, &g.id)?.is_none() => g,
-                        _ => {
-                            return Err(ScimError::uniqueness(
-                                "a Sisense group with this name already exists",
-                            ))
-                        }
+            let vg = match &self.native {
+                Some(n) => match n.create_group(&name).await? {
+                    Ok(g) => g,
+                    Err(Some(g)) if dir.scim_id(ResourceKind::Group, &g.id)?.is_none() => g,
+                    Err(_) => {
+                        return Err(ScimError::uniqueness(
+                            "a Sisense group with this name already exists",
+                        ))
                     }
-                }
-                CreateOutcome::Sent(r) => return Err(wire_resp::Resp(r).refused("group")),
+                },
+                None => self.create_rest_group(&name).await?,
             };
             dir.stamp(ResourceKind::Group, &mut doc, None);
             let mut batch = sled::Batch::default();
@@ -1128,6 +1268,30 @@ impl SisenseConnector {
         dir.render(ResourceKind::Group, &id, doc, true, ctx)
     }
 
+    /// `POST` a group over REST; a duplicate name is adopted when no SCIM group holds it.
+    async fn create_rest_group(&self, name: &str) -> ScimResult<wire::Group> {
+        let req = VendorRequest::post(self.paths.groups()).json(self.paths.new_group(name));
+        let outcome = self
+            .client
+            .create_or_find(req, || self.find_vendor_group(name))
+            .await?;
+        match outcome {
+            CreateOutcome::Found(g) => Ok(g),
+            CreateOutcome::Sent(r) if r.is_success() => wire::created_group(&r.body)
+                .ok_or_else(|| ScimError::unavailable("unreadable Sisense group", 30)),
+            CreateOutcome::Sent(r) if matches!(r.status, 400 | 409) => {
+                // Sisense refuses a duplicate name; the group may predate the last sync.
+                match self.find_vendor_group(name).await? {
+                    Some(g) if self.dir.scim_id(ResourceKind::Group, &g.id)?.is_none() => Ok(g),
+                    _ => Err(ScimError::uniqueness(
+                        "a Sisense group with this name already exists",
+                    )),
+                }
+            }
+            CreateOutcome::Sent(r) => Err(wire_resp::Resp(r).refused("group")),
+        }
+    }
+
     /// Applies a rename and/or member operations to a group: Sisense first (rename, then each
     /// affected user's full `groups` list and role), then one directory commit of what
     /// succeeded. Returns the stored group and whether anything changed.
@@ -1154,7 +1318,9 @@ impl SisenseConnector {
             probe["id"] = Value::String(gid.to_string());
             let (unique, _) = index_keys(ResourceKind::Group, gid, &probe);
             dir.check_unique(ResourceKind::Group, &unique, Some(gid))?;
-            if let Some(vgid) = &vgid {
+            if let (Some(n), Some(vgid)) = (&self.native, &vgid) {
+                n.rename_group(vgid, &new_name).await?;
+            } else if let Some(vgid) = &vgid {
                 let resp = self
                     .send(
                         VendorRequest::put(self.paths.group_legacy(vgid))
@@ -1200,6 +1366,21 @@ impl SisenseConnector {
             .user_locks
             .lock_all(affected.iter().map(String::as_str))
             .await;
+        if let (Some(n), Some(vgid)) = (&self.native, &vgid) {
+            // Sisense's SCIM keeps membership on the group: one PATCH for the whole change
+            // (idempotent, so the IdP's retry after a later failure repeats it harmlessly).
+            let linked = |ids: &[String]| -> ScimResult<Vec<String>> {
+                let mut out = Vec::new();
+                for u in ids {
+                    if let Some(v) = dir.vendor_id(ResourceKind::User, u)? {
+                        out.push(v);
+                    }
+                }
+                Ok(out)
+            };
+            n.change_members(vgid, &linked(&change.added)?, &linked(&change.removed)?)
+                .await?;
+        }
         let results = futures_util::stream::iter(affected.iter().cloned())
             .map(|uid| {
                 let in_change = if added.contains(uid.as_str()) {
@@ -1320,11 +1501,17 @@ impl SisenseConnector {
         let names = self.group_names(&groups, Some((gid, group_name)))?;
         let state = self.load_state(uid)?;
         let mut body = Map::new();
+        let mut moved = None;
         if member.is_some() {
-            body.insert(
-                "groups".into(),
-                json!(self.vendor_groups(&groups, state.as_ref())?),
-            );
+            let list = self.vendor_groups(&groups, state.as_ref())?;
+            if self.native.is_some() {
+                // Already in Sisense: `change_group` sent the group's member PATCH.
+                let mut st = state.clone().unwrap_or_default();
+                st.groups = list;
+                moved = Some(st);
+            } else {
+                body.insert("groups".into(), json!(list));
+            }
         }
         let desired = self.desired_role(table, &doc, &names, false);
         let plan = self.role_plan(
@@ -1336,7 +1523,7 @@ impl SisenseConnector {
             body.insert("roleId".into(), Value::String(p.to.clone()));
         }
         if body.is_empty() {
-            return Ok((None, None));
+            return Ok((moved, None));
         }
         let u = self.patch_vendor_user(&vid, body).await?;
         let cause = format!("{cause} of group \"{group_name}\"");
@@ -1356,7 +1543,9 @@ impl SisenseConnector {
             .filter(|m| matches!(dir.load(ResourceKind::User, m), Ok(Some(_))))
             .collect();
         let vgid = dir.vendor_id(ResourceKind::Group, id)?;
-        if let Some(vgid) = &vgid {
+        if let (Some(n), Some(vgid)) = (&self.native, &vgid) {
+            n.delete_group(vgid).await?;
+        } else if let Some(vgid) = &vgid {
             let resp = self
                 .send(VendorRequest::delete(self.paths.group(vgid)))
                 .await?;
@@ -1508,11 +1697,13 @@ pub fn preflight(
         base_url,
         username,
         password,
+        scim_token,
         ..
     } = &tenant.vendor
     else {
         return Ok(None);
     };
+    let scim_token = scim_token.clone();
     let settings = ClientSettings {
         timeout: Duration::from_secs(10),
         max_attempts: 3,
@@ -1536,7 +1727,13 @@ pub fn preflight(
                     VendorError::Auth { reason } => format!("auth:{reason}"),
                     other => other.to_string(),
                 })?;
-                fetch_roles(&client).await.map_err(|e| e.to_string())
+                let roles = fetch_roles(&client).await.map_err(|e| e.to_string())?;
+                if let Some(token) = scim_token {
+                    probe_native(client.base_url().clone(), settings_for_probe(), token)
+                        .await
+                        .map_err(|p| format!("scim:{p}"))?;
+                }
+                Ok::<_, String>(roles)
             })
         })
         .join()
@@ -1551,10 +1748,44 @@ pub fn preflight(
                 reason.trim_start_matches("auth:")
             ),
         }]),
+        Err(reason) if reason.starts_with("scim:") => Err(vec![Problem {
+            key_path: format!("tenants[{tenant_index}].vendor.scim_token"),
+            message: reason.trim_start_matches("scim:").to_string(),
+        }]),
         Err(reason) => {
             tracing::warn!(tenant = %tenant.id, %reason, "Sisense not reachable at start; roles resolved when it is");
             Ok(None)
         }
+    }
+}
+
+fn settings_for_probe() -> ClientSettings {
+    ClientSettings {
+        timeout: Duration::from_secs(10),
+        max_attempts: 2,
+        ..client_settings()
+    }
+}
+
+/// `mode = "scim"`: whether Sisense's SCIM endpoint takes the token. The message says what to
+/// fix (never the token).
+async fn probe_native(
+    base: Url,
+    settings: ClientSettings,
+    token: crate::config::Secret,
+) -> Result<(), String> {
+    let client = VendorClient::new(base, settings, Arc::new(native::StaticBearer(token)))
+        .map_err(|e| e.to_string())?;
+    match (native::NativeScim { client }).probe().await {
+        Ok(()) => Ok(()),
+        Err(VendorError::Auth { .. }) => {
+            Err("Sisense's SCIM endpoint refused the token (generate one in Sisense Admin > Security)".into())
+        }
+        Err(VendorError::Rejected { status: 404, .. }) => Err(
+            "Sisense has no SCIM endpoint at api/scim/v2 (Enterprise plan, with SSO and SCIM enabled)"
+                .into(),
+        ),
+        Err(e) => Err(format!("cannot reach Sisense's SCIM endpoint: {e}")),
     }
 }
 
@@ -1566,6 +1797,7 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
         username,
         password,
         api_version,
+        scim_token,
         ..
     } = &tenant.vendor
     else {
@@ -1621,6 +1853,15 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
     }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     problems.extend(unknown_rule_groups(tenant_index, &tenant.roles, &refs));
+    if let Some(token) = scim_token {
+        if let Err(message) = probe_native(base_url.clone(), settings_for_probe(), token.clone()).await
+        {
+            problems.push(Problem {
+                key_path: format!("tenants[{tenant_index}].vendor.scim_token"),
+                message,
+            });
+        }
+    }
     problems
 }
 
@@ -1805,6 +2046,17 @@ impl Connector for SisenseConnector {
                     .not_ready_reason()
                     .unwrap_or_else(|| "circuit open".into())
             ));
+        }
+        if let Some(n) = &self.native {
+            let health = n.client.health();
+            if let super::http::BreakerState::Open { .. } = health.breaker {
+                return Err(format!(
+                    "Sisense SCIM endpoint unavailable: {}",
+                    health
+                        .not_ready_reason()
+                        .unwrap_or_else(|| "circuit open".into())
+                ));
+            }
         }
         if !health.signed_in {
             self.client

@@ -6,7 +6,11 @@
 //! What sync changes, and what it leaves alone:
 //! - an unmapped Sisense group or user is adopted: a SCIM id is minted and linked; an adopted
 //!   user's Sisense groups become its memberships;
-//! - a mapped user's last known vendor state (role, groups, activation) is refreshed;
+//! - a mapped user's last known vendor state (role, groups, activation, profile) is refreshed;
+//!   when it changed in Sisense since the bridge last saw it, the change is pulled into the
+//!   index (userName, email, names, activation, membership of mirrored groups), and a role that
+//!   no longer matches the role rules is put back — the rules are authoritative, and each
+//!   correction is audited with actor `sync`;
 //! - a mapped group renamed in Sisense is renamed in the index;
 //! - a mapped object gone from Sisense (checked by id for users, since skip/limit paging over a
 //!   changing list can miss one) leaves the index;
@@ -18,7 +22,9 @@
 //! waves of parallel requests until one comes back short.
 
 use super::wire::{self, scim_user_from_vendor};
-use super::{fold, SisenseConnector, VendorState};
+use super::{fold, SisenseConnector, VendorState, FAN_OUT};
+use futures_util::StreamExt;
+use serde_json::Map;
 use crate::connector::http::{VendorClient, VendorError, VendorRequest};
 use crate::scim::patch::MemberOp;
 use crate::scim::schema::ResourceKind;
@@ -42,6 +48,12 @@ pub struct SyncReport {
     pub users_removed: usize,
     pub groups_removed: usize,
     pub states_refreshed: usize,
+    /// Mapped users whose profile or membership changed in Sisense, pulled into the index.
+    pub users_pulled: usize,
+    /// Roles set back to what the rules say after a change in Sisense.
+    pub roles_corrected: usize,
+    /// Role corrections that failed (retried by the next sync).
+    pub roles_failed: usize,
     /// Reading the vendor's pages, then the whole sync.
     pub fetch_ms: u128,
     pub elapsed_ms: u128,
@@ -204,6 +216,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
 
     // Users.
     let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut changed: Vec<(String, &wire::User)> = Vec::new();
     {
         let _io = c.io_gate.read().await;
         let _g = c.commit_lock.lock();
@@ -220,6 +233,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                     if c.load_state(&sid)?.as_ref() != Some(&st) {
                         SisenseConnector::put_state(&mut state_batch, &sid, &st);
                         report.states_refreshed += 1;
+                        changed.push((sid, u));
                     }
                 }
                 None => {
@@ -269,6 +283,12 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         dir.commit(batch)?;
     }
 
+    {
+        let _io = c.io_gate.read().await;
+        pull_changes(c, &changed, &recent, &mut report)?;
+    }
+    correct_roles(c, &changed, &recent, &mut report).await?;
+
     // Mapped users missing from the pages: confirm by id before letting them go.
     let vendor_users: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
     let mut missing = Vec::new();
@@ -304,6 +324,221 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     c.durable().await?;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// The SCIM user `doc` with what Sisense shows for `u` (only what Sisense answered: an absent
+/// field is not a removal); `None` when nothing differs.
+fn pulled_profile(doc: &Value, u: &wire::User) -> Option<Value> {
+    let mut out = doc.clone();
+    let mut differs = false;
+    if let Some(login) = u.login() {
+        if str_at(doc, "userName") != Some(login) {
+            out["userName"] = Value::String(login.to_string());
+            differs = true;
+        }
+    }
+    let old = wire::UserFields::from_scim(doc);
+    if let Some(email) = u.email.as_deref().filter(|e| !e.is_empty()) {
+        if old.as_ref().map(|f| f.email.as_str()) != Some(email) {
+            let mut emails = doc
+                .get("emails")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let at = emails
+                .iter()
+                .position(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+                .or(if emails.is_empty() { None } else { Some(0) });
+            match at {
+                Some(i) => emails[i]["value"] = Value::String(email.to_string()),
+                None => emails.push(json!({ "value": email, "type": "work", "primary": true })),
+            }
+            out["emails"] = Value::Array(emails);
+            differs = true;
+        }
+    }
+    for (vendor, key) in [(&u.first_name, "givenName"), (&u.last_name, "familyName")] {
+        let Some(v) = vendor else { continue };
+        let current = doc.get("name").and_then(|n| n.get(key)).and_then(Value::as_str);
+        let wanted = Some(v.as_str()).filter(|s| !s.is_empty());
+        if current == wanted {
+            continue;
+        }
+        if !out.get("name").is_some_and(Value::is_object) {
+            out["name"] = Value::Object(Map::new());
+        }
+        match wanted {
+            Some(w) => out["name"][key] = Value::String(w.to_string()),
+            None => {
+                if let Some(n) = out["name"].as_object_mut() {
+                    n.remove(key);
+                }
+            }
+        }
+        differs = true;
+    }
+    if let Some(active) = u.active {
+        if doc.get("active").and_then(Value::as_bool).unwrap_or(true) != active {
+            out["active"] = Value::Bool(active);
+            differs = true;
+        }
+    }
+    differs.then_some(out)
+}
+
+/// Profile and membership changes made in Sisense to mapped users, written into the index.
+fn pull_changes(
+    c: &SisenseConnector,
+    changed: &[(String, &wire::User)],
+    recent: &dyn Fn(&str) -> bool,
+    report: &mut SyncReport,
+) -> ScimResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let dir = &c.dir;
+    let _g = c.commit_lock.lock();
+    let mut batch = sled::Batch::default();
+    let mut adds: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut removes: HashMap<String, Vec<String>> = HashMap::new();
+    for (sid, u) in changed {
+        if recent(sid) {
+            continue;
+        }
+        let Some(old) = dir.load(ResourceKind::User, sid)? else {
+            continue;
+        };
+        let mut pulled = false;
+        if let Some(mut doc) = pulled_profile(&old, u) {
+            let (unique, _) = index_keys(ResourceKind::User, sid, &doc);
+            if dir
+                .check_unique(ResourceKind::User, &unique, Some(sid))
+                .is_ok()
+            {
+                dir.stamp(ResourceKind::User, &mut doc, Some(&old));
+                dir.write_doc(&mut batch, ResourceKind::User, sid, &doc, Some(&old));
+                pulled = true;
+            } else {
+                tracing::warn!(tenant = %c.tenant, user = %sid, "Sisense profile change not pulled: its userName or email is another SCIM user's");
+            }
+        }
+        let in_vendor: HashSet<String> = u
+            .groups
+            .iter()
+            .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
+            .collect();
+        let in_dir = dir.groups_of(sid)?;
+        for g in &in_dir {
+            if !in_vendor.contains(g) && dir.vendor_id(ResourceKind::Group, g)?.is_some() {
+                removes.entry(g.clone()).or_default().push(sid.clone());
+                pulled = true;
+            }
+        }
+        for g in in_vendor {
+            if !in_dir.contains(&g) {
+                adds.entry(g).or_default().push(json!({ "value": sid }));
+                pulled = true;
+            }
+        }
+        report.users_pulled += usize::from(pulled);
+    }
+    dir.commit(batch)?;
+    let mut batch = sled::Batch::default();
+    let groups: HashSet<String> = adds.keys().chain(removes.keys()).cloned().collect();
+    for gid in groups {
+        let mut ops = Vec::new();
+        if let Some(r) = removes.remove(&gid) {
+            ops.push(MemberOp::Remove(r));
+        }
+        if let Some(a) = adds.remove(&gid) {
+            ops.push(MemberOp::Add(a));
+        }
+        dir.apply_member_ops(&mut batch, &gid, &ops)?;
+    }
+    dir.commit(batch)?;
+    Ok(())
+}
+
+/// Users changed in Sisense whose role no longer matches the rules get it back (audited with
+/// actor `sync`). A failure is logged and left for the next sync.
+async fn correct_roles(
+    c: &SisenseConnector,
+    changed: &[(String, &wire::User)],
+    recent: &(dyn Fn(&str) -> bool + Sync),
+    report: &mut SyncReport,
+) -> ScimResult<()> {
+    let Some(table) = c.roles.read().clone() else {
+        return Ok(());
+    };
+    let table = &table;
+    // Owned items: a stream of borrowed ones trips the spawned future's `Send` check.
+    let todo: Vec<(String, String, Option<String>)> = changed
+        .iter()
+        .map(|(sid, u)| (sid.clone(), u.id.clone(), u.role_id.clone()))
+        .collect();
+    let results = futures_util::stream::iter(todo)
+        .map(|(sid, vid, role)| async move {
+            let sid = sid.as_str();
+            let _lock = c.user_locks.lock(sid).await;
+            if recent(sid) {
+                return Ok(None);
+            }
+            let dir = &c.dir;
+            let Some(doc) = dir.load(ResourceKind::User, sid)? else {
+                return Ok(None);
+            };
+            if dir.vendor_id(ResourceKind::User, sid)?.as_deref() != Some(vid.as_str()) {
+                return Ok(None);
+            }
+            let names = c.group_names(&dir.groups_of(sid)?, None)?;
+            let desired = c.desired_role(table, &doc, &names, false);
+            let Some(plan) = c.role_plan(table, role.as_deref(), desired) else {
+                return Ok(None);
+            };
+            let mut body = Map::new();
+            body.insert("roleId".into(), Value::String(plan.to.clone()));
+            let nu = c.patch_vendor_user(&vid, body).await?;
+            let mut entry = c.audit_entry(
+                table,
+                sid,
+                &doc,
+                &vid,
+                &plan,
+                "role changed in Sisense, against the role rules",
+            );
+            entry.actor = "sync".into();
+            Ok::<_, crate::scim::ScimError>(Some((sid.to_string(), VendorState::of(&nu), entry)))
+        })
+        .buffer_unordered(FAN_OUT)
+        .collect::<Vec<_>>()
+        .await;
+    let mut state_batch = sled::Batch::default();
+    let mut audit = Vec::new();
+    for r in results {
+        match r {
+            Ok(Some((sid, st, entry))) => {
+                SisenseConnector::put_state(&mut state_batch, &sid, &st);
+                audit.push(entry);
+                report.roles_corrected += 1;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                report.roles_failed += 1;
+                tracing::warn!(tenant = %c.tenant, error = %e.detail, "role not corrected; the next sync retries");
+            }
+        }
+    }
+    if audit.is_empty() {
+        return Ok(());
+    }
+    c.commit(
+        sled::Batch::default(),
+        state_batch,
+        audit,
+        &[],
+        super::Finish::Nothing,
+    )
+    .await
 }
 
 /// Drops a user Sisense no longer has, unless it changed meanwhile.

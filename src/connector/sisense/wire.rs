@@ -128,19 +128,46 @@ impl Paths {
     pub fn user(&self, id: &str) -> String {
         format!("{}/{id}", self.users())
     }
-    /// v1 has no group PATCH and v0.9 has no group POST: groups are created and listed with
-    /// v1, renamed with the legacy `PUT /api/groups/{id}` (B.5).
+    /// Groups are created, listed and deleted on the selected generation's paths; v1 has no
+    /// group PATCH, so a rename always uses the legacy `PUT /api/groups/{id}` (B.5).
     pub fn groups(&self) -> &'static str {
-        "api/v1/groups"
+        match self.version {
+            SisenseApiVersion::V1 => "api/v1/groups",
+            SisenseApiVersion::V0_9 => "api/groups",
+        }
     }
     pub fn group(&self, id: &str) -> String {
-        format!("api/v1/groups/{id}")
+        format!("{}/{id}", self.groups())
     }
     pub fn group_legacy(&self, id: &str) -> String {
         format!("api/groups/{id}")
     }
+    /// The list filter that finds a group by name: v1 `name`, v0.9 `search` (a substring
+    /// match; callers compare the names themselves).
+    pub fn group_name_query(&self) -> &'static str {
+        match self.version {
+            SisenseApiVersion::V1 => "name",
+            SisenseApiVersion::V0_9 => "search",
+        }
+    }
+    /// The body of a group create: v1 one object, v0.9 an array of `regularGroup`.
+    pub fn new_group(&self, name: &str) -> Value {
+        match self.version {
+            SisenseApiVersion::V1 => serde_json::json!({ "name": name }),
+            SisenseApiVersion::V0_9 => serde_json::json!([{ "name": name }]),
+        }
+    }
     pub fn is_legacy(&self) -> bool {
         self.version == SisenseApiVersion::V0_9
+    }
+}
+
+/// The group a create answered: v1 and v0.9's declared answer are one object; an array (v0.9
+/// given several groups) is read by its first element.
+pub fn created_group(body: &[u8]) -> Option<Group> {
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Array(mut a) if !a.is_empty() => serde_json::from_value(a.swap_remove(0)).ok(),
+        v => serde_json::from_value(v).ok(),
     }
 }
 
