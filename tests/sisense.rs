@@ -1201,7 +1201,11 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
 
     let report = conn.sync_now().await.unwrap();
     assert_eq!(
-        (report.users_pulled, report.roles_corrected, report.roles_failed),
+        (
+            report.users_pulled,
+            report.roles_corrected,
+            report.roles_failed
+        ),
         (3, 2, 0),
         "{report:?}"
     );
@@ -1235,6 +1239,185 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
 
     // Nothing changed since: a second sync pulls and corrects nothing.
     let report = conn.sync_now().await.unwrap();
-    assert_eq!((report.users_pulled, report.roles_corrected), (0, 0), "{report:?}");
+    assert_eq!(
+        (report.users_pulled, report.roles_corrected),
+        (0, 0),
+        "{report:?}"
+    );
     server.stop().await;
+}
+
+/// The vendor routes a run used, by `METHOD /pattern`, from `/__sim/stats`.
+async fn routes_used(base: &str) -> Vec<String> {
+    let v = sim_stats(base).await;
+    v["by_route"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// `mode = "scim"`: the Okta sequence ends with the same Sisense state as over REST — users,
+/// groups and membership written through Sisense's SCIM endpoint, roles through REST (which
+/// Sisense's SCIM never sets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_in_scim_mode() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let api = SisenseApi::login(&base).await;
+    api.create_user("pre@acme.test", "consumer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        scim_mode(tenant(&base, SisenseDeprovision::Deactivate, demo_rules())),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    reset_stats(&base).await;
+    okta_sequence(&bridge.scim, &api).await;
+    let used = routes_used(&base).await;
+    let state = api.state().await;
+    for (name, want) in expect(&[
+        ("ada@acme.test", "admin", true, &["BI Admins"]),
+        ("bob@acme.test", "contributor", true, &["BI Designers"]),
+        ("cy@acme.test", "consumer", true, &[]),
+        ("dee@acme.test", "admin", false, &["BI Admins"]),
+        ("pre@acme.test", "contributor", true, &["BI Designers"]),
+    ]) {
+        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+    assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
+    for want in [
+        "POST /api/scim/v2/Users",
+        "POST /api/scim/v2/Groups",
+        "PATCH /api/scim/v2/Groups/{id}",
+        "PATCH /api/scim/v2/Users/{id}",
+        "PATCH /api/v1/users/{id}",
+    ] {
+        assert!(used.iter().any(|u| u == want), "{want} not used: {used:?}");
+    }
+    for never in ["POST /api/v1/users", "POST /api/v1/groups"] {
+        assert!(!used.iter().any(|u| u == never), "{never} used: {used:?}");
+    }
+    bridge.server.stop().await;
+}
+
+/// `mode = "scim"` with `deprovision = "delete"`, and what it costs: a create with its role is
+/// one SCIM POST and one REST PATCH; adding a member is one SCIM group PATCH (plus the role PATCH
+/// when the role moves); deleting the user is one SCIM DELETE; re-enabling recreates the user with
+/// its groups and role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_mode_costs_and_delete_deprovisioning() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let api = SisenseApi::login(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        scim_mode(tenant(&base, SisenseDeprovision::Delete, demo_rules())),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    let scim = &bridge.scim;
+    scim.wait_ready().await;
+    let (s, g) = scim
+        .post("/Groups", json!({"displayName": "BI Admins"}))
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    let count = |v: Value| v["requests"].as_u64().unwrap();
+
+    reset_stats(&base).await;
+    assert!(scim.find_user("nobody@acme.test").await.is_none());
+    assert_eq!(count(sim_stats(&base).await), 0, "lookups from the index");
+    let uid = scim.okta_assign("eve@acme.test", "Eve", "Ellis").await;
+    assert_eq!(count(sim_stats(&base).await), 2, "SCIM POST + role PATCH");
+    reset_stats(&base).await;
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "add", "path": "members", "value": [{"value": uid}]}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        count(sim_stats(&base).await),
+        2,
+        "group member PATCH + role PATCH: {}",
+        sim_stats(&base).await
+    );
+    let state = api.state().await;
+    assert_eq!(
+        state["eve@acme.test"],
+        ("admin".into(), true, vec!["BI Admins".into()])
+    );
+
+    // Disable: deleted in Sisense, still readable in SCIM.
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{uid}"),
+            patch_op(json!([{"op": "replace", "path": "active", "value": false}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(!api.state().await.contains_key("eve@acme.test"));
+    let (s, u) = scim.get(&format!("/Users/{uid}")).await;
+    assert_eq!((s, u["active"].clone()), (200, json!(false)));
+    // Enable: recreated through SCIM, back in its group with its role.
+    let (s, _) = scim
+        .patch(
+            &format!("/Users/{uid}"),
+            patch_op(json!([{"op": "replace", "path": "active", "value": true}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state["eve@acme.test"],
+        ("admin".into(), true, vec!["BI Admins".into()])
+    );
+    // Rename and delete of the group go through SCIM too.
+    let (s, _) = scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_op(json!([{"op": "replace", "path": "displayName", "value": "Analysts"}])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let state = api.state().await;
+    assert_eq!(
+        state["eve@acme.test"],
+        ("consumer".into(), true, vec!["Analysts".into()]),
+        "renamed away from the rule's group: back to the default role"
+    );
+    let (s, _) = scim.delete(&format!("/Groups/{gid}")).await;
+    assert_eq!(s, 204);
+    assert!(api.groups().await.iter().all(|g| g["name"] != "Analysts"));
+    let (s, _) = scim.delete(&format!("/Users/{uid}")).await;
+    assert_eq!(s, 204);
+    assert!(!api.state().await.contains_key("eve@acme.test"));
+    bridge.server.stop().await;
+}
+
+/// A wrong SCIM token is reported at start with its key path, never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_mode_with_a_wrong_token_is_refused_at_start() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = scim_mode(tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    ));
+    if let scim_bridge::config::VendorConfig::Sisense { scim_token, .. } = &mut t.vendor {
+        *scim_token = Some(scim_bridge::config::Secret::new("wrong-token-s3cr3t"));
+    }
+    let err = match start_bridge(&config(t, dir.path())).await {
+        Ok(_) => panic!("started with a wrong SCIM token"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("tenants[0].vendor.scim_token"), "{err}");
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(!err.contains("wrong-token-s3cr3t"), "{err}");
 }

@@ -456,9 +456,17 @@ fn sisense_full_and_defaults() {
 fn sisense_scim_token_goes_with_scim_mode_only() {
     let base = "kind = \"sisense\"\nbase_url = \"http://bi.example\"\nusername = \"admin\"\npassword = \"pw\"";
     let p = problems(&vendor_tenant(&format!("{base}\nmode = \"scim\"")));
-    assert_has(&p, "tenants[0].vendor.scim_token", "required with mode = \"scim\"");
+    assert_has(
+        &p,
+        "tenants[0].vendor.scim_token",
+        "required with mode = \"scim\"",
+    );
     let p = problems(&vendor_tenant(&format!("{base}\nscim_token = \"x\"")));
-    assert_has(&p, "tenants[0].vendor.scim_token", "only used with mode = \"scim\"");
+    assert_has(
+        &p,
+        "tenants[0].vendor.scim_token",
+        "only used with mode = \"scim\"",
+    );
     let p = problems(&vendor_tenant(&format!(
         "{base}\nmode = \"scim\"\nscim_token = \"${{NO_SUCH_SCIM_TOKEN_VAR}}\""
     )));

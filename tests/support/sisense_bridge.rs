@@ -71,6 +71,22 @@ pub fn tenant_v(
     }
 }
 
+/// The simulator's default SCIM bearer token (README, simulator switches).
+pub const SIM_SCIM_TOKEN: &str = "simulator-scim-token";
+
+/// The same tenant with `mode = "scim"`: users, groups and membership through Sisense's own
+/// SCIM endpoint, roles over REST.
+pub fn scim_mode(mut t: TenantConfig) -> TenantConfig {
+    if let VendorConfig::Sisense {
+        mode, scim_token, ..
+    } = &mut t.vendor
+    {
+        *mode = SisenseMode::Scim;
+        *scim_token = Some(Secret::new(SIM_SCIM_TOKEN));
+    }
+    t
+}
+
 pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),

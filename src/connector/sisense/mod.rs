@@ -761,10 +761,16 @@ impl SisenseConnector {
         let groups: Vec<String> = body
             .get("groups")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         for g in &groups {
-            n.change_members(g, std::slice::from_ref(&u.id), &[]).await?;
+            n.change_members(g, std::slice::from_ref(&u.id), &[])
+                .await?;
         }
         u.groups = groups;
         let Some(role) = body.get("roleId") else {
@@ -811,7 +817,10 @@ impl SisenseConnector {
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
-            let me = std::slice::from_ref(&vid).iter().map(|v| v.to_string()).collect::<Vec<_>>();
+            let me = std::slice::from_ref(&vid)
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>();
             for g in wanted.iter().filter(|g| !state.groups.contains(g)) {
                 n.change_members(g, &me, &[]).await?;
             }
@@ -841,11 +850,7 @@ impl SisenseConnector {
         })
     }
 
-    async fn rest_patch_user(
-        &self,
-        vid: &str,
-        body: Map<String, Value>,
-    ) -> ScimResult<wire::User> {
+    async fn rest_patch_user(&self, vid: &str, body: Map<String, Value>) -> ScimResult<wire::User> {
         let req = if self.paths.is_legacy() {
             VendorRequest::put(self.paths.user(vid))
         } else {
@@ -1854,7 +1859,8 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     problems.extend(unknown_rule_groups(tenant_index, &tenant.roles, &refs));
     if let Some(token) = scim_token {
-        if let Err(message) = probe_native(base_url.clone(), settings_for_probe(), token.clone()).await
+        if let Err(message) =
+            probe_native(base_url.clone(), settings_for_probe(), token.clone()).await
         {
             problems.push(Problem {
                 key_path: format!("tenants[{tenant_index}].vendor.scim_token"),

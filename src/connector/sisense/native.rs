@@ -78,7 +78,10 @@ fn user_of(v: &Value) -> Option<wire::User> {
     Some(wire::User {
         id,
         email,
-        user_name: v.get("userName").and_then(Value::as_str).map(str::to_string),
+        user_name: v
+            .get("userName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         first_name: name("givenName"),
         last_name: name("familyName"),
         role_id: None,
@@ -173,7 +176,12 @@ pub fn user_ops(body: &Map<String, Value>) -> Vec<Value> {
 }
 
 impl NativeScim {
-    async fn find(&self, path: &str, attr: &str, value: &str) -> Result<Option<Value>, VendorError> {
+    async fn find(
+        &self,
+        path: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<Value>, VendorError> {
         let resp = self
             .client
             .send(
@@ -272,8 +280,8 @@ impl NativeScim {
         &self,
         name: &str,
     ) -> ScimResult<Result<wire::Group, Option<wire::Group>>> {
-        let req =
-            VendorRequest::post(GROUPS).json(json!({ "schemas": [GROUP_SCHEMA], "displayName": name }));
+        let req = VendorRequest::post(GROUPS)
+            .json(json!({ "schemas": [GROUP_SCHEMA], "displayName": name }));
         match self
             .client
             .create_or_find(req, || self.find_group(name))

@@ -23,21 +23,23 @@
 
 use super::wire::{self, scim_user_from_vendor};
 use super::{fold, SisenseConnector, VendorState, FAN_OUT};
-use futures_util::StreamExt;
-use serde_json::Map;
 use crate::connector::http::{VendorClient, VendorError, VendorRequest};
 use crate::scim::patch::MemberOp;
 use crate::scim::schema::ResourceKind;
 use crate::scim::ScimResult;
 use crate::store::directory::{index_keys, str_at};
 use crate::store::StoreError;
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use serde_json::Map;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 const PAGE: usize = 10_000;
 const WAVE: usize = 6;
+/// Users reconciled per hold of the commit lock.
+const CHUNK: usize = 512;
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
@@ -217,65 +219,74 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     // Users.
     let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
     let mut changed: Vec<(String, &wire::User)> = Vec::new();
+    let mut names_taken = HashSet::new();
+    // In chunks, each under the commit lock: the IdP's writes interleave instead of waiting
+    // for the whole directory (every check below is made again under the lock, per user).
+    for chunk in users.chunks(CHUNK) {
+        {
+            let _io = c.io_gate.read().await;
+            let _g = c.commit_lock.lock();
+            let mut batch = sled::Batch::default();
+            let mut state_batch = sled::Batch::default();
+            for u in chunk {
+                match dir.scim_id(ResourceKind::User, &u.id)? {
+                    Some(sid) => {
+                        if recent(&sid) {
+                            continue;
+                        }
+                        let st = VendorState::of(u);
+                        if c.load_state(&sid)?.as_ref() != Some(&st) {
+                            SisenseConnector::put_state(&mut state_batch, &sid, &st);
+                            report.states_refreshed += 1;
+                            changed.push((sid, u));
+                        }
+                    }
+                    None => {
+                        let Some(login) = u.login() else { continue };
+                        let key = fold(login);
+                        if c.pending_users.lock().contains(&key)
+                            || c.state
+                                .contains_key(format!("tomb/{}", u.id))
+                                .map_err(StoreError::from)?
+                        {
+                            continue;
+                        }
+                        let Some(resource) = scim_user_from_vendor(u) else {
+                            continue;
+                        };
+                        let (sid, mut doc) = dir.new_doc(ResourceKind::User, &resource);
+                        let (unique, _) = index_keys(ResourceKind::User, &sid, &doc);
+                        if dir.check_unique(ResourceKind::User, &unique, None).is_err()
+                            || !names_taken.insert(key)
+                        {
+                            tracing::warn!(tenant = %c.tenant, vendor_id = %u.id, "Sisense user not adopted: its userName is taken by another SCIM user");
+                            continue;
+                        }
+                        dir.stamp(ResourceKind::User, &mut doc, None);
+                        dir.write_doc(&mut batch, ResourceKind::User, &sid, &doc, None);
+                        dir.bump_count(&mut batch, ResourceKind::User, 1);
+                        dir.link(&mut batch, ResourceKind::User, &sid, &u.id);
+                        SisenseConnector::put_state(&mut state_batch, &sid, &VendorState::of(u));
+                        for vg in &u.groups {
+                            if let Some(gid) = dir.scim_id(ResourceKind::Group, vg)? {
+                                memberships
+                                    .entry(gid)
+                                    .or_default()
+                                    .push(json!({ "value": sid }));
+                            }
+                        }
+                        report.users_adopted += 1;
+                    }
+                }
+            }
+            dir.commit(batch)?;
+            c.state.apply_batch(state_batch).map_err(StoreError::from)?;
+        }
+        tokio::task::yield_now().await;
+    }
     {
         let _io = c.io_gate.read().await;
         let _g = c.commit_lock.lock();
-        let mut batch = sled::Batch::default();
-        let mut state_batch = sled::Batch::default();
-        let mut names_taken = HashSet::new();
-        for u in &users {
-            match dir.scim_id(ResourceKind::User, &u.id)? {
-                Some(sid) => {
-                    if recent(&sid) {
-                        continue;
-                    }
-                    let st = VendorState::of(u);
-                    if c.load_state(&sid)?.as_ref() != Some(&st) {
-                        SisenseConnector::put_state(&mut state_batch, &sid, &st);
-                        report.states_refreshed += 1;
-                        changed.push((sid, u));
-                    }
-                }
-                None => {
-                    let Some(login) = u.login() else { continue };
-                    let key = fold(login);
-                    if c.pending_users.lock().contains(&key)
-                        || c.state
-                            .contains_key(format!("tomb/{}", u.id))
-                            .map_err(StoreError::from)?
-                    {
-                        continue;
-                    }
-                    let Some(resource) = scim_user_from_vendor(u) else {
-                        continue;
-                    };
-                    let (sid, mut doc) = dir.new_doc(ResourceKind::User, &resource);
-                    let (unique, _) = index_keys(ResourceKind::User, &sid, &doc);
-                    if dir.check_unique(ResourceKind::User, &unique, None).is_err()
-                        || !names_taken.insert(key)
-                    {
-                        tracing::warn!(tenant = %c.tenant, vendor_id = %u.id, "Sisense user not adopted: its userName is taken by another SCIM user");
-                        continue;
-                    }
-                    dir.stamp(ResourceKind::User, &mut doc, None);
-                    dir.write_doc(&mut batch, ResourceKind::User, &sid, &doc, None);
-                    dir.bump_count(&mut batch, ResourceKind::User, 1);
-                    dir.link(&mut batch, ResourceKind::User, &sid, &u.id);
-                    SisenseConnector::put_state(&mut state_batch, &sid, &VendorState::of(u));
-                    for vg in &u.groups {
-                        if let Some(gid) = dir.scim_id(ResourceKind::Group, vg)? {
-                            memberships
-                                .entry(gid)
-                                .or_default()
-                                .push(json!({ "value": sid }));
-                        }
-                    }
-                    report.users_adopted += 1;
-                }
-            }
-        }
-        dir.commit(batch)?;
-        c.state.apply_batch(state_batch).map_err(StoreError::from)?;
         let mut batch = sled::Batch::default();
         for (gid, members) in memberships.drain() {
             dir.apply_member_ops(&mut batch, &gid, &[MemberOp::Add(members)])?;
@@ -359,7 +370,10 @@ fn pulled_profile(doc: &Value, u: &wire::User) -> Option<Value> {
     }
     for (vendor, key) in [(&u.first_name, "givenName"), (&u.last_name, "familyName")] {
         let Some(v) = vendor else { continue };
-        let current = doc.get("name").and_then(|n| n.get(key)).and_then(Value::as_str);
+        let current = doc
+            .get("name")
+            .and_then(|n| n.get(key))
+            .and_then(Value::as_str);
         let wanted = Some(v.as_str()).filter(|s| !s.is_empty());
         if current == wanted {
             continue;
