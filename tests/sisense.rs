@@ -348,6 +348,16 @@ async fn entra_sequence_with_delete_deprovisioning() {
 /// tokens every 5 s: the same end state, no duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_sequence_survives_vendor_faults() {
+    okta_sequence_with_faults(false).await;
+}
+
+/// The same with `mode = "scim"`: Sisense's SCIM endpoint fails and throttles too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_survives_vendor_faults_in_scim_mode() {
+    okta_sequence_with_faults(true).await;
+}
+
+async fn okta_sequence_with_faults(native: bool) {
     let sim = spawn_sim(SimOptions {
         error_rate: 0.1,
         throttle_rps: Some(20.0),
@@ -375,14 +385,15 @@ async fn okta_sequence_survives_vendor_faults() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tenant(
-            &sim.base_url(),
-            SisenseDeprovision::Deactivate,
-            demo_rules(),
-        ),
-        dir.path(),
+    let mut t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
     );
+    if native {
+        t = scim_mode(t);
+    }
+    let cfg = config(t, dir.path());
     let bridge = start_bridge(&cfg).await.unwrap();
     bridge.scim.wait_ready().await;
     let api = SisenseApi::login(&sim.base_url()).await;

@@ -1734,9 +1734,15 @@ pub fn preflight(
                 })?;
                 let roles = fetch_roles(&client).await.map_err(|e| e.to_string())?;
                 if let Some(token) = scim_token {
-                    probe_native(client.base_url().clone(), settings_for_probe(), token)
-                        .await
-                        .map_err(|p| format!("scim:{p}"))?;
+                    match probe_native(client.base_url().clone(), settings_for_probe(), token).await
+                    {
+                        Ok(()) => {}
+                        Err((true, problem)) => return Err(format!("scim:{problem}")),
+                        // Busy or failing now: requests get 503s until it answers.
+                        Err((false, reason)) => {
+                            tracing::warn!(%reason, "Sisense SCIM endpoint not checked at start")
+                        }
+                    }
                 }
                 Ok::<_, String>(roles)
             })
@@ -1772,25 +1778,31 @@ fn settings_for_probe() -> ClientSettings {
     }
 }
 
-/// `mode = "scim"`: whether Sisense's SCIM endpoint takes the token. The message says what to
-/// fix (never the token).
+/// `mode = "scim"`: whether Sisense's SCIM endpoint takes the token. `Err((true, _))` needs
+/// the operator (a refused token, no endpoint); `Err((false, _))` may pass (down, throttled).
+/// The message says what to fix, never the token.
 async fn probe_native(
     base: Url,
     settings: ClientSettings,
     token: crate::config::Secret,
-) -> Result<(), String> {
+) -> Result<(), (bool, String)> {
     let client = VendorClient::new(base, settings, Arc::new(native::StaticBearer(token)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (true, e.to_string()))?;
     match (native::NativeScim { client }).probe().await {
         Ok(()) => Ok(()),
-        Err(VendorError::Auth { .. }) => {
-            Err("Sisense's SCIM endpoint refused the token (generate one in Sisense Admin > Security)".into())
-        }
-        Err(VendorError::Rejected { status: 404, .. }) => Err(
+        Err(VendorError::Auth { .. }) => Err((
+            true,
+            "Sisense's SCIM endpoint refused the token (generate one in Sisense Admin > Security)"
+                .into(),
+        )),
+        Err(VendorError::Rejected {
+            status: 404 | 405, ..
+        }) => Err((
+            true,
             "Sisense has no SCIM endpoint at api/scim/v2 (Enterprise plan, with SSO and SCIM enabled)"
                 .into(),
-        ),
-        Err(e) => Err(format!("cannot reach Sisense's SCIM endpoint: {e}")),
+        )),
+        Err(e) => Err((false, format!("cannot reach Sisense's SCIM endpoint: {e}"))),
     }
 }
 
@@ -1859,7 +1871,7 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     problems.extend(unknown_rule_groups(tenant_index, &tenant.roles, &refs));
     if let Some(token) = scim_token {
-        if let Err(message) =
+        if let Err((_, message)) =
             probe_native(base_url.clone(), settings_for_probe(), token.clone()).await
         {
             problems.push(Problem {
