@@ -32,6 +32,8 @@ use serde_json::{json, Map, Value};
 
 mod scim;
 
+pub use scim::DEFAULT_SCIM_TOKEN;
+
 use super::ids::IdGen;
 use super::session::{SessionError, Sessions};
 use super::{SimOptions, VendorSim};
