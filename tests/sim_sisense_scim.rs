@@ -708,6 +708,18 @@ async fn scim_group_create_and_patch_members_show_in_rest_user_groups() {
         .rest(Method::GET, &format!("/api/v1/groups/{gid}"), None)
         .await;
     assert_eq!(rg.body["name"], "Eng3");
+    // Okta's pathless replace carries the id along with the new name.
+    let r = e
+        .patch_group(
+            &gid,
+            json!([{"op": "replace", "value": {"id": gid, "displayName": "Eng4"}}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let rg = e
+        .rest(Method::GET, &format!("/api/v1/groups/{gid}"), None)
+        .await;
+    assert_eq!(rg.body["name"], "Eng4");
     // Rename onto an existing name (ignoring case): 409, name kept.
     let r = e
         .patch_group(
@@ -719,7 +731,7 @@ async fn scim_group_create_and_patch_members_show_in_rest_user_groups() {
     let rg = e
         .rest(Method::GET, &format!("/api/v1/groups/{gid}"), None)
         .await;
-    assert_eq!(rg.body["name"], "Eng3");
+    assert_eq!(rg.body["name"], "Eng4");
     let r = e
         .patch_group(
             "0123456789abcdef01234567",

@@ -635,7 +635,7 @@ fn resolve_members<'a>(
 fn write_members(st: &mut State, gid: &str, members: &[String]) {
     let ts = now();
     for u in st.users.values_mut() {
-        let want = members.iter().any(|m| *m == u.id);
+        let want = members.contains(&u.id);
         let has = u.groups.iter().any(|g| g == gid);
         if want && !has {
             u.groups.push(gid.to_string());
