@@ -1089,6 +1089,133 @@ async fn legacy_group_rename_by_id_or_name() {
 }
 
 #[tokio::test]
+async fn v09_post_groups_takes_an_array_or_an_object_and_refuses_duplicates() {
+    let s = start(SimOptions::default()).await;
+    let schema = v09("/groups", "post", 200);
+    // One group in the spec's array body → the spec's object.
+    let (st, one) = s
+        .call(
+            Method::POST,
+            "/api/groups",
+            Some(json!([{"name": "Alpha"}])),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{one}");
+    assert!(one.is_object(), "{one}");
+    assert_conforms(&schema, &one, &[], "v0.9 POST /groups (one)");
+    assert!(is_object_id(&one["_id"]));
+    assert_eq!(one["name"], "Alpha");
+    let (st, got) = s
+        .get(&format!("/api/v1/groups/{}", one["_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got["name"], "Alpha");
+    // Several → an array of those objects (UNVERIFIED: the spec declares only the object).
+    let (st, many) = s
+        .call(
+            Method::POST,
+            "/api/groups",
+            Some(json!([{"name": "Beta"}, {"name": "Gamma"}])),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{many}");
+    let many = many.as_array().unwrap().clone();
+    assert_eq!(many.len(), 2);
+    for g in &many {
+        assert_conforms(&schema, g, &[], "v0.9 POST /groups (each of several)");
+    }
+    assert_eq!(
+        (many[0]["name"].clone(), many[1]["name"].clone()),
+        (json!("Beta"), json!("Gamma"))
+    );
+    // A bare object (UNVERIFIED leniency).
+    let (st, obj) = s
+        .call(Method::POST, "/api/groups", Some(json!({"name": "Delta"})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{obj}");
+    assert_conforms(&schema, &obj, &[], "v0.9 POST /groups (object body)");
+    // A duplicate (ignoring case) is the v1 POST error, body and all.
+    let (st, dup) = s
+        .call(
+            Method::POST,
+            "/api/groups",
+            Some(json!([{"name": "alpha"}])),
+        )
+        .await;
+    let (st1, dup1) = s
+        .call(
+            Method::POST,
+            "/api/v1/groups",
+            Some(json!({"name": "alpha"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!((st, dup.clone()), (st1, dup1));
+    assert_eq!(dup["error"]["status"], 400);
+    // All or nothing: a duplicate inside the batch creates neither.
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/api/groups",
+            Some(json!([{"name": "Eps"}, {"name": "EPS"}])),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, eps) = s.get("/api/v1/groups?name=Eps").await;
+    assert_eq!(eps, json!([]));
+    let (st, e) = s
+        .call(
+            Method::POST,
+            "/api/groups",
+            Some(json!([{"mail": "x@x.io"}])),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "name is required: {e}"
+    );
+    let (st, _) = s.call(Method::POST, "/api/groups", Some(json!([]))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, all) = s.get("/api/groups").await;
+    assert_eq!(all.as_array().unwrap().len(), 6, "2 built-in + 4 created");
+}
+
+#[tokio::test]
+async fn v09_list_groups_honours_limit_and_skip() {
+    let s = start(SimOptions::default()).await;
+    for i in 0..5 {
+        s.create_group(&format!("G{i}")).await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, p) = s.get("/api/groups?limit=2").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(names(&p), vec!["Everyone", "Admins"]);
+    assert_conforms(&v09("/groups", "get", 200), &p, &[], "v0.9 GET /groups");
+    let (_, p) = s.get("/api/groups?skip=3&limit=2").await;
+    assert_eq!(names(&p), vec!["G1", "G2"]);
+    let (_, p) = s.get("/api/groups?skip=5").await;
+    assert_eq!(names(&p), vec!["G3", "G4"]);
+    // The v0.9 spec: "Enter 0 (zero) or leave blank not to limit".
+    let (st, p) = s.get("/api/groups?limit=0").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(p.as_array().unwrap().len(), 7);
+    let (_, p) = s.get("/api/groups?limit=0&skip=6").await;
+    assert_eq!(names(&p), vec!["G4"]);
+    let (st, e) = s.get("/api/groups?skip=-1").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "invalid skip: {e}");
+    assert_eq!(e["error"]["status"], 400);
+    let (st, _) = s.get("/api/groups?limit=-2").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn legacy_group_membership_endpoints_take_ids_or_usernames() {
     let s = start(SimOptions::default()).await;
     let g = s.create_group("Team").await;

@@ -23,6 +23,9 @@
 //! | `--sisense-basic-role-name NAME` | unset | seed a "Basic User" role with that API name |
 //! | `--sisense-default-limit N` | unset (all) | Sisense list page size when `limit` is absent |
 //! | `--sim-switch sisense.retry_after=true` | off | Sisense 429 carries `Retry-After` |
+//! | `--sim-switch sisense.scim=false` | on | Sisense native SCIM endpoint `/api/scim/v2` (off: 404) |
+//! | `--sim-switch sisense.scim_token=T` | `simulator-scim-token` | Sisense SCIM bearer token |
+//! | `--sim-switch sisense.scim_group_patch_returns=resource` | 204 | SCIM group PATCH → 200 + group |
 //! | `--metabase-strict-redeactivate` | off | DELETE of an inactive Metabase user → 404 instead of 200 |
 //! | `--metabase-login-attempts N` | 10 | failed logins per username before throttling; 0 = off |
 //! | `--sim-switch metabase.retry_after=true` | off | Metabase 429 carries `Retry-After` |
@@ -355,11 +358,23 @@ pub fn banner(vendor: Vendor, base_url: &str, opts: &SimOptions) -> String {
     let pass = opts.admin_password.as_deref().unwrap_or("admin");
     let or = |o: &Option<String>, d: &str| o.clone().unwrap_or_else(|| d.to_string());
     let creds = match vendor {
-        Vendor::Sisense => format!(
-            "  login:    POST {base_url}/api/v1/authentication/login (form: username, password)\n  \
-             user:     {}\n  password: {pass}",
-            user("admin@sisense.local")
-        ),
+        Vendor::Sisense => {
+            let mut c = format!(
+                "  login:    POST {base_url}/api/v1/authentication/login (form: username, password)\n  \
+                 user:     {}\n  password: {pass}",
+                user("admin@sisense.local")
+            );
+            if opts.switch("sisense.scim") != Some("false") {
+                let token = opts
+                    .switch("sisense.scim_token")
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or(sisense::DEFAULT_SCIM_TOKEN);
+                c.push_str(&format!(
+                    "\n  SCIM:     {base_url}/api/scim/v2 (Authorization: Bearer {token})"
+                ));
+            }
+            c
+        }
         Vendor::Tableau => format!(
             "  site contentUrl: {}\n  PAT:             name {} / secret {}\n  \
              connected app:   client id {}, secret id {}, secret value {}\n  admin:           {} / {pass}",
@@ -472,6 +487,7 @@ mod tests {
         let o = SimOptions::default();
         let b = banner(Vendor::Sisense, "http://127.0.0.1:1", &o);
         assert!(b.contains("admin@sisense.local") && b.contains("admin"));
+        assert!(b.contains("/api/scim/v2") && b.contains("simulator-scim-token"));
         let b = banner(Vendor::Metabase, "http://127.0.0.1:1", &o);
         assert!(b.contains("mb_simulator_api_key") && b.contains("admin@metabase.local"));
         let b = banner(Vendor::Tableau, "http://127.0.0.1:1", &o);

@@ -30,6 +30,10 @@ use base64::Engine;
 use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
 
+mod scim;
+
+pub use scim::DEFAULT_SCIM_TOKEN;
+
 use super::ids::IdGen;
 use super::session::{SessionError, Sessions};
 use super::{SimOptions, VendorSim};
@@ -89,6 +93,9 @@ struct User {
     created: String,
     last_updated: String,
     last_login: Option<String>,
+    /// SCIM `externalId` (native SCIM endpoint only): the REST API has no such field, so it is
+    /// kept here and never rendered over REST.
+    external_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -161,6 +168,13 @@ pub struct Sisense {
     default_limit: Option<usize>,
     ignore_case: bool,
     duplicate_group_status: StatusCode,
+    /// Native SCIM endpoint (`/api/scim/v2`, see [`scim`]): on unless `sisense.scim=false`.
+    scim_enabled: bool,
+    /// The SCIM bearer token (`sisense.scim_token`, default [`scim::DEFAULT_SCIM_TOKEN`]).
+    scim_token: String,
+    /// `sisense.scim_group_patch_returns=resource`: SCIM group PATCH answers 200 with the group
+    /// instead of 204 (UNVERIFIED either way).
+    scim_group_patch_resource: bool,
     ids: IdGen,
     sessions: Sessions<String>,
     state: RwLock<State>,
@@ -261,6 +275,7 @@ impl Sisense {
             created: ts.clone(),
             last_updated: ts,
             last_login: None,
+            external_id: None,
         };
         st.user_order.push(admin.id.clone());
         st.users.insert(admin.id.clone(), admin);
@@ -270,6 +285,14 @@ impl Sisense {
             ignore_case: opts.sisense_filters_ignore_case,
             duplicate_group_status: StatusCode::from_u16(opts.sisense_duplicate_group_status)
                 .unwrap_or(StatusCode::BAD_REQUEST),
+            scim_enabled: opts.switch("sisense.scim") != Some("false"),
+            scim_token: opts
+                .switch("sisense.scim_token")
+                .filter(|t| !t.is_empty())
+                .unwrap_or(scim::DEFAULT_SCIM_TOKEN)
+                .to_string(),
+            scim_group_patch_resource: opts.switch("sisense.scim_group_patch_returns")
+                == Some("resource"),
             ids,
             // Historically Sisense tokens never expired; `--token-ttl-s` models L2024.1+ expiry.
             sessions: Sessions::new(opts.token_ttl_s.map(Duration::from_secs)),
@@ -523,6 +546,25 @@ impl Query {
             ),
         };
         Ok((skip, limit))
+    }
+}
+
+impl Query {
+    /// v0.9 paging: as [`Query::paging`], but `limit=0` means "no limit" (the v0.9 spec: "Enter
+    /// 0 (zero) or leave blank not to limit"), so `Some(usize::MAX)`.
+    fn paging_v09(&self) -> Result<(usize, Option<usize>), HttpResponse> {
+        if self.get("limit").map(str::trim) == Some("0") {
+            let (skip, _) = Query(
+                self.0
+                    .iter()
+                    .filter(|(k, _)| k != "limit")
+                    .cloned()
+                    .collect(),
+            )
+            .paging()?;
+            return Ok((skip, Some(usize::MAX)));
+        }
+        self.paging()
     }
 }
 
@@ -1035,6 +1077,7 @@ fn create_user(
         created: ts.clone(),
         last_updated: ts,
         last_login: None,
+        external_id: None,
     })
 }
 
@@ -1285,11 +1328,16 @@ async fn patch_user(s: web::Data<Sisense>, req: HttpRequest, body: web::Bytes) -
     }
 }
 
+/// The super user cannot be deleted (code 2011); shared by REST and SCIM deletes.
+fn is_undeletable(st: &State, u: &User) -> bool {
+    Some(u.role_id.as_str()) == st.super_role_id()
+}
+
 fn delete_user_inner(s: &Sisense, st: &mut State, id: &str) -> Result<(), HttpResponse> {
     let Some(u) = st.users.get(id) else {
         return Err(user_not_found(id));
     };
-    if Some(u.role_id.as_str()) == st.super_role_id() {
+    if is_undeletable(st, u) {
         return Err(error(
             StatusCode::BAD_REQUEST,
             SUPER_UNDELETABLE,
@@ -1433,57 +1481,64 @@ async fn post_group(s: web::Data<Sisense>, req: HttpRequest, body: web::Bytes) -
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(m) = v.as_object() else {
-        return invalid("group must be an object");
-    };
-    let name = match opt_str(m, "name") {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                MANDATORY_MISSING,
-                "Mandatory fields are missing.",
-            )
+    let mut st = s.state.write();
+    match new_group(&s, &st, &v, &[]) {
+        Ok(g) => {
+            let out = group_json(&g);
+            insert_group(&mut st, g);
+            HttpResponse::Created().json(out)
         }
-        Err(r) => return r,
+        Err(r) => r,
+    }
+}
+
+/// Validates a new group (v1 POST and v0.9 POST): `name` required and unique (ignoring case)
+/// among the existing groups and the `pending` ones of the same request.
+fn new_group(s: &Sisense, st: &State, v: &Value, pending: &[Group]) -> Result<Group, HttpResponse> {
+    let Some(m) = v.as_object() else {
+        return Err(invalid("group must be an object"));
+    };
+    let Some(name) = opt_str(m, "name")? else {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            MANDATORY_MISSING,
+            "Mandatory fields are missing.",
+        ));
     };
     if name.trim().is_empty() {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             MANDATORY_EMPTY,
             "Mandatory fields cannot be empty.",
-        );
+        ));
     }
-    let mut st = s.state.write();
-    let role_id = match opt_str(m, "roleId") {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    let role_id = opt_str(m, "roleId")?;
     if let Some(r) = &role_id {
-        if let Err(resp) = check_role(&st, r) {
-            return resp;
-        }
+        check_role(st, r)?;
     }
-    if group_name_taken(&st, &name, None) {
-        return error(
+    if group_name_taken(st, &name, None)
+        || pending.iter().any(|g| g.name.eq_ignore_ascii_case(&name))
+    {
+        return Err(error(
             s.duplicate_group_status,
             GROUP_EXISTS_UNVERIFIED,
             "A group with the same name already exists.",
-        );
+        ));
     }
     let ts = now();
-    let g = Group {
+    Ok(Group {
         id: s.ids.hex(24),
         name,
         role_id,
         mail: m.get("mail").and_then(Value::as_str).map(str::to_string),
         created: ts.clone(),
         last_updated: ts,
-    };
-    let out = group_json(&g);
+    })
+}
+
+fn insert_group(st: &mut State, g: Group) {
     st.group_order.push(g.id.clone());
     st.groups.insert(g.id.clone(), g);
-    HttpResponse::Created().json(out)
 }
 
 fn remove_group(st: &mut State, id: &str) {
@@ -1544,9 +1599,62 @@ async fn v09_list_groups(s: web::Data<Sisense>, req: HttpRequest) -> HttpRespons
         })
         .map(|g| group_json_v09(g, &st))
         .collect();
-    match shape_list(items, &q, s.default_limit) {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(r) => r,
+    let (skip, limit) = match q.paging_v09() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items: Vec<Value> = items
+        .into_iter()
+        .skip(skip)
+        .take(limit.or(s.default_limit).unwrap_or(usize::MAX))
+        .collect();
+    HttpResponse::Ok().json(items)
+}
+
+/// v0.9 `POST /api/groups` (operationId addGroup): the spec's body is an array of
+/// `regularGroup` and its 200 schema one `{_id, name, created, lastUpdated}` object. One group
+/// posted → that object; several → an array of them (UNVERIFIED: the spec declares only the
+/// object). A single object as the body is accepted too (UNVERIFIED leniency, as v0.9 POST
+/// /api/users). All or nothing; a duplicate name is the v1 POST error.
+async fn v09_post_groups(
+    s: web::Data<Sisense>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(r) = s.authenticate_admin(&req) {
+        return r;
+    }
+    let v = match parse_json(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (items, single) = match v {
+        Value::Array(a) if !a.is_empty() => {
+            let single = a.len() == 1;
+            (a, single)
+        }
+        Value::Object(_) => (vec![v], true),
+        _ => return invalid("body must be a group or a non-empty array of groups"),
+    };
+    let mut st = s.state.write();
+    let mut created: Vec<Group> = Vec::new();
+    for item in &items {
+        match new_group(&s, &st, item, &created) {
+            Ok(g) => created.push(g),
+            Err(r) => return r,
+        }
+    }
+    let out: Vec<Value> = created
+        .iter()
+        .map(|g| json!({"_id": g.id, "name": g.name, "created": g.created, "lastUpdated": g.last_updated}))
+        .collect();
+    for g in created {
+        insert_group(&mut st, g);
+    }
+    if single {
+        HttpResponse::Ok().json(out.into_iter().next().unwrap_or(Value::Null))
+    } else {
+        HttpResponse::Ok().json(out)
     }
 }
 
@@ -1903,7 +2011,11 @@ impl VendorSim for SisenseSim {
                     .route(web::put().to(v09_put_user))
                     .route(web::delete().to(v09_delete_user)),
             )
-            .route("/api/groups", web::get().to(v09_list_groups))
+            .service(
+                web::resource("/api/groups")
+                    .route(web::get().to(v09_list_groups))
+                    .route(web::post().to(v09_post_groups)),
+            )
             .service(
                 web::resource("/api/groups/{group}")
                     .route(web::get().to(v09_get_group))
@@ -1918,6 +2030,9 @@ impl VendorSim for SisenseSim {
             );
         if !self.sim.legacy_2021 {
             cfg.route("/api/v1/roles", web::get().to(list_roles));
+        }
+        if self.sim.scim_enabled {
+            scim::configure(cfg);
         }
     }
 
