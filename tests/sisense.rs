@@ -182,13 +182,24 @@ async fn okta_sequence_ends_with_the_right_sisense_state() {
 /// with its groups and role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entra_sequence_with_delete_deprovisioning() {
+    entra_sequence(false).await;
+}
+
+/// The same through Sisense's own SCIM endpoint (`mode = "scim"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_sequence_with_delete_deprovisioning_in_scim_mode() {
+    entra_sequence(true).await;
+}
+
+async fn entra_sequence(native: bool) {
     let sim = spawn_sim(SimOptions::default()).await;
     let api = SisenseApi::login(&sim.base_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tenant(&sim.base_url(), SisenseDeprovision::Delete, demo_rules()),
-        dir.path(),
-    );
+    let mut t = tenant(&sim.base_url(), SisenseDeprovision::Delete, demo_rules());
+    if native {
+        t = scim_mode(t);
+    }
+    let cfg = config(t, dir.path());
     let bridge = start_bridge(&cfg).await.unwrap();
     let scim = &bridge.scim;
     scim.wait_ready().await;
@@ -1431,4 +1442,34 @@ async fn scim_mode_with_a_wrong_token_is_refused_at_start() {
     assert!(err.contains("tenants[0].vendor.scim_token"), "{err}");
     assert!(err.contains("refused the token"), "{err}");
     assert!(!err.contains("wrong-token-s3cr3t"), "{err}");
+}
+
+/// `config check --online` tries the SCIM token of a `mode = "scim"` tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_reports_a_refused_scim_token() {
+    use scim_bridge::connector::sisense::check_online;
+    let sim = spawn_sim(SimOptions::default()).await;
+    let good = scim_mode(tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    ));
+    let problems = check_online(&good, 0).await;
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p.key_path.ends_with("scim_token")),
+        "{problems:?}"
+    );
+    let mut bad = good.clone();
+    if let scim_bridge::config::VendorConfig::Sisense { scim_token, .. } = &mut bad.vendor {
+        *scim_token = Some(scim_bridge::config::Secret::new("not-the-token-0xdead"));
+    }
+    let problems = check_online(&bad, 0).await;
+    let p = problems
+        .iter()
+        .find(|p| p.key_path == "tenants[0].vendor.scim_token")
+        .unwrap_or_else(|| panic!("{problems:?}"));
+    assert!(p.message.contains("refused the token"), "{p:?}");
+    assert!(!format!("{problems:?}").contains("not-the-token-0xdead"));
 }
