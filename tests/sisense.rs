@@ -701,6 +701,14 @@ async fn legacy_paths_with_delete_deprovisioning() {
         routes.keys().any(|k| k.starts_with("PUT /api/users/")),
         "{stats}"
     );
+    // Groups too are written on the v0.9 paths (the checker only reads v1).
+    assert!(routes.contains_key("POST /api/groups"), "{stats}");
+    assert!(
+        !routes.keys().any(|k| k.contains(" /api/v1/")
+            && !k.starts_with("GET ")
+            && !k.contains("/authentication/")),
+        "{stats}"
+    );
     bridge.server.stop().await;
 }
 
