@@ -1157,6 +1157,8 @@ async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
 async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
     let sim = spawn_sim(SimOptions::default()).await;
     let api = SisenseApi::login(&sim.base_url()).await;
+    // Sisense's own user, adopted by sync but never written by the IdP: not the rules' business.
+    api.create_user("native@acme.test", "contributor").await;
     let dir = tempfile::tempdir().unwrap();
     let t = tenant(
         &sim.base_url(),
@@ -1217,6 +1219,7 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
             "carol@acme.test",
             json!({"groups": [vgid], "roleId": role_id("admin")}),
         ),
+        ("native@acme.test", json!({"roleId": role_id("dataDesigner")})),
     ] {
         let id = vid(user).await;
         let (s, v) = api
@@ -1246,6 +1249,7 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
         after["carol@acme.test"],
         ("admin".into(), true, vec!["BI Admins".into()])
     );
+    assert_eq!(after["native@acme.test"].0, "dataDesigner", "left alone");
     let (_, a) = scim.get(&format!("/Users/{alice}")).await;
     assert_eq!(a["name"]["familyName"], json!("Changed"));
     let (_, g) = scim.get(&format!("/Groups/{gid}")).await;
@@ -1464,9 +1468,7 @@ async fn online_check_reports_a_refused_scim_token() {
     ));
     let problems = check_online(&good, 0).await;
     assert!(
-        !problems
-            .iter()
-            .any(|p| p.key_path.ends_with("scim_token")),
+        !problems.iter().any(|p| p.key_path.ends_with("scim_token")),
         "{problems:?}"
     );
     let mut bad = good.clone();
@@ -1480,4 +1482,76 @@ async fn online_check_reports_a_refused_scim_token() {
         .unwrap_or_else(|| panic!("{problems:?}"));
     assert!(p.message.contains("refused the token"), "{p:?}");
     assert!(!format!("{problems:?}").contains("not-the-token-0xdead"));
+}
+
+/// `mode = "scim"` creates a user with two vendor calls (SCIM `POST`, then the role over REST).
+/// Killed between them, the bridge left a durable note; the sync at the next start adopts the
+/// Sisense user and completes the create — its groups and its role — instead of leaving it with
+/// Sisense's default role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let api = SisenseApi::login(&base).await;
+    let roles = api.role_names().await;
+    let designer = roles.iter().find(|(_, n)| *n == "contributor").unwrap().0.clone();
+    let (s, g) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/groups",
+            Some(json!({"name": "BI Designers"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let vgid = g["_id"].as_str().unwrap().to_string();
+    // What the bridge had done when it was killed: the note, then the SCIM POST.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = scim_bridge::store::Store::open(dir.path()).unwrap();
+        let state = store.tree(TENANT, "sisense-state").unwrap();
+        state
+            .insert(
+                "intent/half@acme.test",
+                serde_json::to_vec(&json!({"roleId": designer, "groups": [vgid]})).unwrap(),
+            )
+            .unwrap();
+        state
+            .insert(
+                "intent/never-sent@acme.test",
+                serde_json::to_vec(&json!({"roleId": designer})).unwrap(),
+            )
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/scim/v2/Users"))
+        .bearer_auth(SIM_SCIM_TOKEN)
+        .json(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "half@acme.test", "emails": [{"value": "half@acme.test", "primary": true}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(api.state().await["half@acme.test"].0, "consumer");
+
+    let t = scim_mode(tenant(&base, SisenseDeprovision::Deactivate, demo_rules()));
+    let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
+    let state = api.state().await;
+    assert_eq!(
+        state["half@acme.test"],
+        ("contributor".into(), true, vec!["BI Designers".into()])
+    );
+    assert!(scim.find_user("half@acme.test").await.is_some());
+    assert!(!state.contains_key("never-sent@acme.test"));
+    let entries = conn.audit().entries().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.user_name == "half@acme.test" && e.actor == "sync" && e.to == "Designer"),
+        "{entries:?}"
+    );
+    // Both notes are gone: a later sync has nothing to complete.
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(report.roles_corrected, 0, "{report:?}");
+    server.stop().await;
 }

@@ -579,11 +579,16 @@ impl SisenseConnector {
     async fn commit(
         &self,
         mut dir_batch: sled::Batch,
-        state_batch: sled::Batch,
+        mut state_batch: sled::Batch,
         audit: Vec<RoleChange>,
         touched: &[&str],
         finish: Finish<'_>,
     ) -> ScimResult<()> {
+        // Whatever the IdP's write touched is the IdP's from now on: the role rules apply to it
+        // (sync corrects its role), even if sync had adopted it from Sisense.
+        for t in touched {
+            state_batch.remove(format!("adopted/{t}").into_bytes());
+        }
         {
             let _io = self.io_gate.read().await;
             let _g = self.commit_lock.lock();
@@ -737,6 +742,17 @@ impl SisenseConnector {
         body: Map<String, Value>,
     ) -> ScimResult<wire::User> {
         let active = body.get("active").and_then(Value::as_bool).unwrap_or(true);
+        // Two vendor calls make this create: until the role is set, a durable note says what
+        // the user must get, so that a crash in between is completed by the next sync.
+        let intent_key = format!("intent/{}", fold(&fields.user_name));
+        let intent = json!({ "roleId": body.get("roleId"), "groups": body.get("groups") });
+        self.state
+            .insert(
+                intent_key.as_bytes(),
+                serde_json::to_vec(&intent).unwrap_or_default(),
+            )
+            .map_err(StoreError::from)?;
+        self.durable().await?;
         let mut u = match n.create_user(fields, active).await? {
             Ok(u) => u,
             Err(Some(existing))
@@ -774,11 +790,16 @@ impl SisenseConnector {
         }
         u.groups = groups;
         let Some(role) = body.get("roleId") else {
+            let _ = self.state.remove(intent_key.as_bytes());
             return Ok(u);
         };
         let mut b = Map::new();
         b.insert("roleId".into(), role.clone());
-        self.rest_patch_user(&u.id, b).await.map_err(|e| {
+        let done = self.rest_patch_user(&u.id, b).await;
+        if done.is_ok() {
+            let _ = self.state.remove(intent_key.as_bytes());
+        }
+        done.map_err(|e| {
             if e.status == 503 && e.detail.contains("gone") {
                 tracing::error!(tenant = %self.tenant, vendor_id = %u.id, "Sisense REST has no user under the id its SCIM endpoint returned");
                 ScimError::unavailable(

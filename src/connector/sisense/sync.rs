@@ -219,6 +219,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     // Users.
     let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
     let mut changed: Vec<(String, &wire::User)> = Vec::new();
+    let mut intents: Vec<(String, &wire::User, Value)> = Vec::new();
     let mut names_taken = HashSet::new();
     // In chunks, each under the commit lock: the IdP's writes interleave instead of waiting
     // for the whole directory (every check below is made again under the lock, per user).
@@ -257,7 +258,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                         let (sid, mut doc) = dir.new_doc(ResourceKind::User, &resource);
                         let (unique, _) = index_keys(ResourceKind::User, &sid, &doc);
                         if dir.check_unique(ResourceKind::User, &unique, None).is_err()
-                            || !names_taken.insert(key)
+                            || !names_taken.insert(key.clone())
                         {
                             tracing::warn!(tenant = %c.tenant, vendor_id = %u.id, "Sisense user not adopted: its userName is taken by another SCIM user");
                             continue;
@@ -267,6 +268,20 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                         dir.bump_count(&mut batch, ResourceKind::User, 1);
                         dir.link(&mut batch, ResourceKind::User, &sid, &u.id);
                         SisenseConnector::put_state(&mut state_batch, &sid, &VendorState::of(u));
+                        // A bridge create cut short between its vendor calls (`mode = "scim"`)
+                        // is the IdP's user and is completed below; anything else stays
+                        // Sisense's own (the role rules apply once the IdP writes it).
+                        match c
+                            .state
+                            .get(format!("intent/{key}"))
+                            .map_err(StoreError::from)?
+                            .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+                        {
+                            Some(intent) => intents.push((sid.clone(), u, intent)),
+                            None => {
+                                state_batch.insert(format!("adopted/{sid}").into_bytes(), &[][..])
+                            }
+                        }
                         for vg in &u.groups {
                             if let Some(gid) = dir.scim_id(ResourceKind::Group, vg)? {
                                 memberships
@@ -299,6 +314,7 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         pull_changes(c, &changed, &recent, &mut report)?;
     }
     correct_roles(c, &changed, &recent, &mut report).await?;
+    complete_intents(c, &intents, &mut report).await?;
 
     // Mapped users missing from the pages: confirm by id before letting them go.
     let vendor_users: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
@@ -498,6 +514,12 @@ async fn correct_roles(
                 return Ok(None);
             }
             let dir = &c.dir;
+            if c.state
+                .contains_key(format!("adopted/{sid}"))
+                .map_err(StoreError::from)?
+            {
+                return Ok(None);
+            }
             let Some(doc) = dir.load(ResourceKind::User, sid)? else {
                 return Ok(None);
             };
@@ -544,6 +566,92 @@ async fn correct_roles(
     }
     if audit.is_empty() {
         return Ok(());
+    }
+    c.commit(
+        sled::Batch::default(),
+        state_batch,
+        audit,
+        &[],
+        super::Finish::Nothing,
+    )
+    .await
+}
+
+/// Completes creates cut short between the SCIM `POST` and the role (`mode = "scim"`): the
+/// user joins the groups and gets the role the create meant to give. Then every note of a create
+/// not in flight is dropped (done, or it never reached Sisense).
+async fn complete_intents(
+    c: &SisenseConnector,
+    intents: &[(String, &wire::User, Value)],
+    report: &mut SyncReport,
+) -> ScimResult<()> {
+    let table = c.roles.read().clone();
+    let mut state_batch = sled::Batch::default();
+    let mut audit = Vec::new();
+    for (sid, u, intent) in intents {
+        let _lock = c.user_locks.lock(sid).await;
+        let groups: Vec<String> = intent["groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|g| !u.groups.iter().any(|h| h == g))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut done = Ok(None);
+        if let Some(n) = &c.native {
+            for g in &groups {
+                if let Err(e) = n.change_members(g, std::slice::from_ref(&u.id), &[]).await {
+                    done = Err(e);
+                }
+            }
+        }
+        let role = intent["roleId"]
+            .as_str()
+            .filter(|r| u.role_id.as_deref() != Some(*r));
+        if let (Ok(_), Some(role)) = (&done, role) {
+            let mut body = Map::new();
+            body.insert("roleId".into(), Value::String(role.to_string()));
+            done = c.patch_vendor_user(&u.id, body).await.map(Some);
+        }
+        match done {
+            Ok(Some(nu)) => {
+                SisenseConnector::put_state(&mut state_batch, sid, &VendorState::of(&nu));
+                if let (Some(table), Some(doc)) = (&table, c.dir.load(ResourceKind::User, sid)?) {
+                    let plan = super::RolePlan {
+                        from: u.role_id.clone(),
+                        to: nu.role_id.clone().unwrap_or_default(),
+                    };
+                    let mut entry = c.audit_entry(
+                        table,
+                        sid,
+                        &doc,
+                        &u.id,
+                        &plan,
+                        "create, completed by sync after an interruption",
+                    );
+                    entry.actor = "sync".into();
+                    audit.push(entry);
+                }
+                report.roles_corrected += 1;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                report.roles_failed += 1;
+                // Left to the rules: the IdP's next write of the user evaluates them.
+                tracing::warn!(tenant = %c.tenant, user = %sid, error = %e.detail, "interrupted create not completed");
+            }
+        }
+    }
+    let pending = c.pending_users.lock().clone();
+    for k in c.state.scan_prefix("intent/").keys() {
+        let k = k.map_err(StoreError::from)?;
+        let login = String::from_utf8_lossy(&k["intent/".len()..]).into_owned();
+        if !pending.contains(&login) {
+            state_batch.remove(k);
+        }
     }
     c.commit(
         sled::Batch::default(),
