@@ -3,7 +3,9 @@
 //! 1. provisioning: N users (default 10,000) created through the bridge at IdP concurrency 16,
 //!    against the same vendor calls made directly (one `POST /api/v1/users` with a role each);
 //!    the bridge must take at most 1.2× the direct time; vendor calls per user from `/__sim/stats`;
-//! 2. sync: a full sync of M Sisense users (default 100,000) at start, under 30 s.
+//! 2. sync: a full sync of M Sisense users (default 100,000) at start, under 30 s; then M/2 more
+//!    users appear in Sisense and a re-sync adopts them while the IdP keeps creating users:
+//!    the latency of those creates shows whether writes wait for the sync.
 //!
 //! `cargo bench --bench sisense [-- provision|sync]`; sizes via `SISENSE_BENCH_USERS` and
 //! `SISENSE_BENCH_SYNC_USERS`. Figures go to the README.
@@ -188,9 +190,8 @@ async fn through_bridge(n: usize, lookup: bool) -> (Duration, u64) {
     (took, calls)
 }
 
-async fn sync(m: usize) {
-    let sim = spawn_sim(sim_opts()).await;
-    let api = SisenseApi::login(&sim.base_url()).await;
+/// Creates `range` Sisense users directly (bulk), named `{prefix}{i}{pad}@bench.test`.
+async fn seed(api: &SisenseApi, prefix: &str, range: std::ops::Range<usize>) {
     let roles = api.role_names().await;
     let viewer = roles
         .iter()
@@ -198,14 +199,13 @@ async fn sync(m: usize) {
         .unwrap()
         .0
         .clone();
-    let seeded = Instant::now();
     // Bulk seeding; varied name lengths keep the simulator's linear duplicate check cheap.
-    for chunk in (0..m).collect::<Vec<_>>().chunks(1000) {
+    for chunk in range.collect::<Vec<_>>().chunks(1000) {
         let users: Vec<Value> = chunk
             .iter()
             .map(|i| {
                 let pad = "x".repeat(i % 40);
-                let mail = format!("s{i}{pad}@bench.test");
+                let mail = format!("{prefix}{i}{pad}@bench.test");
                 json!({"userName": mail, "email": mail, "roleId": viewer, "firstName": "S", "lastName": "Ync"})
             })
             .collect();
@@ -218,23 +218,27 @@ async fn sync(m: usize) {
             .await;
         assert_eq!(s, 201, "{v}");
     }
+}
+
+async fn sync(m: usize) {
+    let sim = spawn_sim(sim_opts()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let seeded = Instant::now();
+    seed(&api, "s", 0..m).await;
     println!(
         "  (seeded {m} Sisense users in {:.1} s)",
         seeded.elapsed().as_secs_f64()
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tenant(
-            &sim.base_url(),
-            SisenseDeprovision::Deactivate,
-            demo_rules(),
-        ),
-        dir.path(),
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
     );
     reset_stats(&sim.base_url()).await;
     let started = Instant::now();
-    let bridge = start_bridge(&cfg).await.unwrap();
-    bridge.scim.wait_ready().await;
+    let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
+    let bridge = Bridge { server, scim };
     let took = started.elapsed();
     let stats = sim_stats(&sim.base_url()).await;
     let (s, v) = bridge.scim.get("/Users?count=0").await;
@@ -259,6 +263,59 @@ async fn sync(m: usize) {
         took.as_secs_f64(),
         stats["requests"],
         lookups.elapsed().as_secs_f64() * 1000.0,
+    );
+
+    // A re-sync adopting m/2 new Sisense users while the IdP creates users at concurrency 4.
+    seed(&api, "t", 0..m / 2).await;
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resync = {
+        let (conn, finished) = (conn.clone(), finished.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let report = conn.sync_now().await.unwrap();
+            finished.store(true, Ordering::SeqCst);
+            (t.elapsed(), report)
+        })
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (scim, next, finished) = (bridge.scim.clone(), next.clone(), finished.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                if finished.load(Ordering::SeqCst) {
+                    return latencies;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let t = Instant::now();
+                scim.okta_assign(&format!("during{i}@bench.test"), "D", "Uring")
+                    .await;
+                latencies.push((t.elapsed(), t - t0));
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let (resync_took, report) = resync.await.unwrap();
+    latencies.sort();
+    let worst_at = latencies.last().unwrap().1;
+    let latencies: Vec<Duration> = latencies.into_iter().map(|l| l.0).collect();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "re-sync adopting {} new users: {:.2} s; {} IdP creates (lookup + create) meanwhile: \
+         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (sent {:.1} s in; vendor pages read by {:.1} s)",
+        report.users_adopted,
+        resync_took.as_secs_f64(),
+        latencies.len(),
+        pct(0.5).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        latencies.last().unwrap().as_secs_f64() * 1000.0,
+        worst_at.as_secs_f64(),
+        report.fetch_ms as f64 / 1000.0,
     );
     bridge.server.stop().await;
     sim.stop().await;

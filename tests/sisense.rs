@@ -1075,50 +1075,6 @@ async fn role_follows_scim_roles_group_rename_and_group_delete() {
 /// The interval sync (here triggered directly): users created in Sisense while the bridge runs
 /// are found by the IdP's lookup afterwards, without a restart; a user deleted in Sisense leaves
 /// the index.
-/// The bridge with a handle on its Sisense connector, so a test can run a sync when it wants.
-async fn bridge_with_connector(
-    t: scim_bridge::config::TenantConfig,
-    data: &std::path::Path,
-) -> (
-    std::sync::Arc<scim_bridge::connector::sisense::SisenseConnector>,
-    scim_bridge::server::RunningServer,
-    Scim,
-) {
-    use scim_bridge::auth::TenantAuth;
-    use scim_bridge::connector::sisense::{preflight, SisenseConnector};
-    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
-    use std::sync::Arc;
-    let store = scim_bridge::store::Store::open(data).unwrap();
-    let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
-    let t2 = t.clone();
-    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("Sisense reachable");
-    conn.set_roles(roles);
-    conn.sync_now().await.unwrap();
-    let mut tenants = std::collections::BTreeMap::new();
-    tenants.insert(
-        TENANT.to_string(),
-        Arc::new(Tenant {
-            id: TENANT.into(),
-            auth: TenantAuth::new(&t.id, &t.tokens, None),
-            connector: conn.clone(),
-        }),
-    );
-    let state = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
-    let server =
-        scim_bridge::server::start("127.0.0.1:0".parse().unwrap(), state, Some(1)).unwrap();
-    let scim = Scim::new(&format!("http://{}", server.addr));
-    (conn, server, scim)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
     let sim = spawn_sim(SimOptions::default()).await;
@@ -1236,7 +1192,10 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
             "carol@acme.test",
             json!({"groups": [vgid], "roleId": role_id("admin")}),
         ),
-        ("native@acme.test", json!({"roleId": role_id("dataDesigner")})),
+        (
+            "native@acme.test",
+            json!({"roleId": role_id("dataDesigner")}),
+        ),
     ] {
         let id = vid(user).await;
         let (s, v) = api
@@ -1511,7 +1470,12 @@ async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
     let base = sim.base_url();
     let api = SisenseApi::login(&base).await;
     let roles = api.role_names().await;
-    let designer = roles.iter().find(|(_, n)| *n == "contributor").unwrap().0.clone();
+    let designer = roles
+        .iter()
+        .find(|(_, n)| *n == "contributor")
+        .unwrap()
+        .0
+        .clone();
     let (s, g) = api
         .call(
             reqwest::Method::POST,

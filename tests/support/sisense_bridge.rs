@@ -113,6 +113,50 @@ pub async fn start_bridge(config: &Config) -> Result<Bridge, server::StartError>
     Ok(Bridge { server, scim })
 }
 
+/// The bridge with a handle on its Sisense connector, so a test can run a sync when it wants.
+pub async fn bridge_with_connector(
+    t: scim_bridge::config::TenantConfig,
+    data: &std::path::Path,
+) -> (
+    std::sync::Arc<scim_bridge::connector::sisense::SisenseConnector>,
+    scim_bridge::server::RunningServer,
+    Scim,
+) {
+    use scim_bridge::auth::TenantAuth;
+    use scim_bridge::connector::sisense::{preflight, SisenseConnector};
+    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
+    use std::sync::Arc;
+    let store = scim_bridge::store::Store::open(data).unwrap();
+    let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
+    let t2 = t.clone();
+    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("Sisense reachable");
+    conn.set_roles(roles);
+    conn.sync_now().await.unwrap();
+    let mut tenants = std::collections::BTreeMap::new();
+    tenants.insert(
+        TENANT.to_string(),
+        Arc::new(Tenant {
+            id: TENANT.into(),
+            auth: TenantAuth::new(&t.id, &t.tokens, None),
+            connector: conn.clone(),
+        }),
+    );
+    let state = AppState {
+        tenants,
+        metrics: Metrics::new(),
+        body_limit: 1 << 20,
+        store,
+    };
+    let server =
+        scim_bridge::server::start("127.0.0.1:0".parse().unwrap(), state, Some(1)).unwrap();
+    let scim = Scim::new(&format!("http://{}", server.addr));
+    (conn, server, scim)
+}
+
 /// An IdP-like SCIM client of the tenant.
 #[derive(Clone)]
 pub struct Scim {
