@@ -838,10 +838,7 @@ impl SisenseConnector {
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
-            let me = std::slice::from_ref(&vid)
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>();
+            let me = [vid.to_string()];
             for g in wanted.iter().filter(|g| !state.groups.contains(g)) {
                 n.change_members(g, &me, &[]).await?;
             }
