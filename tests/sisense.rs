@@ -1250,7 +1250,11 @@ async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
     // Nothing changed since: a second sync pulls and corrects nothing.
     let report = conn.sync_now().await.unwrap();
     assert_eq!(
-        (report.states_refreshed, report.users_pulled, report.roles_corrected),
+        (
+            report.states_refreshed,
+            report.users_pulled,
+            report.roles_corrected
+        ),
         (0, 0, 0),
         "{report:?}"
     );
