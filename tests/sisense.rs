@@ -1128,16 +1128,30 @@ async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
 /// `sync`), and one that matches is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_pulls_sisense_side_changes_and_corrects_role_drift() {
+    sync_drift(false).await;
+}
+
+/// The same in `mode = "scim"` (the IdP's writes went through Sisense's SCIM endpoint; a steady
+/// second sync must still find nothing changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pulls_sisense_side_changes_and_corrects_role_drift_in_scim_mode() {
+    sync_drift(true).await;
+}
+
+async fn sync_drift(native: bool) {
     let sim = spawn_sim(SimOptions::default()).await;
     let api = SisenseApi::login(&sim.base_url()).await;
     // Sisense's own user, adopted by sync but never written by the IdP: not the rules' business.
     api.create_user("native@acme.test", "contributor").await;
     let dir = tempfile::tempdir().unwrap();
-    let t = tenant(
+    let mut t = tenant(
         &sim.base_url(),
         SisenseDeprovision::Deactivate,
         demo_rules(),
     );
+    if native {
+        t = scim_mode(t);
+    }
     let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
     let alice = scim.okta_assign("alice@acme.test", "Alice", "Ames").await;
     let bob = scim.okta_assign("bob@acme.test", "Bob", "Birch").await;
@@ -1466,8 +1480,9 @@ async fn online_check_reports_a_refused_scim_token() {
 
 /// `mode = "scim"` creates a user with two vendor calls (SCIM `POST`, then the role over REST).
 /// Killed between them, the bridge left a durable note; the sync at the next start adopts the
-/// Sisense user and completes the create — its groups and its role — instead of leaving it with
-/// Sisense's default role.
+/// Sisense user and completes the create — its role — instead of leaving it with Sisense's
+/// default role. A note whose completion fails is kept for the next sync; a note of a create
+/// that never reached Sisense is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
     let sim = spawn_sim(SimOptions::default()).await;
@@ -1480,43 +1495,37 @@ async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
         .unwrap()
         .0
         .clone();
-    let (s, g) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/groups",
-            Some(json!({"name": "BI Designers"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{g}");
-    let vgid = g["_id"].as_str().unwrap().to_string();
-    // What the bridge had done when it was killed: the note, then the SCIM POST.
+    let note = |role: &str| serde_json::to_vec(&json!({"roleId": role, "at": 1})).unwrap();
+    // What the bridge had done when it was killed: the notes, then the SCIM POSTs.
     let dir = tempfile::tempdir().unwrap();
     {
         let store = scim_bridge::store::Store::open(dir.path()).unwrap();
         let state = store.tree(TENANT, "sisense-state").unwrap();
         state
-            .insert(
-                "intent/half@acme.test",
-                serde_json::to_vec(&json!({"roleId": designer, "groups": [vgid]})).unwrap(),
-            )
+            .insert("intent/half@acme.test", note(&designer))
             .unwrap();
         state
-            .insert(
-                "intent/never-sent@acme.test",
-                serde_json::to_vec(&json!({"roleId": designer})).unwrap(),
-            )
+            .insert("intent/never-sent@acme.test", note(&designer))
+            .unwrap();
+        // A role Sisense does not have: the completion fails, and the note must stay.
+        state
+            .insert("intent/stuck@acme.test", note("0123456789abcdef01234567"))
             .unwrap();
         store.flush().await.unwrap();
     }
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/scim/v2/Users"))
-        .bearer_auth(SIM_SCIM_TOKEN)
-        .json(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "half@acme.test", "emails": [{"value": "half@acme.test", "primary": true}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    for login in ["half@acme.test", "stuck@acme.test"] {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/api/scim/v2/Users"))
+            .bearer_auth(SIM_SCIM_TOKEN)
+            .json(
+                &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": login, "emails": [{"value": login, "primary": true}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
     assert_eq!(api.state().await["half@acme.test"].0, "consumer");
 
     let t = scim_mode(tenant(&base, SisenseDeprovision::Deactivate, demo_rules()));
@@ -1524,10 +1533,15 @@ async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
     let state = api.state().await;
     assert_eq!(
         state["half@acme.test"],
-        ("contributor".into(), true, vec!["BI Designers".into()])
+        ("contributor".into(), true, vec![])
     );
+    assert_eq!(state["stuck@acme.test"].0, "consumer");
     assert!(scim.find_user("half@acme.test").await.is_some());
-    assert!(!state.contains_key("never-sent@acme.test"));
+    assert_eq!(
+        conn.pending_intents(),
+        1,
+        "only the failed completion's note is left"
+    );
     let entries = conn.audit().entries().unwrap();
     assert!(
         entries
@@ -1535,8 +1549,13 @@ async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
             .any(|e| e.user_name == "half@acme.test" && e.actor == "sync" && e.to == "Designer"),
         "{entries:?}"
     );
-    // Both notes are gone: a later sync has nothing to complete.
+    // The next sync retries the failed one (failing again) and leaves the finished one alone.
     let report = conn.sync_now().await.unwrap();
-    assert_eq!(report.roles_corrected, 0, "{report:?}");
+    assert_eq!(
+        (report.roles_corrected, report.roles_failed),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(conn.pending_intents(), 1);
     server.stop().await;
 }

@@ -435,6 +435,12 @@ impl SisenseConnector {
         &self.audit
     }
 
+    /// `mode = "scim"` creates whose role is not known to be set yet (durable notes that sync
+    /// completes or drops).
+    pub fn pending_intents(&self) -> usize {
+        self.state.scan_prefix("intent/").count()
+    }
+
     pub fn tenant(&self) -> &str {
         &self.tenant
     }
@@ -584,10 +590,15 @@ impl SisenseConnector {
         touched: &[&str],
         finish: Finish<'_>,
     ) -> ScimResult<()> {
-        // Whatever the IdP's write touched is the IdP's from now on: the role rules apply to it
-        // (sync corrects its role), even if sync had adopted it from Sisense.
-        for t in touched {
-            state_batch.remove(format!("adopted/{t}").into_bytes());
+        // Whatever the IdP's write touched is the IdP's: the role rules apply to it, and sync
+        // puts back a role changed in Sisense. Users sync adopted from Sisense and the IdP never
+        // wrote (and users of a version before this mark) keep their role.
+        let deleted = match finish {
+            Finish::Delete(_, id, _) => Some(id),
+            _ => None,
+        };
+        for t in touched.iter().filter(|t| Some(**t) != deleted) {
+            state_batch.insert(format!("idp/{t}").into_bytes(), &[][..]);
         }
         {
             let _io = self.io_gate.read().await;
@@ -745,7 +756,13 @@ impl SisenseConnector {
         // Two vendor calls make this create: until the role is set, a durable note says what
         // the user must get, so that a crash in between is completed by the next sync.
         let intent_key = format!("intent/{}", fold(&fields.user_name));
-        let intent = json!({ "roleId": body.get("roleId"), "groups": body.get("groups") });
+        let intent = json!({
+            "roleId": body.get("roleId"),
+            "at": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+        });
         self.state
             .insert(
                 intent_key.as_bytes(),
@@ -852,12 +869,18 @@ impl SisenseConnector {
             b.insert("roleId".into(), role);
             return self.rest_patch_user(vid, b).await;
         }
+        // What Sisense now holds: the last known profile with this PATCH's fields applied.
+        let field = |k: &str, old: Option<String>| match body.get(k) {
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(Value::Null) => None,
+            _ => old,
+        };
         Ok(wire::User {
             id: vid.to_string(),
-            email: None,
-            user_name: None,
-            first_name: None,
-            last_name: None,
+            email: field("email", state.email),
+            user_name: field("userName", state.user_name),
+            first_name: field("firstName", state.first_name),
+            last_name: field("lastName", state.last_name),
             role_id: state.role_id,
             active: Some(
                 body.get("active")
@@ -1058,7 +1081,8 @@ impl SisenseConnector {
             if let Some(r) = &desired {
                 body.insert("roleId".into(), Value::String(r.clone()));
             }
-            if !active && !self.paths.is_legacy() {
+            // v0.9 REST has no `active`; Sisense's SCIM does.
+            if !active && (self.native.is_some() || !self.paths.is_legacy()) {
                 body.insert("active".into(), Value::Bool(false));
             }
             let u = self.create_vendor_user(&fields, body).await?;
@@ -2092,6 +2116,14 @@ impl Connector for SisenseConnector {
                         .not_ready_reason()
                         .unwrap_or_else(|| "circuit open".into())
                 ));
+            }
+            // A static token never "signs in": a revoked one shows as the last error, until a
+            // request succeeds again.
+            if let Some(e) = health
+                .last_error
+                .filter(|e| e.starts_with("vendor sign-in failed"))
+            {
+                return Err(format!("Sisense SCIM endpoint refuses the token: {e}"));
             }
         }
         if !health.signed_in {

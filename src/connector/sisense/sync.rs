@@ -123,6 +123,18 @@ pub async fn fetch_all<T: DeserializeOwned>(
 
 pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     let started = Instant::now();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    // Notes of `mode = "scim"` creates whose role may not be set (read before the pages, so a
+    // note written later belongs to a create this sync may not see).
+    let mut notes: HashMap<String, Value> = HashMap::new();
+    for kv in c.state.scan_prefix("intent/") {
+        let (k, v) = kv.map_err(StoreError::from)?;
+        let login = String::from_utf8_lossy(&k["intent/".len()..]).into_owned();
+        notes.insert(login, serde_json::from_slice(&v).unwrap_or(Value::Null));
+    }
     let (groups, users) = tokio::try_join!(
         fetch_all::<wire::Group>(&c.client, c.paths.groups()),
         fetch_all::<wire::User>(&c.client, c.paths.users()),
@@ -217,34 +229,49 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     }
 
     // Users.
-    let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut changed: Vec<(String, &wire::User)> = Vec::new();
+    let mut changed: Vec<Changed> = Vec::new();
     let mut intents: Vec<(String, &wire::User, Value)> = Vec::new();
     let mut names_taken = HashSet::new();
+    let mut seen_logins: HashSet<String> = HashSet::new();
     // In chunks, each under the commit lock: the IdP's writes interleave instead of waiting
-    // for the whole directory (every check below is made again under the lock, per user).
+    // for the whole directory (every check below is made again under the lock, per user). An
+    // adopted user's memberships are committed with its chunk.
     for chunk in users.chunks(CHUNK) {
         {
             let _io = c.io_gate.read().await;
             let _g = c.commit_lock.lock();
             let mut batch = sled::Batch::default();
             let mut state_batch = sled::Batch::default();
+            let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
             for u in chunk {
+                let key = u.login().map(fold);
+                let note = key.as_ref().and_then(|k| notes.get(k));
+                if let (Some(k), Some(_)) = (&key, note) {
+                    seen_logins.insert(k.clone());
+                }
                 match dir.scim_id(ResourceKind::User, &u.id)? {
                     Some(sid) => {
                         if recent(&sid) {
                             continue;
                         }
+                        if let Some(n) = note {
+                            intents.push((sid.clone(), u, n.clone()));
+                        }
                         let st = VendorState::of(u);
-                        if c.load_state(&sid)?.as_ref() != Some(&st) {
+                        let old = c.load_state(&sid)?;
+                        if old.as_ref() != Some(&st) {
                             SisenseConnector::put_state(&mut state_batch, &sid, &st);
                             report.states_refreshed += 1;
-                            changed.push((sid, u));
+                            let role_moved = old.is_none_or(|o| o.role_id != st.role_id);
+                            changed.push(Changed {
+                                sid,
+                                user: u,
+                                role_moved,
+                            });
                         }
                     }
                     None => {
-                        let Some(login) = u.login() else { continue };
-                        let key = fold(login);
+                        let Some(key) = key else { continue };
                         if c.pending_users.lock().contains(&key)
                             || c.state
                                 .contains_key(format!("tomb/{}", u.id))
@@ -268,19 +295,10 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                         dir.bump_count(&mut batch, ResourceKind::User, 1);
                         dir.link(&mut batch, ResourceKind::User, &sid, &u.id);
                         SisenseConnector::put_state(&mut state_batch, &sid, &VendorState::of(u));
-                        // A bridge create cut short between its vendor calls (`mode = "scim"`)
-                        // is the IdP's user and is completed below; anything else stays
-                        // Sisense's own (the role rules apply once the IdP writes it).
-                        match c
-                            .state
-                            .get(format!("intent/{key}"))
-                            .map_err(StoreError::from)?
-                            .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
-                        {
-                            Some(intent) => intents.push((sid.clone(), u, intent)),
-                            None => {
-                                state_batch.insert(format!("adopted/{sid}").into_bytes(), &[][..])
-                            }
+                        // A bridge create cut short between its vendor calls is completed
+                        // below; any other adopted user stays Sisense's own (no `idp/` mark).
+                        if let Some(n) = note {
+                            intents.push((sid.clone(), u, n.clone()));
                         }
                         for vg in &u.groups {
                             if let Some(gid) = dir.scim_id(ResourceKind::Group, vg)? {
@@ -295,26 +313,20 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                 }
             }
             dir.commit(batch)?;
+            let mut batch = sled::Batch::default();
+            for (gid, members) in memberships {
+                dir.apply_member_ops(&mut batch, &gid, &[MemberOp::Add(members)])?;
+            }
+            dir.commit(batch)?;
             c.state.apply_batch(state_batch).map_err(StoreError::from)?;
         }
         tokio::task::yield_now().await;
     }
-    {
-        let _io = c.io_gate.read().await;
-        let _g = c.commit_lock.lock();
-        let mut batch = sled::Batch::default();
-        for (gid, members) in memberships.drain() {
-            dir.apply_member_ops(&mut batch, &gid, &[MemberOp::Add(members)])?;
-        }
-        dir.commit(batch)?;
-    }
 
-    {
-        let _io = c.io_gate.read().await;
-        pull_changes(c, &changed, &recent, &mut report)?;
-    }
+    pull_changes(c, &changed, &recent, &mut report).await?;
     correct_roles(c, &changed, &recent, &mut report).await?;
-    complete_intents(c, &intents, &mut report).await?;
+    complete_intents(c, &intents, &recent, &mut report).await?;
+    drop_finished_notes(c, &notes, &seen_logins, started_ms)?;
 
     // Mapped users missing from the pages: confirm by id before letting them go.
     let vendor_users: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
@@ -416,76 +428,96 @@ fn pulled_profile(doc: &Value, u: &wire::User) -> Option<Value> {
     differs.then_some(out)
 }
 
-/// Profile and membership changes made in Sisense to mapped users, written into the index.
-fn pull_changes(
+/// A mapped user whose vendor state differs from the last one the bridge saw.
+struct Changed<'a> {
+    sid: String,
+    user: &'a wire::User,
+    /// Its role differs from the last known one (changed in Sisense, not by the rules).
+    role_moved: bool,
+}
+
+/// Profile and membership changes made in Sisense to mapped users, written into the index —
+/// per chunk, under the users' locks (an IdP write in flight is not overwritten) and the commit
+/// lock.
+async fn pull_changes(
     c: &SisenseConnector,
-    changed: &[(String, &wire::User)],
-    recent: &dyn Fn(&str) -> bool,
+    changed: &[Changed<'_>],
+    recent: &(dyn Fn(&str) -> bool + Sync),
     report: &mut SyncReport,
 ) -> ScimResult<()> {
-    if changed.is_empty() {
-        return Ok(());
-    }
     let dir = &c.dir;
-    let _g = c.commit_lock.lock();
-    let mut batch = sled::Batch::default();
-    let mut adds: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut removes: HashMap<String, Vec<String>> = HashMap::new();
-    for (sid, u) in changed {
-        if recent(sid) {
-            continue;
-        }
-        let Some(old) = dir.load(ResourceKind::User, sid)? else {
-            continue;
-        };
-        let mut pulled = false;
-        if let Some(mut doc) = pulled_profile(&old, u) {
-            let (unique, _) = index_keys(ResourceKind::User, sid, &doc);
-            if dir
-                .check_unique(ResourceKind::User, &unique, Some(sid))
-                .is_ok()
-            {
-                dir.stamp(ResourceKind::User, &mut doc, Some(&old));
-                dir.write_doc(&mut batch, ResourceKind::User, sid, &doc, Some(&old));
-                pulled = true;
-            } else {
-                tracing::warn!(tenant = %c.tenant, user = %sid, "Sisense profile change not pulled: its userName or email is another SCIM user's");
+    for chunk in changed.chunks(CHUNK) {
+        let _locks = c
+            .user_locks
+            .lock_all(chunk.iter().map(|ch| ch.sid.as_str()))
+            .await;
+        let _io = c.io_gate.read().await;
+        let mut pulled_here = 0;
+        {
+            let _g = c.commit_lock.lock();
+            let mut batch = sled::Batch::default();
+            let mut adds: HashMap<String, Vec<Value>> = HashMap::new();
+            let mut removes: HashMap<String, Vec<String>> = HashMap::new();
+            for Changed { sid, user: u, .. } in chunk {
+                if recent(sid)
+                    || dir.vendor_id(ResourceKind::User, sid)?.as_deref() != Some(u.id.as_str())
+                {
+                    continue;
+                }
+                let Some(old) = dir.load(ResourceKind::User, sid)? else {
+                    continue;
+                };
+                let mut pulled = false;
+                if let Some(mut doc) = pulled_profile(&old, u) {
+                    let (unique, _) = index_keys(ResourceKind::User, sid, &doc);
+                    if dir
+                        .check_unique(ResourceKind::User, &unique, Some(sid))
+                        .is_ok()
+                    {
+                        dir.stamp(ResourceKind::User, &mut doc, Some(&old));
+                        dir.write_doc(&mut batch, ResourceKind::User, sid, &doc, Some(&old));
+                        pulled = true;
+                    } else {
+                        tracing::warn!(tenant = %c.tenant, user = %sid, "Sisense profile change not pulled: its userName or email is another SCIM user's");
+                    }
+                }
+                let in_vendor: HashSet<String> = u
+                    .groups
+                    .iter()
+                    .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
+                    .collect();
+                let in_dir = dir.groups_of(sid)?;
+                for g in &in_dir {
+                    if !in_vendor.contains(g) && dir.vendor_id(ResourceKind::Group, g)?.is_some() {
+                        removes.entry(g.clone()).or_default().push(sid.clone());
+                        pulled = true;
+                    }
+                }
+                for g in in_vendor {
+                    if !in_dir.contains(&g) {
+                        adds.entry(g).or_default().push(json!({ "value": sid }));
+                        pulled = true;
+                    }
+                }
+                pulled_here += usize::from(pulled);
             }
-        }
-        let in_vendor: HashSet<String> = u
-            .groups
-            .iter()
-            .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
-            .collect();
-        let in_dir = dir.groups_of(sid)?;
-        for g in &in_dir {
-            if !in_vendor.contains(g) && dir.vendor_id(ResourceKind::Group, g)?.is_some() {
-                removes.entry(g.clone()).or_default().push(sid.clone());
-                pulled = true;
+            dir.commit(batch)?;
+            let mut batch = sled::Batch::default();
+            let groups: HashSet<String> = adds.keys().chain(removes.keys()).cloned().collect();
+            for gid in groups {
+                let mut ops = Vec::new();
+                if let Some(r) = removes.remove(&gid) {
+                    ops.push(MemberOp::Remove(r));
+                }
+                if let Some(a) = adds.remove(&gid) {
+                    ops.push(MemberOp::Add(a));
+                }
+                dir.apply_member_ops(&mut batch, &gid, &ops)?;
             }
+            dir.commit(batch)?;
         }
-        for g in in_vendor {
-            if !in_dir.contains(&g) {
-                adds.entry(g).or_default().push(json!({ "value": sid }));
-                pulled = true;
-            }
-        }
-        report.users_pulled += usize::from(pulled);
+        report.users_pulled += pulled_here;
     }
-    dir.commit(batch)?;
-    let mut batch = sled::Batch::default();
-    let groups: HashSet<String> = adds.keys().chain(removes.keys()).cloned().collect();
-    for gid in groups {
-        let mut ops = Vec::new();
-        if let Some(r) = removes.remove(&gid) {
-            ops.push(MemberOp::Remove(r));
-        }
-        if let Some(a) = adds.remove(&gid) {
-            ops.push(MemberOp::Add(a));
-        }
-        dir.apply_member_ops(&mut batch, &gid, &ops)?;
-    }
-    dir.commit(batch)?;
     Ok(())
 }
 
@@ -493,7 +525,7 @@ fn pull_changes(
 /// actor `sync`). A failure is logged and left for the next sync.
 async fn correct_roles(
     c: &SisenseConnector,
-    changed: &[(String, &wire::User)],
+    changed: &[Changed<'_>],
     recent: &(dyn Fn(&str) -> bool + Sync),
     report: &mut SyncReport,
 ) -> ScimResult<()> {
@@ -502,20 +534,29 @@ async fn correct_roles(
     };
     let table = &table;
     // Owned items: a stream of borrowed ones trips the spawned future's `Send` check.
-    let todo: Vec<(String, String, Option<String>)> = changed
+    let todo: Vec<(String, String, Option<String>, bool)> = changed
         .iter()
-        .map(|(sid, u)| (sid.clone(), u.id.clone(), u.role_id.clone()))
+        .map(|ch| {
+            (
+                ch.sid.clone(),
+                ch.user.id.clone(),
+                ch.user.role_id.clone(),
+                ch.role_moved,
+            )
+        })
         .collect();
     let results = futures_util::stream::iter(todo)
-        .map(|(sid, vid, role)| async move {
+        .map(|(sid, vid, role, role_moved)| async move {
             let sid = sid.as_str();
             let _lock = c.user_locks.lock(sid).await;
             if recent(sid) {
                 return Ok(None);
             }
             let dir = &c.dir;
-            if c.state
-                .contains_key(format!("adopted/{sid}"))
+            // Only users the IdP has written are the rules' business.
+            if !c
+                .state
+                .contains_key(format!("idp/{sid}"))
                 .map_err(StoreError::from)?
             {
                 return Ok(None);
@@ -534,14 +575,12 @@ async fn correct_roles(
             let mut body = Map::new();
             body.insert("roleId".into(), Value::String(plan.to.clone()));
             let nu = c.patch_vendor_user(&vid, body).await?;
-            let mut entry = c.audit_entry(
-                table,
-                sid,
-                &doc,
-                &vid,
-                &plan,
-                "role changed in Sisense, against the role rules",
-            );
+            let cause = if role_moved {
+                "role changed in Sisense, against the role rules"
+            } else {
+                "membership or profile changed in Sisense; role re-evaluated"
+            };
+            let mut entry = c.audit_entry(table, sid, &doc, &vid, &plan, cause);
             entry.actor = "sync".into();
             Ok::<_, crate::scim::ScimError>(Some((sid.to_string(), VendorState::of(&nu), entry)))
         })
@@ -578,79 +617,77 @@ async fn correct_roles(
 }
 
 /// Completes creates cut short between the SCIM `POST` and the role (`mode = "scim"`): the
-/// user joins the groups and gets the role the create meant to give. Then every note of a create
-/// not in flight is dropped (done, or it never reached Sisense).
+/// user gets the role the create meant to give, and becomes the IdP's. A note is dropped once
+/// done, or when the IdP has written the user since (its write evaluated the rules); a failed
+/// completion keeps it for the next sync.
 async fn complete_intents(
     c: &SisenseConnector,
     intents: &[(String, &wire::User, Value)],
+    recent: &(dyn Fn(&str) -> bool + Sync),
     report: &mut SyncReport,
 ) -> ScimResult<()> {
+    if intents.is_empty() {
+        return Ok(());
+    }
     let table = c.roles.read().clone();
     let mut state_batch = sled::Batch::default();
     let mut audit = Vec::new();
-    for (sid, u, intent) in intents {
+    for (sid, u, note) in intents {
         let _lock = c.user_locks.lock(sid).await;
-        let groups: Vec<String> = intent["groups"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|g| !u.groups.iter().any(|h| h == g))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut done = Ok(None);
-        if let Some(n) = &c.native {
-            for g in &groups {
-                if let Err(e) = n.change_members(g, std::slice::from_ref(&u.id), &[]).await {
-                    done = Err(e);
-                }
-            }
+        let dir = &c.dir;
+        if recent(sid) || dir.vendor_id(ResourceKind::User, sid)?.as_deref() != Some(u.id.as_str())
+        {
+            continue;
         }
-        let role = intent["roleId"]
+        let note_key = format!("intent/{}", u.login().map(fold).unwrap_or_default());
+        if c.state
+            .contains_key(format!("idp/{sid}"))
+            .map_err(StoreError::from)?
+        {
+            state_batch.remove(note_key.into_bytes());
+            continue;
+        }
+        let role = note["roleId"]
             .as_str()
             .filter(|r| u.role_id.as_deref() != Some(*r));
-        if let (Ok(_), Some(role)) = (&done, role) {
-            let mut body = Map::new();
-            body.insert("roleId".into(), Value::String(role.to_string()));
-            done = c.patch_vendor_user(&u.id, body).await.map(Some);
-        }
-        match done {
-            Ok(Some(nu)) => {
-                SisenseConnector::put_state(&mut state_batch, sid, &VendorState::of(&nu));
-                if let (Some(table), Some(doc)) = (&table, c.dir.load(ResourceKind::User, sid)?) {
-                    let plan = super::RolePlan {
-                        from: u.role_id.clone(),
-                        to: nu.role_id.clone().unwrap_or_default(),
-                    };
-                    let mut entry = c.audit_entry(
-                        table,
-                        sid,
-                        &doc,
-                        &u.id,
-                        &plan,
-                        "create, completed by sync after an interruption",
-                    );
-                    entry.actor = "sync".into();
-                    audit.push(entry);
-                }
-                report.roles_corrected += 1;
+        let done = match role {
+            Some(role) => {
+                let mut body = Map::new();
+                body.insert("roleId".into(), Value::String(role.to_string()));
+                c.patch_vendor_user(&u.id, body).await.map(Some)
             }
-            Ok(None) => {}
+            None => Ok(None),
+        };
+        match done {
+            Ok(nu) => {
+                if let Some(nu) = &nu {
+                    SisenseConnector::put_state(&mut state_batch, sid, &VendorState::of(nu));
+                    if let (Some(table), Some(doc)) = (&table, dir.load(ResourceKind::User, sid)?) {
+                        let plan = super::RolePlan {
+                            from: u.role_id.clone(),
+                            to: nu.role_id.clone().unwrap_or_default(),
+                        };
+                        let mut entry = c.audit_entry(
+                            table,
+                            sid,
+                            &doc,
+                            &u.id,
+                            &plan,
+                            "create, completed by sync after an interruption",
+                        );
+                        entry.actor = "sync".into();
+                        audit.push(entry);
+                    }
+                    report.roles_corrected += 1;
+                }
+                state_batch.remove(note_key.into_bytes());
+                // The create was the IdP's: the rules apply to the user from now on.
+                state_batch.insert(format!("idp/{sid}").into_bytes(), &[][..]);
+            }
             Err(e) => {
                 report.roles_failed += 1;
-                // Left to the rules: the IdP's next write of the user evaluates them.
-                tracing::warn!(tenant = %c.tenant, user = %sid, error = %e.detail, "interrupted create not completed");
+                tracing::warn!(tenant = %c.tenant, user = %sid, error = %e.detail, "interrupted create not completed; the next sync retries");
             }
-        }
-    }
-    let pending = c.pending_users.lock().clone();
-    for k in c.state.scan_prefix("intent/").keys() {
-        let k = k.map_err(StoreError::from)?;
-        let login = String::from_utf8_lossy(&k["intent/".len()..]).into_owned();
-        if !pending.contains(&login) {
-            state_batch.remove(k);
         }
     }
     c.commit(
@@ -661,6 +698,26 @@ async fn complete_intents(
         super::Finish::Nothing,
     )
     .await
+}
+
+/// Drops notes of creates that never reached Sisense: no user in the pages has the login, the
+/// note predates this sync, and no create of that login is in flight.
+fn drop_finished_notes(
+    c: &SisenseConnector,
+    notes: &HashMap<String, Value>,
+    seen: &HashSet<String>,
+    started_ms: u64,
+) -> ScimResult<()> {
+    let mut batch = sled::Batch::default();
+    for (login, note) in notes {
+        let at = note["at"].as_u64().unwrap_or(0);
+        if seen.contains(login) || at >= started_ms || c.pending_users.lock().contains(login) {
+            continue;
+        }
+        batch.remove(format!("intent/{login}").into_bytes());
+    }
+    c.state.apply_batch(batch).map_err(StoreError::from)?;
+    Ok(())
 }
 
 /// Drops a user Sisense no longer has, unless it changed meanwhile.
