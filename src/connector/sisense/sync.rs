@@ -8,9 +8,12 @@
 //!   user's Sisense groups become its memberships;
 //! - a mapped user's last known vendor state (role, groups, activation, profile) is refreshed;
 //!   when it changed in Sisense since the bridge last saw it, the change is pulled into the
-//!   index (userName, email, names, activation, membership of mirrored groups), and a role that
-//!   no longer matches the role rules is put back — the rules are authoritative, and each
-//!   correction is audited with actor `sync`;
+//!   index (userName, email, names, activation, membership of mirrored groups), and, for users
+//!   the IdP has written (`idp/{id}` in the state tree), a role that no longer matches the rules
+//!   is put back — the rules are authoritative, and each correction is audited with actor
+//!   `sync`; users adopted from Sisense keep their role until the IdP writes them;
+//! - a `mode = "scim"` create killed between its SCIM `POST` and its role left a note
+//!   (`intent/{login}`): the user is adopted and given the role; the note goes once done;
 //! - a mapped group renamed in Sisense is renamed in the index;
 //! - a mapped object gone from Sisense (checked by id for users, since skip/limit paging over a
 //!   changing list can miss one) leaves the index;
