@@ -1559,3 +1559,57 @@ async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
     assert_eq!(conn.pending_intents(), 1);
     server.stop().await;
 }
+
+/// `mode = "scim"`: when Sisense starts refusing the SCIM token (revoked in Admin > Security),
+/// writes get 503 with Retry-After and `/readyz` names the tenant and the token — a static token
+/// never "signs in", so readiness must come from the refusals themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_mode_revoked_token_makes_the_tenant_not_ready() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let addr = sim.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        scim_mode(tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        )),
+        dir.path(),
+    );
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    // The same Sisense, now with another SCIM token.
+    sim.stop().await;
+    let _sim = scim_bridge::sim::start(
+        scim_bridge::sim::Vendor::Sisense,
+        addr,
+        SimOptions {
+            switches: vec![("sisense.scim_token".into(), "rotated-token".into())],
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .expect("simulator restarts on the same port");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/Users", bridge.scim.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(json!({"userName": "late@acme.test"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let ready = http
+        .get(format!("{}/readyz", bridge.scim.root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let why = body["tenants"]["acme"].to_string();
+    assert!(why.contains("SCIM endpoint refuses the token"), "{body}");
+    assert!(!why.contains(SIM_SCIM_TOKEN), "{body}");
+    bridge.server.stop().await;
+}
