@@ -830,8 +830,9 @@ impl SisenseConnector {
     }
 
     /// A partial update of a Sisense user (REST field names; `groups` is the full list). In
-    /// `mode = "scim"` the profile and activation go over SCIM, group changes as SCIM member
-    /// PATCHes, and the role over REST.
+    /// `mode = "scim"` the profile and activation go over SCIM and the role over REST; membership
+    /// never comes this way there (`change_group` sends the group's member PATCH, and
+    /// `create_native_user` puts a recreated user back in its groups).
     async fn patch_vendor_user(
         &self,
         vid: &str,
@@ -841,29 +842,17 @@ impl SisenseConnector {
             return self.rest_patch_user(vid, body).await;
         };
         let role = body.remove("roleId");
-        let groups = body.remove("groups");
+        debug_assert!(
+            !body.contains_key("groups"),
+            "scim mode: membership by group"
+        );
+        body.remove("groups");
         let state = match self.dir.scim_id(ResourceKind::User, vid)? {
             Some(sid) => self.load_state(&sid)?,
             None => None,
         }
         .unwrap_or_default();
         n.patch_user(vid, native::user_ops(&body)).await?;
-        let mut now_in = state.groups.clone();
-        if let Some(Value::Array(wanted)) = groups {
-            let wanted: Vec<String> = wanted
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect();
-            let me = [vid.to_string()];
-            for g in wanted.iter().filter(|g| !state.groups.contains(g)) {
-                n.change_members(g, &me, &[]).await?;
-            }
-            for g in state.groups.iter().filter(|g| !wanted.contains(g)) {
-                n.change_members(g, &[], &me).await?;
-            }
-            now_in = wanted;
-        }
         if let Some(role) = role {
             let mut b = Map::new();
             b.insert("roleId".into(), role);
@@ -887,7 +876,7 @@ impl SisenseConnector {
                     .and_then(Value::as_bool)
                     .unwrap_or(state.active),
             ),
-            groups: now_in,
+            groups: state.groups,
         })
     }
 
