@@ -276,6 +276,14 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// Wall-clock milliseconds (the time stamp of a create's note, compared across restarts).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 fn fold(s: &str) -> String {
     s.to_lowercase()
 }
@@ -758,10 +766,7 @@ impl SisenseConnector {
         let intent_key = format!("intent/{}", fold(&fields.user_name));
         let intent = json!({
             "roleId": body.get("roleId"),
-            "at": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
+            "at": now_ms(),
         });
         self.state
             .insert(
@@ -2087,25 +2092,20 @@ impl Connector for SisenseConnector {
         if let Some(f) = self.fatal.read().clone() {
             return Err(format!("role rules do not resolve against Sisense: {f}"));
         }
-        let health = self.client.health();
-        if let super::http::BreakerState::Open { .. } = health.breaker {
-            return Err(format!(
-                "Sisense unavailable: {}",
+        let open = |what: &str, health: &super::http::ClientHealth| match health.breaker {
+            super::http::BreakerState::Open { .. } => Err(format!(
+                "{what} unavailable: {}",
                 health
                     .not_ready_reason()
                     .unwrap_or_else(|| "circuit open".into())
-            ));
-        }
+            )),
+            _ => Ok(()),
+        };
+        let health = self.client.health();
+        open("Sisense", &health)?;
         if let Some(n) = &self.native {
             let health = n.client.health();
-            if let super::http::BreakerState::Open { .. } = health.breaker {
-                return Err(format!(
-                    "Sisense SCIM endpoint unavailable: {}",
-                    health
-                        .not_ready_reason()
-                        .unwrap_or_else(|| "circuit open".into())
-                ));
-            }
+            open("Sisense SCIM endpoint", &health)?;
             // A static token never "signs in": a revoked one shows as the last error, until a
             // request succeeds again.
             if let Some(e) = health

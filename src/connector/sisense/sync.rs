@@ -25,7 +25,7 @@
 //! waves of parallel requests until one comes back short.
 
 use super::wire::{self, scim_user_from_vendor};
-use super::{fold, SisenseConnector, VendorState, FAN_OUT};
+use super::{fold, now_ms, SisenseConnector, VendorState, FAN_OUT};
 use crate::connector::http::{VendorClient, VendorError, VendorRequest};
 use crate::scim::patch::MemberOp;
 use crate::scim::schema::ResourceKind;
@@ -126,10 +126,7 @@ pub async fn fetch_all<T: DeserializeOwned>(
 
 pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     let started = Instant::now();
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    let started_ms = now_ms();
     // Notes of `mode = "scim"` creates whose role may not be set (read before the pages, so a
     // note written later belongs to a create this sync may not see).
     let mut notes: HashMap<String, Value> = HashMap::new();
