@@ -1613,3 +1613,57 @@ async fn scim_mode_revoked_token_makes_the_tenant_not_ready() {
     assert!(!why.contains(SIM_SCIM_TOKEN), "{body}");
     bridge.server.stop().await;
 }
+
+/// Editing the role rules re-evaluates, at the next start's sync, every user the IdP has
+/// written (audited as `sync`); Sisense's own users keep their role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_role_rules_apply_to_existing_users_at_the_next_sync() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    api.create_user("own@acme.test", "contributor").await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        demo_rules(),
+    );
+    let (conn, server, scim) = bridge_with_connector(t.clone(), dir.path()).await;
+    let rita = scim.okta_assign("rita@acme.test", "Rita", "Ray").await;
+    let (s, _) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "BI Designers", "members": [{"value": rita}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(api.state().await["rita@acme.test"].0, "contributor");
+    // A steady sync with the same rules changes nothing.
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(report.roles_corrected, 0, "{report:?}");
+    server.stop().await;
+    drop(conn);
+
+    let mut edited = t;
+    edited.roles = RoleRules {
+        default: Some("Viewer".into()),
+        rules: vec![RoleRule {
+            group: Some("BI Designers".into()),
+            role: "Admin".into(),
+        }],
+    };
+    let (conn, server, _scim) = bridge_with_connector(edited, dir.path()).await;
+    let state = api.state().await;
+    assert_eq!(state["rita@acme.test"].0, "admin", "{state:?}");
+    assert_eq!(state["own@acme.test"].0, "contributor", "{state:?}");
+    let entries = conn.audit().entries().unwrap();
+    assert!(
+        entries.iter().any(|e| e.user_name == "rita@acme.test"
+            && e.actor == "sync"
+            && e.cause.contains("rules edited")
+            && e.to == "Admin"),
+        "{entries:?}"
+    );
+    let report = conn.sync_now().await.unwrap();
+    assert_eq!(report.roles_corrected, 0, "once: {report:?}");
+    server.stop().await;
+}

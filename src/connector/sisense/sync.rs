@@ -11,7 +11,9 @@
 //!   index (userName, email, names, activation, membership of mirrored groups), and, for users
 //!   the IdP has written (`idp/{id}` in the state tree), a role that no longer matches the rules
 //!   is put back — the rules are authoritative, and each correction is audited with actor
-//!   `sync`; users adopted from Sisense keep their role until the IdP writes them;
+//!   `sync`; users adopted from Sisense keep their role until the IdP writes them; after an
+//!   edit of the role rules (the rules last applied are kept as `rules`), every mapped user is
+//!   re-evaluated once;
 //! - a `mode = "scim"` create killed between its SCIM `POST` and its role left a note
 //!   (`intent/{login}`): the user is adopted and given the role; the note goes once done;
 //! - a mapped group renamed in Sisense is renamed in the index;
@@ -228,7 +230,13 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
         dir.commit(batch)?;
     }
 
-    // Users.
+    // Users. After an edit of the role rules every mapped user is re-evaluated once.
+    let rules_now = format!("{:?}", c.rules);
+    let rules_changed = c
+        .state
+        .get("rules")
+        .map_err(StoreError::from)?
+        .is_none_or(|r| r.as_ref() != rules_now.as_bytes());
     let mut changed: Vec<Changed> = Vec::new();
     let mut intents: Vec<(String, &wire::User, Value)> = Vec::new();
     let mut names_taken = HashSet::new();
@@ -262,11 +270,17 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
                         if old.as_ref() != Some(&st) {
                             SisenseConnector::put_state(&mut state_batch, &sid, &st);
                             report.states_refreshed += 1;
-                            let role_moved = old.is_none_or(|o| o.role_id != st.role_id);
+                            let why = if old.is_none_or(|o| o.role_id != st.role_id) {
+                                Why::RoleChangedInSisense
+                            } else {
+                                Why::ChangedInSisense
+                            };
+                            changed.push(Changed { sid, user: u, why });
+                        } else if rules_changed {
                             changed.push(Changed {
                                 sid,
                                 user: u,
-                                role_moved,
+                                why: Why::RulesChanged,
                             });
                         }
                     }
@@ -324,9 +338,17 @@ pub(super) async fn run(c: &SisenseConnector) -> ScimResult<SyncReport> {
     }
 
     pull_changes(c, &changed, &recent, &mut report).await?;
+    let failed_before = report.roles_failed;
     correct_roles(c, &changed, &recent, &mut report).await?;
+    let rules_applied = report.roles_failed == failed_before && c.roles.read().is_some();
     complete_intents(c, &intents, &recent, &mut report).await?;
     drop_finished_notes(c, &notes, &seen_logins, started_ms)?;
+    // Recorded once every user got its role under these rules (else the next sync retries).
+    if rules_changed && rules_applied {
+        c.state
+            .insert("rules", rules_now.as_bytes())
+            .map_err(StoreError::from)?;
+    }
 
     // Mapped users missing from the pages: confirm by id before letting them go.
     let vendor_users: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
@@ -428,12 +450,32 @@ fn pulled_profile(doc: &Value, u: &wire::User) -> Option<Value> {
     differs.then_some(out)
 }
 
-/// A mapped user whose vendor state differs from the last one the bridge saw.
+/// A mapped user whose vendor state differs from the last one the bridge saw, or whose role
+/// the edited rules may move.
 struct Changed<'a> {
     sid: String,
     user: &'a wire::User,
+    why: Why,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
     /// Its role differs from the last known one (changed in Sisense, not by the rules).
-    role_moved: bool,
+    RoleChangedInSisense,
+    /// Its profile or membership changed in Sisense.
+    ChangedInSisense,
+    /// Unchanged, but the role rules were edited since the last sync.
+    RulesChanged,
+}
+
+impl Why {
+    fn cause(self) -> &'static str {
+        match self {
+            Why::RoleChangedInSisense => "role changed in Sisense, against the role rules",
+            Why::ChangedInSisense => "membership or profile changed in Sisense; role re-evaluated",
+            Why::RulesChanged => "role rules edited; role re-evaluated",
+        }
+    }
 }
 
 /// Profile and membership changes made in Sisense to mapped users, written into the index —
@@ -446,7 +488,11 @@ async fn pull_changes(
     report: &mut SyncReport,
 ) -> ScimResult<()> {
     let dir = &c.dir;
-    for chunk in changed.chunks(CHUNK) {
+    let in_sisense: Vec<&Changed> = changed
+        .iter()
+        .filter(|ch| ch.why != Why::RulesChanged)
+        .collect();
+    for chunk in in_sisense.chunks(CHUNK) {
         let _locks = c
             .user_locks
             .lock_all(chunk.iter().map(|ch| ch.sid.as_str()))
@@ -458,7 +504,7 @@ async fn pull_changes(
             let mut batch = sled::Batch::default();
             let mut adds: HashMap<String, Vec<Value>> = HashMap::new();
             let mut removes: HashMap<String, Vec<String>> = HashMap::new();
-            for Changed { sid, user: u, .. } in chunk {
+            for Changed { sid, user: u, .. } in chunk.iter().copied() {
                 if recent(sid)
                     || dir.vendor_id(ResourceKind::User, sid)?.as_deref() != Some(u.id.as_str())
                 {
@@ -534,19 +580,19 @@ async fn correct_roles(
     };
     let table = &table;
     // Owned items: a stream of borrowed ones trips the spawned future's `Send` check.
-    let todo: Vec<(String, String, Option<String>, bool)> = changed
+    let todo: Vec<(String, String, Option<String>, Why)> = changed
         .iter()
         .map(|ch| {
             (
                 ch.sid.clone(),
                 ch.user.id.clone(),
                 ch.user.role_id.clone(),
-                ch.role_moved,
+                ch.why,
             )
         })
         .collect();
     let results = futures_util::stream::iter(todo)
-        .map(|(sid, vid, role, role_moved)| async move {
+        .map(|(sid, vid, role, why)| async move {
             let sid = sid.as_str();
             let _lock = c.user_locks.lock(sid).await;
             if recent(sid) {
@@ -575,12 +621,7 @@ async fn correct_roles(
             let mut body = Map::new();
             body.insert("roleId".into(), Value::String(plan.to.clone()));
             let nu = c.patch_vendor_user(&vid, body).await?;
-            let cause = if role_moved {
-                "role changed in Sisense, against the role rules"
-            } else {
-                "membership or profile changed in Sisense; role re-evaluated"
-            };
-            let mut entry = c.audit_entry(table, sid, &doc, &vid, &plan, cause);
+            let mut entry = c.audit_entry(table, sid, &doc, &vid, &plan, why.cause());
             entry.actor = "sync".into();
             Ok::<_, crate::scim::ScimError>(Some((sid.to_string(), VendorState::of(&nu), entry)))
         })
