@@ -124,22 +124,19 @@ async fn okta_sequence(scim: &Scim, api: &SisenseApi) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_sequence_ends_with_the_right_sisense_state() {
-    let sim = spawn_sim(SimOptions::default()).await;
-    let api = SisenseApi::login(&sim.base_url()).await;
-    api.create_user("pre@acme.test", "consumer").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tenant(
-            &sim.base_url(),
-            SisenseDeprovision::Deactivate,
-            demo_rules(),
-        ),
-        dir.path(),
-    );
-    let bridge = start_bridge(&cfg).await.unwrap();
-    bridge.scim.wait_ready().await;
-    okta_sequence(&bridge.scim, &api).await;
-    let state = api.state().await;
+    okta_end_state(false).await;
+}
+
+/// `mode = "scim"`: the Okta sequence ends with the same Sisense state as over REST — users,
+/// groups and membership written through Sisense's SCIM endpoint, roles through REST (which
+/// Sisense's SCIM never sets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sequence_in_scim_mode() {
+    okta_end_state(true).await;
+}
+
+/// What the Okta sequence leaves in Sisense: five users and the admin.
+fn assert_okta_end_state(state: &std::collections::HashMap<String, UserState>) {
     for (name, want) in expect(&[
         ("ada@acme.test", "admin", true, &["BI Admins"]),
         ("bob@acme.test", "contributor", true, &["BI Designers"]),
@@ -148,6 +145,40 @@ async fn okta_sequence_ends_with_the_right_sisense_state() {
         ("pre@acme.test", "contributor", true, &["BI Designers"]),
     ]) {
         assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
+    }
+}
+
+async fn okta_end_state(native: bool) {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let base = sim.base_url();
+    let api = SisenseApi::login(&base).await;
+    api.create_user("pre@acme.test", "consumer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenant(&base, SisenseDeprovision::Deactivate, demo_rules());
+    if native {
+        t = scim_mode(t);
+    }
+    let cfg = config(t, dir.path());
+    let bridge = start_bridge(&cfg).await.unwrap();
+    bridge.scim.wait_ready().await;
+    reset_stats(&base).await;
+    okta_sequence(&bridge.scim, &api).await;
+    let used = routes_used(&base).await;
+    let state = api.state().await;
+    assert_okta_end_state(&state);
+    if native {
+        for want in [
+            "POST /api/scim/v2/Users",
+            "POST /api/scim/v2/Groups",
+            "PATCH /api/scim/v2/Groups/{id}",
+            "PATCH /api/scim/v2/Users/{id}",
+            "PATCH /api/v1/users/{id}",
+        ] {
+            assert!(used.iter().any(|u| u == want), "{want} not used: {used:?}");
+        }
+        for never in ["POST /api/v1/users", "POST /api/v1/groups"] {
+            assert!(!used.iter().any(|u| u == never), "{never} used: {used:?}");
+        }
     }
     assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
     let (s, v) = api
@@ -440,15 +471,7 @@ async fn okta_sequence_with_faults(native: bool) {
         api.state_checked().await
     })
     .await;
-    for (name, want) in expect(&[
-        ("ada@acme.test", "admin", true, &["BI Admins"]),
-        ("bob@acme.test", "contributor", true, &["BI Designers"]),
-        ("cy@acme.test", "consumer", true, &[]),
-        ("dee@acme.test", "admin", false, &["BI Admins"]),
-        ("pre@acme.test", "contributor", true, &["BI Designers"]),
-    ]) {
-        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
-    }
+    assert_okta_end_state(&state);
     for i in 0..60 {
         let (role, active, groups) = &state[&format!("f{i:02}@acme.test")];
         assert!(*active);
@@ -1285,51 +1308,6 @@ async fn routes_used(base: &str) -> Vec<String> {
         .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
         .map(|(k, _)| k.clone())
         .collect()
-}
-
-/// `mode = "scim"`: the Okta sequence ends with the same Sisense state as over REST — users,
-/// groups and membership written through Sisense's SCIM endpoint, roles through REST (which
-/// Sisense's SCIM never sets).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn okta_sequence_in_scim_mode() {
-    let sim = spawn_sim(SimOptions::default()).await;
-    let base = sim.base_url();
-    let api = SisenseApi::login(&base).await;
-    api.create_user("pre@acme.test", "consumer").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        scim_mode(tenant(&base, SisenseDeprovision::Deactivate, demo_rules())),
-        dir.path(),
-    );
-    let bridge = start_bridge(&cfg).await.unwrap();
-    bridge.scim.wait_ready().await;
-    reset_stats(&base).await;
-    okta_sequence(&bridge.scim, &api).await;
-    let used = routes_used(&base).await;
-    let state = api.state().await;
-    for (name, want) in expect(&[
-        ("ada@acme.test", "admin", true, &["BI Admins"]),
-        ("bob@acme.test", "contributor", true, &["BI Designers"]),
-        ("cy@acme.test", "consumer", true, &[]),
-        ("dee@acme.test", "admin", false, &["BI Admins"]),
-        ("pre@acme.test", "contributor", true, &["BI Designers"]),
-    ]) {
-        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
-    }
-    assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
-    for want in [
-        "POST /api/scim/v2/Users",
-        "POST /api/scim/v2/Groups",
-        "PATCH /api/scim/v2/Groups/{id}",
-        "PATCH /api/scim/v2/Users/{id}",
-        "PATCH /api/v1/users/{id}",
-    ] {
-        assert!(used.iter().any(|u| u == want), "{want} not used: {used:?}");
-    }
-    for never in ["POST /api/v1/users", "POST /api/v1/groups"] {
-        assert!(!used.iter().any(|u| u == never), "{never} used: {used:?}");
-    }
-    bridge.server.stop().await;
 }
 
 /// `mode = "scim"` with `deprovision = "delete"`, and what it costs: a create with its role is
