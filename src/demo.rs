@@ -73,6 +73,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         jwt_secret: None,
         vendor: VendorConfig::Local,
         roles: RoleRules::default(),
+        on_vendor_unavailable: Default::default(),
     }];
     if let Some(url) = &sisense_url {
         tenant_configs.push(TenantConfig {
@@ -101,6 +102,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                     },
                 ],
             },
+            on_vendor_unavailable: Default::default(),
         });
     }
     let config = Config {

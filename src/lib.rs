@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod connector;
 pub mod demo;
+pub mod engine;
 pub mod scim;
 pub mod server;
 pub mod sim;

@@ -1129,7 +1129,7 @@ async fn interval_sync_adopts_new_sisense_users_and_drops_deleted_ones() {
         )
         .await;
     assert_eq!(s, 204);
-    let report = conn.sync_now().await.unwrap();
+    let report = conn.observe_now().await.unwrap();
     assert_eq!(
         (report.users_adopted, report.users_removed),
         (1, 1),
@@ -1245,7 +1245,7 @@ async fn sync_drift(native: bool) {
         assert_eq!(s, 200, "{v}");
     }
 
-    let report = conn.sync_now().await.unwrap();
+    let report = conn.observe_now().await.unwrap();
     assert_eq!(
         (
             report.users_pulled,
@@ -1285,7 +1285,7 @@ async fn sync_drift(native: bool) {
     );
 
     // Nothing changed since: a second sync pulls and corrects nothing.
-    let report = conn.sync_now().await.unwrap();
+    let report = conn.observe_now().await.unwrap();
     assert_eq!(
         (
             report.states_refreshed,
@@ -1457,84 +1457,79 @@ async fn online_check_reports_a_refused_scim_token() {
 }
 
 /// `mode = "scim"` creates a user with two vendor calls (SCIM `POST`, then the role over REST).
-/// Killed between them, the bridge left a durable note; the sync at the next start adopts the
-/// Sisense user and completes the create — its role — instead of leaving it with Sisense's
-/// default role. A note whose completion fails is kept for the next sync; a note of a create
-/// that never reached Sisense is dropped.
+/// Killed between them, the bridge left the user dirty in its outbox; the next pass sends the
+/// `POST` again, meets Sisense's duplicate answer, takes the user over and sets the role the
+/// rules give — never a second user, never Sisense's default role. Here the first `POST` is
+/// made by hand (what the killed bridge had sent), then the IdP's create goes through the
+/// bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scim_mode_create_interrupted_between_its_calls_is_completed_by_sync() {
+async fn scim_mode_create_that_reached_sisense_before_a_crash_is_taken_over_with_its_role() {
     let sim = spawn_sim(SimOptions::default()).await;
     let base = sim.base_url();
     let api = SisenseApi::login(&base).await;
-    let roles = api.role_names().await;
-    let designer = roles
-        .iter()
-        .find(|(_, n)| *n == "contributor")
-        .unwrap()
-        .0
-        .clone();
-    let note = |role: &str| serde_json::to_vec(&json!({"roleId": role, "at": 1})).unwrap();
-    // What the bridge had done when it was killed: the notes, then the SCIM POSTs.
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = scim_bridge::store::Store::open(dir.path()).unwrap();
-        let state = store.tree(TENANT, "sisense-state").unwrap();
-        state
-            .insert("intent/half@acme.test", note(&designer))
-            .unwrap();
-        state
-            .insert("intent/never-sent@acme.test", note(&designer))
-            .unwrap();
-        // A role Sisense does not have: the completion fails, and the note must stay.
-        state
-            .insert("intent/stuck@acme.test", note("0123456789abcdef01234567"))
-            .unwrap();
-        store.flush().await.unwrap();
-    }
-    for login in ["half@acme.test", "stuck@acme.test"] {
-        let r = reqwest::Client::new()
-            .post(format!("{base}/api/scim/v2/Users"))
-            .bearer_auth(SIM_SCIM_TOKEN)
-            .json(
-                &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "userName": login, "emails": [{"value": login, "primary": true}]}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/scim/v2/Users"))
+        .bearer_auth(SIM_SCIM_TOKEN)
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "half@acme.test",
+            "emails": [{"value": "half@acme.test", "primary": true}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
     assert_eq!(api.state().await["half@acme.test"].0, "consumer");
 
-    let t = scim_mode(tenant(&base, SisenseDeprovision::Deactivate, demo_rules()));
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Designer".into()),
+        ..demo_rules()
+    };
+    let t = scim_mode(tenant(&base, SisenseDeprovision::Deactivate, rules));
     let (conn, server, scim) = bridge_with_connector(t, dir.path()).await;
+    // The observe at start did not adopt it as a user of its own: it is Sisense's until the
+    // IdP writes it, and the IdP's create takes it over.
+    let (status, body) = scim
+        .post(
+            "/Users",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "half@acme.test",
+                "emails": [{"value": "half@acme.test", "primary": true}]}),
+        )
+        .await;
+    assert!(status == 201 || status == 409, "{status} {body}");
+    if status == 409 {
+        // Observe adopted it first: the IdP's lookup finds it and PATCHes it (Okta's flow).
+        let found = scim.find_user("half@acme.test").await.expect("adopted");
+        let id = found["id"].as_str().unwrap();
+        let (status, body) = scim
+            .patch(
+                &format!("/Users/{id}"),
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "value": {"active": true}}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
     let state = api.state().await;
+    assert_eq!(state["half@acme.test"].0, "contributor", "{state:?}");
     assert_eq!(
-        state["half@acme.test"],
-        ("contributor".into(), true, vec![])
+        api.users()
+            .await
+            .iter()
+            .filter(|u| u["userName"] == "half@acme.test")
+            .count(),
+        1
     );
-    assert_eq!(state["stuck@acme.test"].0, "consumer");
-    assert!(scim.find_user("half@acme.test").await.is_some());
-    assert_eq!(
-        conn.pending_intents(),
-        1,
-        "only the failed completion's note is left"
-    );
+    assert!(conn.outbox().is_empty(), "{:?}", conn.outbox());
     let entries = conn.audit().entries().unwrap();
     assert!(
         entries
             .iter()
-            .any(|e| e.user_name == "half@acme.test" && e.actor == "sync" && e.to == "Designer"),
+            .any(|e| e.user_name == "half@acme.test" && e.to == "Designer"),
         "{entries:?}"
     );
-    // The next sync retries the failed one (failing again) and leaves the finished one alone.
-    let report = conn.sync_now().await.unwrap();
-    assert_eq!(
-        (report.roles_corrected, report.roles_failed),
-        (0, 1),
-        "{report:?}"
-    );
-    assert_eq!(conn.pending_intents(), 1);
     server.stop().await;
 }
 
@@ -1616,7 +1611,7 @@ async fn edited_role_rules_apply_to_existing_users_at_the_next_sync() {
     assert_eq!(s, 201);
     assert_eq!(api.state().await["rita@acme.test"].0, "contributor");
     // A steady sync with the same rules changes nothing.
-    let report = conn.sync_now().await.unwrap();
+    let report = conn.observe_now().await.unwrap();
     assert_eq!(report.roles_corrected, 0, "{report:?}");
     server.stop().await;
     drop(conn);
@@ -1641,7 +1636,7 @@ async fn edited_role_rules_apply_to_existing_users_at_the_next_sync() {
             && e.to == "Admin"),
         "{entries:?}"
     );
-    let report = conn.sync_now().await.unwrap();
+    let report = conn.observe_now().await.unwrap();
     assert_eq!(report.roles_corrected, 0, "once: {report:?}");
     server.stop().await;
 }

@@ -139,6 +139,7 @@ pub struct TenantConfig {
     pub jwt_secret: Option<Secret>,
     pub vendor: VendorConfig,
     pub roles: RoleRules,
+    pub on_vendor_unavailable: OnVendorUnavailable,
 }
 
 /// The vendor a tenant provisions into. Every `base_url` is http(s), has no credentials, query or
@@ -227,6 +228,11 @@ macro_rules! keyword_enum {
     };
 }
 
+keyword_enum!(
+    /// What a write gets while the tenant's vendor cannot take it: accepted and delivered by
+    /// the outbox later (`queue`), or `503` with `Retry-After` and nothing kept (`fail`).
+    OnVendorUnavailable { Queue => "queue", Fail => "fail" } default Queue
+);
 keyword_enum!(
     /// Sisense REST API generation: `v1` (`/api/v1/...`) or the legacy `v0.9` (`/api/...`).
     SisenseApiVersion { V1 => "v1", V0_9 => "v0.9" } default V1
@@ -364,6 +370,7 @@ impl Config {
                 jwt_secret: None,
                 vendor: VendorConfig::Local,
                 roles: RoleRules::default(),
+                on_vendor_unavailable: Default::default(),
             }],
             body_limit_bytes: DEFAULT_BODY_LIMIT,
         }

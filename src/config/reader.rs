@@ -10,14 +10,21 @@ use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
 use super::{
-    default_listen, Config, ConfigError, MetabaseAuth, Problem, RoleRule, RoleRules, Secret,
-    SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth, TableauDeprovision,
-    TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig, DEFAULT_BODY_LIMIT,
-    DEFAULT_TABLEAU_API_VERSION,
+    default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
+    RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
+    TableauDeprovision, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
+    DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
 };
 
 const TOP_KEYS: &[&str] = &["listen", "data_dir", "body_limit", "tenants"];
-const TENANT_KEYS: &[&str] = &["id", "tokens", "jwt_secret", "vendor", "roles"];
+const TENANT_KEYS: &[&str] = &[
+    "id",
+    "tokens",
+    "jwt_secret",
+    "vendor",
+    "roles",
+    "on_vendor_unavailable",
+];
 const ROLES_KEYS: &[&str] = &["default", "rules"];
 const RULE_KEYS: &[&str] = &["group", "role"];
 const MIN_JWT_SECRET_CHARS: usize = 16;
@@ -644,6 +651,13 @@ impl Reader<'_> {
             Got::Bad => None,
         };
 
+        let on_vendor_unavailable = self.choice(
+            t,
+            "on_vendor_unavailable",
+            base,
+            OnVendorUnavailable::CHOICES,
+        );
+
         let jwt_secret = match jwt_secret {
             Got::Val(s) => Some(Some(s)),
             Got::Absent => Some(None),
@@ -659,6 +673,7 @@ impl Reader<'_> {
                 jwt_secret: jwt_secret?,
                 vendor: vendor?,
                 roles: roles?,
+                on_vendor_unavailable: on_vendor_unavailable?,
             })
         })();
         TenantParts { id, tokens, tenant }

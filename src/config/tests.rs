@@ -75,6 +75,7 @@ fn secret_never_prints() {
             auth: MetabaseAuth::ApiKey(s),
         },
         roles: RoleRules::default(),
+        on_vendor_unavailable: Default::default(),
     };
     assert!(!format!("{t:?}").contains("hunter2"));
 }

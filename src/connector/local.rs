@@ -9,7 +9,7 @@ use crate::scim::resource::{replace, strip_unreturnable};
 use crate::scim::schema::{ResourceKind, SchemaRegistry};
 use crate::scim::ScimResult;
 use crate::store::directory::{index_keys, Directory};
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -53,7 +53,7 @@ impl Connector for LocalConnector {
         let (unique, _) = index_keys(kind, &id, &doc);
         dir.check_unique(kind, &unique, None)?;
         dir.stamp(kind, &mut doc, None);
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         dir.write_doc(&mut batch, kind, &id, &doc, None);
         if kind == ResourceKind::Group && !members.is_empty() {
             dir.apply_member_ops(&mut batch, &id, &[MemberOp::Add(members)])?;
@@ -97,7 +97,7 @@ impl Connector for LocalConnector {
         let (unique, _) = index_keys(kind, id, &doc);
         dir.check_unique(kind, &unique, Some(id))?;
         dir.stamp(kind, &mut doc, Some(&old));
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         dir.write_doc(&mut batch, kind, id, &doc, Some(&old));
         if kind == ResourceKind::Group {
             // PUT replaces the whole resource (RFC 7644 §3.5.1): no `members` means none.
@@ -142,7 +142,7 @@ impl Connector for LocalConnector {
                 external_members: kind == ResourceKind::Group,
             },
         )?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let members_changed = kind == ResourceKind::Group
             && !outcome.delta.member_ops.is_empty()
             && !dir
@@ -174,7 +174,7 @@ impl Connector for LocalConnector {
             base_url: String::new(),
         };
         Directory::check_precondition(&dir.render(kind, id, old.clone(), false, &ctx)?, pre)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         dir.delete_entries(&mut batch, kind, id, &old)?;
         dir.commit(batch)?;
         drop(guard);

@@ -8,43 +8,11 @@ pub mod sisense;
 
 use crate::scim::list::ListQuery;
 use crate::scim::patch::PatchRequest;
+pub use crate::scim::request::{ListPage, Precondition, RequestContext};
 use crate::scim::schema::{ResourceKind, SchemaRegistry};
 use crate::scim::ScimResult;
 use async_trait::async_trait;
 use serde_json::Value;
-
-/// Per-request facts a connector needs to render resources.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// The tenant's SCIM base URL as the client addressed it, e.g. `https://h/tenants/acme/scim/v2`;
-    /// used for `meta.location` and `$ref`.
-    pub base_url: String,
-}
-
-impl RequestContext {
-    pub fn location(&self, kind: ResourceKind, id: &str) -> String {
-        format!(
-            "{}{}/{}",
-            self.base_url.trim_end_matches('/'),
-            kind.endpoint(),
-            id
-        )
-    }
-}
-
-/// RFC 7644 §3.14 preconditions on a write.
-#[derive(Debug, Clone, Default)]
-pub struct Precondition {
-    /// `If-Match`: the write happens only if the current version matches (else 412).
-    pub if_match: Option<String>,
-}
-
-/// One page of a list or search. `resources` are full resources, not yet projected.
-#[derive(Debug, Clone, Default)]
-pub struct ListPage {
-    pub total: usize,
-    pub resources: Vec<Value>,
-}
 
 /// What the server asks of a connector. Resources in and out are canonical JSON objects
 /// (see `scim::resource`); outgoing ones carry `id` and `meta`. `with_members` tells whether
@@ -100,6 +68,17 @@ pub trait Connector: Send + Sync {
         ctx: &RequestContext,
     ) -> ScimResult<ListPage>;
 
-    /// Readiness: `Err(reason)` when the backing store or vendor cannot serve.
+    /// Readiness: `Err(reason)` when the backing store cannot serve.
     async fn ready(&self) -> Result<(), String>;
+
+    /// The vendor behind the connector: `Err(reason)` while it cannot take changes (they are
+    /// queued meanwhile). For the detailed readiness, never for `/readyz` itself.
+    async fn vendor_status(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The provisioning engine's outbox and delivery figures, for `/metrics`.
+    fn engine_stats(&self) -> Option<crate::engine::EngineStats> {
+        None
+    }
 }

@@ -8,6 +8,7 @@ pub mod list;
 pub mod patch;
 pub mod path;
 pub mod projection;
+pub mod request;
 pub mod resource;
 pub mod schema;
 pub mod value;

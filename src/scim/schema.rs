@@ -501,6 +501,23 @@ impl SchemaRegistry {
         }
     }
 
+    /// Marks a core attribute of a resource type `required` (a vendor that cannot do without
+    /// it, e.g. Sisense's email): published in `/Schemas` and enforced on create and replace.
+    pub fn require(&mut self, kind: ResourceKind, name: &str) {
+        let rs = match kind {
+            ResourceKind::User => &mut self.user,
+            ResourceKind::Group => &mut self.group,
+        };
+        if let Some(a) = rs
+            .core
+            .attributes
+            .iter_mut()
+            .find(|a| a.name.eq_ignore_ascii_case(name))
+        {
+            a.required = true;
+        }
+    }
+
     pub fn resource_types(&self) -> [&ResourceSchema; 2] {
         [&self.user, &self.group]
     }

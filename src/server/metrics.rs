@@ -2,7 +2,8 @@
 //! endpoints collapse to `unknown`, so a scanner cannot grow the series without limit.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -12,6 +13,14 @@ pub struct Metrics {
     pub tenant_ready: IntGaugeVec,
     /// Vendor role changes recorded in the audit log, by tenant.
     pub role_changes: IntCounterVec,
+    /// The engine's outbox, by tenant and state (`pending`, `failed`).
+    pub outbox_depth: IntGaugeVec,
+    /// Age of the oldest pending change, by tenant.
+    pub outbox_oldest: GaugeVec,
+    /// Deliveries by tenant and outcome (`delivered`, `retried`, `refused`), as totals.
+    pub deliveries: IntCounterVec,
+    /// The vendor client's current send rate, by tenant.
+    pub send_rate: GaugeVec,
 }
 
 impl Metrics {
@@ -51,8 +60,44 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric definition");
+        let outbox_depth = IntGaugeVec::new(
+            Opts::new(
+                "scim_outbox_depth",
+                "Objects whose vendor state differs from what the IdP asked, by state (pending: being delivered; failed: refused by the vendor for good).",
+            ),
+            &["tenant", "state"],
+        )
+        .expect("valid metric definition");
+        let outbox_oldest = GaugeVec::new(
+            Opts::new(
+                "scim_outbox_oldest_pending_seconds",
+                "Age of the oldest change not yet delivered to the vendor.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "scim_vendor_deliveries_total",
+                "Reconciles of one object since start, by outcome (delivered, retried: a transient failure, refused: the vendor refused for good).",
+            ),
+            &["tenant", "outcome"],
+        )
+        .expect("valid metric definition");
+        let send_rate = GaugeVec::new(
+            Opts::new(
+                "scim_vendor_send_rate",
+                "The rate (requests per second) the bridge currently allows itself towards the vendor; lowered when the vendor throttles.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(outbox_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(outbox_oldest.clone()),
+            Box::new(deliveries.clone()),
+            Box::new(send_rate.clone()),
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(tenant_ready.clone()),
             Box::new(role_changes.clone()),
@@ -65,7 +110,36 @@ impl Metrics {
             latency,
             tenant_ready,
             role_changes,
+            outbox_depth,
+            outbox_oldest,
+            deliveries,
+            send_rate,
         }
+    }
+
+    /// Sets the engine's gauges of one tenant (read at scrape time).
+    pub fn record_engine(&self, tenant: &str, s: &crate::engine::EngineStats) {
+        self.outbox_depth
+            .with_label_values(&[tenant, "pending"])
+            .set(s.pending as i64);
+        self.outbox_depth
+            .with_label_values(&[tenant, "failed"])
+            .set(s.failed as i64);
+        self.outbox_oldest
+            .with_label_values(&[tenant])
+            .set(s.oldest_pending_s);
+        for (outcome, n) in [
+            ("delivered", s.delivered),
+            ("retried", s.retried),
+            ("refused", s.refused),
+        ] {
+            // The engine counts; the counter catches up at each scrape.
+            let c = self.deliveries.with_label_values(&[tenant, outcome]);
+            if n > c.get() {
+                c.inc_by(n - c.get());
+            }
+        }
+        self.send_rate.with_label_values(&[tenant]).set(s.send_rate);
     }
 
     pub fn observe(&self, tenant: &str, resource: &str, method: &str, status: u16, seconds: f64) {

@@ -8,8 +8,9 @@ mod scim_routes;
 use crate::auth::TenantAuth;
 use crate::config::{Config, VendorConfig};
 use crate::connector::local::LocalConnector;
-use crate::connector::sisense::{self, SisenseConnector};
+use crate::connector::sisense;
 use crate::connector::Connector;
+use crate::engine::EngineConnector;
 use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -76,15 +77,14 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
             VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
             VendorConfig::Sisense { .. } => {
                 let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                let conn =
-                    SisenseConnector::open(&store, t, index, Some(counter)).map_err(|message| {
-                        StartError::Connector {
-                            tenant: t.id.as_str().to_string(),
-                            message,
-                        }
-                    })?;
+                let engine = sisense::open(&store, t, index, Some(counter)).map_err(|message| {
+                    StartError::Connector {
+                        tenant: t.id.as_str().to_string(),
+                        message,
+                    }
+                })?;
                 match sisense::preflight(t, index) {
-                    Ok(Some(roles)) => conn.set_roles(roles),
+                    Ok(Some(roles)) => engine.set_roles(roles),
                     Ok(None) => {}
                     Err(problems) => {
                         return Err(StartError::Connector {
@@ -97,8 +97,8 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
                         })
                     }
                 }
-                conn.spawn_background();
-                conn
+                engine.spawn_background();
+                Arc::new(EngineConnector(engine))
             }
             other => {
                 return Err(StartError::UnsupportedVendor {
@@ -193,36 +193,54 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers and every tenant's connector is ready; the body names the
-/// tenants that are not.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let mut not_ready = serde_json::Map::new();
+/// Ready while the store serves (CONTRACT §2): one vendor's outage must not take the bridge
+/// out of a load balancer and fail every tenant, since the engine queues its writes. The body
+/// names no tenant. `GET /readyz?verbose` is the detailed readiness: every tenant whose vendor
+/// is unavailable, and why (it moves to the admin listener when that arrives).
+async fn readyz(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    let verbose = req
+        .query_string()
+        .split('&')
+        .any(|p| p == "verbose" || p.starts_with("verbose="));
+    let mut store_down = None;
+    let mut vendors = serde_json::Map::new();
     for (id, t) in &state.tenants {
-        match t.connector.ready().await {
-            Ok(()) => state
-                .metrics
-                .tenant_ready
-                .with_label_values(&[id.as_str()])
-                .set(1),
-            Err(reason) => {
-                state
-                    .metrics
-                    .tenant_ready
-                    .with_label_values(&[id.as_str()])
-                    .set(0);
-                not_ready.insert(id.clone(), json!(reason));
-            }
+        if let Err(reason) = t.connector.ready().await {
+            store_down.get_or_insert(reason);
+        }
+        let vendor = t.connector.vendor_status().await;
+        state
+            .metrics
+            .tenant_ready
+            .with_label_values(&[id.as_str()])
+            .set(i64::from(vendor.is_ok()));
+        if let Err(reason) = vendor {
+            vendors.insert(id.clone(), json!(reason));
         }
     }
-    if not_ready.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+    let mut body = match &store_down {
+        None => json!({"status": "ready"}),
+        Some(_) => json!({"status": "not ready"}),
+    };
+    if verbose {
+        if let Some(reason) = &store_down {
+            body["store"] = json!(reason);
+        }
+        body["vendors_unavailable"] = serde_json::Value::Object(vendors);
+    }
+    if store_down.is_none() {
+        HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "not ready", "tenants": not_ready}))
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    for (id, t) in &state.tenants {
+        if let Some(stats) = t.connector.engine_stats() {
+            state.metrics.record_engine(id, &stats);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

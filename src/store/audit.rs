@@ -5,7 +5,7 @@
 //! Keys are `{unix nanos BE}{seq BE}` so a scan returns entries in time order and two entries
 //! written in the same nanosecond never collide.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +29,7 @@ pub struct RoleChange {
 }
 
 pub struct AuditLog {
-    tree: sled::Tree,
+    tree: Tree,
     seq: AtomicU64,
     count: AtomicU64,
 }
@@ -46,7 +46,7 @@ impl AuditLog {
     }
 
     /// Adds an entry to `batch` (the caller commits it with the write it records).
-    pub fn record(&self, batch: &mut sled::Batch, change: &RoleChange) {
+    pub fn record(&self, batch: &mut Batch, change: &RoleChange) {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -57,11 +57,37 @@ impl AuditLog {
     }
 
     /// Applies a batch of entries and counts them.
-    pub fn commit(&self, batch: sled::Batch, entries: u64) -> Result<(), StoreError> {
+    pub fn commit(&self, batch: Batch, entries: u64) -> Result<(), StoreError> {
         if entries == 0 {
             return Ok(());
         }
-        self.tree.apply_batch(batch)?;
+        self.tree.apply(batch)?;
+        self.count.fetch_add(entries, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies a directory batch and a batch of entries in one sled transaction.
+    pub(super) fn apply_with(
+        &self,
+        dir_tree: &sled::Tree,
+        dir_batch: Batch,
+        audit_batch: Batch,
+        entries: u64,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        (dir_tree, self.tree.raw())
+            .transaction(|(d, a)| {
+                d.apply_batch(&dir_batch.0)?;
+                a.apply_batch(&audit_batch.0)?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    key: "audit".into(),
+                    reason: "transaction aborted".into(),
+                },
+            })?;
         self.count.fetch_add(entries, Ordering::Relaxed);
         Ok(())
     }
@@ -78,7 +104,6 @@ impl AuditLog {
     /// Every entry, oldest first.
     pub fn entries(&self) -> Result<Vec<RoleChange>, StoreError> {
         self.tree
-            .iter()
             .values()
             .map(|v| {
                 let v = v?;
@@ -100,7 +125,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let log = AuditLog::open(&store, "t").unwrap();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for to in ["Viewer", "Admin"] {
             log.record(
                 &mut batch,

@@ -23,14 +23,14 @@
 //! Members live outside the group document, so a 100,000-member group is patched by touching
 //! only the changed entries, and `excludedAttributes=members` reads never load them.
 
-use crate::connector::{ListPage, Precondition, RequestContext};
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
 use crate::scim::list::{sort_resources, ListQuery};
 use crate::scim::patch::MemberOp;
+use crate::scim::request::{ListPage, Precondition, RequestContext};
 use crate::scim::resource::{compute_version, etag_matches, now_timestamp};
 use crate::scim::schema::{ResourceKind, ResourceSchema, SchemaRegistry};
 use crate::scim::{ScimError, ScimResult};
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +50,7 @@ impl MembershipChange {
 
 /// Callers serialise writes (read, check, then write one atomic batch); reads need no lock.
 pub struct Directory {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
     store: Store,
     schemas: SchemaRegistry,
     user_count: AtomicU64,
@@ -166,7 +166,7 @@ impl Directory {
         purpose: &str,
         schemas: SchemaRegistry,
     ) -> Result<Directory, StoreError> {
-        let tree = store.tree(tenant, purpose)?;
+        let tree = store.tree(tenant, purpose)?.raw().clone();
         let count = |k: &str| -> Result<u64, StoreError> {
             Ok(tree
                 .get(k)?
@@ -291,7 +291,7 @@ impl Directory {
     /// Adds the document write and its index changes to `batch`.
     pub fn write_doc(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         kind: ResourceKind,
         id: &str,
         doc: &Value,
@@ -320,7 +320,7 @@ impl Directory {
 
     /// Adds a count change to `batch`. The in-memory count moves only when [`Directory::commit`]
     /// succeeds, so a failed write leaves it true. Callers serialise writes (one batch at a time).
-    pub fn bump_count(&self, batch: &mut sled::Batch, kind: ResourceKind, delta: i64) {
+    pub fn bump_count(&self, batch: &mut Batch, kind: ResourceKind, delta: i64) {
         let (counter, key) = self.counter(kind);
         let mut pending = self.pending_counts.lock();
         let slot = match kind {
@@ -373,7 +373,7 @@ impl Directory {
             .collect()
     }
 
-    fn remove_member(batch: &mut sled::Batch, group: &str, id: &str) {
+    fn remove_member(batch: &mut Batch, group: &str, id: &str) {
         batch.remove(pair_key("m/", group, id));
         batch.remove(pair_key("o/", id, group));
     }
@@ -385,7 +385,7 @@ impl Directory {
     /// `fake-member-id` and expects a 200.
     pub fn apply_member_ops(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         group: &str,
         ops: &[MemberOp],
     ) -> ScimResult<MembershipChange> {
@@ -540,7 +540,7 @@ impl Directory {
     /// memberships (both directions); the groups it left are re-stamped.
     pub fn delete_entries(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         kind: ResourceKind,
         id: &str,
         old: &Value,
@@ -591,14 +591,65 @@ impl Directory {
     }
 
     /// Applies a batch atomically (document, indexes, memberships and ID map together).
-    pub fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
-        self.tree.apply_batch(batch)?;
+        self.tree.apply_batch(batch.0)?;
         for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Applies `batch` and, in the same atomic step, `audit_batch` to the audit log (a role
+    /// change and its record are written together or not at all).
+    pub fn commit_audited(
+        &self,
+        batch: Batch,
+        audit: &crate::store::audit::AuditLog,
+        audit_batch: Batch,
+        entries: u64,
+    ) -> Result<(), StoreError> {
+        if entries == 0 {
+            return self.commit(batch);
+        }
+        let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
+        audit.apply_with(&self.tree, batch, audit_batch, entries)?;
+        for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
+            let now = counter.load(Ordering::SeqCst) as i64;
+            counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// A record of the provisioning engine, kept in this tree under `E/` so that a desired
+    /// state and its outbox mark are one batch.
+    pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(format!("E/{key}"))?.map(|v| v.to_vec()))
+    }
+
+    pub fn put_record(batch: &mut Batch, key: &str, value: &[u8]) {
+        batch.insert(format!("E/{key}"), value);
+    }
+
+    pub fn remove_record(batch: &mut Batch, key: &str) {
+        batch.remove(format!("E/{key}"));
+    }
+
+    /// Engine records under `prefix`: (key without `E/`, value), in key order.
+    pub fn records(
+        &self,
+        prefix: &str,
+    ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> {
+        self.tree.scan_prefix(format!("E/{prefix}")).map(|kv| {
+            let (k, v) = kv?;
+            Ok((String::from_utf8_lossy(&k[2..]).into_owned(), v.to_vec()))
+        })
+    }
+
+    /// How many engine records lie under `prefix` (no values decoded).
+    pub fn count_records(&self, prefix: &str) -> usize {
+        self.tree.scan_prefix(format!("E/{prefix}")).keys().count()
     }
 
     /// Makes every committed write durable; concurrent callers share a flush.
@@ -631,26 +682,14 @@ impl Directory {
     }
 
     /// Adds the ID-map entries SCIM id ↔ vendor id to `batch`.
-    pub fn link(
-        &self,
-        batch: &mut sled::Batch,
-        kind: ResourceKind,
-        scim_id: &str,
-        vendor_id: &str,
-    ) {
+    pub fn link(&self, batch: &mut Batch, kind: ResourceKind, scim_id: &str, vendor_id: &str) {
         batch.insert(scim_key(kind, scim_id), vendor_id.as_bytes());
         batch.insert(vendor_key(kind, vendor_id), scim_id.as_bytes());
     }
 
     /// Adds the removal of the ID-map entries SCIM id ↔ vendor id to `batch` (a vendor object
     /// deleted while its SCIM resource stays, e.g. Sisense `deprovision = "delete"`).
-    pub fn unlink(
-        &self,
-        batch: &mut sled::Batch,
-        kind: ResourceKind,
-        scim_id: &str,
-        vendor_id: &str,
-    ) {
+    pub fn unlink(&self, batch: &mut Batch, kind: ResourceKind, scim_id: &str, vendor_id: &str) {
         batch.remove(scim_key(kind, scim_id));
         batch.remove(vendor_key(kind, vendor_id));
     }
@@ -915,7 +954,7 @@ impl MemberView<'_> {
         }
     }
 
-    fn add(&mut self, batch: &mut sled::Batch, v: &Value) -> ScimResult<()> {
+    fn add(&mut self, batch: &mut Batch, v: &Value) -> ScimResult<()> {
         let Some(id) = str_at(v, "value") else {
             return Ok(());
         };
@@ -937,7 +976,7 @@ impl MemberView<'_> {
         Ok(())
     }
 
-    fn remove(&mut self, batch: &mut sled::Batch, id: &str) -> ScimResult<()> {
+    fn remove(&mut self, batch: &mut Batch, id: &str) -> ScimResult<()> {
         if self.contains(id)? {
             Directory::remove_member(batch, self.group, id);
             self.now.insert(id.to_string(), None);

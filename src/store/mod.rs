@@ -21,6 +21,70 @@ impl From<StoreError> for crate::scim::ScimError {
     }
 }
 
+/// One atomic write: every insert and remove of one tree, applied together or not at all. The
+/// store's own type, so that sled stays inside `src/store`.
+#[derive(Debug, Default, Clone)]
+pub struct Batch(sled::Batch);
+
+impl Batch {
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.0.insert(key.as_ref(), value.as_ref());
+    }
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.0.remove(key.as_ref());
+    }
+}
+
+/// One tenant's tree for one purpose: ordered keys and values.
+#[derive(Clone)]
+pub struct Tree(sled::Tree);
+
+impl Tree {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key.as_ref())?.map(|v| v.to_vec()))
+    }
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+        Ok(self.0.contains_key(key.as_ref())?)
+    }
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.0.insert(key.as_ref(), value.as_ref())?;
+        Ok(())
+    }
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.0.remove(key.as_ref())?;
+        Ok(())
+    }
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        Ok(self.0.apply_batch(batch.0)?)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Keys and values under `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> {
+        self.0.scan_prefix(prefix.as_ref()).map(|kv| {
+            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
+    }
+    /// Values of the whole tree, in key order.
+    pub fn values(&self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> {
+        self.0
+            .iter()
+            .values()
+            .map(|v| v.map(|v| v.to_vec()).map_err(StoreError::from))
+    }
+    pub(crate) fn raw(&self) -> &sled::Tree {
+        &self.0
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -87,8 +151,8 @@ impl Store {
     }
 
     /// The tree of one tenant for one purpose (`local`, `idmap`, `audit`…).
-    pub fn tree(&self, tenant: &str, purpose: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("t/{tenant}/{purpose}"))?)
+    pub fn tree(&self, tenant: &str, purpose: &str) -> Result<Tree, StoreError> {
+        Ok(Tree(self.db.open_tree(format!("t/{tenant}/{purpose}"))?))
     }
 
     /// Durably persists everything written so far. Concurrent callers share one flush.

@@ -68,6 +68,7 @@ pub fn tenant_v(
             deprovision,
         },
         roles: rules,
+        on_vendor_unavailable: Default::default(),
     }
 }
 
@@ -113,21 +114,23 @@ pub async fn start_bridge(config: &Config) -> Result<Bridge, server::StartError>
     Ok(Bridge { server, scim })
 }
 
-/// The bridge with a handle on its Sisense connector, so a test can run a sync when it wants.
+/// The bridge with a handle on its Sisense engine, so a test can run an observe when it wants
+/// (no background work is started: nothing observes or delivers unless the test asks).
 pub async fn bridge_with_connector(
     t: scim_bridge::config::TenantConfig,
     data: &std::path::Path,
 ) -> (
-    std::sync::Arc<scim_bridge::connector::sisense::SisenseConnector>,
+    std::sync::Arc<scim_bridge::engine::Engine>,
     scim_bridge::server::RunningServer,
     Scim,
 ) {
     use scim_bridge::auth::TenantAuth;
-    use scim_bridge::connector::sisense::{preflight, SisenseConnector};
+    use scim_bridge::connector::sisense::{open, preflight};
+    use scim_bridge::engine::EngineConnector;
     use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
     use std::sync::Arc;
     let store = scim_bridge::store::Store::open(data).unwrap();
-    let conn = SisenseConnector::open(&store, &t, 0, None).unwrap();
+    let conn = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
     let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
         .await
@@ -135,14 +138,14 @@ pub async fn bridge_with_connector(
         .unwrap()
         .expect("Sisense reachable");
     conn.set_roles(roles);
-    conn.sync_now().await.unwrap();
+    conn.observe_now().await.unwrap();
     let mut tenants = std::collections::BTreeMap::new();
     tenants.insert(
         TENANT.to_string(),
         Arc::new(Tenant {
             id: TENANT.into(),
             auth: TenantAuth::new(&t.id, &t.tokens, None),
-            connector: conn.clone(),
+            connector: Arc::new(EngineConnector(conn.clone())),
         }),
     );
     let state = AppState {

@@ -14,7 +14,7 @@ use super::wire::{self, UserFields};
 use crate::connector::http::{
     Authenticator, CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
 };
-use crate::scim::{ScimError, ScimResult};
+use crate::engine::adapter::{AdapterError, AdapterResult};
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value};
@@ -101,25 +101,31 @@ fn group_of(v: &Value) -> Option<wire::Group> {
     })
 }
 
-fn unreadable(what: &str) -> ScimError {
-    ScimError::unavailable(format!("unreadable Sisense SCIM {what}"), 30)
+fn unreadable(what: &str) -> AdapterError {
+    AdapterError::transient(format!("unreadable Sisense SCIM {what}"))
 }
 
-/// A SCIM answer the connector does not accept: the IdP's data (400) → 400 with Sisense's
-/// detail; a duplicate → 409; anything else → 503 (the bridge's or the vendor's problem).
-pub fn refused(r: &VendorResponse, what: &str) -> ScimError {
+/// A SCIM answer the connector does not accept: bad data (400) and a duplicate (409) are
+/// refusals for good, with Sisense's detail; a missing object is gone; anything else is the
+/// vendor's trouble, retried.
+pub fn refused(r: &VendorResponse, what: &str) -> AdapterError {
     let detail = serde_json::from_slice::<Value>(&r.body)
         .ok()
         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default();
     match r.status {
-        400 => ScimError::invalid_value(format!("Sisense SCIM refused the {what}: {detail}")),
-        409 => ScimError::uniqueness(format!("Sisense already has this {what}: {detail}")),
-        404 => ScimError::unavailable(
-            format!("the Sisense {what} is gone; the next sync repairs the mapping"),
-            30,
-        ),
-        _ => ScimError::from(r.rejected()),
+        400 | 422 => AdapterError::Refused {
+            vendor: "Sisense",
+            reason: format!("its SCIM endpoint refused the {what}: {detail}"),
+            conflict: false,
+        },
+        409 => AdapterError::Refused {
+            vendor: "Sisense",
+            reason: format!("it already has this {what}: {detail}"),
+            conflict: true,
+        },
+        404 => AdapterError::Gone,
+        _ => AdapterError::from(r.rejected()),
     }
 }
 
@@ -227,7 +233,7 @@ impl NativeScim {
         &self,
         fields: &UserFields,
         active: bool,
-    ) -> ScimResult<Result<wire::User, Option<wire::User>>> {
+    ) -> AdapterResult<Result<wire::User, Option<wire::User>>> {
         let req = VendorRequest::post(USERS).json(user_body(fields, active));
         match self
             .client
@@ -245,7 +251,7 @@ impl NativeScim {
     }
 
     /// `PATCH /Users/{id}` with replace/remove operations (safe to repeat: fixed values).
-    pub async fn patch_user(&self, vid: &str, ops: Vec<Value>) -> ScimResult<()> {
+    pub async fn patch_user(&self, vid: &str, ops: Vec<Value>) -> AdapterResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -264,7 +270,7 @@ impl NativeScim {
         Err(refused(&r, "user"))
     }
 
-    pub async fn delete_user(&self, vid: &str) -> ScimResult<()> {
+    pub async fn delete_user(&self, vid: &str) -> AdapterResult<()> {
         let r = self
             .client
             .send(VendorRequest::delete(format!("{USERS}/{vid}")))
@@ -279,7 +285,7 @@ impl NativeScim {
     pub async fn create_group(
         &self,
         name: &str,
-    ) -> ScimResult<Result<wire::Group, Option<wire::Group>>> {
+    ) -> AdapterResult<Result<wire::Group, Option<wire::Group>>> {
         let req = VendorRequest::post(GROUPS)
             .json(json!({ "schemas": [GROUP_SCHEMA], "displayName": name }));
         match self
@@ -297,7 +303,7 @@ impl NativeScim {
         }
     }
 
-    async fn patch_group(&self, vgid: &str, ops: Vec<Value>) -> ScimResult<()> {
+    async fn patch_group(&self, vgid: &str, ops: Vec<Value>) -> AdapterResult<()> {
         let body = json!({ "schemas": [PATCH_OP], "Operations": ops });
         let r = self
             .client
@@ -313,7 +319,7 @@ impl NativeScim {
         Err(refused(&r, "group"))
     }
 
-    pub async fn rename_group(&self, vgid: &str, name: &str) -> ScimResult<()> {
+    pub async fn rename_group(&self, vgid: &str, name: &str) -> AdapterResult<()> {
         self.patch_group(
             vgid,
             vec![json!({ "op": "replace", "path": "displayName", "value": name })],
@@ -328,7 +334,7 @@ impl NativeScim {
         vgid: &str,
         add: &[String],
         remove: &[String],
-    ) -> ScimResult<()> {
+    ) -> AdapterResult<()> {
         let mut ops = Vec::new();
         for r in remove {
             let path = format!("members[{}]", filter_eq("value", r));
@@ -344,7 +350,7 @@ impl NativeScim {
         self.patch_group(vgid, ops).await
     }
 
-    pub async fn delete_group(&self, vgid: &str) -> ScimResult<()> {
+    pub async fn delete_group(&self, vgid: &str) -> AdapterResult<()> {
         let r = self
             .client
             .send(VendorRequest::delete(format!("{GROUPS}/{vgid}")))

@@ -1,0 +1,559 @@
+//! Observe: read the whole vendor directory, adopt what the bridge does not know, note drift,
+//! and feed the reconciler. It has no vendor write paths of its own: a role that drifted is
+//! marked dirty and reconciled like any other change (audited with actor `sync`).
+//!
+//! What observe changes, and what it leaves alone:
+//! - an unmapped vendor group or user is adopted (a SCIM id is minted and linked; an adopted
+//!   user's vendor groups become its memberships), unless its login is already a SCIM user's
+//!   (a create in the outbox will take it over) or the IdP deleted it and the vendor keeps it
+//!   deactivated (`gone/`);
+//! - a mapped user's applied state is refreshed from the vendor; a change made at the vendor
+//!   to its profile, activation or membership of mirrored groups is pulled into the SCIM
+//!   document (the vendor's edit is kept), and for users the IdP has written a role the rules do
+//!   not give is put back (the rules are authoritative);
+//! - after an edit of the role rules every user the IdP has written is re-evaluated once;
+//! - a mapped group renamed at the vendor is renamed in the directory;
+//! - a mapped object gone from the vendor (checked by id for users: paging over a changing list
+//!   can miss one) leaves the directory;
+//! - nothing with work in the outbox, and nothing written since the observe began, is touched:
+//!   the pages may predate that write.
+
+use super::adapter::{AdapterError, MembershipModel, Profile, VendorGroup, VendorUser};
+use super::reconcile::applied_of;
+use super::state::{put, Actor, AppliedGroup, Records};
+use super::Engine;
+use crate::scim::patch::MemberOp;
+use crate::scim::schema::ResourceKind;
+use crate::store::directory::{index_keys, str_at};
+use crate::store::{Batch, StoreError};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Users handled per hold of the commit lock, so the IdP's writes interleave with a large
+/// observe instead of waiting for all of it.
+const CHUNK: usize = 512;
+
+#[derive(Debug, Clone, Default)]
+pub struct ObserveReport {
+    pub users_seen: usize,
+    pub groups_seen: usize,
+    pub users_adopted: usize,
+    pub groups_adopted: usize,
+    pub users_removed: usize,
+    pub groups_removed: usize,
+    pub states_refreshed: usize,
+    /// Mapped users whose profile or membership changed at the vendor, pulled into the index.
+    pub users_pulled: usize,
+    /// Users whose role was put back to what the rules say.
+    pub roles_corrected: usize,
+    /// Corrections that failed (left in the outbox, retried by delivery).
+    pub roles_failed: usize,
+    pub fetch_ms: u128,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Its role differs from the last known one (changed at the vendor, not by the rules).
+    RoleChanged,
+    /// Its profile or membership changed at the vendor.
+    Changed,
+    /// Unchanged, but the role rules were edited since the last observe.
+    RulesChanged,
+}
+
+impl Why {
+    fn cause(self, vendor: &str) -> String {
+        match self {
+            Why::RoleChanged => format!("role changed in {vendor}, against the role rules"),
+            Why::Changed => {
+                format!("membership or profile changed in {vendor}; role re-evaluated")
+            }
+            Why::RulesChanged => "role rules edited; role re-evaluated".into(),
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn touch(&self, sid: &str) {
+        self.recent.lock().insert(sid.to_string(), Instant::now());
+    }
+
+    /// Reads the whole vendor directory and reconciles the index with it.
+    pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
+        let started = Instant::now();
+        let (groups, users) =
+            tokio::try_join!(self.adapter.list_groups(), self.adapter.list_users())?;
+        let mut report = ObserveReport {
+            fetch_ms: started.elapsed().as_millis(),
+            users_seen: users.len(),
+            groups_seen: groups.len(),
+            ..ObserveReport::default()
+        };
+        let recent = |sid: &str| self.recent.lock().get(sid).is_some_and(|t| *t >= started);
+        let busy = |kind: ResourceKind, sid: &str| -> Result<bool, StoreError> {
+            let rec = Records(&self.dir);
+            Ok(recent(sid)
+                || rec.outbox(kind, sid)?.is_some()
+                || rec.tombstone(kind, sid)?.is_some())
+        };
+        self.observe_groups(&groups, &busy, &mut report)?;
+
+        let rules_now = format!("{:?}", self.settings.rules);
+        let rules_changed = Records(&self.dir)
+            .flag("rules")?
+            .is_none_or(|r| r != rules_now.as_bytes());
+        let mut changed: Vec<(String, &VendorUser, Why)> = Vec::new();
+        let mut names_taken = HashSet::new();
+        let on_user = self.caps.membership == MembershipModel::OnUser;
+        for chunk in users.chunks(CHUNK) {
+            {
+                let _g = self.commit_lock.lock();
+                let dir = &self.dir;
+                let rec = Records(dir);
+                let mut batch = Batch::default();
+                let mut memberships: HashMap<String, Vec<Value>> = HashMap::new();
+                for u in chunk {
+                    match dir.scim_id(ResourceKind::User, &u.id)? {
+                        Some(sid) => {
+                            if busy(ResourceKind::User, &sid)? {
+                                continue;
+                            }
+                            let seen = applied_of(u, on_user);
+                            let old = rec.applied_user(&sid)?;
+                            if old.as_ref() != Some(&seen) {
+                                let why = if old.is_none_or(|o| o.role != seen.role) {
+                                    Why::RoleChanged
+                                } else {
+                                    Why::Changed
+                                };
+                                put::applied_user(&mut batch, &sid, &seen);
+                                report.states_refreshed += 1;
+                                changed.push((sid, u, why));
+                            } else if rules_changed {
+                                changed.push((sid, u, Why::RulesChanged));
+                            }
+                        }
+                        None => {
+                            let Some(p) = &u.profile else { continue };
+                            let key = p.login.to_lowercase();
+                            if rec.is_gone(&u.id)? {
+                                continue;
+                            }
+                            let resource = scim_user_of(p, u.active.unwrap_or(true));
+                            let (sid, mut doc) = dir.new_doc(ResourceKind::User, &resource);
+                            let (unique, _) = index_keys(ResourceKind::User, &sid, &doc);
+                            if dir.check_unique(ResourceKind::User, &unique, None).is_err()
+                                || !names_taken.insert(key)
+                            {
+                                // A SCIM user with this login exists: its create (in the
+                                // outbox, or in flight) takes this vendor user over.
+                                continue;
+                            }
+                            dir.stamp(ResourceKind::User, &mut doc, None);
+                            dir.write_doc(&mut batch, ResourceKind::User, &sid, &doc, None);
+                            dir.bump_count(&mut batch, ResourceKind::User, 1);
+                            dir.link(&mut batch, ResourceKind::User, &sid, &u.id);
+                            put::applied_user(&mut batch, &sid, &applied_of(u, on_user));
+                            for vg in u.groups.iter().flatten() {
+                                if let Some(gid) = dir.scim_id(ResourceKind::Group, vg)? {
+                                    memberships
+                                        .entry(gid.clone())
+                                        .or_default()
+                                        .push(json!({ "value": sid }));
+                                    if !on_user {
+                                        put::member(&mut batch, &gid, &sid, &u.id);
+                                    }
+                                }
+                            }
+                            report.users_adopted += 1;
+                        }
+                    }
+                }
+                for (gid, members) in memberships {
+                    dir.apply_member_ops(&mut batch, &gid, &[MemberOp::Add(members)])?;
+                }
+                dir.commit(batch)?;
+            }
+            tokio::task::yield_now().await;
+        }
+
+        self.pull_changes(&changed, &recent, &mut report).await?;
+        // Roles: users the IdP wrote whose vendor role may no longer match the rules are
+        // marked dirty and reconciled (audited as `sync`); adopted users keep their role.
+        let mut to_fix = Vec::new();
+        {
+            let mut batch = Batch::default();
+            let rec = Records(&self.dir);
+            for (sid, _, why) in &changed {
+                if !rec.is_idp_written(sid)? || busy(ResourceKind::User, sid)? {
+                    continue;
+                }
+                self.mark(
+                    &mut batch,
+                    ResourceKind::User,
+                    sid,
+                    &why.cause(self.caps.vendor),
+                    Actor::Sync,
+                )?;
+                to_fix.push(sid.clone());
+            }
+            if rules_changed {
+                put::flag(&mut batch, "rules", rules_now.as_bytes());
+            }
+            let _g = self.commit_lock.lock();
+            self.dir.commit(batch)?;
+        }
+        let audited = self.audit.len();
+        self.reconcile_users(&to_fix).await;
+        report.roles_corrected = (self.audit.len() - audited) as usize;
+        report.roles_failed = to_fix
+            .iter()
+            .filter(|sid| {
+                Records(&self.dir)
+                    .outbox(ResourceKind::User, sid)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .count();
+
+        // Mapped users missing from the pages: confirm by id before letting them go.
+        let vendor_users: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let mut missing = Vec::new();
+        for sid in self.dir.ids(ResourceKind::User) {
+            let sid = sid?;
+            if let Some(vid) = self.dir.vendor_id(ResourceKind::User, &sid)? {
+                if !vendor_users.contains(vid.as_str()) && !busy(ResourceKind::User, &sid)? {
+                    missing.push((sid, vid));
+                }
+            }
+        }
+        for (sid, vid) in missing {
+            if self.adapter.get_user(&vid).await?.is_some() {
+                continue;
+            }
+            let _lock = self.user_locks.lock(&sid).await;
+            let _g = self.commit_lock.lock();
+            if busy(ResourceKind::User, &sid)?
+                || self.dir.vendor_id(ResourceKind::User, &sid)?.as_deref() != Some(vid.as_str())
+            {
+                continue;
+            }
+            let Some(old) = self.dir.load(ResourceKind::User, &sid)? else {
+                continue;
+            };
+            let mut batch = Batch::default();
+            self.dir
+                .delete_entries(&mut batch, ResourceKind::User, &sid, &old)?;
+            put::no_applied_user(&mut batch, &sid);
+            put::not_idp_written(&mut batch, &sid);
+            self.dir.commit(batch)?;
+            report.users_removed += 1;
+        }
+
+        {
+            let mut batch = Batch::default();
+            put::flag(&mut batch, "synced", b"");
+            let _g = self.commit_lock.lock();
+            self.dir.commit(batch)?;
+        }
+        self.dir.flush().await?;
+        self.synced.send_replace(true);
+        self.recent.lock().retain(|_, t| *t >= started);
+        self.wake.notify_one();
+        report.elapsed_ms = started.elapsed().as_millis();
+        Ok(report)
+    }
+
+    fn observe_groups(
+        &self,
+        groups: &[VendorGroup],
+        busy: &dyn Fn(ResourceKind, &str) -> Result<bool, StoreError>,
+        report: &mut ObserveReport,
+    ) -> Result<(), AdapterError> {
+        let dir = &self.dir;
+        let _g = self.commit_lock.lock();
+        let mut batch = Batch::default();
+        let mut names_taken = HashSet::new();
+        for g in groups {
+            match dir.scim_id(ResourceKind::Group, &g.id)? {
+                Some(sid) => {
+                    if busy(ResourceKind::Group, &sid)? {
+                        continue;
+                    }
+                    let Some(old) = dir.load(ResourceKind::Group, &sid)? else {
+                        continue;
+                    };
+                    let applied = AppliedGroup {
+                        vendor_id: g.id.clone(),
+                        name: g.name.clone(),
+                    };
+                    if Records(dir).applied_group(&sid)?.as_ref() != Some(&applied) {
+                        put::applied_group(&mut batch, &sid, &applied);
+                    }
+                    if str_at(&old, "displayName") == Some(g.name.as_str()) || g.name.is_empty() {
+                        continue;
+                    }
+                    let mut doc = old.clone();
+                    doc["displayName"] = Value::String(g.name.clone());
+                    let (unique, _) = index_keys(ResourceKind::Group, &sid, &doc);
+                    if dir
+                        .check_unique(ResourceKind::Group, &unique, Some(&sid))
+                        .is_err()
+                        || !names_taken.insert(g.name.to_lowercase())
+                    {
+                        continue;
+                    }
+                    dir.stamp(ResourceKind::Group, &mut doc, Some(&old));
+                    dir.write_doc(&mut batch, ResourceKind::Group, &sid, &doc, Some(&old));
+                }
+                None => {
+                    if g.name.is_empty() {
+                        continue;
+                    }
+                    let (sid, mut doc) =
+                        dir.new_doc(ResourceKind::Group, &json!({ "displayName": g.name }));
+                    let (unique, _) = index_keys(ResourceKind::Group, &sid, &doc);
+                    if dir
+                        .check_unique(ResourceKind::Group, &unique, None)
+                        .is_err()
+                        || !names_taken.insert(g.name.to_lowercase())
+                    {
+                        // A SCIM group of that name exists: its create takes this one over.
+                        continue;
+                    }
+                    dir.stamp(ResourceKind::Group, &mut doc, None);
+                    dir.write_doc(&mut batch, ResourceKind::Group, &sid, &doc, None);
+                    dir.bump_count(&mut batch, ResourceKind::Group, 1);
+                    dir.link(&mut batch, ResourceKind::Group, &sid, &g.id);
+                    put::applied_group(
+                        &mut batch,
+                        &sid,
+                        &AppliedGroup {
+                            vendor_id: g.id.clone(),
+                            name: g.name.clone(),
+                        },
+                    );
+                    report.groups_adopted += 1;
+                }
+            }
+        }
+        dir.commit(batch)?;
+        let vendor_groups: HashSet<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        let mut batch = Batch::default();
+        for sid in dir.ids(ResourceKind::Group) {
+            let sid = sid?;
+            let Some(vid) = dir.vendor_id(ResourceKind::Group, &sid)? else {
+                continue;
+            };
+            if vendor_groups.contains(vid.as_str()) || busy(ResourceKind::Group, &sid)? {
+                continue;
+            }
+            if let Some(old) = dir.load(ResourceKind::Group, &sid)? {
+                dir.delete_entries(&mut batch, ResourceKind::Group, &sid, &old)?;
+                put::no_applied_group(&mut batch, &sid);
+                report.groups_removed += 1;
+            }
+        }
+        Ok(dir.commit(batch)?)
+    }
+
+    /// Profile and membership changes made at the vendor to mapped users, written into the
+    /// directory per chunk, under the users' locks and the commit lock.
+    async fn pull_changes(
+        &self,
+        changed: &[(String, &VendorUser, Why)],
+        recent: &(dyn Fn(&str) -> bool + Sync),
+        report: &mut ObserveReport,
+    ) -> Result<(), StoreError> {
+        let dir = &self.dir;
+        let at_vendor: Vec<&(String, &VendorUser, Why)> = changed
+            .iter()
+            .filter(|(_, _, why)| *why != Why::RulesChanged)
+            .collect();
+        for chunk in at_vendor.chunks(CHUNK) {
+            let _locks = self
+                .user_locks
+                .lock_all(chunk.iter().map(|(sid, _, _)| sid.as_str()))
+                .await;
+            let _g = self.commit_lock.lock();
+            let rec = Records(dir);
+            let mut batch = Batch::default();
+            let mut adds: HashMap<String, Vec<Value>> = HashMap::new();
+            let mut removes: HashMap<String, Vec<String>> = HashMap::new();
+            for (sid, u, _) in chunk.iter().copied() {
+                if recent(sid)
+                    || rec.outbox(ResourceKind::User, sid)?.is_some()
+                    || dir.vendor_id(ResourceKind::User, sid)?.as_deref() != Some(u.id.as_str())
+                {
+                    continue;
+                }
+                let Some(old) = dir.load(ResourceKind::User, sid)? else {
+                    continue;
+                };
+                let mut pulled = false;
+                if let Some(mut doc) = pulled_profile(&old, u) {
+                    let (unique, _) = index_keys(ResourceKind::User, sid, &doc);
+                    if dir
+                        .check_unique(ResourceKind::User, &unique, Some(sid))
+                        .is_ok()
+                    {
+                        dir.stamp(ResourceKind::User, &mut doc, Some(&old));
+                        dir.write_doc(&mut batch, ResourceKind::User, sid, &doc, Some(&old));
+                        pulled = true;
+                    } else {
+                        tracing::warn!(tenant = %self.tenant(), user = %sid, "vendor profile change not pulled: its userName is another SCIM user's");
+                    }
+                }
+                if let Some(vgroups) = &u.groups {
+                    let in_vendor: HashSet<String> = vgroups
+                        .iter()
+                        .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
+                        .collect();
+                    let in_dir = dir.groups_of(sid)?;
+                    for g in &in_dir {
+                        if !in_vendor.contains(g)
+                            && dir.vendor_id(ResourceKind::Group, g)?.is_some()
+                        {
+                            removes.entry(g.clone()).or_default().push(sid.clone());
+                            pulled = true;
+                        }
+                    }
+                    for g in in_vendor {
+                        if !in_dir.contains(&g) {
+                            adds.entry(g).or_default().push(json!({ "value": sid }));
+                            pulled = true;
+                        }
+                    }
+                }
+                report.users_pulled += usize::from(pulled);
+            }
+            let on_group = self.caps.membership == MembershipModel::OnGroup;
+            let groups: HashSet<String> = adds.keys().chain(removes.keys()).cloned().collect();
+            for gid in groups {
+                let mut ops = Vec::new();
+                if let Some(r) = removes.remove(&gid) {
+                    if on_group {
+                        for u in &r {
+                            put::no_member(&mut batch, &gid, u);
+                        }
+                    }
+                    ops.push(MemberOp::Remove(r));
+                }
+                if let Some(a) = adds.remove(&gid) {
+                    if on_group {
+                        for m in &a {
+                            let u = str_at(m, "value").unwrap_or_default();
+                            if let Some(v) = dir.vendor_id(ResourceKind::User, u)? {
+                                put::member(&mut batch, &gid, u, &v);
+                            }
+                        }
+                    }
+                    ops.push(MemberOp::Add(a));
+                }
+                dir.apply_member_ops(&mut batch, &gid, &ops)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: gid.clone(),
+                        reason: e.detail,
+                    })?;
+            }
+            dir.commit(batch)?;
+        }
+        Ok(())
+    }
+}
+
+/// A SCIM user for a vendor user the bridge did not create.
+pub fn scim_user_of(p: &Profile, active: bool) -> Value {
+    let mut doc = Map::new();
+    doc.insert(
+        "schemas".into(),
+        json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
+    );
+    doc.insert("userName".into(), Value::String(p.login.clone()));
+    let mut name = Map::new();
+    if let Some(f) = p.given_name.as_deref().filter(|s| !s.is_empty()) {
+        name.insert("givenName".into(), Value::String(f.to_string()));
+    }
+    if let Some(l) = p.family_name.as_deref().filter(|s| !s.is_empty()) {
+        name.insert("familyName".into(), Value::String(l.to_string()));
+    }
+    if !name.is_empty() {
+        doc.insert("name".into(), Value::Object(name));
+    }
+    if let Some(e) = p.email.as_deref().filter(|s| !s.is_empty()) {
+        doc.insert(
+            "emails".into(),
+            json!([{"value": e, "type": "work", "primary": true}]),
+        );
+    }
+    doc.insert("active".into(), Value::Bool(active));
+    Value::Object(doc)
+}
+
+/// The SCIM user `doc` with what the vendor shows for `u` (only what the vendor answered: an
+/// absent field is not a removal); `None` when nothing differs.
+fn pulled_profile(doc: &Value, u: &VendorUser) -> Option<Value> {
+    let mut out = doc.clone();
+    let mut differs = false;
+    if let Some(p) = &u.profile {
+        if !p.login.is_empty() && str_at(doc, "userName") != Some(p.login.as_str()) {
+            out["userName"] = Value::String(p.login.clone());
+            differs = true;
+        }
+        let old = Engine::profile_of(doc);
+        if let Some(email) = p.email.as_deref().filter(|e| !e.is_empty()) {
+            if old.as_ref().and_then(|f| f.email.as_deref()) != Some(email) {
+                let mut emails = doc
+                    .get("emails")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let at = emails
+                    .iter()
+                    .position(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+                    .or(if emails.is_empty() { None } else { Some(0) });
+                match at {
+                    Some(i) => emails[i]["value"] = Value::String(email.to_string()),
+                    None => emails.push(json!({ "value": email, "type": "work", "primary": true })),
+                }
+                out["emails"] = Value::Array(emails);
+                differs = true;
+            }
+        }
+        for (vendor, key) in [(&p.given_name, "givenName"), (&p.family_name, "familyName")] {
+            let current = doc
+                .get("name")
+                .and_then(|n| n.get(key))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            let Some(v) = vendor else { continue };
+            let wanted = Some(v.as_str()).filter(|s| !s.is_empty());
+            if current == wanted {
+                continue;
+            }
+            if !out.get("name").is_some_and(Value::is_object) {
+                out["name"] = Value::Object(Map::new());
+            }
+            match wanted {
+                Some(w) => out["name"][key] = Value::String(w.to_string()),
+                None => {
+                    if let Some(n) = out["name"].as_object_mut() {
+                        n.remove(key);
+                    }
+                }
+            }
+            differs = true;
+        }
+    }
+    if let Some(active) = u.active {
+        if doc.get("active").and_then(Value::as_bool).unwrap_or(true) != active {
+            out["active"] = Value::Bool(active);
+            differs = true;
+        }
+    }
+    differs.then_some(out)
+}

@@ -1,0 +1,715 @@
+//! Reconcile one object: compare what the IdP asked (the directory, the role rules) with what
+//! the vendor last confirmed, and make the adapter calls that close the gap.
+//!
+//! Every step is safe to run again: calls send fixed values, a create that may have happened
+//! meets the vendor's duplicate check and takes the object over, and the applied state is
+//! written only after the vendor confirmed. A crash anywhere leaves the outbox mark in place,
+//! so the next pass picks the object up where the vendor actually is.
+
+use super::adapter::{
+    AdapterError, Created, Deactivation, MembershipModel, NewUser, Profile, RoleModel, UserChange,
+    VendorUser,
+};
+use super::role_table::RoleTable;
+use super::state::{
+    now_ms, put, Actor, AppliedGroup, AppliedUser, OutboxEntry, Records, Tombstone,
+};
+use super::Engine;
+use crate::scim::schema::ResourceKind;
+use crate::store::audit::RoleChange;
+use crate::store::directory::str_at;
+use crate::store::{Batch, StoreError};
+use rand::Rng;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+/// Retry schedule of a transient failure: exponential from 1 s, capped at 5 minutes, with full
+/// jitter (rauthy's and Kubernetes' controllers do the same).
+const BACKOFF_BASE_MS: u64 = 1_000;
+const BACKOFF_MAX_MS: u64 = 300_000;
+
+impl From<StoreError> for AdapterError {
+    fn from(e: StoreError) -> AdapterError {
+        tracing::error!(error = %e, "store failure during a reconcile");
+        AdapterError::transient("the bridge's store failed")
+    }
+}
+
+impl From<crate::scim::ScimError> for AdapterError {
+    fn from(e: crate::scim::ScimError) -> AdapterError {
+        AdapterError::transient(format!(
+            "the bridge could not update its directory: {}",
+            e.detail
+        ))
+    }
+}
+
+/// What the IdP asked for one user, in vendor terms.
+struct DesiredUser {
+    profile: Profile,
+    active: bool,
+    /// The role to hold (vendor id); `None`: leave the vendor's role alone.
+    role: Option<String>,
+    /// Vendor ids of the mirrored groups the user is in (created at the vendor already).
+    groups: Vec<String>,
+    /// SCIM ids of those groups, and of the ones not at the vendor yet.
+    group_sids: Vec<String>,
+}
+
+impl Engine {
+    /// Reconciles one object, the caller holding its lock, and records the outcome in the
+    /// outbox: gone when done, else its attempt, next try and error (`failed` when refused).
+    pub(crate) async fn reconcile_locked(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+    ) -> Result<(), AdapterError> {
+        let result = match kind {
+            ResourceKind::User => self.converge_user(sid).await,
+            ResourceKind::Group => self.converge_group(sid).await,
+        };
+        self.touch(sid);
+        match &result {
+            Ok(()) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                } else if matches!(e, AdapterError::Refused { .. }) {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(se) = self.note_failure(kind, sid, e).await {
+                    tracing::error!(tenant = %self.tenant(), error = %se, "cannot record a delivery failure");
+                }
+            }
+        }
+        result
+    }
+
+    async fn note_failure(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+        e: &AdapterError,
+    ) -> Result<(), StoreError> {
+        let Some(mut entry) = Records(&self.dir).outbox(kind, sid)? else {
+            return Ok(());
+        };
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.last_error = Some(e.to_string());
+        match e {
+            AdapterError::Refused { .. } => {
+                entry.failed = true;
+                tracing::warn!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, "the vendor refused a change for good; kept as failed");
+            }
+            AdapterError::Transient { retry_after, .. } => {
+                let cap = BACKOFF_BASE_MS
+                    .saturating_mul(1u64 << entry.attempts.min(16))
+                    .min(BACKOFF_MAX_MS);
+                let mut wait = rand::rng().random_range(cap / 2..=cap);
+                if let Some(ra) = retry_after {
+                    wait = wait.max(ra.as_millis() as u64);
+                }
+                entry.next_ms = now_ms() + wait;
+                tracing::debug!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, wait_ms = wait, "delivery deferred");
+            }
+            AdapterError::Gone => entry.next_ms = now_ms(),
+        }
+        let mut batch = Batch::default();
+        put::outbox(&mut batch, kind, sid, &entry);
+        let _g = self.commit_lock.lock();
+        self.dir.commit(batch)
+    }
+
+    fn cause_of(&self, kind: ResourceKind, sid: &str) -> Result<(String, Actor), StoreError> {
+        Ok(Records(&self.dir)
+            .outbox(kind, sid)?
+            .map(|e: OutboxEntry| (e.cause, e.actor))
+            .unwrap_or_else(|| ("reconcile".into(), Actor::Sync)))
+    }
+
+    /// Commits a reconcile step and its audit entries atomically, then makes it durable.
+    async fn commit_step(&self, batch: Batch, audit: Vec<RoleChange>) -> Result<(), StoreError> {
+        let mut ab = Batch::default();
+        for a in &audit {
+            self.audit.record(&mut ab, a);
+        }
+        {
+            let _g = self.commit_lock.lock();
+            self.dir
+                .commit_audited(batch, &self.audit, ab, audit.len() as u64)?;
+        }
+        if let Some(c) = &self.role_changes {
+            c.inc_by(audit.len() as u64);
+        }
+        self.dir.flush().await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Users
+    // -----------------------------------------------------------------------------------------
+
+    fn desired_user(
+        &self,
+        table: &RoleTable,
+        sid: &str,
+        doc: &Value,
+        new_user: bool,
+    ) -> Result<DesiredUser, AdapterError> {
+        let profile = Self::profile_of(doc).ok_or_else(|| AdapterError::Refused {
+            vendor: self.caps.vendor,
+            reason: "the user has no userName".into(),
+            conflict: false,
+        })?;
+        let active = doc.get("active").and_then(Value::as_bool) != Some(false);
+        let mut names = Vec::new();
+        let mut groups = Vec::new();
+        let mut group_sids = Vec::new();
+        for g in self.dir.groups_of(sid)? {
+            let Some(gdoc) = self.dir.load(ResourceKind::Group, &g)? else {
+                continue;
+            };
+            if let Some(n) = str_at(&gdoc, "displayName") {
+                names.push(n.to_string());
+            }
+            if let Some(v) = self.dir.vendor_id(ResourceKind::Group, &g)? {
+                groups.push(v);
+            }
+            group_sids.push(g);
+        }
+        let role = match (&self.caps.deactivation, active) {
+            (Deactivation::Role(r), false) => Some(r.clone()),
+            _ if Records(&self.dir).is_idp_written(sid)? => {
+                table.desired(&self.settings.rules, doc, &names, new_user)
+            }
+            // Adopted from the vendor and never written by the IdP: its role stays the vendor's.
+            _ => None,
+        };
+        Ok(DesiredUser {
+            profile,
+            active,
+            role,
+            groups,
+            group_sids,
+        })
+    }
+
+    fn audit_entry(
+        &self,
+        table: &RoleTable,
+        sid: &str,
+        login: &str,
+        vid: &str,
+        from: Option<&str>,
+        to: &str,
+        cause: &str,
+        actor: Actor,
+    ) -> RoleChange {
+        RoleChange {
+            at: crate::scim::resource::now_timestamp(),
+            user_id: sid.to_string(),
+            user_name: login.to_string(),
+            vendor_user_id: vid.to_string(),
+            cause: cause.to_string(),
+            actor: actor.as_str().into(),
+            from: from.map(|f| table.name(f)),
+            to: table.name(to),
+        }
+    }
+
+    async fn converge_user(&self, sid: &str) -> Result<(), AdapterError> {
+        let table = self.role_table()?;
+        let rec = Records(&self.dir);
+        if let Some(t) = rec.tombstone(ResourceKind::User, sid)? {
+            return self.converge_deleted_user(sid, t).await;
+        }
+        let (cause, actor) = self.cause_of(ResourceKind::User, sid)?;
+        let Some(doc) = self.dir.load(ResourceKind::User, sid)? else {
+            let mut b = Batch::default();
+            put::no_outbox(&mut b, ResourceKind::User, sid);
+            return Ok(self.commit_step(b, Vec::new()).await?);
+        };
+        let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
+        let applied = match &vid {
+            Some(v) => Some(rec.applied_user(sid)?.unwrap_or(AppliedUser {
+                vendor_id: v.clone(),
+                ..AppliedUser::default()
+            })),
+            None => None,
+        };
+        let desired = self.desired_user(&table, sid, &doc, applied.is_none())?;
+        let mut audit = Vec::new();
+        let applied = match applied {
+            Some(a) => a,
+            None => {
+                if !desired.active && self.caps.deactivation == Deactivation::Delete {
+                    // Inactive and deprovisioned by deletion: the bridge keeps it alone.
+                    let mut b = Batch::default();
+                    put::no_outbox(&mut b, ResourceKind::User, sid);
+                    return Ok(self.commit_step(b, audit).await?);
+                }
+                match self.create_vendor_user(sid, &desired).await? {
+                    (a, true) => {
+                        // Created as desired: done, unless membership lives on the groups.
+                        let mut b = Batch::default();
+                        self.link_user(&mut b, sid, &a)?;
+                        if let Some(r) = &desired.role {
+                            audit.push(self.audit_entry(
+                                &table,
+                                sid,
+                                &desired.profile.login,
+                                &a.vendor_id,
+                                None,
+                                r,
+                                &cause,
+                                actor,
+                            ));
+                        }
+                        self.after_user_created(&mut b, &desired)?;
+                        put::no_outbox(&mut b, ResourceKind::User, sid);
+                        self.commit_step(b, audit).await?;
+                        return Ok(());
+                    }
+                    (a, false) => {
+                        // An existing vendor user taken over: linked now, aligned below.
+                        let mut b = Batch::default();
+                        self.link_user(&mut b, sid, &a)?;
+                        self.after_user_created(&mut b, &desired)?;
+                        self.commit_step(b, Vec::new()).await?;
+                        a
+                    }
+                }
+            }
+        };
+        self.align_user(&table, sid, &desired, applied, &cause, actor)
+            .await
+    }
+
+    /// Creates the vendor user; `(applied, true)` when made as desired, `(applied, false)` when
+    /// an existing one was taken over (its state as the vendor showed it).
+    async fn create_vendor_user(
+        &self,
+        sid: &str,
+        desired: &DesiredUser,
+    ) -> Result<(AppliedUser, bool), AdapterError> {
+        let on_user = self.caps.membership == MembershipModel::OnUser;
+        let new = NewUser {
+            profile: desired.profile.clone(),
+            active: desired.active || !matches!(self.caps.deactivation, Deactivation::Flag),
+            role: match self.caps.role {
+                RoleModel::Attribute => desired.role.clone(),
+                RoleModel::Groups => None,
+            },
+            groups: if on_user {
+                desired.groups.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        match self.adapter.create_user(&new).await? {
+            Created::New(u) => {
+                let applied = AppliedUser {
+                    vendor_id: u.id.clone(),
+                    profile: Some(desired.profile.clone()),
+                    active: Some(new.active),
+                    role: new.role.clone().or(u.role.clone()),
+                    groups: on_user.then(|| u.groups.clone().unwrap_or(new.groups.clone())),
+                };
+                // Role groups, membership on groups: aligned by the next step.
+                let complete = self.caps.role == RoleModel::Attribute;
+                Ok((applied, complete))
+            }
+            Created::Exists(u) => {
+                if let Some(holder) = self.dir.scim_id(ResourceKind::User, &u.id)? {
+                    let live = holder != sid
+                        && self.dir.load(ResourceKind::User, &holder)?.is_some()
+                        && Records(&self.dir)
+                            .tombstone(ResourceKind::User, &holder)?
+                            .is_none();
+                    if live {
+                        return Err(AdapterError::Refused {
+                            vendor: self.caps.vendor,
+                            reason: "another SCIM user already holds this vendor user (same userName or email)".into(),
+                            conflict: true,
+                        });
+                    }
+                }
+                tracing::info!(tenant = %self.tenant(), vendor_id = %u.id, "taking over an existing vendor user");
+                Ok((applied_of(&u, on_user), false))
+            }
+        }
+    }
+
+    /// Links a user to its vendor user, taking it from a deleted SCIM user whose tombstone was
+    /// still pending (an IdP re-create after a delete gets the same vendor user back).
+    fn link_user(&self, b: &mut Batch, sid: &str, a: &AppliedUser) -> Result<(), AdapterError> {
+        if let Some(holder) = self.dir.scim_id(ResourceKind::User, &a.vendor_id)? {
+            if holder != sid {
+                put::no_tombstone(b, ResourceKind::User, &holder);
+                put::no_outbox(b, ResourceKind::User, &holder);
+                put::no_applied_user(b, &holder);
+                if let Some(v) = self.dir.vendor_id(ResourceKind::User, &holder)? {
+                    self.dir.unlink(b, ResourceKind::User, &holder, &v);
+                }
+            }
+        }
+        put::not_gone(b, &a.vendor_id);
+        self.dir.link(b, ResourceKind::User, sid, &a.vendor_id);
+        put::applied_user(b, sid, a);
+        Ok(())
+    }
+
+    /// Where membership lives on the groups, a new vendor user joins its groups through them.
+    fn after_user_created(&self, b: &mut Batch, desired: &DesiredUser) -> Result<(), AdapterError> {
+        if self.caps.membership == MembershipModel::OnGroup {
+            for g in &desired.group_sids {
+                self.mark(b, ResourceKind::Group, g, "membership", Actor::Sync)?;
+            }
+            if !desired.group_sids.is_empty() {
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the gap between an existing vendor user and the desired one.
+    async fn align_user(
+        &self,
+        table: &RoleTable,
+        sid: &str,
+        desired: &DesiredUser,
+        mut applied: AppliedUser,
+        cause: &str,
+        actor: Actor,
+    ) -> Result<(), AdapterError> {
+        let vid = applied.vendor_id.clone();
+        if !desired.active && self.caps.deactivation == Deactivation::Delete {
+            self.adapter.delete_user(&vid).await?;
+            let mut b = Batch::default();
+            self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
+            put::no_applied_user(&mut b, sid);
+            put::no_outbox(&mut b, ResourceKind::User, sid);
+            return Ok(self.commit_step(b, Vec::new()).await?);
+        }
+        if desired.active && applied.active == Some(false) && self.caps.reactivation_strips_role {
+            applied.role = None;
+        }
+        let mut change = UserChange::default();
+        let fields = profile_diff(&desired.profile, applied.profile.as_ref());
+        if !fields.is_empty() {
+            change.profile = Some(desired.profile.clone());
+            change.changed_fields = fields;
+        }
+        if matches!(
+            self.caps.deactivation,
+            Deactivation::Flag | Deactivation::Delete
+        ) && applied.active != Some(desired.active)
+        {
+            change.active = Some(desired.active);
+        }
+        let role_to = table.change(applied.role.as_deref(), desired.role.clone());
+        let role_before = applied.role.clone();
+        if self.caps.role == RoleModel::Attribute {
+            change.role = role_to.clone();
+        }
+        if self.caps.membership == MembershipModel::OnUser {
+            let list = self.vendor_group_list(desired, applied.groups.as_deref())?;
+            let differs = applied.groups.as_ref().is_none_or(|g| {
+                g.iter().collect::<HashSet<_>>() != list.iter().collect::<HashSet<_>>()
+            });
+            if differs {
+                change.groups = Some(list);
+            }
+        }
+        if !desired.active && !self.caps.writable_while_inactive {
+            change.profile = None;
+            change.changed_fields.clear();
+            change.groups = None;
+        }
+        let mut audit = Vec::new();
+        if !change.is_empty() {
+            match self.adapter.update_user(&vid, &change).await {
+                Ok(answer) => {
+                    if let Some(p) = &change.profile {
+                        applied.profile = Some(p.clone());
+                    }
+                    if let Some(a) = change.active {
+                        applied.active = Some(a);
+                    }
+                    if let Some(r) = &change.role {
+                        applied.role = Some(r.clone());
+                    }
+                    if let Some(g) = &change.groups {
+                        applied.groups = Some(g.clone());
+                    }
+                    if let Some(u) = answer {
+                        if let Some(r) = u.role {
+                            applied.role = Some(r);
+                        }
+                        if let Some(g) = u.groups.filter(|_| change.groups.is_some()) {
+                            applied.groups = Some(g);
+                        }
+                    }
+                }
+                Err(AdapterError::Gone) => {
+                    // Deleted at the vendor behind our back: drop the link; the next pass
+                    // creates it again (the IdP still wants it).
+                    let mut b = Batch::default();
+                    self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
+                    put::no_applied_user(&mut b, sid);
+                    self.commit_step(b, Vec::new()).await?;
+                    return Err(AdapterError::Gone);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.caps.role == RoleModel::Groups {
+            if let Some(to) = &role_to {
+                self.adapter
+                    .change_members(to, std::slice::from_ref(&vid), &[])
+                    .await?;
+                for other in table.role_ids().filter(|r| *r != to) {
+                    if applied.role.as_deref() == Some(other) || applied.role.is_none() {
+                        self.adapter
+                            .change_members(other, &[], std::slice::from_ref(&vid))
+                            .await?;
+                    }
+                }
+                applied.role = Some(to.clone());
+            }
+        }
+        if let Some(to) = &role_to {
+            audit.push(self.audit_entry(
+                table,
+                sid,
+                &desired.profile.login,
+                &vid,
+                role_before.as_deref(),
+                to,
+                cause,
+                actor,
+            ));
+        }
+        let mut b = Batch::default();
+        put::applied_user(&mut b, sid, &applied);
+        put::no_outbox(&mut b, ResourceKind::User, sid);
+        Ok(self.commit_step(b, audit).await?)
+    }
+
+    /// The full vendor group list of a user (membership on the user): the mirrored groups it is
+    /// in, plus the vendor's groups the bridge does not mirror (kept as they are).
+    fn vendor_group_list(
+        &self,
+        desired: &DesiredUser,
+        applied: Option<&[String]>,
+    ) -> Result<Vec<String>, AdapterError> {
+        let mut out: Vec<String> = Vec::new();
+        for vg in applied.unwrap_or_default() {
+            if self.dir.scim_id(ResourceKind::Group, vg)?.is_none() && !out.contains(vg) {
+                out.push(vg.clone());
+            }
+        }
+        for vg in &desired.groups {
+            if !out.contains(vg) {
+                out.push(vg.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A user the IdP deleted: removed or deactivated at the vendor, as the tenant says.
+    async fn converge_deleted_user(&self, sid: &str, t: Tombstone) -> Result<(), AdapterError> {
+        let mut b = Batch::default();
+        if let Some(vid) = &t.vendor_id {
+            match &self.caps.deactivation {
+                Deactivation::Delete => self.adapter.delete_user(vid).await?,
+                Deactivation::Flag => {
+                    let change = UserChange {
+                        active: Some(false),
+                        ..UserChange::default()
+                    };
+                    match self.adapter.update_user(vid, &change).await {
+                        Ok(_) | Err(AdapterError::Gone) => {}
+                        Err(e) => return Err(e),
+                    }
+                    // The vendor keeps it, deactivated: observe must not adopt it back.
+                    put::gone(&mut b, vid);
+                }
+                Deactivation::Role(r) => {
+                    let change = UserChange {
+                        role: Some(r.clone()),
+                        ..UserChange::default()
+                    };
+                    match self.adapter.update_user(vid, &change).await {
+                        Ok(_) | Err(AdapterError::Gone) => {}
+                        Err(e) => return Err(e),
+                    }
+                    put::gone(&mut b, vid);
+                }
+            }
+            self.dir.unlink(&mut b, ResourceKind::User, sid, vid);
+        }
+        put::no_tombstone(&mut b, ResourceKind::User, sid);
+        put::no_applied_user(&mut b, sid);
+        put::no_outbox(&mut b, ResourceKind::User, sid);
+        Ok(self.commit_step(b, Vec::new()).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Groups
+    // -----------------------------------------------------------------------------------------
+
+    async fn converge_group(&self, sid: &str) -> Result<(), AdapterError> {
+        let rec = Records(&self.dir);
+        if let Some(t) = rec.tombstone(ResourceKind::Group, sid)? {
+            let mut b = Batch::default();
+            if let Some(vid) = &t.vendor_id {
+                self.adapter.delete_group(vid).await?;
+                self.dir.unlink(&mut b, ResourceKind::Group, sid, vid);
+            }
+            for (usid, _) in rec.applied_members(sid)? {
+                put::no_member(&mut b, sid, &usid);
+            }
+            put::no_tombstone(&mut b, ResourceKind::Group, sid);
+            put::no_applied_group(&mut b, sid);
+            put::no_outbox(&mut b, ResourceKind::Group, sid);
+            return Ok(self.commit_step(b, Vec::new()).await?);
+        }
+        let Some(doc) = self.dir.load(ResourceKind::Group, sid)? else {
+            let mut b = Batch::default();
+            put::no_outbox(&mut b, ResourceKind::Group, sid);
+            return Ok(self.commit_step(b, Vec::new()).await?);
+        };
+        let name = str_at(&doc, "displayName").unwrap_or_default().to_string();
+        let mut applied = match self.dir.vendor_id(ResourceKind::Group, sid)? {
+            Some(vid) => rec.applied_group(sid)?.unwrap_or(AppliedGroup {
+                vendor_id: vid,
+                name: String::new(),
+            }),
+            None => {
+                let g = match self.adapter.create_group(&name).await? {
+                    Created::New(g) => g,
+                    Created::Exists(g) => {
+                        if let Some(holder) = self.dir.scim_id(ResourceKind::Group, &g.id)? {
+                            if holder != sid
+                                && self.dir.load(ResourceKind::Group, &holder)?.is_some()
+                            {
+                                return Err(AdapterError::Refused {
+                                    vendor: self.caps.vendor,
+                                    reason: "a group with this name already exists".into(),
+                                    conflict: true,
+                                });
+                            }
+                        }
+                        tracing::info!(tenant = %self.tenant(), vendor_id = %g.id, "taking over an existing vendor group");
+                        g
+                    }
+                };
+                let applied = AppliedGroup {
+                    vendor_id: g.id.clone(),
+                    name: g.name.clone(),
+                };
+                let mut b = Batch::default();
+                self.dir.link(&mut b, ResourceKind::Group, sid, &g.id);
+                put::applied_group(&mut b, sid, &applied);
+                if self.caps.membership == MembershipModel::OnUser {
+                    // Members' group lists now have this group to name.
+                    for m in self.dir.member_ids(sid)? {
+                        if self.dir.load(ResourceKind::User, &m)?.is_some() {
+                            self.mark(
+                                &mut b,
+                                ResourceKind::User,
+                                &m,
+                                &format!("membership of group \"{name}\""),
+                                Actor::Idp,
+                            )?;
+                        }
+                    }
+                    self.wake.notify_one();
+                }
+                self.commit_step(b, Vec::new()).await?;
+                applied
+            }
+        };
+        if applied.name != name {
+            self.adapter.rename_group(&applied.vendor_id, &name).await?;
+            applied.name = name.clone();
+        }
+        let mut b = Batch::default();
+        if self.caps.membership == MembershipModel::OnGroup {
+            let confirmed = rec.applied_members(sid)?;
+            let have: HashSet<&str> = confirmed.iter().map(|(u, _)| u.as_str()).collect();
+            let mut want: Vec<(String, String)> = Vec::new();
+            for m in self.dir.member_ids(sid)? {
+                if self.dir.load(ResourceKind::User, &m)?.is_none() {
+                    continue;
+                }
+                if let Some(v) = self.dir.vendor_id(ResourceKind::User, &m)? {
+                    want.push((m, v));
+                }
+            }
+            let want_ids: HashSet<&str> = want.iter().map(|(u, _)| u.as_str()).collect();
+            let add: Vec<&(String, String)> = want
+                .iter()
+                .filter(|(u, _)| !have.contains(u.as_str()))
+                .collect();
+            let remove: Vec<&(String, String)> = confirmed
+                .iter()
+                .filter(|(u, _)| !want_ids.contains(u.as_str()))
+                .collect();
+            if !add.is_empty() || !remove.is_empty() {
+                let add_v: Vec<String> = add.iter().map(|(_, v)| v.clone()).collect();
+                let remove_v: Vec<String> = remove.iter().map(|(_, v)| v.clone()).collect();
+                self.adapter
+                    .change_members(&applied.vendor_id, &add_v, &remove_v)
+                    .await?;
+                for (u, v) in add {
+                    put::member(&mut b, sid, u, v);
+                }
+                for (u, _) in remove {
+                    put::no_member(&mut b, sid, u);
+                }
+            }
+        }
+        put::applied_group(&mut b, sid, &applied);
+        put::no_outbox(&mut b, ResourceKind::Group, sid);
+        Ok(self.commit_step(b, Vec::new()).await?)
+    }
+}
+
+/// The applied state of a vendor user as the vendor showed it.
+pub(crate) fn applied_of(u: &VendorUser, on_user: bool) -> AppliedUser {
+    AppliedUser {
+        vendor_id: u.id.clone(),
+        profile: u.profile.clone(),
+        active: u.active,
+        role: u.role.clone(),
+        groups: if on_user { u.groups.clone() } else { None },
+    }
+}
+
+/// The profile fields that differ (all when nothing is known).
+fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
+    let Some(have) = have else {
+        return vec!["login", "email", "given_name", "family_name"];
+    };
+    let mut out = Vec::new();
+    if want.login != have.login {
+        out.push("login");
+    }
+    if want.email != have.email {
+        out.push("email");
+    }
+    if want.given_name != have.given_name {
+        out.push("given_name");
+    }
+    if want.family_name != have.family_name {
+        out.push("family_name");
+    }
+    if want.attributes != have.attributes {
+        out.push("attributes");
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! The engine's durable records, kept in the tenant's directory tree (under `E/`) so that a
+//! desired state, its outbox mark and the applied state are written in one atomic batch.
+//!
+//! | record                | meaning                                                        |
+//! |-----------------------|----------------------------------------------------------------|
+//! | `au/{scim id}`        | [`AppliedUser`]: what the vendor last confirmed for the user     |
+//! | `ag/{scim id}`        | [`AppliedGroup`]: the vendor group's last confirmed name        |
+//! | `am/{group}/{user}`   | the user's vendor id, confirmed a member (membership on group) |
+//! | `ob/{u|g}/{scim id}`  | [`OutboxEntry`]: the object differs from what the IdP asked    |
+//! | `del/{u|g}/{scim id}` | [`Tombstone`]: deleted by the IdP, not yet at the vendor        |
+//! | `idp/{scim id}`       | the IdP has written this user: the role rules apply to it      |
+//! | `gone/{vendor id}`    | a vendor user the IdP deleted and the vendor keeps deactivated |
+//! | `rules`               | the role rules last applied to every user                      |
+//! | `synced`              | a full observe has completed once                              |
+
+use super::adapter::Profile;
+use crate::scim::schema::ResourceKind;
+use crate::store::directory::Directory;
+use crate::store::{Batch, StoreError};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// What the vendor last confirmed for a user. `None` fields are unknown, so the next reconcile
+/// sends them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedUser {
+    pub vendor_id: String,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Vendor group ids as the vendor holds them on the user (membership on the user only);
+    /// groups the bridge does not mirror are kept here and preserved.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedGroup {
+    pub vendor_id: String,
+    pub name: String,
+}
+
+/// Who asked for a change: the audit log's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Idp,
+    Sync,
+    Operator,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Idp => "idp",
+            Actor::Sync => "sync",
+            Actor::Operator => "operator",
+        }
+    }
+}
+
+/// An object whose vendor state differs from the desired one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// When it first became pending (unix ms): the age of the oldest pending change.
+    pub since_ms: u64,
+    pub attempts: u32,
+    /// Not before (unix ms).
+    pub next_ms: u64,
+    pub last_error: Option<String>,
+    /// Refused for good: kept, not retried until the IdP writes the object again or an
+    /// operator asks.
+    #[serde(default)]
+    pub failed: bool,
+    /// What caused it, for the audit log ("patch", "membership of group \"X\"").
+    pub cause: String,
+    pub actor: Actor,
+}
+
+impl OutboxEntry {
+    pub fn new(cause: impl Into<String>, actor: Actor) -> OutboxEntry {
+        let now = now_ms();
+        OutboxEntry {
+            since_ms: now,
+            attempts: 0,
+            next_ms: now,
+            last_error: None,
+            failed: false,
+            cause: cause.into(),
+            actor,
+        }
+    }
+}
+
+/// A deleted object still to be removed or deactivated at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub vendor_id: Option<String>,
+    pub name: String,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+pub fn kind_tag(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "u",
+        ResourceKind::Group => "g",
+    }
+}
+
+/// Typed access to the engine's records of one tenant.
+pub struct Records<'a>(pub &'a Directory);
+
+impl Records<'_> {
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.0.record(key)? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn applied_user(&self, sid: &str) -> Result<Option<AppliedUser>, StoreError> {
+        self.get(&format!("au/{sid}"))
+    }
+    pub fn applied_group(&self, sid: &str) -> Result<Option<AppliedGroup>, StoreError> {
+        self.get(&format!("ag/{sid}"))
+    }
+    pub fn outbox(&self, kind: ResourceKind, sid: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.get(&format!("ob/{}/{sid}", kind_tag(kind)))
+    }
+    pub fn tombstone(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        self.get(&format!("del/{}/{sid}", kind_tag(kind)))
+    }
+    pub fn is_idp_written(&self, sid: &str) -> Result<bool, StoreError> {
+        Ok(self.0.record(&format!("idp/{sid}"))?.is_some())
+    }
+    pub fn is_gone(&self, vendor_id: &str) -> Result<bool, StoreError> {
+        Ok(self.0.record(&format!("gone/{vendor_id}"))?.is_some())
+    }
+    /// The confirmed members of a group (membership on the group): (user SCIM id, vendor id).
+    pub fn applied_members(&self, gsid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = format!("am/{gsid}/");
+        self.0
+            .records(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    k[prefix.len()..].to_string(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+    /// Every outbox entry: (kind, SCIM id, entry).
+    pub fn pending(
+        &self,
+    ) -> impl Iterator<Item = Result<(ResourceKind, String, OutboxEntry), StoreError>> + '_ {
+        self.0.records("ob/").map(|kv| {
+            let (k, v) = kv?;
+            let rest = &k["ob/".len()..];
+            let (tag, sid) = rest.split_once('/').unwrap_or(("u", rest));
+            let kind = if tag == "g" {
+                ResourceKind::Group
+            } else {
+                ResourceKind::User
+            };
+            let entry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: k.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok((kind, sid.to_string(), entry))
+        })
+    }
+    pub fn flag(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.record(key)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Record writes, added to a batch.
+pub mod put {
+    use super::*;
+
+    pub fn applied_user(b: &mut Batch, sid: &str, a: &AppliedUser) {
+        Directory::put_record(b, &format!("au/{sid}"), &json(a));
+    }
+    pub fn no_applied_user(b: &mut Batch, sid: &str) {
+        Directory::remove_record(b, &format!("au/{sid}"));
+    }
+    pub fn applied_group(b: &mut Batch, sid: &str, a: &AppliedGroup) {
+        Directory::put_record(b, &format!("ag/{sid}"), &json(a));
+    }
+    pub fn no_applied_group(b: &mut Batch, sid: &str) {
+        Directory::remove_record(b, &format!("ag/{sid}"));
+    }
+    pub fn member(b: &mut Batch, gsid: &str, usid: &str, vendor_id: &str) {
+        Directory::put_record(b, &format!("am/{gsid}/{usid}"), vendor_id.as_bytes());
+    }
+    pub fn no_member(b: &mut Batch, gsid: &str, usid: &str) {
+        Directory::remove_record(b, &format!("am/{gsid}/{usid}"));
+    }
+    pub fn outbox(b: &mut Batch, kind: ResourceKind, sid: &str, e: &OutboxEntry) {
+        Directory::put_record(b, &format!("ob/{}/{sid}", kind_tag(kind)), &json(e));
+    }
+    pub fn no_outbox(b: &mut Batch, kind: ResourceKind, sid: &str) {
+        Directory::remove_record(b, &format!("ob/{}/{sid}", kind_tag(kind)));
+    }
+    pub fn tombstone(b: &mut Batch, kind: ResourceKind, sid: &str, t: &Tombstone) {
+        Directory::put_record(b, &format!("del/{}/{sid}", kind_tag(kind)), &json(t));
+    }
+    pub fn no_tombstone(b: &mut Batch, kind: ResourceKind, sid: &str) {
+        Directory::remove_record(b, &format!("del/{}/{sid}", kind_tag(kind)));
+    }
+    pub fn idp_written(b: &mut Batch, sid: &str) {
+        Directory::put_record(b, &format!("idp/{sid}"), b"");
+    }
+    pub fn not_idp_written(b: &mut Batch, sid: &str) {
+        Directory::remove_record(b, &format!("idp/{sid}"));
+    }
+    pub fn gone(b: &mut Batch, vendor_id: &str) {
+        Directory::put_record(b, &format!("gone/{vendor_id}"), b"");
+    }
+    pub fn not_gone(b: &mut Batch, vendor_id: &str) {
+        Directory::remove_record(b, &format!("gone/{vendor_id}"));
+    }
+    pub fn flag(b: &mut Batch, key: &str, value: &[u8]) {
+        Directory::put_record(b, key, value);
+    }
+}
