@@ -371,17 +371,19 @@ impl From<VendorError> for ScimError {
 
 /// Never lowered below this (or the configured rate, if that is lower).
 const AIMD_FLOOR_PER_SEC: f64 = 1.0;
-/// On a 429: the rate becomes this fraction of the requests the vendor accepted over the last
-/// [`AIMD_WINDOW`] (or of the current rate, if lower).
+/// On a 429: the rate becomes this fraction of the vendor's accepted rate (see [`RateBudget`]),
+/// or of the current rate, if lower.
 const AIMD_DECREASE: f64 = 0.8;
-/// One 429 lowers the rate at most tenfold: after an idle spell the last second shows (almost)
-/// nothing accepted, which says little about the vendor's rate.
+/// With fewer accepted calls than [`AIMD_MIN_SAMPLES`] to go by (say, after an idle spell), one
+/// 429 lowers the rate at most tenfold: an empty window says little about the vendor's rate.
 const AIMD_MAX_CUT: f64 = 0.1;
+const AIMD_MIN_SAMPLES: usize = 8;
 /// Additive increase: +this many req/s per second of successes (each success adds
 /// `AIMD_INCREASE_PER_SEC / rate`).
 const AIMD_INCREASE_PER_SEC: f64 = 1.0;
-/// How far back accepted requests are counted for the decrease.
+/// The shortest and the longest span over which the accepted rate is measured.
 const AIMD_WINDOW: Duration = Duration::from_secs(1);
+const AIMD_WINDOW_LONG: Duration = Duration::from_secs(10);
 /// Bounds the memory of the window whatever the rate.
 const AIMD_WINDOW_MAX_SAMPLES: usize = 1 << 16;
 
@@ -390,14 +392,16 @@ const AIMD_WINDOW_MAX_SAMPLES: usize = 1 << 16;
 /// same budget ([`VendorClient::with_budget`]), sign-ins included.
 ///
 /// The rate starts at the configured `rate_per_sec`. A 429 (with or without `Retry-After`) sets
-/// it to `AIMD_DECREASE` (0.8) × the lower of the current rate and the number of requests the
-/// vendor accepted (answered other than 429) over the last second, but never below a tenth of
-/// the current rate nor below 1 req/s; the tokens stored for a burst are dropped, and callers
-/// already waiting for a token wait again at the new rate. 429s to requests sent before that
-/// decrease were caused by the old rate and are not counted again, so a burst of concurrent 429s
-/// is one signal. Each accepted non-5xx answer adds `1/rate` req/s (about +1 req/s per second
-/// while the budget is in use), up to the configured rate. While lowered, the burst is also
-/// capped at one second's worth of the current rate.
+/// it to `AIMD_DECREASE` (0.8) × the lower of the current rate and the vendor's accepted rate:
+/// the calls it answered other than with 429 since the previous decrease (when its own budget
+/// was, by that 429, empty: so its stored burst does not inflate the measure), over at least the
+/// last second and at most the last ten. It is never lowered below 1 req/s, nor more than tenfold
+/// at once when fewer than 8 accepted calls are known. The tokens stored for a burst are
+/// dropped, and callers already waiting for a token wait again at the new rate. 429s to requests
+/// sent before that decrease were caused by the old rate and are not counted again, so a burst
+/// of concurrent 429s is one signal. Each accepted non-5xx answer adds `1/rate` req/s (about
+/// +1 req/s per second while the budget is in use), up to the configured rate. While lowered,
+/// the burst is also capped at one second's worth of the current rate.
 pub struct RateBudget {
     /// The ceiling; not finite or not positive: no rate limit (and no adaptation).
     configured: f64,
@@ -416,7 +420,7 @@ struct BudgetState {
     /// Bumped by every decrease: a caller that reserved its token before sleeps again.
     epoch: u64,
     last_decrease: Option<Instant>,
-    /// When the vendor accepted requests, over the last [`AIMD_WINDOW`].
+    /// When the vendor accepted requests, over the last [`AIMD_WINDOW_LONG`].
     accepted: VecDeque<Instant>,
 }
 
@@ -551,12 +555,23 @@ impl RateBudget {
             return;
         }
         prune(&mut s.accepted, now);
-        let accepted_per_sec = s.accepted.len() as f64 / AIMD_WINDOW.as_secs_f64();
+        let since = s
+            .last_decrease
+            .map_or(AIMD_WINDOW, |at| now.duration_since(at))
+            .clamp(AIMD_WINDOW, AIMD_WINDOW_LONG);
+        let samples = s
+            .accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= since)
+            .count();
+        let accepted_per_sec = samples as f64 / since.as_secs_f64();
         let old = s.rate;
-        let rate = (AIMD_DECREASE * old.min(accepted_per_sec))
-            .max(old * AIMD_MAX_CUT)
-            .max(self.floor())
-            .min(old);
+        let mut rate = AIMD_DECREASE * old.min(accepted_per_sec);
+        if samples < AIMD_MIN_SAMPLES {
+            rate = rate.max(old * AIMD_MAX_CUT);
+        }
+        let rate = rate.max(self.floor()).min(old);
         s.rate = rate;
         s.tokens = 0.0;
         s.last = now;
@@ -576,7 +591,7 @@ fn prune(accepted: &mut VecDeque<Instant>, now: Instant) {
     while accepted.len() > AIMD_WINDOW_MAX_SAMPLES
         || accepted
             .front()
-            .is_some_and(|t| now.duration_since(*t) > AIMD_WINDOW)
+            .is_some_and(|t| now.duration_since(*t) > AIMD_WINDOW_LONG)
     {
         accepted.pop_front();
     }
@@ -1417,6 +1432,82 @@ mod tests {
         drop(trial);
         assert_eq!(client.health().breaker, BreakerState::Closed);
         assert!(client.admit().is_ok());
+    }
+
+    #[test]
+    fn a_429_lowers_the_rate_once_per_burst_and_successes_raise_it_slowly() {
+        let budget = RateBudget::new(2000.0, 200, 24);
+        let before = Instant::now();
+        for _ in 0..20 {
+            budget.on_accepted(true);
+        }
+        assert_eq!(budget.current_rate(), 2000.0, "at the ceiling already");
+        // The vendor accepted 20 in the last second: 0.8 × 20.
+        budget.on_throttled(Instant::now());
+        assert!((budget.current_rate() - 16.0).abs() < 1e-9, "{budget:?}");
+        // More 429s to requests sent before that decrease: the same signal.
+        for _ in 0..15 {
+            budget.on_throttled(before);
+        }
+        assert!((budget.current_rate() - 16.0).abs() < 1e-9, "{budget:?}");
+        // A 429 to a request sent at the new rate is a new signal.
+        budget.on_throttled(Instant::now());
+        assert!(budget.current_rate() < 16.0, "{budget:?}");
+        // Additive increase: 1/rate per success, about +1/s per second of successes.
+        let low = budget.current_rate();
+        let n = low.ceil() as usize;
+        for _ in 0..n {
+            budget.on_accepted(true);
+        }
+        let raised = budget.current_rate();
+        assert!(raised > low + 0.9 && raised < low + 1.2, "{low} -> {raised}");
+        // A 5xx is accepted by the throttle but raises nothing.
+        budget.on_accepted(false);
+        assert_eq!(budget.current_rate(), raised);
+    }
+
+    #[test]
+    fn without_accepted_calls_a_429_cuts_at_most_tenfold_and_never_below_the_floor() {
+        let budget = RateBudget::new(2000.0, 200, 24);
+        budget.on_throttled(Instant::now());
+        assert!((budget.current_rate() - 200.0).abs() < 1e-9, "{budget:?}");
+        for _ in 0..10 {
+            budget.on_throttled(Instant::now());
+        }
+        assert_eq!(budget.current_rate(), 1.0);
+        for _ in 0..1000 {
+            budget.on_accepted(true);
+        }
+        assert!(budget.current_rate() > 40.0, "{budget:?}");
+        // Capped at the configured rate (n successes from 1/s: about sqrt(2n) req/s).
+        for _ in 0..3_000_000 {
+            budget.on_accepted(true);
+        }
+        assert_eq!(budget.current_rate(), 2000.0);
+        // An unlimited budget stays unlimited.
+        let open = RateBudget::new(f64::INFINITY, 10, 8);
+        open.on_throttled(Instant::now());
+        assert_eq!(open.current_rate(), f64::INFINITY);
+    }
+
+    #[tokio::test]
+    async fn after_a_decrease_the_next_tokens_come_at_the_new_rate() {
+        let budget = RateBudget::new(1000.0, 100, 8);
+        for _ in 0..50 {
+            budget.take_token().await; // from the stored burst
+        }
+        for _ in 0..20 {
+            budget.on_accepted(true);
+        }
+        budget.on_throttled(Instant::now()); // 0.8 × 20 = 16/s, stored burst dropped
+        let started = Instant::now();
+        for _ in 0..4 {
+            budget.take_token().await;
+        }
+        let took = started.elapsed();
+        // 4 tokens at 16/s: 250 ms (50 tokens were still stored at 1000/s).
+        assert!(took >= Duration::from_millis(200), "took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 
     #[test]
