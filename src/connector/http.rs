@@ -19,11 +19,11 @@
 //!   allows 100/s per IP; Tableau Cloud throttles without saying at what rate). Clients that talk
 //!   to the same vendor instance (Sisense `mode = "scim"`: REST and SCIM) share one budget
 //!   ([`VendorClient::with_budget`]), so together they never exceed it.
-//! - **Adaptive send rate (AIMD)**: a 429 lowers the budget's rate to a fraction of what the
-//!   vendor actually accepted over the last second (multiplicative decrease, at once for a burst
-//!   of concurrent 429s); successes raise it again by about 1 req/s per second (additive
-//!   increase) up to the configured rate. A vendor that throttles without saying at what rate is
-//!   thus driven at about its rate instead of being hammered with retries.
+//! - **Adaptive send rate (AIMD)**: a 429 lowers the budget's rate to 0.8 × what the vendor
+//!   actually accepted since the previous decrease (over 1 to 10 s; multiplicative decrease,
+//!   once for a burst of concurrent 429s); successes raise it again by about 1 req/s per second
+//!   (additive increase) up to the configured rate. A vendor that throttles without saying at
+//!   what rate is thus driven at about its rate instead of being hammered with retries.
 //! - **A circuit breaker**: after `breaker_threshold` consecutive vendor-side failures, requests
 //!   fail fast with [`VendorError::Unavailable`] (→ `503` + `Retry-After` to the IdP, never 500)
 //!   until `breaker_cooldown` has passed; then one trial request decides.
@@ -1460,7 +1460,10 @@ mod tests {
             budget.on_accepted(true);
         }
         let raised = budget.current_rate();
-        assert!(raised > low + 0.9 && raised < low + 1.2, "{low} -> {raised}");
+        assert!(
+            raised > low + 0.9 && raised < low + 1.2,
+            "{low} -> {raised}"
+        );
         // A 5xx is accepted by the throttle but raises nothing.
         budget.on_accepted(false);
         assert_eq!(budget.current_rate(), raised);
