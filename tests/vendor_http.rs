@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use scim_bridge::config::Secret;
 use scim_bridge::connector::http::{
-    Authenticator, BreakerState, ClientSettings, CreateOutcome, Url, VendorClient, VendorError,
-    VendorRequest,
+    Authenticator, BreakerState, ClientSettings, CreateOutcome, RateBudget, Url, VendorClient,
+    VendorError, VendorRequest,
 };
 use scim_bridge::scim::ScimError;
 use serde_json::json;
@@ -51,6 +51,45 @@ struct VendorState {
     delay_ms: AtomicU64,
     script: Mutex<VecDeque<Step>>,
     users: Mutex<Vec<String>>,
+    /// When every call (sign-ins included) arrived.
+    arrivals: Mutex<Vec<Instant>>,
+    /// A throttle in front of the API: a token bucket that answers 429 without Retry-After.
+    throttle: Mutex<Option<Throttle>>,
+    throttled: AtomicUsize,
+    /// When the throttle refused a call.
+    refused: Mutex<Vec<Instant>>,
+    /// When the throttle let an API call through.
+    passed: Mutex<Vec<Instant>>,
+}
+
+/// `rate` per second, bursts of `rate` (one second's worth); a refused call costs nothing.
+struct Throttle {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Throttle {
+    fn new(rate: f64) -> Throttle {
+        Throttle {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct TestVendor {
@@ -124,6 +163,7 @@ struct LoginForm {
 }
 
 async fn login(state: web::Data<VendorState>, form: web::Form<LoginForm>) -> HttpResponse {
+    state.arrivals.lock().push(Instant::now());
     let n = state.sign_ins.fetch_add(1, SeqCst) + 1;
     let delay = state.sign_in_delay_ms.load(SeqCst);
     if delay > 0 {
@@ -149,6 +189,17 @@ impl Drop for Gauge<'_> {
 
 async fn api(state: web::Data<VendorState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     state.requests.fetch_add(1, SeqCst);
+    state.arrivals.lock().push(Instant::now());
+    let admitted = state.throttle.lock().as_mut().map(Throttle::admit);
+    match admitted {
+        Some(false) => {
+            state.throttled.fetch_add(1, SeqCst);
+            state.refused.lock().push(Instant::now());
+            return HttpResponse::TooManyRequests().body("slow down");
+        }
+        Some(true) => state.passed.lock().push(Instant::now()),
+        None => {}
+    }
     let now = state.in_flight.fetch_add(1, SeqCst) + 1;
     state.max_in_flight.fetch_max(now, SeqCst);
     let _gauge = Gauge(&state);
@@ -838,4 +889,185 @@ async fn requests_carry_query_form_and_keep_the_base_path() {
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["path"], "/api/v1/things");
     assert!(resp.json::<Vec<String>>().is_err());
+}
+
+/// The most calls that arrived within any one second.
+fn busiest_second(arrivals: &[Instant]) -> usize {
+    let mut times = arrivals.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_clients_on_one_budget_stay_within_its_rate_together() {
+    let vendor = TestVendor::start().await;
+    vendor.state.delay_ms.store(20, SeqCst);
+    let budget = Arc::new(RateBudget::new(10.0, 5, 3));
+    // Sisense in scim mode: REST with a sign-in, SCIM with a static bearer, one host.
+    let rest = VendorClient::with_budget(
+        vendor.base.clone(),
+        fast(),
+        Arc::new(PasswordAuth::good()),
+        budget,
+    )
+    .unwrap();
+    let scim = VendorClient::with_budget(
+        vendor.base.clone(),
+        fast(),
+        Arc::new(StaticKey),
+        rest.budget(),
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&rest.budget(), &scim.budget()));
+    assert_eq!(scim.send_rate(), 10.0);
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let c = if i % 2 == 0 {
+                rest.clone()
+            } else {
+                scim.clone()
+            };
+            tokio::spawn(async move { get_ok(&c, &format!("items/{i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert_eq!(vendor.sign_ins(), 1);
+    let arrivals = vendor.state.arrivals.lock().clone();
+    assert_eq!(arrivals.len(), 31, "30 calls and the sign-in");
+    // 5 at once, then 10/s: 15 in the busiest second (one more for timing noise). Two budgets
+    // would let through 30.
+    let busiest = busiest_second(&arrivals);
+    assert!(busiest <= 16, "{busiest} calls within one second");
+    assert!(took >= Duration::from_millis(2400), "took {took:?}");
+    assert!(vendor.state.max_in_flight.load(SeqCst) <= 3);
+}
+
+/// Sisense's limits, fast retries.
+fn sisense_like() -> ClientSettings {
+    ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 6,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(5),
+        rate_per_sec: 2000.0,
+        burst: 200,
+        max_concurrency: 16,
+        breaker_threshold: 1000,
+        ..ClientSettings::default()
+    }
+}
+
+/// `n` GETs from `workers` concurrent callers; the errors.
+async fn drive(client: &VendorClient, n: usize, workers: usize) -> Vec<VendorError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (c, next) = (client.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, SeqCst);
+                    if i >= n {
+                        return errors;
+                    }
+                    match c.send(VendorRequest::get(format!("items/{i}"))).await {
+                        Ok(resp) => assert_eq!(resp.status, 200),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.extend(t.await.unwrap());
+    }
+    errors
+}
+
+#[tokio::test]
+async fn a_vendor_throttling_without_retry_after_is_driven_at_its_rate() {
+    let vendor = TestVendor::start().await;
+    *vendor.state.throttle.lock() = Some(Throttle::new(20.0));
+    let client =
+        VendorClient::new(vendor.base.clone(), sisense_like(), Arc::new(StaticKey)).unwrap();
+    let errors = drive(&client, 400, 16).await;
+
+    let throttled = vendor.state.throttled.load(SeqCst);
+    let passed = vendor.state.passed.lock().clone();
+    let share = throttled as f64 / (throttled + passed.len()) as f64;
+    // Throughput once adapted: from 2 s after the first call to the last one.
+    let (first, last) = (passed[0], *passed.last().unwrap());
+    let from = first + Duration::from_secs(2);
+    let useful = passed.iter().filter(|t| **t >= from).count();
+    let per_sec = useful as f64 / last.duration_since(from).as_secs_f64();
+    // Before the first 429 comes back, up to `max_concurrency` calls are already on their way:
+    // after the first second only the probing above the vendor's rate should meet a 429.
+    let later = vendor
+        .state
+        .refused
+        .lock()
+        .iter()
+        .filter(|t| t.duration_since(first) >= Duration::from_secs(1))
+        .count();
+    eprintln!(
+        "throttle 20/s: {throttled} 429s of {} calls ({:.1} %), {later} after the first second; \
+         {per_sec:.1} useful calls/s after 2 s, {:.1} s in all, send rate now {:.1}/s",
+        throttled + passed.len(),
+        share * 100.0,
+        last.duration_since(first).as_secs_f64(),
+        client.send_rate()
+    );
+    assert!(
+        share <= 0.05,
+        "{:.1} % of the calls got a 429",
+        share * 100.0
+    );
+    assert!(later <= 8, "{later} 429s after the first second");
+    assert!(
+        per_sec >= 18.0,
+        "{per_sec:.1} useful calls/s (capacity 20/s)"
+    );
+    assert!(
+        errors.is_empty(),
+        "{} calls failed: {:?}",
+        errors.len(),
+        errors[0]
+    );
+    assert_eq!(passed.len(), 400);
+    assert!(client.send_rate() < 40.0, "{}", client.send_rate());
+}
+
+#[tokio::test]
+async fn the_send_rate_climbs_back_once_the_vendor_stops_throttling() {
+    let vendor = TestVendor::start().await;
+    *vendor.state.throttle.lock() = Some(Throttle::new(20.0));
+    let client =
+        VendorClient::new(vendor.base.clone(), sisense_like(), Arc::new(StaticKey)).unwrap();
+    assert_eq!(client.send_rate(), 2000.0);
+    assert!(drive(&client, 60, 8).await.is_empty());
+    let lowered = client.send_rate();
+    assert!(lowered < 40.0, "{lowered}");
+    assert!(vendor.state.throttled.load(SeqCst) > 0);
+
+    *vendor.state.throttle.lock() = None;
+    let throttled = vendor.state.throttled.load(SeqCst);
+    assert!(drive(&client, 60, 8).await.is_empty());
+    let raised = client.send_rate();
+    // About +1/s per second of successes: 60 successes at ~20/s.
+    assert!(raised >= lowered + 2.0, "{lowered} -> {raised}");
+    assert_eq!(vendor.state.throttled.load(SeqCst), throttled);
 }

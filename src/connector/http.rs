@@ -14,9 +14,16 @@
 //!   connect error (nothing was sent) is retried for any request; anything else that fails after a
 //!   non-idempotent request was sent is [`VendorError::Ambiguous`]: the caller looks the object up
 //!   by its natural key before trying again ([`VendorClient::create_or_find`]).
-//! - **Per-tenant limits**: a concurrency limit (semaphore) and a token-bucket rate limit with
-//!   conservative defaults (Sisense publishes none; ThoughtSpot allows 100/s per IP; Tableau Cloud
-//!   throttles without saying at what rate).
+//! - **One rate budget per vendor instance** ([`RateBudget`]): a concurrency limit (semaphore) and
+//!   a token-bucket rate limit with conservative defaults (Sisense publishes none; ThoughtSpot
+//!   allows 100/s per IP; Tableau Cloud throttles without saying at what rate). Clients that talk
+//!   to the same vendor instance (Sisense `mode = "scim"`: REST and SCIM) share one budget
+//!   ([`VendorClient::with_budget`]), so together they never exceed it.
+//! - **Adaptive send rate (AIMD)**: a 429 lowers the budget's rate to 0.8 × what the vendor
+//!   actually accepted since the previous decrease (over 1 to 10 s; multiplicative decrease,
+//!   once for a burst of concurrent 429s); successes raise it again by about 1 req/s per second
+//!   (additive increase) up to the configured rate. A vendor that throttles without saying at
+//!   what rate is thus driven at about its rate instead of being hammered with retries.
 //! - **A circuit breaker**: after `breaker_threshold` consecutive vendor-side failures, requests
 //!   fail fast with [`VendorError::Unavailable`] (→ `503` + `Retry-After` to the IdP, never 500)
 //!   until `breaker_cooldown` has passed; then one trial request decides.
@@ -33,6 +40,7 @@ use rand::Rng;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 pub use reqwest::Method;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -53,11 +61,13 @@ pub struct ClientSettings {
     /// a larger `Retry-After` wins, and one larger than `backoff_max` ends the retries.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Token bucket: sustained requests per second (sign-ins included) and burst size.
-    /// `f64::INFINITY` disables the limit.
+    /// Token bucket: sustained requests per second (sign-ins included) and burst size. The
+    /// ceiling of the adaptive rate. `f64::INFINITY` disables the limit, adaptive one included.
+    /// Used by [`VendorClient::new`] (and [`RateBudget::for_settings`]); a client built with
+    /// [`VendorClient::with_budget`] uses its budget's limits instead.
     pub rate_per_sec: f64,
     pub burst: u32,
-    /// Requests in flight at once (sign-ins included).
+    /// Requests in flight at once (sign-ins included). Like `rate_per_sec`, part of the budget.
     pub max_concurrency: usize,
     /// Consecutive vendor-side failures (transport errors, timeouts, 5xx) that open the breaker.
     pub breaker_threshold: u32,
@@ -359,6 +369,234 @@ impl From<VendorError> for ScimError {
     }
 }
 
+/// Never lowered below this (or the configured rate, if that is lower).
+const AIMD_FLOOR_PER_SEC: f64 = 1.0;
+/// On a 429: the rate becomes this fraction of the vendor's accepted rate (see [`RateBudget`]),
+/// or of the current rate, if lower.
+const AIMD_DECREASE: f64 = 0.8;
+/// With fewer accepted calls than [`AIMD_MIN_SAMPLES`] to go by (say, after an idle spell), one
+/// 429 lowers the rate at most tenfold: an empty window says little about the vendor's rate.
+const AIMD_MAX_CUT: f64 = 0.1;
+const AIMD_MIN_SAMPLES: usize = 8;
+/// Additive increase: +this many req/s per second of successes (each success adds
+/// `AIMD_INCREASE_PER_SEC / rate`).
+const AIMD_INCREASE_PER_SEC: f64 = 1.0;
+/// The shortest and the longest span over which the accepted rate is measured.
+const AIMD_WINDOW: Duration = Duration::from_secs(1);
+const AIMD_WINDOW_LONG: Duration = Duration::from_secs(10);
+/// Bounds the memory of the window whatever the rate.
+const AIMD_WINDOW_MAX_SAMPLES: usize = 1 << 16;
+
+/// The request budget of one vendor instance: a concurrency limit, a token bucket and its
+/// adaptive rate (AIMD). Every [`VendorClient`] that talks to that instance should draw on the
+/// same budget ([`VendorClient::with_budget`]), sign-ins included.
+///
+/// The rate starts at the configured `rate_per_sec`. A 429 (with or without `Retry-After`) sets
+/// it to `AIMD_DECREASE` (0.8) × the lower of the current rate and the vendor's accepted rate:
+/// the calls it answered other than with 429 since the previous decrease (when its own budget
+/// was, by that 429, empty: so its stored burst does not inflate the measure), over at least the
+/// last second and at most the last ten. It is never lowered below 1 req/s, nor more than tenfold
+/// at once when fewer than 8 accepted calls are known. The tokens stored for a burst are
+/// dropped, and callers already waiting for a token wait again at the new rate. 429s to requests
+/// sent before that decrease were caused by the old rate and are not counted again, so a burst
+/// of concurrent 429s is one signal. Each accepted non-5xx answer adds `1/rate` req/s (about
+/// +1 req/s per second while the budget is in use), up to the configured rate. While lowered,
+/// the burst is also capped at one second's worth of the current rate.
+pub struct RateBudget {
+    /// The ceiling; not finite or not positive: no rate limit (and no adaptation).
+    configured: f64,
+    burst: f64,
+    max_concurrency: usize,
+    slots: Semaphore,
+    state: Mutex<BudgetState>,
+}
+
+struct BudgetState {
+    rate: f64,
+    /// May go negative: a caller reserves a token and sleeps until it has accrued, so waiters
+    /// are served in arrival order without polling.
+    tokens: f64,
+    last: Instant,
+    /// Bumped by every decrease: a caller that reserved its token before sleeps again.
+    epoch: u64,
+    last_decrease: Option<Instant>,
+    /// When the vendor accepted requests, over the last [`AIMD_WINDOW_LONG`].
+    accepted: VecDeque<Instant>,
+}
+
+impl fmt::Debug for RateBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateBudget")
+            .field("configured_rate", &self.configured)
+            .field("current_rate", &self.current_rate())
+            .field("burst", &self.burst)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish()
+    }
+}
+
+impl RateBudget {
+    /// `rate_per_sec` requests per second (`f64::INFINITY`: unlimited), bursts of `burst`, and
+    /// `max_concurrency` requests in flight (both at least 1).
+    pub fn new(rate_per_sec: f64, burst: u32, max_concurrency: usize) -> Self {
+        let burst = f64::from(burst.max(1));
+        let max_concurrency = max_concurrency.max(1);
+        RateBudget {
+            configured: rate_per_sec,
+            burst,
+            max_concurrency,
+            slots: Semaphore::new(max_concurrency),
+            state: Mutex::new(BudgetState {
+                rate: rate_per_sec,
+                tokens: burst,
+                last: Instant::now(),
+                epoch: 0,
+                last_decrease: None,
+                accepted: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// From `settings.rate_per_sec`, `burst` and `max_concurrency`.
+    pub fn for_settings(settings: &ClientSettings) -> Self {
+        Self::new(
+            settings.rate_per_sec,
+            settings.burst,
+            settings.max_concurrency,
+        )
+    }
+
+    /// The send rate now, in requests per second (`f64::INFINITY` when unlimited).
+    pub fn current_rate(&self) -> f64 {
+        if self.limited() {
+            self.state.lock().rate
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// The rate the budget was configured with: the ceiling of [`current_rate`](Self::current_rate).
+    pub fn configured_rate(&self) -> f64 {
+        self.configured
+    }
+
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    fn limited(&self) -> bool {
+        self.configured.is_finite() && self.configured > 0.0
+    }
+
+    fn floor(&self) -> f64 {
+        AIMD_FLOOR_PER_SEC.min(self.configured)
+    }
+
+    async fn acquire_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.slots.acquire().await.expect("semaphore never closed")
+    }
+
+    /// Waits for a token at the current rate. A caller whose wait spans a decrease waits again
+    /// at the new rate (its reservation was dropped with the bucket's tokens).
+    async fn take_token(&self) {
+        if !self.limited() {
+            return;
+        }
+        loop {
+            let (wait, epoch) = {
+                let mut s = self.state.lock();
+                let now = Instant::now();
+                let rate = s.rate;
+                let cap = if rate < self.configured {
+                    self.burst.min(rate.max(1.0))
+                } else {
+                    self.burst
+                };
+                let accrued = now.duration_since(s.last).as_secs_f64() * rate;
+                s.tokens = (s.tokens + accrued).min(cap);
+                s.last = now;
+                s.tokens -= 1.0;
+                if s.tokens >= 0.0 {
+                    return;
+                }
+                (Duration::from_secs_f64(-s.tokens / rate), s.epoch)
+            };
+            tokio::time::sleep(wait).await;
+            if self.state.lock().epoch == epoch {
+                return;
+            }
+        }
+    }
+
+    /// The vendor accepted a request (answered other than 429); `healthy` (not 5xx) also raises
+    /// the rate a little.
+    fn on_accepted(&self, healthy: bool) {
+        if !self.limited() {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        s.accepted.push_back(now);
+        prune(&mut s.accepted, now);
+        if healthy && s.rate < self.configured {
+            s.rate = (s.rate + AIMD_INCREASE_PER_SEC / s.rate).min(self.configured);
+        }
+    }
+
+    /// The vendor answered 429 to a request sent at `sent_at`.
+    fn on_throttled(&self, sent_at: Instant) {
+        if !self.limited() {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        if s.last_decrease.is_some_and(|at| sent_at < at) {
+            // Sent at the old rate: that 429 is already accounted for.
+            return;
+        }
+        prune(&mut s.accepted, now);
+        let since = s
+            .last_decrease
+            .map_or(AIMD_WINDOW, |at| now.duration_since(at))
+            .clamp(AIMD_WINDOW, AIMD_WINDOW_LONG);
+        let samples = s
+            .accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= since)
+            .count();
+        let accepted_per_sec = samples as f64 / since.as_secs_f64();
+        let old = s.rate;
+        let mut rate = AIMD_DECREASE * old.min(accepted_per_sec);
+        if samples < AIMD_MIN_SAMPLES {
+            rate = rate.max(old * AIMD_MAX_CUT);
+        }
+        let rate = rate.max(self.floor()).min(old);
+        s.rate = rate;
+        s.tokens = 0.0;
+        s.last = now;
+        s.epoch += 1;
+        s.last_decrease = Some(now);
+        drop(s);
+        tracing::info!(
+            from = old,
+            to = rate,
+            accepted_per_sec,
+            "vendor is throttling: lowering the send rate"
+        );
+    }
+}
+
+fn prune(accepted: &mut VecDeque<Instant>, now: Instant) {
+    while accepted.len() > AIMD_WINDOW_MAX_SAMPLES
+        || accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > AIMD_WINDOW_LONG)
+    {
+        accepted.pop_front();
+    }
+}
+
 /// The breaker as [`VendorClient::health`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -434,8 +672,7 @@ struct Inner {
     session: Mutex<Session>,
     /// Held while signing in: the single flight.
     sign_in_lock: tokio::sync::Mutex<()>,
-    slots: Semaphore,
-    bucket: Mutex<TokenBucket>,
+    budget: Arc<RateBudget>,
     breaker: Mutex<Breaker>,
     last_error: Mutex<Option<String>>,
 }
@@ -451,13 +688,6 @@ struct Session {
     /// The last attempt failed: shared with everyone who waited on it, and (for `Auth`) not
     /// retried before `breaker_cooldown`.
     failure: Option<(VendorError, Instant)>,
-}
-
-struct TokenBucket {
-    /// May go negative: a caller reserves a token and sleeps until it has accrued, so waiters
-    /// are served in arrival order without polling.
-    tokens: f64,
-    last: Instant,
 }
 
 enum Breaker {
@@ -493,11 +723,26 @@ enum Attempt {
 }
 
 impl VendorClient {
-    /// A pooled rustls client with the configured timeouts; nothing is sent until first use.
+    /// A pooled rustls client with the configured timeouts and its own [`RateBudget`] (from
+    /// `settings.rate_per_sec`, `burst` and `max_concurrency`); nothing is sent until first use.
     pub fn new(
         base_url: Url,
         settings: ClientSettings,
         auth: Arc<dyn Authenticator>,
+    ) -> Result<Self, VendorError> {
+        let budget = Arc::new(RateBudget::for_settings(&settings));
+        Self::with_budget(base_url, settings, auth, budget)
+    }
+
+    /// Like [`new`](Self::new), but drawing on `budget`, which other clients of the same vendor
+    /// instance may share: their requests and sign-ins together stay within its rate and
+    /// concurrency, and a 429 seen by one slows them all. `settings.rate_per_sec`, `burst` and
+    /// `max_concurrency` are not used (the budget's are).
+    pub fn with_budget(
+        base_url: Url,
+        settings: ClientSettings,
+        auth: Arc<dyn Authenticator>,
+        budget: Arc<RateBudget>,
     ) -> Result<Self, VendorError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -510,16 +755,11 @@ impl VendorClient {
                 reason: format!("cannot build the HTTP client: {}", transport_reason(&e)),
                 retry_after: Duration::from_secs(DEFAULT_RETRY_AFTER_S),
             })?;
-        let burst = f64::from(settings.burst.max(1));
         Ok(VendorClient {
             inner: Arc::new(Inner {
                 base: base_url,
                 http,
-                slots: Semaphore::new(settings.max_concurrency.max(1)),
-                bucket: Mutex::new(TokenBucket {
-                    tokens: burst,
-                    last: Instant::now(),
-                }),
+                budget,
                 breaker: Mutex::new(Breaker::Closed { failures: 0 }),
                 settings,
                 auth,
@@ -536,6 +776,18 @@ impl VendorClient {
 
     pub fn settings(&self) -> &ClientSettings {
         &self.inner.settings
+    }
+
+    /// The rate budget this client draws on (to build another client on the same vendor
+    /// instance with [`with_budget`](Self::with_budget)).
+    pub fn budget(&self) -> Arc<RateBudget> {
+        self.inner.budget.clone()
+    }
+
+    /// The budget's current send rate in requests per second (for a metrics gauge);
+    /// `f64::INFINITY` when unlimited.
+    pub fn send_rate(&self) -> f64 {
+        self.inner.budget.current_rate()
     }
 
     /// Sends one request with sign-in, limits, retries and the breaker. 2xx and the vendor's
@@ -632,8 +884,9 @@ impl VendorClient {
     /// One try: limits, send, classify. Records breaker outcomes.
     async fn attempt_once(&self, req: &VendorRequest, session: &SessionHeaders) -> Attempt {
         let inner = &*self.inner;
-        let _slot = inner.slots.acquire().await.expect("semaphore never closed");
-        self.take_token().await;
+        let _slot = inner.budget.acquire_slot().await;
+        inner.budget.take_token().await;
+        let sent_at = Instant::now();
 
         let mut url = match inner.base.join(req.path.trim_start_matches('/')) {
             Ok(url) => url,
@@ -697,6 +950,10 @@ impl VendorClient {
 
         let status = resp.status;
         tracing::Span::current().record("status", status);
+        if status != 429 {
+            // Accepted by the vendor's throttle (whatever the answer says).
+            inner.budget.on_accepted(status < 500);
+        }
         if inner.auth.is_auth_failure(status, &resp.body) {
             // The vendor answered: it is up.
             self.record_success();
@@ -704,6 +961,9 @@ impl VendorClient {
         }
         if status == 429 {
             self.record_success();
+            // With or without Retry-After: the vendor says we are too fast. The retry below
+            // takes a token again, at the lowered rate.
+            inner.budget.on_throttled(sent_at);
             let retry_after = retry_after_from(&resp.headers);
             return Attempt::Retry {
                 error: VendorError::Throttled {
@@ -838,16 +1098,26 @@ impl VendorClient {
         }
 
         let result = {
-            let _slot = inner.slots.acquire().await.expect("semaphore never closed");
-            self.take_token().await;
+            let _slot = inner.budget.acquire_slot().await;
+            inner.budget.take_token().await;
+            let sent_at = Instant::now();
             let limit = (inner.settings.timeout + inner.settings.connect_timeout) * 2;
-            match tokio::time::timeout(limit, inner.auth.sign_in(&inner.http, &inner.base)).await {
-                Ok(r) => r,
-                Err(_) => Err(VendorError::Unavailable {
-                    reason: format!("sign-in took longer than {}s", limit.as_secs()),
-                    retry_after: Duration::from_secs(1),
-                }),
+            let result =
+                match tokio::time::timeout(limit, inner.auth.sign_in(&inner.http, &inner.base))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(VendorError::Unavailable {
+                        reason: format!("sign-in took longer than {}s", limit.as_secs()),
+                        retry_after: Duration::from_secs(1),
+                    }),
+                };
+            match &result {
+                Ok(_) => inner.budget.on_accepted(true),
+                Err(VendorError::Throttled { .. }) => inner.budget.on_throttled(sent_at),
+                Err(_) => {}
             }
+            result
         };
         let mut s = inner.session.lock();
         s.attempts += 1;
@@ -879,30 +1149,6 @@ impl VendorClient {
                 tracing::warn!(error = %error, "vendor sign-in failed");
                 Err(error)
             }
-        }
-    }
-
-    async fn take_token(&self) {
-        let rate = self.inner.settings.rate_per_sec;
-        if !(rate.is_finite() && rate > 0.0) {
-            return;
-        }
-        let wait = {
-            let mut b = self.inner.bucket.lock();
-            let now = Instant::now();
-            let burst = f64::from(self.inner.settings.burst.max(1));
-            let accrued = now.duration_since(b.last).as_secs_f64() * rate;
-            b.tokens = (b.tokens + accrued).min(burst);
-            b.last = now;
-            b.tokens -= 1.0;
-            if b.tokens >= 0.0 {
-                None
-            } else {
-                Some(Duration::from_secs_f64(-b.tokens / rate))
-            }
-        };
-        if let Some(wait) = wait {
-            tokio::time::sleep(wait).await;
         }
     }
 
@@ -1186,6 +1432,85 @@ mod tests {
         drop(trial);
         assert_eq!(client.health().breaker, BreakerState::Closed);
         assert!(client.admit().is_ok());
+    }
+
+    #[test]
+    fn a_429_lowers_the_rate_once_per_burst_and_successes_raise_it_slowly() {
+        let budget = RateBudget::new(2000.0, 200, 24);
+        let before = Instant::now();
+        for _ in 0..20 {
+            budget.on_accepted(true);
+        }
+        assert_eq!(budget.current_rate(), 2000.0, "at the ceiling already");
+        // The vendor accepted 20 in the last second: 0.8 × 20.
+        budget.on_throttled(Instant::now());
+        assert!((budget.current_rate() - 16.0).abs() < 1e-9, "{budget:?}");
+        // More 429s to requests sent before that decrease: the same signal.
+        for _ in 0..15 {
+            budget.on_throttled(before);
+        }
+        assert!((budget.current_rate() - 16.0).abs() < 1e-9, "{budget:?}");
+        // A 429 to a request sent at the new rate is a new signal.
+        budget.on_throttled(Instant::now());
+        assert!(budget.current_rate() < 16.0, "{budget:?}");
+        // Additive increase: 1/rate per success, about +1/s per second of successes.
+        let low = budget.current_rate();
+        let n = low.ceil() as usize;
+        for _ in 0..n {
+            budget.on_accepted(true);
+        }
+        let raised = budget.current_rate();
+        assert!(
+            raised > low + 0.9 && raised < low + 1.2,
+            "{low} -> {raised}"
+        );
+        // A 5xx is accepted by the throttle but raises nothing.
+        budget.on_accepted(false);
+        assert_eq!(budget.current_rate(), raised);
+    }
+
+    #[test]
+    fn without_accepted_calls_a_429_cuts_at_most_tenfold_and_never_below_the_floor() {
+        let budget = RateBudget::new(2000.0, 200, 24);
+        budget.on_throttled(Instant::now());
+        assert!((budget.current_rate() - 200.0).abs() < 1e-9, "{budget:?}");
+        for _ in 0..10 {
+            budget.on_throttled(Instant::now());
+        }
+        assert_eq!(budget.current_rate(), 1.0);
+        for _ in 0..1000 {
+            budget.on_accepted(true);
+        }
+        assert!(budget.current_rate() > 40.0, "{budget:?}");
+        // Capped at the configured rate (n successes from 1/s: about sqrt(2n) req/s).
+        for _ in 0..3_000_000 {
+            budget.on_accepted(true);
+        }
+        assert_eq!(budget.current_rate(), 2000.0);
+        // An unlimited budget stays unlimited.
+        let open = RateBudget::new(f64::INFINITY, 10, 8);
+        open.on_throttled(Instant::now());
+        assert_eq!(open.current_rate(), f64::INFINITY);
+    }
+
+    #[tokio::test]
+    async fn after_a_decrease_the_next_tokens_come_at_the_new_rate() {
+        let budget = RateBudget::new(1000.0, 100, 8);
+        for _ in 0..50 {
+            budget.take_token().await; // from the stored burst
+        }
+        for _ in 0..20 {
+            budget.on_accepted(true);
+        }
+        budget.on_throttled(Instant::now()); // 0.8 × 20 = 16/s, stored burst dropped
+        let started = Instant::now();
+        for _ in 0..4 {
+            budget.take_token().await;
+        }
+        let took = started.elapsed();
+        // 4 tokens at 16/s: 250 ms (50 tokens were still stored at 1000/s).
+        assert!(took >= Duration::from_millis(200), "took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 
     #[test]
