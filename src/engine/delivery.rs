@@ -119,9 +119,9 @@ async fn delivery_loop(engine: Weak<Engine>) {
             tokio::task::yield_now().await;
             continue;
         }
-        // Holding the engine for at most `IDLE`: a dropped engine ends the loop after it.
-        let _ = tokio::time::timeout(wait, e.wake.notified()).await;
+        let wake = e.wake.clone();
         drop(e);
+        let _ = tokio::time::timeout(wait, wake.notified()).await;
     }
 }
 

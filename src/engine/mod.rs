@@ -83,6 +83,10 @@ impl Stripes {
         key.hash(&mut h);
         (h.finish() as usize) % self.0.len()
     }
+    /// Whether two keys share a stripe (a holder of one already holds the other).
+    pub(crate) fn same(&self, a: &str, b: &str) -> bool {
+        self.index(a) == self.index(b)
+    }
     pub(crate) async fn lock(&self, key: &str) -> ObjectGuard {
         self.0[self.index(key)].clone().lock_owned().await
     }
@@ -181,8 +185,9 @@ pub struct Engine {
     pub(crate) user_locks: Stripes,
     pub(crate) group_locks: Stripes,
     pub(crate) synced: tokio::sync::watch::Sender<bool>,
-    /// Wakes the delivery loop when something was queued.
-    pub(crate) wake: tokio::sync::Notify,
+    /// Wakes the delivery loop when something was queued (shared with the loop, which must
+    /// not keep the engine alive while it waits).
+    pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) counters: DeliveryCounters,
     pub(crate) role_changes: Option<prometheus::IntCounter>,
     pub(crate) send_rate: Option<SendRate>,
@@ -231,7 +236,7 @@ impl Engine {
             user_locks: Stripes::new(1024),
             group_locks: Stripes::new(256),
             synced,
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             counters: DeliveryCounters::default(),
             role_changes,
             send_rate,
@@ -459,10 +464,16 @@ impl Engine {
         tokio::spawn(async move {
             let result = me.reconcile_locked(kind, &sid_owned).await;
             drop(guard);
-            let _ = tx.send(result);
-            if !affected.is_empty() {
+            // The users whose groups or role the write moves are part of the answer when the
+            // vendor is quick; past the deadline they go on here and in the outbox.
+            if !affected.is_empty() && result.is_ok() {
                 me.reconcile_users(&affected).await;
             }
+            if kind == ResourceKind::User && result.is_ok() {
+                // A user made (again) at the vendor joins its groups through them.
+                me.reconcile_pending_groups_of(&sid_owned).await;
+            }
+            let _ = tx.send(result);
         });
         match tokio::time::timeout(self.settings.inline_deadline, rx).await {
             Ok(Ok(Ok(()))) => Inline::Done,
@@ -514,6 +525,25 @@ impl Engine {
             .buffer_unordered(FAN_OUT)
             .collect::<Vec<_>>()
             .await;
+    }
+
+    /// Reconciles the groups of a user that have work in the outbox (membership on the group).
+    async fn reconcile_pending_groups_of(self: &Arc<Self>, sid: &str) {
+        if self.caps.membership != adapter::MembershipModel::OnGroup {
+            return;
+        }
+        let Ok(groups) = self.dir.groups_of(sid) else {
+            return;
+        };
+        for g in groups {
+            if matches!(
+                Records(&self.dir).outbox(ResourceKind::Group, &g),
+                Ok(Some(_))
+            ) {
+                let _lock = self.group_locks.lock(&g).await;
+                let _ = self.reconcile_locked(ResourceKind::Group, &g).await;
+            }
+        }
     }
 
     /// What a write answers after its inline delivery. `rollback` undoes the desired change
@@ -626,6 +656,7 @@ impl Engine {
                     &Tombstone {
                         vendor_id: Some(vid.clone()),
                         name: String::new(),
+                        profile: None,
                     },
                 );
                 self.dir.link(&mut batch, kind, id, &vid);
@@ -646,7 +677,9 @@ impl Engine {
         let mut batch = Batch::default();
         self.dir
             .write_doc(&mut batch, ResourceKind::User, id, old, Some(&current));
-        put::no_outbox(&mut batch, ResourceKind::User, id);
+        // The previous document may itself be waiting for delivery (accepted while the vendor
+        // was down): it stays due. A reconcile that finds nothing to do costs no vendor call.
+        self.mark(&mut batch, ResourceKind::User, id, "rollback", Actor::Idp)?;
         self.commit(batch).await
     }
 
@@ -710,6 +743,23 @@ impl Engine {
                         &Tombstone {
                             vendor_id: Some(vid.clone()),
                             name: str_at(&old, "userName").unwrap_or_default().to_string(),
+                            profile: Self::profile_of(&old),
+                        },
+                    );
+                    self.mark(&mut batch, ResourceKind::User, id, "delete", Actor::Idp)?;
+                }
+                None if Records(dir).outbox(ResourceKind::User, id)?.is_some() => {
+                    // Its create was never confirmed: it may have reached the vendor all the
+                    // same (an ambiguous answer). The tombstone finds it by login and removes
+                    // or deactivates it, so no active vendor user is left behind.
+                    put::tombstone(
+                        &mut batch,
+                        ResourceKind::User,
+                        id,
+                        &Tombstone {
+                            vendor_id: None,
+                            name: str_at(&old, "userName").unwrap_or_default().to_string(),
+                            profile: Self::profile_of(&old),
                         },
                     );
                     self.mark(&mut batch, ResourceKind::User, id, "delete", Actor::Idp)?;
@@ -722,7 +772,7 @@ impl Engine {
             dir.commit(batch)?;
         }
         dir.flush().await?;
-        if vid.is_none() {
+        if Records(dir).tombstone(ResourceKind::User, id)?.is_none() {
             drop(guard);
             return Ok(());
         }
@@ -797,6 +847,8 @@ impl Engine {
         let name = str_at(&doc, "displayName").unwrap_or_default().to_string();
         let affected = self.users_among(&change.added)?;
         for u in &affected {
+            // A membership the IdP gives makes the user the IdP's: the rules apply to it.
+            put::idp_written(&mut batch, u);
             self.mark(
                 &mut batch,
                 ResourceKind::User,
@@ -874,6 +926,7 @@ impl Engine {
         let affected: Vec<String> = affected.into_iter().collect();
         let user_cause = format!("{cause} of group \"{new_name}\"");
         for u in &affected {
+            put::idp_written(&mut batch, u);
             self.mark(&mut batch, ResourceKind::User, u, &user_cause, Actor::Idp)?;
         }
         self.mark(&mut batch, ResourceKind::Group, id, cause, Actor::Idp)?;
@@ -924,7 +977,7 @@ impl Engine {
         self.dir.apply_member_ops(&mut batch, id, &ops)?;
         self.dir
             .write_doc(&mut batch, ResourceKind::Group, id, old, Some(&current));
-        put::no_outbox(&mut batch, ResourceKind::Group, id);
+        self.mark(&mut batch, ResourceKind::Group, id, "rollback", Actor::Idp)?;
         self.commit(batch).await
     }
 
@@ -943,6 +996,7 @@ impl Engine {
             dir.delete_entries(&mut batch, ResourceKind::Group, id, &old)?;
             let cause = format!("delete of group \"{name}\"");
             for u in &members {
+                put::idp_written(&mut batch, u);
                 self.mark(&mut batch, ResourceKind::User, u, &cause, Actor::Idp)?;
             }
             match &vid {
@@ -957,6 +1011,7 @@ impl Engine {
                         &Tombstone {
                             vendor_id: Some(vid.clone()),
                             name: name.clone(),
+                            profile: None,
                         },
                     );
                     self.mark(&mut batch, ResourceKind::Group, id, "delete", Actor::Idp)?;

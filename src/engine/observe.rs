@@ -106,7 +106,19 @@ impl Engine {
             .flag("rules")?
             .is_none_or(|r| r != rules_now.as_bytes());
         let mut changed: Vec<(String, &VendorUser, Why)> = Vec::new();
-        let mut names_taken = HashSet::new();
+        // Logins of users the IdP deleted before their create was confirmed: a vendor user
+        // with such a login is the leftover the tombstone removes, not a user to adopt.
+        let mut names_taken: HashSet<String> = HashSet::new();
+        for kv in self.dir.records("del/u/") {
+            let (_, v) = kv?;
+            if let Ok(t) = serde_json::from_slice::<super::state::Tombstone>(&v) {
+                if t.vendor_id.is_none() {
+                    if let Some(p) = t.profile {
+                        names_taken.insert(p.login.to_lowercase());
+                    }
+                }
+            }
+        }
         let on_user = self.caps.membership == MembershipModel::OnUser;
         for chunk in users.chunks(CHUNK) {
             {
@@ -132,6 +144,10 @@ impl Engine {
                                 put::applied_user(&mut batch, &sid, &seen);
                                 report.states_refreshed += 1;
                                 changed.push((sid, u, why));
+                            } else if self.membership_moved(&sid, u)? {
+                                // Membership on the group: the user's own state is the same,
+                                // its groups at the vendor are not.
+                                changed.push((sid, u, Why::Changed));
                             } else if rules_changed {
                                 changed.push((sid, u, Why::RulesChanged));
                             }
@@ -172,6 +188,10 @@ impl Engine {
                         }
                     }
                 }
+                // Members must exist before they are added (unknown ids are skipped): the
+                // adopted users first, then their memberships.
+                dir.commit(batch)?;
+                let mut batch = Batch::default();
                 for (gid, members) in memberships {
                     dir.apply_member_ops(&mut batch, &gid, &[MemberOp::Add(members)])?;
                 }
@@ -266,6 +286,26 @@ impl Engine {
         self.wake.notify_one();
         report.elapsed_ms = started.elapsed().as_millis();
         Ok(report)
+    }
+
+    /// Whether the vendor's mirrored groups of a user differ from the directory's.
+    fn membership_moved(&self, sid: &str, u: &VendorUser) -> Result<bool, StoreError> {
+        let Some(vgroups) = &u.groups else {
+            return Ok(false);
+        };
+        let mut at_vendor = HashSet::new();
+        for vg in vgroups {
+            if let Some(g) = self.dir.scim_id(ResourceKind::Group, vg)? {
+                at_vendor.insert(g);
+            }
+        }
+        let mut here = HashSet::new();
+        for g in self.dir.groups_of(sid)? {
+            if self.dir.vendor_id(ResourceKind::Group, &g)?.is_some() {
+                here.insert(g);
+            }
+        }
+        Ok(at_vendor != here)
     }
 
     fn observe_groups(

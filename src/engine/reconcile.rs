@@ -272,8 +272,21 @@ impl Engine {
                         self.commit_step(b, audit).await?;
                         return Ok(());
                     }
-                    (a, false) => {
-                        // An existing vendor user taken over: linked now, aligned below.
+                    (mut a, false) => {
+                        // An existing vendor user taken over: linked now, aligned below. If a
+                        // user the IdP deleted still holds it, its removal may be under way:
+                        // wait for it (its lock), and trust nothing the vendor said before.
+                        let holder = self.dir.scim_id(ResourceKind::User, &a.vendor_id)?;
+                        let _held = match holder.as_deref() {
+                            Some(h) if h != sid && !self.user_locks.same(h, sid) => {
+                                Some(self.user_locks.lock(h).await)
+                            }
+                            _ => None,
+                        };
+                        if holder.is_some_and(|h| h != sid) {
+                            a.active = None;
+                            a.role = None;
+                        }
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
                         self.after_user_created(&mut b, &desired)?;
@@ -462,7 +475,27 @@ impl Engine {
                     self.commit_step(b, Vec::new()).await?;
                     return Err(AdapterError::Gone);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The vendor may have applied it (an answer lost after the change): what
+                    // was attempted is unknown now, so the next pass sends it whatever the
+                    // desired state is by then.
+                    if change.profile.is_some() {
+                        applied.profile = None;
+                    }
+                    if change.active.is_some() {
+                        applied.active = None;
+                    }
+                    if change.role.is_some() {
+                        applied.role = None;
+                    }
+                    if change.groups.is_some() {
+                        applied.groups = None;
+                    }
+                    let mut b = Batch::default();
+                    put::applied_user(&mut b, sid, &applied);
+                    self.commit_step(b, Vec::new()).await?;
+                    return Err(e);
+                }
             }
         }
         if self.caps.role == RoleModel::Groups {
@@ -535,7 +568,9 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                     // The vendor keeps it, deactivated: observe must not adopt it back.
-                    put::gone(&mut b, vid);
+                    if self.vendor_user_is_ours(sid, vid)? {
+                        put::gone(&mut b, vid);
+                    }
                 }
                 Deactivation::Role(r) => {
                     let change = UserChange {
@@ -546,15 +581,48 @@ impl Engine {
                         Ok(_) | Err(AdapterError::Gone) => {}
                         Err(e) => return Err(e),
                     }
-                    put::gone(&mut b, vid);
+                    if self.vendor_user_is_ours(sid, vid)? {
+                        put::gone(&mut b, vid);
+                    }
                 }
             }
-            self.dir.unlink(&mut b, ResourceKind::User, sid, vid);
+            self.release_vendor_user(&mut b, sid, vid)?;
+        } else if let Some(p) = &t.profile {
+            // Never confirmed: find it by login; an active leftover of an ambiguous create is
+            // removed or deactivated like a mapped one.
+            if let Some(u) = self.adapter.find_user(p).await? {
+                if self.dir.scim_id(ResourceKind::User, &u.id)?.is_none() {
+                    let kept = Tombstone {
+                        vendor_id: Some(u.id.clone()),
+                        ..t.clone()
+                    };
+                    return Box::pin(self.converge_deleted_user(sid, kept)).await;
+                }
+            }
         }
         put::no_tombstone(&mut b, ResourceKind::User, sid);
         put::no_applied_user(&mut b, sid);
         put::no_outbox(&mut b, ResourceKind::User, sid);
         Ok(self.commit_step(b, Vec::new()).await?)
+    }
+
+    /// Whether a vendor user is still linked to `sid` (or to nobody).
+    fn vendor_user_is_ours(&self, sid: &str, vid: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .dir
+            .scim_id(ResourceKind::User, vid)?
+            .is_none_or(|h| h == sid))
+    }
+
+    /// Drops `sid`'s link to a vendor user, leaving the vendor side alone when another SCIM
+    /// user has taken it over since.
+    fn release_vendor_user(&self, b: &mut Batch, sid: &str, vid: &str) -> Result<(), StoreError> {
+        if self.vendor_user_is_ours(sid, vid)? {
+            self.dir.unlink(b, ResourceKind::User, sid, vid);
+        } else {
+            self.dir.unlink_scim_side(b, ResourceKind::User, sid);
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -634,13 +702,21 @@ impl Engine {
             }
         };
         if applied.name != name {
-            self.adapter.rename_group(&applied.vendor_id, &name).await?;
+            if let Err(e) = self.adapter.rename_group(&applied.vendor_id, &name).await {
+                // Maybe applied: the name is unknown until a rename is confirmed.
+                if e.is_transient() {
+                    let mut b = Batch::default();
+                    applied.name = String::new();
+                    put::applied_group(&mut b, sid, &applied);
+                    self.commit_step(b, Vec::new()).await?;
+                }
+                return Err(e);
+            }
             applied.name = name.clone();
         }
         let mut b = Batch::default();
         if self.caps.membership == MembershipModel::OnGroup {
             let confirmed = rec.applied_members(sid)?;
-            let have: HashSet<&str> = confirmed.iter().map(|(u, _)| u.as_str()).collect();
             let mut want: Vec<(String, String)> = Vec::new();
             for m in self.dir.member_ids(sid)? {
                 if self.dir.load(ResourceKind::User, &m)?.is_none() {
@@ -650,25 +726,45 @@ impl Engine {
                     want.push((m, v));
                 }
             }
-            let want_ids: HashSet<&str> = want.iter().map(|(u, _)| u.as_str()).collect();
-            let add: Vec<&(String, String)> = want
+            // Confirmed for the vendor user the member has now (a user deleted and created
+            // again at the vendor has a new id, and is not a member yet). A record marked
+            // `?` is a change whose answer was lost: added again if wanted, removed if not.
+            let have: HashSet<(&str, &str)> = confirmed
                 .iter()
-                .filter(|(u, _)| !have.contains(u.as_str()))
+                .map(|(u, v)| (u.as_str(), v.as_str()))
                 .collect();
-            let remove: Vec<&(String, String)> = confirmed
+            let want_ids: HashSet<&str> = want.iter().map(|(u, _)| u.as_str()).collect();
+            let add: Vec<(String, String)> = want
+                .iter()
+                .filter(|(u, v)| !have.contains(&(u.as_str(), v.as_str())))
+                .cloned()
+                .collect();
+            let remove: Vec<(String, String)> = confirmed
                 .iter()
                 .filter(|(u, _)| !want_ids.contains(u.as_str()))
+                .map(|(u, v)| (u.clone(), v.trim_start_matches('?').to_string()))
                 .collect();
             if !add.is_empty() || !remove.is_empty() {
                 let add_v: Vec<String> = add.iter().map(|(_, v)| v.clone()).collect();
                 let remove_v: Vec<String> = remove.iter().map(|(_, v)| v.clone()).collect();
-                self.adapter
+                if let Err(e) = self
+                    .adapter
                     .change_members(&applied.vendor_id, &add_v, &remove_v)
-                    .await?;
-                for (u, v) in add {
+                    .await
+                {
+                    if e.is_transient() {
+                        let mut u = Batch::default();
+                        for (m, v) in add.iter().chain(remove.iter()) {
+                            put::member(&mut u, sid, m, &format!("?{v}"));
+                        }
+                        self.commit_step(u, Vec::new()).await?;
+                    }
+                    return Err(e);
+                }
+                for (u, v) in &add {
                     put::member(&mut b, sid, u, v);
                 }
-                for (u, _) in remove {
+                for (u, _) in &remove {
                     put::no_member(&mut b, sid, u);
                 }
             }

@@ -99,6 +99,9 @@ impl OutboxEntry {
 pub struct Tombstone {
     pub vendor_id: Option<String>,
     pub name: String,
+    /// A user's natural keys, to find a vendor user whose create was never confirmed.
+    #[serde(default)]
+    pub profile: Option<Profile>,
 }
 
 pub fn now_ms() -> u64 {

@@ -694,6 +694,11 @@ impl Directory {
         batch.remove(vendor_key(kind, vendor_id));
     }
 
+    /// Removes only the SCIM side of a link (the vendor object now belongs to another SCIM id).
+    pub fn unlink_scim_side(&self, batch: &mut Batch, kind: ResourceKind, scim_id: &str) {
+        batch.remove(scim_key(kind, scim_id));
+    }
+
     /// Unfiltered, unsorted listing of every stored id of a kind, in creation order.
     pub fn ids(&self, kind: ResourceKind) -> impl Iterator<Item = Result<String, StoreError>> + '_ {
         let prefix: &'static [u8] = match kind {

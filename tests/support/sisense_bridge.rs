@@ -290,11 +290,24 @@ impl Scim {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Waits until the bridge serves and its vendor is usable (`/readyz?verbose` names no
+    /// tenant: roles read, directory observed once).
     pub async fn wait_ready(&self) {
         for _ in 0..300 {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.root)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/readyz?verbose", self.root))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
-                    return;
+                    let body: Value = r.json().await.unwrap_or_default();
+                    if body["vendors_unavailable"]
+                        .as_object()
+                        .is_some_and(|o| o.is_empty())
+                    {
+                        return;
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -134,10 +134,11 @@ pub fn open(
         (SisenseMode::Scim, Some(token)) => {
             // One Sisense, one budget: the SCIM endpoint's calls draw on the REST client's.
             let native = native::NativeScim {
-                client: VendorClient::new(
+                client: VendorClient::with_budget(
                     base_url.clone(),
                     client_settings(),
                     Arc::new(native::StaticBearer(token.clone())),
+                    client.budget(),
                 )
                 .map_err(|e| e.to_string())?,
             };
@@ -163,7 +164,7 @@ pub fn open(
         settings,
         adapter,
         role_changes,
-        Some(Box::new(move || rate.settings().rate_per_sec)),
+        Some(Box::new(move || rate.send_rate())),
     )
     .map_err(|e| e.to_string())
 }
