@@ -1207,12 +1207,12 @@ fn refused_patch_is_a_4xx_and_rolled_back() {
     );
 }
 
-/// **FAILS: engine bug.** A write queued by a transient failure (not yet at the vendor), then a
+/// Regression (found by this suite): A write queued by a transient failure (not yet at the vendor), then a
 /// second write of the same object that the vendor refuses inline: the refusal rolls the second
 /// write back and also drops the outbox mark, so the first write — still accepted, still in the
 /// directory — is never delivered, not even by an operator's retry.
 #[test]
-fn engine_bug_refused_patch_drops_a_queued_create() {
+fn a_refused_patch_keeps_an_earlier_queued_create() {
     let fake = user_on();
     let h = Harness::new(fake.clone(), Duration::from_secs(5));
     fake.fault(Target::Op("create_user"), FaultKind::Transient, Some(1));
@@ -1232,15 +1232,15 @@ fn engine_bug_refused_patch_drops_a_queued_create() {
     assert_eq!(
         fake.users_with_login("ron@x.io").len(),
         1,
-        "ENGINE BUG: SCIM user {uid} exists (accepted 201) but is never created at the vendor: \
+        "SCIM user {uid} exists (accepted 201) but is never created at the vendor: \
          the refused PATCH's rollback removed its outbox entry; vendor log {:?}",
         fake.log()
     );
 }
 
-/// **FAILS: engine bug** (same as above, for groups: `undo_group_change`).
+/// Regression (found by this suite) (same as above, for groups: `undo_group_change`).
 #[test]
-fn engine_bug_refused_group_patch_drops_a_queued_group_create() {
+fn a_refused_group_patch_keeps_an_earlier_queued_group_create() {
     let fake = group_on();
     let h = Harness::new(fake.clone(), Duration::from_secs(5));
     let uid = h.create_user("sam@x.io", "Sam").unwrap();
@@ -1258,7 +1258,7 @@ fn engine_bug_refused_group_patch_drops_a_queued_group_create() {
     assert_eq!(
         fake.groups_named("Sales").len(),
         1,
-        "ENGINE BUG: SCIM group {gid} exists but is never created at the vendor; log {:?}",
+        "SCIM group {gid} exists but is never created at the vendor; log {:?}",
         fake.log()
     );
 }
@@ -1325,7 +1325,7 @@ fn ambiguous_group_create_and_membership() {
     );
 }
 
-/// **FAILS: engine bug.** A create the vendor applied but answered with a timeout, then the
+/// Regression (found by this suite): A create the vendor applied but answered with a timeout, then the
 /// IdP deletes the user before the outbox took the vendor user over: the engine deletes the
 /// SCIM user locally (it has no vendor id) and never looks at the vendor, so the vendor keeps an
 /// active user the IdP deleted; the next observe adopts it, and the IdP's re-create of that
@@ -1347,7 +1347,7 @@ fn delete_after_ambiguous_create(fake: FakeVendor) {
         at_vendor
             .iter()
             .all(|u| fake.0.caps.deactivation == Deactivation::Flag && !u.active),
-        "ENGINE BUG: the deleted user stays active at the vendor: {at_vendor:?}; \
+        "the deleted user stays active at the vendor: {at_vendor:?}; \
          adopted back into the directory as {adopted:?}; the IdP's re-create answers {:?}",
         recreate.as_ref().map_err(|e| (e.status, e.detail.clone()))
     );
@@ -1356,19 +1356,19 @@ fn delete_after_ambiguous_create(fake: FakeVendor) {
 }
 
 #[test]
-fn engine_bug_delete_after_ambiguous_create_leaks_the_vendor_user_flag() {
+fn delete_after_an_ambiguous_create_removes_the_vendor_user_flag() {
     delete_after_ambiguous_create(user_on());
 }
 
 #[test]
-fn engine_bug_delete_after_ambiguous_create_leaks_the_vendor_user_delete() {
+fn delete_after_an_ambiguous_create_removes_the_vendor_user_delete() {
     delete_after_ambiguous_create(FakeVendor::new(
         MembershipModel::OnGroup,
         Deactivation::Delete,
     ));
 }
 
-/// **FAILS: engine bug.** An update the vendor applied but answered with a timeout (ambiguous),
+/// Regression (found by this suite): An update the vendor applied but answered with a timeout (ambiguous),
 /// then the IdP writes the old value back: the engine's applied state still holds the value from
 /// before the ambiguous call, so it sees nothing to send and clears the outbox. The vendor keeps
 /// the ambiguous value; the next observe even pulls it into the SCIM document, overriding the
@@ -1389,7 +1389,7 @@ fn ambiguous_update_then_revert(fake: FakeVendor) {
         .unwrap();
     assert!(
         vendor_active && fake.user("tom@x.io").active && doc["active"] != json!(false),
-        "ENGINE BUG: the IdP's last write is active=true; vendor active after delivery: \
+        "the IdP's last write is active=true; vendor active after delivery: \
          {vendor_active}, after a restart+observe: {}; SCIM document active: {}; log {:?}",
         fake.user("tom@x.io").active,
         doc["active"],
@@ -1398,19 +1398,19 @@ fn ambiguous_update_then_revert(fake: FakeVendor) {
 }
 
 #[test]
-fn engine_bug_ambiguous_update_then_revert_on_user() {
+fn an_ambiguous_update_then_a_revert_converges_on_user() {
     ambiguous_update_then_revert(user_on());
 }
 
 #[test]
-fn engine_bug_ambiguous_update_then_revert_on_group() {
+fn an_ambiguous_update_then_a_revert_converges_on_group() {
     ambiguous_update_then_revert(group_on());
 }
 
-/// **FAILS: engine bug** (the same for membership on the group: an ambiguous `change_members`
+/// Regression (found by this suite) (the same for membership on the group: an ambiguous `change_members`
 /// add, then the IdP removes the member again → the vendor keeps the member).
 #[test]
-fn engine_bug_ambiguous_member_add_then_remove() {
+fn an_ambiguous_member_add_then_remove_converges() {
     let fake = group_on();
     let h = Harness::new(fake.clone(), Duration::from_secs(5));
     let uid = h.create_user("uma@x.io", "Uma").unwrap();
@@ -1422,7 +1422,7 @@ fn engine_bug_ambiguous_member_add_then_remove() {
     let u = fake.user("uma@x.io");
     assert!(
         fake.group_names_of(&u.id).is_empty() && u.role.as_deref() == Some(VIEWER),
-        "ENGINE BUG: removed from BI Admins by the IdP, still in it at the vendor: groups {:?}, \
+        "removed from BI Admins by the IdP, still in it at the vendor: groups {:?}, \
          role {:?}; log {:?}",
         fake.group_names_of(&u.id),
         u.role,
@@ -1565,11 +1565,11 @@ fn recreate_after_delete_reuses_the_deactivated_vendor_user() {
     );
 }
 
-/// **FAILS: engine bug** (see the report / the assertion message). Delete and re-create both
+/// Regression (found by this suite) (see the report / the assertion message). Delete and re-create both
 /// queued while the vendor fails, then delivered in one round where the deactivation of the old
 /// SCIM user is slow: the re-created user must end active at the vendor.
 #[test]
-fn engine_bug_recreate_after_delete_both_queued_slow_deactivation() {
+fn recreate_after_delete_both_queued_with_a_slow_deactivation_ends_active() {
     let fake = user_on();
     let h = Harness::new(fake.clone(), Duration::from_millis(300));
     let uid = h.create_user("oli@x.io", "Oli").unwrap();
@@ -1590,7 +1590,7 @@ fn engine_bug_recreate_after_delete_both_queued_slow_deactivation() {
     assert_eq!(u.id, vid);
     assert!(
         u.active,
-        "ENGINE BUG? the re-created SCIM user {again} is active but its vendor user {vid} ended \
+        "the re-created SCIM user {again} is active but its vendor user {vid} ended \
          deactivated; vendor log: {:?}",
         fake.log()
     );
@@ -1680,7 +1680,7 @@ struct Model {
 
 /// `ambiguous_creates`: whether an "ambiguous next write" may hit a user create (which meets a
 /// known engine bug when the user is deleted before the take-over; see
-/// `engine_bug_delete_after_ambiguous_create_leaks_the_vendor_user`).
+/// `delete_after_an_ambiguous_create_removes_the_vendor_user`).
 fn run_sequence(
     membership: MembershipModel,
     deactivation: Deactivation,
@@ -1974,28 +1974,26 @@ fn prop_config() -> ProptestConfig {
 proptest! {
     #![proptest_config(prop_config())]
 
-    // **FAIL (engine bugs)**: every fault, as asked. These meet the known bugs in most runs:
-    // a user deleted after an `AmbiguousNext` hit its create
-    // (`engine_bug_delete_after_ambiguous_create_*`), or a refused write of an object whose
-    // earlier write was still queued (`engine_bug_refused_*`).
+    // Every fault: transient, ambiguous (applied, then a lost answer), refused, and restarts.
+    // The shrunk cases they found are kept as the named regression tests above
+    // (`delete_after_an_ambiguous_create_*`, `a_refused_*`, `an_ambiguous_update_*`).
     #[test]
-    fn engine_bug_converges_membership_on_user(ops in prop::collection::vec(op_strategy(), 1..24)) {
+    fn every_fault_and_restart_converges_membership_on_user(ops in prop::collection::vec(op_strategy(), 1..24)) {
         run_sequence(MembershipModel::OnUser, Deactivation::Flag, true, true, &ops);
     }
 
     #[test]
-    fn engine_bug_converges_membership_on_group(ops in prop::collection::vec(op_strategy(), 1..24)) {
+    fn every_fault_and_restart_converges_membership_on_group(ops in prop::collection::vec(op_strategy(), 1..24)) {
         run_sequence(MembershipModel::OnGroup, Deactivation::Flag, true, true, &ops);
     }
 
     #[test]
-    fn engine_bug_converges_membership_on_group_deactivation_delete(ops in prop::collection::vec(op_strategy(), 1..24)) {
+    fn every_fault_and_restart_converges_membership_on_group_deactivation_delete(ops in prop::collection::vec(op_strategy(), 1..24)) {
         run_sequence(MembershipModel::OnGroup, Deactivation::Delete, true, true, &ops);
     }
 
-    // The same without ambiguous answers and without refusals (transient faults, hangs-free
-    // restarts only), to look past the bugs those meet (`engine_bug_delete_after_ambiguous_*`,
-    // `engine_bug_refused_*`, `engine_bug_ambiguous_update_*`).
+    // The same with transient faults and restarts only: more of each run reaches the deeper
+    // interleavings instead of stopping at a refusal.
     #[test]
     fn converges_transient_faults_and_restarts_on_user(ops in prop::collection::vec(op_strategy(), 1..24)) {
         run_sequence(MembershipModel::OnUser, Deactivation::Flag, false, false, &ops);

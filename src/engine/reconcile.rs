@@ -245,7 +245,19 @@ impl Engine {
             Some(a) => a,
             None => {
                 if !desired.active && self.caps.deactivation == Deactivation::Delete {
-                    // Inactive and deprovisioned by deletion: the bridge keeps it alone.
+                    // Inactive and deprovisioned by deletion: the bridge keeps it alone. A
+                    // create tried before (its answer lost) may have left a vendor user: found
+                    // by login and removed.
+                    let tried = rec
+                        .outbox(ResourceKind::User, sid)?
+                        .is_some_and(|e| e.last_error.is_some());
+                    if tried {
+                        if let Some(u) = self.adapter.find_user(&desired.profile).await? {
+                            if self.dir.scim_id(ResourceKind::User, &u.id)?.is_none() {
+                                self.adapter.delete_user(&u.id).await?;
+                            }
+                        }
+                    }
                     let mut b = Batch::default();
                     put::no_outbox(&mut b, ResourceKind::User, sid);
                     return Ok(self.commit_step(b, audit).await?);
@@ -475,6 +487,7 @@ impl Engine {
                     self.commit_step(b, Vec::new()).await?;
                     return Err(AdapterError::Gone);
                 }
+                Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => {
                     // The vendor may have applied it (an answer lost after the change): what
                     // was attempted is unknown now, so the next pass sends it whatever the
