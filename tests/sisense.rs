@@ -787,7 +787,12 @@ impl SisenseApi {
 /// every change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vendor_down_queues_writes_and_delivers_them_when_it_is_back() {
-    let sim = spawn_sim(SimOptions::default()).await;
+    // A seed: the restarted simulator has the same role ids, as a real Sisense would.
+    let seeded = || SimOptions {
+        seed: Some(11),
+        ..SimOptions::default()
+    };
+    let sim = spawn_sim(seeded()).await;
     let addr = sim.addr;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
@@ -836,13 +841,9 @@ async fn vendor_down_queues_writes_and_delivers_them_when_it_is_back() {
     assert!(bridge.scim.find_user("admin@sisense.local").await.is_some());
     assert!(bridge.scim.find_user("down7@acme.test").await.is_some());
     // Sisense comes back (empty: the simulator keeps no state across a restart).
-    let _sim = scim_bridge::sim::start(
-        scim_bridge::sim::Vendor::Sisense,
-        addr,
-        SimOptions::default(),
-    )
-    .await
-    .expect("simulator restarts on the same port");
+    let _sim = scim_bridge::sim::start(scim_bridge::sim::Vendor::Sisense, addr, seeded())
+        .await
+        .expect("simulator restarts on the same port");
     let api = SisenseApi::login(&format!("http://{addr}")).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

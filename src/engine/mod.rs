@@ -182,8 +182,14 @@ pub struct Engine {
     pub(crate) fatal: parking_lot::RwLock<Option<String>>,
     /// Serialises uniqueness checks with the commits they guard, and count changes.
     pub(crate) commit_lock: parking_lot::Mutex<()>,
+    /// Delivery locks: one reconcile of an object at a time (held across vendor calls).
     pub(crate) user_locks: Stripes,
     pub(crate) group_locks: Stripes,
+    /// Document locks: one read-modify-write of an object's desired state at a time (held
+    /// only while it is read, checked and committed, never across a vendor call, so an IdP
+    /// write never waits for the vendor).
+    pub(crate) user_docs: Stripes,
+    pub(crate) group_docs: Stripes,
     pub(crate) synced: tokio::sync::watch::Sender<bool>,
     /// Wakes the delivery loop when something was queued (shared with the loop, which must
     /// not keep the engine alive while it waits).
@@ -194,6 +200,8 @@ pub struct Engine {
     /// Objects written or reconciled since when: an observe that began earlier does not
     /// overwrite them with its older pages.
     pub(crate) recent: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The outbox mark each running reconcile started from (see `reconcile::commit_step`).
+    pub(crate) fences: parking_lot::Mutex<std::collections::HashMap<(ResourceKind, String), u64>>,
 }
 
 fn unavailable_answer(reason: &str, retry_after: Option<Duration>) -> ScimError {
@@ -235,12 +243,15 @@ impl Engine {
             commit_lock: parking_lot::Mutex::new(()),
             user_locks: Stripes::new(1024),
             group_locks: Stripes::new(256),
+            user_docs: Stripes::new(1024),
+            group_docs: Stripes::new(256),
             synced,
             wake: Arc::new(tokio::sync::Notify::new()),
             counters: DeliveryCounters::default(),
             role_changes,
             send_rate,
             recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -382,6 +393,7 @@ impl Engine {
                 e.attempts = 0;
                 e.cause = cause.to_string();
                 e.actor = actor;
+                e.seq = state::next_seq();
                 e
             }
             None => OutboxEntry::new(cause, actor),
@@ -458,12 +470,19 @@ impl Engine {
                 retry_after: None,
             };
         }
+        // The desired state is committed: other writes of the object may go ahead while this
+        // one is delivered.
+        drop(guard);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         let sid_owned = sid.to_string();
         tokio::spawn(async move {
+            let delivery = match kind {
+                ResourceKind::User => me.user_locks.lock(&sid_owned).await,
+                ResourceKind::Group => me.group_locks.lock(&sid_owned).await,
+            };
             let result = me.reconcile_locked(kind, &sid_owned).await;
-            drop(guard);
+            drop(delivery);
             // The users whose groups or role the write moves are part of the answer when the
             // vendor is quick; past the deadline they go on here and in the outbox.
             if !affected.is_empty() && result.is_ok() {
@@ -590,7 +609,7 @@ impl Engine {
         let (id, mut doc) = dir.new_doc(ResourceKind::User, &resource);
         self.check_required(&doc)?;
         self.refuse_early_if_failing()?;
-        let guard = self.user_locks.lock(&id).await;
+        let guard = self.user_docs.lock(&id).await;
         dir.stamp(ResourceKind::User, &mut doc, None);
         let mut batch = Batch::default();
         dir.write_doc(&mut batch, ResourceKind::User, &id, &doc, None);
@@ -603,12 +622,14 @@ impl Engine {
             dir.bump_count(&mut batch, ResourceKind::User, 1);
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         let inline = self
             .deliver_inline(ResourceKind::User, &id, guard, Vec::new())
             .await;
         self.settle(inline, || self.undo_create(ResourceKind::User, &id))
             .await?;
+        // Durable before the answer: one flush covers the desired state and whatever the
+        // inline reconcile confirmed (a crash before it is repaired from the vendor's side).
+        dir.flush().await?;
         let doc = dir.load_or_404(ResourceKind::User, &id)?;
         dir.render(ResourceKind::User, &id, doc, true, ctx)
     }
@@ -628,8 +649,8 @@ impl Engine {
     /// together with its outbox mark: the desired change is not kept.
     async fn undo_create(&self, kind: ResourceKind, id: &str) -> ScimResult<()> {
         let locks = match kind {
-            ResourceKind::User => &self.user_locks,
-            ResourceKind::Group => &self.group_locks,
+            ResourceKind::User => &self.user_docs,
+            ResourceKind::Group => &self.group_docs,
         };
         let _g = locks.lock(id).await;
         let Some(doc) = self.dir.load(kind, id)? else {
@@ -669,11 +690,15 @@ impl Engine {
     }
 
     /// Puts back the previous document of a user whose update the vendor refused.
-    async fn undo_update(&self, id: &str, old: &Value) -> ScimResult<()> {
-        let _g = self.user_locks.lock(id).await;
+    async fn undo_update(&self, id: &str, old: &Value, ours: &Value) -> ScimResult<()> {
+        let _g = self.user_docs.lock(id).await;
         let Some(current) = self.dir.load(ResourceKind::User, id)? else {
             return Ok(());
         };
+        if current["meta"]["version"] != ours["meta"]["version"] {
+            // A newer write of the IdP replaced ours meanwhile: it stands.
+            return Ok(());
+        }
         let mut batch = Batch::default();
         self.dir
             .write_doc(&mut batch, ResourceKind::User, id, old, Some(&current));
@@ -710,17 +735,20 @@ impl Engine {
             dir.check_unique(ResourceKind::User, &unique, Some(id))?;
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         let inline = self
             .deliver_inline(ResourceKind::User, id, guard, Vec::new())
             .await;
-        self.settle(inline, || self.undo_update(id, old)).await?;
+        self.settle(inline, || self.undo_update(id, old, &doc))
+            .await?;
+        // Durable before the answer: one flush covers the desired state and whatever the
+        // inline reconcile confirmed (a crash before it is repaired from the vendor's side).
+        dir.flush().await?;
         let doc = dir.load_or_404(ResourceKind::User, id)?;
         dir.render(ResourceKind::User, id, doc, with_members, ctx)
     }
 
     async fn delete_user(self: &Arc<Self>, id: &str, pre: &Precondition) -> ScimResult<()> {
-        let guard = self.user_locks.lock(id).await;
+        let guard = self.user_docs.lock(id).await;
         let dir = &self.dir;
         let old = dir.load_or_404(ResourceKind::User, id)?;
         self.check_precondition(ResourceKind::User, id, &old, pre)?;
@@ -771,14 +799,15 @@ impl Engine {
             }
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         if Records(dir).tombstone(ResourceKind::User, id)?.is_none() {
             drop(guard);
+            dir.flush().await?;
             return Ok(());
         }
         let inline = self
             .deliver_inline(ResourceKind::User, id, guard, Vec::new())
             .await;
+        dir.flush().await?;
         // A delete is not rolled back: the IdP's retry of a DELETE would meet a 404.
         match inline {
             Inline::Queued {
@@ -834,7 +863,7 @@ impl Engine {
             return Err(ScimError::invalid_value("a group needs a displayName"));
         }
         self.refuse_early_if_failing()?;
-        let guard = self.group_locks.lock(&id).await;
+        let guard = self.group_docs.lock(&id).await;
         dir.stamp(ResourceKind::Group, &mut doc, None);
         let mut batch = Batch::default();
         dir.write_doc(&mut batch, ResourceKind::Group, &id, &doc, None);
@@ -864,12 +893,14 @@ impl Engine {
             dir.bump_count(&mut batch, ResourceKind::Group, 1);
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         let inline = self
             .deliver_inline(ResourceKind::Group, &id, guard, affected)
             .await;
         self.settle(inline, || self.undo_create(ResourceKind::Group, &id))
             .await?;
+        // Durable before the answer: one flush covers the desired state and whatever the
+        // inline reconcile confirmed (a crash before it is repaired from the vendor's side).
+        dir.flush().await?;
         let doc = dir.load_or_404(ResourceKind::Group, &id)?;
         dir.render(ResourceKind::Group, &id, doc, true, ctx)
     }
@@ -940,12 +971,14 @@ impl Engine {
             }
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         let inline = self
             .deliver_inline(ResourceKind::Group, id, guard, affected)
             .await;
-        self.settle(inline, || self.undo_group_change(id, old, &change))
+        self.settle(inline, || self.undo_group_change(id, old, &doc, &change))
             .await?;
+        // Durable before the answer: one flush covers the desired state and whatever the
+        // inline reconcile confirmed (a crash before it is repaired from the vendor's side).
+        dir.flush().await?;
         dir.load_or_404(ResourceKind::Group, id)
     }
 
@@ -954,12 +987,16 @@ impl Engine {
         &self,
         id: &str,
         old: &Value,
+        ours: &Value,
         change: &crate::store::directory::MembershipChange,
     ) -> ScimResult<()> {
-        let _g = self.group_locks.lock(id).await;
+        let _g = self.group_docs.lock(id).await;
         let Some(current) = self.dir.load(ResourceKind::Group, id)? else {
             return Ok(());
         };
+        if current["meta"]["version"] != ours["meta"]["version"] {
+            return Ok(());
+        }
         let mut batch = Batch::default();
         let mut ops = Vec::new();
         if !change.added.is_empty() {
@@ -982,7 +1019,7 @@ impl Engine {
     }
 
     async fn delete_group(self: &Arc<Self>, id: &str, pre: &Precondition) -> ScimResult<()> {
-        let guard = self.group_locks.lock(id).await;
+        let guard = self.group_docs.lock(id).await;
         let dir = &self.dir;
         let old = dir.load_or_404(ResourceKind::Group, id)?;
         self.check_precondition(ResourceKind::Group, id, &old, pre)?;
@@ -1020,10 +1057,10 @@ impl Engine {
             }
             dir.commit(batch)?;
         }
-        dir.flush().await?;
         let inline = self
             .deliver_inline(ResourceKind::Group, id, guard, members)
             .await;
+        dir.flush().await?;
         match inline {
             Inline::Queued {
                 reason,
@@ -1101,7 +1138,7 @@ impl Connector for EngineConnector {
         strip_unreturnable(&mut resource, schema);
         match kind {
             ResourceKind::User => {
-                let guard = e.user_locks.lock(id).await;
+                let guard = e.user_docs.lock(id).await;
                 let old = e.dir.load_or_404(kind, id)?;
                 e.check_precondition(kind, id, &old, pre)?;
                 let doc = replace(&old, resource, schema)?;
@@ -1110,7 +1147,7 @@ impl Connector for EngineConnector {
             }
             ResourceKind::Group => {
                 let members = resource.as_object_mut().and_then(|o| o.remove("members"));
-                let guard = e.group_locks.lock(id).await;
+                let guard = e.group_docs.lock(id).await;
                 let old = e.dir.load_or_404(kind, id)?;
                 e.check_precondition(kind, id, &old, pre)?;
                 let doc = replace(&old, resource, schema)?;
@@ -1147,7 +1184,7 @@ impl Connector for EngineConnector {
         let schema = dir.schema(kind);
         match kind {
             ResourceKind::User => {
-                let guard = e.user_locks.lock(id).await;
+                let guard = e.user_docs.lock(id).await;
                 let old = dir.load_or_404(kind, id)?;
                 // Patched with its derived `groups` visible, which is also the version an
                 // If-Match is compared with.
@@ -1174,7 +1211,7 @@ impl Connector for EngineConnector {
                     .await
             }
             ResourceKind::Group => {
-                let guard = e.group_locks.lock(id).await;
+                let guard = e.group_docs.lock(id).await;
                 let old = dir.load_or_404(kind, id)?;
                 Directory::check_precondition(&old, pre)?;
                 let outcome = apply_patch(

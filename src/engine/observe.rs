@@ -255,7 +255,7 @@ impl Engine {
             if self.adapter.get_user(&vid).await?.is_some() {
                 continue;
             }
-            let _lock = self.user_locks.lock(&sid).await;
+            let _lock = self.user_docs.lock(&sid).await;
             let _g = self.commit_lock.lock();
             if busy(ResourceKind::User, &sid)?
                 || self.dir.vendor_id(ResourceKind::User, &sid)?.as_deref() != Some(vid.as_str())
@@ -416,7 +416,7 @@ impl Engine {
             .collect();
         for chunk in at_vendor.chunks(CHUNK) {
             let _locks = self
-                .user_locks
+                .user_docs
                 .lock_all(chunk.iter().map(|(sid, _, _)| sid.as_str()))
                 .await;
             let _g = self.commit_lock.lock();

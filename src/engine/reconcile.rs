@@ -65,10 +65,17 @@ impl Engine {
         kind: ResourceKind,
         sid: &str,
     ) -> Result<(), AdapterError> {
+        let key = (kind, sid.to_string());
+        let fence = Records(&self.dir).outbox(kind, sid)?.map(|e| e.seq);
+        match fence {
+            Some(seq) => self.fences.lock().insert(key.clone(), seq),
+            None => self.fences.lock().remove(&key),
+        };
         let result = match kind {
             ResourceKind::User => self.converge_user(sid).await,
             ResourceKind::Group => self.converge_group(sid).await,
         };
+        self.fences.lock().remove(&key);
         self.touch(sid);
         match &result {
             Ok(()) => {
@@ -80,7 +87,7 @@ impl Engine {
                 } else if matches!(e, AdapterError::Refused { .. }) {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Err(se) = self.note_failure(kind, sid, e).await {
+                if let Err(se) = self.note_failure(kind, sid, e, fence) {
                     tracing::error!(tenant = %self.tenant(), error = %se, "cannot record a delivery failure");
                 }
             }
@@ -88,15 +95,21 @@ impl Engine {
         result
     }
 
-    async fn note_failure(
+    fn note_failure(
         &self,
         kind: ResourceKind,
         sid: &str,
         e: &AdapterError,
+        fence: Option<u64>,
     ) -> Result<(), StoreError> {
+        let _g = self.commit_lock.lock();
         let Some(mut entry) = Records(&self.dir).outbox(kind, sid)? else {
             return Ok(());
         };
+        if Some(entry.seq) != fence {
+            // Marked again by a newer write while this attempt ran: due as it is.
+            return Ok(());
+        }
         entry.attempts = entry.attempts.saturating_add(1);
         entry.last_error = Some(e.to_string());
         match e {
@@ -119,7 +132,6 @@ impl Engine {
         }
         let mut batch = Batch::default();
         put::outbox(&mut batch, kind, sid, &entry);
-        let _g = self.commit_lock.lock();
         self.dir.commit(batch)
     }
 
@@ -130,21 +142,37 @@ impl Engine {
             .unwrap_or_else(|| ("reconcile".into(), Actor::Sync)))
     }
 
-    /// Commits a reconcile step and its audit entries atomically, then makes it durable.
-    async fn commit_step(&self, batch: Batch, audit: Vec<RoleChange>) -> Result<(), StoreError> {
+    /// Commits a reconcile step of one object and its audit entries atomically. If an IdP
+    /// write marked the object again since this reconcile began (its fence), the new mark
+    /// stays, whatever the step says: the newer desired state still has to be delivered.
+    async fn commit_step(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+        mut batch: Batch,
+        audit: Vec<RoleChange>,
+    ) -> Result<(), StoreError> {
         let mut ab = Batch::default();
         for a in &audit {
             self.audit.record(&mut ab, a);
         }
         {
             let _g = self.commit_lock.lock();
+            let fence = self.fences.lock().get(&(kind, sid.to_string())).copied();
+            if let Some(current) = Records(&self.dir).outbox(kind, sid)? {
+                if Some(current.seq) != fence {
+                    put::outbox(&mut batch, kind, sid, &current);
+                }
+            }
             self.dir
                 .commit_audited(batch, &self.audit, ab, audit.len() as u64)?;
         }
         if let Some(c) = &self.role_changes {
             c.inc_by(audit.len() as u64);
         }
-        self.dir.flush().await
+        // Not flushed here: a write path flushes before it answers, and a step lost to a crash
+        // before the store's own flush is redone from the outbox (every step is repeatable).
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -229,7 +257,9 @@ impl Engine {
         let Some(doc) = self.dir.load(ResourceKind::User, sid)? else {
             let mut b = Batch::default();
             put::no_outbox(&mut b, ResourceKind::User, sid);
-            return Ok(self.commit_step(b, Vec::new()).await?);
+            return Ok(self
+                .commit_step(ResourceKind::User, sid, b, Vec::new())
+                .await?);
         };
         let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
         let applied = match &vid {
@@ -260,7 +290,7 @@ impl Engine {
                     }
                     let mut b = Batch::default();
                     put::no_outbox(&mut b, ResourceKind::User, sid);
-                    return Ok(self.commit_step(b, audit).await?);
+                    return Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?);
                 }
                 match self.create_vendor_user(sid, &desired).await? {
                     (a, true) => {
@@ -281,7 +311,7 @@ impl Engine {
                         }
                         self.after_user_created(&mut b, &desired)?;
                         put::no_outbox(&mut b, ResourceKind::User, sid);
-                        self.commit_step(b, audit).await?;
+                        self.commit_step(ResourceKind::User, sid, b, audit).await?;
                         return Ok(());
                     }
                     (mut a, false) => {
@@ -302,7 +332,8 @@ impl Engine {
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
                         self.after_user_created(&mut b, &desired)?;
-                        self.commit_step(b, Vec::new()).await?;
+                        self.commit_step(ResourceKind::User, sid, b, Vec::new())
+                            .await?;
                         a
                     }
                 }
@@ -416,7 +447,9 @@ impl Engine {
             self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
             put::no_applied_user(&mut b, sid);
             put::no_outbox(&mut b, ResourceKind::User, sid);
-            return Ok(self.commit_step(b, Vec::new()).await?);
+            return Ok(self
+                .commit_step(ResourceKind::User, sid, b, Vec::new())
+                .await?);
         }
         if desired.active && applied.active == Some(false) && self.caps.reactivation_strips_role {
             applied.role = None;
@@ -484,7 +517,8 @@ impl Engine {
                     let mut b = Batch::default();
                     self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
                     put::no_applied_user(&mut b, sid);
-                    self.commit_step(b, Vec::new()).await?;
+                    self.commit_step(ResourceKind::User, sid, b, Vec::new())
+                        .await?;
                     return Err(AdapterError::Gone);
                 }
                 Err(e) if !e.is_transient() => return Err(e),
@@ -506,7 +540,8 @@ impl Engine {
                     }
                     let mut b = Batch::default();
                     put::applied_user(&mut b, sid, &applied);
-                    self.commit_step(b, Vec::new()).await?;
+                    self.commit_step(ResourceKind::User, sid, b, Vec::new())
+                        .await?;
                     return Err(e);
                 }
             }
@@ -541,7 +576,7 @@ impl Engine {
         let mut b = Batch::default();
         put::applied_user(&mut b, sid, &applied);
         put::no_outbox(&mut b, ResourceKind::User, sid);
-        Ok(self.commit_step(b, audit).await?)
+        Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?)
     }
 
     /// The full vendor group list of a user (membership on the user): the mirrored groups it is
@@ -616,7 +651,9 @@ impl Engine {
         put::no_tombstone(&mut b, ResourceKind::User, sid);
         put::no_applied_user(&mut b, sid);
         put::no_outbox(&mut b, ResourceKind::User, sid);
-        Ok(self.commit_step(b, Vec::new()).await?)
+        Ok(self
+            .commit_step(ResourceKind::User, sid, b, Vec::new())
+            .await?)
     }
 
     /// Whether a vendor user is still linked to `sid` (or to nobody).
@@ -656,12 +693,16 @@ impl Engine {
             put::no_tombstone(&mut b, ResourceKind::Group, sid);
             put::no_applied_group(&mut b, sid);
             put::no_outbox(&mut b, ResourceKind::Group, sid);
-            return Ok(self.commit_step(b, Vec::new()).await?);
+            return Ok(self
+                .commit_step(ResourceKind::Group, sid, b, Vec::new())
+                .await?);
         }
         let Some(doc) = self.dir.load(ResourceKind::Group, sid)? else {
             let mut b = Batch::default();
             put::no_outbox(&mut b, ResourceKind::Group, sid);
-            return Ok(self.commit_step(b, Vec::new()).await?);
+            return Ok(self
+                .commit_step(ResourceKind::Group, sid, b, Vec::new())
+                .await?);
         };
         let name = str_at(&doc, "displayName").unwrap_or_default().to_string();
         let mut applied = match self.dir.vendor_id(ResourceKind::Group, sid)? {
@@ -710,7 +751,8 @@ impl Engine {
                     }
                     self.wake.notify_one();
                 }
-                self.commit_step(b, Vec::new()).await?;
+                self.commit_step(ResourceKind::Group, sid, b, Vec::new())
+                    .await?;
                 applied
             }
         };
@@ -721,7 +763,8 @@ impl Engine {
                     let mut b = Batch::default();
                     applied.name = String::new();
                     put::applied_group(&mut b, sid, &applied);
-                    self.commit_step(b, Vec::new()).await?;
+                    self.commit_step(ResourceKind::Group, sid, b, Vec::new())
+                        .await?;
                 }
                 return Err(e);
             }
@@ -770,7 +813,8 @@ impl Engine {
                         for (m, v) in add.iter().chain(remove.iter()) {
                             put::member(&mut u, sid, m, &format!("?{v}"));
                         }
-                        self.commit_step(u, Vec::new()).await?;
+                        self.commit_step(ResourceKind::Group, sid, u, Vec::new())
+                            .await?;
                     }
                     return Err(e);
                 }
@@ -784,7 +828,9 @@ impl Engine {
         }
         put::applied_group(&mut b, sid, &applied);
         put::no_outbox(&mut b, ResourceKind::Group, sid);
-        Ok(self.commit_step(b, Vec::new()).await?)
+        Ok(self
+            .commit_step(ResourceKind::Group, sid, b, Vec::new())
+            .await?)
     }
 }
 

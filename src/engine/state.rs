@@ -77,6 +77,25 @@ pub struct OutboxEntry {
     /// What caused it, for the audit log ("patch", "membership of group \"X\"").
     pub cause: String,
     pub actor: Actor,
+    /// Bumped by every mark: a reconcile clears the entry only if no write marked it again
+    /// while it ran (its fence).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// A process-wide mark sequence, started from the clock so it keeps rising across restarts.
+pub fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    SEQ.get_or_init(|| {
+        AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        )
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 impl OutboxEntry {
@@ -90,6 +109,7 @@ impl OutboxEntry {
             failed: false,
             cause: cause.into(),
             actor,
+            seq: next_seq(),
         }
     }
 }
