@@ -934,3 +934,23 @@ fn summary_lists_tenants_without_secrets() {
     }
     assert!(!s.contains("fake-"), "summary shows a secret:\n{s}");
 }
+
+#[test]
+fn on_vendor_unavailable_defaults_to_queue_and_names_a_bad_value() {
+    let c = parse(&local_tenant("a", "tok-a")).unwrap();
+    assert_eq!(
+        c.tenants[0].on_vendor_unavailable,
+        OnVendorUnavailable::Queue
+    );
+    let text = "[[tenants]]\nid = \"a\"\ntokens = [\"tok-a\"]\non_vendor_unavailable = \"fail\"\n[tenants.vendor]\nkind = \"local\"\n";
+    assert_eq!(
+        parse(text).unwrap().tenants[0].on_vendor_unavailable,
+        OnVendorUnavailable::Fail
+    );
+    let p = problems(&text.replace("\"fail\"", "\"drop\""));
+    assert_has(
+        &p,
+        "tenants[0].on_vendor_unavailable",
+        "expected `queue` or `fail`",
+    );
+}
