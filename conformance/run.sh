@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Conformance: runs the public SCIM testers against a freshly started bridge.
+# Conformance: runs the public SCIM testers against freshly started bridges.
 #   scim2-tester (python-scim) through check_server(), every tag;
 #   scim-sanity `probe` in strict mode.
-# Prints `N passed, M failed` per tester; exits non-zero on any scim2-tester failure or skip
-# and on any scim-sanity failure (its skips are the draft Agent resources, out of scope).
+# Tenants, one after the other, each on its own bridge (and simulator) with an empty store:
+#   local           the embedded default (local connector), at /scim/v2;
+#   sisense-rest    a Sisense tenant (REST mode) on `scim-bridge simulate sisense`;
+#   sisense-scim    the same with mode = "scim" (Sisense's native SCIM API for users and groups).
+# A Sisense bridge is tested once it has read the simulator (`/readyz?verbose` with no vendor
+# unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
+# Prints `N passed, M failed` per tester per tenant, then a summary; exits non-zero on any
+# scim2-tester failure or skip, on any scim-sanity failure (its skips are the draft Agent
+# resources, out of scope) and on any undelivered or refused vendor write. The bearer token is
+# random per run and never printed.
 # Usage: conformance/run.sh [path/to/scim-bridge]   (default: target/release/scim-bridge, built if missing)
+# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim" (default: all three) to run fewer;
+#        SCIM_TESTER_TRACE=1 to print scim2-tester's requests and responses.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin="${1:-$root/target/release/scim-bridge}"
 if [ ! -x "$bin" ]; then
-  (cd "$root" && cargo build --release --locked)
+  (cd "$root" && cargo build --release --locked --bin scim-bridge)
 fi
+tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim}"
 
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scim2_tester, scim_sanity" 2>/dev/null; then
@@ -20,40 +31,225 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scim2_tester, 
 fi
 
 data="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
 token="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
-log="$data/bridge.log"
-SCIM_BRIDGE_TOKEN="$token" "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data/store" >"$log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; }
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$data"
+}
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-base="http://127.0.0.1:$port/scim/v2"
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+redact() { sed "s/$token/<token>/g"; }
+# stop PID...: ends processes of one tenant's run (the next starts from nothing) and forgets them.
+stop() {
+  local p q keep
+  for p in "$@"; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    keep=()
+    for q in "${pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    pids=("${keep[@]}")
+  done
+}
+# wait_for URL SECONDS: until URL answers 2xx.
+wait_for() {
+  local i
+  for i in $(seq 1 $(($2 * 10))); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# wait_vendors_read PORT SECONDS: until /readyz?verbose is 200 with an empty `vendors_unavailable`
+# (every tenant's vendor reached and read once).
+wait_vendors_read() {
+  local i body
+  for i in $(seq 1 $(($2 * 10))); do
+    if body="$(curl -fsS "http://127.0.0.1:$1/readyz?verbose" 2>/dev/null)" &&
+      echo "$body" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d.get("vendors_unavailable") == {} else 1)'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "not ready after $2 s: ${body:-no answer}"
+  return 1
+}
+
 status=0
+summary=()
 
-echo "== scim2-tester against $base"
-SCIM_TOKEN="$token" "$venv/bin/python" "$here/scim2_tester_run.py" "$base" || status=1
+# run_testers NAME BASE_URL: both testers against one tenant; adds its lines to the summary.
+run_testers() {
+  local name="$1" base="$2" out rc line totals s_passed s_failed s_skipped ok=0
+  echo "== [$name] scim2-tester against $base"
+  out="$data/$name-scim2-tester.txt"
+  set +e
+  SCIM_TOKEN="$token" "$venv/bin/python" "$here/scim2_tester_run.py" "$base" >"$out" 2>&1
+  rc=$?
+  set -e
+  redact <"$out"
+  line="$(grep -E '^scim2-tester: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1 || true)"
+  [ -n "$line" ] || line="scim2-tester: did not finish (exit $rc)"
+  summary+=("$(printf '%-13s %s' "$name" "$line")")
+  [ "$rc" -eq 0 ] || ok=1
 
-echo "== scim-sanity probe (strict) against $base"
-sanity_out="$data/sanity.txt"
-set +e
-"$venv/bin/scim-sanity" probe "$base" --token "$token" --i-accept-side-effects >"$sanity_out" 2>&1
-sanity_rc=$?
-set -e
-sed "s/$token/<token>/g" "$sanity_out"
-# scim-sanity ends with e.g. "28 passed, 3 skipped, 31 total" ("N failed" appears only when N > 0).
-# Its skips are the draft Agent/AgenticApplication resources, which a bridge does not serve.
-totals="$(grep -E '^ *[0-9]+ passed' "$sanity_out" | tail -n 1 || true)"
-s_passed="$(echo "$totals" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)"
-s_failed="$(echo "$totals" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0)"
-s_skipped="$(echo "$totals" | grep -Eo '[0-9]+ skipped' | grep -Eo '[0-9]+' || echo 0)"
-echo "scim-sanity: ${s_passed:-0} passed, ${s_failed:-0} failed, ${s_skipped:-0} skipped"
-if [ "$sanity_rc" -ne 0 ] || [ -z "$totals" ] || [ "${s_failed:-0}" -ne 0 ] || [ "${s_passed:-0}" -eq 0 ]; then status=1; fi
+  echo "== [$name] scim-sanity probe (strict) against $base"
+  out="$data/$name-sanity.txt"
+  set +e
+  "$venv/bin/scim-sanity" probe "$base" --token "$token" --i-accept-side-effects >"$out" 2>&1
+  rc=$?
+  set -e
+  redact <"$out"
+  # scim-sanity ends with e.g. "28 passed, 3 skipped, 31 total" ("N failed" appears only when N > 0).
+  # Its skips are the draft Agent/AgenticApplication resources, which a bridge does not serve.
+  totals="$(grep -E '^ *[0-9]+ passed' "$out" | tail -n 1 || true)"
+  s_passed="$(echo "$totals" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)"
+  s_failed="$(echo "$totals" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0)"
+  s_skipped="$(echo "$totals" | grep -Eo '[0-9]+ skipped' | grep -Eo '[0-9]+' || echo 0)"
+  line="scim-sanity: ${s_passed:-0} passed, ${s_failed:-0} failed, ${s_skipped:-0} skipped"
+  [ -n "$totals" ] || line="scim-sanity: did not finish (exit $rc)"
+  echo "$line"
+  summary+=("$(printf '%-13s %s' "$name" "$line")")
+  if [ "$rc" -ne 0 ] || [ -z "$totals" ] || [ "${s_failed:-0}" -ne 0 ] || [ "${s_passed:-0}" -eq 0 ]; then ok=1; fi
+  return "$ok"
+}
 
-if [ "$status" -ne 0 ]; then
-  echo "== bridge log (last 40 lines)"; tail -n 40 "$log" | sed "s/$token/<token>/g"
-fi
+# check_vendor NAME PORT: after the testers, every write must have reached the vendor and been
+# accepted (the bridge answers the IdP before delivery, so the testers alone cannot see a vendor
+# refusal). Waits up to 15 s for the outbox to drain, then reads /metrics.
+check_vendor() {
+  local name="$1" port="$2" i counts line d r f p
+  for i in $(seq 1 150); do
+    counts="$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | python3 -c '
+import re, sys
+v = {"delivered": 0, "refused": 0, "failed": 0, "pending": 0}
+for l in sys.stdin:
+    m = re.match(r"scim_vendor_deliveries_total\{outcome=\"(delivered|refused)\",[^}]*\} (\S+)", l) or \
+        re.match(r"scim_outbox_depth\{state=\"(failed|pending)\",[^}]*\} (\S+)", l)
+    if m:
+        v[m.group(1)] += int(float(m.group(2)))
+print(v["delivered"], v["refused"], v["failed"], v["pending"])
+' || true)"
+    [ -n "$counts" ] && [ "$(echo "$counts" | cut -d' ' -f4)" = 0 ] && break
+    sleep 0.1
+  done
+  read -r d r f p <<<"${counts:-0 0 0 0}"
+  line="vendor: $d delivered, $r refused, $f failed, $p pending"
+  echo "== [$name] $line"
+  summary+=("$(printf '%-13s %s' "$name" "$line")")
+  [ -n "$counts" ] && [ "$d" -gt 0 ] && [ "$r" -eq 0 ] && [ "$f" -eq 0 ] && [ "$p" -eq 0 ]
+}
+
+# show_logs FILE...: the last lines of each log, after a failure.
+show_logs() {
+  local f
+  for f in "$@"; do
+    echo "== $(basename "$f") (last 40 lines)"
+    tail -n 40 "$f" | sed 's/\x1b\[[0-9;]*m//g' | redact
+  done
+}
+
+run_local() {
+  local port log pid
+  port="$(free_port)"
+  log="$data/local-bridge.log"
+  SCIM_BRIDGE_TOKEN="$token" "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data/local-store" >"$log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  if ! wait_for "http://127.0.0.1:$port/healthz" 10; then
+    echo "[local] bridge did not start"
+    summary+=("$(printf '%-13s %s' local "bridge did not start")")
+    show_logs "$log"
+    stop "$pid"
+    return 1
+  fi
+  if ! run_testers local "http://127.0.0.1:$port/scim/v2"; then
+    show_logs "$log"
+    stop "$pid"
+    return 1
+  fi
+  stop "$pid"
+}
+
+# run_sisense NAME MODE: a Sisense simulator, a bridge with one sisense tenant over it, the testers.
+run_sisense() {
+  local name="$1" mode="$2" simport port simlog log cfg simpid pid mode_keys=""
+  simport="$(free_port)"
+  port="$(free_port)"
+  simlog="$data/$name-simulator.log"
+  log="$data/$name-bridge.log"
+  cfg="$data/$name.toml"
+  "$bin" simulate sisense --listen "127.0.0.1:$simport" >"$simlog" 2>&1 &
+  simpid=$!
+  pids+=("$simpid")
+  if [ "$mode" = scim ]; then
+    # The simulator's native SCIM token (its default); roles still go over REST as the admin.
+    mode_keys=$'mode        = "scim"\nscim_token  = "simulator-scim-token"'
+  fi
+  cat >"$cfg" <<EOF
+listen   = "127.0.0.1:$port"
+data_dir = "$data/$name-store"
+
+[[tenants]]
+id     = "$name"
+tokens = ["\${CONFORMANCE_TOKEN}"]
+
+[tenants.vendor]
+kind        = "sisense"
+base_url    = "http://127.0.0.1:$simport/"
+username    = "admin@sisense.local"
+password    = "admin"
+$mode_keys
+
+[tenants.roles]
+default = "Viewer"
+rules = [
+  { group = "BI Admins", role = "Admin" },
+]
+EOF
+  if ! wait_for "http://127.0.0.1:$simport/__sim/stats" 10; then
+    echo "[$name] Sisense simulator did not start"
+    summary+=("$(printf '%-13s %s' "$name" "Sisense simulator did not start")")
+    show_logs "$simlog"
+    stop "$simpid"
+    return 1
+  fi
+  CONFORMANCE_TOKEN="$token" "$bin" serve --config "$cfg" >"$log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  if ! wait_for "http://127.0.0.1:$port/healthz" 10 || ! wait_vendors_read "$port" 30; then
+    echo "[$name] bridge not ready"
+    summary+=("$(printf '%-13s %s' "$name" "bridge not ready (vendor not read)")")
+    show_logs "$log" "$simlog"
+    stop "$pid" "$simpid"
+    return 1
+  fi
+  local ok=0
+  run_testers "$name" "http://127.0.0.1:$port/tenants/$name/scim/v2" || ok=1
+  check_vendor "$name" "$port" || ok=1
+  if [ "$ok" -ne 0 ]; then
+    show_logs "$log" "$simlog"
+    stop "$pid" "$simpid"
+    return 1
+  fi
+  stop "$pid" "$simpid"
+}
+
+for t in $tenants; do
+  case "$t" in
+    local) run_local || status=1 ;;
+    sisense-rest) run_sisense sisense-rest rest || status=1 ;;
+    sisense-scim) run_sisense sisense-scim scim || status=1 ;;
+    *) echo "unknown tenant in CONFORMANCE_TENANTS: $t"; status=1 ;;
+  esac
+done
+
+echo "== summary"
+for line in "${summary[@]}"; do echo "$line"; done
+if [ "$status" -eq 0 ]; then echo "conformance: all passed"; else echo "conformance: FAILED"; fi
 exit "$status"

@@ -226,7 +226,7 @@ async fn main() {
                 Directory::open(&store, "default", "local", SchemaRegistry::default()).unwrap();
             let schema = ResourceSchema::user();
             let started = Instant::now();
-            let mut batch = sled::Batch::default();
+            let mut batch = scim_bridge::store::Batch::default();
             for i in 0..users {
                 let r = canonicalize(&user_body(i), &schema).unwrap();
                 let (id, mut doc) = directory.new_doc(ResourceKind::User, &r);

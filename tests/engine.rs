@@ -1883,7 +1883,7 @@ fn run_sequence(
     );
 
     // Every vendor group mirrors a SCIM group.
-    for (g, _) in &m.groups {
+    for g in m.groups.keys() {
         assert_eq!(
             fake.groups_named(GROUPS[*g]).len(),
             1,

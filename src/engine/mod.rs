@@ -440,7 +440,7 @@ impl Engine {
         };
         if self.caps.required_user_attributes.contains(&"emails") && p.email.is_none() {
             return Err(ScimError::invalid_value(format!(
-                "{} requires an email: send `emails` or an email address as userName",
+                "{} requires an email: send `emails` with a value",
                 self.caps.vendor
             )));
         }

@@ -224,16 +224,14 @@ impl Engine {
         })
     }
 
+    /// The audit record of a role move of user `(sid, login, vendor id)`.
     fn audit_entry(
         &self,
         table: &RoleTable,
-        sid: &str,
-        login: &str,
-        vid: &str,
+        (sid, login, vid): (&str, &str, &str),
         from: Option<&str>,
         to: &str,
-        cause: &str,
-        actor: Actor,
+        (cause, actor): (&str, Actor),
     ) -> RoleChange {
         RoleChange {
             at: crate::scim::resource::now_timestamp(),
@@ -300,13 +298,10 @@ impl Engine {
                         if let Some(r) = &desired.role {
                             audit.push(self.audit_entry(
                                 &table,
-                                sid,
-                                &desired.profile.login,
-                                &a.vendor_id,
+                                (sid, &desired.profile.login, &a.vendor_id),
                                 None,
                                 r,
-                                &cause,
-                                actor,
+                                (&cause, actor),
                             ));
                         }
                         self.after_user_created(&mut b, &desired)?;
@@ -564,13 +559,10 @@ impl Engine {
         if let Some(to) = &role_to {
             audit.push(self.audit_entry(
                 table,
-                sid,
-                &desired.profile.login,
-                &vid,
+                (sid, &desired.profile.login, &vid),
                 role_before.as_deref(),
                 to,
-                cause,
-                actor,
+                (cause, actor),
             ));
         }
         let mut b = Batch::default();

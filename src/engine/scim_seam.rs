@@ -68,8 +68,8 @@ impl Connector for EngineConnector {
                 let old = e.dir.load_or_404(kind, id)?;
                 e.check_precondition(kind, id, &old, pre)?;
                 let doc = replace(&old, resource, schema)?;
-                e.update_user(id, guard, &old, doc, "replace", ctx, true)
-                    .await
+                let doc = e.update_user(id, guard, &old, doc, "replace").await?;
+                e.dir.render(kind, id, doc, true, ctx)
             }
             ResourceKind::Group => {
                 let members = resource.as_object_mut().and_then(|o| o.remove("members"));
@@ -133,8 +133,8 @@ impl Connector for EngineConnector {
                     o.remove("groups");
                     o.remove("meta");
                 }
-                e.update_user(id, guard, &old, doc, "patch", ctx, with_members)
-                    .await
+                let doc = e.update_user(id, guard, &old, doc, "patch").await?;
+                dir.render(kind, id, doc, with_members, ctx)
             }
             ResourceKind::Group => {
                 let guard = e.group_docs.lock(id).await;

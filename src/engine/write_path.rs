@@ -279,7 +279,8 @@ impl Engine {
         self.commit(batch).await
     }
 
-    /// Stores a new version of a user (PUT or PATCH result) and delivers it.
+    /// Stores a new version of a user (PUT or PATCH result) and delivers it; returns the stored
+    /// document.
     pub(crate) async fn update_user(
         self: &Arc<Self>,
         id: &str,
@@ -287,8 +288,6 @@ impl Engine {
         old: &Value,
         mut doc: Value,
         cause: &str,
-        ctx: &RequestContext,
-        with_members: bool,
     ) -> ScimResult<Value> {
         let dir = &self.dir;
         strip_unreturnable(&mut doc, dir.schema(ResourceKind::User));
@@ -314,8 +313,7 @@ impl Engine {
         // Durable before the answer: one flush covers the desired state and whatever the
         // inline reconcile confirmed (a crash before it is repaired from the vendor's side).
         dir.flush().await?;
-        let doc = dir.load_or_404(ResourceKind::User, id)?;
-        dir.render(ResourceKind::User, id, doc, with_members, ctx)
+        dir.load_or_404(ResourceKind::User, id)
     }
 
     pub(crate) async fn delete_user(

@@ -515,6 +515,16 @@ impl SchemaRegistry {
             .find(|a| a.name.eq_ignore_ascii_case(name))
         {
             a.required = true;
+            // A multi-valued complex attribute is only there with a value (an email entry
+            // without an address is no email): testers that fill required attributes only
+            // would otherwise send `{"primary": true}`.
+            if let Some(v) = a
+                .sub_attributes
+                .iter_mut()
+                .find(|s| s.name.eq_ignore_ascii_case("value"))
+            {
+                v.required = true;
+            }
         }
     }
 

@@ -329,7 +329,7 @@ impl Directory {
         };
         *slot += delta;
         let new = (counter.load(Ordering::SeqCst) as i64 + *slot).max(0) as u64;
-        batch.insert(key, &new.to_be_bytes());
+        batch.insert(key, new.to_be_bytes());
     }
 
     /// Resolves a member reference to (type, display) when it names an existing user or group.

@@ -124,10 +124,7 @@ impl VendorAdapter for SisenseScim {
         }
         self.native.patch_user(id, native::user_ops(&body)).await?;
         match &change.role {
-            Some(role) => self
-                .set_role(id, role)
-                .await
-                .map(|u| u.map(|u| neutral_of(u))),
+            Some(role) => self.set_role(id, role).await.map(|u| u.map(neutral_of)),
             None => Ok(None),
         }
     }
