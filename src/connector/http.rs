@@ -27,6 +27,9 @@
 //! - **A circuit breaker**: after `breaker_threshold` consecutive vendor-side failures, requests
 //!   fail fast with [`VendorError::Unavailable`] (→ `503` + `Retry-After` to the IdP, never 500)
 //!   until `breaker_cooldown` has passed; then one trial request decides.
+//! - **Bounded answers**: a body over `max_body_bytes` is dropped unread
+//!   ([`VendorError::Decode`]), and `timeout` bounds each attempt, body included, so a vendor
+//!   that hangs or trickles ends in [`VendorError::Unavailable`] (or `Ambiguous` for a create).
 //!
 //! Secrets: request and response headers and bodies are never logged and never put into errors
 //! (a vendor body is only carried by [`VendorError::Rejected`], which a connector builds from a
@@ -69,12 +72,23 @@ pub struct ClientSettings {
     pub burst: u32,
     /// Requests in flight at once (sign-ins included). Like `rate_per_sec`, part of the budget.
     pub max_concurrency: usize,
-    /// Consecutive vendor-side failures (transport errors, timeouts, 5xx) that open the breaker.
+    /// Consecutive vendor-side failures (transport errors, timeouts, 5xx, bodies over
+    /// `max_body_bytes`) that open the breaker.
     pub breaker_threshold: u32,
     /// How long the breaker stays open before one trial request is let through. Also how long a
     /// failed sign-in (bad credentials) is remembered before it is attempted again.
     pub breaker_cooldown: Duration,
+    /// The largest response body read, in bytes. A larger one (by its `Content-Length`, or
+    /// counted while reading) is dropped unread and the request fails with
+    /// [`VendorError::Decode`]: not retried (the same request gets the same answer), but
+    /// counted by the breaker (the vendor is misbehaving). Sign-in answers are read by the
+    /// [`Authenticator`] ([`read_body_limited`]).
+    pub max_body_bytes: usize,
 }
+
+/// `ClientSettings::default().max_body_bytes`: 64 MiB, room for a Sisense list page of 10,000
+/// users at several KiB each.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 
 impl Default for ClientSettings {
     fn default() -> Self {
@@ -89,6 +103,7 @@ impl Default for ClientSettings {
             max_concurrency: 8,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -913,22 +928,41 @@ impl VendorClient {
         };
 
         let result = match builder.send().await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                resp.bytes().await.map(|body| VendorResponse {
-                    status,
-                    headers,
-                    body,
-                })
+                read_body(&mut resp, inner.settings.max_body_bytes)
+                    .await
+                    .map(|body| VendorResponse {
+                        status,
+                        headers,
+                        body,
+                    })
             }
-            Err(e) => Err(e),
+            Err(e) => Err(ReadError::Transport(e)),
         };
         drop(_slot);
 
         let resp = match result {
             Ok(resp) => resp,
-            Err(e) => {
+            Err(ReadError::TooLarge {
+                status,
+                declared,
+                limit,
+            }) => {
+                // The connection is dropped with the rest of the body unread.
+                let size = declared.map_or(String::new(), |n| format!(" of {n} bytes,"));
+                let error = VendorError::Decode {
+                    reason: format!(
+                        "{} {} answered HTTP {status} with a body{size} over the {limit}-byte limit",
+                        req.method, req.path
+                    ),
+                };
+                tracing::warn!(error = %error, "vendor answer too large");
+                self.record_failure(&error);
+                return Attempt::Fail(error);
+            }
+            Err(ReadError::Transport(e)) => {
                 let reason = format!("{} {}: {}", req.method, req.path, transport_reason(&e));
                 let error = VendorError::Unavailable {
                     reason: reason.clone(),
@@ -1267,6 +1301,63 @@ fn with_retry_after(
         VendorError::Throttled { .. } => VendorError::Throttled { retry_after: value },
         other => other,
     }
+}
+
+/// Why a response body was not read.
+enum ReadError {
+    Transport(reqwest::Error),
+    TooLarge {
+        status: u16,
+        /// The `Content-Length`, when that alone was over the limit.
+        declared: Option<u64>,
+        limit: usize,
+    },
+}
+
+/// Reads the body chunk by chunk, giving up as soon as it is known to be over `limit` bytes
+/// (by its `Content-Length`, before reading anything). The client's `timeout` bounds the
+/// whole read, so a body that trickles forever ends too.
+async fn read_body(resp: &mut reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
+    let status = resp.status().as_u16();
+    let too_large = |declared| ReadError::TooLarge {
+        status,
+        declared,
+        limit,
+    };
+    let declared = resp.content_length();
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return Err(too_large(Some(n)));
+    }
+    // A declared length is a hint, not a promise: never reserve more than a little up front.
+    let mut body = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize).min(1 << 20));
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if chunk.len() > limit - body.len() {
+            return Err(too_large(None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// For an [`Authenticator`]: the body of a sign-in answer, read as the client reads every other
+/// answer (at most `limit` bytes; larger is [`VendorError::Decode`], a transport failure is
+/// [`VendorError::Unavailable`]). Use instead of `resp.json()` / `resp.bytes()`, which read
+/// whatever the vendor sends.
+pub async fn read_body_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, VendorError> {
+    read_body(&mut resp, limit).await.map_err(|e| match e {
+        ReadError::Transport(e) => VendorError::from_transport(&e),
+        ReadError::TooLarge {
+            status, declared, ..
+        } => VendorError::Decode {
+            reason: format!(
+                "HTTP {status} body{} over the {limit}-byte limit",
+                declared.map_or(String::new(), |n| format!(" of {n} bytes,"))
+            ),
+        },
+    })
 }
 
 /// The error and its sources, without the URL.

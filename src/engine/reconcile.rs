@@ -437,6 +437,9 @@ impl Engine {
     ) -> Result<(), AdapterError> {
         let vid = applied.vendor_id.clone();
         if !desired.active && self.caps.deactivation == Deactivation::Delete {
+            // Write-ahead: killed after the vendor's delete and before the unlink, the next
+            // pass must not trust "active" (an update then meets 404 and creates it again).
+            self.forget(sid, &applied, |a| a.active = None).await?;
             self.adapter.delete_user(&vid).await?;
             let mut b = Batch::default();
             self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
@@ -483,6 +486,24 @@ impl Engine {
         }
         let mut audit = Vec::new();
         if !change.is_empty() {
+            // Write-ahead: what is about to be sent is unknown until the vendor confirms it, so
+            // a crash or a lost answer makes the next pass send it again, whatever the desired
+            // state is by then (a value changed and changed back is still sent).
+            self.forget(sid, &applied, |a| {
+                if change.profile.is_some() {
+                    a.profile = None;
+                }
+                if change.active.is_some() {
+                    a.active = None;
+                }
+                if change.role.is_some() {
+                    a.role = None;
+                }
+                if change.groups.is_some() {
+                    a.groups = None;
+                }
+            })
+            .await?;
             match self.adapter.update_user(&vid, &change).await {
                 Ok(answer) => {
                     if let Some(p) = &change.profile {
@@ -516,33 +537,20 @@ impl Engine {
                         .await?;
                     return Err(AdapterError::Gone);
                 }
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => {
-                    // The vendor may have applied it (an answer lost after the change): what
-                    // was attempted is unknown now, so the next pass sends it whatever the
-                    // desired state is by then.
-                    if change.profile.is_some() {
-                        applied.profile = None;
-                    }
-                    if change.active.is_some() {
-                        applied.active = None;
-                    }
-                    if change.role.is_some() {
-                        applied.role = None;
-                    }
-                    if change.groups.is_some() {
-                        applied.groups = None;
-                    }
+                Err(e @ AdapterError::Refused { .. }) => {
+                    // Refused: not applied, so what was known before still holds.
                     let mut b = Batch::default();
                     put::applied_user(&mut b, sid, &applied);
                     self.commit_step(ResourceKind::User, sid, b, Vec::new())
                         .await?;
                     return Err(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         if self.caps.role == RoleModel::Groups {
             if let Some(to) = &role_to {
+                self.forget(sid, &applied, |a| a.role = None).await?;
                 self.adapter
                     .change_members(to, std::slice::from_ref(&vid), &[])
                     .await?;
@@ -648,6 +656,21 @@ impl Engine {
             .await?)
     }
 
+    /// Commits the applied state of a user with what is about to be sent made unknown.
+    async fn forget(
+        &self,
+        sid: &str,
+        applied: &AppliedUser,
+        unknown: impl FnOnce(&mut AppliedUser),
+    ) -> Result<(), StoreError> {
+        let mut a = applied.clone();
+        unknown(&mut a);
+        let mut b = Batch::default();
+        put::applied_user(&mut b, sid, &a);
+        self.commit_step(ResourceKind::User, sid, b, Vec::new())
+            .await
+    }
+
     /// Whether a vendor user is still linked to `sid` (or to nobody).
     fn vendor_user_is_ours(&self, sid: &str, vid: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -749,17 +772,19 @@ impl Engine {
             }
         };
         if applied.name != name {
-            if let Err(e) = self.adapter.rename_group(&applied.vendor_id, &name).await {
-                // Maybe applied: the name is unknown until a rename is confirmed.
-                if e.is_transient() {
-                    let mut b = Batch::default();
-                    applied.name = String::new();
-                    put::applied_group(&mut b, sid, &applied);
-                    self.commit_step(ResourceKind::Group, sid, b, Vec::new())
-                        .await?;
-                }
-                return Err(e);
-            }
+            // Write-ahead: the name is unknown until the rename is confirmed.
+            let mut b = Batch::default();
+            put::applied_group(
+                &mut b,
+                sid,
+                &AppliedGroup {
+                    name: String::new(),
+                    ..applied.clone()
+                },
+            );
+            self.commit_step(ResourceKind::Group, sid, b, Vec::new())
+                .await?;
+            self.adapter.rename_group(&applied.vendor_id, &name).await?;
             applied.name = name.clone();
         }
         let mut b = Batch::default();
@@ -795,21 +820,16 @@ impl Engine {
             if !add.is_empty() || !remove.is_empty() {
                 let add_v: Vec<String> = add.iter().map(|(_, v)| v.clone()).collect();
                 let remove_v: Vec<String> = remove.iter().map(|(_, v)| v.clone()).collect();
-                if let Err(e) = self
-                    .adapter
-                    .change_members(&applied.vendor_id, &add_v, &remove_v)
-                    .await
-                {
-                    if e.is_transient() {
-                        let mut u = Batch::default();
-                        for (m, v) in add.iter().chain(remove.iter()) {
-                            put::member(&mut u, sid, m, &format!("?{v}"));
-                        }
-                        self.commit_step(ResourceKind::Group, sid, u, Vec::new())
-                            .await?;
-                    }
-                    return Err(e);
+                // Write-ahead: these memberships are unknown until the vendor confirms them.
+                let mut u = Batch::default();
+                for (m, v) in add.iter().chain(remove.iter()) {
+                    put::member(&mut u, sid, m, &format!("?{v}"));
                 }
+                self.commit_step(ResourceKind::Group, sid, u, Vec::new())
+                    .await?;
+                self.adapter
+                    .change_members(&applied.vendor_id, &add_v, &remove_v)
+                    .await?;
                 for (u, v) in &add {
                     put::member(&mut b, sid, u, v);
                 }

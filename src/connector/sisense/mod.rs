@@ -64,9 +64,12 @@ impl Authenticator for SisenseAuth {
         if !(200..300).contains(&status) {
             return Err(VendorError::sign_in_refused(status, resp.headers()));
         }
-        let answer: LoginAnswer = resp.json().await.map_err(|e| VendorError::Decode {
-            reason: format!("login answer: {e}"),
-        })?;
+        // A login answer is a token: a larger body is a broken or hostile vendor.
+        let body = super::http::read_body_limited(resp, 1 << 20).await?;
+        let answer: LoginAnswer =
+            serde_json::from_slice(&body).map_err(|e| VendorError::Decode {
+                reason: format!("login answer: {e}"),
+            })?;
         let value =
             HeaderValue::from_str(&format!("Bearer {}", answer.access_token)).map_err(|_| {
                 VendorError::Decode {

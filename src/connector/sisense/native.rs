@@ -250,6 +250,19 @@ impl NativeScim {
         }
     }
 
+    /// Whether Sisense's SCIM endpoint has a user under `vid` (`GET /Users/{id}`).
+    pub async fn has_user(&self, vid: &str) -> AdapterResult<bool> {
+        let r = self
+            .client
+            .send(VendorRequest::get(format!("{USERS}/{vid}")))
+            .await?;
+        match r.status {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            _ => Err(refused(&r, "user")),
+        }
+    }
+
     /// `PATCH /Users/{id}` with replace/remove operations (safe to repeat: fixed values).
     pub async fn patch_user(&self, vid: &str, ops: Vec<Value>) -> AdapterResult<()> {
         if ops.is_empty() {

@@ -37,6 +37,9 @@ impl SisenseScim {
     /// (shared ids) does not hold for this Sisense: said plainly, and retried, never dropped.
     async fn set_role(&self, vid: &str, role: &str) -> AdapterResult<Option<VendorUser>> {
         match self.rest.set_role(vid, role).await {
+            // Gone from SCIM too: deleted (e.g. deprovisioned by a bridge killed before it
+            // recorded that); the engine creates it again.
+            Err(AdapterError::Gone) if !self.native.has_user(vid).await? => Err(AdapterError::Gone),
             Err(AdapterError::Gone) => {
                 tracing::error!(vendor_id = %vid, "Sisense REST has no user under the id its SCIM endpoint returned");
                 Err(AdapterError::transient(
