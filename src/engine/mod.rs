@@ -59,6 +59,10 @@ pub const DEFAULT_INLINE_DEADLINE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// Vendor calls of one operation that run at once (membership fan-out, delivery).
 pub const FAN_OUT: usize = 16;
+/// Inline deliveries out of their deadline in a row after which writes are queued at once.
+const STALLS_BEFORE_QUEUEING: u32 = 3;
+/// How long writes are queued at once after that (then one is tried inline again).
+const STALL_HOLD: Duration = Duration::from_secs(15);
 /// How long a lookup waits for start-up (roles resolved, first observe) before a 503.
 const STARTUP_WAIT: Duration = Duration::from_secs(20);
 
@@ -199,6 +203,10 @@ pub struct Engine {
     /// Objects written or reconciled since when: an observe that began earlier does not
     /// overwrite them with its older pages.
     pub(crate) recent: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Inline deliveries that ran out of the deadline in a row, and until when writes are
+    /// queued at once because of them (a vendor that hangs rather than fails never opens the
+    /// client's breaker).
+    pub(crate) stall: parking_lot::Mutex<(u32, Option<Instant>)>,
     /// The outbox mark each running reconcile started from (see `reconcile::commit_step`).
     pub(crate) fences: parking_lot::Mutex<std::collections::HashMap<(ResourceKind, String), u64>>,
 }
@@ -251,6 +259,7 @@ impl Engine {
             send_rate,
             recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
             fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            stall: parking_lot::Mutex::new((0, None)),
         }))
     }
 
@@ -278,6 +287,32 @@ impl Engine {
     ) -> Result<RoleTable, Result<Vec<crate::config::Problem>, AdapterError>> {
         let catalog = self.adapter.roles().await.map_err(Err)?;
         RoleTable::build(self.settings.tenant_index, &self.settings.rules, catalog).map_err(Ok)
+    }
+
+    /// `Some(reason)` while the vendor is known to hang: writes are queued without waiting.
+    pub(crate) fn stalled(&self) -> Option<String> {
+        let (n, until) = *self.stall.lock();
+        until.filter(|u| *u > Instant::now()).map(|_| {
+            format!(
+                "{} did not answer {n} deliveries in a row within {} ms; writes are queued until it does",
+                self.caps.vendor,
+                self.settings.inline_deadline.as_millis()
+            )
+        })
+    }
+
+    /// Records whether an inline delivery ran out of its deadline (3 in a row: queue at once for
+    /// 15 s, then try again) or got an answer (the vendor answers again).
+    pub(crate) fn note_stall(&self, timed_out: bool) {
+        let mut s = self.stall.lock();
+        if timed_out {
+            s.0 += 1;
+            if s.0 >= STALLS_BEFORE_QUEUEING {
+                s.1 = Some(Instant::now() + STALL_HOLD);
+            }
+        } else {
+            *s = (0, None);
+        }
     }
 
     pub(crate) fn role_table(&self) -> Result<Arc<RoleTable>, AdapterError> {

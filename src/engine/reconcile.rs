@@ -443,6 +443,7 @@ impl Engine {
             self.adapter.delete_user(&vid).await?;
             let mut b = Batch::default();
             self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
+            put::gone(&mut b, &vid);
             put::no_applied_user(&mut b, sid);
             put::no_outbox(&mut b, ResourceKind::User, sid);
             return Ok(self
@@ -605,7 +606,12 @@ impl Engine {
         let mut b = Batch::default();
         if let Some(vid) = &t.vendor_id {
             match &self.caps.deactivation {
-                Deactivation::Delete => self.adapter.delete_user(vid).await?,
+                Deactivation::Delete => {
+                    self.adapter.delete_user(vid).await?;
+                    // An observe that read the vendor before this delete must not adopt it
+                    // back once it is unlinked.
+                    put::gone(&mut b, vid);
+                }
                 Deactivation::Flag => {
                     let change = UserChange {
                         active: Some(false),

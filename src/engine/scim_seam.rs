@@ -198,7 +198,7 @@ impl Connector for EngineConnector {
                 e.caps.vendor
             ));
         }
-        if let Some(reason) = e.adapter.unavailable() {
+        if let Some(reason) = e.adapter.unavailable().or_else(|| e.stalled()) {
             return Err(reason);
         }
         if e.roles.read().is_none() {

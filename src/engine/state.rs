@@ -9,7 +9,7 @@
 //! | `ob/{u|g}/{scim id}`  | [`OutboxEntry`]: the object differs from what the IdP asked    |
 //! | `del/{u|g}/{scim id}` | [`Tombstone`]: deleted by the IdP, not yet at the vendor        |
 //! | `idp/{scim id}`       | the IdP has written this user: the role rules apply to it      |
-//! | `gone/{vendor id}`    | a vendor user the IdP deleted and the vendor keeps deactivated |
+//! | `gone/{vendor id}`    | a vendor user the IdP deleted (kept deactivated, or deleted): never adopted |
 //! | `rules`               | the role rules last applied to every user                      |
 //! | `synced`              | a full observe has completed once                              |
 

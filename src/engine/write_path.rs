@@ -33,7 +33,7 @@ impl Engine {
         guard: ObjectGuard,
         affected: Vec<String>,
     ) -> Inline {
-        if let Some(reason) = self.adapter.unavailable() {
+        if let Some(reason) = self.adapter.unavailable().or_else(|| self.stalled()) {
             drop(guard);
             self.wake.notify_one();
             return Inline::Queued {
@@ -65,7 +65,11 @@ impl Engine {
             }
             let _ = tx.send(result);
         });
-        match tokio::time::timeout(self.settings.inline_deadline, rx).await {
+        let answered = tokio::time::timeout(self.settings.inline_deadline, rx).await;
+        if answered.is_ok() {
+            self.note_stall(false);
+        }
+        match answered {
             Ok(Ok(Ok(()))) => Inline::Done,
             Ok(Ok(Err(AdapterError::Refused {
                 vendor,
@@ -91,13 +95,16 @@ impl Engine {
                 reason: "the reconcile ended early".into(),
                 retry_after: None,
             },
-            Err(_) => Inline::Queued {
-                reason: format!(
-                    "the vendor did not answer within {} ms",
-                    self.settings.inline_deadline.as_millis()
-                ),
-                retry_after: None,
-            },
+            Err(_) => {
+                self.note_stall(true);
+                Inline::Queued {
+                    reason: format!(
+                        "the vendor did not answer within {} ms",
+                        self.settings.inline_deadline.as_millis()
+                    ),
+                    retry_after: None,
+                }
+            }
         }
     }
 
@@ -209,7 +216,7 @@ impl Engine {
     /// answered 503 before anything is stored.
     fn refuse_early_if_failing(&self) -> ScimResult<()> {
         if self.settings.on_vendor_unavailable == OnVendorUnavailable::Fail {
-            if let Some(reason) = self.adapter.unavailable() {
+            if let Some(reason) = self.adapter.unavailable().or_else(|| self.stalled()) {
                 return Err(unavailable_answer(&reason, None));
             }
         }
