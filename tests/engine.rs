@@ -1207,6 +1207,68 @@ fn refused_patch_is_a_4xx_and_rolled_back() {
     );
 }
 
+/// A refusal found by background delivery (the write was accepted while the vendor was down,
+/// then the vendor refuses it for good): kept in the outbox as `failed` with the vendor's
+/// reason, written to the audit log, counted, and not retried until the IdP writes again.
+#[test]
+fn a_refusal_found_in_the_background_is_failed_audited_and_not_retried() {
+    use scim_bridge::store::audit::AuditEvent;
+    let fake = user_on();
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    let uid = h.create_user("ivy@x.io", "Ivy").unwrap();
+    fake.fault(Target::Op("update_user"), FaultKind::Transient, Some(1));
+    h.set_given(&uid, "Ivory").unwrap();
+    assert_eq!(h.engine().outbox().len(), 1, "queued");
+    fake.fault(
+        Target::Op("update_user"),
+        FaultKind::Refused { conflict: false },
+        Some(1),
+    );
+    // Due now (an operator's retry skips the backoff), then one delivery round.
+    let e = h.engine().clone();
+    for (k, sid, _) in e.outbox() {
+        e.retry_failed(k, &sid).unwrap();
+    }
+    h.run(e.deliver_due());
+    let ob = h.engine().outbox();
+    assert_eq!(ob.len(), 1, "{}", h.outbox_dump());
+    assert!(ob[0].2.failed, "{}", h.outbox_dump());
+    assert!(
+        ob[0]
+            .2
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("refused"),
+        "{}",
+        h.outbox_dump()
+    );
+    let refusals: Vec<_> = h
+        .engine()
+        .audit()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == AuditEvent::DeliveryRefused)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].user_name, "ivy@x.io");
+    assert!(refusals[0].detail.is_some());
+    assert_eq!(h.engine().stats().failed, 1);
+    assert_eq!(h.engine().stats().refused, 1);
+    // Not retried by delivery…
+    let calls = fake.calls("update_user");
+    h.run(h.engine().deliver_due());
+    assert_eq!(fake.calls("update_user"), calls);
+    // …until the IdP writes the user again.
+    h.set_given(&uid, "Ivy-Rose").unwrap();
+    assert!(h.engine().outbox().is_empty(), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.user("ivy@x.io").profile.given_name.as_deref(),
+        Some("Ivy-Rose")
+    );
+}
+
 /// Regression (found by this suite): A write queued by a transient failure (not yet at the vendor), then a
 /// second write of the same object that the vendor refuses inline: the refusal rolls the second
 /// write back and also drops the outbox mark, so the first write — still accepted, still in the

@@ -1754,3 +1754,160 @@ async fn edited_role_rules_apply_to_existing_users_at_the_next_sync() {
     assert_eq!(report.roles_corrected, 0, "once: {report:?}");
     server.stop().await;
 }
+
+/// `If-Match` with the ETag `GET` just returned passes on PATCH, PUT and DELETE of a Sisense
+/// user that is in a group (the version covers the user's groups, and the precondition is
+/// compared with that same version); a stale one is 412. `/metrics` shows the engine's series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_uses_the_version_get_returns_and_metrics_show_the_engine() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start_bridge(&config(
+        tenant(
+            &sim.base_url(),
+            SisenseDeprovision::Deactivate,
+            demo_rules(),
+        ),
+        dir.path(),
+    ))
+    .await
+    .unwrap();
+    bridge.scim.wait_ready().await;
+    let scim = &bridge.scim;
+    let uid = scim.okta_assign("ida@acme.test", "Ida", "Etag").await;
+    let (s, g) = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "BI Designers", "members": [{"value": uid}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let http = reqwest::Client::new();
+    let url = format!("{}/Users/{uid}", scim.base);
+    let etag = |r: &reqwest::Response| {
+        r.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap()
+            .to_string()
+    };
+    let send = |m: reqwest::Method, tag: String, body: Option<Value>| {
+        let mut rb = http
+            .request(m, &url)
+            .bearer_auth(TOKEN)
+            .header("if-match", tag)
+            .header("content-type", "application/scim+json");
+        if let Some(b) = body {
+            rb = rb.body(b.to_string());
+        }
+        rb.send()
+    };
+    let get = || http.get(&url).bearer_auth(TOKEN).send();
+    let r = get().await.unwrap();
+    let tag = etag(&r);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["groups"].as_array().map(Vec::len), Some(1), "{doc}");
+    let r = send(
+        reqwest::Method::PATCH,
+        tag.clone(),
+        Some(patch_op(
+            json!([{"op": "replace", "path": "name.givenName", "value": "Idaho"}]),
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The old tag is stale now.
+    let r = send(
+        reqwest::Method::PATCH,
+        tag,
+        Some(patch_op(
+            json!([{"op": "replace", "path": "name.givenName", "value": "Stale"}]),
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 412);
+    let r = get().await.unwrap();
+    let tag = etag(&r);
+    let mut doc: Value = r.json().await.unwrap();
+    doc["name"]["familyName"] = json!("Tagged");
+    let r = send(reqwest::Method::PUT, tag, Some(doc)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let tag = etag(&get().await.unwrap());
+    let r = send(reqwest::Method::DELETE, tag, None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+
+    let metrics = http
+        .get(format!("{}/metrics", scim.root))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line_start} missing:\n{metrics}"))
+    };
+    assert!(value("scim_vendor_deliveries_total{outcome=\"delivered\",tenant=\"acme\"}") >= 4.0);
+    assert_eq!(
+        value("scim_outbox_depth{state=\"pending\",tenant=\"acme\"}"),
+        0.0
+    );
+    assert!(value("scim_vendor_send_rate{tenant=\"acme\"}") > 0.0);
+    assert_eq!(
+        value("scim_outbox_oldest_pending_seconds{tenant=\"acme\"}"),
+        0.0
+    );
+    bridge.server.stop().await;
+}
+
+/// With `deprovision = "deactivate"`, an IdP `DELETE` and then a create of the same userName
+/// give back the same Sisense user, active, with its role from the rules: not a 409, and not a
+/// second user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_then_create_of_the_same_user_name_gives_back_the_same_sisense_user() {
+    let sim = spawn_sim(SimOptions::default()).await;
+    let api = SisenseApi::login(&sim.base_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RoleRules {
+        default: Some("Designer".into()),
+        ..demo_rules()
+    };
+    let bridge = start_bridge(&config(
+        tenant(&sim.base_url(), SisenseDeprovision::Deactivate, rules),
+        dir.path(),
+    ))
+    .await
+    .unwrap();
+    bridge.scim.wait_ready().await;
+    let scim = &bridge.scim;
+    let first = scim.okta_assign("rey@acme.test", "Rey", "Again").await;
+    let vendor_id = |users: Vec<Value>| {
+        users
+            .into_iter()
+            .filter(|u| u["userName"] == "rey@acme.test")
+            .map(|u| u["_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = vendor_id(api.users().await);
+    assert_eq!(before.len(), 1);
+    let (s, _) = scim.delete(&format!("/Users/{first}")).await;
+    assert_eq!(s, 204);
+    assert!(!api.state().await["rey@acme.test"].1, "deactivated, kept");
+    let again = scim.okta_assign("rey@acme.test", "Rey", "Again").await;
+    assert_ne!(again, first, "a new SCIM user");
+    assert_eq!(
+        vendor_id(api.users().await),
+        before,
+        "the same Sisense user"
+    );
+    let state = api.state().await;
+    assert_eq!(state["rey@acme.test"], ("contributor".into(), true, vec![]));
+    bridge.server.stop().await;
+}

@@ -235,7 +235,7 @@ impl Engine {
         let dir = Directory::open(store, &settings.tenant, settings.purpose, schemas)?;
         let audit = AuditLog::open(store, &settings.tenant)?;
         if let Some(c) = &role_changes {
-            c.inc_by(audit.len());
+            c.inc_by(audit.role_changes());
         }
         let synced_before = Records(&dir).flag("synced")?.is_some();
         let (synced, _) = tokio::sync::watch::channel(synced_before);
@@ -480,5 +480,33 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+    use serde_json::json;
+
+    #[test]
+    fn the_profile_takes_the_primary_email_and_falls_back_to_an_address_user_name() {
+        let p = Engine::profile_of(&json!({
+            "userName": "ada",
+            "emails": [{"value": "b@x"}, {"value": "a@x", "primary": true}],
+            "name": {"givenName": "Ada", "familyName": ""}
+        }))
+        .unwrap();
+        assert_eq!(p.email.as_deref(), Some("a@x"));
+        assert_eq!(p.given_name.as_deref(), Some("Ada"));
+        assert_eq!(p.family_name, None, "an empty name is no name");
+        let p = Engine::profile_of(&json!({"userName": "ada@x"})).unwrap();
+        assert_eq!(p.email.as_deref(), Some("ada@x"));
+        assert_eq!(
+            Engine::profile_of(&json!({"userName": "ada"}))
+                .unwrap()
+                .email,
+            None
+        );
+        assert!(Engine::profile_of(&json!({"emails": []})).is_none());
     }
 }

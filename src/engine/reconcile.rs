@@ -16,7 +16,7 @@ use super::state::{
 };
 use super::Engine;
 use crate::scim::schema::ResourceKind;
-use crate::store::audit::RoleChange;
+use crate::store::audit::{AuditEvent, RoleChange};
 use crate::store::directory::str_at;
 use crate::store::{Batch, StoreError};
 use rand::Rng;
@@ -112,10 +112,12 @@ impl Engine {
         }
         entry.attempts = entry.attempts.saturating_add(1);
         entry.last_error = Some(e.to_string());
+        let mut audit = Vec::new();
         match e {
             AdapterError::Refused { .. } => {
                 entry.failed = true;
                 tracing::warn!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, "the vendor refused a change for good; kept as failed");
+                audit.push(self.refusal_entry(kind, sid, &entry, e)?);
             }
             AdapterError::Transient { retry_after, .. } => {
                 let cap = BACKOFF_BASE_MS
@@ -132,7 +134,44 @@ impl Engine {
         }
         let mut batch = Batch::default();
         put::outbox(&mut batch, kind, sid, &entry);
-        self.dir.commit(batch)
+        let mut ab = Batch::default();
+        for a in &audit {
+            self.audit.record(&mut ab, a);
+        }
+        self.dir
+            .commit_audited(batch, &self.audit, ab, audit.len() as u64)
+    }
+
+    /// The audit record of a change the vendor refused for good.
+    fn refusal_entry(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+        entry: &OutboxEntry,
+        e: &AdapterError,
+    ) -> Result<RoleChange, StoreError> {
+        let name = match kind {
+            ResourceKind::User => self
+                .dir
+                .load(kind, sid)?
+                .and_then(|d| str_at(&d, "userName").map(str::to_string)),
+            ResourceKind::Group => self
+                .dir
+                .load(kind, sid)?
+                .and_then(|d| str_at(&d, "displayName").map(str::to_string)),
+        };
+        Ok(RoleChange {
+            at: crate::scim::resource::now_timestamp(),
+            user_id: sid.to_string(),
+            user_name: name.unwrap_or_default(),
+            vendor_user_id: self.dir.vendor_id(kind, sid)?.unwrap_or_default(),
+            cause: format!("{} of a {}", entry.cause, kind.name()),
+            actor: entry.actor.as_str().into(),
+            from: None,
+            to: String::new(),
+            event: AuditEvent::DeliveryRefused,
+            detail: Some(e.to_string()),
+        })
     }
 
     fn cause_of(&self, kind: ResourceKind, sid: &str) -> Result<(String, Actor), StoreError> {
@@ -242,6 +281,8 @@ impl Engine {
             actor: actor.as_str().into(),
             from: from.map(|f| table.name(f)),
             to: table.name(to),
+            event: AuditEvent::RoleChange,
+            detail: None,
         }
     }
 

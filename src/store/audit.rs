@@ -26,27 +26,62 @@ pub struct RoleChange {
     /// Vendor role names (the vendor's own), `None` when unknown (e.g. a new user).
     pub from: Option<String>,
     pub to: String,
+    /// What the entry records: a role change (the default, and every entry before this field),
+    /// or a change the vendor refused for good.
+    #[serde(default, skip_serializing_if = "AuditEvent::is_role_change")]
+    pub event: AuditEvent,
+    /// The vendor's reason, for a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    #[default]
+    RoleChange,
+    /// The vendor refused a change for good; it stays `failed` in the outbox until the IdP
+    /// writes the object again or an operator retries it.
+    DeliveryRefused,
+}
+
+impl AuditEvent {
+    fn is_role_change(&self) -> bool {
+        *self == AuditEvent::RoleChange
+    }
 }
 
 pub struct AuditLog {
     tree: Tree,
     seq: AtomicU64,
     count: AtomicU64,
+    role_changes: AtomicU64,
 }
 
 impl AuditLog {
     pub fn open(store: &Store, tenant: &str) -> Result<AuditLog, StoreError> {
         let tree = store.tree(tenant, "audit")?;
         let count = tree.len() as u64;
-        Ok(AuditLog {
+        let log = AuditLog {
             tree,
             seq: AtomicU64::new(0),
             count: AtomicU64::new(count),
-        })
+            role_changes: AtomicU64::new(0),
+        };
+        let roles = log
+            .entries()?
+            .iter()
+            .filter(|e| e.event == AuditEvent::RoleChange)
+            .count() as u64;
+        log.role_changes.store(roles, Ordering::Relaxed);
+        Ok(log)
     }
 
     /// Adds an entry to `batch` (the caller commits it with the write it records).
     pub fn record(&self, batch: &mut Batch, change: &RoleChange) {
+        if change.event == AuditEvent::RoleChange {
+            self.role_changes.fetch_add(1, Ordering::Relaxed);
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -90,6 +125,11 @@ impl AuditLog {
             })?;
         self.count.fetch_add(entries, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Role changes recorded so far (persisted ones included; refusals not counted).
+    pub fn role_changes(&self) -> u64 {
+        self.role_changes.load(Ordering::Relaxed)
     }
 
     /// Entries recorded so far (persisted ones included).
@@ -138,6 +178,8 @@ mod tests {
                     actor: "idp".into(),
                     from: None,
                     to: to.into(),
+                    event: AuditEvent::RoleChange,
+                    detail: None,
                 },
             );
         }

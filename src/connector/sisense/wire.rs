@@ -171,7 +171,7 @@ pub fn created_group(body: &[u8]) -> Option<Group> {
     }
 }
 
-/// The fields of a Sisense user the bridge writes, from a canonical SCIM user.
+/// The fields of a Sisense user the bridge writes, by their REST names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserFields {
     pub user_name: String,
@@ -181,35 +181,6 @@ pub struct UserFields {
 }
 
 impl UserFields {
-    /// `email` is the primary email, else the first, else the userName when it is an address:
-    /// Sisense requires one (B.4).
-    pub fn from_scim(doc: &Value) -> Option<UserFields> {
-        let user_name = doc.get("userName")?.as_str()?.to_string();
-        let emails = doc.get("emails").and_then(Value::as_array);
-        let email = emails
-            .and_then(|e| {
-                e.iter()
-                    .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
-                    .or_else(|| e.first())
-            })
-            .and_then(|e| e.get("value"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| user_name.contains('@').then(|| user_name.clone()))?;
-        let name = |k: &str| {
-            doc.get("name")
-                .and_then(|n| n.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        Some(UserFields {
-            user_name,
-            email,
-            first_name: name("givenName"),
-            last_name: name("familyName"),
-        })
-    }
-
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("userName".into(), Value::String(self.user_name.clone()));
@@ -222,65 +193,6 @@ impl UserFields {
         }
         m
     }
-
-    /// The fields that differ, for a partial PATCH. A name that was removed is sent as `null`.
-    pub fn diff(&self, old: &UserFields) -> Map<String, Value> {
-        let mut m = Map::new();
-        if self.user_name != old.user_name {
-            m.insert("userName".into(), Value::String(self.user_name.clone()));
-        }
-        if self.email != old.email {
-            m.insert("email".into(), Value::String(self.email.clone()));
-        }
-        if self.first_name != old.first_name {
-            m.insert(
-                "firstName".into(),
-                self.first_name
-                    .clone()
-                    .map(Value::String)
-                    .unwrap_or(Value::Null),
-            );
-        }
-        if self.last_name != old.last_name {
-            m.insert(
-                "lastName".into(),
-                self.last_name
-                    .clone()
-                    .map(Value::String)
-                    .unwrap_or(Value::Null),
-            );
-        }
-        m
-    }
-}
-
-/// A SCIM user for a Sisense user the bridge did not create (adopted at sync or on a duplicate).
-pub fn scim_user_from_vendor(u: &User) -> Option<Value> {
-    let user_name = u.login()?.to_string();
-    let mut doc = Map::new();
-    doc.insert(
-        "schemas".into(),
-        serde_json::json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
-    );
-    doc.insert("userName".into(), Value::String(user_name));
-    let mut name = Map::new();
-    if let Some(f) = u.first_name.as_deref().filter(|s| !s.is_empty()) {
-        name.insert("givenName".into(), Value::String(f.to_string()));
-    }
-    if let Some(l) = u.last_name.as_deref().filter(|s| !s.is_empty()) {
-        name.insert("familyName".into(), Value::String(l.to_string()));
-    }
-    if !name.is_empty() {
-        doc.insert("name".into(), Value::Object(name));
-    }
-    if let Some(e) = u.email.as_deref().filter(|s| !s.is_empty()) {
-        doc.insert(
-            "emails".into(),
-            serde_json::json!([{"value": e, "type": "work", "primary": true}]),
-        );
-    }
-    doc.insert("active".into(), Value::Bool(u.is_active()));
-    Some(Value::Object(doc))
 }
 
 #[cfg(test)]
@@ -297,21 +209,6 @@ mod tests {
         .unwrap();
         assert_eq!(u.groups, ["g1", "g2"]);
         assert!(u.is_active());
-    }
-
-    #[test]
-    fn fields_from_scim_prefer_primary_email_and_fall_back_to_user_name() {
-        let f = UserFields::from_scim(&json!({
-            "userName": "ada",
-            "emails": [{"value": "b@x"}, {"value": "a@x", "primary": true}],
-            "name": {"givenName": "Ada"}
-        }))
-        .unwrap();
-        assert_eq!(f.email, "a@x");
-        assert_eq!(f.first_name.as_deref(), Some("Ada"));
-        let f = UserFields::from_scim(&json!({"userName": "ada@x"})).unwrap();
-        assert_eq!(f.email, "ada@x");
-        assert!(UserFields::from_scim(&json!({"userName": "ada"})).is_none());
     }
 
     #[test]
