@@ -63,8 +63,9 @@ pub const FAN_OUT: usize = 16;
 const STALLS_BEFORE_QUEUEING: u32 = 3;
 /// How long writes are queued at once after that (then one is tried inline again).
 const STALL_HOLD: Duration = Duration::from_secs(15);
-/// How long a lookup waits for start-up (roles resolved, first observe) before a 503.
-const STARTUP_WAIT: Duration = Duration::from_secs(20);
+/// How long a lookup waits for the first observe before it is answered from the directory as it
+/// is (a vendor user it misses is taken over, never duplicated, when the IdP then creates it).
+const STARTUP_WAIT: Duration = Duration::from_secs(5);
 
 /// A fixed set of async mutexes addressed by key hash: per-object serialisation without a map
 /// that grows with the directory. Owned guards, so a reconcile that outlives the IdP's request
@@ -89,6 +90,10 @@ impl Stripes {
     /// Whether two keys share a stripe (a holder of one already holds the other).
     pub(crate) fn same(&self, a: &str, b: &str) -> bool {
         self.index(a) == self.index(b)
+    }
+    /// Whether someone holds the key's stripe now (a reconcile may be running).
+    pub(crate) fn is_held(&self, key: &str) -> bool {
+        self.0[self.index(key)].try_lock().is_err()
     }
     pub(crate) async fn lock(&self, key: &str) -> ObjectGuard {
         self.0[self.index(key)].clone().lock_owned().await
@@ -370,7 +375,7 @@ impl Engine {
     }
 
     /// Waits (bounded) until the directory has been observed once, so lookups see every vendor
-    /// user.
+    /// user; past `STARTUP_WAIT` the lookup goes ahead (never a 503 for a slow vendor).
     pub(crate) async fn wait_synced(&self) -> ScimResult<()> {
         let deadline = Instant::now() + STARTUP_WAIT;
         loop {
@@ -387,13 +392,8 @@ impl Engine {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(ScimError::unavailable(
-                    format!(
-                        "the bridge is still reading the {} directory; retry shortly",
-                        self.caps.vendor
-                    ),
-                    5,
-                ));
+                tracing::info!(tenant = %self.tenant(), "a lookup before the first read of the vendor directory is answered from the bridge's own");
+                return Ok(());
             }
             let mut rx = self.synced.subscribe();
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;

@@ -130,7 +130,9 @@ impl Engine {
                 entry.next_ms = now_ms() + wait;
                 tracing::debug!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, wait_ms = wait, "delivery deferred");
             }
-            AdapterError::Gone => entry.next_ms = now_ms(),
+            // The mapping was dropped; the next pass creates the object again (soon, but not
+            // in a tight loop if the vendor keeps answering so).
+            AdapterError::Gone => entry.next_ms = now_ms() + 1_000,
         }
         let mut batch = Batch::default();
         put::outbox(&mut batch, kind, sid, &entry);
@@ -643,8 +645,12 @@ impl Engine {
     }
 
     /// A user the IdP deleted: removed or deactivated at the vendor, as the tenant says.
-    async fn converge_deleted_user(&self, sid: &str, t: Tombstone) -> Result<(), AdapterError> {
+    async fn converge_deleted_user(&self, sid: &str, mut t: Tombstone) -> Result<(), AdapterError> {
         let mut b = Batch::default();
+        if t.vendor_id.is_none() {
+            // A create still in flight when the IdP deleted the user may have linked it since.
+            t.vendor_id = self.dir.vendor_id(ResourceKind::User, sid)?;
+        }
         if let Some(vid) = &t.vendor_id {
             match &self.caps.deactivation {
                 Deactivation::Delete => {
@@ -686,7 +692,11 @@ impl Engine {
             // Never confirmed: find it by login; an active leftover of an ambiguous create is
             // removed or deactivated like a mapped one.
             if let Some(u) = self.adapter.find_user(p).await? {
-                if self.dir.scim_id(ResourceKind::User, &u.id)?.is_none() {
+                if self
+                    .dir
+                    .scim_id(ResourceKind::User, &u.id)?
+                    .is_none_or(|h| h == sid)
+                {
                     let kept = Tombstone {
                         vendor_id: Some(u.id.clone()),
                         ..t.clone()
@@ -718,6 +728,28 @@ impl Engine {
             .await
     }
 
+    /// A group deleted at the vendor behind our back: the link and what was confirmed go, so
+    /// the next pass creates it again (the IdP still has it). Other errors pass through.
+    async fn group_gone(
+        &self,
+        sid: &str,
+        vid: &str,
+        e: AdapterError,
+    ) -> Result<AdapterError, StoreError> {
+        if e != AdapterError::Gone {
+            return Ok(e);
+        }
+        let mut b = Batch::default();
+        self.dir.unlink(&mut b, ResourceKind::Group, sid, vid);
+        put::no_applied_group(&mut b, sid);
+        for (usid, _) in Records(&self.dir).applied_members(sid)? {
+            put::no_member(&mut b, sid, &usid);
+        }
+        self.commit_step(ResourceKind::Group, sid, b, Vec::new())
+            .await?;
+        Ok(AdapterError::Gone)
+    }
+
     /// Whether a vendor user is still linked to `sid` (or to nobody).
     fn vendor_user_is_ours(&self, sid: &str, vid: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -745,9 +777,34 @@ impl Engine {
         let rec = Records(&self.dir);
         if let Some(t) = rec.tombstone(ResourceKind::Group, sid)? {
             let mut b = Batch::default();
-            if let Some(vid) = &t.vendor_id {
+            // A create in flight when the IdP deleted the group may have linked it since; one
+            // never confirmed is found by name (an ambiguous create may have made it).
+            let mut vid = t
+                .vendor_id
+                .clone()
+                .or(self.dir.vendor_id(ResourceKind::Group, sid)?);
+            if vid.is_none() && !t.name.is_empty() {
+                if let Some(g) = self.adapter.find_group(&t.name).await? {
+                    if self
+                        .dir
+                        .scim_id(ResourceKind::Group, &g.id)?
+                        .is_none_or(|h| h == sid)
+                    {
+                        vid = Some(g.id);
+                    }
+                }
+            }
+            if let Some(vid) = &vid {
                 self.adapter.delete_group(vid).await?;
-                self.dir.unlink(&mut b, ResourceKind::Group, sid, vid);
+                if self
+                    .dir
+                    .scim_id(ResourceKind::Group, vid)?
+                    .is_none_or(|h| h == sid)
+                {
+                    self.dir.unlink(&mut b, ResourceKind::Group, sid, vid);
+                } else {
+                    self.dir.unlink_scim_side(&mut b, ResourceKind::Group, sid);
+                }
             }
             for (usid, _) in rec.applied_members(sid)? {
                 put::no_member(&mut b, sid, &usid);
@@ -831,7 +888,9 @@ impl Engine {
             );
             self.commit_step(ResourceKind::Group, sid, b, Vec::new())
                 .await?;
-            self.adapter.rename_group(&applied.vendor_id, &name).await?;
+            if let Err(e) = self.adapter.rename_group(&applied.vendor_id, &name).await {
+                return Err(self.group_gone(sid, &applied.vendor_id, e).await?);
+            }
             applied.name = name.clone();
         }
         let mut b = Batch::default();
@@ -874,9 +933,13 @@ impl Engine {
                 }
                 self.commit_step(ResourceKind::Group, sid, u, Vec::new())
                     .await?;
-                self.adapter
+                if let Err(e) = self
+                    .adapter
                     .change_members(&applied.vendor_id, &add_v, &remove_v)
-                    .await?;
+                    .await
+                {
+                    return Err(self.group_gone(sid, &applied.vendor_id, e).await?);
+                }
                 for (u, v) in &add {
                     put::member(&mut b, sid, u, v);
                 }

@@ -234,6 +234,12 @@ impl Engine {
         let Some(doc) = self.dir.load(kind, id)? else {
             return Ok(());
         };
+        // A reconcile past the deadline may still be creating it at the vendor: then the
+        // tombstone below finds and removes what it makes.
+        let delivering = match kind {
+            ResourceKind::User => self.user_locks.is_held(id),
+            ResourceKind::Group => self.group_locks.is_held(id),
+        };
         let mut batch = Batch::default();
         let vid = self.dir.vendor_id(kind, id)?;
         {
@@ -246,19 +252,30 @@ impl Engine {
             } else {
                 put::no_applied_group(&mut batch, id);
             }
-            if let Some(vid) = vid {
-                // Created at the vendor after all (an ambiguous answer): removed there too.
+            if vid.is_some() || delivering {
+                // Created at the vendor after all (an ambiguous answer, or a create still
+                // running): removed there too.
                 put::tombstone(
                     &mut batch,
                     kind,
                     id,
                     &Tombstone {
-                        vendor_id: Some(vid.clone()),
-                        name: String::new(),
-                        profile: None,
+                        vendor_id: vid.clone(),
+                        name: match kind {
+                            ResourceKind::User => str_at(&doc, "userName"),
+                            ResourceKind::Group => str_at(&doc, "displayName"),
+                        }
+                        .unwrap_or_default()
+                        .to_string(),
+                        profile: match kind {
+                            ResourceKind::User => Self::profile_of(&doc),
+                            ResourceKind::Group => None,
+                        },
                     },
                 );
-                self.dir.link(&mut batch, kind, id, &vid);
+                if let Some(vid) = &vid {
+                    self.dir.link(&mut batch, kind, id, vid);
+                }
                 self.mark(&mut batch, kind, id, "rollback", Actor::Idp)?;
             }
             self.dir.commit(batch)?;
@@ -388,19 +405,13 @@ impl Engine {
             .deliver_inline(ResourceKind::User, id, guard, Vec::new())
             .await;
         dir.flush().await?;
-        // A delete is not rolled back: the IdP's retry of a DELETE would meet a 404.
-        match inline {
-            Inline::Queued {
-                reason,
-                retry_after,
-            } if self.settings.on_vendor_unavailable == OnVendorUnavailable::Fail => {
-                Err(unavailable_answer(&reason, retry_after))
-            }
-            _ => {
-                self.wake.notify_one();
-                Ok(())
-            }
+        // A delete is not rolled back, whatever the policy: the IdP's retry of a DELETE would
+        // meet a 404. It is kept and delivered ("fail" refuses it only up front, while the
+        // vendor is known to be down, before anything is stored).
+        if !matches!(inline, Inline::Done) {
+            self.wake.notify_one();
         }
+        Ok(())
     }
 
     /// RFC 7644 §3.14: the precondition is compared with the version GET returns (a user's
@@ -637,6 +648,21 @@ impl Engine {
                     );
                     self.mark(&mut batch, ResourceKind::Group, id, "delete", Actor::Idp)?;
                 }
+                None if Records(dir).outbox(ResourceKind::Group, id)?.is_some() => {
+                    // Its create was never confirmed: found by name and removed if it reached
+                    // the vendor after all.
+                    put::tombstone(
+                        &mut batch,
+                        ResourceKind::Group,
+                        id,
+                        &Tombstone {
+                            vendor_id: None,
+                            name: name.clone(),
+                            profile: None,
+                        },
+                    );
+                    self.mark(&mut batch, ResourceKind::Group, id, "delete", Actor::Idp)?;
+                }
                 None => put::no_outbox(&mut batch, ResourceKind::Group, id),
             }
             dir.commit(batch)?;
@@ -645,18 +671,11 @@ impl Engine {
             .deliver_inline(ResourceKind::Group, id, guard, members)
             .await;
         dir.flush().await?;
-        match inline {
-            Inline::Queued {
-                reason,
-                retry_after,
-            } if self.settings.on_vendor_unavailable == OnVendorUnavailable::Fail => {
-                Err(unavailable_answer(&reason, retry_after))
-            }
-            _ => {
-                self.wake.notify_one();
-                Ok(())
-            }
+        // Kept and delivered, like a user's delete.
+        if !matches!(inline, Inline::Done) {
+            self.wake.notify_one();
         }
+        Ok(())
     }
 }
 

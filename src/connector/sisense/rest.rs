@@ -71,7 +71,12 @@ impl SisenseRest {
         };
         let resp = self.client.send(req.json(Value::Object(body))).await?;
         if resp.is_success() {
-            return Ok(user_answer(&resp).ok().map(|u| vendor_user(&u)));
+            // No body: applied, nothing more said. A body that is not a user (a 200 carrying an
+            // error) is not a confirmation: retried, never recorded as applied.
+            if resp.body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return user_answer(&resp).map(|u| Some(vendor_user(&u)));
         }
         if resp.status == 404 {
             return Err(AdapterError::Gone);
