@@ -647,11 +647,6 @@ impl Directory {
         })
     }
 
-    /// How many engine records lie under `prefix` (no values decoded).
-    pub fn count_records(&self, prefix: &str) -> usize {
-        self.tree.scan_prefix(format!("E/{prefix}")).keys().count()
-    }
-
     /// Makes every committed write durable; concurrent callers share a flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
