@@ -205,9 +205,9 @@ pub struct Engine {
     pub(crate) counters: DeliveryCounters,
     pub(crate) role_changes: Option<prometheus::IntCounter>,
     pub(crate) send_rate: Option<SendRate>,
-    /// Objects written or reconciled since when: an observe that began earlier does not
-    /// overwrite them with its older pages.
-    pub(crate) recent: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    /// While an observe runs (`Some`): the objects written or reconciled since it began, which
+    /// it does not overwrite with its older pages. One observe at a time per tenant.
+    pub(crate) recent: parking_lot::Mutex<Option<std::collections::HashSet<String>>>,
     /// Inline deliveries that ran out of the deadline in a row, and until when writes are
     /// queued at once because of them (a vendor that hangs rather than fails never opens the
     /// client's breaker).
@@ -262,7 +262,7 @@ impl Engine {
             counters: DeliveryCounters::default(),
             role_changes,
             send_rate,
-            recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            recent: parking_lot::Mutex::new(None),
             fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
             stall: parking_lot::Mutex::new((0, None)),
         }))

@@ -77,12 +77,26 @@ impl Why {
 }
 
 impl Engine {
+    /// Notes that an object was written or reconciled. Only an observe under way needs to know
+    /// (its pages may predate the write), so outside one this records nothing: the set never
+    /// grows with the write rate between observes.
     pub(crate) fn touch(&self, sid: &str) {
-        self.recent.lock().insert(sid.to_string(), Instant::now());
+        if let Some(set) = self.recent.lock().as_mut() {
+            set.insert(sid.to_string());
+        }
     }
 
     /// Reads the whole vendor directory and reconciles the index with it.
     pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
+        // Written from now on: left alone by this observe. Cleared however it ends.
+        *self.recent.lock() = Some(HashSet::new());
+        struct Ended<'a>(&'a Engine);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                *self.0.recent.lock() = None;
+            }
+        }
+        let _ended = Ended(self);
         let started = Instant::now();
         let (groups, users) =
             tokio::try_join!(self.adapter.list_groups(), self.adapter.list_users())?;
@@ -92,7 +106,12 @@ impl Engine {
             groups_seen: groups.len(),
             ..ObserveReport::default()
         };
-        let recent = |sid: &str| self.recent.lock().get(sid).is_some_and(|t| *t >= started);
+        let recent = |sid: &str| {
+            self.recent
+                .lock()
+                .as_ref()
+                .is_some_and(|set| set.contains(sid))
+        };
         let busy = |kind: ResourceKind, sid: &str| -> Result<bool, StoreError> {
             let rec = Records(&self.dir);
             Ok(recent(sid)
@@ -282,7 +301,6 @@ impl Engine {
         }
         self.dir.flush().await?;
         self.synced.send_replace(true);
-        self.recent.lock().retain(|_, t| *t >= started);
         self.wake.notify_one();
         report.elapsed_ms = started.elapsed().as_millis();
         Ok(report)
