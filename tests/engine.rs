@@ -14,7 +14,8 @@ use scim_bridge::config::{OnVendorUnavailable, RoleRule, RoleRules};
 use scim_bridge::connector::{Connector, Precondition, RequestContext};
 use scim_bridge::engine::adapter::{
     AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
-    Profile, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter, VendorGroup, VendorUser,
+    Profile, Refusal, Removed, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter,
+    VendorGroup, VendorUser,
 };
 use scim_bridge::engine::{Engine, EngineConnector, EngineSettings};
 use scim_bridge::scim::list::ListQuery;
@@ -124,6 +125,14 @@ struct Inner {
     state: Mutex<VState>,
 }
 
+/// A profile as the fake vendor keeps it (no single display name, like Sisense).
+fn kept(p: &Profile) -> Profile {
+    Profile {
+        display_name: None,
+        ..p.clone()
+    }
+}
+
 #[derive(Clone)]
 struct FakeVendor(Arc<Inner>);
 
@@ -134,7 +143,8 @@ impl FakeVendor {
                 vendor: "Fake",
                 role: RoleModel::Attribute,
                 membership,
-                deactivation,
+                deactivation: deactivation.clone(),
+                removal: deactivation,
                 writable_while_inactive: true,
                 reactivation_strips_role: false,
                 required_user_attributes: &[],
@@ -280,7 +290,11 @@ impl FakeVendor {
             Some(FaultKind::Refused { conflict }) => Err(AdapterError::Refused {
                 vendor: "Fake",
                 reason: format!("fake: {op} answered 400"),
-                conflict,
+                kind: if conflict {
+                    Refusal::Conflict
+                } else {
+                    Refusal::Invalid
+                },
             }),
             Some(FaultKind::Ambiguous) if is_write(op) => Ok(Mode::ApplyThenFail),
             Some(FaultKind::Ambiguous) => {
@@ -341,7 +355,7 @@ fn refused(reason: impl Into<String>) -> AdapterError {
     AdapterError::Refused {
         vendor: "Fake",
         reason: reason.into(),
-        conflict: false,
+        kind: Refusal::Invalid,
     }
 }
 
@@ -397,7 +411,7 @@ impl VendorAdapter for FakeVendor {
                 s.next_id += 1;
                 let u = VUser {
                     id: format!("vu{}", s.next_id),
-                    profile: user.profile.clone(),
+                    profile: kept(&user.profile),
                     active: user.active,
                     role: Some(user.role.clone().unwrap_or_else(|| VIEWER.into())),
                     groups: user.groups.iter().cloned().collect(),
@@ -444,12 +458,12 @@ impl VendorAdapter for FakeVendor {
                 Err(AdapterError::Refused {
                     vendor: "Fake",
                     reason: "login taken".into(),
-                    conflict: true,
+                    kind: Refusal::Conflict,
                 })
             } else {
                 let u = s.users.get_mut(id).unwrap();
                 if let Some(p) = &change.profile {
-                    u.profile = p.clone();
+                    u.profile = kept(p);
                 }
                 if let Some(a) = change.active {
                     u.active = a;
@@ -467,7 +481,7 @@ impl VendorAdapter for FakeVendor {
         self.answer("update_user", mode, result).await
     }
 
-    async fn delete_user(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_user(&self, id: &str) -> AdapterResult<Removed> {
         let mode = self.gate("delete_user", id).await?;
         {
             let mut s = self.0.state.lock();
@@ -476,7 +490,7 @@ impl VendorAdapter for FakeVendor {
                 g.members.remove(id);
             }
         }
-        self.answer("delete_user", mode, Ok(())).await
+        self.answer("delete_user", mode, Ok(Removed::Deleted)).await
     }
 
     async fn find_user(&self, profile: &Profile) -> AdapterResult<Option<VendorUser>> {
@@ -550,7 +564,7 @@ impl VendorAdapter for FakeVendor {
                 Some(_) if taken => Err(AdapterError::Refused {
                     vendor: "Fake",
                     reason: "name taken".into(),
-                    conflict: true,
+                    kind: Refusal::Conflict,
                 }),
                 Some(g) => {
                     g.name = name.to_string();

@@ -50,6 +50,9 @@ pub struct Capabilities {
     pub role: RoleModel,
     pub membership: MembershipModel,
     pub deactivation: Deactivation,
+    /// What an IdP DELETE does at the vendor (Tableau's `deprovision` may differ from how it
+    /// deactivates: `active: false` is always `Unlicensed`, a DELETE may remove the user).
+    pub removal: Deactivation,
     /// Whether profile and role changes may be sent while the user is inactive.
     pub writable_while_inactive: bool,
     /// Whether reactivating a user resets its role at the vendor (the role is then sent again).
@@ -66,6 +69,12 @@ pub struct Profile {
     pub email: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// The whole name as one string (SCIM `displayName`, else `name.givenName` and
+    /// `name.familyName` joined, else `name.formatted`): Tableau `fullName`, ThoughtSpot
+    /// `display_name`. Only vendors that keep such a field keep it (see
+    /// [`VendorAdapter::vendor_view`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Vendor attributes from `[tenants.attributes]` (e.g. ThoughtSpot formula variables).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -152,6 +161,42 @@ pub struct RoleCatalog {
     pub fallback: Option<String>,
 }
 
+/// What a delete came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// The vendor user is gone (or was already).
+    Deleted,
+    /// The vendor refused to remove it and keeps it without access (Tableau 409003: a user who
+    /// owns content stays, `Unlicensed`). The IdP's delete stands; the engine reports this.
+    Kept { reason: String },
+}
+
+/// Why the vendor refused a change for good, which decides the SCIM answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Bad data for this vendor → 400 `invalidValue`.
+    Invalid,
+    /// A uniqueness conflict → 409 `uniqueness`.
+    Conflict,
+    /// The vendor has no capacity for it: a licence seat (Tableau 409014) → 409 with no
+    /// `scimType` (the request conflicts with the vendor's current state, RFC 9110 §15.5.10;
+    /// it succeeds once a seat is free). Retried at every observe, since seats free up.
+    Capacity,
+}
+
+impl Refusal {
+    /// The SCIM error the IdP gets for this refusal.
+    pub fn scim_error(self, vendor: &str, reason: &str) -> crate::scim::ScimError {
+        use crate::scim::ScimError;
+        let detail = format!("{vendor} refused the change: {reason}");
+        match self {
+            Refusal::Invalid => ScimError::invalid_value(detail),
+            Refusal::Conflict => ScimError::uniqueness(detail),
+            Refusal::Capacity => ScimError::new(409, None, detail),
+        }
+    }
+}
+
 /// Why a vendor call failed, classified once (ARCHITECTURE.md: transient → requeue with
 /// backoff; permanent → `failed` with the vendor's reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,8 +213,7 @@ pub enum AdapterError {
     Refused {
         vendor: &'static str,
         reason: String,
-        /// A uniqueness conflict (→ 409 `uniqueness`) rather than bad data (→ 400).
-        conflict: bool,
+        kind: Refusal,
     },
     /// The object is gone from the vendor (404 on an update): the engine drops the mapping.
     #[error("the vendor object is gone")]
@@ -215,6 +259,17 @@ pub type AdapterResult<T> = Result<T, AdapterError>;
 pub trait VendorAdapter: Send + Sync + 'static {
     fn capabilities(&self) -> &Capabilities;
 
+    /// A profile as this vendor keeps it once written: what [`VendorAdapter::list_users`]
+    /// would show for it. The engine compares the vendor's answers with this, so a field the
+    /// vendor does not keep (or keeps differently) never reads as drift. Default: every field
+    /// but `display_name`.
+    fn vendor_view(&self, p: &Profile) -> Profile {
+        Profile {
+            display_name: None,
+            ..p.clone()
+        }
+    }
+
     /// Signs in (if needed) and reads the vendor's roles.
     async fn roles(&self) -> AdapterResult<RoleCatalog>;
 
@@ -224,7 +279,7 @@ pub trait VendorAdapter: Send + Sync + 'static {
     async fn update_user(&self, id: &str, change: &UserChange)
         -> AdapterResult<Option<VendorUser>>;
     /// Deletes a user; an absent one is not an error.
-    async fn delete_user(&self, id: &str) -> AdapterResult<()>;
+    async fn delete_user(&self, id: &str) -> AdapterResult<Removed>;
     /// The user holding a natural key (login, then email).
     async fn find_user(&self, profile: &Profile) -> AdapterResult<Option<VendorUser>>;
     /// One user by id (`None`: gone).

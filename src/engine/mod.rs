@@ -118,6 +118,10 @@ pub struct DeliveryCounters {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub failed: AtomicU64,
+    /// Refusals for lack of capacity (also counted in `failed`).
+    pub no_capacity: AtomicU64,
+    /// IdP deletes the vendor answered by keeping the user without access (Tableau 409003).
+    pub kept: AtomicU64,
 }
 
 /// The engine's view for `/metrics`.
@@ -132,6 +136,10 @@ pub struct EngineStats {
     pub delivered: u64,
     pub retried: u64,
     pub refused: u64,
+    /// Of `refused`: refused for lack of capacity (no free licence seat).
+    pub refused_capacity: u64,
+    /// IdP deletes that left the vendor user in place without access (it owns content).
+    pub removals_kept: u64,
     /// The vendor client's current send rate (requests per second).
     pub send_rate: f64,
 }
@@ -339,6 +347,8 @@ impl Engine {
             delivered: self.counters.delivered.load(Ordering::Relaxed),
             retried: self.counters.retried.load(Ordering::Relaxed),
             refused: self.counters.failed.load(Ordering::Relaxed),
+            refused_capacity: self.counters.no_capacity.load(Ordering::Relaxed),
+            removals_kept: self.counters.kept.load(Ordering::Relaxed),
             send_rate: self.send_rate.as_ref().map(|f| f()).unwrap_or(0.0),
             ..EngineStats::default()
         };
@@ -459,11 +469,29 @@ impl Engine {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
+        let given_name = name("givenName");
+        let family_name = name("familyName");
+        let display_name = doc
+            .get("displayName")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| {
+                let joined = [given_name.as_deref(), family_name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (!joined.is_empty()).then_some(joined)
+            })
+            .or_else(|| name("formatted"));
         Some(Profile {
             login,
             email,
-            given_name: name("givenName"),
-            family_name: name("familyName"),
+            given_name,
+            family_name,
+            display_name,
             attributes: Default::default(),
         })
     }

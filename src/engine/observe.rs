@@ -293,6 +293,18 @@ impl Engine {
             report.users_removed += 1;
         }
 
+        // Refused for lack of a licence seat: seats free up without the IdP writing anything,
+        // so each observe gives those changes another try.
+        let mut no_seat = Vec::new();
+        for p in Records(&self.dir).pending() {
+            let (kind, sid, e) = p?;
+            if e.failed && e.capacity {
+                no_seat.push((kind, sid));
+            }
+        }
+        for (kind, sid) in no_seat {
+            self.retry_failed(kind, &sid)?;
+        }
         {
             let mut batch = Batch::default();
             put::flag(&mut batch, "synced", b"");
@@ -532,6 +544,9 @@ pub fn scim_user_of(p: &Profile, active: bool) -> Value {
         json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
     );
     doc.insert("userName".into(), Value::String(p.login.clone()));
+    if let Some(d) = p.display_name.as_deref().filter(|s| !s.is_empty()) {
+        doc.insert("displayName".into(), Value::String(d.to_string()));
+    }
     let mut name = Map::new();
     if let Some(f) = p.given_name.as_deref().filter(|s| !s.is_empty()) {
         name.insert("givenName".into(), Value::String(f.to_string()));
@@ -579,6 +594,12 @@ fn pulled_profile(doc: &Value, u: &VendorUser) -> Option<Value> {
                     None => emails.push(json!({ "value": email, "type": "work", "primary": true })),
                 }
                 out["emails"] = Value::Array(emails);
+                differs = true;
+            }
+        }
+        if let Some(d) = p.display_name.as_deref().filter(|d| !d.is_empty()) {
+            if old.as_ref().and_then(|f| f.display_name.as_deref()) != Some(d) {
+                out["displayName"] = Value::String(d.to_string());
                 differs = true;
             }
         }

@@ -7,8 +7,8 @@
 //! so the next pass picks the object up where the vendor actually is.
 
 use super::adapter::{
-    AdapterError, Created, Deactivation, MembershipModel, NewUser, Profile, RoleModel, UserChange,
-    VendorUser,
+    AdapterError, Created, Deactivation, MembershipModel, NewUser, Profile, Refusal, Removed,
+    RoleModel, UserChange, VendorUser,
 };
 use super::role_table::RoleTable;
 use super::state::{
@@ -43,6 +43,16 @@ impl From<crate::scim::ScimError> for AdapterError {
             e.detail
         ))
     }
+}
+
+/// What a create of a vendor user came to.
+enum Made {
+    /// Made as desired.
+    Complete,
+    /// Made, with fields, role or memberships still to send.
+    Partly,
+    /// An existing vendor user was taken over.
+    TakenOver,
 }
 
 /// What the IdP asked for one user, in vendor terms.
@@ -84,8 +94,11 @@ impl Engine {
             Err(e) => {
                 if e.is_transient() {
                     self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                } else if matches!(e, AdapterError::Refused { .. }) {
+                } else if let AdapterError::Refused { kind, .. } = e {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    if *kind == Refusal::Capacity {
+                        self.counters.no_capacity.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 if let Err(se) = self.note_failure(kind, sid, e, fence) {
                     tracing::error!(tenant = %self.tenant(), error = %se, "cannot record a delivery failure");
@@ -114,8 +127,9 @@ impl Engine {
         entry.last_error = Some(e.to_string());
         let mut audit = Vec::new();
         match e {
-            AdapterError::Refused { .. } => {
+            AdapterError::Refused { kind: why, .. } => {
                 entry.failed = true;
+                entry.capacity = *why == Refusal::Capacity;
                 tracing::warn!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, "the vendor refused a change for good; kept as failed");
                 audit.push(self.refusal_entry(kind, sid, &entry, e)?);
             }
@@ -230,7 +244,7 @@ impl Engine {
         let profile = Self::profile_of(doc).ok_or_else(|| AdapterError::Refused {
             vendor: self.caps.vendor,
             reason: "the user has no userName".into(),
-            conflict: false,
+            kind: Refusal::Invalid,
         })?;
         let active = doc.get("active").and_then(Value::as_bool) != Some(false);
         let mut names = Vec::new();
@@ -334,7 +348,28 @@ impl Engine {
                     return Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?);
                 }
                 match self.create_vendor_user(sid, &desired).await? {
-                    (a, true) => {
+                    (a, Made::Partly) => {
+                        // Made, with what the create could not carry still to send: linked
+                        // now (a crash here finds it linked), aligned below.
+                        let mut b = Batch::default();
+                        self.link_user(&mut b, sid, &a)?;
+                        if let Some(r) =
+                            desired.role.as_ref().filter(|r| a.role.as_ref() == Some(r))
+                        {
+                            audit.push(self.audit_entry(
+                                &table,
+                                (sid, &desired.profile.login, &a.vendor_id),
+                                None,
+                                r,
+                                (&cause, actor),
+                            ));
+                        }
+                        self.after_user_created(&mut b, &desired)?;
+                        self.commit_step(ResourceKind::User, sid, b, std::mem::take(&mut audit))
+                            .await?;
+                        a
+                    }
+                    (a, Made::Complete) => {
                         // Created as desired: done, unless membership lives on the groups.
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
@@ -352,7 +387,7 @@ impl Engine {
                         self.commit_step(ResourceKind::User, sid, b, audit).await?;
                         return Ok(());
                     }
-                    (mut a, false) => {
+                    (mut a, Made::TakenOver) => {
                         // An existing vendor user taken over: linked now, aligned below. If a
                         // user the IdP deleted still holds it, its removal may be under way:
                         // wait for it (its lock), and trust nothing the vendor said before.
@@ -381,13 +416,13 @@ impl Engine {
             .await
     }
 
-    /// Creates the vendor user; `(applied, true)` when made as desired, `(applied, false)` when
-    /// an existing one was taken over (its state as the vendor showed it).
+    /// Creates the vendor user, or takes over an existing one (its state as the vendor showed
+    /// it).
     async fn create_vendor_user(
         &self,
         sid: &str,
         desired: &DesiredUser,
-    ) -> Result<(AppliedUser, bool), AdapterError> {
+    ) -> Result<(AppliedUser, Made), AdapterError> {
         let on_user = self.caps.membership == MembershipModel::OnUser;
         let new = NewUser {
             profile: desired.profile.clone(),
@@ -404,16 +439,34 @@ impl Engine {
         };
         match self.adapter.create_user(&new).await? {
             Created::New(u) => {
+                let view = self.adapter.vendor_view(&desired.profile);
                 let applied = AppliedUser {
                     vendor_id: u.id.clone(),
-                    profile: Some(desired.profile.clone()),
-                    active: Some(new.active),
-                    role: new.role.clone().or(u.role.clone()),
+                    // What the vendor says it made, when it says: a vendor whose create takes
+                    // only some fields (Tableau: name and site role) gets the rest next.
+                    profile: Some(u.profile.clone().unwrap_or_else(|| view.clone())),
+                    // Where a role means "inactive", the vendor shows no activation at all.
+                    active: (!matches!(self.caps.deactivation, Deactivation::Role(_)))
+                        .then_some(new.active),
+                    // The role the vendor gave, when it says: one other than asked (Tableau
+                    // without a free seat) is aligned — and refused — by the next step, never
+                    // recorded as the one asked for.
+                    role: u.role.clone().or(new.role.clone()),
                     groups: on_user.then(|| u.groups.clone().unwrap_or(new.groups.clone())),
                 };
-                // Role groups, membership on groups: aligned by the next step.
-                let complete = self.caps.role == RoleModel::Attribute;
-                Ok((applied, complete))
+                // Role groups, membership on groups, fields left for a second call: aligned
+                // by the next step.
+                let complete = self.caps.role == RoleModel::Attribute
+                    && applied.role == new.role
+                    && applied.profile.as_ref() == Some(&view);
+                Ok((
+                    applied,
+                    if complete {
+                        Made::Complete
+                    } else {
+                        Made::Partly
+                    },
+                ))
             }
             Created::Exists(u) => {
                 if let Some(holder) = self.dir.scim_id(ResourceKind::User, &u.id)? {
@@ -426,12 +479,12 @@ impl Engine {
                         return Err(AdapterError::Refused {
                             vendor: self.caps.vendor,
                             reason: "another SCIM user already holds this vendor user (same userName or email)".into(),
-                            conflict: true,
+                            kind: Refusal::Conflict,
                         });
                     }
                 }
                 tracing::info!(tenant = %self.tenant(), vendor_id = %u.id, "taking over an existing vendor user");
-                Ok((applied_of(&u, on_user), false))
+                Ok((applied_of(&u, on_user), Made::TakenOver))
             }
         }
     }
@@ -483,21 +536,21 @@ impl Engine {
             // Write-ahead: killed after the vendor's delete and before the unlink, the next
             // pass must not trust "active" (an update then meets 404 and creates it again).
             self.forget(sid, &applied, |a| a.active = None).await?;
-            self.adapter.delete_user(&vid).await?;
+            let removed = self.adapter.delete_user(&vid).await?;
+            let audit = self.removal_kept(sid, &desired.profile.login, &vid, &removed, cause);
             let mut b = Batch::default();
             self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
             put::gone(&mut b, &vid);
             put::no_applied_user(&mut b, sid);
             put::no_outbox(&mut b, ResourceKind::User, sid);
-            return Ok(self
-                .commit_step(ResourceKind::User, sid, b, Vec::new())
-                .await?);
+            return Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?);
         }
         if desired.active && applied.active == Some(false) && self.caps.reactivation_strips_role {
             applied.role = None;
         }
         let mut change = UserChange::default();
-        let fields = profile_diff(&desired.profile, applied.profile.as_ref());
+        let view = self.adapter.vendor_view(&desired.profile);
+        let fields = profile_diff(&view, applied.profile.as_ref());
         if !fields.is_empty() {
             change.profile = Some(desired.profile.clone());
             change.changed_fields = fields;
@@ -550,8 +603,8 @@ impl Engine {
             .await?;
             match self.adapter.update_user(&vid, &change).await {
                 Ok(answer) => {
-                    if let Some(p) = &change.profile {
-                        applied.profile = Some(p.clone());
+                    if change.profile.is_some() {
+                        applied.profile = Some(view.clone());
                     }
                     if let Some(a) = change.active {
                         applied.active = Some(a);
@@ -647,14 +700,20 @@ impl Engine {
     /// A user the IdP deleted: removed or deactivated at the vendor, as the tenant says.
     async fn converge_deleted_user(&self, sid: &str, mut t: Tombstone) -> Result<(), AdapterError> {
         let mut b = Batch::default();
+        let mut audit = Vec::new();
         if t.vendor_id.is_none() {
             // A create still in flight when the IdP deleted the user may have linked it since.
             t.vendor_id = self.dir.vendor_id(ResourceKind::User, sid)?;
         }
         if let Some(vid) = &t.vendor_id {
-            match &self.caps.deactivation {
+            match &self.caps.removal {
                 Deactivation::Delete => {
-                    self.adapter.delete_user(vid).await?;
+                    let removed = self.adapter.delete_user(vid).await?;
+                    let login = t
+                        .profile
+                        .as_ref()
+                        .map_or(t.name.as_str(), |p| p.login.as_str());
+                    audit = self.removal_kept(sid, login, vid, &removed, "delete");
                     // An observe that read the vendor before this delete must not adopt it
                     // back once it is unlinked.
                     put::gone(&mut b, vid);
@@ -708,9 +767,36 @@ impl Engine {
         put::no_tombstone(&mut b, ResourceKind::User, sid);
         put::no_applied_user(&mut b, sid);
         put::no_outbox(&mut b, ResourceKind::User, sid);
-        Ok(self
-            .commit_step(ResourceKind::User, sid, b, Vec::new())
-            .await?)
+        Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?)
+    }
+
+    /// The audit record of a delete the vendor answered by keeping the user without access
+    /// (none when it was removed). The IdP's delete stands either way.
+    fn removal_kept(
+        &self,
+        sid: &str,
+        login: &str,
+        vid: &str,
+        removed: &Removed,
+        cause: &str,
+    ) -> Vec<RoleChange> {
+        let Removed::Kept { reason } = removed else {
+            return Vec::new();
+        };
+        self.counters.kept.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(tenant = %self.tenant(), user = %sid, %reason, "the vendor kept a user the IdP deleted");
+        vec![RoleChange {
+            at: crate::scim::resource::now_timestamp(),
+            user_id: sid.to_string(),
+            user_name: login.to_string(),
+            vendor_user_id: vid.to_string(),
+            cause: cause.to_string(),
+            actor: Actor::Idp.as_str().into(),
+            from: None,
+            to: String::new(),
+            event: AuditEvent::RemovalKept,
+            detail: Some(reason.clone()),
+        }]
     }
 
     /// Commits the applied state of a user with what is about to be sent made unknown.
@@ -840,7 +926,7 @@ impl Engine {
                                 return Err(AdapterError::Refused {
                                     vendor: self.caps.vendor,
                                     reason: "a group with this name already exists".into(),
-                                    conflict: true,
+                                    kind: Refusal::Conflict,
                                 });
                             }
                         }
@@ -970,7 +1056,13 @@ pub(crate) fn applied_of(u: &VendorUser, on_user: bool) -> AppliedUser {
 /// The profile fields that differ (all when nothing is known).
 fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
     let Some(have) = have else {
-        return vec!["login", "email", "given_name", "family_name"];
+        return vec![
+            "login",
+            "email",
+            "given_name",
+            "family_name",
+            "display_name",
+        ];
     };
     let mut out = Vec::new();
     if want.login != have.login {
@@ -984,6 +1076,9 @@ fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
     }
     if want.family_name != have.family_name {
         out.push("family_name");
+    }
+    if want.display_name != have.display_name {
+        out.push("display_name");
     }
     if want.attributes != have.attributes {
         out.push("attributes");

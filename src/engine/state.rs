@@ -74,6 +74,10 @@ pub struct OutboxEntry {
     /// operator asks.
     #[serde(default)]
     pub failed: bool,
+    /// Refused for lack of capacity (a licence seat): retried at every observe, since seats
+    /// free up without the IdP writing anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capacity: bool,
     /// What caused it, for the audit log ("patch", "membership of group \"X\"").
     pub cause: String,
     pub actor: Actor,
@@ -107,6 +111,7 @@ impl OutboxEntry {
             next_ms: now,
             last_error: None,
             failed: false,
+            capacity: false,
             cause: cause.into(),
             actor,
             seq: next_seq(),

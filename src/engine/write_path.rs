@@ -74,12 +74,8 @@ impl Engine {
             Ok(Ok(Err(AdapterError::Refused {
                 vendor,
                 reason,
-                conflict,
-            }))) => Inline::Refused(if conflict {
-                ScimError::uniqueness(format!("{vendor} refused the change: {reason}"))
-            } else {
-                ScimError::invalid_value(format!("{vendor} refused the change: {reason}"))
-            }),
+                kind,
+            }))) => Inline::Refused(kind.scim_error(vendor, &reason)),
             Ok(Ok(Err(AdapterError::Transient {
                 reason,
                 retry_after,

@@ -79,7 +79,7 @@ impl Metrics {
         let deliveries = IntCounterVec::new(
             Opts::new(
                 "scim_vendor_deliveries_total",
-                "Reconciles of one object since start, by outcome (delivered, retried: a transient failure, refused: the vendor refused for good).",
+                "Reconciles of one object since start, by outcome (delivered, retried: a transient failure, refused: the vendor refused for good; refused_capacity: of those, for lack of a licence seat; removal_kept: an IdP delete the vendor answered by keeping the user without access, e.g. Tableau users who own content).",
             ),
             &["tenant", "outcome"],
         )
@@ -132,6 +132,8 @@ impl Metrics {
             ("delivered", s.delivered),
             ("retried", s.retried),
             ("refused", s.refused),
+            ("refused_capacity", s.refused_capacity),
+            ("removal_kept", s.removals_kept),
         ] {
             // The engine counts; the counter catches up at each scrape.
             let c = self.deliveries.with_label_values(&[tenant, outcome]);

@@ -43,6 +43,9 @@ pub enum AuditEvent {
     /// The vendor refused a change for good; it stays `failed` in the outbox until the IdP
     /// writes the object again or an operator retries it.
     DeliveryRefused,
+    /// The IdP deleted a user and the vendor kept it without access instead of removing it
+    /// (Tableau 409003: the user owns content and stays, `Unlicensed`).
+    RemovalKept,
 }
 
 impl AuditEvent {

@@ -14,7 +14,7 @@ use super::wire::{self, UserFields};
 use crate::connector::http::{
     Authenticator, CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
 };
-use crate::engine::adapter::{AdapterError, AdapterResult};
+use crate::engine::adapter::{AdapterError, AdapterResult, Refusal};
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value};
@@ -117,12 +117,12 @@ pub fn refused(r: &VendorResponse, what: &str) -> AdapterError {
         400 | 422 => AdapterError::Refused {
             vendor: "Sisense",
             reason: format!("its SCIM endpoint refused the {what}: {detail}"),
-            conflict: false,
+            kind: Refusal::Invalid,
         },
         409 => AdapterError::Refused {
             vendor: "Sisense",
             reason: format!("it already has this {what}: {detail}"),
-            conflict: true,
+            kind: Refusal::Conflict,
         },
         404 => AdapterError::Gone,
         _ => AdapterError::from(r.rejected()),

@@ -9,7 +9,8 @@ use crate::connector::http::{
 };
 use crate::engine::adapter::{
     AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
-    Profile, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter, VendorGroup, VendorUser,
+    Profile, Refusal, Removed, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter,
+    VendorGroup, VendorUser,
 };
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -44,6 +45,7 @@ impl SisenseRest {
                 role: RoleModel::Attribute,
                 membership: MembershipModel::OnUser,
                 deactivation: deactivation(deprovision),
+                removal: deactivation(deprovision),
                 writable_while_inactive: true,
                 reactivation_strips_role: false,
                 required_user_attributes: REQUIRED,
@@ -94,6 +96,7 @@ pub fn vendor_user(u: &wire::User) -> VendorUser {
             email: u.email.clone().filter(|e| !e.is_empty()),
             given_name: u.first_name.clone(),
             family_name: u.last_name.clone(),
+            display_name: None,
             attributes: Default::default(),
         }),
         active: Some(u.is_active()),
@@ -155,7 +158,11 @@ pub fn refusal(resp: &VendorResponse, what: &str) -> AdapterError {
         400 | 409 | 422 => AdapterError::Refused {
             vendor: "Sisense",
             reason: format!("the {what}: {message}"),
-            conflict: resp.status == 409 || wire::error_code(&resp.body) == Some(wire::USER_EXISTS),
+            kind: if resp.status == 409 || wire::error_code(&resp.body) == Some(wire::USER_EXISTS) {
+                Refusal::Conflict
+            } else {
+                Refusal::Invalid
+            },
         },
         _ => AdapterError::from(resp.rejected()),
     }
@@ -302,7 +309,10 @@ impl VendorAdapter for SisenseRest {
             CreateOutcome::Sent(r) => r,
         };
         if resp.is_success() {
-            return Ok(Created::New(vendor_user(&user_answer(&resp)?)));
+            // Sisense's create takes every field: the engine records what it sent.
+            let mut u = vendor_user(&user_answer(&resp)?);
+            u.profile = None;
+            return Ok(Created::New(u));
         }
         if wire::error_code(&resp.body) == Some(wire::USER_EXISTS) {
             if let Some(u) = self.find_user_raw(&user.profile).await? {
@@ -336,13 +346,13 @@ impl VendorAdapter for SisenseRest {
         self.patch_user(id, body).await
     }
 
-    async fn delete_user(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_user(&self, id: &str) -> AdapterResult<Removed> {
         let resp = self
             .client
             .send(VendorRequest::delete(self.paths.user(id)))
             .await?;
         if resp.is_success() || resp.status == 404 {
-            return Ok(());
+            return Ok(Removed::Deleted);
         }
         Err(refusal(&resp, "user delete"))
     }
@@ -408,7 +418,7 @@ impl VendorAdapter for SisenseRest {
             AdapterError::Refused { vendor, reason, .. } => AdapterError::Refused {
                 vendor,
                 reason,
-                conflict: true,
+                kind: Refusal::Conflict,
             },
             other => other,
         })

@@ -12,8 +12,8 @@ use super::native::{self, NativeScim};
 use super::rest::{self, SisenseRest};
 use super::wire::UserFields;
 use crate::engine::adapter::{
-    AdapterError, AdapterResult, Capabilities, Created, MembershipModel, NewUser, Profile,
-    RoleCatalog, UserChange, VendorAdapter, VendorGroup, VendorUser,
+    AdapterError, AdapterResult, Capabilities, Created, MembershipModel, NewUser, Profile, Refusal,
+    Removed, RoleCatalog, UserChange, VendorAdapter, VendorGroup, VendorUser,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -89,11 +89,13 @@ impl VendorAdapter for SisenseScim {
                 return Err(AdapterError::Refused {
                     vendor: "Sisense",
                     reason: "a user with this userName or email already exists".into(),
-                    conflict: true,
+                    kind: Refusal::Conflict,
                 })
             }
         };
         let mut u = neutral(&created);
+        // Every field went with the create: the engine records what it sent.
+        u.profile = None;
         u.role = None;
         if let Some(role) = &user.role {
             self.set_role(&created.id, role).await?;
@@ -132,8 +134,9 @@ impl VendorAdapter for SisenseScim {
         }
     }
 
-    async fn delete_user(&self, id: &str) -> AdapterResult<()> {
-        self.native.delete_user(id).await
+    async fn delete_user(&self, id: &str) -> AdapterResult<Removed> {
+        self.native.delete_user(id).await?;
+        Ok(Removed::Deleted)
     }
 
     async fn find_user(&self, profile: &Profile) -> AdapterResult<Option<VendorUser>> {
@@ -160,7 +163,7 @@ impl VendorAdapter for SisenseScim {
                 return Err(AdapterError::Refused {
                     vendor: "Sisense",
                     reason: "a group with this name already exists".into(),
-                    conflict: true,
+                    kind: Refusal::Conflict,
                 })
             }
         };
