@@ -59,14 +59,12 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
     }
     let data_dir = std::env::temp_dir().join(format!("scim-bridge-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir).map_err(DemoError::DataDir)?;
-    // Vendor tenants join this table as their connectors land; until then the simulators run
-    // beside the bridge for rehearsal and the `local` tenant serves SCIM.
     let local_token = random_token();
-    let sisense_token = random_token();
-    let sisense_url = sims
-        .iter()
-        .find(|s| s.vendor == Vendor::Sisense)
-        .map(|s| s.base_url());
+    let url_of = |vendor: Vendor| {
+        sims.iter().find(|s| s.vendor == vendor).map(|s| {
+            crate::config::Url::parse(&format!("{}/", s.base_url())).expect("simulator URL")
+        })
+    };
     let mut tenant_configs = vec![TenantConfig {
         id: TenantId::parse("local").expect("valid tenant id"),
         tokens: vec![Secret::new(local_token.clone())],
@@ -75,35 +73,77 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         roles: RoleRules::default(),
         on_vendor_unavailable: Default::default(),
     }];
-    if let Some(url) = &sisense_url {
+    let mut tokens = vec![("local", local_token, None)];
+    let rules = |pairs: &[(&str, &str)], default: &str| RoleRules {
+        default: Some(default.into()),
+        rules: pairs
+            .iter()
+            .map(|(group, role)| RoleRule {
+                group: Some(group.to_string()),
+                role: role.to_string(),
+            })
+            .collect(),
+    };
+    // Vendor tenants join this table as their connectors land; until then their simulators
+    // run beside the bridge for rehearsal.
+    let vendors = [
+        url_of(Vendor::Sisense).map(|base_url| {
+            (
+                "sisense",
+                VendorConfig::Sisense {
+                    base_url,
+                    username: sim::sisense::DEFAULT_USER.into(),
+                    password: Secret::new(sim::sisense::DEFAULT_PASSWORD),
+                    api_version: Default::default(),
+                    mode: Default::default(),
+                    scim_token: None,
+                    deprovision: Default::default(),
+                },
+                rules(
+                    &[("BI Admins", "Admin"), ("BI Designers", "Designer")],
+                    "Viewer",
+                ),
+            )
+        }),
+        url_of(Vendor::Tableau).map(|base_url| {
+            (
+                "tableau",
+                VendorConfig::Tableau {
+                    base_url,
+                    site: sim::tableau::DEFAULT_SITE.into(),
+                    api_version: crate::config::DEFAULT_TABLEAU_API_VERSION.into(),
+                    auth: crate::config::TableauAuth::Pat {
+                        name: sim::tableau::DEFAULT_PAT_NAME.into(),
+                        secret: Secret::new(sim::tableau::DEFAULT_PAT_SECRET),
+                    },
+                    deprovision: Default::default(),
+                    flavor: Default::default(),
+                },
+                rules(
+                    &[
+                        ("BI Admins", "SiteAdministratorCreator"),
+                        ("Tableau Creators", "Creator"),
+                        ("BI Designers", "Creator"),
+                    ],
+                    "Viewer",
+                ),
+            )
+        }),
+    ];
+    for (id, vendor, roles) in vendors.into_iter().flatten() {
+        let token = random_token();
+        let vendor_url = vendor
+            .base_url()
+            .map(|u| u.as_str().trim_end_matches('/').to_string());
         tenant_configs.push(TenantConfig {
-            id: TenantId::parse("sisense").expect("valid tenant id"),
-            tokens: vec![Secret::new(sisense_token.clone())],
+            id: TenantId::parse(id).expect("valid tenant id"),
+            tokens: vec![Secret::new(token.clone())],
             jwt_secret: None,
-            vendor: VendorConfig::Sisense {
-                base_url: crate::config::Url::parse(&format!("{url}/")).expect("simulator URL"),
-                username: sim::sisense::DEFAULT_USER.into(),
-                password: Secret::new(sim::sisense::DEFAULT_PASSWORD),
-                api_version: Default::default(),
-                mode: Default::default(),
-                scim_token: None,
-                deprovision: Default::default(),
-            },
-            roles: RoleRules {
-                default: Some("Viewer".into()),
-                rules: vec![
-                    RoleRule {
-                        group: Some("BI Admins".into()),
-                        role: "Admin".into(),
-                    },
-                    RoleRule {
-                        group: Some("BI Designers".into()),
-                        role: "Designer".into(),
-                    },
-                ],
-            },
+            vendor,
+            roles,
             on_vendor_unavailable: Default::default(),
         });
+        tokens.push((id, token, vendor_url));
     }
     let config = Config {
         listen,
@@ -114,20 +154,15 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
     let store = Store::open(&data_dir).map_err(StartError::from)?;
     let state = server::build_state(&config, store)?;
     let bridge = server::start(listen, state, None)?;
-    let mut tenants = vec![DemoTenant {
-        id: "local".into(),
-        scim_base: format!("http://{}/tenants/local/scim/v2", bridge.addr),
-        token: local_token,
-        vendor_url: None,
-    }];
-    if sisense_url.is_some() {
-        tenants.push(DemoTenant {
-            id: "sisense".into(),
-            scim_base: format!("http://{}/tenants/sisense/scim/v2", bridge.addr),
-            token: sisense_token,
-            vendor_url: sisense_url,
-        });
-    }
+    let tenants = tokens
+        .into_iter()
+        .map(|(id, token, vendor_url)| DemoTenant {
+            id: id.into(),
+            scim_base: format!("http://{}/tenants/{id}/scim/v2", bridge.addr),
+            token,
+            vendor_url,
+        })
+        .collect();
     Ok(Demo {
         bridge,
         sims,

@@ -200,8 +200,13 @@ async fn online_check(cfg: &Config) -> Result<()> {
     for (index, tenant) in cfg.tenants.iter().enumerate() {
         match &tenant.vendor {
             VendorConfig::Local => {}
-            VendorConfig::Sisense { .. } => {
-                let found = scim_bridge::connector::sisense::check_online(tenant, index).await;
+            VendorConfig::Sisense { .. } | VendorConfig::Tableau { .. } => {
+                let found = match &tenant.vendor {
+                    VendorConfig::Tableau { .. } => {
+                        scim_bridge::connector::tableau::check_online(tenant, index).await
+                    }
+                    _ => scim_bridge::connector::sisense::check_online(tenant, index).await,
+                };
                 if found.is_empty() {
                     println!(
                         "--online: tenant {}: signed in, every role rule resolves",

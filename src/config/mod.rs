@@ -165,6 +165,9 @@ pub enum VendorConfig {
         api_version: String,
         auth: TableauAuth,
         deprovision: TableauDeprovision,
+        /// Tableau Cloud or Tableau Server: Cloud user names are emails, and Cloud's Update
+        /// User changes only the site role.
+        flavor: TableauFlavor,
     },
     Thoughtspot {
         base_url: Url,
@@ -249,6 +252,12 @@ keyword_enum!(
     /// What a SCIM DELETE (or `active: false`) does in Tableau: set the site role to `Unlicensed`
     /// (keeps content ownership) or remove the user from the site.
     TableauDeprovision { Unlicense => "unlicense", Delete => "delete" } default Unlicense
+);
+
+keyword_enum!(
+    /// Which Tableau: `server` (Tableau Server) or `cloud` (Tableau Cloud). When the key is
+    /// absent, a base URL on `online.tableau.com` means Cloud.
+    TableauFlavor { Server => "server", Cloud => "cloud" } default Server
 );
 
 #[derive(Debug, Clone)]
@@ -439,6 +448,7 @@ fn vendor_line(v: &VendorConfig) -> String {
             api_version,
             auth,
             deprovision,
+            flavor,
         } => {
             let auth = match auth {
                 TableauAuth::Pat { name, .. } => format!("personal access token `{name}`"),
@@ -453,7 +463,7 @@ fn vendor_line(v: &VendorConfig) -> String {
             } else {
                 format!("site `{site}`")
             };
-            format!("tableau {base_url} {site}, API {api_version}, {auth}, deprovision {deprovision}")
+            format!("tableau ({flavor}) {base_url} {site}, API {api_version}, {auth}, deprovision {deprovision}")
         }
         VendorConfig::Thoughtspot {
             base_url,

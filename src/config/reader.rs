@@ -12,7 +12,7 @@ use toml::{Table, Value};
 use super::{
     default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
     RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
-    TableauDeprovision, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
+    TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
 };
 
@@ -62,6 +62,7 @@ const VENDOR_KEYS: &[(&str, &[&str])] = &[
             "secret_value",
             "username",
             "deprovision",
+            "flavor",
         ],
     ),
     (
@@ -862,6 +863,20 @@ impl Reader<'_> {
         let version = api_version.as_deref().and_then(parse_api_version);
 
         let deprovision = self.choice(t, "deprovision", base, TableauDeprovision::CHOICES);
+        let flavor = if t.contains_key("flavor") {
+            self.choice(t, "flavor", base, TableauFlavor::CHOICES)
+        } else {
+            // Tableau Cloud's pods are `*.online.tableau.com` [reference A.1].
+            let cloud = base_url
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .is_some_and(|h| h == "online.tableau.com" || h.ends_with(".online.tableau.com"));
+            Some(if cloud {
+                TableauFlavor::Cloud
+            } else {
+                TableauFlavor::Server
+            })
+        };
 
         const PAT: &[&str] = &["pat_name", "pat_secret"];
         const APP: &[&str] = &["client_id", "secret_id", "secret_value", "username"];
@@ -922,6 +937,7 @@ impl Reader<'_> {
             api_version: api_version?,
             auth: auth?,
             deprovision: deprovision?,
+            flavor: flavor?,
         })
     }
 

@@ -1039,6 +1039,24 @@ impl VendorClient {
     }
 
     /// Breaker, session and last failure, for `/readyz` to name the tenant that is not ready.
+    /// `Some(reason)` while the vendor cannot be called at all: the breaker is open, or the
+    /// last sign-in was refused (credentials an operator must fix). `what` names the vendor.
+    pub fn unavailable_reason(&self, what: &str) -> Option<String> {
+        let health = self.health();
+        if let BreakerState::Open { .. } = health.breaker {
+            return Some(format!(
+                "{what} unavailable: {}",
+                health
+                    .not_ready_reason()
+                    .unwrap_or_else(|| "circuit open".into())
+            ));
+        }
+        health
+            .last_error
+            .filter(|e| e.starts_with("vendor sign-in failed"))
+            .map(|e| format!("{what}: {e}"))
+    }
+
     pub fn health(&self) -> ClientHealth {
         let breaker = match &*self.inner.breaker.lock() {
             Breaker::Closed { .. } => BreakerState::Closed,

@@ -5,6 +5,7 @@ pub mod http;
 pub mod local;
 pub mod roles;
 pub mod sisense;
+pub mod tableau;
 
 use crate::scim::list::ListQuery;
 use crate::scim::patch::PatchRequest;
@@ -81,4 +82,26 @@ pub trait Connector: Send + Sync {
     fn engine_stats(&self) -> Option<crate::engine::EngineStats> {
         None
     }
+}
+
+/// Runs a vendor check on a private current-thread runtime in a thread of its own: the server
+/// is built synchronously, possibly from inside another runtime, where blocking on a future is
+/// not allowed. `Err` when the runtime cannot be built or the check panicked.
+pub fn run_detached<F, Fut, T>(make: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(rt.block_on(make()))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the start-up check panicked".into()))
+    })
 }

@@ -163,7 +163,7 @@ impl Engine {
                                 put::applied_user(&mut batch, &sid, &seen);
                                 report.states_refreshed += 1;
                                 changed.push((sid, u, why));
-                            } else if self.membership_moved(&sid, u)? {
+                            } else if self.membership_moved(&sid, u, &recent)? {
                                 // Membership on the group: the user's own state is the same,
                                 // its groups at the vendor are not.
                                 changed.push((sid, u, Why::Changed));
@@ -319,23 +319,49 @@ impl Engine {
     }
 
     /// Whether the vendor's mirrored groups of a user differ from the directory's.
-    fn membership_moved(&self, sid: &str, u: &VendorUser) -> Result<bool, StoreError> {
+    fn membership_moved(
+        &self,
+        sid: &str,
+        u: &VendorUser,
+        recent: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<bool, StoreError> {
         let Some(vgroups) = &u.groups else {
             return Ok(false);
         };
         let mut at_vendor = HashSet::new();
         for vg in vgroups {
             if let Some(g) = self.dir.scim_id(ResourceKind::Group, vg)? {
-                at_vendor.insert(g);
+                if !self.group_settling(&g, recent)? {
+                    at_vendor.insert(g);
+                }
             }
         }
         let mut here = HashSet::new();
         for g in self.dir.groups_of(sid)? {
-            if self.dir.vendor_id(ResourceKind::Group, &g)?.is_some() {
+            if self.dir.vendor_id(ResourceKind::Group, &g)?.is_some()
+                && !self.group_settling(&g, recent)?
+            {
                 here.insert(g);
             }
         }
         Ok(at_vendor != here)
+    }
+
+    /// Membership kept on the group: a group with work in the outbox (or written since the
+    /// observe began) has members the vendor does not show yet, and must not be read as a
+    /// change made at the vendor.
+    fn group_settling(
+        &self,
+        gsid: &str,
+        recent: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<bool, StoreError> {
+        if self.caps.membership != MembershipModel::OnGroup {
+            return Ok(false);
+        }
+        let rec = Records(&self.dir);
+        Ok(recent(gsid)
+            || rec.outbox(ResourceKind::Group, gsid)?.is_some()
+            || rec.tombstone(ResourceKind::Group, gsid)?.is_some())
     }
 
     fn observe_groups(
@@ -482,11 +508,13 @@ impl Engine {
                     let in_vendor: HashSet<String> = vgroups
                         .iter()
                         .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
+                        .filter(|g| !self.group_settling(g, recent).unwrap_or(true))
                         .collect();
                     let in_dir = dir.groups_of(sid)?;
                     for g in &in_dir {
                         if !in_vendor.contains(g)
                             && dir.vendor_id(ResourceKind::Group, g)?.is_some()
+                            && !self.group_settling(g, recent)?
                         {
                             removes.entry(g.clone()).or_default().push(sid.clone());
                             pulled = true;

@@ -8,8 +8,8 @@ mod scim_routes;
 use crate::auth::TenantAuth;
 use crate::config::{Config, VendorConfig};
 use crate::connector::local::LocalConnector;
-use crate::connector::sisense;
 use crate::connector::Connector;
+use crate::connector::{sisense, tableau};
 use crate::engine::EngineConnector;
 use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
@@ -77,28 +77,15 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
             VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
             VendorConfig::Sisense { .. } => {
                 let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                let engine = sisense::open(&store, t, index, Some(counter)).map_err(|message| {
-                    StartError::Connector {
-                        tenant: t.id.as_str().to_string(),
-                        message,
-                    }
-                })?;
-                match sisense::preflight(t, index) {
-                    Ok(Some(roles)) => engine.set_roles(roles),
-                    Ok(None) => {}
-                    Err(problems) => {
-                        return Err(StartError::Connector {
-                            tenant: t.id.as_str().to_string(),
-                            message: problems
-                                .iter()
-                                .map(|p| p.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        })
-                    }
-                }
-                engine.spawn_background();
-                Arc::new(EngineConnector(engine))
+                start_engine(t, sisense::open(&store, t, index, Some(counter)), || {
+                    sisense::preflight(t, index)
+                })?
+            }
+            VendorConfig::Tableau { .. } => {
+                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
+                start_engine(t, tableau::open(&store, t, index, Some(counter)), || {
+                    tableau::preflight(t, index)
+                })?
             }
             other => {
                 return Err(StartError::UnsupportedVendor {
@@ -123,6 +110,38 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
         body_limit: config.body_limit_bytes,
         store,
     })
+}
+
+/// Starts an opened engine: its start-up check first (a tenant whose rules would assign wrong
+/// roles does not start), then its background loops.
+fn start_engine(
+    t: &crate::config::TenantConfig,
+    opened: Result<Arc<crate::engine::Engine>, String>,
+    preflight: impl FnOnce() -> Result<
+        Option<crate::engine::role_table::RoleTable>,
+        Vec<crate::config::Problem>,
+    >,
+) -> Result<Arc<dyn Connector>, StartError> {
+    let failed = |message: String| StartError::Connector {
+        tenant: t.id.as_str().to_string(),
+        message,
+    };
+    let engine = opened.map_err(failed)?;
+    match preflight() {
+        Ok(Some(roles)) => engine.set_roles(roles),
+        Ok(None) => {}
+        Err(problems) => {
+            return Err(failed(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
+        }
+    }
+    engine.spawn_background();
+    Ok(Arc::new(EngineConnector(engine)))
 }
 
 /// Binds and starts serving on the current runtime; returns at once.

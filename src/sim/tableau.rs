@@ -46,6 +46,15 @@ use super::ids::IdGen;
 use super::{SimOptions, VendorSim};
 use wire::{El, Format, ReqEl};
 
+/// Default credentials (CONTRACT §1), overridable by flags.
+pub const DEFAULT_SITE: &str = "default";
+pub const DEFAULT_PAT_NAME: &str = "scim-bridge";
+pub const DEFAULT_PAT_SECRET: &str = "simulator-pat-secret";
+pub const DEFAULT_CLIENT_ID: &str = "sim-client";
+pub const DEFAULT_SECRET_ID: &str = "sim-secret-id";
+pub const DEFAULT_SECRET_VALUE: &str = "simulator-connected-app-secret";
+pub const DEFAULT_ADMIN: &str = "admin@tableau.local";
+
 const SEED_SALT: u64 = 0x7AB1_EA00;
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -155,13 +164,13 @@ impl Config {
             }
         }
         Config {
-            content_url: or(&opts.site, "default"),
-            pat_name: or(&opts.pat_name, "scim-bridge"),
-            pat_secret: or(&opts.pat_secret, "simulator-pat-secret"),
-            client_id: or(&opts.client_id, "sim-client"),
-            secret_id: or(&opts.secret_id, "sim-secret-id"),
-            secret_value: or(&opts.secret_value, "simulator-connected-app-secret"),
-            admin_user: or(&opts.admin_user, "admin@tableau.local"),
+            content_url: or(&opts.site, DEFAULT_SITE),
+            pat_name: or(&opts.pat_name, DEFAULT_PAT_NAME),
+            pat_secret: or(&opts.pat_secret, DEFAULT_PAT_SECRET),
+            client_id: or(&opts.client_id, DEFAULT_CLIENT_ID),
+            secret_id: or(&opts.secret_id, DEFAULT_SECRET_ID),
+            secret_value: or(&opts.secret_value, DEFAULT_SECRET_VALUE),
+            admin_user: or(&opts.admin_user, DEFAULT_ADMIN),
             admin_password: or(&opts.admin_password, "admin"),
             idle_ms,
             seats,

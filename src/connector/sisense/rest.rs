@@ -5,7 +5,7 @@
 use super::wire::{self, Paths};
 use crate::config::SisenseDeprovision;
 use crate::connector::http::{
-    BreakerState, CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
+    CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
 };
 use crate::engine::adapter::{
     AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
@@ -170,19 +170,7 @@ pub fn refusal(resp: &VendorResponse, what: &str) -> AdapterError {
 
 /// Whether the vendor can be called at all, from the client's health.
 pub fn unavailable(client: &VendorClient, what: &str) -> Option<String> {
-    let health = client.health();
-    if let BreakerState::Open { .. } = health.breaker {
-        return Some(format!(
-            "{what} unavailable: {}",
-            health
-                .not_ready_reason()
-                .unwrap_or_else(|| "circuit open".into())
-        ));
-    }
-    health
-        .last_error
-        .filter(|e| e.starts_with("vendor sign-in failed"))
-        .map(|e| format!("{what}: {e}"))
+    client.unavailable_reason(what)
 }
 
 async fn page<T: DeserializeOwned>(

@@ -1,0 +1,717 @@
+//! The Tableau adapter: users with site roles, groups and membership over the REST API, JSON
+//! form. Wire code only; the engine decides what to send. [A.n] is
+//! vendors-tableau-thoughtspot.md part A.
+//!
+//! Vendor calls per engine step (each one logical operation, safe to repeat):
+//! - create a user: Add User (`name`, `siteRole`) [A.4]; on Server, Update User then sends
+//!   `fullName` and `email`, which Add User does not take (a second call the engine's outbox
+//!   makes safe). On Cloud a user is its email and nothing else can be set.
+//! - change a user: one Update User; deactivate: Update User to `Unlicensed`.
+//! - delete: Remove User; 409003 (owns content) keeps the user `Unlicensed`, reported.
+//! - membership: one Add User to Group or Remove User from Group per member (409011, already a
+//!   member, is success).
+//! - lookups: by `filter=name:eq:` only when the engine's index has no answer.
+
+use super::wire::{self, code, SitePaths, TableauError, ALL_USERS, UNLICENSED};
+use super::{SharedSession, SiteSession};
+use crate::config::{TableauDeprovision, TableauFlavor};
+use crate::connector::http::{
+    CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
+};
+use crate::engine::adapter::{
+    AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
+    Profile, Refusal, Removed, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter,
+    VendorGroup, VendorUser,
+};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// The largest page Tableau serves [A.6].
+const PAGE_SIZE: usize = 1000;
+/// Pages fetched at once after the first one (which tells how many there are).
+const PAGE_WAVE: usize = 8;
+/// Membership calls of one group change in flight at once.
+const MEMBER_FAN_OUT: usize = 8;
+
+pub struct TableauAdapter {
+    client: VendorClient,
+    session: SharedSession,
+    version: String,
+    flavor: TableauFlavor,
+    caps: Capabilities,
+}
+
+/// The site roles as the engine's catalog: the API's own names plus the UI's, `Unlicensed`
+/// for a new user no rule covers (it takes no seat), and `ServerAdministrator` protected.
+pub fn catalog() -> RoleCatalog {
+    RoleCatalog {
+        roles: wire::SITE_ROLES
+            .iter()
+            .map(|(id, aliases)| RoleInfo {
+                id: id.to_string(),
+                names: std::iter::once(*id)
+                    .chain(aliases.iter().copied())
+                    .map(str::to_string)
+                    .collect(),
+                display: id.to_string(),
+            })
+            .collect(),
+        protected: Some(wire::SERVER_ADMINISTRATOR.into()),
+        fallback: Some(UNLICENSED.into()),
+    }
+}
+
+impl TableauAdapter {
+    pub fn new(
+        client: VendorClient,
+        session: SharedSession,
+        version: &str,
+        deprovision: TableauDeprovision,
+        flavor: TableauFlavor,
+    ) -> TableauAdapter {
+        let unlicense = Deactivation::Role(UNLICENSED.into());
+        TableauAdapter {
+            client,
+            session,
+            version: version.to_string(),
+            flavor,
+            caps: Capabilities {
+                vendor: "Tableau",
+                role: RoleModel::Attribute,
+                membership: MembershipModel::OnGroup,
+                // Tableau users have no "disabled" flag: `Unlicensed` is the soft deprovision,
+                // as Tableau's own SCIM maps `active: false` [A.4].
+                deactivation: unlicense.clone(),
+                removal: match deprovision {
+                    TableauDeprovision::Unlicense => unlicense,
+                    TableauDeprovision::Delete => Deactivation::Delete,
+                },
+                writable_while_inactive: true,
+                reactivation_strips_role: false,
+                required_user_attributes: &[],
+            },
+        }
+    }
+
+    fn is_cloud(&self) -> bool {
+        self.flavor == TableauFlavor::Cloud
+    }
+
+    /// The paths of the signed-in site (signing in first when there is no session yet).
+    async fn paths(&self) -> Result<SitePaths, VendorError> {
+        if let Some(s) = self.session.lock().as_ref() {
+            return Ok(self.paths_of(s));
+        }
+        self.client.ensure_signed_in().await?;
+        let s = self
+            .session
+            .lock()
+            .clone()
+            .ok_or_else(|| VendorError::Auth {
+                reason: "the sign-in named no site".into(),
+            })?;
+        Ok(self.paths_of(&s))
+    }
+
+    fn paths_of(&self, s: &SiteSession) -> SitePaths {
+        SitePaths {
+            version: self.version.clone(),
+            site: s.site_id.clone(),
+        }
+    }
+
+    async fn send(&self, req: VendorRequest) -> Result<VendorResponse, VendorError> {
+        self.client.send(req).await
+    }
+
+    /// Every item of a paged list: the first page tells `totalAvailable`, the rest are fetched
+    /// in waves [A.6].
+    async fn fetch_all<P, T>(
+        &self,
+        path: &str,
+        items: impl Fn(P) -> (usize, Vec<T>) + Copy,
+    ) -> Result<Vec<T>, VendorError>
+    where
+        P: serde::de::DeserializeOwned,
+    {
+        let page = |n: usize| async move {
+            let resp = self
+                .send(
+                    VendorRequest::get(path)
+                        .query("pageSize", PAGE_SIZE.to_string())
+                        .query("pageNumber", n.to_string()),
+                )
+                .await?;
+            if !resp.is_success() {
+                return Err(resp.rejected());
+            }
+            Ok::<_, VendorError>(items(resp.json::<P>()?))
+        };
+        let (total, mut out) = page(1).await?;
+        let pages = total.div_ceil(PAGE_SIZE);
+        let mut rest = futures_util::stream::iter(2..=pages)
+            .map(page)
+            .buffered(PAGE_WAVE);
+        while let Some(p) = rest.next().await {
+            out.extend(p?.1);
+        }
+        Ok(out)
+    }
+
+    async fn all_users(&self) -> Result<Vec<wire::User>, VendorError> {
+        let paths = self.paths().await?;
+        self.fetch_all(&paths.users(), |p: wire::UserPage| {
+            (p.pagination.total_available, p.users.user)
+        })
+        .await
+    }
+
+    /// Every group but "All Users", which the bridge never touches [A.5].
+    async fn all_groups(&self) -> Result<Vec<wire::Group>, VendorError> {
+        let paths = self.paths().await?;
+        let groups = self
+            .fetch_all(&paths.groups(), |p: wire::GroupPage| {
+                (p.pagination.total_available, p.groups.group)
+            })
+            .await?;
+        Ok(groups
+            .into_iter()
+            .filter(|g| !is_all_users(&g.name))
+            .collect())
+    }
+
+    /// The names of the site's groups (for `config check --online`).
+    pub async fn group_names(&self) -> Result<Vec<String>, VendorError> {
+        Ok(self
+            .all_groups()
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect())
+    }
+
+    async fn members_of(&self, group: &str) -> Result<Vec<wire::User>, VendorError> {
+        let paths = self.paths().await?;
+        self.fetch_all(&paths.group_users(group), |p: wire::UserPage| {
+            (p.pagination.total_available, p.users.user)
+        })
+        .await
+    }
+
+    /// The user named `name` (Tableau compares names case-insensitively).
+    async fn user_named(&self, name: &str) -> Result<Option<wire::User>, VendorError> {
+        let paths = self.paths().await?;
+        if !wire::filterable(name) {
+            // Filters cannot carry `,` or `&` [A.6]: the whole list, then.
+            return Ok(self
+                .all_users()
+                .await?
+                .into_iter()
+                .find(|u| same_name(u.name.as_deref(), name)));
+        }
+        let resp = self
+            .send(VendorRequest::get(paths.users()).query("filter", format!("name:eq:{name}")))
+            .await?;
+        if !resp.is_success() {
+            return Err(resp.rejected());
+        }
+        let page: wire::UserPage = resp.json()?;
+        Ok(page
+            .users
+            .user
+            .into_iter()
+            .find(|u| same_name(u.name.as_deref(), name)))
+    }
+
+    async fn group_named(&self, name: &str) -> Result<Option<wire::Group>, VendorError> {
+        if is_all_users(name) {
+            return Ok(None);
+        }
+        let paths = self.paths().await?;
+        if !wire::filterable(name) {
+            return Ok(self
+                .all_groups()
+                .await?
+                .into_iter()
+                .find(|g| g.name.eq_ignore_ascii_case(name)));
+        }
+        // Group names are unique regardless of case [A.5]: `cieq` finds the one that clashes.
+        let resp = self
+            .send(VendorRequest::get(paths.groups()).query("filter", format!("name:cieq:{name}")))
+            .await?;
+        if !resp.is_success() {
+            return Err(resp.rejected());
+        }
+        let page: wire::GroupPage = resp.json()?;
+        Ok(page
+            .groups
+            .group
+            .into_iter()
+            .find(|g| g.name.eq_ignore_ascii_case(name)))
+    }
+
+    fn neutral(&self, u: &wire::User) -> Option<VendorUser> {
+        Some(VendorUser {
+            id: u.id.clone()?,
+            profile: u.name.as_ref().map(|login| {
+                self.vendor_view(&Profile {
+                    login: login.clone(),
+                    email: u.email.clone().filter(|e| !e.is_empty()),
+                    display_name: u.full_name.clone().filter(|n| !n.is_empty()),
+                    ..Profile::default()
+                })
+            }),
+            // No activation flag: `Unlicensed` is a role like any other here.
+            active: None,
+            role: u.site_role.clone(),
+            groups: None,
+        })
+    }
+
+    /// Maps a Tableau error answer to the engine's classes. `what` says what was refused.
+    fn refusal(&self, resp: &VendorResponse, what: &str) -> AdapterError {
+        let Some(e) = TableauError::parse(&resp.body) else {
+            return AdapterError::from(resp.rejected());
+        };
+        let kind = match (resp.status, e.code.as_str()) {
+            (_, code::NO_SEAT) => Refusal::Capacity,
+            (_, code::USER_EXISTS | code::GROUP_NAME_TAKEN) => Refusal::Conflict,
+            (_, code::OWN_ROLE) => Refusal::Invalid,
+            (400 | 409 | 422, _) => Refusal::Invalid,
+            // 401/403 and the rest: the bridge's credentials or scopes, which an operator can
+            // fix: retried.
+            _ => {
+                return AdapterError::transient(format!(
+                    "Tableau answered the {what} with HTTP {}: {}",
+                    resp.status,
+                    e.describe()
+                ))
+            }
+        };
+        let reason = match e.code.as_str() {
+            code::NO_SEAT => format!(
+                "the site has no free seat for this site role (seat limit reached; {})",
+                e.describe()
+            ),
+            code::OWN_ROLE => format!(
+                "the bridge's own Tableau user cannot change its site role ({})",
+                e.describe()
+            ),
+            _ => format!("the {what}: {}", e.describe()),
+        };
+        AdapterError::Refused {
+            vendor: "Tableau",
+            reason,
+            kind,
+        }
+    }
+
+    /// Update User with `fields` [A.4]; `Ok(None)` when the user is gone.
+    async fn put_user(
+        &self,
+        id: &str,
+        fields: Map<String, Value>,
+    ) -> AdapterResult<Option<wire::User>> {
+        let paths = self.paths().await?;
+        let resp = self
+            .send(VendorRequest::put(paths.user(id)).json(json!({ "user": fields })))
+            .await?;
+        if resp.is_success() {
+            return Ok(Some(
+                resp.json::<wire::OneUser>()
+                    .map(|o| o.user)
+                    .map_err(AdapterError::from)?,
+            ));
+        }
+        if error_code(&resp).as_deref() == Some(code::USER_NOT_FOUND) {
+            return Ok(None);
+        }
+        Err(self.refusal(&resp, "user update"))
+    }
+
+    /// One membership call; `Err(Gone)` when the group is gone.
+    async fn member_call(&self, req: VendorRequest, adding: bool) -> AdapterResult<()> {
+        let resp = self.send(req).await?;
+        if resp.is_success() {
+            return Ok(());
+        }
+        match error_code(&resp).as_deref() {
+            Some(code::ALREADY_MEMBER) if adding => Ok(()),
+            Some(code::GROUP_NOT_FOUND) => Err(AdapterError::Gone),
+            // Not a member (or not on the site any more): nothing to remove.
+            Some(code::USER_NOT_FOUND) if !adding => Ok(()),
+            // A member that is not on the site: its own reconcile makes it again first.
+            Some(code::USER_NOT_FOUND) => Err(AdapterError::transient(
+                "a member is not on the Tableau site (yet); retried after it is",
+            )),
+            _ => Err(self.refusal(&resp, "membership change")),
+        }
+    }
+}
+
+fn is_all_users(name: &str) -> bool {
+    name.eq_ignore_ascii_case(ALL_USERS)
+}
+
+fn same_name(have: Option<&str>, want: &str) -> bool {
+    have.is_some_and(|h| h.eq_ignore_ascii_case(want))
+}
+
+fn error_code(resp: &VendorResponse) -> Option<String> {
+    TableauError::parse(&resp.body).map(|e| e.code)
+}
+
+#[async_trait]
+impl VendorAdapter for TableauAdapter {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Server keeps the name, the email and the full name; Cloud's user *is* its email and
+    /// nothing else can be set through the REST API [A.4].
+    fn vendor_view(&self, p: &Profile) -> Profile {
+        Profile {
+            login: p.login.clone(),
+            email: if self.is_cloud() {
+                None
+            } else {
+                p.email.clone()
+            },
+            display_name: if self.is_cloud() {
+                None
+            } else {
+                p.display_name.clone()
+            },
+            ..Profile::default()
+        }
+    }
+
+    /// Signs in (so start-up proves the credentials) and gives the site roles, which are part
+    /// of Tableau's API rather than read from it.
+    async fn roles(&self) -> AdapterResult<RoleCatalog> {
+        self.paths().await?;
+        Ok(catalog())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> AdapterResult<Created<VendorUser>> {
+        let login = &user.profile.login;
+        if self.is_cloud() && !login.contains('@') {
+            return Err(AdapterError::Refused {
+                vendor: "Tableau",
+                reason: format!(
+                    "on Tableau Cloud a user name is the sign-in email, and userName \"{login}\" is not one"
+                ),
+                kind: Refusal::Invalid,
+            });
+        }
+        let role = user.role.clone().unwrap_or_else(|| UNLICENSED.into());
+        let paths = self.paths().await?;
+        // Add User takes the name and the site role [A.4]; the rest follows as an update.
+        let req = VendorRequest::post(paths.users())
+            .json(json!({"user": {"name": login, "siteRole": role}}));
+        let outcome = self
+            .client
+            .create_or_find(req, || self.user_named(login))
+            .await?;
+        let resp = match outcome {
+            CreateOutcome::Found(u) => {
+                return self
+                    .neutral(&u)
+                    .map(Created::Exists)
+                    .ok_or_else(|| AdapterError::transient("Tableau answered a user without id"))
+            }
+            CreateOutcome::Sent(r) => r,
+        };
+        if !resp.is_success() {
+            if error_code(&resp).as_deref() == Some(code::USER_EXISTS) {
+                if let Some(u) = self.user_named(login).await? {
+                    if let Some(v) = self.neutral(&u) {
+                        return Ok(Created::Exists(v));
+                    }
+                }
+            }
+            return Err(self.refusal(&resp, "user create"));
+        }
+        let made = resp.json::<wire::OneUser>()?.user;
+        let id = made
+            .id
+            .clone()
+            .ok_or_else(|| AdapterError::transient("Tableau's Add User answer has no id"))?;
+        let given = made.site_role.clone().unwrap_or_else(|| role.clone());
+        if given != role && role != UNLICENSED {
+            // No free seat: Tableau adds the user with another role than asked (Okta's docs
+            // for its Tableau connector, [A.3]). The IdP must not believe it has a licensed
+            // user: the new user (who owns nothing yet) goes, and the create is refused.
+            self.delete_user(&id).await?;
+            return Err(AdapterError::Refused {
+                vendor: "Tableau",
+                reason: format!(
+                    "the site has no free seat for site role {role} (seat limit reached; Tableau added the user as {given}, so the bridge removed it again)"
+                ),
+                kind: Refusal::Capacity,
+            });
+        }
+        Ok(Created::New(VendorUser {
+            id,
+            // Only the name went with Add User: the engine sends the rest next.
+            profile: Some(self.vendor_view(&Profile {
+                login: made.name.clone().unwrap_or_else(|| login.clone()),
+                ..Profile::default()
+            })),
+            active: None,
+            role: Some(given),
+            groups: None,
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        change: &UserChange,
+    ) -> AdapterResult<Option<VendorUser>> {
+        let mut fields = Map::new();
+        if let Some(p) = &change.profile {
+            let changed = |f: &str| change.changed_fields.contains(&f);
+            if changed("login") {
+                if self.is_cloud() {
+                    return Err(AdapterError::Refused {
+                        vendor: "Tableau",
+                        reason:
+                            "Tableau Cloud cannot rename a user (the name is the sign-in email)"
+                                .into(),
+                        kind: Refusal::Invalid,
+                    });
+                }
+                fields.insert("name".into(), Value::String(p.login.clone()));
+            }
+            if !self.is_cloud() {
+                if changed("email") {
+                    fields.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
+                }
+                if changed("display_name") {
+                    fields.insert(
+                        "fullName".into(),
+                        json!(p.display_name.clone().unwrap_or_default()),
+                    );
+                }
+            }
+        }
+        if let Some(r) = &change.role {
+            fields.insert("siteRole".into(), Value::String(r.clone()));
+        }
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        match self.put_user(id, fields).await? {
+            Some(u) => Ok(Some(VendorUser {
+                id: id.to_string(),
+                profile: None,
+                active: None,
+                role: u.site_role,
+                groups: None,
+            })),
+            None => Err(AdapterError::Gone),
+        }
+    }
+
+    async fn delete_user(&self, id: &str) -> AdapterResult<Removed> {
+        let paths = self.paths().await?;
+        let resp = self.send(VendorRequest::delete(paths.user(id))).await?;
+        if resp.is_success() {
+            return Ok(Removed::Deleted);
+        }
+        let Some(e) = TableauError::parse(&resp.body) else {
+            return Err(AdapterError::from(resp.rejected()));
+        };
+        match e.code.as_str() {
+            code::USER_NOT_FOUND => Ok(Removed::Deleted),
+            code::OWNS_CONTENT => {
+                // Tableau unlicenses a user it cannot remove [A.4, DOC-usersview]; said again
+                // here so that no licensed user stays behind whatever the version does.
+                let role = Map::from_iter([("siteRole".to_string(), json!(UNLICENSED))]);
+                self.put_user(id, role).await?;
+                Ok(Removed::Kept {
+                    reason: format!(
+                        "the user owns content, so Tableau keeps it, Unlicensed ({})",
+                        e.describe()
+                    ),
+                })
+            }
+            _ => Err(self.refusal(&resp, "user removal")),
+        }
+    }
+
+    async fn find_user(&self, profile: &Profile) -> AdapterResult<Option<VendorUser>> {
+        Ok(self
+            .user_named(&profile.login)
+            .await?
+            .and_then(|u| self.neutral(&u)))
+    }
+
+    async fn get_user(&self, id: &str) -> AdapterResult<Option<VendorUser>> {
+        let paths = self.paths().await?;
+        let resp = self.send(VendorRequest::get(paths.user(id))).await?;
+        if resp.is_success() {
+            let u = resp.json::<wire::OneUser>()?.user;
+            return Ok(self.neutral(&u));
+        }
+        if error_code(&resp).as_deref() == Some(code::USER_NOT_FOUND) {
+            return Ok(None);
+        }
+        Err(self.refusal(&resp, "user read"))
+    }
+
+    /// Every user, with the mirrored groups it is in (read from each group's member list: one
+    /// paged call per group instead of one per user).
+    async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
+        let (users, groups) = tokio::try_join!(self.all_users(), self.all_groups())?;
+        let mut member_of: HashMap<String, Vec<String>> = HashMap::new();
+        let reads: Vec<_> = groups
+            .into_iter()
+            .map(|g| async move {
+                let members = self.members_of(&g.id).await;
+                (g.id, members)
+            })
+            .collect();
+        let mut lists = futures_util::stream::iter(reads).buffer_unordered(PAGE_WAVE);
+        while let Some((gid, members)) = lists.next().await {
+            match members {
+                Ok(ms) => {
+                    for m in ms {
+                        if let Some(uid) = m.id {
+                            member_of.entry(uid).or_default().push(gid.clone());
+                        }
+                    }
+                }
+                // Deleted since the list was read: it has no members.
+                Err(VendorError::Rejected { status: 404, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(users
+            .iter()
+            .filter_map(|u| {
+                let mut v = self.neutral(u)?;
+                v.groups = Some(member_of.remove(&v.id).unwrap_or_default());
+                Some(v)
+            })
+            .collect())
+    }
+
+    async fn create_group(&self, name: &str) -> AdapterResult<Created<VendorGroup>> {
+        if is_all_users(name) {
+            return Err(all_users_refusal());
+        }
+        let paths = self.paths().await?;
+        let req = VendorRequest::post(paths.groups()).json(json!({"group": {"name": name}}));
+        let outcome = self
+            .client
+            .create_or_find(req, || self.group_named(name))
+            .await?;
+        let resp = match outcome {
+            CreateOutcome::Found(g) => return Ok(Created::Exists(vendor_group(g))),
+            CreateOutcome::Sent(r) => r,
+        };
+        if resp.is_success() {
+            return Ok(Created::New(vendor_group(
+                resp.json::<wire::OneGroup>()?.group,
+            )));
+        }
+        if error_code(&resp).as_deref() == Some(code::GROUP_NAME_TAKEN) {
+            if let Some(g) = self.group_named(name).await? {
+                return Ok(Created::Exists(vendor_group(g)));
+            }
+        }
+        Err(self.refusal(&resp, "group create"))
+    }
+
+    async fn rename_group(&self, id: &str, name: &str) -> AdapterResult<()> {
+        if is_all_users(name) {
+            return Err(all_users_refusal());
+        }
+        let paths = self.paths().await?;
+        let resp = self
+            .send(VendorRequest::put(paths.group(id)).json(json!({"group": {"name": name}})))
+            .await?;
+        if resp.is_success() {
+            return Ok(());
+        }
+        match error_code(&resp).as_deref() {
+            Some(code::GROUP_NOT_FOUND) => Err(AdapterError::Gone),
+            _ => Err(self.refusal(&resp, "group rename")),
+        }
+    }
+
+    async fn delete_group(&self, id: &str) -> AdapterResult<()> {
+        let paths = self.paths().await?;
+        let resp = self.send(VendorRequest::delete(paths.group(id))).await?;
+        if resp.is_success() || error_code(&resp).as_deref() == Some(code::GROUP_NOT_FOUND) {
+            return Ok(());
+        }
+        Err(self.refusal(&resp, "group delete"))
+    }
+
+    async fn find_group(&self, name: &str) -> AdapterResult<Option<VendorGroup>> {
+        Ok(self.group_named(name).await?.map(vendor_group))
+    }
+
+    async fn list_groups(&self) -> AdapterResult<Vec<VendorGroup>> {
+        Ok(self
+            .all_groups()
+            .await?
+            .into_iter()
+            .map(vendor_group)
+            .collect())
+    }
+
+    async fn change_members(
+        &self,
+        group: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> AdapterResult<()> {
+        let paths = self.paths().await?;
+        let mut calls = Vec::with_capacity(add.len() + remove.len());
+        for u in add {
+            let req =
+                VendorRequest::post(paths.group_users(group)).json(json!({"user": {"id": u}}));
+            calls.push(self.member_call(req, true));
+        }
+        for u in remove {
+            calls.push(self.member_call(VendorRequest::delete(paths.group_user(group, u)), false));
+        }
+        let results: Vec<AdapterResult<()>> = futures_util::stream::iter(calls)
+            .buffer_unordered(MEMBER_FAN_OUT)
+            .collect()
+            .await;
+        // A gone group outranks the rest (the engine makes it again); then any other failure.
+        if results.iter().any(|r| r == &Err(AdapterError::Gone)) {
+            return Err(AdapterError::Gone);
+        }
+        results.into_iter().collect::<AdapterResult<Vec<()>>>()?;
+        Ok(())
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.client.unavailable_reason("Tableau")
+    }
+}
+
+fn vendor_group(g: wire::Group) -> VendorGroup {
+    VendorGroup {
+        id: g.id,
+        name: g.name,
+        members: None,
+    }
+}
+
+fn all_users_refusal() -> AdapterError {
+    AdapterError::Refused {
+        vendor: "Tableau",
+        reason: "\"All Users\" is Tableau's built-in group of every user; the bridge never creates, renames or changes it"
+            .into(),
+        kind: Refusal::Conflict,
+    }
+}
