@@ -5,15 +5,16 @@
 # Tenants, one after the other, each on its own bridge (and simulator) with an empty store:
 #   local           the embedded default (local connector), at /scim/v2;
 #   sisense-rest    a Sisense tenant (REST mode) on `scim-bridge simulate sisense`;
-#   sisense-scim    the same with mode = "scim" (Sisense's native SCIM API for users and groups).
-# A Sisense bridge is tested once it has read the simulator (`/readyz?verbose` with no vendor
-# unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
+#   sisense-scim    the same with mode = "scim" (Sisense's native SCIM API for users and groups);
+#   tableau         a Tableau Server tenant (personal access token) on `scim-bridge simulate tableau`.
+# A vendor tenant's bridge is tested once it has read its simulator (`/readyz?verbose` with no
+# vendor unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
 # Prints `N passed, M failed` per tester per tenant, then a summary; exits non-zero on any
 # scim2-tester failure or skip, on any scim-sanity failure (its skips are the draft Agent
 # resources, out of scope) and on any undelivered or refused vendor write. The bearer token is
 # random per run and never printed.
 # Usage: conformance/run.sh [path/to/scim-bridge]   (default: target/release/scim-bridge, built if missing)
-# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim" (default: all three) to run fewer;
+# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim tableau" (default: all four) to run fewer;
 #        SCIM_TESTER_TRACE=1 to print scim2-tester's requests and responses.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -22,7 +23,7 @@ bin="${1:-$root/target/release/scim-bridge}"
 if [ ! -x "$bin" ]; then
   (cd "$root" && cargo build --release --locked --bin scim-bridge)
 fi
-tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim}"
+tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim tableau}"
 
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scim2_tester, scim_sanity" 2>/dev/null; then
@@ -176,21 +177,19 @@ run_local() {
   stop "$pid"
 }
 
-# run_sisense NAME MODE: a Sisense simulator, a bridge with one sisense tenant over it, the testers.
-run_sisense() {
-  local name="$1" mode="$2" simport port simlog log cfg simpid pid mode_keys=""
+# run_vendor NAME VENDOR VENDOR_KEYS ROLES: a simulator of VENDOR (`scim-bridge simulate VENDOR`,
+# its defaults), a bridge with one tenant NAME over it (VENDOR_KEYS: the [tenants.vendor] keys
+# after kind and base_url; ROLES: the body of [tenants.roles]), the testers, the outbox check.
+run_vendor() {
+  local name="$1" vendor="$2" keys="$3" roles="$4" simport port simlog log cfg simpid pid
   simport="$(free_port)"
   port="$(free_port)"
   simlog="$data/$name-simulator.log"
   log="$data/$name-bridge.log"
   cfg="$data/$name.toml"
-  "$bin" simulate sisense --listen "127.0.0.1:$simport" >"$simlog" 2>&1 &
+  "$bin" simulate "$vendor" --listen "127.0.0.1:$simport" >"$simlog" 2>&1 &
   simpid=$!
   pids+=("$simpid")
-  if [ "$mode" = scim ]; then
-    # The simulator's native SCIM token (its default); roles still go over REST as the admin.
-    mode_keys=$'mode        = "scim"\nscim_token  = "simulator-scim-token"'
-  fi
   cat >"$cfg" <<EOF
 listen   = "127.0.0.1:$port"
 data_dir = "$data/$name-store"
@@ -200,21 +199,16 @@ id     = "$name"
 tokens = ["\${CONFORMANCE_TOKEN}"]
 
 [tenants.vendor]
-kind        = "sisense"
+kind        = "$vendor"
 base_url    = "http://127.0.0.1:$simport/"
-username    = "admin@sisense.local"
-password    = "admin"
-$mode_keys
+$keys
 
 [tenants.roles]
-default = "Viewer"
-rules = [
-  { group = "BI Admins", role = "Admin" },
-]
+$roles
 EOF
   if ! wait_for "http://127.0.0.1:$simport/__sim/stats" 10; then
-    echo "[$name] Sisense simulator did not start"
-    summary+=("$(printf '%-13s %s' "$name" "Sisense simulator did not start")")
+    echo "[$name] $vendor simulator did not start"
+    summary+=("$(printf '%-13s %s' "$name" "$vendor simulator did not start")")
     show_logs "$simlog"
     stop "$simpid"
     return 1
@@ -240,11 +234,33 @@ EOF
   stop "$pid" "$simpid"
 }
 
+# run_sisense NAME MODE: a Sisense tenant (REST, or mode = "scim") signed in as the simulator's
+# admin; BI Admins → Admin, default Viewer.
+run_sisense() {
+  local keys=$'username    = "admin@sisense.local"\npassword    = "admin"'
+  if [ "$2" = scim ]; then
+    # The simulator's native SCIM token (its default); roles still go over REST as the admin.
+    keys+=$'\nmode        = "scim"\nscim_token  = "simulator-scim-token"'
+  fi
+  run_vendor "$1" sisense "$keys" \
+    $'default = "Viewer"\nrules = [\n  { group = "BI Admins", role = "Admin" },\n]'
+}
+
+# run_tableau NAME: a Tableau Server tenant on the simulator's default site, signed in with its
+# default personal access token; the demo's rules (BI Admins → SiteAdministratorCreator,
+# Tableau Creators → Creator, default Viewer); deprovisioning unlicenses (the default).
+run_tableau() {
+  run_vendor "$1" tableau \
+    $'site        = "default"\npat_name    = "scim-bridge"\npat_secret  = "simulator-pat-secret"\nflavor      = "server"' \
+    $'default = "Viewer"\nrules = [\n  { group = "BI Admins", role = "SiteAdministratorCreator" },\n  { group = "Tableau Creators", role = "Creator" },\n]'
+}
+
 for t in $tenants; do
   case "$t" in
     local) run_local || status=1 ;;
     sisense-rest) run_sisense sisense-rest rest || status=1 ;;
     sisense-scim) run_sisense sisense-scim scim || status=1 ;;
+    tableau) run_tableau tableau || status=1 ;;
     *) echo "unknown tenant in CONFORMANCE_TENANTS: $t"; status=1 ;;
   esac
 done
