@@ -1,7 +1,12 @@
 //! Helpers for the Sisense connector tests: a Sisense simulator, the bridge with one Sisense
-//! tenant in front of it, an IdP-like SCIM client (which retries 429/503 as Okta and Entra do),
-//! and a Sisense admin client to check the end state through Sisense's own API.
+//! tenant in front of it, the IdP's SCIM client of that tenant (`Scim`, from `idp.rs`, which
+//! retries 429/503 as Okta and Entra do), and a Sisense admin client to check the end state
+//! through Sisense's own API, also in the vendor-neutral shape of `idp.rs` (`snapshot`).
 #![allow(dead_code)]
+
+#[path = "idp.rs"]
+pub mod idp;
+pub use idp::*;
 
 use scim_bridge::config::{
     Config, RoleRule, RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode,
@@ -11,7 +16,7 @@ use scim_bridge::server::{self, RunningServer};
 use scim_bridge::sim::{self, RunningSim, SimOptions, Vendor};
 use scim_bridge::store::Store;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// A Sisense user as the tests compare it: (role API name, active, sorted group names).
@@ -160,164 +165,14 @@ pub async fn bridge_with_connector(
     (conn, server, scim)
 }
 
-/// An IdP-like SCIM client of the tenant.
-#[derive(Clone)]
-pub struct Scim {
-    pub root: String,
-    pub base: String,
-    pub http: reqwest::Client,
-}
+/// The tenant's IdP client in the tests (`Policy::Patient`: retries 429 and 503 as IdPs do).
+pub type Scim = Idp;
 
 impl Scim {
+    /// A patient client of the Sisense tenant `acme` at the bridge `root`.
     pub fn new(root: &str) -> Scim {
-        Scim {
-            root: root.to_string(),
-            base: format!("{root}/tenants/{TENANT}/scim/v2"),
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(32)
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-        }
+        Idp::patient(root, TENANT, TOKEN)
     }
-
-    /// One request; 429 and 503 are retried after `Retry-After` (capped), as IdPs do.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        for attempt in 0.. {
-            let mut rb = self
-                .http
-                .request(method.clone(), format!("{}{}", self.base, path))
-                .bearer_auth(TOKEN)
-                .header("content-type", "application/scim+json");
-            if let Some(b) = &body {
-                rb = rb.body(b.to_string());
-            }
-            let resp = match rb.send().await {
-                Ok(r) => r,
-                Err(e) if attempt < 200 => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = e;
-                    continue;
-                }
-                Err(e) => panic!("{method} {path}: {e}"),
-            };
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            let text = resp.text().await.unwrap_or_default();
-            let v: Value = if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            };
-            if (status == 429 || status == 503) && attempt < 200 {
-                let wait = retry_after.unwrap_or(1).min(2);
-                tokio::time::sleep(Duration::from_millis(wait * 250 + 50)).await;
-                continue;
-            }
-            return (status, v);
-        }
-        unreachable!()
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::PUT, path, Some(body)).await
-    }
-    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::PATCH, path, Some(body)).await
-    }
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::DELETE, path, None).await
-    }
-
-    pub async fn find_user(&self, user_name: &str) -> Option<Value> {
-        let q = format!(
-            "/Users?filter={}&startIndex=1&count=100",
-            urlencode(&format!("userName eq \"{user_name}\""))
-        );
-        let (s, v) = self.get(&q).await;
-        assert_eq!(s, 200, "lookup {user_name}: {v}");
-        v["Resources"].as_array().and_then(|a| a.first().cloned())
-    }
-
-    pub async fn find_group(&self, name: &str) -> Option<Value> {
-        let q = format!(
-            "/Groups?filter={}&excludedAttributes=members",
-            urlencode(&format!("displayName eq \"{name}\""))
-        );
-        let (s, v) = self.get(&q).await;
-        assert_eq!(s, 200, "lookup group {name}: {v}");
-        v["Resources"].as_array().and_then(|a| a.first().cloned())
-    }
-
-    /// Okta's assignment: look up by userName, create only when absent.
-    pub async fn okta_assign(&self, user_name: &str, given: &str, family: &str) -> String {
-        if let Some(u) = self.find_user(user_name).await {
-            return u["id"].as_str().unwrap().to_string();
-        }
-        let (s, v) = self
-            .post(
-                "/Users",
-                json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                    "userName": user_name,
-                    "name": {"givenName": given, "familyName": family},
-                    "emails": [{"primary": true, "value": user_name, "type": "work"}],
-                    "displayName": format!("{given} {family}"),
-                    "locale": "en-US",
-                    "externalId": format!("00u{}", user_name.len()),
-                    "groups": [],
-                    "password": "1mz050nq",
-                    "active": true
-                }),
-            )
-            .await;
-        assert_eq!(s, 201, "create {user_name}: {v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    /// Waits until the bridge serves and its vendor is usable (`/readyz?verbose` names no
-    /// tenant: roles read, directory observed once).
-    pub async fn wait_ready(&self) {
-        for _ in 0..300 {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?verbose", self.root))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    let body: Value = r.json().await.unwrap_or_default();
-                    if body["vendors_unavailable"]
-                        .as_object()
-                        .is_some_and(|o| o.is_empty())
-                    {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("bridge not ready");
-    }
-}
-
-pub fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// A Sisense admin client for checking the end state through Sisense's own API.
@@ -473,4 +328,134 @@ pub async fn reset_stats(base: &str) {
         .send()
         .await
         .unwrap();
+}
+
+/// What `demo_rules` give, by Sisense's API role names.
+pub const SISENSE_ROLES: Roles = Roles {
+    admin: "admin",
+    designer: "contributor",
+    default: "consumer",
+};
+
+/// Sisense's users, read through its own API.
+pub struct Snapshot {
+    /// By lower-cased userName, with the role's API name.
+    pub users: BTreeMap<String, Account>,
+    /// The Sisense user records, by lower-cased userName.
+    pub raw: HashMap<String, Value>,
+}
+
+impl Snapshot {
+    /// How Sisense differs from `want` (see `Expected::diff`; Sisense's own account is its
+    /// admin), including the renamed users' `firstName`/`lastName`.
+    pub fn diff(&self, want: &Expected) -> Vec<String> {
+        let mut d = want.diff(&self.users, 1);
+        for r in &want.renamed {
+            let key = match r.part {
+                NamePart::Given => "firstName",
+                NamePart::Family => "lastName",
+            };
+            let have = self.raw.get(&r.login).and_then(|u| u[key].as_str());
+            if have != Some(r.value.as_str()) {
+                d.push(format!("{} {key}: want {}, got {have:?}", r.login, r.value));
+            }
+        }
+        d
+    }
+
+    /// `diff` as a result: `Err` names every difference.
+    pub fn check(&self, want: &Expected) -> Result<(), String> {
+        let d = self.diff(want);
+        if d.is_empty() {
+            Ok(())
+        } else {
+            Err(d.join("; "))
+        }
+    }
+}
+
+/// Sisense's users, or `None` when a read met an injected fault. Panics on a duplicate userName
+/// (a duplicate is never transient noise: it is a bug the tests look for).
+pub async fn snapshot(base: &str) -> Option<Snapshot> {
+    let api = SisenseApi::try_login(base).await?;
+    let names = |v: Value, key: &str| -> Option<HashMap<String, String>> {
+        v.as_array()?
+            .iter()
+            .map(|r| Some((r["_id"].as_str()?.to_string(), r[key].as_str()?.to_string())))
+            .collect()
+    };
+    let (s, roles) = api.call(reqwest::Method::GET, "/api/roles", None).await;
+    if s != 200 {
+        return None;
+    }
+    let roles = names(roles, "name")?;
+    let (s, groups) = api.call(reqwest::Method::GET, "/api/v1/groups", None).await;
+    if s != 200 {
+        return None;
+    }
+    let groups = names(groups, "name")?;
+    let (s, users) = api.call(reqwest::Method::GET, "/api/v1/users", None).await;
+    if s != 200 {
+        return None;
+    }
+    let mut snap = Snapshot {
+        users: BTreeMap::new(),
+        raw: HashMap::new(),
+    };
+    for u in users.as_array()? {
+        let name = u["userName"].as_str()?.to_lowercase();
+        let group_names = u["groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| {
+                        let id = g.as_str().unwrap_or_default();
+                        groups
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("<unknown group {id}>"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let role = u["roleId"]
+            .as_str()
+            .and_then(|r| roles.get(r).cloned())
+            .unwrap_or_else(|| format!("<role {}>", u["roleId"]));
+        let account = Account {
+            role,
+            active: u["active"].as_bool().unwrap_or(true),
+            groups: group_names,
+        };
+        let prev = snap.users.insert(name.clone(), account);
+        assert!(prev.is_none(), "duplicate Sisense user {name}");
+        snap.raw.insert(name, u.clone());
+    }
+    Some(snap)
+}
+
+/// Creates `pre@acme.test` (a consumer) directly in Sisense, before the Okta sequence, through
+/// whatever faults the simulator injects.
+pub async fn create_pre_user(base: &str) {
+    retry(|| async {
+        let api = SisenseApi::try_login(base).await?;
+        let (s, roles) = api.call(reqwest::Method::GET, "/api/roles", None).await;
+        if s != 200 {
+            return None;
+        }
+        let role = roles.as_array()?.iter().find(|r| r["name"] == "consumer")?["_id"].clone();
+        let (s, _) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                Some(
+                    json!({"email": "pre@acme.test", "userName": "pre@acme.test", "roleId": role}),
+                ),
+            )
+            .await;
+        // A 5xx may have created it anyway: a conflict on the retry means it is there.
+        (s == 201 || s == 409 || snapshot(base).await?.users.contains_key("pre@acme.test"))
+            .then_some(())
+    })
+    .await;
 }
