@@ -9,119 +9,6 @@ use scim_bridge::sim::SimOptions;
 use serde_json::{json, Value};
 use support::*;
 
-fn patch_op(ops: Value) -> Value {
-    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
-}
-
-fn expect(want: &[(&str, &str, bool, &[&str])]) -> Vec<(String, UserState)> {
-    want.iter()
-        .map(|(n, r, a, g)| {
-            let mut gs: Vec<String> = g.iter().map(|s| s.to_string()).collect();
-            gs.sort();
-            (n.to_string(), (r.to_string(), *a, gs))
-        })
-        .collect()
-}
-
-/// Okta: test connection, assignments (lookup then create; a user already in Sisense is found),
-/// group push (create, members, rename re-sent with every membership update, remove a member),
-/// profile update by PUT, deactivation by pathless PATCH, reactivation.
-async fn okta_sequence(scim: &Scim, api: &SisenseApi) {
-    let (s, v) = scim.get("/Users?startIndex=1&count=2").await;
-    assert_eq!(s, 200, "{v}");
-    let ada = scim.okta_assign("ada@acme.test", "Ada", "Lovelace").await;
-    let bob = scim.okta_assign("bob@acme.test", "Bob", "Builder").await;
-    let cy = scim.okta_assign("cy@acme.test", "Cy", "Young").await;
-    let dee = scim.okta_assign("dee@acme.test", "Dee", "Dee").await;
-    // Created in Sisense before the bridge: the lookup finds it, no POST.
-    let pre = scim
-        .find_user("pre@acme.test")
-        .await
-        .expect("a user created directly in Sisense is found by the IdP's lookup");
-    let pre_id = pre["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        scim.okta_assign("pre@acme.test", "Pre", "Existing").await,
-        pre_id
-    );
-    // Group push.
-    assert!(scim.find_group("BI Admins").await.is_none());
-    let (s, admins) = scim
-        .post(
-            "/Groups",
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Admins", "members": []}),
-        )
-        .await;
-    assert_eq!(s, 201, "{admins}");
-    let admins = admins["id"].as_str().unwrap().to_string();
-    let (s, v) = scim
-        .post(
-            "/Groups",
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "BI Designers",
-                   "members": [{"value": bob, "display": "bob@acme.test"}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let designers = v["id"].as_str().unwrap().to_string();
-    let (s, v) = scim
-        .patch(
-            &format!("/Groups/{admins}"),
-            patch_op(json!([
-                {"op": "replace", "value": {"id": admins, "displayName": "BI Admins"}},
-                {"op": "add", "path": "members", "value": [{"value": ada, "display": "ada@acme.test"}]}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = scim
-        .patch(
-            &format!("/Groups/{designers}"),
-            patch_op(json!([
-                {"op": "replace", "value": {"id": designers, "displayName": "BI Designers"}},
-                {"op": "add", "path": "members", "value": [{"value": cy}, {"value": pre_id}]}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = scim
-        .patch(
-            &format!("/Groups/{designers}"),
-            patch_op(json!([
-                {"op": "remove", "path": format!("members[value eq \"{cy}\"]")}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    // Profile update (AIW apps PUT back what they read).
-    let (_, mut full) = scim.get(&format!("/Users/{bob}")).await;
-    full["name"]["givenName"] = json!("Robert");
-    let (s, v) = scim.put(&format!("/Users/{bob}"), full).await;
-    assert_eq!(s, 200, "{v}");
-    // Deactivate dee, deactivate and reactivate cy.
-    for (id, active) in [(&dee, false), (&cy, false), (&cy, true)] {
-        let (s, v) = scim
-            .patch(
-                &format!("/Users/{id}"),
-                patch_op(json!([{"op": "replace", "value": {"active": active}}])),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["active"], json!(active));
-    }
-    let (s, v) = scim.get(&format!("/Users/{dee}")).await;
-    assert_eq!((s, &v["active"]), (200, &json!(false)));
-    // An AIW app pushes a group by PUT with the whole member list.
-    let (s, v) = scim
-        .put(
-            &format!("/Groups/{admins}"),
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": admins,
-                   "displayName": "BI Admins", "members": [{"value": ada}, {"value": dee}]}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
-    let _ = api;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_sequence_ends_with_the_right_sisense_state() {
     okta_end_state(false).await;
@@ -133,29 +20,6 @@ async fn okta_sequence_ends_with_the_right_sisense_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_sequence_in_scim_mode() {
     okta_end_state(true).await;
-}
-
-/// What the Okta sequence leaves in Sisense: five users and the admin.
-fn okta_end_state_holds(state: &std::collections::HashMap<String, UserState>) -> bool {
-    okta_expected()
-        .iter()
-        .all(|(name, want)| state.get(name) == Some(want))
-}
-
-fn okta_expected() -> Vec<(String, UserState)> {
-    expect(&[
-        ("ada@acme.test", "admin", true, &["BI Admins"]),
-        ("bob@acme.test", "contributor", true, &["BI Designers"]),
-        ("cy@acme.test", "consumer", true, &[]),
-        ("dee@acme.test", "admin", false, &["BI Admins"]),
-        ("pre@acme.test", "contributor", true, &["BI Designers"]),
-    ])
-}
-
-fn assert_okta_end_state(state: &std::collections::HashMap<String, UserState>) {
-    for (name, want) in okta_expected() {
-        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
-    }
 }
 
 async fn okta_end_state(native: bool) {
@@ -172,10 +36,13 @@ async fn okta_end_state(native: bool) {
     let bridge = start_bridge(&cfg).await.unwrap();
     bridge.scim.wait_ready().await;
     reset_stats(&base).await;
-    okta_sequence(&bridge.scim, &api).await;
+    okta_sequence(&bridge.scim, &mut ()).await;
     let used = routes_used(&base).await;
-    let state = api.state().await;
-    assert_okta_end_state(&state);
+    // Five users and the admin, with their roles, activation and groups; bob is Robert.
+    let snap = snapshot(&base).await.expect("Sisense answers");
+    if let Err(d) = snap.check(&Seq::Okta.expected(&SISENSE_ROLES)) {
+        panic!("Sisense's end state: {d}");
+    }
     if native {
         for want in [
             "POST /api/scim/v2/Users",
@@ -190,15 +57,6 @@ async fn okta_end_state(native: bool) {
             assert!(!used.iter().any(|u| u == never), "{never} used: {used:?}");
         }
     }
-    assert_eq!(state.len(), 6, "five users and the admin: {state:?}");
-    let (s, v) = api
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/users?userName=bob@acme.test",
-            None,
-        )
-        .await;
-    assert_eq!((s, v[0]["firstName"].as_str()), (200, Some("Robert")));
     // Every role change is in the audit log and counted by /metrics.
     let metrics = reqwest::get(format!("{}/metrics", bridge.scim.root))
         .await
@@ -223,177 +81,47 @@ async fn okta_end_state(native: bool) {
 /// with its groups and role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entra_sequence_with_delete_deprovisioning() {
-    entra_sequence(false).await;
+    entra_end_state(false).await;
 }
 
 /// The same through Sisense's own SCIM endpoint (`mode = "scim"`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entra_sequence_with_delete_deprovisioning_in_scim_mode() {
-    entra_sequence(true).await;
+    entra_end_state(true).await;
 }
 
-async fn entra_sequence(native: bool) {
+async fn entra_end_state(native: bool) {
     let sim = spawn_sim(SimOptions::default()).await;
-    let api = SisenseApi::login(&sim.base_url()).await;
+    let base = sim.base_url();
+    let api = SisenseApi::login(&base).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut t = tenant(&sim.base_url(), SisenseDeprovision::Delete, demo_rules());
+    let mut t = tenant(&base, SisenseDeprovision::Delete, demo_rules());
     if native {
         t = scim_mode(t);
     }
     let cfg = config(t, dir.path());
     let bridge = start_bridge(&cfg).await.unwrap();
-    let scim = &bridge.scim;
-    scim.wait_ready().await;
-    // Test connection: a random GUID by the matching attribute.
-    let (s, v) = scim
-        .get(&format!(
-            "/Users?filter={}",
-            urlencode("externalId eq \"3b1f1f6e-0000-4000-8000-000000000000\"")
-        ))
-        .await;
-    assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
-    let mut ids = Vec::new();
-    for (i, name) in ["eve", "fay", "gus"].iter().enumerate() {
-        let mail = format!("{name}@contoso.test");
-        let (s, v) = scim
-            .get(&format!(
-                "/Users?filter={}",
-                urlencode(&format!("emails[type eq \"work\"].value eq \"{mail}\""))
-            ))
-            .await;
-        assert_eq!((s, v["totalResults"].clone()), (200, json!(0)));
-        let (s, v) = scim
-            .post(
-                "/Users",
-                json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
-                                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
-                    "externalId": format!("0a21f0f2-{i}"), "userName": mail, "active": true,
-                    "emails": [{"primary": true, "type": "work", "value": mail}],
-                    "meta": {"resourceType": "User"},
-                    "name": {"formatted": "x", "familyName": name, "givenName": "E"},
-                    "roles": [], "title": null, "manager": null
-                }),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        ids.push(v["id"].as_str().unwrap().to_string());
+    bridge.scim.wait_ready().await;
+    entra_sequence(&bridge.scim, &mut DeletedWhileDisabled(&api)).await;
+    // eve and fay admins in both groups, gus deleted, fay is Fairfax; and the admin.
+    let snap = snapshot(&base).await.expect("Sisense answers");
+    if let Err(d) = snap.check(&Seq::Entra.expected(&SISENSE_ROLES)) {
+        panic!("Sisense's end state: {d}");
     }
-    let (eve, fay, gus) = (&ids[0], &ids[1], &ids[2]);
-    let mut groups = Vec::new();
-    for name in ["BI Admins", "BI Designers"] {
-        let (s, v) = scim
-            .post(
-                "/Groups",
-                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
-                                   "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
-                       "externalId": format!("8aa1-{name}"), "displayName": name,
-                       "meta": {"resourceType": "Group"}}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        groups.push(v["id"].as_str().unwrap().to_string());
-    }
-    let (admins, designers) = (&groups[0], &groups[1]);
-    let (s, v) = scim
-        .patch(
-            &format!("/Groups/{designers}?excludedAttributes=members"),
-            patch_op(json!([{"op": "Add", "path": "members",
-                             "value": [{"$ref": null, "value": eve}, {"$ref": null, "value": fay}, {"$ref": null, "value": gus}]}])),
-        )
-        .await;
-    assert!(s == 200 || s == 204, "{v}");
-    let (s, _) = scim
-        .patch(
-            &format!("/Groups/{admins}"),
-            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": eve}]}])),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let (s, _) = scim
-        .patch(
-            &format!("/Groups/{designers}"),
-            patch_op(json!([{"op": "Remove", "path": "members", "value": [{"value": gus}]}])),
-        )
-        .await;
-    assert_eq!(s, 200);
-    // Entra's PATCH of attributes.
-    let (s, v) = scim
-        .patch(
-            &format!("/Users/{fay}"),
-            patch_op(json!([{"op": "Replace", "path": "name.familyName", "value": "Fairfax"}])),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    // Disable fay: deleted in Sisense, still readable with active=false.
-    let (s, v) = scim
-        .patch(
-            &format!("/Users/{fay}"),
-            patch_op(json!([{"op": "Replace", "path": "active", "value": "False"}])),
-        )
-        .await;
-    assert_eq!((s, &v["active"]), (200, &json!(false)), "{v}");
-    let state = api.state().await;
-    assert!(!state.contains_key("fay@contoso.test"), "{state:?}");
-    let (s, v) = scim
-        .get(&format!(
-            "/Users?filter={}",
-            urlencode("userName eq \"fay@contoso.test\"")
-        ))
-        .await;
-    assert_eq!(
-        (s, v["Resources"][0]["active"].clone()),
-        (200, json!(false))
-    );
-    // A membership change while deleted in Sisense is kept and restored.
-    let (s, _) = scim
-        .patch(
-            &format!("/Groups/{admins}"),
-            patch_op(json!([{"op": "Add", "path": "members", "value": [{"value": fay}]}])),
-        )
-        .await;
-    assert_eq!(s, 200);
-    // Restore: recreated with its groups and role.
-    let (s, v) = scim
-        .patch(
-            &format!("/Users/{fay}"),
-            patch_op(json!([{"op": "Replace", "path": "active", "value": "True"}])),
-        )
-        .await;
-    assert_eq!((s, &v["active"]), (200, &json!(true)), "{v}");
-    // Hard delete of gus.
-    let (s, _) = scim.delete(&format!("/Users/{gus}")).await;
-    assert_eq!(s, 204);
-    let (s, _) = scim.get(&format!("/Users/{gus}")).await;
-    assert_eq!(s, 404);
-    let state = api.state().await;
-    for (name, want) in expect(&[
-        (
-            "eve@contoso.test",
-            "admin",
-            true,
-            &["BI Admins", "BI Designers"],
-        ),
-        (
-            "fay@contoso.test",
-            "admin",
-            true,
-            &["BI Admins", "BI Designers"],
-        ),
-    ]) {
-        assert_eq!(state.get(&name), Some(&want), "{name}: {state:?}");
-    }
-    assert!(!state.contains_key("gus@contoso.test"));
-    assert_eq!(state.len(), 3, "{state:?}");
-    let (s, v) = api
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/users?userName=fay@contoso.test",
-            None,
-        )
-        .await;
-    assert_eq!((s, v[0]["lastName"].as_str()), (200, Some("Fairfax")));
     bridge.server.stop().await;
+}
+
+/// `deprovision = "delete"`: a disabled user is deleted in Sisense at once (the bridge still
+/// lists it, inactive).
+struct DeletedWhileDisabled<'a>(&'a SisenseApi);
+
+impl Hooks for DeletedWhileDisabled<'_> {
+    async fn after(&mut self, step: Step) {
+        if step == Step::Deactivated {
+            let state = self.0.state().await;
+            assert!(!state.contains_key("fay@contoso.test"), "{state:?}");
+        }
+    }
 }
 
 /// The Okta sequence with the vendor failing 10% of requests, throttling at 20 rps and expiring
@@ -418,49 +146,27 @@ async fn okta_sequence_with_faults(native: bool) {
         ..SimOptions::default()
     })
     .await;
+    let base = sim.base_url();
     // The checker goes through the same faulty simulator: its calls are retried.
-    retry(|| async {
-        let api = SisenseApi::try_login(&sim.base_url()).await?;
-        let (s, roles) = api.call(reqwest::Method::GET, "/api/roles", None).await;
-        if s != 200 {
-            return None;
-        }
-        let role = roles.as_array()?.iter().find(|r| r["name"] == "consumer")?["_id"].clone();
-        let (s, _) = api
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/users",
-                Some(json!({"email": "pre@acme.test", "roleId": role})),
-            )
-            .await;
-        (s == 201).then_some(())
-    })
-    .await;
+    create_pre_user(&base).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut t = tenant(
-        &sim.base_url(),
-        SisenseDeprovision::Deactivate,
-        demo_rules(),
-    );
+    let mut t = tenant(&base, SisenseDeprovision::Deactivate, demo_rules());
     if native {
         t = scim_mode(t);
     }
     let cfg = config(t, dir.path());
     let bridge = start_bridge(&cfg).await.unwrap();
     bridge.scim.wait_ready().await;
-    let api = SisenseApi::login(&sim.base_url()).await;
-    okta_sequence(&bridge.scim, &api).await;
+    okta_sequence(&bridge.scim, &mut ()).await;
     // Long enough for tokens to expire several times: 60 more users, every third a designer.
     let designers = bridge.scim.find_group("BI Designers").await.unwrap();
     let designers = designers["id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
-    let mut extra = Vec::new();
+    let mut want = Seq::Okta.expected(&SISENSE_ROLES);
     for i in 0..60 {
-        let id = bridge
-            .scim
-            .okta_assign(&format!("f{i:02}@acme.test"), "F", "Ault")
-            .await;
-        if i % 3 == 0 {
+        let name = format!("f{i:02}@acme.test");
+        let id = bridge.scim.okta_assign(&name, "F", "Ault").await;
+        let account = if i % 3 == 0 {
             let (s, v) = bridge
                 .scim
                 .patch(
@@ -469,66 +175,31 @@ async fn okta_sequence_with_faults(native: bool) {
                 )
                 .await;
             assert_eq!(s, 200, "{v}");
-        }
-        extra.push(id);
+            Account::new(SISENSE_ROLES.designer, true, &["BI Designers"])
+        } else {
+            Account::new(SISENSE_ROLES.default, true, &[])
+        };
+        want.users.insert(name, account);
     }
     assert!(
         started.elapsed() > std::time::Duration::from_secs(5),
         "the run outlives a token"
     );
     // Every write was answered without a 5xx (the sequence asserts each status); what the
-    // vendor's faults held back is delivered by the outbox within 60 s of the last write.
+    // vendor's faults held back is delivered by the outbox within 60 s of the last write: the
+    // sequence's five users, the 60 more, and the admin.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let state = loop {
-        let state = retry(|| async {
-            let api = SisenseApi::try_login(&sim.base_url()).await?;
-            api.state_checked().await
-        })
-        .await;
-        let settled = okta_end_state_holds(&state)
-            && (0..60).all(|i| {
-                state
-                    .get(&format!("f{i:02}@acme.test"))
-                    .is_some_and(|(role, active, groups)| {
-                        *active
-                            && if i % 3 == 0 {
-                                (role.as_str(), groups.len()) == ("contributor", 1)
-                            } else {
-                                (role.as_str(), groups.len()) == ("consumer", 0)
-                            }
-                    })
-            });
-        if settled || std::time::Instant::now() > deadline {
-            break state;
+    let snap = loop {
+        let snap = retry(|| snapshot(&base)).await;
+        if want.check(&snap.users, 1).is_ok() || std::time::Instant::now() > deadline {
+            break snap;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
-    assert_okta_end_state(&state);
-    for i in 0..60 {
-        let (role, active, groups) = &state[&format!("f{i:02}@acme.test")];
-        assert!(*active);
-        if i % 3 == 0 {
-            assert_eq!((role.as_str(), groups.len()), ("contributor", 1));
-        } else {
-            assert_eq!((role.as_str(), groups.len()), ("consumer", 0));
-        }
+    if let Err(d) = want.check(&snap.users, 1) {
+        panic!("Sisense's end state: {d}");
     }
-    assert_eq!(state.len(), 66, "{state:?}");
     bridge.server.stop().await;
-}
-
-async fn retry<T, F, Fut>(f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    }
-    panic!("gave up retrying");
 }
 
 /// Vendor calls per SCIM operation, counted by the simulator: a lookup costs none after sync;
@@ -767,20 +438,6 @@ async fn legacy_paths_with_delete_deprovisioning() {
     bridge.server.stop().await;
 }
 
-impl SisenseApi {
-    /// `state()` that returns `None` instead of failing on an injected fault.
-    async fn state_checked(&self) -> Option<std::collections::HashMap<String, UserState>> {
-        for path in ["/api/v1/users", "/api/v1/groups", "/api/roles"] {
-            let (s, _) = self.call(reqwest::Method::GET, path, None).await;
-            if s != 200 {
-                return None;
-            }
-        }
-        let fut = std::panic::AssertUnwindSafe(self.state());
-        futures_util::FutureExt::catch_unwind(fut).await.ok()
-    }
-}
-
 /// While Sisense is down the IdP's writes are accepted at once (queued, never a 5xx, never
 /// slower than the inline deadline), `/readyz` stays 200 while the detailed readiness names the
 /// tenant, lookups are answered from the index, and once Sisense is back the outbox delivers
@@ -923,11 +580,7 @@ async fn sigkill_run(native: bool) {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config_path = dir.path().join("scim-bridge.toml");
     std::fs::write(
         &config_path,
@@ -961,18 +614,11 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
     )
     .unwrap();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                std::process::Stdio::inherit()
-            } else {
-                std::process::Stdio::null()
-            })
-            .spawn()
-            .map(KillOnDrop)
-            .expect("bridge binary starts")
+        ChildGuard::spawn(
+            bridge_command()
+                .args(["serve", "--config"])
+                .arg(&config_path),
+        )
     };
     let mut child = spawn();
     let scim = Scim::new(&format!("http://127.0.0.1:{port}"));
@@ -996,8 +642,7 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
     while done.load(Ordering::SeqCst) < N * 2 / 5 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    child.0.kill().expect("SIGKILL");
-    child.0.wait().unwrap();
+    child.kill9();
     let killed_at = done.load(Ordering::SeqCst);
     let child = spawn();
     for w in workers {
@@ -1063,16 +708,6 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
     }
     assert_eq!(seen.len(), N + 1);
     drop(child);
-}
-
-/// The bridge process of a test: SIGKILLed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// An IdP's assignment that survives the bridge going away: lookup, then create; a failed or
