@@ -1,0 +1,344 @@
+//! A Tableau admin client for the connector tests: it reads the end state through Tableau's own
+//! REST API (users with their site roles, groups and members), and makes what a test needs made
+//! directly in Tableau (a user that exists before the bridge, content a user owns).
+//!
+//! It signs in with the site administrator's name and password, never with the PAT: Tableau
+//! allows one session per PAT, and a second PAT sign-in would end the bridge's session. It speaks
+//! JSON (API 3.24), signs in again on a 401 (an idle timeout, `--token-ttl-s`), and rides out the
+//! simulator's injected faults: a 5xx, a 429 or no answer is retried (the simulator answers those
+//! instead of serving the request, so a retried write is never made twice).
+//!
+//! Include it beside `idp.rs` (it uses `super::idp::retry`):
+//!
+//! ```ignore
+//! #[path = "support/idp.rs"]
+//! mod idp;
+//! #[path = "support/tableau_api.rs"]
+//! mod tableau_api;
+//! ```
+#![allow(dead_code)]
+
+use super::idp::retry;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The REST API version the client speaks.
+pub const API_VERSION: &str = "3.24";
+/// The simulator's defaults (CONTRACT §1).
+pub const SITE: &str = "default";
+pub const ADMIN_USER: &str = "admin@tableau.local";
+pub const ADMIN_PASSWORD: &str = "admin";
+pub const PAT_NAME: &str = "scim-bridge";
+pub const PAT_SECRET: &str = "simulator-pat-secret";
+/// The group every user of a site is in; `state` leaves it out.
+pub const ALL_USERS: &str = "All Users";
+/// The page size the client asks for.
+const PAGE_SIZE: usize = 100;
+
+/// A Tableau user as the tests compare it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableauUser {
+    /// The user's LUID.
+    pub id: String,
+    pub site_role: String,
+    pub email: String,
+    pub full_name: String,
+    /// Names of the groups the user is in, "All Users" left out.
+    pub groups: BTreeSet<String>,
+}
+
+/// A signed-in session.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    site_id: String,
+    user_id: String,
+}
+
+/// The administrator's client of one site.
+pub struct TableauApi {
+    /// The server (`http://host:port`).
+    pub base: String,
+    /// The site's contentUrl.
+    pub site: String,
+    http: reqwest::Client,
+    session: Mutex<Session>,
+}
+
+impl TableauApi {
+    /// Signs in to the site `default`, waiting for the server (a simulator process may still be
+    /// starting) and through faults.
+    pub async fn login(base: &str) -> TableauApi {
+        Self::login_to(base, SITE).await
+    }
+
+    /// Signs in to the site with `content_url`, waiting and retrying as `login` does.
+    pub async fn login_to(base: &str, content_url: &str) -> TableauApi {
+        retry(|| Self::try_login(base, content_url)).await
+    }
+
+    /// One sign-in; `None` when it met a fault or the server is not up yet.
+    pub async fn try_login(base: &str, content_url: &str) -> Option<TableauApi> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let session = sign_in(&http, base, content_url).await?;
+        Some(TableauApi {
+            base: base.to_string(),
+            site: content_url.to_string(),
+            http,
+            session: Mutex::new(session),
+        })
+    }
+
+    /// The site's LUID.
+    pub fn site_id(&self) -> String {
+        self.session().site_id
+    }
+
+    /// The administrator's own LUID.
+    pub fn admin_id(&self) -> String {
+        self.session().user_id
+    }
+
+    fn session(&self) -> Session {
+        self.session.lock().unwrap().clone()
+    }
+
+    /// One request to `/api/3.24/sites/{site}/{path}`, signed in again once on a 401. `None`
+    /// when it met a fault (no answer, 5xx, 429) or the new sign-in did; otherwise the status
+    /// and the JSON body (`Null` when empty or not JSON).
+    pub async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<(u16, Value)> {
+        for attempt in 0..2 {
+            let s = self.session();
+            let url = format!("{}/api/{API_VERSION}/sites/{}/{path}", self.base, s.site_id);
+            let mut rb = self
+                .http
+                .request(method.clone(), url)
+                .header("X-Tableau-Auth", &s.token)
+                .header("Accept", "application/json");
+            if let Some(b) = body {
+                rb = rb
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string());
+            }
+            let r = rb.send().await.ok()?;
+            let status = r.status().as_u16();
+            if status >= 500 || status == 429 {
+                return None;
+            }
+            let text = r.text().await.ok()?;
+            if status == 401 && attempt == 0 {
+                let fresh = sign_in(&self.http, &self.base, &self.site).await?;
+                *self.session.lock().unwrap() = fresh;
+                continue;
+            }
+            return Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+        }
+        None
+    }
+
+    /// `try_call` until it gets an answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        retry(|| self.try_call(method.clone(), path, body)).await
+    }
+
+    /// Every item of a paged list: `path` (which may carry a query) page by page until
+    /// `totalAvailable` items are read. `collection`/`item` name the JSON keys
+    /// (`{"users": {"user": [...]}}`; an empty page is `{"users": {}}`).
+    pub async fn all_pages(&self, path: &str, collection: &str, item: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        for page in 1.. {
+            let (s, v) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("{path}{sep}pageSize={PAGE_SIZE}&pageNumber={page}"),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "GET {path} page {page}: {v}");
+            let items = v[collection][item].as_array().cloned().unwrap_or_default();
+            let total: usize = v["pagination"]["totalAvailable"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("GET {path}: no pagination: {v}"));
+            let last = items.is_empty();
+            out.extend(items);
+            if out.len() >= total || last {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Every user of the site (`GET users`, all pages).
+    pub async fn users(&self) -> Vec<Value> {
+        self.all_pages("users", "users", "user").await
+    }
+
+    /// Every group of the site, "All Users" included.
+    pub async fn groups(&self) -> Vec<Value> {
+        self.all_pages("groups", "groups", "group").await
+    }
+
+    /// The members of a group.
+    pub async fn group_members(&self, group_id: &str) -> Vec<Value> {
+        self.all_pages(&format!("groups/{group_id}/users"), "users", "user")
+            .await
+    }
+
+    /// The user named `name` (case-insensitive, as Tableau compares names), if any.
+    pub async fn user_by_name(&self, name: &str) -> Option<Value> {
+        self.users().await.into_iter().find(|u| {
+            u["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The site's users by lower-cased name, with their site role, email, full name and groups
+    /// ("All Users" left out). Panics on two users with the same name.
+    pub async fn state(&self) -> BTreeMap<String, TableauUser> {
+        let mut by_id: BTreeMap<String, (String, TableauUser)> = BTreeMap::new();
+        for u in self.users().await {
+            let attr = |k: &str| u[k].as_str().unwrap_or_default().to_string();
+            let user = TableauUser {
+                id: attr("id"),
+                site_role: attr("siteRole"),
+                email: attr("email"),
+                full_name: attr("fullName"),
+                groups: BTreeSet::new(),
+            };
+            by_id.insert(user.id.clone(), (attr("name").to_lowercase(), user));
+        }
+        for g in self.groups().await {
+            let name = g["name"].as_str().unwrap_or_default().to_string();
+            if name == ALL_USERS {
+                continue;
+            }
+            let gid = g["id"].as_str().unwrap_or_default();
+            for m in self.group_members(gid).await {
+                let id = m["id"].as_str().unwrap_or_default();
+                // A member the user list did not have was added between the two reads.
+                if let Some((_, u)) = by_id.get_mut(id) {
+                    u.groups.insert(name.clone());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (_, (name, user)) in by_id {
+            let prev = out.insert(name.clone(), user);
+            assert!(prev.is_none(), "two Tableau users named {name}");
+        }
+        out
+    }
+
+    /// Adds a user directly in Tableau (as an administrator would, before the bridge): its LUID.
+    /// A user of that name already there (a retried add the simulator had served) is taken.
+    pub async fn create_user(&self, name: &str, site_role: &str) -> String {
+        let body = json!({"user": {"name": name, "siteRole": site_role}});
+        let (s, v) = self.call(reqwest::Method::POST, "users", Some(&body)).await;
+        match s {
+            201 => v["user"]["id"].as_str().unwrap().to_string(),
+            409 => self
+                .user_by_name(name)
+                .await
+                .and_then(|u| u["id"].as_str().map(str::to_string))
+                .unwrap_or_else(|| panic!("add {name}: 409 but no such user: {v}")),
+            _ => panic!("add {name} as {site_role}: {s} {v}"),
+        }
+    }
+
+    /// Creates a group: its LUID. A group of that name already there is taken.
+    pub async fn create_group(&self, name: &str) -> String {
+        let body = json!({"group": {"name": name}});
+        let (s, v) = self
+            .call(reqwest::Method::POST, "groups", Some(&body))
+            .await;
+        match s {
+            201 => v["group"]["id"].as_str().unwrap().to_string(),
+            409 => self
+                .groups()
+                .await
+                .into_iter()
+                .find(|g| {
+                    g["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .and_then(|g| g["id"].as_str().map(str::to_string))
+                .unwrap_or_else(|| panic!("create group {name}: 409 but no such group: {v}")),
+            _ => panic!("create group {name}: {s} {v}"),
+        }
+    }
+
+    /// Adds a user to a group (already a member is fine).
+    pub async fn add_member(&self, group_id: &str, user_id: &str) {
+        let body = json!({"user": {"id": user_id}});
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("groups/{group_id}/users"),
+                Some(&body),
+            )
+            .await;
+        assert!(
+            s == 200 || (s == 409 && v["error"]["code"] == "409011"),
+            "add {user_id} to {group_id}: {s} {v}"
+        );
+    }
+
+    /// Makes the user own `count` content items (simulator control; a user who owns content
+    /// cannot be removed: 409003).
+    pub async fn set_content(&self, user_id: &str, count: u32) {
+        let url = format!(
+            "{}/__sim/tableau/sites/{}/users/{user_id}/content?count={count}",
+            self.base,
+            self.site_id()
+        );
+        let status = retry(|| async {
+            let s = self.http.put(&url).send().await.ok()?.status().as_u16();
+            (s < 500 && s != 429).then_some(s)
+        })
+        .await;
+        assert_eq!(status, 204, "PUT {url}");
+    }
+}
+
+/// A password sign-in as the site administrator; `None` on a fault or a refusal.
+async fn sign_in(http: &reqwest::Client, base: &str, content_url: &str) -> Option<Session> {
+    let body = json!({"credentials": {"name": ADMIN_USER, "password": ADMIN_PASSWORD,
+                                      "site": {"contentUrl": content_url}}});
+    let r = http
+        .post(format!("{base}/api/{API_VERSION}/auth/signin"))
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    if r.status().as_u16() != 200 {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    let c = &v["credentials"];
+    Some(Session {
+        token: c["token"].as_str()?.to_string(),
+        site_id: c["site"]["id"].as_str()?.to_string(),
+        user_id: c["user"]["id"].as_str()?.to_string(),
+    })
+}
