@@ -546,6 +546,37 @@ fn tableau_pat_and_defaults() {
 }
 
 #[test]
+fn tableau_flavor_is_set_or_inferred_from_the_host() {
+    let flavor_of = |extra: &str, base: &str| {
+        let c = parse(&vendor_tenant(&format!(
+            "kind = \"tableau\"\nbase_url = \"{base}\"\nsite = \"acme\"\npat_name = \"n\"\npat_secret = \"s\"{extra}"
+        )))
+        .unwrap();
+        match &c.tenants[0].vendor {
+            VendorConfig::Tableau { flavor, .. } => *flavor,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(flavor_of("", "https://tab.example"), TableauFlavor::Server);
+    assert_eq!(
+        flavor_of("", "https://10ay.online.tableau.com"),
+        TableauFlavor::Cloud
+    );
+    assert_eq!(
+        flavor_of("\nflavor = \"cloud\"", "https://tab.example"),
+        TableauFlavor::Cloud
+    );
+    assert_eq!(
+        flavor_of("\nflavor = \"server\"", "https://10ay.online.tableau.com"),
+        TableauFlavor::Server
+    );
+    let p = problems(&vendor_tenant(
+        "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"a\"\npat_name = \"n\"\npat_secret = \"s\"\nflavor = \"online\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.flavor", "");
+}
+
+#[test]
 fn tableau_connected_app() {
     let c = parse(&vendor_tenant(
         "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"acme\"\napi_version = \"3.20\"\nclient_id = \"c\"\nsecret_id = \"i\"\nsecret_value = \"v\"\nusername = \"admin@acme\"\ndeprovision = \"delete\"",

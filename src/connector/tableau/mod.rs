@@ -388,3 +388,62 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+    #[test]
+    fn connected_app_jwt_carries_what_tableau_checks() {
+        let jwt =
+            connected_app_jwt("client-1", "secret-id-1", "the-secret-value", "admin@acme").unwrap();
+        let header = decode_header(&jwt).unwrap();
+        assert_eq!(header.alg, Algorithm::HS256);
+        assert_eq!(header.kid.as_deref(), Some("secret-id-1"));
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&["tableau"]);
+        v.set_issuer(&["client-1"]);
+        let claims =
+            decode::<serde_json::Value>(&jwt, &DecodingKey::from_secret(b"the-secret-value"), &v)
+                .unwrap()
+                .claims;
+        assert_eq!(claims["sub"], "admin@acme");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let exp = claims["exp"].as_i64().unwrap();
+        assert!(
+            exp > now && exp - now <= 600,
+            "exp at most 10 minutes ahead"
+        );
+        let scopes: Vec<&str> = claims["scp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        for need in [
+            "tableau:users:create",
+            "tableau:groups:update",
+            "tableau:users:delete",
+        ] {
+            assert!(scopes.contains(&need), "{need} in {scopes:?}");
+        }
+        // Another signature key fails: the secret value is what signs.
+        assert!(
+            decode::<serde_json::Value>(&jwt, &DecodingKey::from_secret(b"other"), &v).is_err()
+        );
+        // Every token is used once: a fresh jti each time.
+        let again =
+            connected_app_jwt("client-1", "secret-id-1", "the-secret-value", "admin@acme").unwrap();
+        let jti = |t: &str| {
+            decode::<serde_json::Value>(t, &DecodingKey::from_secret(b"the-secret-value"), &v)
+                .unwrap()
+                .claims["jti"]
+                .clone()
+        };
+        assert_ne!(jti(&jwt), jti(&again));
+    }
+}
