@@ -356,3 +356,79 @@ rules = [{{ group = "Everyone", role = "{role}" }}]
     assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
     assert!(!err.contains("static-token-value-789"));
 }
+
+#[test]
+fn config_check_online_resolves_tableau_site_roles_and_groups() {
+    let port = free_port();
+    let mut sim = Command::new(BIN);
+    sim.args([
+        "simulate",
+        "tableau",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let (_sim, _) = spawn_until(&mut sim, "listening on");
+    wait_healthy(port);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |secret: &str, rules: &str| {
+        format!(
+            r#"
+[[tenants]]
+id = "acme"
+tokens = ["static-token-value-789"]
+[tenants.vendor]
+kind = "tableau"
+base_url = "http://127.0.0.1:{port}"
+site = "default"
+pat_name = "scim-bridge"
+pat_secret = "{secret}"
+[tenants.roles]
+default = "Viewer"
+rules = [{rules}]
+"#
+        )
+    };
+    let check = |text: String| {
+        let path = dir.path().join("online.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "config",
+                "check",
+                "--online",
+                "--config",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = check(config(
+        "simulator-pat-secret",
+        r#"{ role = "Creator" }, { role = "Explorer (can publish)" }"#,
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("every role rule resolves"), "{out}");
+
+    let (ok, out) = check(config(
+        "simulator-pat-secret",
+        r#"{ role = "Publisher Pro" }"#,
+    ));
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].roles.rules[0].role"), "{out}");
+
+    let (ok, out) = check(config(
+        "simulator-pat-secret",
+        r#"{ group = "Tableau Creators", role = "Creator" }"#,
+    ));
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].roles.rules[0].group"), "{out}");
+
+    let (ok, out) = check(config("not-the-secret-4711", r#"{ role = "Creator" }"#));
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].vendor.pat_secret"), "{out}");
+    assert!(!out.contains("not-the-secret-4711"), "{out}");
+    assert!(!out.contains("static-token-value-789"), "{out}");
+}
