@@ -493,6 +493,9 @@ impl Reader<'_> {
                             }
                         }
                     }
+                    if let Some(tenant) = &parts.tenant {
+                        self.shared_pat(&tenants, tenant, &base);
+                    }
                     match parts.tenant {
                         Some(tenant) => tenants.push(tenant),
                         None => all_tenants_ok = false,
@@ -515,6 +518,37 @@ impl Reader<'_> {
             tenants,
             body_limit_bytes: body_limit_bytes?,
         })
+    }
+
+    /// Tableau allows one session per personal access token: a sign-in ends the PAT's other
+    /// session [reference A.2]. Two tenants on the same server with one PAT would sign each
+    /// other out on every request, so the config says so instead.
+    fn shared_pat(&mut self, earlier: &[TenantConfig], tenant: &TenantConfig, base: &str) {
+        let VendorConfig::Tableau {
+            base_url,
+            auth: TableauAuth::Pat { name, .. },
+            ..
+        } = &tenant.vendor
+        else {
+            return;
+        };
+        let clash = earlier.iter().find(|t| {
+            matches!(&t.vendor, VendorConfig::Tableau {
+                base_url: other_url,
+                auth: TableauAuth::Pat { name: other, .. },
+                ..
+            } if other == name && other_url.host_str() == base_url.host_str()
+                && other_url.port_or_known_default() == base_url.port_or_known_default())
+        });
+        if let Some(first) = clash {
+            self.problem(
+                join(&join(base, "vendor"), "pat_name"),
+                format!(
+                    "tenant `{}` signs in to the same Tableau with the personal access token `{name}`; Tableau keeps one session per PAT, so the two tenants would sign each other out: give each its own PAT, or use a connected app",
+                    first.id
+                ),
+            );
+        }
     }
 
     fn body_limit(&mut self, top: &Table) -> Option<usize> {

@@ -952,7 +952,7 @@ fn summary_lists_tenants_without_secrets() {
         "- tenant acme-sisense",
         "sisense https://bi.acme.example/",
         "API v1, mode rest, deprovision deactivate",
-        "tableau https://10ay.online.tableau.com/ site `acme`",
+        "tableau (cloud) https://10ay.online.tableau.com/ site `acme`",
         "personal access token `scim-bridge`",
         "Default site",
         "secret key",
@@ -984,4 +984,21 @@ fn on_vendor_unavailable_defaults_to_queue_and_names_a_bad_value() {
         "tenants[0].on_vendor_unavailable",
         "expected `queue` or `fail`",
     );
+}
+
+#[test]
+fn two_tenants_sharing_a_tableau_pat_are_refused() {
+    let tenant = |id: &str, host: &str, pat: &str| {
+        format!(
+            "[[tenants]]\nid = \"{id}\"\ntokens = [\"token-{id}-0123456789\"]\n[tenants.vendor]\nkind = \"tableau\"\nbase_url = \"https://{host}\"\nsite = \"{id}\"\npat_name = \"{pat}\"\npat_secret = \"s\"\n"
+        )
+    };
+    let text = tenant("a", "tab.example", "bridge") + &tenant("b", "tab.example", "bridge");
+    let p = problems(&text);
+    assert_has(&p, "tenants[1].vendor.pat_name", "sign each other out");
+    // Another PAT, or another server: fine.
+    let ok = tenant("a", "tab.example", "bridge") + &tenant("b", "tab.example", "bridge-b");
+    assert!(parse(&ok).is_ok());
+    let ok = tenant("a", "tab.example", "bridge") + &tenant("b", "other.example", "bridge");
+    assert!(parse(&ok).is_ok());
 }
