@@ -801,3 +801,69 @@ async fn bad_config_stops_the_start_with_its_key_path() {
     server.stop().await;
     sim.stop().await;
 }
+
+/// A role the site has no seat for, found in the background (a user joins a group whose rule
+/// gives Creator): the membership stands, the role change stays `failed`, audited once however
+/// many observes retry it, and delivered by the first observe after a seat frees up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_a_seat_waits_for_one() {
+    let sim = simulator(&[("tableau.seats", "creator=2")], None).await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant(
+        &base,
+        pat(),
+        TableauDeprovision::Unlicense,
+        TableauFlavor::Server,
+    );
+    let (engine, _server, idp) = bridge_with_engine(t, dir.path()).await;
+    let api = TableauApi::login(&base).await;
+    // The admin (ServerAdministrator) and c1 hold both Creator seats.
+    let c1 = create(
+        &idp,
+        "/Users",
+        user("c1@acme.test", "C", "One", &["Creator"]),
+    )
+    .await;
+    let x = create(&idp, "/Users", user("x@acme.test", "X", "Ray", &[])).await;
+    create(&idp, "/Groups", group("Tableau Creators", &[&x])).await;
+    let s = api.state().await;
+    assert!(s["x@acme.test"].groups.contains("Tableau Creators"));
+    assert_eq!(s["x@acme.test"].site_role, "Viewer");
+    let refused = |engine: &Engine| {
+        engine
+            .audit()
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == AuditEvent::DeliveryRefused && e.user_name == "x@acme.test")
+            .count()
+    };
+    assert_eq!(refused(&engine), 1);
+    engine.observe_now().await.unwrap();
+    engine.observe_now().await.unwrap();
+    assert_eq!(
+        role_of(&api, "x@acme.test").await.as_deref(),
+        Some("Viewer")
+    );
+    assert_eq!(refused(&engine), 1, "audited once, not at every retry");
+
+    // c1 leaves the Creator role: a seat is free, and the next observe delivers x's role.
+    idp.patch_ok(
+        &format!("/Users/{c1}"),
+        json!([{"op": "remove", "path": "roles"}]),
+    )
+    .await;
+    assert_eq!(
+        role_of(&api, "c1@acme.test").await.as_deref(),
+        Some("Viewer")
+    );
+    engine.observe_now().await.unwrap();
+    // The retry is queued for the delivery loop, which this bridge does not run: deliver now.
+    engine.deliver_due().await;
+    assert_eq!(
+        role_of(&api, "x@acme.test").await.as_deref(),
+        Some("Creator")
+    );
+    sim.stop().await;
+}

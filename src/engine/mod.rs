@@ -434,6 +434,8 @@ impl Engine {
             Some(mut e) => {
                 e.next_ms = state::now_ms();
                 e.failed = false;
+                // A new write is a new change: its refusal is audited again.
+                e.capacity = false;
                 e.attempts = 0;
                 e.cause = cause.to_string();
                 e.actor = actor;

@@ -124,14 +124,20 @@ impl Engine {
             return Ok(());
         }
         entry.attempts = entry.attempts.saturating_add(1);
+        // A capacity refusal retried by an observe and refused again for the same reason is
+        // audited once, not at every observe.
+        let repeated =
+            entry.capacity && entry.last_error.as_deref() == Some(e.to_string().as_str());
         entry.last_error = Some(e.to_string());
         let mut audit = Vec::new();
         match e {
             AdapterError::Refused { kind: why, .. } => {
                 entry.failed = true;
                 entry.capacity = *why == Refusal::Capacity;
-                tracing::warn!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, "the vendor refused a change for good; kept as failed");
-                audit.push(self.refusal_entry(kind, sid, &entry, e)?);
+                if !repeated {
+                    tracing::warn!(tenant = %self.tenant(), kind = kind.name(), id = sid, error = %e, "the vendor refused a change for good; kept as failed");
+                    audit.push(self.refusal_entry(kind, sid, &entry, e)?);
+                }
             }
             AdapterError::Transient { retry_after, .. } => {
                 let cap = BACKOFF_BASE_MS
