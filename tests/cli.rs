@@ -284,6 +284,32 @@ fn demo_prints_a_working_table() {
     let (status, body) = get(&format!("{base}/Users"), token);
     assert_eq!(status, 200);
     assert_eq!(body["totalResults"], 0);
+    // The vendor tenants answer through their connectors: Tableau's shows the simulator's
+    // own admin, adopted by the first read of the site.
+    for tenant in ["sisense", "tableau"] {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{tenant} ")))
+            .unwrap_or_else(|| panic!("a row for the {tenant} tenant in {lines:?}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert!(
+            cols[1].ends_with(&format!("/tenants/{tenant}/scim/v2")),
+            "{row}"
+        );
+        assert!(cols[3].starts_with("http://127.0.0.1:"), "{row}");
+        let (status, body) = get(&format!("{}/Users", cols[1]), cols[2]);
+        assert_eq!(status, 200, "{tenant}: {body}");
+    }
+    let row = lines.iter().find(|l| l.starts_with("tableau ")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let (_, body) = get(
+        &format!(
+            "{}/Users?filter=userName%20eq%20%22admin@tableau.local%22",
+            cols[1]
+        ),
+        cols[2],
+    );
+    assert_eq!(body["totalResults"], 1, "{body}");
     for vendor in ["sisense", "tableau", "thoughtspot", "metabase"] {
         let line = lines
             .iter()
