@@ -1,16 +1,29 @@
 //! The Tableau connector against the Tableau simulator over real sockets. End states are checked
 //! through Tableau's own REST API (`TableauApi`), never through bridge internals.
+//!
+//! The clean acceptance run: the shared Okta and Entra sequences (tests/support/idp.rs) end with
+//! the right Tableau state — users, site roles, groups, membership, and on Server full names and
+//! emails — in four variants that cover both sequences, both sign-in methods (PAT, connected-app
+//! JWT) and both flavours (Server, Cloud), with Tableau checked after every step of the
+//! sequence. tests/tableau_chaos.rs runs the same variants under faults, a vendor freeze and a
+//! SIGKILL of the bridge.
+//!
+//! How Tableau holds the sequences' state: the rules give `BI Admins → SiteAdministratorCreator`,
+//! `BI Designers → Creator`, else `Viewer`; an inactive user is `Unlicensed` (so its site role
+//! tells activation); Okta's tenant unlicenses on delete (`deprovision = "unlicense"`), Entra's
+//! hard-deletes (`"delete"`: gus leaves the site); Tableau's own admin is the one user besides the
+//! sequence's.
 
 #[path = "support/idp.rs"]
 mod idp;
 #[path = "support/tableau_api.rs"]
 mod tableau_api;
 
-use idp::simulator_process;
+use idp::{run_variants, simulator_process, Hooks, Idp, Seq, Step};
 use scim_bridge::sim::{SimOptions, Vendor};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 use tableau_api::*;
 
 /// The simulators' idle timeout in this file's checker test.
@@ -179,4 +192,201 @@ async fn checker_reads_the_simulator() {
     );
     checker_reads(&base, "SiteAdministratorCreator").await;
     drop(cloud);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clean acceptance run.
+// ---------------------------------------------------------------------------------------------
+
+/// How long a step's (or the end's) state may take to show in Tableau after the IdP's answer.
+/// Writes are delivered inline, before the answer; this covers a write that outlives the
+/// inline deadline on a busy machine (four variants on two cores) and is delivered just after.
+const STEP_LIMIT: Duration = Duration::from_secs(10);
+
+const ADMIN: &str = TABLEAU_ROLES.admin;
+const CREATOR: &str = TABLEAU_ROLES.designer;
+const VIEWER: &str = TABLEAU_ROLES.default;
+const A: &str = "BI Admins";
+const D: &str = "BI Designers";
+
+/// A user's state in Tableau at a step: the site role and the groups, or `None` for absent.
+type Want = (
+    &'static str,
+    Option<(&'static str, &'static [&'static str])>,
+);
+
+/// What Tableau must show after each step but the last (which is the end state). Users left
+/// out are not checked at that step.
+fn at_step(seq: Seq, step: Step) -> &'static [Want] {
+    const NONE: &[&str] = &[];
+    match (seq, step) {
+        (Seq::Okta, Step::UsersAssigned) => &[
+            ("ada@acme.test", Some((VIEWER, NONE))),
+            ("bob@acme.test", Some((VIEWER, NONE))),
+            ("cy@acme.test", Some((VIEWER, NONE))),
+            ("dee@acme.test", Some((VIEWER, NONE))),
+            ("pre@acme.test", Some((VIEWER, NONE))),
+        ],
+        (Seq::Okta, Step::GroupsCreated) => &[
+            ("ada@acme.test", Some((VIEWER, NONE))),
+            ("bob@acme.test", Some((CREATOR, &[D]))),
+        ],
+        (Seq::Okta, Step::MembersChanged) => &[
+            ("ada@acme.test", Some((ADMIN, &[A]))),
+            ("bob@acme.test", Some((CREATOR, &[D]))),
+            ("cy@acme.test", Some((VIEWER, NONE))),
+            ("dee@acme.test", Some((VIEWER, NONE))),
+            ("pre@acme.test", Some((CREATOR, &[D]))),
+        ],
+        (Seq::Okta, Step::ProfileChanged) => &[("bob@acme.test", Some((CREATOR, &[D])))],
+        (Seq::Okta, Step::Deactivated) => &[
+            ("cy@acme.test", Some((VIEWER, NONE))),
+            ("dee@acme.test", Some((UNLICENSED, NONE))),
+        ],
+        (Seq::Entra, Step::UsersAssigned | Step::GroupsCreated) => &[
+            ("eve@contoso.test", Some((VIEWER, NONE))),
+            ("fay@contoso.test", Some((VIEWER, NONE))),
+            ("gus@contoso.test", Some((VIEWER, NONE))),
+        ],
+        (Seq::Entra, Step::MembersChanged) => &[
+            ("eve@contoso.test", Some((ADMIN, &[A, D]))),
+            ("fay@contoso.test", Some((CREATOR, &[D]))),
+            ("gus@contoso.test", Some((VIEWER, NONE))),
+        ],
+        (Seq::Entra, Step::ProfileChanged) => &[("fay@contoso.test", Some((CREATOR, &[D])))],
+        // Deactivated: no seat, the groups kept.
+        (Seq::Entra, Step::Deactivated) => &[("fay@contoso.test", Some((UNLICENSED, &[D])))],
+        (Seq::Entra, Step::Reactivated) => &[("fay@contoso.test", Some((ADMIN, &[A, D])))],
+        _ => &[],
+    }
+}
+
+/// The sequence's last step, after which the whole end state is checked.
+fn last_step(seq: Seq) -> Step {
+    match seq {
+        Seq::Okta => Step::GroupReplaced,
+        Seq::Entra => Step::Deleted,
+    }
+}
+
+/// How Tableau differs from what `step` must show.
+fn step_diff(v: &Variant, step: Step, state: &BTreeMap<String, TableauUser>) -> Vec<String> {
+    if step == last_step(v.seq) {
+        return v.diff(state);
+    }
+    let mut out = Vec::new();
+    for (login, want) in at_step(v.seq, step) {
+        let have = state.get(*login).map(|u| {
+            let groups: Vec<&str> = u.groups.iter().map(String::as_str).collect();
+            (u.site_role.as_str(), groups)
+        });
+        let want = want.map(|(role, groups)| (role, groups.to_vec()));
+        if have != want {
+            out.push(format!("{login}: want {want:?}, got {have:?}"));
+        }
+    }
+    // Names and emails are written with the create (Server), and the renamed user's full name
+    // changed by ProfileChanged.
+    let renamed: Vec<String> = v.expected().renamed.into_iter().map(|r| r.login).collect();
+    let names: Vec<(&str, &str)> = match step {
+        Step::UsersAssigned => v
+            .full_names()
+            .iter()
+            .filter(|(login, _)| !renamed.iter().any(|r| r == login))
+            .copied()
+            .collect(),
+        Step::ProfileChanged => v.full_names().to_vec(),
+        _ => Vec::new(),
+    };
+    out.extend(profile_diff(state, &names));
+    out
+}
+
+/// Tableau read after every step of the sequence.
+struct StepChecks<'a> {
+    api: &'a TableauApi,
+    v: Variant,
+    label: String,
+}
+
+impl Hooks for StepChecks<'_> {
+    async fn after(&mut self, step: Step) {
+        let started = Instant::now();
+        loop {
+            let state = self.api.state().await;
+            let mut diff = step_diff(&self.v, step, &state);
+            if step == Step::GroupsCreated {
+                let names: BTreeSet<String> = self
+                    .api
+                    .groups()
+                    .await
+                    .iter()
+                    .filter_map(|g| g["name"].as_str().map(str::to_string))
+                    .collect();
+                for g in [A, D] {
+                    if !names.contains(g) {
+                        diff.push(format!("no group {g} in Tableau: {names:?}"));
+                    }
+                }
+            }
+            if diff.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < STEP_LIMIT,
+                "{}: after {step:?}, Tableau differs: {}",
+                self.label,
+                diff.join("; ")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The Okta and the Entra sequence, each with a PAT and a connected app, against Tableau Server
+/// and Tableau Cloud (four variants, concurrently, each with its own simulator and bridge in
+/// this process): every request answered below 500 and within 15 s, Tableau right after every
+/// step, and the end state — read through Tableau's API — with the bridge listing exactly
+/// Tableau's users. `TABLEAU_ONLY=entra/jwt` runs only the variants whose label contains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_end_with_the_right_tableau_state() {
+    run_variants(
+        "clean",
+        "TABLEAU_ONLY",
+        Variant::all(),
+        |v, label| async move {
+            let sim = scim_bridge::sim::start(
+                Vendor::Tableau,
+                "127.0.0.1:0".parse().unwrap(),
+                SimOptions {
+                    seed: Some(5),
+                    switches: v.sim_switches(),
+                    ..SimOptions::default()
+                },
+            )
+            .await
+            .expect("simulator starts");
+            let base = sim.base_url();
+            let api = TableauApi::login(&base).await;
+            if v.seq == Seq::Okta {
+                // Made in Tableau before the bridge: the IdP's lookup must find it.
+                api.create_user("pre@acme.test", VIEWER).await;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let server = serve_in_process(&v, &base, dir.path()).await;
+            let root = format!("http://{}", server.addr);
+            let idp = Idp::checked(&root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
+            idp.wait_ready().await;
+            let mut checks = StepChecks {
+                api: &api,
+                v,
+                label: label.clone(),
+            };
+            v.seq.run(&idp, &mut checks).await;
+            settle(&idp, &v, &api, STEP_LIMIT).await;
+            server.stop().await;
+            sim.stop().await;
+        },
+    )
+    .await;
 }

@@ -8,7 +8,11 @@
 //! simulator's injected faults: a 5xx, a 429 or no answer is retried (the simulator answers those
 //! instead of serving the request, so a retried write is never made twice).
 //!
-//! Include it beside `idp.rs` (it uses `super::idp::retry`):
+//! The last section serves the acceptance runs (tests/tableau.rs, tests/tableau_chaos.rs): their
+//! variants (sequence, sign-in, flavour), the bridge's config for one, and Tableau's end state in
+//! idp.rs's vendor-neutral terms (`Variant::diff`).
+//!
+//! Include it beside `idp.rs` (it uses `super::idp`):
 //!
 //! ```ignore
 //! #[path = "support/idp.rs"]
@@ -18,11 +22,11 @@
 //! ```
 #![allow(dead_code)]
 
-use super::idp::retry;
+use super::idp::{retry, Account, Expected, Idp, Roles, Seq};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The REST API version the client speaks.
 pub const API_VERSION: &str = "3.24";
@@ -32,6 +36,9 @@ pub const ADMIN_USER: &str = "admin@tableau.local";
 pub const ADMIN_PASSWORD: &str = "admin";
 pub const PAT_NAME: &str = "scim-bridge";
 pub const PAT_SECRET: &str = "simulator-pat-secret";
+pub const CLIENT_ID: &str = "sim-client";
+pub const SECRET_ID: &str = "sim-secret-id";
+pub const SECRET_VALUE: &str = "simulator-connected-app-secret";
 /// The group every user of a site is in; `state` leaves it out.
 pub const ALL_USERS: &str = "All Users";
 /// The page size the client asks for.
@@ -341,4 +348,315 @@ async fn sign_in(http: &reqwest::Client, base: &str, content_url: &str) -> Optio
         site_id: c["site"]["id"].as_str()?.to_string(),
         user_id: c["user"]["id"].as_str()?.to_string(),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The acceptance runs: the shared Okta and Entra sequences (idp.rs) against Tableau.
+// ---------------------------------------------------------------------------------------------
+
+/// What the runs' role rules give: `BI Admins → SiteAdministratorCreator`, `BI Designers →
+/// Creator`, default `Viewer`.
+pub const TABLEAU_ROLES: Roles = Roles {
+    admin: "SiteAdministratorCreator",
+    designer: "Creator",
+    default: "Viewer",
+};
+/// The site role of a user without access: Tableau's deactivation.
+pub const UNLICENSED: &str = "Unlicensed";
+/// The bridge's tenant in the runs, and the IdP's token for it.
+pub const BRIDGE_TENANT: &str = "acme-tableau";
+pub const BRIDGE_TOKEN: &str = "test-token-tableau-0123456789";
+
+/// How the bridge signs in to Tableau.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignIn {
+    /// A personal access token (the simulator's `scim-bridge`).
+    Pat,
+    /// A connected app's JWT (the simulator's `sim-client`, as the site admin).
+    Jwt,
+}
+
+/// Tableau Server or Tableau Cloud (the simulator's `tableau.flavor` and the tenant's `flavor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Server,
+    Cloud,
+}
+
+/// One variant of an acceptance run: which sequence, sign-in and flavour.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub seq: Seq,
+    pub sign_in: SignIn,
+    pub flavor: Flavor,
+}
+
+impl Variant {
+    /// The four variants of every run, labelled `okta/pat/server` and so on: both sequences,
+    /// both sign-in methods and both flavours, each sequence with each sign-in and each flavour.
+    pub fn all() -> Vec<(String, Variant)> {
+        [
+            (Seq::Okta, SignIn::Pat, Flavor::Server),
+            (Seq::Okta, SignIn::Jwt, Flavor::Cloud),
+            (Seq::Entra, SignIn::Jwt, Flavor::Server),
+            (Seq::Entra, SignIn::Pat, Flavor::Cloud),
+        ]
+        .into_iter()
+        .map(|(seq, sign_in, flavor)| {
+            let v = Variant {
+                seq,
+                sign_in,
+                flavor,
+            };
+            (v.name(), v)
+        })
+        .collect()
+    }
+
+    pub fn name(&self) -> String {
+        let sign_in = match self.sign_in {
+            SignIn::Pat => "pat",
+            SignIn::Jwt => "jwt",
+        };
+        format!("{}/{sign_in}/{}", self.seq.name(), self.flavor_key())
+    }
+
+    /// The `flavor` key's value.
+    pub fn flavor_key(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Server => "server",
+            Flavor::Cloud => "cloud",
+        }
+    }
+
+    /// Okta never deletes (a user leaves the app unlicensed); Entra's sequence hard-deletes,
+    /// and the user must leave the site.
+    pub fn deprovision(&self) -> &'static str {
+        match self.seq {
+            Seq::Okta => "unlicense",
+            Seq::Entra => "delete",
+        }
+    }
+
+    /// The simulator's switches for the flavour (for an in-process simulator's `SimOptions`).
+    pub fn sim_switches(&self) -> Vec<(String, String)> {
+        match self.flavor {
+            Flavor::Server => Vec::new(),
+            Flavor::Cloud => vec![("tableau.flavor".into(), "cloud".into())],
+        }
+    }
+
+    /// The same as `scim-bridge simulate tableau` arguments.
+    pub fn sim_args(&self) -> Vec<String> {
+        self.sim_switches()
+            .into_iter()
+            .flat_map(|(k, v)| ["--sim-switch".to_string(), format!("{k}={v}")])
+            .collect()
+    }
+
+    /// The bridge's config file: one tableau tenant in front of the simulator at `sim_base`,
+    /// with the variant's sign-in, flavour and deprovisioning and the runs' role rules.
+    pub fn bridge_toml(&self, listen: &str, data_dir: &std::path::Path, sim_base: &str) -> String {
+        let sign_in = match self.sign_in {
+            SignIn::Pat => format!("pat_name = \"{PAT_NAME}\"\npat_secret = \"{PAT_SECRET}\"\n"),
+            SignIn::Jwt => format!(
+                "client_id = \"{CLIENT_ID}\"\nsecret_id = \"{SECRET_ID}\"\n\
+                 secret_value = \"{SECRET_VALUE}\"\nusername = \"{ADMIN_USER}\"\n"
+            ),
+        };
+        format!(
+            r#"listen = "{listen}"
+data_dir = "{data}"
+
+[[tenants]]
+id = "{BRIDGE_TENANT}"
+tokens = ["{BRIDGE_TOKEN}"]
+
+[tenants.vendor]
+kind = "tableau"
+base_url = "{sim_base}/"
+site = "{SITE}"
+api_version = "{API_VERSION}"
+{sign_in}deprovision = "{deprovision}"
+flavor = "{flavor}"
+
+[tenants.roles]
+default = "{default}"
+rules = [
+  {{ group = "BI Admins", role = "{admin}" }},
+  {{ group = "BI Designers", role = "{designer}" }},
+]
+"#,
+            data = data_dir.display(),
+            deprovision = self.deprovision(),
+            flavor = self.flavor_key(),
+            default = TABLEAU_ROLES.default,
+            admin = TABLEAU_ROLES.admin,
+            designer = TABLEAU_ROLES.designer,
+        )
+    }
+
+    /// Tableau's end state after the sequence, in idp.rs's terms: an inactive user is
+    /// `Unlicensed` (Tableau has no other deactivation), whatever role the rules would give.
+    pub fn expected(&self) -> Expected {
+        let mut want = self.seq.expected(&TABLEAU_ROLES);
+        for account in want.users.values_mut() {
+            if !account.active {
+                account.role = UNLICENSED.into();
+            }
+        }
+        want
+    }
+
+    /// The full name and email Tableau Server must show for each user the sequence wrote
+    /// (Cloud keeps neither: the bridge leaves them as Tableau has them). The full name is the
+    /// IdP's `displayName`, else given and family name: Okta sent "Bob Builder" at create and
+    /// its PUT sends it back unchanged, so bob's new given name (Robert) has no place in
+    /// Tableau, whose users have one full name; Entra sends no `displayName`, so fay's new
+    /// family name shows. `pre@acme.test` was made in Tableau and its profile never written.
+    pub fn full_names(&self) -> &'static [(&'static str, &'static str)] {
+        match (self.flavor, self.seq) {
+            (Flavor::Cloud, _) => &[],
+            (Flavor::Server, Seq::Okta) => &[
+                ("ada@acme.test", "Ada Lovelace"),
+                ("bob@acme.test", "Bob Builder"),
+                ("cy@acme.test", "Cy Young"),
+                ("dee@acme.test", "Dee Dee"),
+            ],
+            (Flavor::Server, Seq::Entra) => &[
+                ("eve@contoso.test", "E eve"),
+                ("fay@contoso.test", "E Fairfax"),
+            ],
+        }
+    }
+
+    /// How Tableau's users differ from the end state: roles, activation, groups, no other
+    /// user than the expected ones and Tableau's admin, and on Server the full names and
+    /// emails.
+    pub fn diff(&self, state: &BTreeMap<String, TableauUser>) -> Vec<String> {
+        let mut out = self.expected().diff(&accounts(state), 1);
+        out.extend(profile_diff(state, self.full_names()));
+        out
+    }
+}
+
+/// Tableau's users as idp.rs compares accounts: the site role, active unless `Unlicensed`,
+/// and the groups ("All Users" left out).
+pub fn accounts(state: &BTreeMap<String, TableauUser>) -> BTreeMap<String, Account> {
+    state
+        .iter()
+        .map(|(name, u)| {
+            let account = Account {
+                role: u.site_role.clone(),
+                active: u.site_role != UNLICENSED,
+                groups: u.groups.clone(),
+            };
+            (name.clone(), account)
+        })
+        .collect()
+}
+
+/// Where the users of `want` (login → full name) differ from Tableau in full name, or in an
+/// email other than the login.
+pub fn profile_diff(state: &BTreeMap<String, TableauUser>, want: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (login, full_name) in want {
+        let Some(u) = state.get(*login) else {
+            continue; // reported by the account comparison
+        };
+        if (u.full_name.as_str(), u.email.as_str()) != (*full_name, *login) {
+            out.push(format!(
+                "{login}: want full name {full_name:?} and email {login:?}, got {:?} and {:?}",
+                u.full_name, u.email
+            ));
+        }
+    }
+    out
+}
+
+/// The bridge of a run in this process: the variant's config file read as `serve` reads it
+/// (`Config::from_toml_str`), built and started as `serve` does (start-up check, background
+/// delivery and observe), on a free port.
+pub async fn serve_in_process(
+    v: &Variant,
+    sim_base: &str,
+    data_dir: &std::path::Path,
+) -> scim_bridge::server::RunningServer {
+    use scim_bridge::{config::Config, server, store::Store};
+    let text = v.bridge_toml("127.0.0.1:0", data_dir, sim_base);
+    let cfg = Config::from_toml_str(&text, &|_| None)
+        .unwrap_or_else(|e| panic!("{}: config refused: {e}\n{text}", v.name()));
+    let store = Store::open(&cfg.data_dir).unwrap();
+    let c2 = cfg.clone();
+    // build_state signs in to Tableau synchronously: keep it off the async workers.
+    let state = tokio::task::spawn_blocking(move || server::build_state(&c2, store))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()));
+    server::start(cfg.listen, state, Some(2))
+        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()))
+}
+
+/// The tenant's outbox depth in `state` (`pending` or `failed`), from the bridge's `/metrics`.
+pub async fn outbox_depth(root: &str, state: &str) -> f64 {
+    let text = reqwest::get(format!("{root}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("scim_outbox_depth{{state=\"{state}\",tenant=\"{BRIDGE_TENANT}\"}}");
+    text.lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reads Tableau until the variant's end state holds (`Variant::diff`), failing `limit` after
+/// the IdP's last write with what still differs. Then the bridge must list exactly Tableau's
+/// users (no orphan mapping, no user it lost) and hold no refused change. Tableau's state.
+pub async fn settle(
+    idp: &Idp,
+    v: &Variant,
+    api: &TableauApi,
+    limit: Duration,
+) -> BTreeMap<String, TableauUser> {
+    let label = &idp.label;
+    let last_write = idp.last_write();
+    let deadline = last_write + limit;
+    let state = loop {
+        let state = api.state().await;
+        let diff = v.diff(&state);
+        if diff.is_empty() {
+            break state;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{label}: Tableau's end state not reached within {limit:?} of the last write: {}; \
+                 outbox pending {}, failed {}",
+                diff.join("; "),
+                outbox_depth(&idp.root, "pending").await,
+                outbox_depth(&idp.root, "failed").await,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{label}: end state in Tableau {:?} after the last write; {}",
+        last_write.elapsed(),
+        idp.summary()
+    );
+    let bridge = idp.all_user_names().await;
+    let tableau: BTreeSet<String> = state.keys().cloned().collect();
+    assert_eq!(
+        bridge, tableau,
+        "{label}: the bridge's /Users differ from Tableau's users"
+    );
+    assert_eq!(
+        outbox_depth(&idp.root, "failed").await,
+        0.0,
+        "{label}: the outbox holds refused changes"
+    );
+    state
 }
