@@ -157,6 +157,13 @@ async fn main() -> Result<()> {
         } => {
             let cfg =
                 Config::load(&config).map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+            // Tableau's site roles are part of its API: rules naming another are wrong before
+            // anything is signed in to.
+            let problems = scim_bridge::connector::tableau::check_offline(&cfg);
+            if !problems.is_empty() {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                bail!("{}:\n{}", config.display(), lines.join("\n"));
+            }
             println!("{}: OK", config.display());
             print!("{}", cfg.summary());
             if online {

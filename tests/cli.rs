@@ -444,6 +444,20 @@ rules = [{rules}]
     ));
     assert!(!ok, "{out}");
     assert!(out.contains("tenants[0].roles.rules[0].role"), "{out}");
+    // Site roles are Tableau's API: even without --online a wrong one is found.
+    let path = dir.path().join("offline.toml");
+    std::fs::write(
+        &path,
+        config("simulator-pat-secret", r#"{ role = "Publisher Pro" }"#),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
 
     let (ok, out) = check(config(
         "simulator-pat-secret",

@@ -148,6 +148,7 @@ impl FakeVendor {
                 writable_while_inactive: true,
                 reactivation_strips_role: false,
                 required_user_attributes: &[],
+                immutable_user_attributes: &[],
             },
             state: Mutex::new(VState::default()),
         }))

@@ -322,6 +322,31 @@ async fn site_roles_follow_the_rules_and_deactivation_unlicenses() {
     assert_eq!(s["ada@acme.test"].site_role, "Viewer");
     assert!(s["ada@acme.test"].groups.is_empty());
 
+    // Tableau cannot rename a user: userName is published immutable and a change is refused
+    // before anything is stored or sent.
+    let (_, schema) = idp
+        .get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User")
+        .await;
+    let user_name = schema["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "userName")
+        .unwrap()
+        .clone();
+    assert_eq!(user_name["mutability"], "immutable", "{user_name}");
+    let (s, v) = idp
+        .patch(
+            &format!("/Users/{ada}"),
+            patch_op(json!([{"op": "replace", "path": "userName", "value": "ada2@acme.test"}])),
+        )
+        .await;
+    assert_eq!(
+        (s, v["scimType"].as_str()),
+        (400, Some("mutability")),
+        "{v}"
+    );
+
     let (s, v) = idp.delete(&format!("/Users/{ada}")).await;
     assert_eq!(s, 204, "{v}");
     assert_eq!(
@@ -452,6 +477,9 @@ async fn no_free_seat_is_a_clear_refusal() {
         assert!(v.get("scimType").is_none(), "{mode}: {v}");
         let detail = v["detail"].as_str().unwrap_or_default();
         assert!(detail.contains("seat"), "{mode}: {detail}");
+        // What the refused create made is removed by the rollback (the delivery loop's work;
+        // this bridge runs none, so it is delivered here).
+        engine.deliver_due().await;
         let state = api.state().await;
         assert_eq!(state["c1@acme.test"].site_role, "Creator");
         assert!(

@@ -526,18 +526,20 @@ impl Reader<'_> {
     fn shared_pat(&mut self, earlier: &[TenantConfig], tenant: &TenantConfig, base: &str) {
         let VendorConfig::Tableau {
             base_url,
-            auth: TableauAuth::Pat { name, .. },
+            auth: TableauAuth::Pat { name, secret },
             ..
         } = &tenant.vendor
         else {
             return;
         };
+        // The same token is the same name and secret: PAT names are unique per user only.
         let clash = earlier.iter().find(|t| {
             matches!(&t.vendor, VendorConfig::Tableau {
                 base_url: other_url,
-                auth: TableauAuth::Pat { name: other, .. },
+                auth: TableauAuth::Pat { name: other, secret: other_secret },
                 ..
-            } if other == name && other_url.host_str() == base_url.host_str()
+            } if other == name && other_secret.expose() == secret.expose()
+                && other_url.host_str() == base_url.host_str()
                 && other_url.port_or_known_default() == base_url.port_or_known_default())
         });
         if let Some(first) = clash {

@@ -60,6 +60,9 @@ pub struct Capabilities {
     /// SCIM user attributes the vendor cannot do without, published as `required` in the
     /// tenant's `/Schemas` and refused locally when missing.
     pub required_user_attributes: &'static [&'static str],
+    /// SCIM user attributes the vendor cannot change once set (Tableau's user name), published
+    /// as `immutable` and refused locally (`400 mutability`) when changed.
+    pub immutable_user_attributes: &'static [&'static str],
 }
 
 /// The user attributes a vendor keeps, in neutral form.

@@ -245,6 +245,9 @@ impl Engine {
         for attr in caps.required_user_attributes {
             schemas.require(ResourceKind::User, attr);
         }
+        for attr in caps.immutable_user_attributes {
+            schemas.make_immutable(ResourceKind::User, attr);
+        }
         let dir = Directory::open(store, &settings.tenant, settings.purpose, schemas)?;
         let audit = AuditLog::open(store, &settings.tenant)?;
         if let Some(c) = &role_changes {

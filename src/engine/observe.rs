@@ -359,8 +359,11 @@ impl Engine {
             return Ok(false);
         }
         let rec = Records(&self.dir);
+        // A failed entry is not being delivered: the vendor's membership is what it is.
         Ok(recent(gsid)
-            || rec.outbox(ResourceKind::Group, gsid)?.is_some()
+            || rec
+                .outbox(ResourceKind::Group, gsid)?
+                .is_some_and(|e| !e.failed)
             || rec.tombstone(ResourceKind::Group, gsid)?.is_some())
     }
 
@@ -505,11 +508,14 @@ impl Engine {
                     }
                 }
                 if let Some(vgroups) = &u.groups {
-                    let in_vendor: HashSet<String> = vgroups
-                        .iter()
-                        .filter_map(|vg| dir.scim_id(ResourceKind::Group, vg).ok().flatten())
-                        .filter(|g| !self.group_settling(g, recent).unwrap_or(true))
-                        .collect();
+                    let mut in_vendor: HashSet<String> = HashSet::new();
+                    for vg in vgroups {
+                        if let Some(g) = dir.scim_id(ResourceKind::Group, vg)? {
+                            if !self.group_settling(&g, recent)? {
+                                in_vendor.insert(g);
+                            }
+                        }
+                    }
                     let in_dir = dir.groups_of(sid)?;
                     for g in &in_dir {
                         if !in_vendor.contains(g)
@@ -601,7 +607,11 @@ fn pulled_profile(doc: &Value, u: &VendorUser) -> Option<Value> {
     let mut out = doc.clone();
     let mut differs = false;
     if let Some(p) = &u.profile {
-        if !p.login.is_empty() && str_at(doc, "userName") != Some(p.login.as_str()) {
+        // userName is not case-exact (RFC 7643 §4.1.1): a vendor keeping another case has not
+        // renamed anyone.
+        if !p.login.is_empty()
+            && !str_at(doc, "userName").is_some_and(|n| n.eq_ignore_ascii_case(&p.login))
+        {
             out["userName"] = Value::String(p.login.clone());
             differs = true;
         }

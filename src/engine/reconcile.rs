@@ -356,9 +356,11 @@ impl Engine {
                 match self.create_vendor_user(sid, &desired).await? {
                     (a, Made::Partly) => {
                         // Made, with what the create could not carry still to send: linked
-                        // now (a crash here finds it linked), aligned below.
+                        // now (a crash here finds it linked), aligned below. Until that is
+                        // done, a rollback of the create removes what was made.
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
+                        put::being_made(&mut b, sid);
                         if let Some(r) =
                             desired.role.as_ref().filter(|r| a.role.as_ref() == Some(r))
                         {
@@ -678,6 +680,7 @@ impl Engine {
         }
         let mut b = Batch::default();
         put::applied_user(&mut b, sid, &applied);
+        put::made(&mut b, sid);
         put::no_outbox(&mut b, ResourceKind::User, sid);
         Ok(self.commit_step(ResourceKind::User, sid, b, audit).await?)
     }
@@ -711,8 +714,16 @@ impl Engine {
             // A create still in flight when the IdP deleted the user may have linked it since.
             t.vendor_id = self.dir.vendor_id(ResourceKind::User, sid)?;
         }
+        // A create rolled back before it was finished: what it made goes, whatever the
+        // tenant's deprovisioning (the IdP never had this user).
+        let removal = if t.purge {
+            Deactivation::Delete
+        } else {
+            self.caps.removal.clone()
+        };
+        put::made(&mut b, sid);
         if let Some(vid) = &t.vendor_id {
-            match &self.caps.removal {
+            match &removal {
                 Deactivation::Delete => {
                     let removed = self.adapter.delete_user(vid).await?;
                     let login = t
@@ -1071,7 +1082,8 @@ fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
         ];
     };
     let mut out = Vec::new();
-    if want.login != have.login {
+    // userName is not case-exact (RFC 7643 §4.1.1), and vendors may keep another case.
+    if !want.login.eq_ignore_ascii_case(&have.login) {
         out.push("login");
     }
     if want.email != have.email {

@@ -127,6 +127,10 @@ pub struct Tombstone {
     /// A user's natural keys, to find a vendor user whose create was never confirmed.
     #[serde(default)]
     pub profile: Option<Profile>,
+    /// Remove the vendor user whatever the tenant's deprovisioning says: the bridge made it
+    /// for a create it then rolled back (the IdP never had this user).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -179,6 +183,10 @@ impl Records<'_> {
     }
     pub fn is_idp_written(&self, sid: &str) -> Result<bool, StoreError> {
         Ok(self.0.record(&format!("idp/{sid}"))?.is_some())
+    }
+    /// Whether the bridge made this user's vendor user and has not finished creating it.
+    pub fn is_being_made(&self, sid: &str) -> Result<bool, StoreError> {
+        Ok(self.0.record(&format!("made/{sid}"))?.is_some())
     }
     pub fn is_gone(&self, vendor_id: &str) -> Result<bool, StoreError> {
         Ok(self.0.record(&format!("gone/{vendor_id}"))?.is_some())
@@ -265,6 +273,12 @@ pub mod put {
     }
     pub fn not_idp_written(b: &mut Batch, sid: &str) {
         Directory::remove_record(b, &format!("idp/{sid}"));
+    }
+    pub fn being_made(b: &mut Batch, sid: &str) {
+        Directory::put_record(b, &format!("made/{sid}"), b"");
+    }
+    pub fn made(b: &mut Batch, sid: &str) {
+        Directory::remove_record(b, &format!("made/{sid}"));
     }
     pub fn gone(b: &mut Batch, vendor_id: &str) {
         Directory::put_record(b, &format!("gone/{vendor_id}"), b"");

@@ -267,6 +267,9 @@ impl Engine {
                             ResourceKind::User => Self::profile_of(&doc),
                             ResourceKind::Group => None,
                         },
+                        // Made by this create and not finished: the IdP never had it.
+                        purge: kind == ResourceKind::User
+                            && Records(&self.dir).is_being_made(id)?,
                     },
                 );
                 if let Some(vid) = &vid {
@@ -365,6 +368,7 @@ impl Engine {
                             vendor_id: Some(vid.clone()),
                             name: str_at(&old, "userName").unwrap_or_default().to_string(),
                             profile: Self::profile_of(&old),
+                            purge: false,
                         },
                     );
                     self.mark(&mut batch, ResourceKind::User, id, "delete", Actor::Idp)?;
@@ -381,6 +385,7 @@ impl Engine {
                             vendor_id: None,
                             name: str_at(&old, "userName").unwrap_or_default().to_string(),
                             profile: Self::profile_of(&old),
+                            purge: false,
                         },
                     );
                     self.mark(&mut batch, ResourceKind::User, id, "delete", Actor::Idp)?;
@@ -640,6 +645,7 @@ impl Engine {
                             vendor_id: Some(vid.clone()),
                             name: name.clone(),
                             profile: None,
+                            purge: false,
                         },
                     );
                     self.mark(&mut batch, ResourceKind::Group, id, "delete", Actor::Idp)?;
@@ -655,6 +661,7 @@ impl Engine {
                             vendor_id: None,
                             name: name.clone(),
                             profile: None,
+                            purge: false,
                         },
                     );
                     self.mark(&mut batch, ResourceKind::Group, id, "delete", Actor::Idp)?;

@@ -501,6 +501,24 @@ impl SchemaRegistry {
         }
     }
 
+    /// Marks a core attribute of a resource type `immutable` (RFC 7643 §7: set on create, never
+    /// changed), for a vendor that cannot change it (Tableau user names): published in
+    /// `/Schemas`, and a change is refused with `400 mutability` before anything is stored.
+    pub fn make_immutable(&mut self, kind: ResourceKind, name: &str) {
+        let rs = match kind {
+            ResourceKind::User => &mut self.user,
+            ResourceKind::Group => &mut self.group,
+        };
+        if let Some(a) = rs
+            .core
+            .attributes
+            .iter_mut()
+            .find(|a| a.name.eq_ignore_ascii_case(name))
+        {
+            a.mutability = Mutability::Immutable;
+        }
+    }
+
     /// Marks a core attribute of a resource type `required` (a vendor that cannot do without
     /// it, e.g. Sisense's email): published in `/Schemas` and enforced on create and replace.
     pub fn require(&mut self, kind: ResourceKind, name: &str) {

@@ -79,7 +79,7 @@ impl Metrics {
         let deliveries = IntCounterVec::new(
             Opts::new(
                 "scim_vendor_deliveries_total",
-                "Reconciles of one object since start, by outcome (delivered, retried: a transient failure, refused: the vendor refused for good; refused_capacity: of those, for lack of a licence seat; removal_kept: an IdP delete the vendor answered by keeping the user without access, e.g. Tableau users who own content).",
+                "Reconciles of one object since start, by outcome (delivered, retried: a transient failure, refused: the vendor refused for good; refused_capacity: of those, for lack of a licence seat, counted at each retry; removal_kept: an IdP delete the vendor answered by keeping the user without access, e.g. Tableau users who own content).",
             ),
             &["tenant", "outcome"],
         )

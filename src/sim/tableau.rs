@@ -1473,9 +1473,16 @@ impl Tableau {
         let u = root
             .child("user")
             .ok_or_else(|| bad_request("The user element is missing."))?;
+        // Update User's body is `fullName email siteRole authSetting password` [A.4]: a user
+        // cannot be renamed (UNVERIFIED: the code Tableau answers; 400000 here).
+        if u.attr("name").is_some() {
+            return Err(bad_request(
+                "The attribute 'name' cannot be changed; Update User takes no name.",
+            ));
+        }
         // Tableau Cloud: only the site role (and email, from 3.26) can change [A.4].
         if self.cfg.cloud {
-            if let Some(k) = ["name", "fullName", "password"]
+            if let Some(k) = ["fullName", "password"]
                 .into_iter()
                 .find(|k| u.attr(k).is_some())
             {
@@ -1509,16 +1516,6 @@ impl Tableau {
                 return Err(licensing_conflict(role));
             }
         }
-        if let Some(name) = u.attr("name") {
-            if site.user_by_name(name).is_some_and(|o| o.id != id) {
-                return Err(err(
-                    409,
-                    "409000",
-                    "User conflict",
-                    format!("User '{name}' already exists on the site."),
-                ));
-            }
-        }
         if let Some(email) = u.attr("email") {
             if !email.is_empty() && !email.contains('@') {
                 return Err(bad_request(format!(
@@ -1537,9 +1534,6 @@ impl Tableau {
             }
         }
         let user = site.users.get_mut(&id).ok_or_else(|| user_not_found(&id))?;
-        if let Some(v) = u.attr("name") {
-            user.name = v.to_string();
-        }
         if let Some(v) = u.attr("fullName") {
             user.full_name = v.to_string();
         }

@@ -202,37 +202,28 @@ pub fn preflight(
     });
     let rules = tenant.roles.clone();
     let base = base_url.clone();
-    let outcome =
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(async move {
-                let client = VendorClient::new(base, settings, auth).map_err(|e| e.to_string())?;
-                client.ensure_signed_in().await.map_err(|e| match e {
-                    VendorError::Auth { reason } => format!("auth:{reason}"),
-                    other => other.to_string(),
-                })?;
-                let roles = rest::fetch_roles(&client).await.map_err(|e| e.to_string())?;
-                if let Some(token) = scim_token {
-                    match probe_native(client.base_url().clone(), settings_for_probe(), token).await
-                    {
-                        Ok(()) => {}
-                        Err((true, problem)) => return Err(format!("scim:{problem}")),
-                        // Busy or failing now: requests get 503s until it answers.
-                        Err((false, reason)) => {
-                            tracing::warn!(%reason, "Sisense SCIM endpoint not checked at start")
-                        }
-                    }
+    let outcome = super::run_detached(move || async move {
+        let client = VendorClient::new(base, settings, auth).map_err(|e| e.to_string())?;
+        client.ensure_signed_in().await.map_err(|e| match e {
+            VendorError::Auth { reason } => format!("auth:{reason}"),
+            other => other.to_string(),
+        })?;
+        let roles = rest::fetch_roles(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(token) = scim_token {
+            match probe_native(client.base_url().clone(), settings_for_probe(), token).await {
+                Ok(()) => {}
+                Err((true, problem)) => return Err(format!("scim:{problem}")),
+                // Busy or failing now: requests get 503s until it answers.
+                Err((false, reason)) => {
+                    tracing::warn!(%reason, "Sisense SCIM endpoint not checked at start")
                 }
-                Ok::<_, String>(roles)
-            })
-            })
-            .join()
-            .unwrap_or_else(|_| Err("preflight panicked".into()))
-        });
+            }
+        }
+        Ok::<_, String>(roles)
+    })
+    .and_then(|r| r);
     match outcome {
         Ok(roles) => RoleTable::build(tenant_index, &rules, roles).map(Some),
         Err(reason) if reason.starts_with("auth:") => Err(vec![Problem {

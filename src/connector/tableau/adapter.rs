@@ -91,12 +91,20 @@ impl TableauAdapter {
                 writable_while_inactive: true,
                 reactivation_strips_role: false,
                 required_user_attributes: &[],
+                // Update User takes no name [A.4].
+                immutable_user_attributes: &["userName"],
             },
         }
     }
 
     fn is_cloud(&self) -> bool {
         self.flavor == TableauFlavor::Cloud
+    }
+
+    /// Whether the bridge sets users' emails: always on Server; on Cloud from REST API 3.26,
+    /// where Add User and Update User take `email` (for notifications) [A.4].
+    fn keeps_email(&self) -> bool {
+        !self.is_cloud() || api_at_least(&self.version, (3, 26))
     }
 
     /// The paths of the signed-in site (signing in first when there is no session yet).
@@ -127,42 +135,51 @@ impl TableauAdapter {
     }
 
     /// Every item of a paged list: the first page tells `totalAvailable`, the rest are fetched
-    /// in waves [A.6].
+    /// in waves [A.6]. Sorted by `sort` where the list takes one, so that items do not move
+    /// between pages while they are read; a page past the end (400006: the list shrank
+    /// meanwhile) ends the list.
     async fn fetch_all<P, T>(
         &self,
         path: &str,
+        sort: Option<&str>,
         items: impl Fn(P) -> (usize, Vec<T>) + Copy,
     ) -> Result<Vec<T>, VendorError>
     where
         P: serde::de::DeserializeOwned,
     {
         let page = |n: usize| async move {
-            let resp = self
-                .send(
-                    VendorRequest::get(path)
-                        .query("pageSize", PAGE_SIZE.to_string())
-                        .query("pageNumber", n.to_string()),
-                )
-                .await?;
+            let mut req = VendorRequest::get(path)
+                .query("pageSize", PAGE_SIZE.to_string())
+                .query("pageNumber", n.to_string());
+            if let Some(sort) = sort {
+                req = req.query("sort", sort);
+            }
+            let resp = self.send(req).await?;
+            if n > 1 && error_code(&resp).as_deref() == Some(code::PAGE_PAST_END) {
+                return Ok(None);
+            }
             if !resp.is_success() {
                 return Err(resp.rejected());
             }
-            Ok::<_, VendorError>(items(resp.json::<P>()?))
+            Ok::<_, VendorError>(Some(items(resp.json::<P>()?)))
         };
-        let (total, mut out) = page(1).await?;
+        let (total, mut out) = page(1).await?.unwrap_or_default();
         let pages = total.div_ceil(PAGE_SIZE);
         let mut rest = futures_util::stream::iter(2..=pages)
             .map(page)
             .buffered(PAGE_WAVE);
         while let Some(p) = rest.next().await {
-            out.extend(p?.1);
+            match p? {
+                Some((_, items)) => out.extend(items),
+                None => break,
+            }
         }
         Ok(out)
     }
 
     async fn all_users(&self) -> Result<Vec<wire::User>, VendorError> {
         let paths = self.paths().await?;
-        self.fetch_all(&paths.users(), |p: wire::UserPage| {
+        self.fetch_all(&paths.users(), Some("name:asc"), |p: wire::UserPage| {
             (p.pagination.total_available, p.users.user)
         })
         .await
@@ -172,7 +189,7 @@ impl TableauAdapter {
     async fn all_groups(&self) -> Result<Vec<wire::Group>, VendorError> {
         let paths = self.paths().await?;
         let groups = self
-            .fetch_all(&paths.groups(), |p: wire::GroupPage| {
+            .fetch_all(&paths.groups(), Some("name:asc"), |p: wire::GroupPage| {
                 (p.pagination.total_available, p.groups.group)
             })
             .await?;
@@ -194,7 +211,7 @@ impl TableauAdapter {
 
     async fn members_of(&self, group: &str) -> Result<Vec<wire::User>, VendorError> {
         let paths = self.paths().await?;
-        self.fetch_all(&paths.group_users(group), |p: wire::UserPage| {
+        self.fetch_all(&paths.group_users(group), None, |p: wire::UserPage| {
             (p.pagination.total_available, p.users.user)
         })
         .await
@@ -212,7 +229,9 @@ impl TableauAdapter {
                 .find(|u| same_name(u.name.as_deref(), name)));
         }
         let resp = self
-            .send(VendorRequest::get(paths.users()).query("filter", format!("name:eq:{name}")))
+            // Names are unique regardless of case (409000 for `Jane` when `jane` exists):
+            // `cieq` finds the one that clashes [A.6].
+            .send(VendorRequest::get(paths.users()).query("filter", format!("name:cieq:{name}")))
             .await?;
         if !resp.is_success() {
             return Err(resp.rejected());
@@ -351,6 +370,12 @@ impl TableauAdapter {
     }
 }
 
+/// `major.minor` at least `want`.
+fn api_at_least(version: &str, want: (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= want
+}
+
 fn is_all_users(name: &str) -> bool {
     name.eq_ignore_ascii_case(ALL_USERS)
 }
@@ -374,10 +399,10 @@ impl VendorAdapter for TableauAdapter {
     fn vendor_view(&self, p: &Profile) -> Profile {
         Profile {
             login: p.login.clone(),
-            email: if self.is_cloud() {
-                None
-            } else {
+            email: if self.keeps_email() {
                 p.email.clone()
+            } else {
+                None
             },
             display_name: if self.is_cloud() {
                 None
@@ -408,9 +433,18 @@ impl VendorAdapter for TableauAdapter {
         }
         let role = user.role.clone().unwrap_or_else(|| UNLICENSED.into());
         let paths = self.paths().await?;
-        // Add User takes the name and the site role [A.4]; the rest follows as an update.
-        let req = VendorRequest::post(paths.users())
-            .json(json!({"user": {"name": login, "siteRole": role}}));
+        // Add User takes the name and the site role [A.4] (and on Cloud from 3.26 the email);
+        // the rest follows as an update.
+        let mut fields = json!({"name": login, "siteRole": role});
+        let cloud_email = self
+            .is_cloud()
+            .then(|| user.profile.email.clone())
+            .flatten()
+            .filter(|_| self.keeps_email());
+        if let Some(email) = &cloud_email {
+            fields["email"] = json!(email);
+        }
+        let req = VendorRequest::post(paths.users()).json(json!({ "user": fields }));
         let outcome = self
             .client
             .create_or_find(req, || self.user_named(login))
@@ -439,25 +473,17 @@ impl VendorAdapter for TableauAdapter {
             .id
             .clone()
             .ok_or_else(|| AdapterError::transient("Tableau's Add User answer has no id"))?;
+        // Without a free seat Tableau adds the user with another role than asked (Okta's docs
+        // for its Tableau connector, [A.3]). That role is what the engine records: its next
+        // step asks for the rules' role again, meets 409014, and refuses (an IdP write rolled
+        // back removes the user it made; one from the outbox waits, Unlicensed, for a seat).
         let given = made.site_role.clone().unwrap_or_else(|| role.clone());
-        if given != role && role != UNLICENSED {
-            // No free seat: Tableau adds the user with another role than asked (Okta's docs
-            // for its Tableau connector, [A.3]). The IdP must not believe it has a licensed
-            // user: the new user (who owns nothing yet) goes, and the create is refused.
-            self.delete_user(&id).await?;
-            return Err(AdapterError::Refused {
-                vendor: "Tableau",
-                reason: format!(
-                    "the site has no free seat for site role {role} (seat limit reached; Tableau added the user as {given}, so the bridge removed it again)"
-                ),
-                kind: Refusal::Capacity,
-            });
-        }
         Ok(Created::New(VendorUser {
             id,
             // Only the name went with Add User: the engine sends the rest next.
             profile: Some(self.vendor_view(&Profile {
                 login: made.name.clone().unwrap_or_else(|| login.clone()),
+                email: cloud_email,
                 ..Profile::default()
             })),
             active: None,
@@ -475,27 +501,24 @@ impl VendorAdapter for TableauAdapter {
         if let Some(p) = &change.profile {
             let changed = |f: &str| change.changed_fields.contains(&f);
             if changed("login") {
-                if self.is_cloud() {
-                    return Err(AdapterError::Refused {
-                        vendor: "Tableau",
-                        reason:
-                            "Tableau Cloud cannot rename a user (the name is the sign-in email)"
-                                .into(),
-                        kind: Refusal::Invalid,
-                    });
-                }
-                fields.insert("name".into(), Value::String(p.login.clone()));
+                // Update User has no `name` [A.4]: a Tableau user cannot be renamed.
+                return Err(AdapterError::Refused {
+                    vendor: "Tableau",
+                    reason: format!(
+                        "Tableau cannot rename a user (Update User takes no name); to change userName to \"{}\", remove the user and assign the new name",
+                        p.login
+                    ),
+                    kind: Refusal::Invalid,
+                });
             }
-            if !self.is_cloud() {
-                if changed("email") {
-                    fields.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
-                }
-                if changed("display_name") {
-                    fields.insert(
-                        "fullName".into(),
-                        json!(p.display_name.clone().unwrap_or_default()),
-                    );
-                }
+            if self.keeps_email() && changed("email") {
+                fields.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
+            }
+            if !self.is_cloud() && changed("display_name") {
+                fields.insert(
+                    "fullName".into(),
+                    json!(p.display_name.clone().unwrap_or_default()),
+                );
             }
         }
         if let Some(r) = &change.role {

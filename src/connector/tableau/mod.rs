@@ -106,8 +106,8 @@ impl TableauSignIn {
 }
 
 /// A connected-app JWT (direct trust) [A.2, CA-JWT]: HS256 with the secret value, `kid` = the
-/// secret id, `iss` = the client id (in the header too, as Tableau's own sample does), `sub` =
-/// the admin user, `aud` = "tableau", `exp` 5 minutes ahead, a unique `jti`, and the scopes.
+/// secret id, `iss` = the client id (in the claims; tableau-mcp leaves it out of the header
+/// too), `sub` = the admin user, `aud` = "tableau", `exp` 5 minutes ahead, a unique `jti`, and the scopes.
 pub fn connected_app_jwt(
     client_id: &str,
     secret_id: &str,
@@ -163,7 +163,23 @@ impl Authenticator for TableauSignIn {
             .map_err(|e| VendorError::from_transport(&e))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(VendorError::sign_in_refused(status, resp.headers()));
+            let refused = VendorError::sign_in_refused(status, resp.headers());
+            if !matches!(refused, VendorError::Auth { .. }) {
+                return Err(refused);
+            }
+            // Tableau's code tells bad credentials (401001) from a host without its pod
+            // (405000) [A.2]; its code and summary never echo what was sent (the detail is
+            // left out all the same).
+            let body = read_body_limited(resp, 64 << 10).await.unwrap_or_default();
+            return Err(match wire::TableauError::parse(&body) {
+                Some(e) => VendorError::Auth {
+                    reason: format!(
+                        "sign-in answered HTTP {status} (Tableau {} {})",
+                        e.code, e.summary
+                    ),
+                },
+                None => refused,
+            });
         }
         // A sign-in answer is a token and two ids: a larger body is a broken or hostile vendor.
         let body = read_body_limited(resp, 1 << 20).await?;
@@ -335,6 +351,19 @@ pub fn preflight(
             Ok(None)
         }
     }
+}
+
+/// `config check` without `--online`: every Tableau tenant's rules name site roles Tableau has
+/// (they are part of its API, so no sign-in is needed to know).
+pub fn check_offline(config: &crate::config::Config) -> Vec<Problem> {
+    config
+        .tenants
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t.vendor, VendorConfig::Tableau { .. }))
+        .filter_map(|(i, t)| RoleTable::build(i, &t.roles, adapter::catalog()).err())
+        .flatten()
+        .collect()
 }
 
 /// `config check --online` for a Tableau tenant: the sign-in, every site role the rules name,

@@ -21,6 +21,8 @@ pub mod code {
     pub const ALREADY_MEMBER: &str = "409011";
     /// Update (or Add) User: no free seat for the site role.
     pub const NO_SEAT: &str = "409014";
+    /// A page number past the last page.
+    pub const PAGE_PAST_END: &str = "400006";
     /// A user id that is not on the site.
     pub const USER_NOT_FOUND: &str = "404002";
     /// A group id that is not on the site.
@@ -54,13 +56,14 @@ pub const SITE_ROLES: &[(&str, &[&str])] = &[
     (SERVER_ADMINISTRATOR, &["Server Administrator"]),
 ];
 
-/// `{"credentials": {"site": {"id"}, "user": {"id"}, "token"}}` [A.2].
-#[derive(Debug, Deserialize)]
+/// `{"credentials": {"site": {"id"}, "user": {"id"}, "token"}}` [A.2]. No `Debug`: it holds
+/// the session token.
+#[derive(Deserialize)]
 pub struct SignInAnswer {
     pub credentials: Credentials,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct Credentials {
     pub token: String,
     pub site: IdOnly,
@@ -113,7 +116,7 @@ pub struct OneGroup {
 pub struct UserPage {
     pub pagination: Pagination,
     #[serde(default)]
-    pub users: Collection<User>,
+    pub users: UserCollection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,17 +127,10 @@ pub struct GroupPage {
 }
 
 /// `{"user": [...]}`, `{"user": {...}}` or `{}`.
-#[derive(Debug, Deserialize)]
-#[serde(bound(deserialize = "T: Deserialize<'de>"))]
-pub struct Collection<T> {
+#[derive(Debug, Default, Deserialize)]
+pub struct UserCollection {
     #[serde(default, deserialize_with = "one_or_many")]
-    pub user: Vec<T>,
-}
-
-impl<T> Default for Collection<T> {
-    fn default() -> Self {
-        Collection { user: Vec::new() }
-    }
+    pub user: Vec<User>,
 }
 
 #[derive(Debug, Default, Deserialize)]
