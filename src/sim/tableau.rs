@@ -13,12 +13,13 @@
 //! | `tableau.add_over_capacity` | `unlicensed` | Add User without a free seat: `unlicensed` (created as Unlicensed, Okta's docs) or `conflict` (409014) — UNVERIFIED |
 //! | `tableau.scope_error_status` | `403` | HTTP status when a connected-app session lacks the `scp` scope of a method (`401` or `403`; code `<status>000`) — UNVERIFIED |
 //! | `tableau.jwt_max_exp_s` | `600` | the most `exp` may lie in the future for a connected-app JWT [A.2] |
-//! | `tableau.flavor` | `server` | `cloud`: Tableau Cloud rules — a site contentUrl is required, user names are emails, Update User changes only siteRole and email (name/fullName/password: 400000, UNVERIFIED code), the admin is SiteAdministratorCreator (so no impersonation, no mapAssetsTo), idle timeout 120 min [A.2–A.4] |
+//! | `tableau.flavor` | `server` | `cloud`: Tableau Cloud rules — a site contentUrl is required, user names are emails, Update User changes only siteRole and email (fullName/password: 400000, UNVERIFIED code), the admin is SiteAdministratorCreator (so no impersonation, no mapAssetsTo), idle timeout 120 min [A.2–A.4] |
 //!
 //! Choices the reference leaves open, fixed here (no switch): a session used on another site's
 //! LUID is 403/403000 with the message TSC issue 501 quotes; deleting or renaming "All Users" is
 //! 403/403000; a non-administrator reading another user is 403/403133, other user/group calls
-//! 403/403000; JWT failures are all 401/401001; Add User without `siteRole` is 400000; removing
+//! 403/403000; JWT failures are all 401/401001; Add User without `siteRole` is 400000; Update
+//! User with a `name` (its body has none [A.4]) is 400000; removing
 //! a non-member from a group is 404/404002; `--token-ttl-s` sets the *idle* timeout (a session in
 //! use stays alive, as on Tableau). Routes: `GET /api/{v}/serverinfo`, `POST /api/{v}/auth/{signin,
 //! signout,switchSite}`, and under `/api/{v}/sites/{site-luid}`: `GET|POST users`, `GET|PUT|DELETE
