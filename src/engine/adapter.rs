@@ -296,6 +296,13 @@ pub trait VendorAdapter: Send + Sync + 'static {
     async fn delete_group(&self, id: &str) -> AdapterResult<()>;
     async fn find_group(&self, name: &str) -> AdapterResult<Option<VendorGroup>>;
     async fn list_groups(&self) -> AdapterResult<Vec<VendorGroup>>;
+    /// The vendor ids of a group's members, where the vendor lists them
+    /// ([`MembershipModel::OnGroup`]); `None` where it does not. Read when membership changes
+    /// whose answers were lost must be settled from what the vendor has.
+    async fn group_members(&self, _group: &str) -> AdapterResult<Option<Vec<String>>> {
+        Ok(None)
+    }
+
     /// Adds and removes members of one group (vendor user ids). Adding a member twice and
     /// removing a non-member are no-ops.
     async fn change_members(

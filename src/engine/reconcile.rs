@@ -29,6 +29,12 @@ use std::sync::atomic::Ordering;
 const BACKOFF_BASE_MS: u64 = 1_000;
 const BACKOFF_MAX_MS: u64 = 300_000;
 
+/// Membership changes whose answers were lost are read back from the vendor, and read once
+/// more this long after: a call that timed out may run at the vendor later, in any order with
+/// newer ones (seen across a vendor frozen for 40 s), and the second read catches it.
+const VERIFY_AFTER_MS: u64 = 5_000;
+const VERIFY_CAUSE: &str = "membership read back after lost answers";
+
 impl From<StoreError> for AdapterError {
     fn from(e: StoreError) -> AdapterError {
         tracing::error!(error = %e, "store failure during a reconcile");
@@ -998,7 +1004,36 @@ impl Engine {
         }
         let mut b = Batch::default();
         if self.caps.membership == MembershipModel::OnGroup {
-            let confirmed = rec.applied_members(sid)?;
+            let mut confirmed = rec.applied_members(sid)?;
+            let verifying = self.cause_of(ResourceKind::Group, sid)?.0 == VERIFY_CAUSE;
+            // Memberships unknown before this pass and settled by reading the vendor.
+            let mut unsettled: Vec<(String, String)> = Vec::new();
+            if confirmed.iter().any(|(_, v)| v.starts_with('?')) {
+                // Answers were lost (a timeout, a kill): a vendor that took its time may still
+                // have run those calls, in any order with later ones. What it has now settles
+                // them, where it can say; otherwise they are sent again below.
+                let at_vendor = match self.adapter.group_members(&applied.vendor_id).await {
+                    Err(e) => return Err(self.group_gone(sid, &applied.vendor_id, e).await?),
+                    Ok(m) => m,
+                };
+                if let Some(at_vendor) = at_vendor {
+                    unsettled = confirmed
+                        .iter()
+                        .filter_map(|(u, v)| {
+                            v.strip_prefix('?').map(|v| (u.clone(), v.to_string()))
+                        })
+                        .collect();
+                    let at_vendor: HashSet<&str> = at_vendor.iter().map(String::as_str).collect();
+                    confirmed = confirmed
+                        .into_iter()
+                        .filter_map(|(u, v)| match v.strip_prefix('?') {
+                            Some(vid) if at_vendor.contains(vid) => Some((u, vid.to_string())),
+                            Some(_) => None,
+                            None => Some((u, v)),
+                        })
+                        .collect();
+                }
+            }
             let mut want: Vec<(String, String)> = Vec::new();
             for m in self.dir.member_ids(sid)? {
                 if self.dir.load(ResourceKind::User, &m)?.is_none() {
@@ -1049,6 +1084,19 @@ impl Engine {
                 for (u, _) in &remove {
                     put::no_member(&mut b, sid, u);
                 }
+            }
+            if !unsettled.is_empty() && !verifying {
+                // Read once more a little later (VERIFY_AFTER_MS): unknown until then.
+                for (u, v) in &unsettled {
+                    put::member(&mut b, sid, u, &format!("?{v}"));
+                }
+                let mut again = OutboxEntry::new(VERIFY_CAUSE, Actor::Sync);
+                again.next_ms = now_ms() + VERIFY_AFTER_MS;
+                put::applied_group(&mut b, sid, &applied);
+                put::outbox(&mut b, ResourceKind::Group, sid, &again);
+                return Ok(self
+                    .commit_step(ResourceKind::Group, sid, b, Vec::new())
+                    .await?);
             }
         }
         put::applied_group(&mut b, sid, &applied);

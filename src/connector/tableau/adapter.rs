@@ -26,7 +26,6 @@ use crate::engine::adapter::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 
 /// The largest page Tableau serves [A.6].
 const PAGE_SIZE: usize = 1000;
@@ -500,17 +499,9 @@ impl VendorAdapter for TableauAdapter {
         let mut fields = Map::new();
         if let Some(p) = &change.profile {
             let changed = |f: &str| change.changed_fields.contains(&f);
-            if changed("login") {
-                // Update User has no `name` [A.4]: a Tableau user cannot be renamed.
-                return Err(AdapterError::Refused {
-                    vendor: "Tableau",
-                    reason: format!(
-                        "Tableau cannot rename a user (Update User takes no name); to change userName to \"{}\", remove the user and assign the new name",
-                        p.login
-                    ),
-                    kind: Refusal::Invalid,
-                });
-            }
+            // No `name`: Update User takes none [A.4], and the tenant publishes userName
+            // immutable, so "login" here only means the applied state is unknown (after a
+            // crash), never a rename.
             if self.keeps_email() && changed("email") {
                 fields.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
             }
@@ -586,40 +577,15 @@ impl VendorAdapter for TableauAdapter {
         Err(self.refusal(&resp, "user read"))
     }
 
-    /// Every user, with the mirrored groups it is in (read from each group's member list: one
-    /// paged call per group instead of one per user).
+    /// Every user. Membership is not read here: kept on the group, it is the IdP's to say, and
+    /// a member Tableau shows that the directory lacks (a lost answer the vendor ran late) must
+    /// not be pulled into the IdP's groups, where the rules would turn it into a role.
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
-        let (users, groups) = tokio::try_join!(self.all_users(), self.all_groups())?;
-        let mut member_of: HashMap<String, Vec<String>> = HashMap::new();
-        let reads: Vec<_> = groups
-            .into_iter()
-            .map(|g| async move {
-                let members = self.members_of(&g.id).await;
-                (g.id, members)
-            })
-            .collect();
-        let mut lists = futures_util::stream::iter(reads).buffer_unordered(PAGE_WAVE);
-        while let Some((gid, members)) = lists.next().await {
-            match members {
-                Ok(ms) => {
-                    for m in ms {
-                        if let Some(uid) = m.id {
-                            member_of.entry(uid).or_default().push(gid.clone());
-                        }
-                    }
-                }
-                // Deleted since the list was read: it has no members.
-                Err(VendorError::Rejected { status: 404, .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(users
+        Ok(self
+            .all_users()
+            .await?
             .iter()
-            .filter_map(|u| {
-                let mut v = self.neutral(u)?;
-                v.groups = Some(member_of.remove(&v.id).unwrap_or_default());
-                Some(v)
-            })
+            .filter_map(|u| self.neutral(u))
             .collect())
     }
 
@@ -687,6 +653,14 @@ impl VendorAdapter for TableauAdapter {
             .into_iter()
             .map(vendor_group)
             .collect())
+    }
+
+    async fn group_members(&self, group: &str) -> AdapterResult<Option<Vec<String>>> {
+        match self.members_of(group).await {
+            Ok(members) => Ok(Some(members.into_iter().filter_map(|u| u.id).collect())),
+            Err(VendorError::Rejected { status: 404, .. }) => Err(AdapterError::Gone),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn change_members(
