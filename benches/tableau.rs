@@ -339,6 +339,7 @@ fn tenant(base: &str) -> TenantConfig {
             },
             deprovision: TableauDeprovision::Unlicense,
             flavor: TableauFlavor::Server,
+            auth_setting: None,
         },
         roles: rules(),
         on_vendor_unavailable: Default::default(),

@@ -118,6 +118,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                     },
                     deprovision: Default::default(),
                     flavor: Default::default(),
+                    auth_setting: None,
                 },
                 rules(
                     &[

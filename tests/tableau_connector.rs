@@ -96,6 +96,7 @@ fn tenant(
             auth,
             deprovision,
             flavor,
+            auth_setting: None,
         },
         roles: rules(),
         on_vendor_unavailable: Default::default(),
@@ -750,15 +751,25 @@ async fn connected_app_expiry_and_cloud_names() {
     let sim = simulator(&[("tableau.flavor", "cloud")], Some(2)).await;
     let base = sim.base_url();
     let dir = tempfile::tempdir().unwrap();
-    let t = tenant(
+    let mut t = tenant(
         &base,
         connected_app(),
         TableauDeprovision::Unlicense,
         TableauFlavor::Cloud,
     );
+    // A Cloud site with MFA needs new users' authSetting said (the default is refused).
+    if let VendorConfig::Tableau { auth_setting, .. } = &mut t.vendor {
+        *auth_setting = Some(scim_bridge::config::TableauAuthSetting::TableauIdWithMfa);
+    }
     let (_engine, _server, idp) = bridge_with_engine(t, dir.path()).await;
     let api = TableauApi::login(&base).await;
     create(&idp, "/Users", user("ada@acme.test", "Ada", "L", &[])).await;
+    let ada_vendor = api.state().await["ada@acme.test"].id.clone();
+    let (s, v) = api
+        .call(reqwest::Method::GET, &format!("users/{ada_vendor}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user"]["authSetting"], "TableauIDWithMFA", "{v}");
     let signins = |v: Value| v["by_route"]["POST /api/{v}/auth/signin"].as_u64().unwrap();
     let before = signins(sim_stats(&base).await);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;

@@ -168,6 +168,8 @@ pub enum VendorConfig {
         /// Tableau Cloud or Tableau Server: Cloud user names are emails, and Cloud's Update
         /// User changes only the site role.
         flavor: TableauFlavor,
+        /// How new users sign in (Add User's `authSetting`); `None`: the site's default.
+        auth_setting: Option<TableauAuthSetting>,
     },
     Thoughtspot {
         base_url: Url,
@@ -258,6 +260,12 @@ keyword_enum!(
     /// Which Tableau: `server` (Tableau Server) or `cloud` (Tableau Cloud). When the key is
     /// absent, a base URL on `online.tableau.com` means Cloud.
     TableauFlavor { Server => "server", Cloud => "cloud" } default Server
+);
+
+keyword_enum!(
+    /// Add User's `authSetting` [reference A.3]: a Cloud site that requires MFA refuses the
+    /// default (`ServerDefault`) and needs `TableauIDWithMFA`; SSO sites use `SAML` or `OpenID`.
+    TableauAuthSetting { ServerDefault => "ServerDefault", Saml => "SAML", OpenId => "OpenID", TableauIdWithMfa => "TableauIDWithMFA" } default ServerDefault
 );
 
 #[derive(Debug, Clone)]
@@ -449,6 +457,7 @@ fn vendor_line(v: &VendorConfig) -> String {
             auth,
             deprovision,
             flavor,
+            ..
         } => {
             let auth = match auth {
                 TableauAuth::Pat { name, .. } => format!("personal access token `{name}`"),

@@ -12,8 +12,8 @@ use toml::{Table, Value};
 use super::{
     default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
     RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
-    TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
-    DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
+    TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth,
+    Url, VendorConfig, DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
 };
 
 const TOP_KEYS: &[&str] = &["listen", "data_dir", "body_limit", "tenants"];
@@ -63,6 +63,7 @@ const VENDOR_KEYS: &[(&str, &[&str])] = &[
             "username",
             "deprovision",
             "flavor",
+            "auth_setting",
         ],
     ),
     (
@@ -899,6 +900,12 @@ impl Reader<'_> {
         let version = api_version.as_deref().and_then(parse_api_version);
 
         let deprovision = self.choice(t, "deprovision", base, TableauDeprovision::CHOICES);
+        let auth_setting = if t.contains_key("auth_setting") {
+            self.choice(t, "auth_setting", base, TableauAuthSetting::CHOICES)
+                .map(Some)
+        } else {
+            Some(None)
+        };
         let flavor = if t.contains_key("flavor") {
             self.choice(t, "flavor", base, TableauFlavor::CHOICES)
         } else {
@@ -974,6 +981,7 @@ impl Reader<'_> {
             auth: auth?,
             deprovision: deprovision?,
             flavor: flavor?,
+            auth_setting: auth_setting?,
         })
     }
 

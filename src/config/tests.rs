@@ -1002,3 +1002,22 @@ fn two_tenants_sharing_a_tableau_pat_are_refused() {
     let ok = tenant("a", "tab.example", "bridge") + &tenant("b", "other.example", "bridge");
     assert!(parse(&ok).is_ok());
 }
+
+#[test]
+fn tableau_auth_setting_is_optional_and_checked() {
+    let base = "kind = \"tableau\"\nbase_url = \"https://tab.example\"\nsite = \"a\"\npat_name = \"n\"\npat_secret = \"s\"";
+    let setting = |extra: &str| {
+        let c = parse(&vendor_tenant(&format!("{base}{extra}"))).unwrap();
+        match &c.tenants[0].vendor {
+            VendorConfig::Tableau { auth_setting, .. } => *auth_setting,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(setting(""), None);
+    assert_eq!(
+        setting("\nauth_setting = \"TableauIDWithMFA\""),
+        Some(TableauAuthSetting::TableauIdWithMfa)
+    );
+    let p = problems(&vendor_tenant(&format!("{base}\nauth_setting = \"MFA\"")));
+    assert_has(&p, "tenants[0].vendor.auth_setting", "");
+}

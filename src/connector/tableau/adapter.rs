@@ -14,7 +14,7 @@
 
 use super::wire::{self, code, SitePaths, TableauError, ALL_USERS, UNLICENSED};
 use super::{SharedSession, SiteSession};
-use crate::config::{TableauDeprovision, TableauFlavor};
+use crate::config::{TableauAuthSetting, TableauDeprovision, TableauFlavor};
 use crate::connector::http::{
     CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
 };
@@ -39,6 +39,8 @@ pub struct TableauAdapter {
     session: SharedSession,
     version: String,
     flavor: TableauFlavor,
+    /// Add User's `authSetting`, when the tenant sets one.
+    auth_setting: Option<TableauAuthSetting>,
     caps: Capabilities,
 }
 
@@ -76,6 +78,7 @@ impl TableauAdapter {
             session,
             version: version.to_string(),
             flavor,
+            auth_setting: None,
             caps: Capabilities {
                 vendor: "Tableau",
                 role: RoleModel::Attribute,
@@ -94,6 +97,12 @@ impl TableauAdapter {
                 immutable_user_attributes: &["userName"],
             },
         }
+    }
+
+    /// New users get this `authSetting` (a Cloud site with MFA refuses the default, 400003).
+    pub fn with_auth_setting(mut self, auth_setting: Option<TableauAuthSetting>) -> Self {
+        self.auth_setting = auth_setting;
+        self
     }
 
     fn is_cloud(&self) -> bool {
@@ -442,6 +451,9 @@ impl VendorAdapter for TableauAdapter {
             .filter(|_| self.keeps_email());
         if let Some(email) = &cloud_email {
             fields["email"] = json!(email);
+        }
+        if let Some(a) = self.auth_setting {
+            fields["authSetting"] = json!(a.as_str());
         }
         let req = VendorRequest::post(paths.users()).json(json!({ "user": fields }));
         let outcome = self

@@ -19,7 +19,8 @@ pub mod wire;
 use super::http::{read_body_limited, Authenticator, ClientSettings, VendorClient, VendorError};
 use super::roles::unknown_rule_groups;
 use crate::config::{
-    Problem, TableauAuth, TableauDeprovision, TableauFlavor, TenantConfig, VendorConfig,
+    Problem, TableauAuth, TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig,
+    VendorConfig,
 };
 use crate::engine::adapter::VendorAdapter;
 use crate::engine::role_table::RoleTable;
@@ -227,6 +228,7 @@ struct Site<'a> {
     auth: &'a TableauAuth,
     deprovision: TableauDeprovision,
     flavor: TableauFlavor,
+    auth_setting: Option<TableauAuthSetting>,
 }
 
 fn site_of(tenant: &TenantConfig) -> Option<Site<'_>> {
@@ -238,6 +240,7 @@ fn site_of(tenant: &TenantConfig) -> Option<Site<'_>> {
             auth,
             deprovision,
             flavor,
+            auth_setting,
         } => Some(Site {
             base_url,
             site,
@@ -245,6 +248,7 @@ fn site_of(tenant: &TenantConfig) -> Option<Site<'_>> {
             auth,
             deprovision: *deprovision,
             flavor: *flavor,
+            auth_setting: *auth_setting,
         }),
         _ => None,
     }
@@ -290,13 +294,16 @@ pub fn open(
 ) -> Result<Arc<Engine>, String> {
     let s = site_of(tenant).ok_or("not a Tableau tenant")?;
     let (client, session) = client_for(&s, client_settings())?;
-    let adapter: Arc<dyn VendorAdapter> = Arc::new(adapter::TableauAdapter::new(
-        client.clone(),
-        session,
-        s.api_version,
-        s.deprovision,
-        s.flavor,
-    ));
+    let adapter: Arc<dyn VendorAdapter> = Arc::new(
+        adapter::TableauAdapter::new(
+            client.clone(),
+            session,
+            s.api_version,
+            s.deprovision,
+            s.flavor,
+        )
+        .with_auth_setting(s.auth_setting),
+    );
     let settings = EngineSettings::from_env(
         tenant.id.as_str(),
         tenant_index,
