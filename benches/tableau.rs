@@ -343,6 +343,7 @@ fn tenant(base: &str) -> TenantConfig {
         },
         roles: rules(),
         on_vendor_unavailable: Default::default(),
+        attributes: Default::default(),
     }
 }
 

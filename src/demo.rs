@@ -72,6 +72,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         vendor: VendorConfig::Local,
         roles: RoleRules::default(),
         on_vendor_unavailable: Default::default(),
+        attributes: Default::default(),
     }];
     let mut tokens = vec![("local", local_token, None)];
     let rules = |pairs: &[(&str, &str)], default: &str| RoleRules {
@@ -103,6 +104,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                     &[("BI Admins", "Admin"), ("BI Designers", "Designer")],
                     "Viewer",
                 ),
+                Default::default(),
             )
         }),
         url_of(Vendor::Tableau).map(|base_url| {
@@ -128,10 +130,39 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                     ],
                     "Viewer",
                 ),
+                Default::default(),
+            )
+        }),
+        url_of(Vendor::Thoughtspot).map(|base_url| {
+            (
+                "thoughtspot",
+                VendorConfig::Thoughtspot {
+                    base_url,
+                    // The simulator's defaults (CONTRACT §2).
+                    username: "tsadmin".into(),
+                    auth: crate::config::ThoughtspotAuth::SecretKey(Secret::new(
+                        "simulator-secret-key",
+                    )),
+                    org_id: 0,
+                    token_validity_s: crate::config::DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
+                    orgs: Some(crate::config::ThoughtspotOrgGroups {
+                        pattern: "org-*".into(),
+                        create: true,
+                    }),
+                },
+                // Analyst and Viewer are RBAC roles of the simulator: users hold them through
+                // the bridge's role groups.
+                rules(&[("BI Admins", "Analyst"), ("BI Designers", "Analyst")], "Viewer"),
+                // The simulator's seeded formula variable, for row-level security.
+                std::collections::BTreeMap::from([(
+                    "region".to_string(),
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division"
+                        .to_string(),
+                )]),
             )
         }),
     ];
-    for (id, vendor, roles) in vendors.into_iter().flatten() {
+    for (id, vendor, roles, attributes) in vendors.into_iter().flatten() {
         let token = random_token();
         let vendor_url = vendor
             .base_url()
@@ -143,6 +174,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
             vendor,
             roles,
             on_vendor_unavailable: Default::default(),
+            attributes,
         });
         tokens.push((id, token, vendor_url));
     }

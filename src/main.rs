@@ -159,7 +159,8 @@ async fn main() -> Result<()> {
                 Config::load(&config).map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
             // Tableau's site roles are part of its API: rules naming another are wrong before
             // anything is signed in to.
-            let problems = scim_bridge::connector::tableau::check_offline(&cfg);
+            let mut problems = scim_bridge::connector::tableau::check_offline(&cfg);
+            problems.extend(scim_bridge::connector::thoughtspot::check_offline(&cfg));
             if !problems.is_empty() {
                 let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
                 bail!("{}:\n{}", config.display(), lines.join("\n"));
@@ -207,10 +208,15 @@ async fn online_check(cfg: &Config) -> Result<()> {
     for (index, tenant) in cfg.tenants.iter().enumerate() {
         match &tenant.vendor {
             VendorConfig::Local => {}
-            VendorConfig::Sisense { .. } | VendorConfig::Tableau { .. } => {
+            VendorConfig::Sisense { .. }
+            | VendorConfig::Tableau { .. }
+            | VendorConfig::Thoughtspot { .. } => {
                 let found = match &tenant.vendor {
                     VendorConfig::Tableau { .. } => {
                         scim_bridge::connector::tableau::check_online(tenant, index).await
+                    }
+                    VendorConfig::Thoughtspot { .. } => {
+                        scim_bridge::connector::thoughtspot::check_online(tenant, index).await
                     }
                     _ => scim_bridge::connector::sisense::check_online(tenant, index).await,
                 };

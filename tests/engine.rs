@@ -576,7 +576,7 @@ impl VendorAdapter for FakeVendor {
         self.answer("rename_group", mode, result).await
     }
 
-    async fn delete_group(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_group(&self, id: &str, _members: &[String]) -> AdapterResult<()> {
         let mode = self.gate("delete_group", id).await?;
         {
             let mut s = self.0.state.lock();

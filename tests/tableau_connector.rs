@@ -100,6 +100,7 @@ fn tenant(
         },
         roles: rules(),
         on_vendor_unavailable: Default::default(),
+        attributes: Default::default(),
     }
 }
 

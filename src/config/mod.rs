@@ -140,6 +140,10 @@ pub struct TenantConfig {
     pub vendor: VendorConfig,
     pub roles: RoleRules,
     pub on_vendor_unavailable: OnVendorUnavailable,
+    /// `[tenants.attributes]`: vendor user attribute ← SCIM attribute path (CONTRACT §3.1),
+    /// e.g. ThoughtSpot formula variables for row-level security. Paths are validated
+    /// (`urn:…:attr`, `attr` or `attr.sub`; no value filters).
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// The vendor a tenant provisions into. Every `base_url` is http(s), has no credentials, query or
@@ -175,7 +179,13 @@ pub enum VendorConfig {
         base_url: Url,
         username: String,
         auth: ThoughtspotAuth,
-        org_id: Option<i64>,
+        /// The Org every call is scoped to (0 is the Primary Org). Required: without it
+        /// ThoughtSpot picks the Org of the secret key or of the last login [reference B.2].
+        org_id: i64,
+        /// `validity_time_in_sec` asked for each token; renewed before it runs out.
+        token_validity_s: u64,
+        /// SCIM groups whose displayName matches drive Org membership (`org_group_pattern`).
+        orgs: Option<ThoughtspotOrgGroups>,
     },
     Metabase {
         base_url: Url,
@@ -288,6 +298,36 @@ pub enum ThoughtspotAuth {
     SecretKey(Secret),
 }
 
+/// Default `token_validity_s` of a ThoughtSpot tenant: an hour (ThoughtSpot's own default is
+/// 300 s; the bridge renews before expiry either way).
+pub const DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S: u64 = 3600;
+
+/// ThoughtSpot Orgs driven by SCIM groups: a group whose displayName matches `pattern` (one
+/// `*`, which stands for the Org's name) makes its members members of that Org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThoughtspotOrgGroups {
+    /// e.g. `org-*`: the SCIM group `org-acme` is the Org `acme`.
+    pub pattern: String,
+    /// Create a missing Org (`create_orgs`); otherwise such a group is refused.
+    pub create: bool,
+}
+
+impl ThoughtspotOrgGroups {
+    /// The Org named by a group name, when it matches the pattern (case-insensitively around a
+    /// non-empty `*`).
+    pub fn org_of(&self, group: &str) -> Option<String> {
+        let (pre, post) = self.pattern.split_once('*')?;
+        let g = group.trim();
+        if g.len() < pre.len() + post.len() + 1 {
+            return None;
+        }
+        let (head, rest) = g.split_at(pre.len());
+        let (mid, tail) = rest.split_at(rest.len() - post.len());
+        (head.eq_ignore_ascii_case(pre) && tail.eq_ignore_ascii_case(post) && !mid.trim().is_empty())
+            .then(|| mid.to_string())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum MetabaseAuth {
     /// `x-api-key` (Metabase 0.49+).
@@ -388,6 +428,7 @@ impl Config {
                 vendor: VendorConfig::Local,
                 roles: RoleRules::default(),
                 on_vendor_unavailable: Default::default(),
+                attributes: Default::default(),
             }],
             body_limit_bytes: DEFAULT_BODY_LIMIT,
         }
@@ -479,15 +520,24 @@ fn vendor_line(v: &VendorConfig) -> String {
             username,
             auth,
             org_id,
+            token_validity_s,
+            orgs,
         } => {
             let how = match auth {
                 ThoughtspotAuth::Password(_) => "password",
                 ThoughtspotAuth::SecretKey(_) => "secret key",
             };
-            let org = org_id
-                .map(|o| format!("org {o}"))
-                .unwrap_or_else(|| "default org".into());
-            format!("thoughtspot {base_url} as `{username}` ({how}), {org}")
+            let orgs = orgs
+                .as_ref()
+                .map(|o| {
+                    format!(
+                        ", Orgs from groups `{}`{}",
+                        o.pattern,
+                        if o.create { " (created when missing)" } else { "" }
+                    )
+                })
+                .unwrap_or_default();
+            format!("thoughtspot {base_url} as `{username}` ({how}), Org {org_id}, tokens for {token_validity_s} s{orgs}")
         }
         VendorConfig::Metabase { base_url, auth } => {
             let how = match auth {

@@ -13,6 +13,7 @@ use super::{
     default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
     RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
     TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth,
+    ThoughtspotOrgGroups, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
     Url, VendorConfig, DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
 };
 
@@ -24,6 +25,7 @@ const TENANT_KEYS: &[&str] = &[
     "vendor",
     "roles",
     "on_vendor_unavailable",
+    "attributes",
 ];
 const ROLES_KEYS: &[&str] = &["default", "rules"];
 const RULE_KEYS: &[&str] = &["group", "role"];
@@ -75,6 +77,9 @@ const VENDOR_KEYS: &[(&str, &[&str])] = &[
             "password",
             "secret_key",
             "org_id",
+            "token_validity_s",
+            "org_group_pattern",
+            "create_orgs",
         ],
     ),
     (
@@ -696,6 +701,12 @@ impl Reader<'_> {
             OnVendorUnavailable::CHOICES,
         );
 
+        let attributes = match self.sub_table(t, "attributes", base) {
+            Got::Val(a) => self.attributes(a, &join(base, "attributes"), vendor.as_ref()),
+            Got::Absent => Some(Default::default()),
+            Got::Bad => None,
+        };
+
         let jwt_secret = match jwt_secret {
             Got::Val(s) => Some(Some(s)),
             Got::Absent => Some(None),
@@ -712,6 +723,7 @@ impl Reader<'_> {
                 vendor: vendor?,
                 roles: roles?,
                 on_vendor_unavailable: on_vendor_unavailable?,
+                attributes: attributes?,
             })
         })();
         TenantParts { id, tokens, tenant }
@@ -1012,15 +1024,21 @@ impl Reader<'_> {
             _ => None,
         };
         let org_id = match t.get("org_id") {
-            None => Some(None),
-            Some(Value::Integer(n)) if *n >= 0 => Some(Some(*n)),
+            None => {
+                self.problem(
+                    join(base, "org_id"),
+                    "required key is missing: the Org to provision into (0 for the Primary Org); without it ThoughtSpot picks the Org of the secret key or of the last sign-in, which may be another customer's",
+                );
+                None
+            }
+            Some(Value::Integer(n)) if *n >= 0 => Some(*n),
             Some(Value::Integer(_)) => {
                 self.problem(join(base, "org_id"), "must not be negative");
                 None
             }
             Some(Value::String(_)) => match self.text(t, "org_id", base) {
                 Got::Val(text) => match text.value.trim().parse::<i64>() {
-                    Ok(n) if n >= 0 => Some(Some(n)),
+                    Ok(n) if n >= 0 => Some(n),
                     _ => {
                         self.problem(join(base, "org_id"), "expected a non-negative integer");
                         None
@@ -1033,11 +1051,76 @@ impl Reader<'_> {
                 None
             }
         };
+        let token_validity_s = match t.get("token_validity_s") {
+            None => Some(DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S),
+            // At least a minute, so that renewing ahead of expiry leaves time to work; ThoughtSpot
+            // caps what it grants on its side.
+            Some(Value::Integer(n)) if (60..=31_536_000).contains(n) => Some(*n as u64),
+            Some(Value::Integer(_)) => {
+                self.problem(
+                    join(base, "token_validity_s"),
+                    "must be between 60 and 31536000 seconds",
+                );
+                None
+            }
+            Some(other) => {
+                self.problem(
+                    join(base, "token_validity_s"),
+                    type_problem("an integer (seconds)", other),
+                );
+                None
+            }
+        };
+        let create_orgs = match t.get("create_orgs") {
+            None => Some(false),
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(other) => {
+                self.problem(join(base, "create_orgs"), type_problem("true or false", other));
+                None
+            }
+        };
+        let orgs = match self.plain(t, "org_group_pattern", base) {
+            Got::Absent => {
+                if create_orgs == Some(true) {
+                    self.problem(
+                        join(base, "create_orgs"),
+                        "only meaningful with `org_group_pattern`",
+                    );
+                }
+                Some(None)
+            }
+            Got::Bad => None,
+            Got::Val(p) if p.matches('*').count() != 1 => {
+                self.problem(
+                    join(base, "org_group_pattern"),
+                    "must hold exactly one `*`, which stands for the Org's name (e.g. \"org-*\")",
+                );
+                None
+            }
+            Got::Val(p) => {
+                // Org membership and Org creation need a cluster-wide token: one for the Primary
+                // Org of a cluster administrator [reference B.6].
+                if org_id.is_some_and(|o| o != 0) {
+                    self.problem(
+                        join(base, "org_group_pattern"),
+                        "Orgs driven by groups need `org_id = 0` (a Primary-Org token of a cluster administrator, which may change Org membership)",
+                    );
+                }
+                create_orgs.map(|create| {
+                    Some(ThoughtspotOrgGroups {
+                        pattern: p.trim().to_string(),
+                        create,
+                    })
+                })
+            }
+        };
         Some(VendorConfig::Thoughtspot {
             base_url: base_url?,
             username: username?,
             auth: auth?,
             org_id: org_id?,
+            token_validity_s: token_validity_s?,
+            orgs: orgs?,
         })
     }
 
@@ -1075,6 +1158,52 @@ impl Reader<'_> {
             base_url: base_url?,
             auth: auth?,
         })
+    }
+
+    /// `[tenants.attributes]`: vendor attribute name = SCIM attribute path. Only vendors that
+    /// keep per-user attributes take it (ThoughtSpot formula variables; Metabase
+    /// login_attributes later).
+    fn attributes(
+        &mut self,
+        t: &Table,
+        base: &str,
+        vendor: Option<&VendorConfig>,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        if let Some(v) = vendor {
+            if !t.is_empty() && !matches!(v, VendorConfig::Thoughtspot { .. }) {
+                self.problem(
+                    base,
+                    format!(
+                        "a {} tenant keeps no per-user attributes; [tenants.attributes] is for ThoughtSpot formula variables",
+                        v.kind()
+                    ),
+                );
+                return None;
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        let mut ok = true;
+        for key in t.keys() {
+            let path = join(base, key);
+            if key.trim().is_empty() {
+                self.problem(path, "the vendor attribute name must not be empty");
+                ok = false;
+                continue;
+            }
+            match self.plain(t, key, base) {
+                Got::Val(scim) => match crate::scim::path::attribute_path(scim.trim()) {
+                    Ok(_) => {
+                        out.insert(key.clone(), scim.trim().to_string());
+                    }
+                    Err(why) => {
+                        self.problem(path, why);
+                        ok = false;
+                    }
+                },
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn roles(&mut self, t: &Table, base: &str) -> Option<RoleRules> {

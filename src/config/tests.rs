@@ -76,6 +76,7 @@ fn secret_never_prints() {
         },
         roles: RoleRules::default(),
         on_vendor_unavailable: Default::default(),
+        attributes: Default::default(),
     };
     assert!(!format!("{t:?}").contains("hunter2"));
 }
@@ -655,25 +656,18 @@ fn thoughtspot_variants_and_problems() {
     .unwrap();
     assert!(matches!(
         &c.tenants[0].vendor,
-        VendorConfig::Thoughtspot { username, auth: ThoughtspotAuth::SecretKey(k), org_id: Some(2), .. }
+        VendorConfig::Thoughtspot { username, auth: ThoughtspotAuth::SecretKey(k), org_id: 2, token_validity_s: 3600, orgs: None, .. }
             if username == "svc" && k.expose() == "k"
     ));
-    let c = parse(&vendor_tenant(
+    // No Org is no default: ThoughtSpot would pick one itself.
+    let p = problems(&vendor_tenant(
         "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"",
-    ))
-    .unwrap();
-    assert!(matches!(
-        &c.tenants[0].vendor,
-        VendorConfig::Thoughtspot {
-            auth: ThoughtspotAuth::Password(_),
-            org_id: None,
-            ..
-        }
     ));
+    assert_has(&p, "tenants[0].vendor.org_id", "required key is missing");
     // org_id from the environment arrives as a string.
     let c = Config::from_toml_str(
         &vendor_tenant(
-            "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = \"${ORG}\"",
+            "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = \"${ORG}\"\ntoken_validity_s = 600",
         ),
         &env_of(&[("ORG", "7")]),
     )
@@ -681,17 +675,19 @@ fn thoughtspot_variants_and_problems() {
     assert!(matches!(
         c.tenants[0].vendor,
         VendorConfig::Thoughtspot {
-            org_id: Some(7),
+            org_id: 7,
+            token_validity_s: 600,
             ..
         }
     ));
 
     let p = problems(&vendor_tenant(
-        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\npassword = \"p\"\nsecret_key = \"k\"\norg_id = -1",
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\npassword = \"p\"\nsecret_key = \"k\"\norg_id = -1\ntoken_validity_s = 5",
     ));
     assert_has(&p, "tenants[0].vendor.username", "required key is missing");
     assert_has(&p, "tenants[0].vendor", "not both");
     assert_has(&p, "tenants[0].vendor.org_id", "negative");
+    assert_has(&p, "tenants[0].vendor.token_validity_s", "between 60");
 
     let p = problems(&vendor_tenant(
         "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\norg_id = 1.5",
@@ -702,6 +698,53 @@ fn thoughtspot_variants_and_problems() {
         "tenants[0].vendor.org_id",
         "expected an integer, found float",
     );
+}
+
+#[test]
+fn thoughtspot_orgs_from_groups() {
+    let base = "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"";
+    let c = parse(&vendor_tenant(&format!(
+        "{base}\norg_id = 0\norg_group_pattern = \"org-*\"\ncreate_orgs = true"
+    )))
+    .unwrap();
+    let VendorConfig::Thoughtspot { orgs: Some(o), .. } = &c.tenants[0].vendor else {
+        panic!("Orgs from groups expected");
+    };
+    assert!(o.create);
+    assert_eq!(o.org_of("org-acme").as_deref(), Some("acme"));
+    assert_eq!(o.org_of("ORG-Acme Corp").as_deref(), Some("Acme Corp"));
+    assert_eq!(o.org_of("org-"), None, "the Org's name must not be empty");
+    assert_eq!(o.org_of("sales"), None);
+    let p = problems(&vendor_tenant(&format!(
+        "{base}\norg_id = 3\norg_group_pattern = \"org-*-*\""
+    )));
+    assert_has(&p, "tenants[0].vendor.org_group_pattern", "exactly one `*`");
+    let p = problems(&vendor_tenant(&format!(
+        "{base}\norg_id = 3\norg_group_pattern = \"org-*\""
+    )));
+    assert_has(&p, "tenants[0].vendor.org_group_pattern", "org_id = 0");
+    let p = problems(&vendor_tenant(&format!("{base}\norg_id = 0\ncreate_orgs = true")));
+    assert_has(&p, "tenants[0].vendor.create_orgs", "org_group_pattern");
+}
+
+#[test]
+fn tenant_attributes_map_vendor_attributes_to_scim_paths() {
+    let ts = "[tenants.vendor]\nkind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = 0\n";
+    let c = parse(&format!(
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n{ts}[tenants.attributes]\nregion = \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division\"\ntitle = \"title\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tenants[0].attributes.len(), 2);
+    assert_eq!(c.tenants[0].attributes["title"], "title");
+    let p = problems(&format!(
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n{ts}[tenants.attributes]\nregion = \"emails[type eq \\\"work\\\"].value\"\nbad = 3\n"
+    ));
+    assert_has(&p, "tenants[0].attributes.region", "value filter");
+    assert_has(&p, "tenants[0].attributes.bad", "expected a string");
+    let p = problems(
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\nkind = \"local\"\n[tenants.attributes]\nregion = \"title\"\n",
+    );
+    assert_has(&p, "tenants[0].attributes", "keeps no per-user attributes");
 }
 
 #[test]

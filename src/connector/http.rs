@@ -121,6 +121,13 @@ pub trait Authenticator: Send + Sync + 'static {
         base: &Url,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, VendorError>;
 
+    /// When the session of the last successful sign-in should be replaced, for a vendor whose
+    /// tokens say how long they live (ThoughtSpot's `expiration_time_in_millis`): requests
+    /// from then on sign in first (single-flight) instead of meeting a 401. Default: never.
+    fn renew_at(&self) -> Option<Instant> {
+        None
+    }
+
     /// Whether a response means "session expired or invalid, sign in again" (default: 401).
     fn is_auth_failure(&self, status: u16, _body: &[u8]) -> bool {
         status == 401
@@ -1111,8 +1118,9 @@ impl VendorClient {
     /// takes the result, success or failure.
     async fn session(&self, stale: Option<u64>) -> Result<(u64, SessionHeaders), VendorError> {
         let inner = &*self.inner;
+        let fresh = || inner.auth.renew_at().is_none_or(|at| Instant::now() < at);
         let usable = |s: &Session| match &s.headers {
-            Some(h) if Some(s.generation) != stale => Some((s.generation, h.clone())),
+            Some(h) if Some(s.generation) != stale && fresh() => Some((s.generation, h.clone())),
             _ => None,
         };
         let held_off = |s: &Session| match &s.failure {

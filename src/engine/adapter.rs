@@ -20,6 +20,10 @@ pub enum RoleModel {
     Groups,
 }
 
+/// The role of a user in none of the role groups ([`RoleModel::Groups`]): what a user the IdP
+/// wrote holds when no rule covers it, and what a new vendor user holds.
+pub const NO_ROLE: &str = "";
+
 /// Where the vendor keeps group membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipModel {
@@ -292,8 +296,10 @@ pub trait VendorAdapter: Send + Sync + 'static {
     // Groups.
     async fn create_group(&self, name: &str) -> AdapterResult<Created<VendorGroup>>;
     async fn rename_group(&self, id: &str, name: &str) -> AdapterResult<()>;
-    /// Deletes a group; an absent one is not an error.
-    async fn delete_group(&self, id: &str) -> AdapterResult<()>;
+    /// Deletes a group; an absent one is not an error. `members` are the vendor ids of the
+    /// members the bridge confirmed, for a vendor "group" that outlives its deletion (a
+    /// ThoughtSpot Org, kept with its content, loses the bridge's members instead).
+    async fn delete_group(&self, id: &str, members: &[String]) -> AdapterResult<()>;
     async fn find_group(&self, name: &str) -> AdapterResult<Option<VendorGroup>>;
     async fn list_groups(&self) -> AdapterResult<Vec<VendorGroup>>;
     /// The vendor ids of a group's members, where the vendor lists them

@@ -155,6 +155,8 @@ pub struct EngineSettings {
     pub sync_interval: Duration,
     /// Store purpose name of the directory tree (kept per vendor, e.g. `sisense`).
     pub purpose: &'static str,
+    /// `[tenants.attributes]`: vendor attribute ← SCIM attribute path, parsed.
+    pub attributes: Vec<(String, crate::scim::path::AttrPath)>,
 }
 
 impl EngineSettings {
@@ -180,7 +182,24 @@ impl EngineSettings {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_SYNC_INTERVAL),
             purpose,
+            attributes: Vec::new(),
         }
+    }
+
+    /// With the tenant's `[tenants.attributes]` (paths the config reader validated; one that
+    /// does not parse is left out, logged).
+    pub fn with_attributes(mut self, map: &std::collections::BTreeMap<String, String>) -> Self {
+        self.attributes = map
+            .iter()
+            .filter_map(|(name, path)| match crate::scim::path::attribute_path(path) {
+                Ok(p) => Some((name.clone(), p)),
+                Err(why) => {
+                    tracing::error!(tenant = %self.tenant, attribute = %name, %why, "attribute path left out");
+                    None
+                }
+            })
+            .collect();
+        self
     }
 }
 
@@ -499,6 +518,19 @@ impl Engine {
             display_name,
             attributes: Default::default(),
         })
+    }
+
+    /// The neutral profile of a SCIM user with the tenant's mapped attributes
+    /// (`[tenants.attributes]`): a SCIM attribute that is absent or empty maps to no value, which
+    /// the vendor then clears.
+    pub(crate) fn desired_profile(&self, doc: &Value) -> Option<Profile> {
+        let mut p = Self::profile_of(doc)?;
+        for (name, path) in &self.settings.attributes {
+            if let Some(v) = crate::scim::path::value_at(doc, path) {
+                p.attributes.insert(name.clone(), v);
+            }
+        }
+        Some(p)
     }
 
     /// Refuses locally what the vendor would refuse for sure: a required attribute missing.

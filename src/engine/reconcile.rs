@@ -8,7 +8,7 @@
 
 use super::adapter::{
     AdapterError, Created, Deactivation, MembershipModel, NewUser, Profile, Refusal, Removed,
-    RoleModel, UserChange, VendorUser,
+    RoleModel, UserChange, VendorUser, NO_ROLE,
 };
 use super::role_table::RoleTable;
 use super::state::{
@@ -253,7 +253,7 @@ impl Engine {
         doc: &Value,
         new_user: bool,
     ) -> Result<DesiredUser, AdapterError> {
-        let profile = Self::profile_of(doc).ok_or_else(|| AdapterError::Refused {
+        let profile = self.desired_profile(doc).ok_or_else(|| AdapterError::Refused {
             vendor: self.caps.vendor,
             reason: "the user has no userName".into(),
             kind: Refusal::Invalid,
@@ -281,6 +281,15 @@ impl Engine {
             }
             // Adopted from the vendor and never written by the IdP: its role stays the vendor's.
             _ => None,
+        };
+        // Role groups are exclusive and membership is the role: a user the IdP wrote whom no
+        // rule covers belongs in none of them (not "left as it is", which would keep a role the
+        // IdP took away).
+        let role = match self.caps.role {
+            RoleModel::Groups if Records(&self.dir).is_idp_written(sid)? => {
+                role.or_else(|| Some(NO_ROLE.to_string()))
+            }
+            _ => role,
         };
         Ok(DesiredUser {
             profile,
@@ -367,8 +376,10 @@ impl Engine {
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
                         put::being_made(&mut b, sid);
-                        if let Some(r) =
-                            desired.role.as_ref().filter(|r| a.role.as_ref() == Some(r))
+                        if let Some(r) = desired
+                            .role
+                            .as_ref()
+                            .filter(|r| a.role.as_ref() == Some(r) && r.as_str() != NO_ROLE)
                         {
                             audit.push(self.audit_entry(
                                 &table,
@@ -662,9 +673,11 @@ impl Engine {
         if self.caps.role == RoleModel::Groups {
             if let Some(to) = &role_to {
                 self.forget(sid, &applied, |a| a.role = None).await?;
-                self.adapter
-                    .change_members(to, std::slice::from_ref(&vid), &[])
-                    .await?;
+                if to != NO_ROLE {
+                    self.adapter
+                        .change_members(to, std::slice::from_ref(&vid), &[])
+                        .await?;
+                }
                 for other in table.role_ids().filter(|r| *r != to) {
                     if applied.role.as_deref() == Some(other) || applied.role.is_none() {
                         self.adapter
@@ -904,7 +917,13 @@ impl Engine {
                 }
             }
             if let Some(vid) = &vid {
-                self.adapter.delete_group(vid).await?;
+                // Unknown (`?`) memberships included: removing a non-member is a no-op.
+                let members: Vec<String> = rec
+                    .applied_members(sid)?
+                    .into_iter()
+                    .map(|(_, v)| v.trim_start_matches('?').to_string())
+                    .collect();
+                self.adapter.delete_group(vid, &members).await?;
                 if self
                     .dir
                     .scim_id(ResourceKind::Group, vid)?

@@ -41,6 +41,9 @@ impl RoleTable {
 
     /// The vendor's name for a role id (the id itself when unknown).
     pub fn name(&self, id: &str) -> String {
+        if id == super::adapter::NO_ROLE {
+            return "(no role group)".into();
+        }
         self.names
             .get(id)
             .cloned()

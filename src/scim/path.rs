@@ -6,7 +6,8 @@
 //! the value filter cannot confuse it.
 
 use crate::scim::error::ScimError;
-use crate::scim::filter::{parse_path_syntax, AttrPath, Filter};
+pub use crate::scim::filter::AttrPath;
+use crate::scim::filter::{parse_path_syntax, Filter};
 use std::fmt;
 
 /// A parsed PATCH path. `attr.sub` is set only for the plain `attr.sub` form; with a value filter,
@@ -40,6 +41,63 @@ impl fmt::Display for PatchPath {
             write!(f, ".{sub}")?;
         }
         Ok(())
+    }
+}
+
+/// A plain attribute path for reading one value out of a resource (`attr`, `attr.sub`, or
+/// URN-qualified, e.g. the enterprise extension's `department`): what `[tenants.attributes]`
+/// maps. Value filters are refused, with the reason.
+pub fn attribute_path(input: &str) -> Result<AttrPath, String> {
+    let p = parse_path(input).map_err(|e| e.detail)?;
+    if p.filter.is_some() || p.sub_attr.is_some() {
+        return Err(format!(
+            "`{input}` has a value filter; map a plain attribute path (`attr`, `attr.sub` or `urn:…:attr`)"
+        ));
+    }
+    Ok(p.attr)
+}
+
+/// The value at a plain attribute path of a resource, as text: a string as is, a number or a
+/// boolean written out; of a multi-valued attribute the primary value, else the first (its
+/// `value`, or the sub-attribute named). `None` when absent, null or empty. Attribute names and
+/// schema URNs match case-insensitively (RFC 7643 §2.1).
+pub fn value_at(doc: &serde_json::Value, path: &AttrPath) -> Option<String> {
+    use serde_json::Value;
+    fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+    let container = match &path.urn {
+        Some(urn) if !urn.eq_ignore_ascii_case(crate::scim::schema::urn::CORE_USER) => {
+            field(doc, urn)?
+        }
+        _ => doc,
+    };
+    let mut v = field(container, &path.name)?;
+    if let Value::Array(items) = v {
+        v = items
+            .iter()
+            .find(|i| field(i, "primary").and_then(Value::as_bool) == Some(true))
+            .or_else(|| items.first())?;
+        if path.sub.is_none() {
+            if let Some(inner) = field(v, "value") {
+                v = inner;
+            }
+        }
+    }
+    if let Some(sub) = &path.sub {
+        v = field(v, sub)?;
+    } else if v.is_object() {
+        // A complex value with a `value` (e.g. the enterprise `manager`).
+        v = field(v, "value")?;
+    }
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -223,5 +281,38 @@ mod tests {
         assert!(err(&deep).contains("limit"));
         let deep = format!("members[{}value pr{}]", "(".repeat(100), ")".repeat(100));
         assert!(err(&deep).contains("nesting"));
+    }
+
+    #[test]
+    fn attribute_paths_read_values_from_resources() {
+        let doc = serde_json::json!({
+            "userName": "ada",
+            "title": "",
+            "active": true,
+            "name": {"givenName": "Ada"},
+            "emails": [{"value": "b@x"}, {"value": "a@x", "primary": true}],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "department": "Research", "manager": {"value": "42"}, "employeeNumber": 7
+            }
+        });
+        let at = |p: &str| value_at(&doc, &attribute_path(p).unwrap());
+        assert_eq!(at("userName").as_deref(), Some("ada"));
+        assert_eq!(at("USERNAME").as_deref(), Some("ada"));
+        assert_eq!(at("title"), None, "an empty string is no value");
+        assert_eq!(at("active").as_deref(), Some("true"));
+        assert_eq!(at("name.givenName").as_deref(), Some("Ada"));
+        assert_eq!(at("emails").as_deref(), Some("a@x"));
+        assert_eq!(at("emails.value").as_deref(), Some("a@x"));
+        let ent = format!("{ENTERPRISE_USER}:department");
+        assert_eq!(at(&ent).as_deref(), Some("Research"));
+        assert_eq!(at(&format!("{ENTERPRISE_USER}:manager")).as_deref(), Some("42"));
+        assert_eq!(at(&format!("{ENTERPRISE_USER}:employeeNumber")).as_deref(), Some("7"));
+        assert_eq!(at(&format!("{ENTERPRISE_USER}:division")), None);
+        assert_eq!(
+            at("urn:ietf:params:scim:schemas:core:2.0:User:userName").as_deref(),
+            Some("ada")
+        );
+        assert!(attribute_path("emails[type eq \"work\"].value").is_err());
+        assert!(attribute_path("").is_err());
     }
 }

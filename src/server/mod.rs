@@ -9,7 +9,7 @@ use crate::auth::TenantAuth;
 use crate::config::{Config, VendorConfig};
 use crate::connector::local::LocalConnector;
 use crate::connector::Connector;
-use crate::connector::{sisense, tableau};
+use crate::connector::{sisense, tableau, thoughtspot};
 use crate::engine::EngineConnector;
 use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
@@ -85,6 +85,12 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
                 let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
                 start_engine(t, tableau::open(&store, t, index, Some(counter)), || {
                     tableau::preflight(t, index)
+                })?
+            }
+            VendorConfig::Thoughtspot { .. } => {
+                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
+                start_engine(t, thoughtspot::open(&store, t, index, Some(counter)), || {
+                    thoughtspot::preflight(t, index)
                 })?
             }
             other => {

@@ -74,6 +74,7 @@ pub fn tenant_v(
         },
         roles: rules,
         on_vendor_unavailable: Default::default(),
+        attributes: Default::default(),
     }
 }
 

@@ -413,7 +413,7 @@ impl VendorAdapter for SisenseRest {
         })
     }
 
-    async fn delete_group(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_group(&self, id: &str, _members: &[String]) -> AdapterResult<()> {
         let resp = self
             .client
             .send(VendorRequest::delete(self.paths.group(id)))

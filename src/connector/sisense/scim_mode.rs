@@ -182,7 +182,7 @@ impl VendorAdapter for SisenseScim {
         self.native.rename_group(id, name).await
     }
 
-    async fn delete_group(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_group(&self, id: &str, _members: &[String]) -> AdapterResult<()> {
         self.native.delete_group(id).await
     }
 

@@ -645,7 +645,7 @@ impl VendorAdapter for TableauAdapter {
         }
     }
 
-    async fn delete_group(&self, id: &str) -> AdapterResult<()> {
+    async fn delete_group(&self, id: &str, _members: &[String]) -> AdapterResult<()> {
         let paths = self.paths().await?;
         let resp = self.send(VendorRequest::delete(paths.group(id))).await?;
         if resp.is_success() || error_code(&resp).as_deref() == Some(code::GROUP_NOT_FOUND) {
