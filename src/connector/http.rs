@@ -1386,6 +1386,45 @@ pub async fn read_body_limited(
     })
 }
 
+/// For an [`Authenticator`] whose sign-in is one JSON POST (Tableau, ThoughtSpot): sends `body`
+/// to `path` (relative to `base`) and returns the answer's body (at most 1 MiB: a token and a few
+/// ids). A refusal is [`VendorError::Auth`] naming the status and what `describe` reads from the
+/// vendor's error body — its code and message, never the raw body, which may echo what was
+/// sent; 429 and 5xx are `Throttled` / `Unavailable`.
+pub async fn post_sign_in(
+    http: &reqwest::Client,
+    base: &Url,
+    path: &str,
+    body: &serde_json::Value,
+    describe: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Bytes, VendorError> {
+    let url = base.join(path).map_err(|e| VendorError::Auth {
+        reason: format!("bad sign-in URL: {e}"),
+    })?;
+    let resp = http
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| VendorError::from_transport(&e))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return read_body_limited(resp, 1 << 20).await;
+    }
+    let refused = VendorError::sign_in_refused(status, resp.headers());
+    if !matches!(refused, VendorError::Auth { .. }) {
+        return Err(refused);
+    }
+    let body = read_body_limited(resp, 64 << 10).await.unwrap_or_default();
+    Err(match describe(&body) {
+        Some(what) => VendorError::Auth {
+            reason: format!("sign-in answered HTTP {status} ({what})"),
+        },
+        None => refused,
+    })
+}
+
 /// The error and its sources, without the URL.
 fn transport_reason(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {

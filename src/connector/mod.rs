@@ -85,6 +85,35 @@ pub trait Connector: Send + Sync {
     }
 }
 
+/// Opens the provisioning engine of a vendor tenant over `adapter`, whose calls go through
+/// `client` (its send rate is reported in `/metrics`). `purpose` names the store tree.
+pub fn open_engine(
+    store: &crate::store::Store,
+    tenant: &crate::config::TenantConfig,
+    tenant_index: usize,
+    purpose: &'static str,
+    adapter: std::sync::Arc<dyn crate::engine::adapter::VendorAdapter>,
+    client: http::VendorClient,
+    role_changes: Option<prometheus::IntCounter>,
+) -> Result<std::sync::Arc<crate::engine::Engine>, String> {
+    let settings = crate::engine::EngineSettings::from_env(
+        tenant.id.as_str(),
+        tenant_index,
+        tenant.roles.clone(),
+        tenant.on_vendor_unavailable,
+        purpose,
+    )
+    .with_attributes(&tenant.attributes);
+    crate::engine::Engine::open(
+        store,
+        settings,
+        adapter,
+        role_changes,
+        Some(Box::new(move || client.send_rate())),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Runs a vendor check on a private current-thread runtime in a thread of its own: the server
 /// is built synchronously, possibly from inside another runtime, where blocking on a future is
 /// not allowed. `Err` when the runtime cannot be built or the check panicked.

@@ -20,7 +20,7 @@ use super::roles::unknown_rule_groups;
 use crate::config::{Problem, SisenseMode, TenantConfig, VendorConfig};
 use crate::engine::adapter::VendorAdapter;
 use crate::engine::role_table::RoleTable;
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::Engine;
 use crate::store::Store;
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -154,22 +154,15 @@ pub fn open(
         }
         (SisenseMode::Rest, _) => Arc::new(rest),
     };
-    let settings = EngineSettings::from_env(
-        tenant.id.as_str(),
-        tenant_index,
-        tenant.roles.clone(),
-        tenant.on_vendor_unavailable,
-        "sisense",
-    );
-    let rate = client.clone();
-    Engine::open(
+    super::open_engine(
         store,
-        settings,
+        tenant,
+        tenant_index,
+        "sisense",
         adapter,
+        client,
         role_changes,
-        Some(Box::new(move || rate.send_rate())),
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Start-up check of a Sisense tenant, on a private runtime (the server is built synchronously):

@@ -16,7 +16,7 @@
 pub mod adapter;
 pub mod wire;
 
-use super::http::{read_body_limited, Authenticator, ClientSettings, VendorClient, VendorError};
+use super::http::{post_sign_in, Authenticator, ClientSettings, VendorClient, VendorError};
 use super::roles::unknown_rule_groups;
 use crate::config::{
     Problem, TableauAuth, TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig,
@@ -24,7 +24,7 @@ use crate::config::{
 };
 use crate::engine::adapter::VendorAdapter;
 use crate::engine::role_table::RoleTable;
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::Engine;
 use crate::store::Store;
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -150,40 +150,19 @@ impl Authenticator for TableauSignIn {
         http: &reqwest::Client,
         base: &Url,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, VendorError> {
-        let url = base
-            .join(&wire::SitePaths::sign_in(&self.version))
-            .map_err(|e| VendorError::Auth {
-                reason: format!("bad sign-in URL: {e}"),
-            })?;
-        let resp = http
-            .post(url)
-            .header(ACCEPT, "application/json")
-            .json(&self.credentials()?)
-            .send()
-            .await
-            .map_err(|e| VendorError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let refused = VendorError::sign_in_refused(status, resp.headers());
-            if !matches!(refused, VendorError::Auth { .. }) {
-                return Err(refused);
-            }
-            // Tableau's code tells bad credentials (401001) from a host without its pod
-            // (405000) [A.2]; its code and summary never echo what was sent (the detail is
-            // left out all the same).
-            let body = read_body_limited(resp, 64 << 10).await.unwrap_or_default();
-            return Err(match wire::TableauError::parse(&body) {
-                Some(e) => VendorError::Auth {
-                    reason: format!(
-                        "sign-in answered HTTP {status} (Tableau {} {})",
-                        e.code, e.summary
-                    ),
-                },
-                None => refused,
-            });
-        }
-        // A sign-in answer is a token and two ids: a larger body is a broken or hostile vendor.
-        let body = read_body_limited(resp, 1 << 20).await?;
+        // Tableau's code tells bad credentials (401001) from a host without its pod (405000)
+        // [A.2]; its code and summary never echo what was sent (the detail is left out all the
+        // same).
+        let body = post_sign_in(
+            http,
+            base,
+            &wire::SitePaths::sign_in(&self.version),
+            &self.credentials()?,
+            |body| {
+                wire::TableauError::parse(body).map(|e| format!("Tableau {} {}", e.code, e.summary))
+            },
+        )
+        .await?;
         let answer: wire::SignInAnswer =
             serde_json::from_slice(&body).map_err(|e| VendorError::Decode {
                 reason: format!("sign-in answer: {e}"),
@@ -304,21 +283,15 @@ pub fn open(
         )
         .with_auth_setting(s.auth_setting),
     );
-    let settings = EngineSettings::from_env(
-        tenant.id.as_str(),
-        tenant_index,
-        tenant.roles.clone(),
-        tenant.on_vendor_unavailable,
-        "tableau",
-    );
-    Engine::open(
+    super::open_engine(
         store,
-        settings,
+        tenant,
+        tenant_index,
+        "tableau",
         adapter,
+        client,
         role_changes,
-        Some(Box::new(move || client.send_rate())),
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Start-up check of a Tableau tenant: signs in and resolves the role rules against Tableau's

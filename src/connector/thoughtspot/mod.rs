@@ -22,11 +22,10 @@
 pub mod adapter;
 pub mod wire;
 
-use super::http::{read_body_limited, Authenticator, ClientSettings, VendorClient, VendorError};
+use super::http::{post_sign_in, Authenticator, ClientSettings, VendorClient, VendorError};
 use super::roles::unknown_rule_groups;
 use crate::config::{Problem, TenantConfig, ThoughtspotAuth, ThoughtspotOrgGroups, VendorConfig};
-use crate::engine::adapter::VendorAdapter;
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::Engine;
 use crate::store::Store;
 use adapter::ThoughtspotAdapter;
 use async_trait::async_trait;
@@ -75,11 +74,6 @@ impl Authenticator for ThoughtspotSignIn {
         http: &reqwest::Client,
         base: &Url,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, VendorError> {
-        let url = base
-            .join(&wire::path("auth/token/full"))
-            .map_err(|e| VendorError::Auth {
-                reason: format!("bad sign-in URL: {e}"),
-            })?;
         // Never `auto_create`: it replaces the user's groups on every call [B.5].
         let mut body = json!({
             "username": self.username,
@@ -93,31 +87,14 @@ impl Authenticator for ThoughtspotSignIn {
             ThoughtspotAuth::SecretKey(k) => body["secret_key"] = json!(k.expose()),
         }
         let asked = Instant::now();
-        let resp = http
-            .post(url)
-            .header(ACCEPT, "application/json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| VendorError::from_transport(&e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let refused = VendorError::sign_in_refused(status, resp.headers());
-            if !matches!(refused, VendorError::Auth { .. }) {
-                return Err(refused);
-            }
-            let body = read_body_limited(resp, 64 << 10).await.unwrap_or_default();
-            return Err(match wire::TsError::parse(&body) {
-                // The code and ThoughtSpot's message tell bad credentials (10097) from an Org
-                // that is wrong or not this user's (10002); a message that echoes the secret is
-                // left out.
-                Some(e) if !e.message.contains(self.secret()) => VendorError::Auth {
-                    reason: format!("sign-in answered HTTP {status} ({})", e.describe()),
-                },
-                _ => refused,
-            });
-        }
-        let body = read_body_limited(resp, 1 << 20).await?;
+        // The code and ThoughtSpot's message tell bad credentials (10097) from an Org that is
+        // wrong or not this user's (10002); a message that echoes the secret is left out.
+        let body = post_sign_in(http, base, &wire::path("auth/token/full"), &body, |body| {
+            wire::TsError::parse(body)
+                .filter(|e| !e.message.contains(self.secret()))
+                .map(|e| e.describe())
+        })
+        .await?;
         let answer: wire::TokenAnswer =
             serde_json::from_slice(&body).map_err(|e| VendorError::Decode {
                 reason: format!("sign-in answer: {e}"),
@@ -270,23 +247,15 @@ pub fn open(
 ) -> Result<Arc<Engine>, String> {
     let c = cluster_of(tenant).ok_or("not a ThoughtSpot tenant")?;
     let (client, adapter) = adapter_for(tenant, &c, client_settings())?;
-    let adapter: Arc<dyn VendorAdapter> = Arc::new(adapter);
-    let settings = EngineSettings::from_env(
-        tenant.id.as_str(),
-        tenant_index,
-        tenant.roles.clone(),
-        tenant.on_vendor_unavailable,
-        "thoughtspot",
-    )
-    .with_attributes(&tenant.attributes);
-    Engine::open(
+    super::open_engine(
         store,
-        settings,
-        adapter,
+        tenant,
+        tenant_index,
+        "thoughtspot",
+        Arc::new(adapter),
+        client,
         role_changes,
-        Some(Box::new(move || client.send_rate())),
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Problems a ThoughtSpot tenant has whatever the cluster says: rules naming the built-in groups.
