@@ -6,7 +6,9 @@
 #   local           the embedded default (local connector), at /scim/v2;
 #   sisense-rest    a Sisense tenant (REST mode) on `scim-bridge simulate sisense`;
 #   sisense-scim    the same with mode = "scim" (Sisense's native SCIM API for users and groups);
-#   tableau         a Tableau Server tenant (personal access token) on `scim-bridge simulate tableau`.
+#   tableau         a Tableau Server tenant (personal access token) on `scim-bridge simulate tableau`;
+#   thoughtspot     a ThoughtSpot tenant (trusted-auth secret key, Primary Org) on
+#                   `scim-bridge simulate thoughtspot` (its 100 req/s limit on: the bridge stays under it).
 # A vendor tenant's bridge is tested once it has read its simulator (`/readyz?verbose` with no
 # vendor unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
 # Prints `N passed, M failed` per tester per tenant, then a summary; exits non-zero on any
@@ -14,16 +16,25 @@
 # resources, out of scope) and on any undelivered or refused vendor write. The bearer token is
 # random per run and never printed.
 # Usage: conformance/run.sh [path/to/scim-bridge]   (default: target/release/scim-bridge, built if missing)
-# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim tableau" (default: all four) to run fewer;
+#        conformance/run.sh TENANT...                e.g. `conformance/run.sh thoughtspot` (same as
+#                                                     CONFORMANCE_TENANTS=thoughtspot), default binary
+# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim tableau thoughtspot" (default: all five) to run
+#        fewer, e.g. CONFORMANCE_TENANTS=thoughtspot;
 #        SCIM_TESTER_TRACE=1 to print scim2-tester's requests and responses.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-bin="${1:-$root/target/release/scim-bridge}"
+known_tenants=" local sisense-rest sisense-scim tableau thoughtspot "
+bin="$root/target/release/scim-bridge"
+if [ $# -gt 0 ] && [[ "$known_tenants" == *" $1 "* ]]; then
+  CONFORMANCE_TENANTS="$*"
+elif [ $# -gt 0 ]; then
+  bin="$1"
+fi
 if [ ! -x "$bin" ]; then
   (cd "$root" && cargo build --release --locked --bin scim-bridge)
 fi
-tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim tableau}"
+tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim tableau thoughtspot}"
 
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scim2_tester, scim_sanity" 2>/dev/null; then
@@ -255,12 +266,23 @@ run_tableau() {
     $'default = "Viewer"\nrules = [\n  { group = "BI Admins", role = "SiteAdministratorCreator" },\n  { group = "Tableau Creators", role = "Creator" },\n]'
 }
 
+# run_thoughtspot NAME: a ThoughtSpot tenant in the simulator's Primary Org (org_id = 0), signed in
+# as its administrator `tsadmin` with the default trusted-auth secret key; roles are RBAC roles
+# held through the bridge's role groups (BI Admins → Analyst, default Viewer, both seeded roles),
+# as in deploy/scim-bridge.example.toml.
+run_thoughtspot() {
+  run_vendor "$1" thoughtspot \
+    $'username    = "tsadmin"\nsecret_key  = "simulator-secret-key"\norg_id      = 0' \
+    $'default = "Viewer"\nrules = [\n  { group = "BI Admins", role = "Analyst" },\n]'
+}
+
 for t in $tenants; do
   case "$t" in
     local) run_local || status=1 ;;
     sisense-rest) run_sisense sisense-rest rest || status=1 ;;
     sisense-scim) run_sisense sisense-scim scim || status=1 ;;
     tableau) run_tableau tableau || status=1 ;;
+    thoughtspot) run_thoughtspot thoughtspot || status=1 ;;
     *) echo "unknown tenant in CONFORMANCE_TENANTS: $t"; status=1 ;;
   esac
 done
