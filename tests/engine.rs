@@ -677,6 +677,7 @@ fn settings(deadline: Duration) -> EngineSettings {
         inline_deadline: deadline,
         sync_interval: Duration::from_secs(3600),
         purpose: "fake",
+        attributes: Vec::new(),
     }
 }
 

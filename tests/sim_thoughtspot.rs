@@ -517,6 +517,11 @@ async fn seeded_directory_has_primary_org_all_group_admin_and_roles() {
     );
     let roles = admin.post("roles/search", json!({})).await.json();
     assert!(names(&roles).contains(&"Super Admin".to_string()));
+    let vars = admin
+        .post("template/variables/search", json!({}))
+        .await
+        .json();
+    assert_eq!(names(&vars), ["region"]);
     sim.stop().await;
 }
 
@@ -1442,4 +1447,625 @@ async fn retry_after_is_off_by_default_and_a_switch() {
         assert_eq!(seen, Some(want));
         sim.stop().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Template variables
+
+/// `template/variables/search` with METADATA_AND_VALUES for one variable: its `values`.
+async fn var_values(ts: &Ts, name: &str, scope: Value) -> Vec<Value> {
+    let mut body = json!({
+        "variable_details": [{"identifier": name}],
+        "response_content": "METADATA_AND_VALUES",
+    });
+    if !scope.is_null() {
+        body["value_scope"] = scope;
+    }
+    let r = ts.post("template/variables/search", body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j.as_array().unwrap().len(), 1, "{j}");
+    j[0]["values"].as_array().unwrap().clone()
+}
+
+async fn put_values(ts: &Ts, var: &str, body: Value) -> Resp {
+    ts.call(
+        "template/variables/{identifier}/update-values",
+        Some(var),
+        body,
+    )
+    .await
+}
+
+fn no_limit() -> SimOptions {
+    with_switches(&[("thoughtspot.rate_limit_rps", "0")])
+}
+
+#[tokio::test]
+async fn variables_create_and_search_with_the_seeded_region() {
+    let sim = spawn_with(no_limit()).await;
+    let admin = Ts::new(&sim).admin().await;
+    // The seeded formula variable, METADATA only: `values` is null.
+    let r = admin.post("template/variables/search", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j.as_array().unwrap().len(), 1);
+    assert_eq!(j[0]["name"], "region");
+    assert_eq!(j[0]["variable_type"], "FORMULA_VARIABLE");
+    assert_eq!(j[0]["sensitive"], false);
+    assert_eq!(j[0]["values"], Value::Null);
+    assert_eq!(j[0]["org"], json!({"id": 0, "name": "Primary"}));
+
+    let r = admin
+        .post(
+            "template/variables/create",
+            json!({"type": "FORMULA_VARIABLE", "name": "country_var", "is_sensitive": false, "data_type": "VARCHAR"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["name"], "country_var");
+    assert_eq!(v["values"], json!([]));
+    let id = v["id"].as_str().unwrap().to_string();
+    // Names are unique across the cluster, whatever the case.
+    let r = admin
+        .post(
+            "template/variables/create",
+            json!({"type": "TABLE_MAPPING", "name": "COUNTRY_VAR"}),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    for bad in [
+        json!({"type": "FORMULA_VARIABLE", "name": "1abc"}),
+        json!({"type": "FORMULA_VARIABLE", "name": "a-b"}),
+        json!({"type": "NOPE", "name": "abc"}),
+        json!({"name": "abc"}),
+        json!({"type": "FORMULA_VARIABLE"}),
+        json!({"type": "FORMULA_VARIABLE", "name": "abc", "data_type": "BOOLEAN"}),
+    ] {
+        let r = admin.post("template/variables/create", bad.clone()).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 10002), "{bad}");
+    }
+    admin
+        .post(
+            "template/variables/create",
+            json!({"type": "TABLE_MAPPING", "name": "schema_var", "is_sensitive": true}),
+        )
+        .await;
+    // Filters: identifier (GUID or name), type, name_pattern; items OR-ed.
+    let found = |r: Resp| names(&r.json());
+    let r = admin
+        .post(
+            "template/variables/search",
+            json!({"variable_details": [{"identifier": id}]}),
+        )
+        .await;
+    assert_eq!(found(r), ["country_var"]);
+    let r = admin
+        .post(
+            "template/variables/search",
+            json!({"variable_details": [{"type": "TABLE_MAPPING"}, {"name_pattern": "REG%"}]}),
+        )
+        .await;
+    assert_eq!(found(r), ["region", "schema_var"]);
+    let r = admin
+        .post(
+            "template/variables/search",
+            json!({"variable_details": [{"type": "FORMULA_VARIABLE", "name_pattern": "%var"}]}),
+        )
+        .await;
+    assert_eq!(found(r), ["country_var"]);
+    let r = admin
+        .post(
+            "template/variables/search",
+            json!({"variable_details": [{"identifier": "ghost"}]}),
+        )
+        .await;
+    assert_eq!(r.json(), json!([]));
+    // Rename, then delete (one by path, the rest in a batch).
+    let r = admin
+        .call(
+            "template/variables/{identifier}/update",
+            Some("country_var"),
+            json!({"name": "nation_var"}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = admin
+        .call(
+            "template/variables/{identifier}/update",
+            Some("nation_var"),
+            json!({"name": "Region"}),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    let r = admin
+        .call(
+            "template/variables/{identifier}/delete",
+            Some(&id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = admin
+        .post(
+            "template/variables/delete",
+            json!({"identifiers": ["schema_var", "ghost"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, 10002),
+        "all or nothing"
+    );
+    let r = admin
+        .post(
+            "template/variables/delete",
+            json!({"identifiers": ["schema_var"]}),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = admin.post("template/variables/search", json!({})).await;
+    assert_eq!(found(r), ["region"]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn variable_search_pages_with_record_offset_and_size_default_10() {
+    let sim = spawn_with(no_limit()).await;
+    let admin = Ts::new(&sim).admin().await;
+    for i in 0..12 {
+        let r = admin
+            .post(
+                "template/variables/create",
+                json!({"type": "FORMULA_VARIABLE", "name": format!("v{i:02}"), "data_type": "INT32"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let page = |body: Value| {
+        let admin = admin.clone();
+        async move {
+            let r = admin.post("template/variables/search", body).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = page(json!({})).await;
+    assert_eq!(first.len(), 10, "record_size defaults to 10");
+    assert_eq!(first[0], "region", "creation order");
+    let rest = page(json!({"record_offset": 10, "record_size": 10})).await;
+    assert_eq!(rest, ["v09", "v10", "v11"]);
+    assert_eq!(page(json!({"record_size": -1})).await.len(), 13);
+    assert_eq!(
+        page(json!({"record_offset": 2, "record_size": 2})).await,
+        ["v01", "v02"]
+    );
+    let r = admin
+        .post("template/variables/search", json!({"record_size": -10}))
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn variable_values_replace_add_remove_reset_per_user() {
+    let sim = spawn_with(no_limit()).await;
+    let admin = Ts::new(&sim).admin().await;
+    let jane = admin.create_user("jane", json!({})).await;
+    let jane_id = jane["id"].as_str().unwrap().to_string();
+    admin.create_user("joe", json!({})).await;
+    let ok = |r: Resp| assert_eq!(r.status, 204, "{}", r.body);
+
+    // REPLACE for jane by name: stored per user, shown by name.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "REPLACE", "variable_assignment": [
+            {"assigned_values": ["EMEA", "APAC"], "principal_type": "USER", "principal_identifier": "jane"}]}),
+    )
+    .await);
+    let vals = var_values(&admin, "region", Value::Null).await;
+    assert_eq!(
+        vals,
+        [
+            json!({"value_list": ["EMEA", "APAC"], "org_identifier": "Primary", "principal_type": "USER", "principal_identifier": "jane"})
+        ]
+    );
+    // The same scope by GUID (and the Org by id): REPLACE replaces that one value.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "REPLACE", "variable_assignment": [
+            {"assigned_values": ["AMER"], "org_identifier": "0", "principal_type": "USER", "principal_identifier": jane_id}]}),
+    )
+    .await);
+    let vals = var_values(&admin, "region", Value::Null).await;
+    assert_eq!(vals.len(), 1, "{vals:?}");
+    assert_eq!(vals[0]["value_list"], json!(["AMER"]));
+    // Resending the same values is a no-op 204.
+    for _ in 0..2 {
+        ok(put_values(
+            &admin,
+            "region",
+            json!({"operation": "REPLACE", "variable_assignment": [
+                {"assigned_values": ["AMER"], "principal_type": "USER", "principal_identifier": "JANE"}]}),
+        )
+        .await);
+    }
+    assert_eq!(var_values(&admin, "region", Value::Null).await, vals);
+    // ADD appends to a list variable (no duplicate); principal_type may be left out.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "ADD", "variable_assignment": [
+            {"assigned_values": ["AMER", "EMEA"], "principal_identifier": "jane"},
+            {"assigned_values": ["APAC"], "principal_type": "USER", "principal_identifier": "joe"}]}),
+    )
+    .await);
+    // An Org-wide value, priority kept.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "ADD", "variable_assignment": [
+            {"assigned_values": ["GLOBAL"], "org_identifier": "Primary", "priority": 1}]}),
+    )
+    .await);
+    let vals = var_values(&admin, "region", Value::Null).await;
+    assert_eq!(
+        vals,
+        [
+            json!({"value_list": ["AMER", "EMEA"], "org_identifier": "Primary", "principal_type": "USER", "principal_identifier": "jane"}),
+            json!({"value_list": ["APAC"], "org_identifier": "Primary", "principal_type": "USER", "principal_identifier": "joe"}),
+            json!({"value_list": ["GLOBAL"], "org_identifier": "Primary", "priority": 1}),
+        ]
+    );
+    // value_scope filters the values: principal by name or GUID, OR-ed across items.
+    let by_guid = var_values(&admin, "region", json!([{"principal_identifier": jane_id}])).await;
+    let by_name = var_values(
+        &admin,
+        "region",
+        json!([{"principal_type": "USER", "principal_identifier": "Jane"}]),
+    )
+    .await;
+    assert_eq!(by_guid, by_name);
+    assert_eq!(by_guid.len(), 1);
+    let two = var_values(
+        &admin,
+        "region",
+        json!([{"principal_identifier": "joe"}, {"principal_identifier": "jane"}]),
+    )
+    .await;
+    assert_eq!(two.len(), 2);
+    assert_eq!(
+        var_values(&admin, "region", json!([{"org_identifier": "Primary"}]))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        var_values(&admin, "region", json!([{"principal_identifier": "ghost"}])).await,
+        Vec::<Value>::new()
+    );
+    // REMOVE takes matching values out; with none given it clears the scope.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "REMOVE", "variable_assignment": [
+            {"assigned_values": ["AMER", "NOPE"], "principal_type": "USER", "principal_identifier": "jane"}]}),
+    )
+    .await);
+    let jane_vals = var_values(&admin, "region", json!([{"principal_identifier": "jane"}])).await;
+    assert_eq!(jane_vals[0]["value_list"], json!(["EMEA"]));
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "REMOVE", "variable_assignment": [
+            {"assigned_values": [], "principal_type": "USER", "principal_identifier": jane_id}]}),
+    )
+    .await);
+    assert!(
+        var_values(&admin, "region", json!([{"principal_identifier": "jane"}]))
+            .await
+            .is_empty()
+    );
+    // Deleting a user drops their values.
+    let r = admin
+        .call("users/{user_identifier}/delete", Some("joe"), json!({}))
+        .await;
+    assert_eq!(r.status, 204);
+    let vals = var_values(&admin, "region", Value::Null).await;
+    assert_eq!(vals.len(), 1);
+    assert_eq!(vals[0]["value_list"], json!(["GLOBAL"]));
+    // RESET drops every value; the scope is ignored.
+    ok(put_values(
+        &admin,
+        "region",
+        json!({"operation": "RESET", "variable_assignment": [
+            {"assigned_values": [], "principal_identifier": "nobody-at-all"}]}),
+    )
+    .await);
+    assert!(var_values(&admin, "region", Value::Null).await.is_empty());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn variable_value_errors_are_400_10002() {
+    let sim = spawn_with(no_limit()).await;
+    let ts = Ts::new(&sim);
+    let admin = ts.admin().await;
+    admin.create_user("jane", json!({"password": "pw"})).await;
+    let bad = |who: Value| json!({"operation": "REPLACE", "variable_assignment": [who]});
+    // An unknown variable: the not-found error.
+    let r = put_values(&admin, "ghost", bad(json!({"assigned_values": ["x"]}))).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    for who in [
+        json!({"assigned_values": ["x"], "principal_type": "USER", "principal_identifier": "ghost"}),
+        json!({"assigned_values": ["x"], "principal_identifier": "ghost"}),
+        json!({"assigned_values": ["x"], "principal_type": "USER_GROUP", "principal_identifier": "jane"}),
+        json!({"assigned_values": ["x"], "principal_type": "USER"}),
+        json!({"assigned_values": ["x"], "org_identifier": "no-such-org"}),
+        json!({"assigned_values": ["x"], "org_identifier": "42"}),
+        json!({"principal_identifier": "jane"}),
+        json!({"assigned_values": "x"}),
+    ] {
+        let r = put_values(&admin, "region", bad(who.clone())).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 10002), "{who}");
+    }
+    let r = put_values(
+        &admin,
+        "region",
+        json!({"operation": "MERGE", "variable_assignment": []}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = put_values(&admin, "region", json!({})).await;
+    assert_eq!(r.status, 400);
+    // Nothing was written by the failures.
+    assert!(var_values(&admin, "region", Value::Null).await.is_empty());
+    // Values must fit the data type; a single-valued kind takes one value.
+    admin
+        .post(
+            "template/variables/create",
+            json!({"type": "FORMULA_VARIABLE", "name": "cap", "data_type": "INT32"}),
+        )
+        .await;
+    let r = put_values(&admin, "cap", bad(json!({"assigned_values": ["12.5"]}))).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    let r = put_values(
+        &admin,
+        "cap",
+        bad(json!({"assigned_values": ["12", "TS_WILDCARD_ALL"]})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    admin
+        .post(
+            "template/variables/create",
+            json!({"type": "CONNECTION_PROPERTY", "name": "wh_var"}),
+        )
+        .await;
+    let r = put_values(
+        &admin,
+        "wh_var",
+        bad(json!({"assigned_values": ["a", "b"]})),
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    let r = put_values(&admin, "wh_var", bad(json!({"assigned_values": ["WH_A"]}))).await;
+    assert_eq!(r.status, 204);
+    let r = put_values(
+        &admin,
+        "wh_var",
+        json!({"operation": "ADD", "variable_assignment": [{"assigned_values": ["WH_B"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        var_values(&admin, "wh_var", Value::Null).await,
+        [json!({"value": "WH_B", "org_identifier": "Primary"})],
+        "ADD on a single-valued variable replaces"
+    );
+    // Without ADMINISTRATION or CAN_MANAGE_VARIABLES: 403; with CAN_MANAGE_VARIABLES, formula
+    // variables only.
+    let jane = ts
+        .login_with(json!({"username": "jane", "password": "pw"}))
+        .await;
+    let r = jane.post("template/variables/search", json!({})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, 10023));
+    let r = put_values(&jane, "region", bad(json!({"assigned_values": ["x"]}))).await;
+    assert_eq!(r.status, 403);
+    admin
+        .create_group(
+            "VarAdmins",
+            json!({"privileges": ["CAN_MANAGE_VARIABLES"], "user_identifiers": ["jane"]}),
+        )
+        .await;
+    let r = jane.post("template/variables/search", json!({})).await;
+    assert_eq!(names(&r.json()), ["cap", "region"]);
+    let r = put_values(&jane, "region", bad(json!({"assigned_values": ["x"]}))).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = put_values(&jane, "wh_var", bad(json!({"assigned_values": ["x"]}))).await;
+    assert_eq!(r.status, 403);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn deprecated_batch_update_values_and_org_scopes() {
+    let sim = spawn_with(no_limit()).await;
+    let ts = Ts::new(&sim);
+    let admin = ts.admin().await;
+    let org = admin
+        .post("orgs/create", json!({"name": "OrgA"}))
+        .await
+        .json();
+    let org_id = org["id"].as_i64().unwrap();
+    admin
+        .create_user("ann", json!({"org_identifiers": ["0", org_id.to_string()]}))
+        .await;
+    let r = admin
+        .post(
+            "template/variables/update-values",
+            json!({
+                "variable_assignment": [{"variable_identifier": "region", "variable_values": ["West"], "operation": "ADD"}],
+                "variable_value_scope": [
+                    {"org_identifier": "OrgA", "principal_type": "USER", "principal_identifier": "ann"},
+                    {"org_identifier": "Primary", "model_identifier": "80c969e7-3a36-48b7-923e-e2fb5c3fe88f"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let vals = var_values(&admin, "region", Value::Null).await;
+    assert_eq!(
+        vals,
+        [
+            json!({"value_list": ["West"], "org_identifier": "OrgA", "principal_type": "USER", "principal_identifier": "ann"}),
+            json!({"value_list": ["West"], "org_identifier": "Primary", "model_identifier": "80c969e7-3a36-48b7-923e-e2fb5c3fe88f"}),
+        ]
+    );
+    // A token of OrgA sees the Primary Org's variable, and only OrgA's values; a value it
+    // writes without org_identifier lands in OrgA; it cannot reach the Primary Org.
+    let in_a = ts
+        .login_with(json!({"username": "tsadmin", "password": "admin", "org_id": org_id}))
+        .await;
+    let vals = var_values(&in_a, "region", Value::Null).await;
+    assert_eq!(vals.len(), 1);
+    assert_eq!(vals[0]["org_identifier"], "OrgA");
+    let r = put_values(
+        &in_a,
+        "region",
+        json!({"operation": "REPLACE", "variable_assignment": [{"assigned_values": ["East"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = put_values(
+        &in_a,
+        "region",
+        json!({"operation": "REPLACE", "variable_assignment": [{"assigned_values": ["East"], "org_identifier": "Primary"}]}),
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    assert_eq!(var_values(&in_a, "region", Value::Null).await.len(), 2);
+    // A variable made in OrgA is OrgA's; the Primary Org's admin still sees it (cluster admin).
+    let r = in_a
+        .post(
+            "template/variables/create",
+            json!({"type": "FORMULA_VARIABLE", "name": "a_only", "data_type": "DATE"}),
+        )
+        .await;
+    assert_eq!(r.json()["org"], json!({"id": org_id, "name": "OrgA"}));
+    // The batch form rejects everything when one variable or scope is unknown.
+    let r = admin
+        .post(
+            "template/variables/update-values",
+            json!({
+                "variable_assignment": [
+                    {"variable_identifier": "a_only", "variable_values": ["2024-04-01"], "operation": "REPLACE"},
+                    {"variable_identifier": "ghost", "variable_values": ["x"], "operation": "REPLACE"}
+                ],
+                "variable_value_scope": [{"org_identifier": "OrgA"}]
+            }),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 10002));
+    assert!(var_values(&admin, "a_only", Value::Null).await.is_empty());
+    let r = admin
+        .post(
+            "template/variables/update-values",
+            json!({"variable_assignment": [{"variable_identifier": "region", "variable_values": [], "operation": "RESET"}], "variable_value_scope": []}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(var_values(&admin, "region", Value::Null).await.is_empty());
+    // Deleting the Org deletes its variables.
+    let r = admin
+        .call("orgs/{org_identifier}/delete", Some("OrgA"), json!({}))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = admin.post("template/variables/search", json!({})).await;
+    assert_eq!(names(&r.json()), ["region"]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn group_principals_and_group_deletion() {
+    let sim = spawn_with(no_limit()).await;
+    let admin = Ts::new(&sim).admin().await;
+    admin.create_group("Sales", json!({})).await;
+    let r = put_values(
+        &admin,
+        "region",
+        json!({"operation": "ADD", "variable_assignment": [
+            {"assigned_values": ["EMEA"], "principal_type": "USER_GROUP", "principal_identifier": "sales", "priority": 5}]}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        var_values(&admin, "region", json!([{"principal_type": "USER_GROUP"}])).await,
+        [
+            json!({"value_list": ["EMEA"], "org_identifier": "Primary", "principal_type": "USER_GROUP", "principal_identifier": "Sales", "priority": 5})
+        ]
+    );
+    let r = admin
+        .call("groups/{group_identifier}/delete", Some("Sales"), json!({}))
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(var_values(&admin, "region", Value::Null).await.is_empty());
+    sim.stop().await;
+}
+
+/// Name lookups are indexed: 20,000 users through the API take seconds, not minutes.
+/// `[SIM_TS_USERS=N] cargo test --release --test sim_thoughtspot -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn twenty_thousand_users_through_the_api() {
+    let sim = spawn_with(no_limit()).await;
+    let admin = Ts::new(&sim).admin().await;
+    let http = admin.http.clone();
+    let url = format!("{}{API}/users/create", admin.base);
+    let token = admin.token.clone().unwrap();
+    let n: usize = std::env::var("SIM_TS_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let r = http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("u{i}"), "display_name": format!("U {i}"), "email": format!("u{i}@acme.com")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let took = started.elapsed();
+    // Lookups by name, and a late page, stay fast.
+    let t2 = std::time::Instant::now();
+    for i in (0..n).step_by(100) {
+        let r = admin
+            .post("users/search", json!({"user_identifier": format!("U{i}")}))
+            .await;
+        assert_eq!(r.json().as_array().unwrap().len(), 1);
+    }
+    let r = admin
+        .post(
+            "users/search",
+            json!({"record_offset": n - 5, "record_size": 10}),
+        )
+        .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 6);
+    println!(
+        "{n} users created in {:.1} s; 200 lookups and a page in {:.2} s",
+        took.as_secs_f64(),
+        t2.elapsed().as_secs_f64()
+    );
+    assert!(took.as_secs() < 60, "{took:?}");
+    sim.stop().await;
 }

@@ -23,16 +23,40 @@
 //! `--throttle-rps`) uses the nested body with code 429; unknown paths 404 and wrong methods 405,
 //! both with the nested body; the All group (one per Org, every Org member in it, AUTHORING)
 //! cannot be deleted, renamed or given members (400/10002); seeded roles Super Admin (read-only),
-//! Analyst, Viewer; `creation_time_in_millis` is left out of roles because the spec types it as
-//! an object. Routes (all POST under `/api/rest/2.0/` unless noted): `auth/token/{full,validate,
-//! revoke}`, `GET auth/session/user`, `users/{search,create,deactivate,activate}`,
-//! `users/{id}/{update,delete}`, `groups/{search,create}`, `groups/{id}/{update,delete}`,
-//! `orgs/{search,create}`, `orgs/{id}/delete`, `roles/{search,create}`, `roles/{id}/{update,delete}`.
+//! Analyst, Viewer; a seeded formula variable `region` (FORMULA_VARIABLE, data_type VARCHAR, not
+//! sensitive, owned by the Primary Org, no values); `creation_time_in_millis` is left out of
+//! roles because the spec types it as an object. Routes (all POST under `/api/rest/2.0/` unless
+//! noted): `auth/token/{full,validate,revoke}`, `GET auth/session/user`,
+//! `users/{search,create,deactivate,activate}`, `users/{id}/{update,delete}`,
+//! `groups/{search,create}`, `groups/{id}/{update,delete}`, `orgs/{search,create}`,
+//! `orgs/{id}/delete`, `roles/{search,create}`, `roles/{id}/{update,delete}`,
+//! `template/variables/{create,search,update-values,delete}` (`update-values` is the deprecated
+//! batch form), `template/variables/{id}/{update-values,update,delete}` (`delete` deprecated).
+//!
+//! Template variables (`Variable` in the spec; the developer guide's "Custom variables" page):
+//! names are unique across the cluster (case-insensitive; a letter or `_`, then letters, digits,
+//! `_`), a duplicate is the conflict error. A variable belongs to the Org of the token that
+//! created it (`org`); an Org sees its own and the Primary Org's, a cluster admin in the Primary
+//! Org all. Formula variables need CAN_MANAGE_VARIABLES or ADMINISTRATION, the other kinds
+//! ADMINISTRATION. A value is stored per scope (Org, optional principal, optional model):
+//! the Org is the one named (its name, its id or `primaryOrg`), else the token's (another Org
+//! only for a cluster admin); a principal is any user (GUID or name) or a group of that Org
+//! (without `principal_type`: a user first), stored by GUID and **shown by name** in
+//! `values[].principal_identifier` (search's `principal_identifier` filter takes either); an
+//! unknown principal or Org is 400/10002. Formula variables are list variables (`value_list`);
+//! the other kinds hold one `value` (more is 400). `operation` (default REPLACE, the spec gives
+//! none): REPLACE sets the scope's values, ADD appends (list) or replaces (single), REMOVE takes
+//! the given values out (list) or clears the scope, RESET clears every value the caller reaches;
+//! a scope left empty is dropped, and resending what is stored changes nothing. Formula values
+//! must fit the `data_type` (`TS_WILDCARD_ALL` always does). Search answers `values: null` for
+//! METADATA (as the guide's example) and, for METADATA_AND_VALUES, the values of the caller's Org
+//! (all Orgs for a cluster admin) that match any `value_scope`. Deleting a user, group or Org
+//! deletes their values (and an Org its variables). Sensitive values are shown, not masked.
 //!
 //! `--token-ttl-s` caps the validity a client asks for (`validity_time_in_sec`, default 300 s).
 //! A token without `org_id` is for the Primary Org (0), as the developer guide says [B.2].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,6 +184,25 @@ const LOCALES: &[&str] = &[
     "ko-KR", "de-CH", "en-AU", "en-DE", "en-IN", "en-NZ",
 ];
 
+/// `CreateVariableRequest.type.enum`.
+const VARIABLE_TYPES: &[&str] = &[
+    "CONNECTION_PROPERTY",
+    "TABLE_MAPPING",
+    "CONNECTION_PROPERTY_PER_PRINCIPAL",
+    "FORMULA_VARIABLE",
+];
+/// `VariableDetailInput.type.enum`: USER_PROPERTY can be searched for but not created.
+const VARIABLE_SEARCH_TYPES: &[&str] = &[
+    "CONNECTION_PROPERTY",
+    "TABLE_MAPPING",
+    "CONNECTION_PROPERTY_PER_PRINCIPAL",
+    "FORMULA_VARIABLE",
+    "USER_PROPERTY",
+];
+const VARIABLE_DATA_TYPES: &[&str] = &["VARCHAR", "INT32", "INT64", "DOUBLE", "DATE", "DATE_TIME"];
+const PRINCIPAL_TYPES: &[&str] = &["USER", "USER_GROUP"];
+const VARIABLE_OPS: &[&str] = &["ADD", "REMOVE", "REPLACE", "RESET"];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ErrorForm {
     Nested,
@@ -171,6 +214,66 @@ enum Op {
     Add,
     Remove,
     Replace,
+}
+
+/// `operation` of the variable value writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum VarOp {
+    Add,
+    Remove,
+    Replace,
+    Reset,
+}
+
+/// Ids in insertion order with O(1) membership and O(log n) removal: the order of users and
+/// of a group's members, which reach 100,000s in benchmarks.
+#[derive(Clone, Debug, Default)]
+struct OrderedSet {
+    next: u64,
+    by_seq: BTreeMap<u64, String>,
+    seq: HashMap<String, u64>,
+}
+
+impl OrderedSet {
+    fn contains(&self, id: &str) -> bool {
+        self.seq.contains_key(id)
+    }
+    /// Appends `id` unless it is already in; true when it was added.
+    fn insert(&mut self, id: String) -> bool {
+        if self.seq.contains_key(&id) {
+            return false;
+        }
+        self.next += 1;
+        self.by_seq.insert(self.next, id.clone());
+        self.seq.insert(id, self.next);
+        true
+    }
+    fn remove(&mut self, id: &str) -> bool {
+        match self.seq.remove(id) {
+            Some(n) => {
+                self.by_seq.remove(&n);
+                true
+            }
+            None => false,
+        }
+    }
+    fn clear(&mut self) {
+        self.by_seq.clear();
+        self.seq.clear();
+    }
+    fn iter(&self) -> impl Iterator<Item = &String> + '_ {
+        self.by_seq.values()
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for OrderedSet {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> Self {
+        let mut s = OrderedSet::default();
+        for i in items {
+            s.insert(i.into());
+        }
+        s
+    }
 }
 
 struct Config {
@@ -271,7 +374,7 @@ struct Group {
     group_type: String,
     visibility: String,
     privileges: Vec<String>,
-    users: Vec<String>,
+    users: OrderedSet,
     sub_groups: Vec<String>,
     roles: Vec<String>,
     /// The Org's "All" group: every user of the Org is in it [B.3].
@@ -291,6 +394,111 @@ struct Role {
     read_only: bool,
 }
 
+/// A template variable [TS-SPEC `Variable`]; names are unique across the cluster.
+#[derive(Clone, Debug)]
+struct Variable {
+    id: String,
+    name: String,
+    vtype: String,
+    /// FORMULA_VARIABLE only: the type its values must parse as.
+    data_type: Option<String>,
+    sensitive: bool,
+    /// The Org it was created in (`org` in the JSON).
+    org_id: i64,
+    values: VarValues,
+}
+
+impl Variable {
+    /// Formula variables hold lists (`value_list`, `ADD` appends); the others one `value`.
+    fn is_list(&self) -> bool {
+        self.vtype == "FORMULA_VARIABLE"
+    }
+}
+
+/// Where a value applies: an Org, optionally a principal (stored by GUID), optionally a model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct VarScope {
+    org_id: i64,
+    /// (`USER` | `USER_GROUP`, GUID).
+    principal: Option<(&'static str, String)>,
+    model: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct VarValue {
+    scope: VarScope,
+    values: Vec<String>,
+    priority: Option<i64>,
+}
+
+/// A variable's values in the order they were first set, found by scope and by principal in
+/// O(1) (one value per user of 100,000 users must not make writes quadratic).
+#[derive(Clone, Debug, Default)]
+struct VarValues {
+    next: u64,
+    rows: BTreeMap<u64, VarValue>,
+    by_scope: HashMap<VarScope, u64>,
+    by_principal: HashMap<String, HashSet<u64>>,
+}
+
+impl VarValues {
+    fn iter(&self) -> impl Iterator<Item = &VarValue> + '_ {
+        self.rows.values()
+    }
+    fn get_mut(&mut self, scope: &VarScope) -> Option<&mut VarValue> {
+        let n = self.by_scope.get(scope)?;
+        self.rows.get_mut(n)
+    }
+    fn insert(&mut self, row: VarValue) {
+        self.remove(&row.scope.clone());
+        self.next += 1;
+        if let Some((_, p)) = &row.scope.principal {
+            self.by_principal
+                .entry(p.clone())
+                .or_default()
+                .insert(self.next);
+        }
+        self.by_scope.insert(row.scope.clone(), self.next);
+        self.rows.insert(self.next, row);
+    }
+    fn remove_seq(&mut self, n: u64) {
+        let Some(row) = self.rows.remove(&n) else {
+            return;
+        };
+        self.by_scope.remove(&row.scope);
+        if let Some((_, p)) = &row.scope.principal {
+            if let Some(set) = self.by_principal.get_mut(p) {
+                set.remove(&n);
+                if set.is_empty() {
+                    self.by_principal.remove(p);
+                }
+            }
+        }
+    }
+    fn remove(&mut self, scope: &VarScope) {
+        if let Some(n) = self.by_scope.get(scope).copied() {
+            self.remove_seq(n);
+        }
+    }
+    /// Every value of one user or group (GUIDs do not collide between the two).
+    fn remove_principal(&mut self, id: &str) {
+        for n in self.by_principal.remove(id).unwrap_or_default() {
+            self.remove_seq(n);
+        }
+    }
+    fn retain(&mut self, keep: impl Fn(&VarValue) -> bool) {
+        let gone: Vec<u64> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| !keep(r))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in gone {
+            self.remove_seq(n);
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Token {
     user_id: String,
@@ -303,13 +511,19 @@ struct Token {
 struct State {
     orgs: Vec<Org>,
     users: HashMap<String, User>,
-    user_order: Vec<String>,
+    user_order: OrderedSet,
+    /// ASCII-lowercased user name → id: names are unique that way (create and rename check).
+    user_names: HashMap<String, String>,
     groups: HashMap<String, Group>,
     group_order: Vec<String>,
+    /// (Org, ASCII-lowercased group name) → id: unique per Org.
+    group_names: HashMap<(i64, String), String>,
     roles: HashMap<String, Role>,
     role_order: Vec<String>,
     tokens: HashMap<String, Token>,
     next_org_id: i64,
+    variables: HashMap<String, Variable>,
+    variable_order: Vec<String>,
 }
 
 /// A ThoughtSpot error: HTTP status, numeric code, message [B.7].
@@ -451,8 +665,7 @@ impl ThoughtSpot {
             activation_token: None,
             first_login_ms: Some(now),
         };
-        st.user_order.push(admin_id.clone());
-        st.users.insert(admin_id.clone(), admin);
+        st.insert_user(admin);
         let mut roles = Vec::new();
         for (name, desc, privs, ro) in [
             (
@@ -500,15 +713,25 @@ impl ThoughtSpot {
             st.roles.insert(r.id.clone(), r);
         }
         let all = self.new_group(&admin_id, 0, "All", "All", true);
-        st.group_order.push(all.id.clone());
-        st.groups.insert(all.id.clone(), all);
+        st.insert_group(all);
         let mut admins = self.new_group(&admin_id, 0, "Administrator", "Administrator", false);
         admins.description = "Administrators of the cluster".into();
         admins.privileges = vec!["ADMINISTRATION".into(), "AUTHORING".into()];
-        admins.users = vec![admin_id];
+        admins.users = [admin_id].into_iter().collect();
         admins.roles = vec![roles[0].clone()];
-        st.group_order.push(admins.id.clone());
-        st.groups.insert(admins.id.clone(), admins);
+        st.insert_group(admins);
+        // A formula variable for attribute mappings to write per-user values into.
+        let region = Variable {
+            id: self.ids.uuid(),
+            name: "region".into(),
+            vtype: "FORMULA_VARIABLE".into(),
+            data_type: Some("VARCHAR".into()),
+            sensitive: false,
+            org_id: 0,
+            values: VarValues::default(),
+        };
+        st.variable_order.push(region.id.clone());
+        st.variables.insert(region.id.clone(), region);
     }
 
     fn new_group(&self, author: &str, org: i64, name: &str, display: &str, all: bool) -> Group {
@@ -531,7 +754,7 @@ impl ThoughtSpot {
             } else {
                 Vec::new()
             },
-            users: Vec::new(),
+            users: OrderedSet::default(),
             sub_groups: Vec::new(),
             roles: Vec::new(),
             all,
@@ -668,6 +891,29 @@ impl Body {
         }
         Ok(l)
     }
+    /// An array of objects (`variable_details`, `variable_assignment`, …).
+    fn objects(&self, k: &str) -> Result<Option<Vec<Body>>, TsErr> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::Object(m) => Ok(Body(m.clone())),
+                    _ => Err(invalid(format!("{k} must be an array of objects."))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(invalid(format!("{k} must be an array."))),
+        }
+    }
+    fn var_op(&self, k: &str) -> Result<Option<VarOp>, TsErr> {
+        Ok(self.enum_str(k, VARIABLE_OPS)?.map(|o| match o.as_str() {
+            "ADD" => VarOp::Add,
+            "REMOVE" => VarOp::Remove,
+            "RESET" => VarOp::Reset,
+            _ => VarOp::Replace,
+        }))
+    }
     fn op(&self) -> Result<Op, TsErr> {
         // `operation` defaults to REPLACE [B.4][B.5].
         Ok(
@@ -683,24 +929,52 @@ impl Body {
     }
 }
 
+/// `operation` on a list field, in O(current + items).
 fn apply_op(current: &mut Vec<String>, op: Op, items: Vec<String>) {
     match op {
         Op::Replace => {
+            let mut seen = HashSet::new();
             current.clear();
             for i in items {
-                if !current.contains(&i) {
+                if seen.insert(i.clone()) {
                     current.push(i);
                 }
             }
         }
         Op::Add => {
+            let mut seen: HashSet<String> = current.iter().cloned().collect();
             for i in items {
-                if !current.contains(&i) {
+                if seen.insert(i.clone()) {
                     current.push(i);
                 }
             }
         }
-        Op::Remove => current.retain(|c| !items.contains(c)),
+        Op::Remove => {
+            let gone: HashSet<String> = items.into_iter().collect();
+            current.retain(|c| !gone.contains(c));
+        }
+    }
+}
+
+/// `operation` on a group's members.
+fn apply_op_set(current: &mut OrderedSet, op: Op, items: Vec<String>) {
+    match op {
+        Op::Replace => {
+            current.clear();
+            for i in items {
+                current.insert(i);
+            }
+        }
+        Op::Add => {
+            for i in items {
+                current.insert(i);
+            }
+        }
+        Op::Remove => {
+            for i in items {
+                current.remove(&i);
+            }
+        }
     }
 }
 
@@ -764,12 +1038,12 @@ impl State {
         }
     }
 
+    /// By GUID first, then by name (ASCII case-insensitive) through the name index.
     fn user_by_ident(&self, ident: &str) -> Option<&User> {
         self.users.get(ident).or_else(|| {
-            self.user_order
-                .iter()
-                .filter_map(|id| self.users.get(id))
-                .find(|u| u.name.eq_ignore_ascii_case(ident))
+            self.user_names
+                .get(&ident.to_ascii_lowercase())
+                .and_then(|id| self.users.get(id))
         })
     }
 
@@ -779,11 +1053,159 @@ impl State {
             Some(g) if g.org_id == org => Some(g),
             Some(_) => None,
             None => self
-                .group_order
-                .iter()
-                .filter_map(|id| self.groups.get(id))
-                .find(|g| g.org_id == org && g.name.eq_ignore_ascii_case(ident)),
+                .group_names
+                .get(&(org, ident.to_ascii_lowercase()))
+                .and_then(|id| self.groups.get(id)),
         }
+    }
+
+    // The only ways users and groups come and go or change name, so that the name indexes
+    // stay right.
+
+    fn insert_user(&mut self, u: User) {
+        self.user_names
+            .entry(u.name.to_ascii_lowercase())
+            .or_insert_with(|| u.id.clone());
+        self.user_order.insert(u.id.clone());
+        self.users.insert(u.id.clone(), u);
+    }
+
+    fn remove_user(&mut self, id: &str) -> Option<User> {
+        let u = self.users.remove(id)?;
+        let key = u.name.to_ascii_lowercase();
+        if self.user_names.get(&key).is_some_and(|i| i == id) {
+            self.user_names.remove(&key);
+        }
+        self.user_order.remove(id);
+        Some(u)
+    }
+
+    fn rename_user(&mut self, id: &str, name: String) {
+        let Some(u) = self.users.get_mut(id) else {
+            return;
+        };
+        let old = u.name.to_ascii_lowercase();
+        u.name = name;
+        let new = u.name.to_ascii_lowercase();
+        if self.user_names.get(&old).is_some_and(|i| i == id) {
+            self.user_names.remove(&old);
+        }
+        self.user_names.entry(new).or_insert_with(|| id.to_string());
+    }
+
+    fn insert_group(&mut self, g: Group) {
+        self.group_names
+            .entry((g.org_id, g.name.to_ascii_lowercase()))
+            .or_insert_with(|| g.id.clone());
+        self.group_order.push(g.id.clone());
+        self.groups.insert(g.id.clone(), g);
+    }
+
+    /// Drops the group and every reference to it (sub-groups, variable values); the caller
+    /// fixes `group_order` (one pass for many groups).
+    fn remove_group(&mut self, id: &str) -> Option<Group> {
+        let g = self.groups.remove(id)?;
+        let key = (g.org_id, g.name.to_ascii_lowercase());
+        if self.group_names.get(&key).is_some_and(|i| i == id) {
+            self.group_names.remove(&key);
+        }
+        for other in self.groups.values_mut() {
+            other.sub_groups.retain(|s| s != id);
+        }
+        self.drop_principal_values(id);
+        Some(g)
+    }
+
+    fn rename_group(&mut self, id: &str, name: String) {
+        let Some(g) = self.groups.get_mut(id) else {
+            return;
+        };
+        let old = (g.org_id, g.name.to_ascii_lowercase());
+        g.name = name;
+        let new = (g.org_id, g.name.to_ascii_lowercase());
+        if self.group_names.get(&old).is_some_and(|i| i == id) {
+            self.group_names.remove(&old);
+        }
+        self.group_names
+            .entry(new)
+            .or_insert_with(|| id.to_string());
+    }
+
+    /// A deleted user or group takes their variable values along.
+    fn drop_principal_values(&mut self, id: &str) {
+        for v in self.variables.values_mut() {
+            v.values.remove_principal(id);
+        }
+    }
+
+    /// By GUID or name (case-insensitive), whatever the Org.
+    fn variable_by_ident(&self, ident: &str) -> Option<&Variable> {
+        self.variables.get(ident).or_else(|| {
+            self.variable_order
+                .iter()
+                .filter_map(|id| self.variables.get(id))
+                .find(|v| v.name.eq_ignore_ascii_case(ident))
+        })
+    }
+
+    /// `org_identifier` of a variable value: "the unique name of the org" [TS-SPEC]; the numeric
+    /// id and `primaryOrg` (the developer guide's name for Org 0) are taken too.
+    fn var_org(&self, ident: &str) -> Option<&Org> {
+        if ident.trim().eq_ignore_ascii_case("primaryOrg") {
+            return self.org(0);
+        }
+        self.org_by_ident(ident)
+    }
+
+    fn principal_name(&self, kind: &str, id: &str) -> String {
+        let name = if kind == "USER" {
+            self.users.get(id).map(|u| u.name.clone())
+        } else {
+            self.groups.get(id).map(|g| g.name.clone())
+        };
+        name.unwrap_or_else(|| id.to_string())
+    }
+
+    fn var_value_json(&self, v: &Variable, x: &VarValue) -> Value {
+        let mut m = Map::new();
+        if v.is_list() {
+            m.insert("value_list".into(), json!(x.values));
+        } else if let Some(one) = x.values.first() {
+            m.insert("value".into(), json!(one));
+        }
+        m.insert(
+            "org_identifier".into(),
+            json!(self
+                .org(x.scope.org_id)
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| x.scope.org_id.to_string())),
+        );
+        if let Some((kind, id)) = &x.scope.principal {
+            m.insert("principal_type".into(), json!(kind));
+            m.insert(
+                "principal_identifier".into(),
+                json!(self.principal_name(kind, id)),
+            );
+        }
+        if let Some(model) = &x.scope.model {
+            m.insert("model_identifier".into(), json!(model));
+        }
+        if let Some(p) = x.priority {
+            m.insert("priority".into(), json!(p));
+        }
+        Value::Object(m)
+    }
+
+    /// `values`: `None` for METADATA (shown as `null`, as in the developer guide's example).
+    fn variable_json(&self, v: &Variable, values: Option<Vec<&VarValue>>) -> Value {
+        json!({
+            "id": v.id,
+            "name": v.name,
+            "variable_type": v.vtype,
+            "sensitive": v.sensitive,
+            "values": values.map(|xs| xs.iter().map(|x| self.var_value_json(v, x)).collect::<Vec<_>>()),
+            "org": self.org_ref(v.org_id),
+        })
     }
 
     fn role_by_ident(&self, org: i64, ident: &str) -> Option<&Role> {
@@ -1038,6 +1460,135 @@ impl State {
 
 fn org_json(o: &Org) -> Value {
     json!({"id": o.id, "name": o.name, "status": o.status, "description": o.description, "visibility": o.visibility})
+}
+
+// ---------------------------------------------------------------------------------------------
+// Template variables: helpers
+
+/// A value write, checked and resolved, ready to apply.
+struct VarWrite {
+    var_id: String,
+    op: VarOp,
+    scope: VarScope,
+    values: Vec<String>,
+    priority: Option<i64>,
+}
+
+/// One scope as a request gives it (`VariablePutAssignmentInput`, `VariableUpdateScopeInput`,
+/// `ValueScopeInput`).
+#[derive(Default)]
+struct ScopeIn {
+    org: Option<String>,
+    ptype: Option<String>,
+    pident: Option<String>,
+    model: Option<String>,
+    priority: Option<i64>,
+}
+
+impl ScopeIn {
+    fn parse(b: &Body) -> Result<ScopeIn, TsErr> {
+        let some = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        Ok(ScopeIn {
+            org: some(b.str("org_identifier")?),
+            ptype: b.enum_str("principal_type", PRINCIPAL_TYPES)?,
+            pident: some(b.str("principal_identifier")?),
+            model: some(b.str("model_identifier")?),
+            priority: b.int("priority")?,
+        })
+    }
+}
+
+/// "The variable name must start with either a letter or an underscore (_), and can only contain
+/// alphanumeric characters and underscores" (ThoughtSpot's Create variables page).
+fn valid_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A formula variable's values must match its `data_type`; dates are epoch numbers (or
+/// YYYY-MM-DD for DATE), and `TS_WILDCARD_ALL` fits every type (developer guide).
+fn value_fits(data_type: &str, v: &str) -> bool {
+    let t = v.trim();
+    if t == "TS_WILDCARD_ALL" {
+        return true;
+    }
+    match data_type {
+        "INT32" => t.parse::<i32>().is_ok(),
+        "INT64" | "DATE_TIME" => t.parse::<i64>().is_ok(),
+        "DOUBLE" => t.parse::<f64>().is_ok_and(f64::is_finite),
+        "DATE" => {
+            t.parse::<i64>().is_ok() || chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok()
+        }
+        _ => true,
+    }
+}
+
+/// ADD appends to a list variable and replaces a single one; REPLACE sets the scope's values;
+/// REMOVE takes the given values out of a list (or, given none or on a single-valued variable,
+/// clears the scope). A scope left with no value is dropped. Writing what is there is a no-op.
+fn apply_var(v: &mut Variable, w: VarWrite) {
+    let list = v.is_list();
+    let mut seen = HashSet::new();
+    let values: Vec<String> = w
+        .values
+        .into_iter()
+        .filter(|x| seen.insert(x.clone()))
+        .collect();
+    let current: Vec<String> = v
+        .values
+        .get_mut(&w.scope)
+        .map(|r| r.values.clone())
+        .unwrap_or_default();
+    let next: Vec<String> = match w.op {
+        VarOp::Add if list => {
+            let mut c = current;
+            let have: HashSet<String> = c.iter().cloned().collect();
+            c.extend(values.into_iter().filter(|x| !have.contains(x)));
+            c
+        }
+        VarOp::Add | VarOp::Replace => values,
+        VarOp::Remove if list && !values.is_empty() => {
+            let gone: HashSet<String> = values.into_iter().collect();
+            current.into_iter().filter(|x| !gone.contains(x)).collect()
+        }
+        VarOp::Remove | VarOp::Reset => Vec::new(),
+    };
+    if next.is_empty() {
+        v.values.remove(&w.scope);
+    } else if let Some(row) = v.values.get_mut(&w.scope) {
+        row.values = next;
+        if w.priority.is_some() {
+            row.priority = w.priority;
+        }
+    } else {
+        v.values.insert(VarValue {
+            scope: w.scope,
+            values: next,
+            priority: w.priority,
+        });
+    }
+}
+
+/// A `value_scope` filter of `template/variables/search`: every field given must match; the
+/// principal by GUID or (case-insensitive) name, the Org by name or id.
+fn scope_matches(st: &State, x: &VarValue, s: &ScopeIn) -> bool {
+    let principal = x.scope.principal.as_ref();
+    s.org
+        .as_ref()
+        .is_none_or(|o| st.var_org(o).is_some_and(|o| o.id == x.scope.org_id))
+        && s.ptype
+            .as_ref()
+            .is_none_or(|t| principal.is_some_and(|(k, _)| k == t))
+        && s.pident.as_ref().is_none_or(|p| {
+            principal
+                .is_some_and(|(k, id)| id == p || st.principal_name(k, id).eq_ignore_ascii_case(p))
+        })
+        && s.model
+            .as_ref()
+            .is_none_or(|m| x.scope.model.as_deref() == Some(m.as_str()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1315,8 +1866,35 @@ impl ThoughtSpot {
                 .filter_map(|r| st.role_by_ident(c.org_id, r))
                 .collect()
         });
+        // A `user_identifier` names at most a GUID and a name: look both up, keep user order.
+        let candidates: Vec<&String> = match &ident {
+            Some(i) => {
+                let mut ids: Vec<&String> = st
+                    .users
+                    .get_key_value(i)
+                    .map(|(k, _)| k)
+                    .into_iter()
+                    .collect();
+                if let Some(id) = st.user_names.get(&i.to_ascii_lowercase()) {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                ids.sort_by_key(|id| st.user_order.seq.get(*id).copied().unwrap_or(u64::MAX));
+                ids
+            }
+            None => st.user_order.iter().collect(),
+        };
+        // Unsorted, a page needs only the first `offset + size` matches.
+        let enough = match (&sort, offset, size) {
+            (None, o, s) if o >= 0 && s > 0 => Some(o.saturating_add(s) as usize),
+            _ => None,
+        };
         let mut out: Vec<&User> = Vec::new();
-        for id in &st.user_order {
+        for id in candidates {
+            if enough.is_some_and(|n| out.len() >= n) {
+                break;
+            }
             let Some(u) = st.users.get(id) else { continue };
             if !u.orgs.iter().any(|o| orgs.contains(o)) {
                 continue;
@@ -1386,11 +1964,11 @@ impl ThoughtSpot {
         }
         if let Some((field, asc)) = sort {
             match field.as_str() {
-                "DISPLAY_NAME" => out.sort_by_key(|u| u.display_name.to_lowercase()),
-                "AUTHOR" => out.sort_by_key(|u| u.author_id.clone()),
+                "DISPLAY_NAME" => out.sort_by_cached_key(|u| u.display_name.to_lowercase()),
+                "AUTHOR" => out.sort_by(|a, b| a.author_id.cmp(&b.author_id)),
                 "CREATED" => out.sort_by_key(|u| u.created_ms),
                 "MODIFIED" => out.sort_by_key(|u| u.modified_ms),
-                _ => out.sort_by_key(|u| u.name.to_lowercase()),
+                _ => out.sort_by_cached_key(|u| u.name.to_lowercase()),
             }
             if !asc {
                 out.reverse();
@@ -1543,14 +2121,13 @@ impl ThoughtSpot {
         };
         for g in &groups {
             if let Some(g) = st.groups.get_mut(g) {
-                if !g.all && !g.users.contains(&u.id) {
-                    g.users.push(u.id.clone());
+                if !g.all {
+                    g.users.insert(u.id.clone());
                 }
             }
         }
         let id = u.id.clone();
-        st.user_order.push(id.clone());
-        st.users.insert(id.clone(), u);
+        st.insert_user(u);
         let u = st.users.get(&id).ok_or_else(|| invalid("User vanished."))?;
         Ok(Reply::Json(st.user_json(u, c.org_id)))
     }
@@ -1592,13 +2169,13 @@ impl ThoughtSpot {
         let mut revoke = false;
         let mut dropped_orgs = Vec::new();
         {
+            if let Some(v) = name {
+                st.rename_user(&id, v);
+            }
             let u = st
                 .users
                 .get_mut(&id)
                 .ok_or_else(|| self.not_found("User", ident))?;
-            if let Some(v) = name {
-                u.name = v;
-            }
             if let Some(v) = display_name {
                 u.display_name = v;
             }
@@ -1658,16 +2235,16 @@ impl ThoughtSpot {
                     Op::Remove => member && !listed,
                 };
                 if keep && !member {
-                    g.users.push(id.clone());
+                    g.users.insert(id.clone());
                 } else if !keep && member {
-                    g.users.retain(|u| *u != id);
+                    g.users.remove(&id);
                 }
             }
         }
         if !dropped_orgs.is_empty() {
             for g in st.groups.values_mut() {
                 if dropped_orgs.contains(&g.org_id) {
-                    g.users.retain(|u| *u != id);
+                    g.users.remove(&id);
                 }
             }
         }
@@ -1684,12 +2261,12 @@ impl ThoughtSpot {
         if id == c.user_id {
             return Err(invalid("A user cannot delete their own account."));
         }
-        st.users.remove(&id);
-        st.user_order.retain(|u| *u != id);
+        st.remove_user(&id);
         for g in st.groups.values_mut() {
-            g.users.retain(|u| *u != id);
+            g.users.remove(&id);
         }
         st.tokens.retain(|_, t| t.user_id != id);
+        st.drop_principal_values(&id);
         Ok(Reply::NoContent)
     }
 
@@ -1844,11 +2421,11 @@ impl ThoughtSpot {
         }
         if let Some((field, asc)) = sort {
             match field.as_str() {
-                "DISPLAY_NAME" => out.sort_by_key(|g| g.display_name.to_lowercase()),
-                "AUTHOR" => out.sort_by_key(|g| g.author_id.clone()),
+                "DISPLAY_NAME" => out.sort_by_cached_key(|g| g.display_name.to_lowercase()),
+                "AUTHOR" => out.sort_by(|a, b| a.author_id.cmp(&b.author_id)),
                 "CREATED" => out.sort_by_key(|g| g.created_ms),
                 "MODIFIED" => out.sort_by_key(|g| g.modified_ms),
-                _ => out.sort_by_key(|g| g.name.to_lowercase()),
+                _ => out.sort_by_cached_key(|g| g.name.to_lowercase()),
             }
             if !asc {
                 out.reverse();
@@ -1886,12 +2463,11 @@ impl ThoughtSpot {
         g.privileges = privileges.unwrap_or_default();
         g.group_type = gtype.unwrap_or_else(|| "LOCAL_GROUP".into());
         g.visibility = visibility.unwrap_or_else(|| "SHARABLE".into());
-        apply_op(&mut g.users, Op::Replace, users);
+        apply_op_set(&mut g.users, Op::Replace, users);
         apply_op(&mut g.sub_groups, Op::Replace, subs);
         apply_op(&mut g.roles, Op::Replace, roles);
         let id = g.id.clone();
-        st.group_order.push(id.clone());
-        st.groups.insert(id.clone(), g);
+        st.insert_group(g);
         let g = st
             .groups
             .get(&id)
@@ -1941,13 +2517,13 @@ impl ThoughtSpot {
             Some(l) => Some(self.resolve_roles(&st, c.org_id, l)?),
             None => None,
         };
+        if let Some(v) = name {
+            st.rename_group(&id, v);
+        }
         let g = st
             .groups
             .get_mut(&id)
             .ok_or_else(|| self.not_found("Group", ident))?;
-        if let Some(v) = name {
-            g.name = v;
-        }
         if let Some(v) = display_name {
             g.display_name = v;
         }
@@ -1965,7 +2541,7 @@ impl ThoughtSpot {
             apply_op(&mut g.privileges, op, v);
         }
         if let Some(v) = users {
-            apply_op(&mut g.users, op, v);
+            apply_op_set(&mut g.users, op, v);
         }
         if let Some(v) = subs {
             apply_op(&mut g.sub_groups, op, v);
@@ -1989,11 +2565,8 @@ impl ThoughtSpot {
                 "The All group is a system group and cannot be deleted.",
             ));
         }
-        st.groups.remove(&id);
+        st.remove_group(&id);
         st.group_order.retain(|g| *g != id);
-        for g in st.groups.values_mut() {
-            g.sub_groups.retain(|s| *s != id);
-        }
         Ok(Reply::NoContent)
     }
 
@@ -2070,8 +2643,7 @@ impl ThoughtSpot {
             visibility: "SHOW",
         };
         let all = self.new_group(&c.user_id, id, "All", "All", true);
-        st.group_order.push(all.id.clone());
-        st.groups.insert(all.id.clone(), all);
+        st.insert_group(all);
         let v = org_json(&org);
         st.orgs.push(org);
         Ok(Reply::Json(v))
@@ -2095,8 +2667,9 @@ impl ThoughtSpot {
             .map(|g| g.id.clone())
             .collect();
         for g in &gone {
-            st.groups.remove(g);
+            st.remove_group(g);
         }
+        let gone: HashSet<String> = gone.into_iter().collect();
         st.group_order.retain(|g| !gone.contains(g));
         st.roles.retain(|_, r| r.org_id != id);
         let roles: Vec<String> = st.roles.keys().cloned().collect();
@@ -2105,6 +2678,13 @@ impl ThoughtSpot {
             u.orgs.retain(|o| *o != id);
         }
         st.tokens.retain(|_, t| t.org_id != id);
+        // The Org's variables go, and every value scoped to it.
+        st.variables.retain(|_, v| v.org_id != id);
+        let vars: HashSet<String> = st.variables.keys().cloned().collect();
+        st.variable_order.retain(|v| vars.contains(v));
+        for v in st.variables.values_mut() {
+            v.values.retain(|x| x.scope.org_id != id);
+        }
         Ok(Reply::NoContent)
     }
 
@@ -2238,6 +2818,419 @@ impl ThoughtSpot {
         Ok(Reply::NoContent)
     }
 
+    // ---- template variables ----
+
+    fn cluster_caller(&self, st: &State, c: &Caller) -> bool {
+        c.org_id == 0
+            && st
+                .users
+                .get(&c.user_id)
+                .is_some_and(|me| st.is_cluster_admin(me))
+    }
+
+    /// Formula variables need CAN_MANAGE_VARIABLES (or ADMINISTRATION), the other kinds
+    /// ADMINISTRATION [TS-SPEC].
+    fn require_var(&self, st: &State, c: &Caller, vtype: &str) -> Result<(), TsErr> {
+        let p = if vtype == "FORMULA_VARIABLE" {
+            "CAN_MANAGE_VARIABLES"
+        } else {
+            "ADMINISTRATION"
+        };
+        self.require(st, c, p)
+    }
+
+    /// A variable an Org sees: its own, the Primary Org's (shared with every Org), or any for
+    /// a cluster admin.
+    fn var_visible(&self, st: &State, c: &Caller, v: &Variable) -> bool {
+        v.org_id == c.org_id || v.org_id == 0 || self.cluster_caller(st, c)
+    }
+
+    fn variable_in_scope(&self, st: &State, c: &Caller, ident: &str) -> Result<String, TsErr> {
+        st.variable_by_ident(ident)
+            .filter(|v| self.var_visible(st, c, v))
+            .map(|v| v.id.clone())
+            .ok_or_else(|| self.not_found("Variable", ident))
+    }
+
+    /// Values the caller reaches: those of its Org, or all for a cluster admin.
+    fn var_reach(&self, st: &State, c: &Caller, org: i64) -> bool {
+        org == c.org_id || self.cluster_caller(st, c)
+    }
+
+    /// The scope's Org (the token's when left out), principal (a user by GUID or name, or a
+    /// group of that Org; without `principal_type` a user first, then a group) and model.
+    fn resolve_var_scope(&self, st: &State, c: &Caller, s: &ScopeIn) -> Result<VarScope, TsErr> {
+        let org_id = match &s.org {
+            Some(o) => st
+                .var_org(o)
+                .map(|o| o.id)
+                .ok_or_else(|| invalid(format!("Org {o} does not exist.")))?,
+            None => c.org_id,
+        };
+        if !self.var_reach(st, c, org_id) {
+            return Err(invalid(
+                "The specified org_identifier does not refer to a valid or accessible org",
+            ));
+        }
+        let principal = match (&s.ptype, &s.pident) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "principal_identifier is required with principal_type.",
+                ))
+            }
+            (kind, Some(p)) => {
+                let user = || st.user_by_ident(p).map(|u| ("USER", u.id.clone()));
+                let group = || {
+                    st.group_by_ident(org_id, p)
+                        .map(|g| ("USER_GROUP", g.id.clone()))
+                };
+                let found = match kind.as_deref() {
+                    Some("USER") => user(),
+                    Some(_) => group(),
+                    None => user().or_else(group),
+                };
+                Some(found.ok_or_else(|| {
+                    invalid(format!(
+                        "Principal {p} does not exist or is not accessible."
+                    ))
+                })?)
+            }
+        };
+        Ok(VarScope {
+            org_id,
+            principal,
+            model: s.model.clone(),
+        })
+    }
+
+    fn check_var_values(&self, v: &Variable, op: VarOp, values: &[String]) -> Result<(), TsErr> {
+        if matches!(op, VarOp::Add | VarOp::Replace) && !v.is_list() && values.len() > 1 {
+            return Err(invalid(format!(
+                "Variable {} takes a single value.",
+                v.name
+            )));
+        }
+        if let Some(dt) = &v.data_type {
+            if let Some(bad) = values.iter().find(|x| !value_fits(dt, x)) {
+                return Err(invalid(format!(
+                    "{bad} is not a valid {dt} value for variable {}.",
+                    v.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies checked writes; RESET drops every value of the variable the caller reaches.
+    fn apply_var_writes(&self, st: &mut State, c: &Caller, writes: Vec<VarWrite>) {
+        let cluster = self.cluster_caller(st, c);
+        for w in writes {
+            let Some(v) = st.variables.get_mut(&w.var_id) else {
+                continue;
+            };
+            if w.op == VarOp::Reset {
+                v.values.retain(|x| !cluster && x.scope.org_id != c.org_id);
+            } else {
+                apply_var(v, w);
+            }
+        }
+    }
+
+    fn reset_write(var_id: String) -> VarWrite {
+        VarWrite {
+            var_id,
+            op: VarOp::Reset,
+            scope: VarScope {
+                org_id: 0,
+                principal: None,
+                model: None,
+            },
+            values: Vec::new(),
+            priority: None,
+        }
+    }
+
+    fn variables_create(&self, c: &Caller, b: &Body) -> Res {
+        let vtype = b
+            .enum_str("type", VARIABLE_TYPES)?
+            .ok_or_else(|| invalid("type is required."))?;
+        let name = b.req_str("name")?;
+        let sensitive = b.bool("is_sensitive")?.unwrap_or(false);
+        let data_type = b.enum_str("data_type", VARIABLE_DATA_TYPES)?;
+        if !valid_variable_name(&name) {
+            return Err(invalid(format!(
+                "Variable name {name} must start with a letter or an underscore and hold only letters, digits and underscores."
+            )));
+        }
+        let mut st = self.state.write();
+        self.require_var(&st, c, &vtype)?;
+        if st.variable_by_ident(&name).is_some() {
+            return Err(self.conflict("Variable", &name));
+        }
+        // `data_type` is for formula variables only ("leave empty for others"): ignored there;
+        // a formula variable without one takes VARCHAR.
+        let data_type =
+            (vtype == "FORMULA_VARIABLE").then(|| data_type.unwrap_or_else(|| "VARCHAR".into()));
+        let v = Variable {
+            id: self.ids.uuid(),
+            name,
+            vtype,
+            data_type,
+            sensitive,
+            org_id: c.org_id,
+            values: VarValues::default(),
+        };
+        let out = st.variable_json(&v, Some(Vec::new()));
+        st.variable_order.push(v.id.clone());
+        st.variables.insert(v.id.clone(), v);
+        Ok(Reply::Json(out))
+    }
+
+    fn variables_search(&self, c: &Caller, b: &Body) -> Res {
+        struct Detail {
+            ident: Option<String>,
+            vtype: Option<String>,
+            pattern: Option<String>,
+        }
+        let details = b
+            .objects("variable_details")?
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| {
+                        Ok(Detail {
+                            ident: d.str("identifier")?.filter(|s| !s.is_empty()),
+                            vtype: d.enum_str("type", VARIABLE_SEARCH_TYPES)?,
+                            pattern: d.str("name_pattern")?.filter(|s| !s.is_empty()),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, TsErr>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let scopes = b
+            .objects("value_scope")?
+            .map(|ss| ss.iter().map(ScopeIn::parse).collect::<Result<Vec<_>, _>>())
+            .transpose()?
+            .unwrap_or_default();
+        let offset = b.int("record_offset")?.unwrap_or(0);
+        let size = b.int("record_size")?.unwrap_or(DEFAULT_RECORD_SIZE);
+        let with_values = b
+            .enum_str("response_content", &["METADATA", "METADATA_AND_VALUES"])?
+            .as_deref()
+            == Some("METADATA_AND_VALUES");
+        let st = self.state.read();
+        self.require(&st, c, "CAN_MANAGE_VARIABLES")?;
+        // CAN_MANAGE_VARIABLES without ADMINISTRATION manages formula variables only.
+        let admin = self.require(&st, c, "ADMINISTRATION").is_ok();
+        let cluster = self.cluster_caller(&st, c);
+        let mut out: Vec<&Variable> = Vec::new();
+        for id in &st.variable_order {
+            let Some(v) = st.variables.get(id) else {
+                continue;
+            };
+            if !self.var_visible(&st, c, v) || (!admin && v.vtype != "FORMULA_VARIABLE") {
+                continue;
+            }
+            // Items are OR-ed, the fields of one item AND-ed.
+            let hit = details.is_empty()
+                || details.iter().any(|d| {
+                    d.ident
+                        .as_ref()
+                        .is_none_or(|i| v.id == *i || v.name.eq_ignore_ascii_case(i))
+                        && d.vtype.as_ref().is_none_or(|t| *t == v.vtype)
+                        && d.pattern.as_ref().is_none_or(|p| pattern_match(p, &v.name))
+                });
+            if hit {
+                out.push(v);
+            }
+        }
+        if out.is_empty() && self.cfg.search_miss_error {
+            if let Some(i) = details.iter().find_map(|d| d.ident.as_ref()) {
+                return Err(self.not_found("Variable", i));
+            }
+        }
+        let page = paginate(out, offset, size)?;
+        let items: Vec<Value> = page
+            .iter()
+            .map(|v| {
+                let values = with_values.then(|| {
+                    v.values
+                        .iter()
+                        .filter(|x| cluster || x.scope.org_id == c.org_id)
+                        .filter(|x| {
+                            scopes.is_empty() || scopes.iter().any(|s| scope_matches(&st, x, s))
+                        })
+                        .collect()
+                });
+                st.variable_json(v, values)
+            })
+            .collect();
+        Ok(Reply::Json(Value::Array(items)))
+    }
+
+    /// `template/variables/{identifier}/update-values`.
+    fn variables_put_values(&self, c: &Caller, ident: &str, b: &Body) -> Res {
+        // The spec gives `operation` no default: REPLACE, as on the other updates [B.4].
+        let op = b.var_op("operation")?.unwrap_or(VarOp::Replace);
+        let assigns = b
+            .objects("variable_assignment")?
+            .ok_or_else(|| invalid("variable_assignment is required."))?;
+        let parsed = assigns
+            .iter()
+            .map(|a| {
+                let values = a
+                    .list("assigned_values")?
+                    .ok_or_else(|| invalid("assigned_values is required."))?;
+                Ok((values, ScopeIn::parse(a)?))
+            })
+            .collect::<Result<Vec<_>, TsErr>>()?;
+        let mut st = self.state.write();
+        self.require(&st, c, "CAN_MANAGE_VARIABLES")?;
+        let id = self.variable_in_scope(&st, c, ident)?;
+        let mut writes = Vec::new();
+        {
+            let v = st
+                .variables
+                .get(&id)
+                .ok_or_else(|| self.not_found("Variable", ident))?;
+            self.require_var(&st, c, &v.vtype)?;
+            if op == VarOp::Reset {
+                writes.push(Self::reset_write(id.clone()));
+            } else {
+                for (values, s) in parsed {
+                    let scope = self.resolve_var_scope(&st, c, &s)?;
+                    self.check_var_values(v, op, &values)?;
+                    writes.push(VarWrite {
+                        var_id: id.clone(),
+                        op,
+                        scope,
+                        values,
+                        priority: s.priority,
+                    });
+                }
+            }
+        }
+        self.apply_var_writes(&mut st, c, writes);
+        Ok(Reply::NoContent)
+    }
+
+    /// The deprecated `template/variables/update-values`: every assignment in every scope.
+    fn variables_update_values(&self, c: &Caller, b: &Body) -> Res {
+        let assigns = b
+            .objects("variable_assignment")?
+            .ok_or_else(|| invalid("variable_assignment is required."))?;
+        let parsed = assigns
+            .iter()
+            .map(|a| {
+                let ident = a.req_str("variable_identifier")?;
+                let values = a
+                    .list("variable_values")?
+                    .ok_or_else(|| invalid("variable_values is required."))?;
+                let op = a
+                    .var_op("operation")?
+                    .ok_or_else(|| invalid("operation is required."))?;
+                Ok((ident, values, op))
+            })
+            .collect::<Result<Vec<_>, TsErr>>()?;
+        let mut scopes = b
+            .objects("variable_value_scope")?
+            .ok_or_else(|| invalid("variable_value_scope is required."))?
+            .iter()
+            .map(ScopeIn::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if scopes.is_empty() {
+            scopes.push(ScopeIn::default());
+        }
+        let mut st = self.state.write();
+        self.require(&st, c, "CAN_MANAGE_VARIABLES")?;
+        let resolved = scopes
+            .iter()
+            .map(|s| self.resolve_var_scope(&st, c, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut writes = Vec::new();
+        for (ident, values, op) in parsed {
+            let id = self.variable_in_scope(&st, c, &ident)?;
+            let v = st
+                .variables
+                .get(&id)
+                .ok_or_else(|| self.not_found("Variable", &ident))?;
+            self.require_var(&st, c, &v.vtype)?;
+            if op == VarOp::Reset {
+                writes.push(Self::reset_write(id));
+                continue;
+            }
+            self.check_var_values(v, op, &values)?;
+            for (scope, s) in resolved.iter().zip(&scopes) {
+                writes.push(VarWrite {
+                    var_id: id.clone(),
+                    op,
+                    scope: scope.clone(),
+                    values: values.clone(),
+                    priority: s.priority,
+                });
+            }
+        }
+        self.apply_var_writes(&mut st, c, writes);
+        Ok(Reply::NoContent)
+    }
+
+    /// `template/variables/{identifier}/update`: a new name.
+    fn variables_update(&self, c: &Caller, ident: &str, b: &Body) -> Res {
+        let name = b.req_str("name")?;
+        if !valid_variable_name(&name) {
+            return Err(invalid(format!(
+                "Variable name {name} must start with a letter or an underscore and hold only letters, digits and underscores."
+            )));
+        }
+        let mut st = self.state.write();
+        self.require(&st, c, "CAN_MANAGE_VARIABLES")?;
+        let id = self.variable_in_scope(&st, c, ident)?;
+        let vtype = st
+            .variables
+            .get(&id)
+            .map(|v| v.vtype.clone())
+            .unwrap_or_default();
+        self.require_var(&st, c, &vtype)?;
+        if st.variable_by_ident(&name).is_some_and(|o| o.id != id) {
+            return Err(self.conflict("Variable", &name));
+        }
+        if let Some(v) = st.variables.get_mut(&id) {
+            v.name = name;
+        }
+        Ok(Reply::NoContent)
+    }
+
+    /// `template/variables/{identifier}/delete` (deprecated) and `template/variables/delete`:
+    /// all or nothing.
+    fn variables_delete(&self, c: &Caller, idents: &[String]) -> Res {
+        let mut st = self.state.write();
+        self.require(&st, c, "CAN_MANAGE_VARIABLES")?;
+        let mut ids = HashSet::new();
+        for i in idents {
+            let id = self.variable_in_scope(&st, c, i)?;
+            let vtype = st
+                .variables
+                .get(&id)
+                .map(|v| v.vtype.clone())
+                .unwrap_or_default();
+            self.require_var(&st, c, &vtype)?;
+            ids.insert(id);
+        }
+        for id in &ids {
+            st.variables.remove(id);
+        }
+        st.variable_order.retain(|v| !ids.contains(v));
+        Ok(Reply::NoContent)
+    }
+
+    fn variables_delete_many(&self, c: &Caller, b: &Body) -> Res {
+        let idents = b
+            .list("identifiers")?
+            .ok_or_else(|| invalid("identifiers is required."))?;
+        self.variables_delete(c, &idents)
+    }
+
     fn finish(&self, r: Res) -> HttpResponse {
         match r {
             Ok(Reply::Json(v)) => HttpResponse::Ok()
@@ -2302,6 +3295,16 @@ authed!(h_roles_search, |s, c, b| s.roles_search(&c, &b));
 authed!(h_roles_create, |s, c, b| s.roles_create(&c, &b));
 authed!(h_roles_update, |s, c, b, id| s.roles_update(&c, &id, &b));
 authed!(h_roles_delete, |s, c, _b, id| s.roles_delete(&c, &id));
+authed!(h_vars_create, |s, c, b| s.variables_create(&c, &b));
+authed!(h_vars_search, |s, c, b| s.variables_search(&c, &b));
+authed!(h_vars_update_values, |s, c, b| s
+    .variables_update_values(&c, &b));
+authed!(h_vars_delete_many, |s, c, b| s
+    .variables_delete_many(&c, &b));
+authed!(h_vars_put_values, |s, c, b, id| s
+    .variables_put_values(&c, &id, &b));
+authed!(h_vars_update, |s, c, b, id| s.variables_update(&c, &id, &b));
+authed!(h_vars_delete, |s, c, _b, id| s.variables_delete(&c, &[id]));
 
 async fn h_405(sim: Data, req: HttpRequest) -> HttpResponse {
     sim.error_response(&ts_err(
@@ -2343,6 +3346,22 @@ impl VendorSim for Sim {
         post(cfg, "roles/create", web::post().to(h_roles_create));
         post(cfg, "roles/{id}/update", web::post().to(h_roles_update));
         post(cfg, "roles/{id}/delete", web::post().to(h_roles_delete));
+        let var = |p: &str| format!("template/variables/{p}");
+        post(cfg, &var("create"), web::post().to(h_vars_create));
+        post(cfg, &var("search"), web::post().to(h_vars_search));
+        post(
+            cfg,
+            &var("update-values"),
+            web::post().to(h_vars_update_values),
+        );
+        post(cfg, &var("delete"), web::post().to(h_vars_delete_many));
+        post(
+            cfg,
+            &var("{id}/update-values"),
+            web::post().to(h_vars_put_values),
+        );
+        post(cfg, &var("{id}/update"), web::post().to(h_vars_update));
+        post(cfg, &var("{id}/delete"), web::post().to(h_vars_delete));
     }
 
     fn throttled(&self, retry_after_s: Option<u64>) -> HttpResponse {
