@@ -472,3 +472,75 @@ rules = [{rules}]
     assert!(!out.contains("not-the-secret-4711"), "{out}");
     assert!(!out.contains("static-token-value-789"), "{out}");
 }
+
+// ---- ThoughtSpot: `config check` (offline and --online against `simulate thoughtspot`) ----
+
+#[test]
+fn config_check_online_resolves_thoughtspot_variables_and_roles() {
+    let port = free_port();
+    let mut sim = Command::new(BIN);
+    sim.args([
+        "simulate",
+        "thoughtspot",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let (_sim, _) = spawn_until(&mut sim, "listening on");
+    wait_healthy(port);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |variable: &str, rules: &str| {
+        format!(
+            r#"
+[[tenants]]
+id = "acme"
+tokens = ["static-token-value-789"]
+[tenants.vendor]
+kind = "thoughtspot"
+base_url = "http://127.0.0.1:{port}"
+username = "tsadmin"
+password = "${{CLI_TEST_TS_PASSWORD}}"
+org_id = 0
+[tenants.attributes]
+{variable} = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division"
+[tenants.roles]
+default = "Viewer"
+rules = [{rules}]
+"#
+        )
+    };
+    let check = |text: String, online: bool| {
+        let path = dir.path().join("ts.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["config", "check"];
+        if online {
+            args.push("--online");
+        }
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--config", path.to_str().unwrap()])
+            .env("CLI_TEST_TS_PASSWORD", "admin")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = check(config("region", r#"{ role = "Analyst" }"#), true);
+    assert!(ok, "{out}");
+    assert!(out.contains("every role rule resolves"), "{out}");
+
+    let (ok, out) = check(config("regoin", r#"{ role = "Analyst" }"#), true);
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].attributes.regoin"), "{out}");
+
+    let (ok, out) = check(config("region", r#"{ role = "Analsyt" }"#), true);
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].roles.rules[0].role"), "{out}");
+    assert!(!out.contains("static-token-value-789"), "{out}");
+
+    // The built-in groups are refused before anything is signed in to.
+    let (ok, out) = check(config("region", r#"{ role = "Administrator" }"#), false);
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenants[0].roles.rules[0].role"), "{out}");
+    assert!(out.contains("built-in"), "{out}");
+}

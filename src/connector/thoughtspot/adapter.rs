@@ -143,8 +143,9 @@ impl ThoughtspotAdapter {
         }
     }
 
-    /// One search that may miss: an empty array, or (UNVERIFIED which one ThoughtSpot does) a
-    /// 400 naming no such object [B.4].
+    /// One search that may miss: an empty array, or (UNVERIFIED which one ThoughtSpot does) an
+    /// error naming no such object [B.4]: a 400 (ThoughtSpot's status for any bad parameter) or a
+    /// 404 (a proxy, or a version that says so).
     async fn find_one<T: serde::de::DeserializeOwned>(
         &self,
         rest: &str,
@@ -154,7 +155,7 @@ impl ThoughtspotAdapter {
         if resp.is_success() {
             return resp.json();
         }
-        if resp.status == 400 {
+        if matches!(resp.status, 400 | 404) {
             return Ok(Vec::new());
         }
         Err(resp.rejected())
