@@ -946,6 +946,31 @@ impl VendorAdapter for ThoughtspotAdapter {
         if let Some(org) = group.strip_prefix(ORG_PREFIX) {
             return self.change_org_members(org, add, remove).await;
         }
+        if self.is_role_group(group) {
+            return match self.change_group_members(group, add, remove).await {
+                // A role group deleted by hand: not a mirrored group the engine makes again.
+                Err(AdapterError::Gone) => Err(AdapterError::transient(
+                    "a role group was deleted in ThoughtSpot; it is made again when the bridge restarts (or recreate it by hand)",
+                )),
+                other => other,
+            };
+        }
+        self.change_group_members(group, add, remove).await
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.client.unavailable_reason("ThoughtSpot")
+    }
+}
+
+impl ThoughtspotAdapter {
+    /// Adds and removes members of a group, in calls of at most `MEMBERS_PER_CALL`.
+    async fn change_group_members(
+        &self,
+        group: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> AdapterResult<()> {
         // Always an explicit operation: without one the list replaces the whole membership
         // [B.5].
         for (users, op) in [(add, "ADD"), (remove, "REMOVE")] {
@@ -986,9 +1011,5 @@ impl VendorAdapter for ThoughtspotAdapter {
             }
         }
         Ok(())
-    }
-
-    fn unavailable(&self) -> Option<String> {
-        self.client.unavailable_reason("ThoughtSpot")
     }
 }
