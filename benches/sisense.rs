@@ -34,20 +34,21 @@
 //! to the README.
 
 #[path = "../tests/support/sisense_bridge.rs"]
+mod sisense_bridge;
 mod support;
 
 use scim_bridge::config::SisenseDeprovision;
 use scim_bridge::sim::{SimOptions, Vendor};
 use serde_json::{json, Value};
+use sisense_bridge::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
+use support::{
+    env_usize, http_client, init_tracing, run_parallel, runtime, start_counting_proxy, verdict,
+    wanted_phases, CONCURRENCY, LATENCY_MS, PROVISION_TARGET,
+};
 
-const CONCURRENCY: usize = 16;
-const LATENCY_MS: u64 = 20;
-/// Bridge time over direct time, at most (issue 9).
-const PROVISION_TARGET: f64 = 1.10;
 /// IdP writes accepted per second while the vendor is stopped, at least.
 const STOPPED_ACCEPT_TARGET: f64 = 2000.0;
 /// The simulator's seed in `stopped`: the restarted one derives the same role ids from it.
@@ -58,21 +59,6 @@ const THROTTLE_RPS: f64 = 20.0;
 const THROTTLE_USEFUL_TARGET: f64 = 0.90;
 const THROTTLE_429_TARGET: f64 = 0.05;
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn sim_opts() -> SimOptions {
     SimOptions {
         latency_ms: LATENCY_MS,
@@ -80,43 +66,11 @@ fn sim_opts() -> SimOptions {
     }
 }
 
-/// Runs `job(i)` for i in 0..n on `CONCURRENCY` workers; returns the wall time.
-async fn run_parallel<F, Fut>(n: usize, job: F) -> Duration
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let job = Arc::new(job);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (job, next) = (job.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        return;
-                    }
-                    job(i).await;
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    started.elapsed()
-}
-
 async fn provision(n: usize) {
     // Direct: the vendor calls the bridge makes, one POST with the role per user.
     let sim = spawn_sim(sim_opts()).await;
     let base = sim.base_url();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap();
+    let http = http_client();
     let token: String = {
         let v: Value = http
             .post(format!("{base}/api/v1/authentication/login"))
@@ -147,7 +101,7 @@ async fn provision(n: usize) {
         .clone();
     let direct = {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        run_parallel(n, move |i| {
+        run_parallel(0..n, move |i| {
             let (http, base, token, viewer) =
                 (http.clone(), base.clone(), token.clone(), viewer.clone());
             async move {
@@ -207,7 +161,7 @@ async fn through_bridge(n: usize, lookup: bool) -> (Duration, u64) {
     bridge.scim.wait_ready().await;
     reset_stats(&sim.base_url()).await;
     let scim = bridge.scim.clone();
-    let took = run_parallel(n, move |i| {
+    let took = run_parallel(0..n, move |i| {
         let scim = scim.clone();
         async move {
             let mail = format!("b{i:06}@bench.test");
@@ -442,7 +396,7 @@ where
     let job = Arc::new(job);
     let took = {
         let lat = lat.clone();
-        run_parallel(n, move |i| {
+        run_parallel(0..n, move |i| {
             let (job, lat) = (job.clone(), lat.clone());
             async move {
                 let t = Instant::now();
@@ -621,110 +575,6 @@ async fn stopped(writes: usize) {
     sim.stop().await;
 }
 
-/// Vendor answers seen by the counting proxy, by `METHOD /path/pattern STATUS`.
-#[derive(Default)]
-struct ProxyCounts(parking_lot::Mutex<std::collections::BTreeMap<String, u64>>);
-
-impl ProxyCounts {
-    fn take(&self) -> std::collections::BTreeMap<String, u64> {
-        std::mem::take(&mut *self.0.lock())
-    }
-}
-
-struct Proxy {
-    upstream: String,
-    http: reqwest::Client,
-    counts: Arc<ProxyCounts>,
-}
-
-/// A path with its id-like segments (long, or with digits) as `{id}`.
-fn path_pattern(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            if seg.len() >= 16 || (seg.len() > 8 && seg.chars().any(|c| c.is_ascii_digit())) {
-                "{id}"
-            } else {
-                seg
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-async fn proxy_forward(
-    req: actix_web::HttpRequest,
-    body: actix_web::web::Bytes,
-    proxy: actix_web::web::Data<Proxy>,
-) -> actix_web::HttpResponse {
-    let url = format!(
-        "{}{}",
-        proxy.upstream,
-        req.uri().path_and_query().map_or("/", |p| p.as_str())
-    );
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
-    let mut rb = proxy.http.request(method, url).body(body.to_vec());
-    for (k, v) in req.headers() {
-        if !matches!(k.as_str(), "host" | "content-length" | "connection") {
-            rb = rb.header(k.as_str(), v.as_bytes());
-        }
-    }
-    let resp = match rb.send().await {
-        Ok(r) => r,
-        Err(_) => return actix_web::HttpResponse::BadGateway().finish(),
-    };
-    let status = resp.status().as_u16();
-    *proxy
-        .counts
-        .0
-        .lock()
-        .entry(format!(
-            "{} {} {status}",
-            req.method(),
-            path_pattern(req.path())
-        ))
-        .or_default() += 1;
-    let mut out =
-        actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-    for (k, v) in resp.headers() {
-        if !matches!(
-            k.as_str(),
-            "content-length" | "transfer-encoding" | "connection"
-        ) {
-            out.append_header((k.as_str(), v.as_bytes()));
-        }
-    }
-    out.body(resp.bytes().await.unwrap_or_default())
-}
-
-/// A counting HTTP proxy in front of `upstream`: its base URL, counters and server handle.
-fn start_proxy(upstream: &str) -> (String, Arc<ProxyCounts>, actix_web::dev::ServerHandle) {
-    let counts = Arc::new(ProxyCounts::default());
-    let data = actix_web::web::Data::new(Proxy {
-        upstream: upstream.to_string(),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap(),
-        counts: counts.clone(),
-    });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .default_service(actix_web::web::to(proxy_forward))
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (format!("http://{addr}"), counts, handle)
-}
-
 /// `n` creates through the bridge against a simulator that throttles at `THROTTLE_RPS`
 /// (429 without `Retry-After`), counting every vendor answer.
 async fn throttle(n: usize) {
@@ -734,7 +584,7 @@ async fn throttle(n: usize) {
         ..SimOptions::default()
     })
     .await;
-    let (proxy_url, counts, proxy) = start_proxy(&sim.base_url());
+    let (proxy_url, counts, proxy) = start_counting_proxy(&sim.base_url());
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         tenant(&proxy_url, SisenseDeprovision::Deactivate, demo_rules()),
@@ -831,24 +681,9 @@ async fn throttle(n: usize) {
 
 fn main() {
     // The connector logs each sync's report (fetch and total time).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,scim_bridge::connector::sisense=info")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |what: &str| args.is_empty() || args.iter().any(|a| a == what);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    init_tracing("warn,scim_bridge::connector::sisense=info");
+    let want = wanted_phases();
+    let rt = runtime();
     rt.block_on(async {
         if want("provision") {
             provision(env_usize("SISENSE_BENCH_USERS", 10_000)).await;

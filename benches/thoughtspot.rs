@@ -1,6 +1,7 @@
 //! ThoughtSpot connector benchmark, against the ThoughtSpot simulator (REST API v2.0) with 20 ms
-//! latency. Built like `benches/tableau.rs` (same phases, figures and knobs; the code is kept
-//! parallel to it rather than shared, since benches are separate crates):
+//! latency. Built like `benches/tableau.rs` (same phases, figures and knobs; the scaffolding — IdP
+//! client, bridge start-up, side-by-side rounds, lookups, latency proxy — is shared with it in
+//! `benches/support`):
 //!
 //! 1. `provision`: N users (default 10,000) created through the bridge (SCIM `POST /Users` at
 //!    IdP concurrency 16; a ThoughtSpot tenant in the Primary Org signed in with the trusted-auth
@@ -50,10 +51,11 @@
 //!
 //! [B.n] is vendors-tableau-thoughtspot.md part B.
 
+mod support;
+
 use scim_bridge::config::{
-    Config, RoleRule, RoleRules, Secret, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
+    RoleRule, RoleRules, Secret, TenantConfig, TenantId, ThoughtspotAuth, Url, VendorConfig,
 };
-use scim_bridge::server::{self, RunningServer};
 use scim_bridge::sim::{self, RunningSim, SimOptions, Vendor};
 use scim_bridge::store::Store;
 use serde_json::{json, Value};
@@ -61,17 +63,21 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{
+    after_observe_text, check_users, env_usize, init_tracing, lookups, provision_rounds,
+    reset_stats, routes, run_parallel, runtime, secs, serve_engine, sim_stats, start_bridge,
+    start_delay_proxy, timed_observe, verdict, wanted_phases, CONCURRENCY, LATENCY_MS,
+    PROVISION_TARGET,
+};
 
-const CONCURRENCY: usize = 16;
-const LATENCY_MS: u64 = 20;
-/// Bridge time over direct time, at most (the issue).
-const PROVISION_TARGET: f64 = 1.10;
 const TENANT: &str = "acme-thoughtspot";
 const TOKEN: &str = "bench-token-thoughtspot-0123456789";
 /// The simulator's administrator and its defaults (`scim-bridge simulate thoughtspot`).
 const ADMIN: &str = "tsadmin";
 const ADMIN_PASSWORD: &str = "admin";
 const SECRET_KEY: &str = "simulator-secret-key";
+/// The bridge's outbox drains within this, or the bench fails.
+const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 /// The bridge's budget (`connector::thoughtspot::client_settings`), given to the direct side.
 const BRIDGE_RPS: f64 = 90.0;
 const BRIDGE_BURST: f64 = 10.0;
@@ -81,30 +87,11 @@ const VENDOR_RPS: f64 = 100.0;
 const VARIABLE: &str = "region";
 const REGIONS: [&str; 3] = ["EMEA", "AMER", "APJ"];
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 /// A simulator with `latency_ms` and ThoughtSpot's rate limit at `rate_rps` (0: off).
@@ -122,73 +109,14 @@ async fn spawn_sim(latency_ms: u64, rate_rps: f64) -> RunningSim {
     .expect("the ThoughtSpot simulator starts")
 }
 
+/// The hand-written integration's client: ThoughtSpot requires a User-Agent [B.1] (the bridge's
+/// own client sends one).
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(64)
-        // ThoughtSpot requires a User-Agent [B.1].
         .user_agent("thoughtspot-bench/1")
         .build()
         .unwrap()
-}
-
-/// Runs `job(i)` for i in `range` on `CONCURRENCY` workers; returns the wall time.
-async fn run_parallel<F, Fut>(range: std::ops::Range<usize>, job: F) -> Duration
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let job = Arc::new(job);
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let end = range.end;
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (job, next) = (job.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= end {
-                        return;
-                    }
-                    job(i).await;
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    started.elapsed()
-}
-
-async fn sim_stats(base: &str) -> Value {
-    reqwest::get(format!("{base}/__sim/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn reset_stats(base: &str) {
-    reqwest::Client::new()
-        .delete(format!("{base}/__sim/stats"))
-        .send()
-        .await
-        .unwrap();
-}
-
-/// `by_route` of `/__sim/stats`, as `route: n` pairs.
-fn routes(stats: &Value) -> String {
-    stats["by_route"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,29 +298,9 @@ impl TsApi {
 async fn check_end_state(base: &str, prefix: &str, n: usize) -> String {
     let api = TsApi::admin(base).await;
     let users = api.users().await;
-    let mut seen = BTreeMap::new();
-    let mut bad = Vec::new();
-    for u in &users {
-        let Some(name) = u["name"].as_str() else {
-            continue;
-        };
-        if !(name.starts_with(prefix) && name.ends_with("@bench.test")) {
-            continue;
-        }
-        *seen.entry(name.to_string()).or_insert(0) += 1;
-        if u["account_status"] != "ACTIVE" || u["display_name"] != "B Ench" || u["email"] != name {
-            bad.push(u.clone());
-        }
-    }
-    let dup = seen.values().filter(|c| **c > 1).count();
-    assert_eq!(seen.len(), n, "every user at ThoughtSpot ({prefix})");
-    assert_eq!(dup, 0, "no user twice ({prefix})");
-    assert!(
-        bad.is_empty(),
-        "{} users without the full profile ({prefix}), e.g. {}",
-        bad.len(),
-        bad[0]
-    );
+    check_users(&users, "ThoughtSpot", prefix, n, |u, name| {
+        u["account_status"] == "ACTIVE" && u["display_name"] == "B Ench" && u["email"] == name
+    });
     format!("{n} users, each once, ACTIVE, with display_name and email")
 }
 
@@ -438,149 +346,6 @@ fn tenant(base: &str, roles: RoleRules, mapped: bool) -> TenantConfig {
     }
 }
 
-/// The tenant's SCIM client (the IdP).
-#[derive(Clone)]
-struct Scim {
-    http: reqwest::Client,
-    /// `http://{bridge}`
-    root: String,
-}
-
-impl Scim {
-    fn new(addr: std::net::SocketAddr) -> Scim {
-        Scim {
-            http: http_client(),
-            root: format!("http://{addr}"),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(
-                method,
-                format!("{}/tenants/{TENANT}/scim/v2{path}", self.root),
-            )
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(b.to_string());
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// The IdP's create of `mail` (Okta's shape: name, primary email, active).
-    async fn create(&self, mail: &str) {
-        let (s, v) = self
-            .call(
-                reqwest::Method::POST,
-                "/Users",
-                Some(json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                    "userName": mail,
-                    "name": {"givenName": "B", "familyName": "Ench"},
-                    "emails": [{"value": mail, "type": "work", "primary": true}],
-                    "active": true
-                })),
-            )
-            .await;
-        assert_eq!(s, 201, "POST /Users {mail}: {v}");
-    }
-
-    async fn find(&self, user_name: &str) -> bool {
-        let filter = format!("userName eq \"{user_name}\"");
-        let path = format!(
-            "/Users?filter={}",
-            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let (s, v) = self.call(reqwest::Method::GET, &path, None).await;
-        assert_eq!(s, 200, "{v}");
-        v["totalResults"] == 1
-    }
-
-    /// Until `/readyz?verbose` says every vendor was reached and read once.
-    async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?verbose", self.root))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    let body: Value = r.json().await.unwrap_or_default();
-                    if body["vendors_unavailable"]
-                        .as_object()
-                        .is_some_and(|o| o.is_empty())
-                    {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the bridge is not ready");
-    }
-
-    /// The sum of the `/metrics` samples of `name` whose labels contain `labels`.
-    async fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.root))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// Until the outbox has nothing pending or failed.
-    async fn wait_drained(&self) {
-        let deadline = Instant::now() + Duration::from_secs(900);
-        loop {
-            let pending = self.metric("scim_outbox_depth", "state=\"pending\"").await;
-            let failed = self.metric("scim_outbox_depth", "state=\"failed\"").await;
-            assert_eq!(failed, 0.0, "a delivery failed");
-            if pending == 0.0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the outbox did not drain");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-/// The bridge as `serve` starts it (start-up check, first observe, background delivery), with
-/// one ThoughtSpot tenant (no role rules, no mapped attributes) over the simulator at `base`.
-async fn start_bridge(base: &str, data: &std::path::Path) -> (RunningServer, Scim) {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.to_path_buf(),
-        tenants: vec![tenant(base, RoleRules::default(), false)],
-        body_limit_bytes: 1 << 20,
-    };
-    let store = Store::open(&config.data_dir).unwrap();
-    let cfg = config.clone();
-    // build_state signs in to ThoughtSpot synchronously; keep it off the async workers.
-    let state = tokio::task::spawn_blocking(move || server::build_state(&cfg, store))
-        .await
-        .unwrap()
-        .expect("the bridge starts");
-    let server = server::start(config.listen, state, Some(2)).expect("the bridge listens");
-    let scim = Scim::new(server.addr);
-    scim.wait_ready().await;
-    (server, scim)
-}
-
 // ---------------------------------------------------------------------------------------------
 // provision
 
@@ -591,90 +356,35 @@ async fn provision(n: usize, rounds: usize, alternate: bool, direct_rps: f64, si
     let bridge_sim = spawn_sim(LATENCY_MS, sim_rps).await;
     let (db, bb) = (direct_sim.base_url(), bridge_sim.base_url());
     let dir = tempfile::tempdir().unwrap();
-    let (server, scim) = start_bridge(&bb, dir.path()).await;
+    // No role rules, no mapped attributes: one create is one vendor call.
+    let (server, scim) = start_bridge(tenant(&bb, RoleRules::default(), false), dir.path()).await;
     let api = TsApi::secret_key(&db, Pace::new(direct_rps, BRIDGE_BURST)).await;
     // Both buckets full again after the start-up calls.
     tokio::time::sleep(Duration::from_secs(1)).await;
     reset_stats(&db).await;
     reset_stats(&bb).await;
 
-    let mut direct = Duration::ZERO;
-    let mut bridge = Duration::ZERO;
-    let mut per_round = Vec::new();
-    for r in 0..rounds {
-        let range = r * n / rounds..(r + 1) * n / rounds;
-        let run_direct = || {
-            let api = api.clone();
-            run_parallel(range.clone(), move |i| {
-                let api = api.clone();
-                async move {
-                    let mail = format!("d{i:06}@bench.test");
-                    api.create_user(&mail, "B Ench", &mail, &[]).await;
-                }
-            })
-        };
-        let run_bridge = || {
-            let scim = scim.clone();
-            let range = range.clone();
-            async move {
-                let started = Instant::now();
-                let s = scim.clone();
-                run_parallel(range, move |i| {
-                    let s = s.clone();
-                    async move { s.create(&format!("b{i:06}@bench.test")).await }
-                })
-                .await;
-                // Every call of every create made, not only answered.
-                scim.wait_drained().await;
-                started.elapsed()
-            }
-        };
-        let (d, b) = if !alternate {
-            tokio::join!(run_direct(), run_bridge())
-        } else if r % 2 == 0 {
-            let d = run_direct().await;
-            (d, run_bridge().await)
-        } else {
-            let b = run_bridge().await;
-            (run_direct().await, b)
-        };
-        direct += d;
-        bridge += b;
-        per_round.push((range.len(), d, b));
-    }
+    let a = api.clone();
+    let timed = provision_rounds(n, rounds, alternate, &scim, DRAIN_LIMIT, move |i| {
+        let api = a.clone();
+        async move {
+            let mail = format!("d{i:06}@bench.test");
+            api.create_user(&mail, "B Ench", &mail, &[]).await;
+        }
+    })
+    .await;
+    let (direct, bridge) = (timed.direct, timed.bridge);
     let dstats = sim_stats(&db).await;
     let bstats = sim_stats(&bb).await;
     let bridge_calls = bstats["requests"].as_u64().unwrap();
     let direct_calls = dstats["requests"].as_u64().unwrap();
     let direct_429 = api.throttled.load(Ordering::Relaxed);
-    let delivered = scim
-        .metric("scim_vendor_deliveries_total", "outcome=\"delivered\"")
-        .await;
-    let refused = scim
-        .metric("scim_vendor_deliveries_total", "outcome=\"refused\"")
-        .await;
+    let (delivered, refused) = scim.deliveries().await;
     let direct_state = check_end_state(&db, "d", n).await;
     let bridge_state = check_end_state(&bb, "b", n).await;
 
     let ratio = secs(bridge) / secs(direct);
-    let rounds_text = per_round
-        .iter()
-        .enumerate()
-        .map(|(k, (len, d, b))| {
-            format!(
-                "{}{len}: {:.2} s / {:.2} s = {:.3}",
-                match (alternate, k % 2) {
-                    (false, _) => "",
-                    (true, 0) => "direct first, ",
-                    (true, _) => "bridge first, ",
-                },
-                secs(*b),
-                secs(*d),
-                secs(*b) / secs(*d)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+    let rounds_text = timed.text();
     let rate = |r: f64| {
         if r > 0.0 {
             format!("{r:.0} req/s")
@@ -696,11 +406,7 @@ async fn provision(n: usize, rounds: usize, alternate: bool, direct_rps: f64, si
          bridge's vendor calls by route: {}\n  \
          bridge deliveries: {delivered} delivered, {refused} refused\n  \
          end state: direct {direct_state}; bridge {bridge_state}",
-        if alternate {
-            "direct and bridge one after the other, alternating"
-        } else {
-            "direct and bridge side by side"
-        },
+        timed.mode(),
         rate(sim_rps),
         rate(direct_rps),
         secs(direct),
@@ -764,75 +470,6 @@ async fn seed(base: &str, m: usize, role_group: String) -> (Duration, Duration) 
     (users, started.elapsed())
 }
 
-struct Delay {
-    upstream: String,
-    http: reqwest::Client,
-    latency: Duration,
-}
-
-async fn delay_forward(
-    req: actix_web::HttpRequest,
-    body: actix_web::web::Bytes,
-    proxy: actix_web::web::Data<Delay>,
-) -> actix_web::HttpResponse {
-    tokio::time::sleep(proxy.latency).await;
-    let url = format!(
-        "{}{}",
-        proxy.upstream,
-        req.uri().path_and_query().map_or("/", |p| p.as_str())
-    );
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
-    let mut rb = proxy.http.request(method, url).body(body.to_vec());
-    for (k, v) in req.headers() {
-        if !matches!(k.as_str(), "host" | "content-length" | "connection") {
-            rb = rb.header(k.as_str(), v.as_bytes());
-        }
-    }
-    let resp = match rb.send().await {
-        Ok(r) => r,
-        Err(_) => return actix_web::HttpResponse::BadGateway().finish(),
-    };
-    let mut out = actix_web::HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(resp.status().as_u16()).unwrap(),
-    );
-    for (k, v) in resp.headers() {
-        if !matches!(
-            k.as_str(),
-            "content-length" | "transfer-encoding" | "connection"
-        ) {
-            out.append_header((k.as_str(), v.as_bytes()));
-        }
-    }
-    out.body(resp.bytes().await.unwrap_or_default())
-}
-
-/// A proxy in front of `upstream` that adds `latency` to every request, as the simulator's
-/// own `--latency-ms` does (which is fixed at start, and seeding wants none): its base URL
-/// and handle.
-fn start_delay_proxy(upstream: &str, latency: Duration) -> (String, actix_web::dev::ServerHandle) {
-    let data = actix_web::web::Data::new(Delay {
-        upstream: upstream.to_string(),
-        http: http_client(),
-        latency,
-    });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .default_service(actix_web::web::to(delay_forward))
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (format!("http://{addr}"), handle)
-}
-
 async fn sync(m: usize) {
     // Seeding wants neither latency nor the rate limit; the bridge's client stays under 90
     // req/s on its own.
@@ -842,10 +479,7 @@ async fn sync(m: usize) {
 
     // The engine of a ThoughtSpot tenant over the proxy, with no background work: the observe
     // runs when this asks.
-    use scim_bridge::auth::TenantAuth;
     use scim_bridge::connector::thoughtspot::{adapter::role_group_name, open, preflight};
-    use scim_bridge::engine::EngineConnector;
-    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
     let dir = tempfile::tempdir().unwrap();
     let t = tenant(&proxy, example_rules(), true);
     let store = Store::open(dir.path()).unwrap();
@@ -873,63 +507,19 @@ async fn sync(m: usize) {
         m as f64 / secs(seed_users),
         secs(seed_values)
     );
-    reset_stats(&base).await;
 
-    let started = Instant::now();
-    let report = engine.observe_now().await.unwrap();
-    let took = started.elapsed();
-    let stats = sim_stats(&base).await;
+    let (took, report, stats) = timed_observe(&engine, &base).await;
 
-    let mut tenants = BTreeMap::new();
-    tenants.insert(
-        TENANT.to_string(),
-        Arc::new(Tenant {
-            id: TENANT.into(),
-            auth: TenantAuth::new(&t.id, &t.tokens, None),
-            connector: Arc::new(EngineConnector(engine.clone())),
-        }),
-    );
-    let state = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
-    let server = server::start("127.0.0.1:0".parse().unwrap(), state, Some(2)).unwrap();
-    let scim = Scim::new(server.addr);
-    let (s, v) = scim
-        .call(reqwest::Method::GET, "/Users?count=0", None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let listed = v["totalResults"].as_u64().unwrap_or(0) as usize;
-    assert!(listed >= m, "every seeded user adopted: {listed} of {m}");
+    let (server, scim) = serve_engine(&t, &engine, store);
+    let looked_up = lookups(&scim, &base, m).await;
 
-    reset_stats(&base).await;
-    let lookups = Instant::now();
-    let step = (m / 100).max(1);
-    let mut looked = 0;
-    for i in (0..m).step_by(step) {
-        assert!(scim.find(&format!("s{i}@bench.test")).await, "s{i} found");
-        looked += 1;
-    }
-    let lookup_took = lookups.elapsed();
-    let lookup_calls = sim_stats(&base).await["requests"].as_u64().unwrap();
-
-    reset_stats(&base).await;
-    let again = Instant::now();
-    let report2 = engine.observe_now().await.unwrap();
-    let again_took = again.elapsed();
-    let stats2 = sim_stats(&base).await;
+    let (again_took, report2, stats2) = timed_observe(&engine, &base).await;
 
     println!(
         "sync {m} ThoughtSpot users (role groups: default Viewer, BI Admins → Analyst; formula \
          variable `{VARIABLE}` mapped), vendor latency {LATENCY_MS} ms: one full observe {:.2} s \
          (fetch {:.2} s; {} users seen, {} adopted, {} groups seen, {} roles corrected); \
-         {} vendor calls ({})\n  \
-         the bridge then lists {listed} users; {looked} lookups by userName {:.1} ms with \
-         {lookup_calls} vendor calls\n  \
-         a second observe, nothing changed: {:.2} s (fetch {:.2} s; {} adopted, {} pulled, \
-         {} roles corrected); {} vendor calls",
+         {} vendor calls ({})\n{}",
         secs(took),
         report.fetch_ms as f64 / 1000.0,
         report.users_seen,
@@ -938,13 +528,7 @@ async fn sync(m: usize) {
         report.roles_corrected,
         stats["requests"],
         routes(&stats),
-        lookup_took.as_secs_f64() * 1000.0,
-        secs(again_took),
-        report2.fetch_ms as f64 / 1000.0,
-        report2.users_adopted,
-        report2.users_pulled,
-        report2.roles_corrected,
-        stats2["requests"],
+        after_observe_text(&looked_up, again_took, &report2, &stats2),
     );
     server.stop().await;
     proxy_handle.stop(true).await;
@@ -952,23 +536,9 @@ async fn sync(m: usize) {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |what: &str| args.is_empty() || args.iter().any(|a| a == what);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    init_tracing("warn");
+    let want = wanted_phases();
+    let rt = runtime();
     rt.block_on(async {
         if want("provision") {
             provision(
