@@ -318,13 +318,13 @@ impl ThoughtspotOrgGroups {
     pub fn org_of(&self, group: &str) -> Option<String> {
         let (pre, post) = self.pattern.split_once('*')?;
         let g = group.trim();
-        if g.len() < pre.len() + post.len() + 1 {
-            return None;
-        }
-        let (head, rest) = g.split_at(pre.len());
-        let (mid, tail) = rest.split_at(rest.len() - post.len());
-        (head.eq_ignore_ascii_case(pre) && tail.eq_ignore_ascii_case(post) && !mid.trim().is_empty())
-            .then(|| mid.to_string())
+        // By characters, not bytes: group names are anyone's language.
+        let head = g.get(..pre.len()).filter(|h| h.eq_ignore_ascii_case(pre))?;
+        let rest = &g[head.len()..];
+        let cut = rest.len().checked_sub(post.len())?;
+        let tail = rest.get(cut..).filter(|t| t.eq_ignore_ascii_case(post))?;
+        let mid = &rest[..rest.len() - tail.len()];
+        (!mid.trim().is_empty()).then(|| mid.to_string())
     }
 }
 

@@ -715,6 +715,17 @@ fn thoughtspot_orgs_from_groups() {
     assert_eq!(o.org_of("ORG-Acme Corp").as_deref(), Some("Acme Corp"));
     assert_eq!(o.org_of("org-"), None, "the Org's name must not be empty");
     assert_eq!(o.org_of("sales"), None);
+    // Not a byte-offset cut: names in any language neither panic nor match by accident.
+    assert_eq!(o.org_of("Comé Paris"), None);
+    assert_eq!(o.org_of("é"), None);
+    assert_eq!(o.org_of("org-Café Zürich").as_deref(), Some("Café Zürich"));
+    let suffix = ThoughtspotOrgGroups {
+        pattern: "*-клиент".into(),
+        create: false,
+    };
+    assert_eq!(suffix.org_of("acme-клиент").as_deref(), Some("acme"));
+    assert_eq!(suffix.org_of("ééé-клиенx"), None);
+    assert_eq!(suffix.org_of("клиент"), None);
     let p = problems(&vendor_tenant(&format!(
         "{base}\norg_id = 3\norg_group_pattern = \"org-*-*\""
     )));

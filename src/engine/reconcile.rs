@@ -1146,6 +1146,7 @@ fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
             "given_name",
             "family_name",
             "display_name",
+            "attributes",
         ];
     };
     let mut out = Vec::new();

@@ -143,9 +143,11 @@ impl ThoughtspotAdapter {
         }
     }
 
-    /// One search that may miss: an empty array, or (UNVERIFIED which one ThoughtSpot does) an
-    /// error naming no such object [B.4]: a 400 (ThoughtSpot's status for any bad parameter) or a
-    /// 404 (a proxy, or a version that says so).
+    /// One search that may miss: an empty array, or (UNVERIFIED which one ThoughtSpot does) a
+    /// ThoughtSpot error naming no such object [B.4]: its code 10002 (bad parameter) with a 400,
+    /// or a 404 (a version that says so). Anything else — a 404 page of a proxy, a body that is
+    /// not ThoughtSpot's — is an error, never "absent": an absence decides that a user is gone
+    /// (made again) or deleted (done).
     async fn find_one<T: serde::de::DeserializeOwned>(
         &self,
         rest: &str,
@@ -155,7 +157,8 @@ impl ThoughtspotAdapter {
         if resp.is_success() {
             return resp.json();
         }
-        if matches!(resp.status, 400 | 404) {
+        let code = TsError::parse(&resp.body).and_then(|e| e.code);
+        if matches!(resp.status, 400 | 404) && code == Some(wire::code::BAD_PARAMETERS) {
             return Ok(Vec::new());
         }
         Err(resp.rejected())
@@ -218,7 +221,7 @@ impl ThoughtspotAdapter {
     }
 
     /// The token's Org name, read once from the session's user [B.2].
-    async fn org_name(&self) -> Result<String, VendorError> {
+    pub async fn org_name(&self) -> Result<String, VendorError> {
         if let Some(n) = self.known.read().org_name.clone() {
             return Ok(n);
         }
@@ -429,8 +432,13 @@ impl ThoughtspotAdapter {
             return resp.json();
         }
         // Without RBAC there are no roles to search [B.3]: rules then name groups only.
-        if matches!(resp.status, 400 | 403) {
+        if resp.status == 400 {
             return Ok(Vec::new());
+        }
+        if resp.status == 403 {
+            return Err(VendorError::Auth {
+                reason: "roles/search answered 403: the bridge's user lacks ROLE_ADMINISTRATION (needed to resolve rules that name RBAC roles)".into(),
+            });
         }
         Err(resp.rejected())
     }
@@ -535,6 +543,17 @@ impl ThoughtspotAdapter {
             role,
             groups: None,
         }
+    }
+
+    /// A user read without its variable values (a lookup): with variables mapped its profile
+    /// is unknown, so that the engine sends every field and value rather than take "no value"
+    /// for what ThoughtSpot holds.
+    fn unread(&self, u: &wire::User) -> VendorUser {
+        let mut v = self.neutral(u, None);
+        if !self.variables.is_empty() {
+            v.profile = None;
+        }
+        v
     }
 
     /// Maps a ThoughtSpot error answer to the engine's classes. `what` says what was refused.
@@ -722,9 +741,7 @@ impl VendorAdapter for ThoughtspotAdapter {
     /// Signs in, reads the Org's name, and resolves the rules' roles, creating the role groups
     /// that are missing.
     async fn roles(&self) -> AdapterResult<RoleCatalog> {
-        if !self.variables.is_empty() {
-            self.org_name().await?;
-        }
+        self.org_name().await?;
         self.resolve_roles(true).await
     }
 
@@ -743,18 +760,13 @@ impl VendorAdapter for ThoughtspotAdapter {
         let req = VendorRequest::post(wire::path("users/create")).json(body);
         let outcome = self.client.create_or_find(req, || self.user_named(login)).await?;
         let resp = match outcome {
-            CreateOutcome::Found(u) => return Ok(Created::Exists(self.neutral(&u, None))),
+            CreateOutcome::Found(u) => return Ok(Created::Exists(self.unread(&u))),
             CreateOutcome::Sent(r) => r,
         };
         if !resp.is_success() {
             // A duplicate name is a 400 like any other [B.7]: the lookup tells.
             if let Some(u) = self.user_named(login).await? {
-                let mut v = self.neutral(&u, None);
-                // Values not read here: unknown, so the engine sets them.
-                if let Some(p) = v.profile.as_mut() {
-                    p.attributes = BTreeMap::new();
-                }
-                return Ok(Created::Exists(v));
+                return Ok(Created::Exists(self.unread(&u)));
             }
             return Err(self.refusal(&resp, "user create"));
         }
@@ -800,8 +812,25 @@ impl VendorAdapter for ThoughtspotAdapter {
                 json!(if active { "ACTIVE" } else { "SUSPENDED" }),
             );
         }
+        let renamed = fields.get("name").and_then(Value::as_str).map(str::to_string);
         if !fields.is_empty() {
-            self.put_user(id, Value::Object(fields), "user update").await?;
+            match self.put_user(id, Value::Object(fields), "user update").await {
+                Err(AdapterError::Refused { reason, .. }) if renamed.is_some() => {
+                    // A name another user holds is a uniqueness conflict (ThoughtSpot says 10002
+                    // for both it and a bad value [B.7]; the lookup tells).
+                    let login = renamed.unwrap_or_default();
+                    let kind = match self.user_named(&login).await? {
+                        Some(other) if other.id != id => Refusal::Conflict,
+                        _ => Refusal::Invalid,
+                    };
+                    return Err(AdapterError::Refused {
+                        vendor: "ThoughtSpot",
+                        reason,
+                        kind,
+                    });
+                }
+                other => other?,
+            }
         }
         if attributes {
             if let Some(p) = &change.profile {
@@ -827,18 +856,11 @@ impl VendorAdapter for ThoughtspotAdapter {
         Ok(self
             .user_named(&profile.login)
             .await?
-            .map(|u| self.neutral(&u, None))
-            .map(|mut v| {
-                // Variable values are not read by a lookup.
-                if let Some(p) = v.profile.as_mut() {
-                    p.attributes = BTreeMap::new();
-                }
-                v
-            }))
+            .map(|u| self.unread(&u)))
     }
 
     async fn get_user(&self, id: &str) -> AdapterResult<Option<VendorUser>> {
-        Ok(self.user_by_id(id).await?.map(|u| self.neutral(&u, None)))
+        Ok(self.user_by_id(id).await?.map(|u| self.unread(&u)))
     }
 
     /// Every user of the Org with its role group and variable values. Membership of other
@@ -852,7 +874,11 @@ impl VendorAdapter for ThoughtspotAdapter {
             self.variable_values(),
         )?;
         let values = (!self.variables.is_empty()).then_some(&values);
-        Ok(users.iter().map(|u| self.neutral(u, values)).collect())
+        Ok(users
+            .iter()
+            .filter(|u| !u.name.is_empty())
+            .map(|u| self.neutral(u, values))
+            .collect())
     }
 
     async fn create_group(&self, name: &str) -> AdapterResult<Created<VendorGroup>> {

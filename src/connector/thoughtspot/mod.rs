@@ -90,9 +90,11 @@ impl Authenticator for ThoughtspotSignIn {
         // The code and ThoughtSpot's message tell bad credentials (10097) from an Org that is
         // wrong or not this user's (10002); a message that echoes the secret is left out.
         let body = post_sign_in(http, base, &wire::path("auth/token/full"), &body, |body| {
-            wire::TsError::parse(body)
-                .filter(|e| !e.message.contains(self.secret()))
-                .map(|e| e.describe())
+            // Checked on the whole body, before the message is shortened.
+            if String::from_utf8_lossy(body).contains(self.secret()) {
+                return None;
+            }
+            wire::TsError::parse(body).map(|e| e.describe())
         })
         .await?;
         let answer: wire::TokenAnswer =
@@ -309,6 +311,19 @@ async fn verify(
         Err(e) => return Ok(vec![base_problem(format!("cannot reach ThoughtSpot: {e}"))]),
     }
     let mut problems = Vec::new();
+    // The session's own Org, said by ThoughtSpot: the token's scope may leave it out.
+    match adapter.org_name().await {
+        Ok(_) => {}
+        Err(VendorError::Auth { reason }) => {
+            return Err(vec![sign_in_problem(tenant_index, c, &reason)])
+        }
+        Err(e) => {
+            return Ok(vec![Problem {
+                key_path: format!("tenants[{tenant_index}].vendor.org_id"),
+                message: format!("cannot read the session's Org from ThoughtSpot: {e}"),
+            }])
+        }
+    }
     match adapter.missing_variables().await {
         Ok(missing) => {
             for (name, why) in missing {

@@ -64,6 +64,8 @@ pub struct OrgRef {
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
     pub id: String,
+    /// Required by the spec; a user without one is skipped rather than failing its page.
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub display_name: Option<String>,
