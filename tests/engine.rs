@@ -15,7 +15,7 @@ use scim_bridge::connector::{Connector, Precondition, RequestContext};
 use scim_bridge::engine::adapter::{
     AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
     Profile, Refusal, Removed, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter,
-    VendorGroup, VendorUser,
+    VendorGroup, VendorUser, NO_ROLE,
 };
 use scim_bridge::engine::{Engine, EngineConnector, EngineSettings};
 use scim_bridge::scim::list::ListQuery;
@@ -62,6 +62,9 @@ enum Target {
     /// Every write but this operation.
     WritesBut(&'static str),
     Op(&'static str),
+    /// This operation, when its logged argument starts with this prefix (e.g. one group's
+    /// `change_members`: `"r-viewer +[] -"` is a removal from the Viewer role group).
+    OpArg(&'static str, &'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +94,8 @@ struct VUser {
     id: String,
     profile: Profile,
     active: bool,
+    /// The role attribute ([`RoleModel::Attribute`]); always `None` with role groups, where
+    /// the role is membership of `VState::role_groups`.
     role: Option<String>,
     /// Membership on the user (OnUser only).
     groups: BTreeSet<String>,
@@ -118,6 +123,12 @@ struct VState {
     violations: Vec<String>,
     /// The vendor's breaker is open: `unavailable()` says so (the engine queues at once).
     down: Option<String>,
+    /// [`RoleModel::Groups`]: the role groups (pre-existing at the vendor, with the catalog's
+    /// role ids as their ids) → their members' vendor ids. Not listed by `list_groups`, not
+    /// found by `find_group` (as ThoughtSpot's role groups).
+    role_groups: BTreeMap<String, BTreeSet<String>>,
+    /// Every `delete_group` call: (group id, the members it was given).
+    deleted_members: Vec<(String, Vec<String>)>,
 }
 
 struct Inner {
@@ -136,12 +147,35 @@ fn kept(p: &Profile) -> Profile {
 #[derive(Clone)]
 struct FakeVendor(Arc<Inner>);
 
+/// The name of a role group at the fake vendor ([`RoleModel::Groups`]).
+fn role_group_name(role: &str) -> String {
+    format!("Role {role}")
+}
+
 impl FakeVendor {
     fn new(membership: MembershipModel, deactivation: Deactivation) -> FakeVendor {
+        FakeVendor::with_roles(membership, deactivation, RoleModel::Attribute)
+    }
+
+    /// A fake vendor with either role model. [`RoleModel::Groups`] models ThoughtSpot and
+    /// Metabase: the three roles are role groups that exist at the vendor (ids `r-viewer`,
+    /// …), a new user is in none of them, and `list_users` reports the role as the ThoughtSpot
+    /// adapter does (the one role group, `NO_ROLE` for none, `None` for two or more).
+    fn with_roles(
+        membership: MembershipModel,
+        deactivation: Deactivation,
+        role: RoleModel,
+    ) -> FakeVendor {
+        let mut state = VState::default();
+        if role == RoleModel::Groups {
+            for r in [VIEWER, DESIGNER, ADMIN] {
+                state.role_groups.insert(r.to_string(), BTreeSet::new());
+            }
+        }
         FakeVendor(Arc::new(Inner {
             caps: Capabilities {
                 vendor: "Fake",
-                role: RoleModel::Attribute,
+                role,
                 membership,
                 deactivation: deactivation.clone(),
                 removal: deactivation,
@@ -150,12 +184,60 @@ impl FakeVendor {
                 required_user_attributes: &[],
                 immutable_user_attributes: &[],
             },
-            state: Mutex::new(VState::default()),
+            state: Mutex::new(state),
         }))
     }
 
     fn on_user(&self) -> bool {
         self.0.caps.membership == MembershipModel::OnUser
+    }
+    fn role_groups_model(&self) -> bool {
+        self.0.caps.role == RoleModel::Groups
+    }
+
+    // ---- role groups (RoleModel::Groups) -----------------------------------------------------
+
+    /// The role groups a vendor user is in.
+    fn role_groups_of(&self, uid: &str) -> BTreeSet<String> {
+        role_groups_of(&self.0.state.lock(), uid)
+    }
+    /// Sets a vendor user's role groups by hand (an operator in the vendor's UI).
+    fn set_role_groups_by_hand(&self, uid: &str, roles: &[&str]) {
+        let mut s = self.0.state.lock();
+        for (r, members) in s.role_groups.iter_mut() {
+            if roles.contains(&r.as_str()) {
+                members.insert(uid.to_string());
+            } else {
+                members.remove(uid);
+            }
+        }
+    }
+    /// A user made at the vendor by hand (before the bridge), in these role groups.
+    fn add_vendor_user_by_hand(&self, login: &str, roles: &[&str]) -> String {
+        let id = {
+            let mut s = self.0.state.lock();
+            s.next_id += 1;
+            let u = VUser {
+                id: format!("vu{}", s.next_id),
+                profile: Profile {
+                    login: login.into(),
+                    email: Some(login.into()),
+                    given_name: Some("Hand".into()),
+                    family_name: Some("Made".into()),
+                    ..Profile::default()
+                },
+                active: true,
+                role: (!self.role_groups_model()).then(|| VIEWER.to_string()),
+                groups: BTreeSet::new(),
+            };
+            s.users.insert(u.id.clone(), u.clone());
+            u.id
+        };
+        self.set_role_groups_by_hand(&id, roles);
+        id
+    }
+    fn deleted_members(&self) -> Vec<(String, Vec<String>)> {
+        self.0.state.lock().deleted_members.clone()
     }
 
     // ---- fault plan ------------------------------------------------------------------------
@@ -259,6 +341,7 @@ impl FakeVendor {
                     Target::Writes => is_write(op),
                     Target::WritesBut(o) => is_write(op) && *o != op,
                     Target::Op(o) => *o == op,
+                    Target::OpArg(o, prefix) => *o == op && arg.starts_with(prefix),
                 };
                 // A refusal of a read makes no sense: reads only meet transient faults.
                 let sensible = is_write(op)
@@ -327,12 +410,23 @@ impl FakeVendor {
         }
     }
 
-    fn view(&self, u: &VUser) -> VendorUser {
+    fn view(&self, s: &VState, u: &VUser) -> VendorUser {
+        let role = if self.role_groups_model() {
+            // As the ThoughtSpot adapter reports it.
+            let held = role_groups_of(s, &u.id);
+            match held.len() {
+                0 => Some(NO_ROLE.to_string()),
+                1 => held.into_iter().next(),
+                _ => None,
+            }
+        } else {
+            u.role.clone()
+        };
         VendorUser {
             id: u.id.clone(),
             profile: Some(u.profile.clone()),
             active: Some(u.active),
-            role: u.role.clone(),
+            role,
             groups: self.on_user().then(|| u.groups.iter().cloned().collect()),
         }
     }
@@ -364,6 +458,14 @@ fn known_role(r: &str) -> bool {
     [VIEWER, DESIGNER, ADMIN].contains(&r)
 }
 
+fn role_groups_of(s: &VState, uid: &str) -> BTreeSet<String> {
+    s.role_groups
+        .iter()
+        .filter(|(_, members)| members.contains(uid))
+        .map(|(r, _)| r.clone())
+        .collect()
+}
+
 #[async_trait]
 impl VendorAdapter for FakeVendor {
     fn capabilities(&self) -> &Capabilities {
@@ -372,9 +474,14 @@ impl VendorAdapter for FakeVendor {
 
     async fn roles(&self) -> AdapterResult<RoleCatalog> {
         self.gate("roles", "").await?;
+        let groups = self.role_groups_model();
         let role = |id: &str, name: &str| RoleInfo {
             id: id.into(),
-            names: vec![name.into()],
+            names: if groups {
+                vec![name.into(), role_group_name(name)]
+            } else {
+                vec![name.into()]
+            },
             display: name.into(),
         };
         Ok(RoleCatalog {
@@ -384,7 +491,8 @@ impl VendorAdapter for FakeVendor {
                 role(ADMIN, "Admin"),
             ],
             protected: None,
-            fallback: Some(VIEWER.into()),
+            // Role groups: a new user is in none of them (ThoughtSpot has no fallback).
+            fallback: (!groups).then(|| VIEWER.into()),
         })
     }
 
@@ -398,7 +506,12 @@ impl VendorAdapter for FakeVendor {
                 .find(|u| u.profile.login.eq_ignore_ascii_case(&user.profile.login))
                 .cloned();
             if let Some(u) = existing {
-                Ok(Created::Exists(self.view(&u)))
+                Ok(Created::Exists(self.view(&s, &u)))
+            } else if self.role_groups_model() && user.role.is_some() {
+                s.violations.push(format!(
+                    "create_user with a role attribute on a role-groups vendor: {user:?}"
+                ));
+                Err(refused("roles are role groups here"))
             } else if user.role.as_deref().is_some_and(|r| !known_role(r)) {
                 Err(refused(format!("unknown role {:?}", user.role)))
             } else if !self.on_user() && !user.groups.is_empty() {
@@ -414,11 +527,12 @@ impl VendorAdapter for FakeVendor {
                     id: format!("vu{}", s.next_id),
                     profile: kept(&user.profile),
                     active: user.active,
-                    role: Some(user.role.clone().unwrap_or_else(|| VIEWER.into())),
+                    role: (!self.role_groups_model())
+                        .then(|| user.role.clone().unwrap_or_else(|| VIEWER.into())),
                     groups: user.groups.iter().cloned().collect(),
                 };
                 s.users.insert(u.id.clone(), u.clone());
-                Ok(Created::New(self.view(&u)))
+                Ok(Created::New(self.view(&s, &u)))
             }
         };
         self.answer("create_user", mode, result).await
@@ -446,6 +560,11 @@ impl VendorAdapter for FakeVendor {
             });
             if !s.users.contains_key(id) {
                 Err(AdapterError::Gone)
+            } else if self.role_groups_model() && change.role.is_some() {
+                s.violations.push(format!(
+                    "update_user with a role attribute on a role-groups vendor: {change:?}"
+                ));
+                Err(refused("roles are role groups here"))
             } else if change.role.as_deref().is_some_and(|r| !known_role(r)) {
                 Err(refused(format!("unknown role {:?}", change.role)))
             } else if change.groups.is_some() && !on_user {
@@ -476,7 +595,7 @@ impl VendorAdapter for FakeVendor {
                     u.groups = g.iter().cloned().collect();
                 }
                 let u = u.clone();
-                Ok(Some(self.view(&u)))
+                Ok(Some(self.view(&s, &u)))
             }
         };
         self.answer("update_user", mode, result).await
@@ -489,6 +608,9 @@ impl VendorAdapter for FakeVendor {
             s.users.remove(id);
             for g in s.groups.values_mut() {
                 g.members.remove(id);
+            }
+            for members in s.role_groups.values_mut() {
+                members.remove(id);
             }
         }
         self.answer("delete_user", mode, Ok(Removed::Deleted)).await
@@ -511,19 +633,19 @@ impl VendorAdapter for FakeVendor {
                 })
             })
         };
-        Ok(by_login.or_else(by_email).map(|u| self.view(u)))
+        Ok(by_login.or_else(by_email).map(|u| self.view(&s, u)))
     }
 
     async fn get_user(&self, id: &str) -> AdapterResult<Option<VendorUser>> {
         self.gate("get_user", id).await?;
         let s = self.0.state.lock();
-        Ok(s.users.get(id).map(|u| self.view(u)))
+        Ok(s.users.get(id).map(|u| self.view(&s, u)))
     }
 
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
         self.gate("list_users", "").await?;
         let s = self.0.state.lock();
-        Ok(s.users.values().map(|u| self.view(u)).collect())
+        Ok(s.users.values().map(|u| self.view(&s, u)).collect())
     }
 
     async fn create_group(&self, name: &str) -> AdapterResult<Created<VendorGroup>> {
@@ -576,10 +698,15 @@ impl VendorAdapter for FakeVendor {
         self.answer("rename_group", mode, result).await
     }
 
-    async fn delete_group(&self, id: &str, _members: &[String]) -> AdapterResult<()> {
+    async fn delete_group(&self, id: &str, members: &[String]) -> AdapterResult<()> {
         let mode = self.gate("delete_group", id).await?;
         {
             let mut s = self.0.state.lock();
+            s.deleted_members.push((id.to_string(), members.to_vec()));
+            if s.role_groups.contains_key(id) {
+                s.violations
+                    .push(format!("delete_group of the role group {id}"));
+            }
             s.groups.remove(id);
             for u in s.users.values_mut() {
                 u.groups.remove(id);
@@ -615,13 +742,27 @@ impl VendorAdapter for FakeVendor {
         let result = {
             let mut s = self.0.state.lock();
             let on_user = self.on_user();
-            if on_user {
+            let role_group = s.role_groups.contains_key(group);
+            if on_user && !role_group {
                 s.violations.push(format!(
                     "change_members on an OnUser vendor with attribute roles: {group} +{add:?} -{remove:?}"
                 ));
             }
             let unknown = add.iter().find(|u| !s.users.contains_key(*u)).cloned();
-            if !s.groups.contains_key(group) {
+            if role_group {
+                if let Some(u) = unknown {
+                    Err(refused(format!("unknown user {u}")))
+                } else {
+                    let g = s.role_groups.get_mut(group).unwrap();
+                    for u in add {
+                        g.insert(u.clone());
+                    }
+                    for u in remove {
+                        g.remove(u);
+                    }
+                    Ok(())
+                }
+            } else if !s.groups.contains_key(group) {
                 Err(AdapterError::Gone)
             } else if let Some(u) = unknown {
                 Err(refused(format!("unknown user {u}")))
@@ -704,10 +845,17 @@ struct Harness {
 
 impl Harness {
     fn new(fake: FakeVendor, deadline: Duration) -> Harness {
+        Harness::with_rules(fake, deadline, rules())
+    }
+
+    fn with_rules(fake: FakeVendor, deadline: Duration, rules: RoleRules) -> Harness {
         let mut h = Harness {
             dir: tempfile::tempdir().unwrap(),
             fake,
-            settings: settings(deadline),
+            settings: EngineSettings {
+                rules,
+                ..settings(deadline)
+            },
             conn: None,
             engine: None,
             rt: None,
@@ -868,6 +1016,10 @@ impl Harness {
 
     fn delete_user(&self, id: &str) -> Result<(), ScimError> {
         self.run(self.conn().delete(ResourceKind::User, id, &no_pre()))
+    }
+
+    fn delete_group(&self, id: &str) -> Result<(), ScimError> {
+        self.run(self.conn().delete(ResourceKind::Group, id, &no_pre()))
     }
 
     fn find_by_login(&self, login: &str) -> Vec<Value> {
@@ -1700,6 +1852,601 @@ fn delete_deactivation_removes_and_recreates() {
 }
 
 // =============================================================================================
+// 7b. Roles as role groups (RoleModel::Groups: ThoughtSpot, Metabase)
+// =============================================================================================
+
+fn groups_fake() -> FakeVendor {
+    FakeVendor::with_roles(
+        MembershipModel::OnGroup,
+        Deactivation::Flag,
+        RoleModel::Groups,
+    )
+}
+
+/// `BI Admins` → Admin, and no `default`.
+fn rules_without_default() -> RoleRules {
+    RoleRules {
+        default: None,
+        ..rules()
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The `change_members` calls on role groups in the vendor log.
+fn role_group_calls(fake: &FakeVendor) -> Vec<String> {
+    fake.log()
+        .into_iter()
+        .filter(|(op, arg)| *op == "change_members" && arg.starts_with("r-"))
+        .map(|(_, arg)| arg)
+        .collect()
+}
+
+/// A user in the rule's group moves into its role group and out of the default's; leaving
+/// every rule group with a `default` moves it back.
+#[test]
+fn groups_role_joining_the_rule_group_moves_into_its_role_group() {
+    let fake = groups_fake();
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    let uid = h.create_user("ada@x.io", "Ada").unwrap();
+    let vid = fake.user("ada@x.io").id;
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+    assert_eq!(
+        fake.user("ada@x.io").role,
+        None,
+        "no role attribute is written"
+    );
+
+    let gid = h.create_group("BI Admins", &[]).unwrap();
+    fake.reset_calls();
+    h.add_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]), "{:?}", fake.log());
+    assert_eq!(fake.group_names_of(&vid), set(&["BI Admins"]));
+    assert_eq!(
+        role_group_calls(&fake),
+        vec![
+            format!("{ADMIN} +[\"{vid}\"] -[]"),
+            format!("{VIEWER} +[] -[\"{vid}\"]")
+        ],
+        "added to the new role group first, then removed from the old one only"
+    );
+    // Role groups are not mirrored groups: never adopted into the directory.
+    h.run(h.engine().observe_now()).unwrap();
+    assert_eq!(h.all_scim(ResourceKind::Group).len(), 1);
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]));
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+#[test]
+fn groups_role_leaving_every_rule_group_with_a_default_moves_back() {
+    let fake = groups_fake();
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    let uid = h.create_user("bea@x.io", "Bea").unwrap();
+    let gid = h.create_group("BI Admins", &[&uid]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("bea@x.io").id;
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]), "{:?}", fake.log());
+    h.remove_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+    assert!(fake.group_names_of(&vid).is_empty());
+    h.run(h.engine().observe_now()).unwrap();
+    assert_eq!(fake.role_groups_of(&vid), set(&[VIEWER]));
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// No `default`: a user the IdP wrote whom no rule covers is in no role group (NO_ROLE), not
+/// "left as it is" (which would keep the Admin role the IdP took away).
+#[test]
+fn groups_role_leaving_every_rule_group_without_a_default_ends_in_no_role_group() {
+    let fake = groups_fake();
+    let h = Harness::with_rules(
+        fake.clone(),
+        Duration::from_secs(5),
+        rules_without_default(),
+    );
+    let uid = h.create_user("cy@x.io", "Cy").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("cy@x.io").id;
+    assert!(fake.role_groups_of(&vid).is_empty(), "{:?}", fake.log());
+    assert!(
+        role_group_calls(&fake).is_empty(),
+        "nothing to move: {:?}",
+        fake.log()
+    );
+    let gid = h.create_group("BI Admins", &[&uid]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]), "{:?}", fake.log());
+    h.remove_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert!(
+        fake.role_groups_of(&vid).is_empty(),
+        "left BI Admins, no default: in no role group; has {:?}; log {:?}",
+        fake.role_groups_of(&vid),
+        fake.log()
+    );
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert!(fake.role_groups_of(&vid).is_empty());
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// Users the vendor had before the bridge (adopted, never written by the IdP) keep their role
+/// groups — one, none or two — through observes, restarts and an edit of the rules, while the
+/// IdP provisions others. A membership the IdP gives makes a user the IdP's (write_path): from
+/// then on the rules apply to it.
+#[test]
+fn groups_role_an_adopted_user_keeps_its_role_group() {
+    let fake = groups_fake();
+    let designer = fake.add_vendor_user_by_hand("old@x.io", &[DESIGNER]);
+    let nobody = fake.add_vendor_user_by_hand("none@x.io", &[]);
+    let two = fake.add_vendor_user_by_hand("two@x.io", &[VIEWER, ADMIN]);
+    let mut h = Harness::new(fake.clone(), Duration::from_secs(5));
+    for login in ["old@x.io", "none@x.io", "two@x.io"] {
+        assert_eq!(h.find_by_login(login).len(), 1, "{login} adopted at start");
+    }
+    let uid = h.create_user("new@x.io", "New").unwrap();
+    h.create_group("BI Admins", &[&uid]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    // The rules are edited (no default any more) and the bridge restarts.
+    h.settings.rules = rules_without_default();
+    h.restart();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&designer),
+        set(&[DESIGNER]),
+        "{:?}",
+        fake.log()
+    );
+    assert!(fake.role_groups_of(&nobody).is_empty(), "{:?}", fake.log());
+    assert_eq!(
+        fake.role_groups_of(&two),
+        set(&[VIEWER, ADMIN]),
+        "{:?}",
+        fake.log()
+    );
+    for vid in [&designer, &nobody, &two] {
+        assert!(
+            !role_group_calls(&fake)
+                .iter()
+                .any(|c| c.contains(vid.as_str())),
+            "an adopted user's role groups were written: {:?}",
+            fake.log()
+        );
+    }
+    assert_eq!(
+        fake.role_groups_of(&fake.user("new@x.io").id),
+        set(&[ADMIN])
+    );
+
+    // The IdP puts the adopted Designer in BI Admins: the IdP's now, so the rules apply.
+    let sid = h.find_by_login("old@x.io")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gid = h.all_scim(ResourceKind::Group)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.add_member(&gid, &sid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&designer),
+        set(&[ADMIN]),
+        "{:?}",
+        fake.log()
+    );
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// Two role groups at the vendor (someone added the user by hand): the next observe leaves it
+/// in exactly the one the rules say — and in none when no rule covers it and there is no
+/// default.
+#[test]
+fn groups_role_two_role_groups_by_hand_end_in_the_rules_one_after_an_observe() {
+    let fake = groups_fake();
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    h.create_user("dee@x.io", "Dee").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("dee@x.io").id;
+    assert_eq!(fake.role_groups_of(&vid), set(&[VIEWER]));
+
+    fake.set_role_groups_by_hand(&vid, &[VIEWER, ADMIN]);
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+
+    // Two role groups, neither the rules' one.
+    fake.set_role_groups_by_hand(&vid, &[DESIGNER, ADMIN]);
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+
+    // One other role group (moved by hand).
+    fake.set_role_groups_by_hand(&vid, &[DESIGNER]);
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+
+    // No default: two role groups by hand → none.
+    let fake = groups_fake();
+    let h = Harness::with_rules(
+        fake.clone(),
+        Duration::from_secs(5),
+        rules_without_default(),
+    );
+    h.create_user("eli@x.io", "Eli").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("eli@x.io").id;
+    fake.set_role_groups_by_hand(&vid, &[DESIGNER, ADMIN]);
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert!(fake.role_groups_of(&vid).is_empty(), "{:?}", fake.log());
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report): a role moved by
+/// hand at the vendor, then an IdP write of the user's profile before the next observe. The
+/// update's answer carries the vendor's role, which `align_user` records as applied without
+/// moving the user (its role move was decided before the answer), so the next observe sees no
+/// drift and the hand-made role stays for good (until the rules are edited or the IdP's
+/// groups change).
+fn role_by_hand_then_profile_write(fake: FakeVendor) {
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    let uid = h.create_user("fox@x.io", "Fox").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("fox@x.io").id;
+    let role_of = |fake: &FakeVendor| -> BTreeSet<String> {
+        if fake.role_groups_model() {
+            fake.role_groups_of(&vid)
+        } else {
+            fake.user("fox@x.io").role.into_iter().collect()
+        }
+    };
+    assert_eq!(role_of(&fake), set(&[VIEWER]));
+    // By hand: Designer.
+    if fake.role_groups_model() {
+        fake.set_role_groups_by_hand(&vid, &[DESIGNER]);
+    } else {
+        fake.0.state.lock().users.get_mut(&vid).unwrap().role = Some(DESIGNER.into());
+    }
+    h.set_given(&uid, "Foxy").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        role_of(&fake),
+        set(&[VIEWER]),
+        "a role changed by hand is not put back by the observe after an IdP profile write \
+         (the update's answer made it the applied role); log {:?}",
+        fake.log()
+    );
+}
+
+#[test]
+fn groups_role_moved_by_hand_then_a_profile_write_is_corrected_by_the_next_observe() {
+    role_by_hand_then_profile_write(groups_fake());
+}
+
+#[test]
+fn attribute_role_changed_by_hand_then_a_profile_write_is_corrected_by_the_next_observe() {
+    role_by_hand_then_profile_write(group_on());
+}
+
+/// A few delivery rounds, each cut off after 200 ms (a hung call is dropped where it is).
+fn deliver_briefly(h: &Harness) {
+    // No clone of the engine outlives this: a restart must be able to reopen the store.
+    let e = h.engine().clone();
+    h.run(async move {
+        for _ in 0..10 {
+            let _ = tokio::time::timeout(Duration::from_millis(200), e.deliver_due()).await;
+        }
+    });
+}
+
+/// kill -9 between adding the user to the new role group and removing it from the old one:
+/// after the restart it ends in exactly one role group (the rules' one, also when the rules'
+/// answer changed meanwhile).
+#[test]
+fn groups_role_a_kill_between_adding_and_removing_converges_to_exactly_one() {
+    let fake = groups_fake();
+    let mut h = Harness::new(fake.clone(), Duration::from_millis(200));
+    let uid = h.create_user("gus@x.io", "Gus").unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("gus@x.io").id;
+    // The removal from Viewer never answers.
+    fake.fault(
+        Target::OpArg("change_members", "r-viewer +[] -"),
+        FaultKind::Hang,
+        Some(1),
+    );
+    let gid = h.create_group("BI Admins", &[&uid]).unwrap();
+    deliver_briefly(&h);
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER, ADMIN]),
+        "killed between the two calls; log {:?}",
+        fake.log()
+    );
+    h.restart();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]), "{:?}", fake.log());
+
+    // Again, killed after the add to Viewer was applied (the IdP took the user out of BI
+    // Admins); after the restart the IdP puts it back.
+    fake.fault(
+        Target::OpArg("change_members", "r-viewer +[\""),
+        FaultKind::ApplyThenHang,
+        Some(1),
+    );
+    h.remove_member(&gid, &uid).unwrap();
+    deliver_briefly(&h);
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER, ADMIN]),
+        "killed after the add was applied; log {:?}",
+        fake.log()
+    );
+    h.crash();
+    h.start();
+    h.add_member(&gid, &uid).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    assert_eq!(fake.role_groups_of(&vid), set(&[ADMIN]), "{:?}", fake.log());
+    h.remove_member(&gid, &uid).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    assert_eq!(
+        fake.role_groups_of(&vid),
+        set(&[VIEWER]),
+        "{:?}",
+        fake.log()
+    );
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// The audit log names the roles of a move, and "(no role group)" for none.
+#[test]
+fn groups_role_moves_are_audited_by_role_name() {
+    use scim_bridge::store::audit::AuditEvent;
+    let fake = groups_fake();
+    let h = Harness::with_rules(
+        fake.clone(),
+        Duration::from_secs(5),
+        rules_without_default(),
+    );
+    let uid = h.create_user("hui@x.io", "Hui").unwrap();
+    let gid = h.create_group("BI Admins", &[]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.add_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.remove_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let moves: Vec<(Option<String>, String)> = h
+        .engine()
+        .audit()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == AuditEvent::RoleChange && e.user_name == "hui@x.io")
+        .map(|e| (e.from, e.to))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Some("(no role group)".to_string()), "Admin".to_string()),
+            (Some("Admin".to_string()), "(no role group)".to_string()),
+        ]
+    );
+
+    // With a default: the new user's first role group is audited too.
+    let fake = groups_fake();
+    let h = Harness::new(fake.clone(), Duration::from_secs(5));
+    let uid = h.create_user("ina@x.io", "Ina").unwrap();
+    let gid = h.create_group("BI Admins", &[]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    h.add_member(&gid, &uid).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let moves: Vec<(Option<String>, String)> = h
+        .engine()
+        .audit()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == AuditEvent::RoleChange && e.user_name == "ina@x.io")
+        .map(|e| (e.from, e.to))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Some("(no role group)".to_string()), "Viewer".to_string()),
+            (Some("Viewer".to_string()), "Admin".to_string()),
+        ]
+    );
+}
+
+/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report). Shrunk from
+/// `every_fault_and_restart_converges_role_groups` (and `converges_transient_faults_and_
+/// restarts_on_group`, which hit it about once in 300-600 cases); no fault needed: a member of
+/// a group is deleted by the IdP (deactivation by flag: the vendor keeps it), then created again
+/// with the same login; the re-created user is in no group, yet the vendor user it takes over
+/// stays in the group.
+fn recreate_after_delete_leaves_no_stale_membership(fake: FakeVendor) {
+    let h = Harness::new(fake.clone(), Duration::from_millis(300));
+    let uid = h.create_user("u0@x.io", "Init").unwrap();
+    let gid = h.create_group("Ops", &[]).unwrap();
+    h.add_member(&gid, &uid).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    let vid = fake.user("u0@x.io").id;
+    assert_eq!(fake.group_names_of(&vid), set(&["Ops"]));
+    h.delete_user(&uid).unwrap();
+    h.create_user("u0@x.io", "Init").unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    let u = fake.user("u0@x.io");
+    assert!(u.active);
+    assert!(
+        fake.group_names_of(&u.id).is_empty(),
+        "the re-created user is in no SCIM group, its vendor user {} is still in {:?}; log {:?}",
+        u.id,
+        fake.group_names_of(&u.id),
+        fake.log()
+    );
+}
+
+#[test]
+fn recreate_after_delete_leaves_no_stale_membership_on_group() {
+    recreate_after_delete_leaves_no_stale_membership(group_on());
+}
+
+#[test]
+fn recreate_after_delete_leaves_no_stale_membership_role_groups() {
+    recreate_after_delete_leaves_no_stale_membership(groups_fake());
+}
+
+/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report).
+/// The same, and the re-created user then joins the group again: the group's reconcile both
+/// adds the vendor user (for the new SCIM user) and removes it (the deleted SCIM user's
+/// confirmed membership) in one `change_members` — applied in that order (as ThoughtSpot's ADD
+/// then REMOVE calls), the user ends outside the group the IdP put it in.
+fn recreate_after_delete_then_rejoin(fake: FakeVendor) {
+    let h = Harness::new(fake.clone(), Duration::from_millis(300));
+    let uid = h.create_user("u1@x.io", "Init").unwrap();
+    let gid = h.create_group("Ops", &[&uid]).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    h.delete_user(&uid).unwrap();
+    let again = h.create_user("u1@x.io", "Init").unwrap();
+    h.add_member(&gid, &again).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    h.run(h.engine().observe_now()).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    let u = fake.user("u1@x.io");
+    assert_eq!(
+        fake.group_names_of(&u.id),
+        set(&["Ops"]),
+        "the re-created user is in Ops at the IdP; log {:?}",
+        fake.log()
+    );
+}
+
+#[test]
+fn recreate_after_delete_then_rejoin_keeps_the_membership_on_group() {
+    recreate_after_delete_then_rejoin(group_on());
+}
+
+#[test]
+fn recreate_after_delete_then_rejoin_keeps_the_membership_role_groups() {
+    recreate_after_delete_then_rejoin(groups_fake());
+}
+
+// =============================================================================================
+// 7c. A deleted group's confirmed members are given to `delete_group`
+// =============================================================================================
+
+fn deleted_group_members(fake: FakeVendor) {
+    let h = Harness::new(fake.clone(), Duration::from_millis(300));
+    let a = h.create_user("jan@x.io", "Jan").unwrap();
+    let b = h.create_user("kai@x.io", "Kai").unwrap();
+    let c = h.create_user("lou@x.io", "Lou").unwrap();
+    let gid = h.create_group("Sales", &[&a, &b]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    let vg = fake.groups_named("Sales")[0].id.clone();
+    // Lou's add is applied, its answer lost (settled by the next delivery).
+    fake.fault(Target::Op("change_members"), FaultKind::Ambiguous, Some(1));
+    h.add_member(&gid, &c).expect("accepted, queued");
+    // Kai leaves before the delete: not a member any more.
+    fake.fault(Target::Writes, FaultKind::Transient, None);
+    h.remove_member(&gid, &b).expect("accepted, queued");
+    fake.heal();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    h.delete_group(&gid).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    assert!(fake.groups_named("Sales").is_empty());
+    let deleted = fake.deleted_members();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0].0, vg);
+    let got: BTreeSet<String> = deleted[0].1.iter().cloned().collect();
+    let want = set(&[&fake.user("jan@x.io").id, &fake.user("lou@x.io").id]);
+    assert_eq!(got, want, "log {:?}", fake.log());
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+#[test]
+fn deleting_a_group_passes_its_confirmed_members_to_delete_group() {
+    deleted_group_members(group_on());
+}
+
+#[test]
+fn deleting_a_group_passes_its_confirmed_members_to_delete_group_role_groups() {
+    deleted_group_members(groups_fake());
+}
+
+/// A group deleted while the members' adds are still unknown (lost answers): those members are
+/// passed too (removing a non-member is a no-op).
+#[test]
+fn deleting_a_group_passes_members_whose_add_was_unknown() {
+    let fake = group_on();
+    let h = Harness::new(fake.clone(), Duration::from_millis(300));
+    let a = h.create_user("max@x.io", "Max").unwrap();
+    let gid = h.create_group("Ops", &[]).unwrap();
+    assert!(h.drain(LONG), "{}", h.outbox_dump());
+    fake.fault(Target::Op("change_members"), FaultKind::Ambiguous, Some(1));
+    fake.fault(Target::Writes, FaultKind::Transient, Some(1));
+    h.add_member(&gid, &a).expect("accepted, queued");
+    h.delete_group(&gid).unwrap();
+    assert!(h.drain_now(LONG), "{}", h.outbox_dump());
+    let deleted = fake.deleted_members();
+    assert_eq!(deleted.len(), 1, "{deleted:?}; log {:?}", fake.log());
+    assert_eq!(
+        deleted[0].1,
+        vec![fake.user("max@x.io").id],
+        "log {:?}",
+        fake.log()
+    );
+}
+
+// =============================================================================================
 // 8. Property: any sequence of IdP writes, faults and restarts converges
 // =============================================================================================
 
@@ -1766,8 +2513,62 @@ fn run_sequence(
     refusals: bool,
     ops: &[Op],
 ) {
-    let fake = FakeVendor::new(membership, deactivation.clone());
-    let mut h = Harness::new(fake.clone(), Duration::from_millis(300));
+    run_sequence_with(
+        membership,
+        deactivation,
+        RoleModel::Attribute,
+        rules(),
+        ambiguous_creates,
+        refusals,
+        ops,
+    )
+}
+
+/// Role rules for the role-groups property: two rule groups, no `default` (a user in neither
+/// is in no role group).
+fn rules_two_rules_no_default() -> RoleRules {
+    RoleRules {
+        default: None,
+        rules: vec![
+            RoleRule {
+                group: Some("BI Admins".into()),
+                role: "Admin".into(),
+            },
+            RoleRule {
+                group: Some("Sales".into()),
+                role: "Designer".into(),
+            },
+        ],
+    }
+}
+
+/// The role id the rules give a user in these groups (`None`: no rule and no default).
+fn rules_role(rules: &RoleRules, groups: &BTreeSet<String>) -> Option<&'static str> {
+    let id = |name: &str| match name {
+        "Viewer" => VIEWER,
+        "Designer" => DESIGNER,
+        "Admin" => ADMIN,
+        other => panic!("unknown role {other}"),
+    };
+    rules
+        .rules
+        .iter()
+        .find(|r| r.group.as_ref().is_some_and(|g| groups.contains(g)))
+        .map(|r| id(&r.role))
+        .or(rules.default.as_deref().map(id))
+}
+
+fn run_sequence_with(
+    membership: MembershipModel,
+    deactivation: Deactivation,
+    role_model: RoleModel,
+    role_rules: RoleRules,
+    ambiguous_creates: bool,
+    refusals: bool,
+    ops: &[Op],
+) {
+    let fake = FakeVendor::with_roles(membership, deactivation.clone(), role_model);
+    let mut h = Harness::with_rules(fake.clone(), Duration::from_millis(300), role_rules.clone());
     let mut m = Model::default();
     let mut trace = Vec::new();
     for op in ops {
@@ -1996,12 +2797,28 @@ fn run_sequence(
             "givenName of {}\n{ctx}",
             LOGINS[*i]
         );
-        assert_eq!(
-            v.role.as_deref(),
-            Some(admin_rules_role(&want_groups)),
-            "role of {}\n{ctx}",
-            LOGINS[*i]
-        );
+        if role_model == RoleModel::Groups {
+            // Exactly the rules' role group, or none; never a role attribute.
+            let want: BTreeSet<String> = rules_role(&role_rules, &want_groups)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                fake.role_groups_of(&v.id),
+                want,
+                "role groups of {}\n{ctx}\nrole groups: {:?}",
+                LOGINS[*i],
+                fake.0.state.lock().role_groups
+            );
+            assert_eq!(v.role, None, "{ctx}");
+        } else {
+            assert_eq!(
+                v.role.as_deref(),
+                Some(admin_rules_role(&want_groups)),
+                "role of {}\n{ctx}",
+                LOGINS[*i]
+            );
+        }
         assert_eq!(
             fake.group_names_of(&v.id),
             want_groups,
@@ -2085,5 +2902,27 @@ proptest! {
     #[test]
     fn converges_transient_faults_and_restarts_deactivation_delete(ops in prop::collection::vec(op_strategy(), 1..24)) {
         run_sequence(MembershipModel::OnUser, Deactivation::Delete, false, false, &ops);
+    }
+
+    // Roles as role groups (ThoughtSpot, Metabase): membership on the group, deactivation by
+    // flag or by deletion, rules with a default (`BI Admins` → Admin, else Viewer) or without
+    // (`BI Admins` → Admin, `Sales` → Designer, else no role group); every fault and restarts.
+    // Like the other OnGroup properties it meets, about once in 300-600 cases, the engine bug
+    // of `recreate_after_delete_leaves_no_stale_membership_*` (delete, then re-create a member).
+    #[test]
+    fn every_fault_and_restart_converges_role_groups(
+        ops in prop::collection::vec(op_strategy(), 1..24),
+        delete in any::<bool>(),
+        with_default in any::<bool>(),
+    ) {
+        run_sequence_with(
+            MembershipModel::OnGroup,
+            if delete { Deactivation::Delete } else { Deactivation::Flag },
+            RoleModel::Groups,
+            if with_default { rules() } else { rules_two_rules_no_default() },
+            true,
+            true,
+            &ops,
+        );
     }
 }

@@ -669,6 +669,16 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             }
+            // The answer showed a role changed at the vendor since the last observe (by hand):
+            // closed now, in one more pass, rather than recorded as applied, where the next
+            // observe would see nothing new to correct.
+            if role_to.is_none()
+                && table
+                    .change(applied.role.as_deref(), desired.role.clone())
+                    .is_some()
+            {
+                return Box::pin(self.align_user(table, sid, desired, applied, cause, actor)).await;
+            }
         }
         if self.caps.role == RoleModel::Groups {
             if let Some(to) = &role_to {
@@ -1075,11 +1085,18 @@ impl Engine {
                 .filter(|(u, v)| !have.contains(&(u.as_str(), v.as_str())))
                 .cloned()
                 .collect();
-            let remove: Vec<(String, String)> = confirmed
+            // A vendor user another member holds now (a user deleted and created again, which
+            // took it over) stays: only the old record goes, without a call — sending its
+            // removal with the new member's add would undo the add.
+            let wanted_vids: HashSet<&str> = want.iter().map(|(_, v)| v.as_str()).collect();
+            let (remove, handed_over): (Vec<(String, String)>, Vec<(String, String)>) = confirmed
                 .iter()
                 .filter(|(u, _)| !want_ids.contains(u.as_str()))
                 .map(|(u, v)| (u.clone(), v.trim_start_matches('?').to_string()))
-                .collect();
+                .partition(|(_, v)| !wanted_vids.contains(v.as_str()));
+            for (u, _) in &handed_over {
+                put::no_member(&mut b, sid, u);
+            }
             if !add.is_empty() || !remove.is_empty() {
                 let add_v: Vec<String> = add.iter().map(|(_, v)| v.clone()).collect();
                 let remove_v: Vec<String> = remove.iter().map(|(_, v)| v.clone()).collect();

@@ -350,11 +350,22 @@ impl Engine {
         self.check_precondition(ResourceKind::User, id, &old, pre)?;
         self.refuse_early_if_failing()?;
         let vid = dir.vendor_id(ResourceKind::User, id)?;
+        // Where membership lives on the group, the groups drop the member themselves: a vendor
+        // that keeps the user (deactivated, unlicensed) would keep it in them, and a re-created
+        // user taking it over would inherit them.
+        let groups = if self.caps.membership == adapter::MembershipModel::OnGroup {
+            dir.groups_of(id)?
+        } else {
+            Vec::new()
+        };
         let mut batch = Batch::default();
         {
             let _g = self.commit_lock.lock();
             dir.delete_entries(&mut batch, ResourceKind::User, id, &old)?;
             put::not_idp_written(&mut batch, id);
+            for g in &groups {
+                self.mark(&mut batch, ResourceKind::Group, g, "membership of a deleted user", Actor::Idp)?;
+            }
             match &vid {
                 Some(vid) => {
                     // The link stays until the vendor has removed or deactivated the user, so
@@ -396,6 +407,9 @@ impl Engine {
                 }
             }
             dir.commit(batch)?;
+        }
+        if !groups.is_empty() {
+            self.wake.notify_one();
         }
         if Records(dir).tombstone(ResourceKind::User, id)?.is_none() {
             drop(guard);
