@@ -57,6 +57,41 @@ fn wait_healthy(port: u16) {
     panic!("nothing listening on {port}");
 }
 
+/// `scim-bridge simulate VENDOR` on a free port, once it accepts connections: the process and
+/// its port.
+fn simulate(vendor: &str) -> (Running, u16) {
+    let port = free_port();
+    let mut sim = Command::new(BIN);
+    sim.args(["simulate", vendor, "--listen", &format!("127.0.0.1:{port}")]);
+    let (sim, _) = spawn_until(&mut sim, "listening on");
+    wait_healthy(port);
+    (sim, port)
+}
+
+/// `scim-bridge config check [--online] --config PATH` with `text` written to `path` and `env`
+/// set: whether it succeeded, and its stdout and stderr together.
+fn config_check(
+    path: &std::path::Path,
+    text: String,
+    online: bool,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    std::fs::write(path, text).unwrap();
+    let mut args = vec!["config", "check"];
+    if online {
+        args.push("--online");
+    }
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--config", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -327,16 +362,7 @@ fn demo_prints_a_working_table() {
 
 #[test]
 fn config_check_online_resolves_roles_against_the_vendor() {
-    let port = free_port();
-    let mut sim = Command::new(BIN);
-    sim.args([
-        "simulate",
-        "sisense",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    let (_sim, _) = spawn_until(&mut sim, "listening on");
-    wait_healthy(port);
+    let (_sim, port) = simulate("sisense");
     let dir = tempfile::tempdir().unwrap();
     let config = |role: &str| {
         format!(
@@ -385,16 +411,7 @@ rules = [{{ group = "Everyone", role = "{role}" }}]
 
 #[test]
 fn config_check_online_resolves_tableau_site_roles_and_groups() {
-    let port = free_port();
-    let mut sim = Command::new(BIN);
-    sim.args([
-        "simulate",
-        "tableau",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    let (_sim, _) = spawn_until(&mut sim, "listening on");
-    wait_healthy(port);
+    let (_sim, port) = simulate("tableau");
     let dir = tempfile::tempdir().unwrap();
     let config = |secret: &str, rules: &str| {
         format!(
@@ -414,23 +431,7 @@ rules = [{rules}]
 "#
         )
     };
-    let check = |text: String| {
-        let path = dir.path().join("online.toml");
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(BIN)
-            .args([
-                "config",
-                "check",
-                "--online",
-                "--config",
-                path.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let check = |text: String| config_check(&dir.path().join("online.toml"), text, true, &[]);
     let (ok, out) = check(config(
         "simulator-pat-secret",
         r#"{ role = "Creator" }, { role = "Explorer (can publish)" }"#,
@@ -477,16 +478,7 @@ rules = [{rules}]
 
 #[test]
 fn config_check_online_resolves_thoughtspot_variables_and_roles() {
-    let port = free_port();
-    let mut sim = Command::new(BIN);
-    sim.args([
-        "simulate",
-        "thoughtspot",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    let (_sim, _) = spawn_until(&mut sim, "listening on");
-    wait_healthy(port);
+    let (_sim, port) = simulate("thoughtspot");
     let dir = tempfile::tempdir().unwrap();
     let config = |variable: &str, rules: &str| {
         format!(
@@ -509,21 +501,8 @@ rules = [{rules}]
         )
     };
     let check = |text: String, online: bool| {
-        let path = dir.path().join("ts.toml");
-        std::fs::write(&path, text).unwrap();
-        let mut args = vec!["config", "check"];
-        if online {
-            args.push("--online");
-        }
-        let out = Command::new(BIN)
-            .args(args)
-            .args(["--config", path.to_str().unwrap()])
-            .env("CLI_TEST_TS_PASSWORD", "admin")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        let env = [("CLI_TEST_TS_PASSWORD", "admin")];
+        config_check(&dir.path().join("ts.toml"), text, online, &env)
     };
     let (ok, out) = check(config("region", r#"{ role = "Analyst" }"#), true);
     assert!(ok, "{out}");

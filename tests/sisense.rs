@@ -1,13 +1,19 @@
 //! The Sisense connector against the Sisense simulator over real sockets. End states are checked
 //! through Sisense's own API (users, groups, roles, activation), never through bridge internals.
 
-#[path = "support/sisense_bridge.rs"]
-mod support;
+#[path = "support/bridge.rs"]
+mod bridge;
+#[path = "support/idp.rs"]
+mod idp;
+#[path = "support/sisense_api.rs"]
+mod sisense_api;
 
+use bridge::config;
+use idp::*;
 use scim_bridge::config::{RoleRule, RoleRules, SisenseApiVersion, SisenseDeprovision};
 use scim_bridge::sim::SimOptions;
 use serde_json::{json, Value};
-use support::*;
+use sisense_api::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_sequence_ends_with_the_right_sisense_state() {

@@ -13,15 +13,24 @@
 //! these faults a write may be answered from the outbox, so Sisense is checked only at the end
 //! (no per-step checks); the IdP client is `Policy::Checked`.
 
-#[path = "support/sisense_bridge.rs"]
-mod support;
+#[path = "support/bridge.rs"]
+mod bridge;
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/idp.rs"]
+mod idp;
+#[path = "support/sisense_api.rs"]
+mod sisense_api;
 
+use bridge::config;
+use chaos::{Binary, Freeze};
+use idp::*;
 use scim_bridge::config::SisenseDeprovision;
 use scim_bridge::sim::SimOptions;
 use serde_json::Value;
+use sisense_api::*;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
-use support::*;
+use std::time::Duration;
 
 /// How long after the last write Sisense must show the end state.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
@@ -47,44 +56,42 @@ async fn routes_used(base: &str) -> String {
         .map_or("(no stats)".into(), |v| v.to_string())
 }
 
+/// A sequence's end state in Sisense, for `bridge::settle`.
+struct EndState<'a> {
+    want: Expected,
+    base: &'a str,
+}
+
+impl bridge::Checker for EndState<'_> {
+    type State = Snapshot;
+    const VENDOR: &'static str = "Sisense";
+    async fn read(&self) -> Option<Snapshot> {
+        snapshot(self.base).await
+    }
+    fn diff(&self, snap: &Snapshot) -> Vec<String> {
+        snap.diff(&self.want)
+    }
+    fn users(&self, snap: &Snapshot) -> BTreeSet<String> {
+        snap.users.keys().cloned().collect()
+    }
+    async fn context(&self, _: &Idp) -> String {
+        format!("vendor routes used: {}", routes_used(self.base).await)
+    }
+}
+
 /// Polls Sisense until the sequence's end state holds; fails 60 s after the last write with
 /// what differs. Then checks the bridge lists exactly Sisense's users (no orphan mapping).
 async fn settle(idp: &Idp, seq: Seq, sisense_base: &str) -> Snapshot {
     let want = seq.expected(&SISENSE_ROLES);
-    let last_write = idp.last_write();
-    let deadline = last_write + SETTLE_LIMIT;
-    let mut last = String::from("Sisense never answered a full read");
-    let snap = loop {
-        if let Some(snap) = snapshot(sisense_base).await {
-            match snap.check(&want) {
-                Ok(()) => break snap,
-                Err(d) => last = d,
-            }
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{}: Sisense's end state not reached within {SETTLE_LIMIT:?} of the last write: \
-                 {last}; vendor routes used: {}",
-                idp.label,
-                routes_used(sisense_base).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    eprintln!(
-        "{}: end state in Sisense {:?} after the last write; {}",
-        idp.label,
-        last_write.elapsed(),
-        idp.summary()
-    );
-    let bridge = idp.all_user_names().await;
-    let sisense: BTreeSet<String> = snap.users.keys().cloned().collect();
-    assert_eq!(
-        bridge, sisense,
-        "{}: the bridge's /Users differ from Sisense's users",
-        idp.label
-    );
-    snap
+    bridge::settle(
+        idp,
+        &EndState {
+            want,
+            base: sisense_base,
+        },
+        SETTLE_LIMIT,
+    )
+    .await
 }
 
 /// `scim-bridge simulate sisense` as a separate process, signed in to once.
@@ -181,44 +188,9 @@ async fn sequences_with_the_simulator_frozen_for_40s() {
             .unwrap_or_else(|e| panic!("{label}: bridge start: {e}"));
         bridge.scim.wait_ready().await;
         let idp = Idp::checked(&bridge.scim.root, TENANT, TOKEN, &label);
-        let mut stopped_at = None;
-        seq.run(&idp, &mut || {
-            sim.signal("-STOP");
-            stopped_at = Some(Instant::now());
-            let pid = sim.pid();
-            sim.cont = Some(tokio::spawn(async move {
-                tokio::time::sleep(FREEZE).await;
-                let _ = std::process::Command::new("kill")
-                    .args(["-CONT", &pid])
-                    .status();
-            }));
-        })
-        .await;
-        let stopped_at = stopped_at.expect("the sequence reached its midpoint");
-        let rest_took = stopped_at.elapsed();
-        // Still frozen: readiness stays 200 (the store serves).
-        if rest_took < FREEZE {
-            let started = Instant::now();
-            let r = idp
-                .http
-                .get(format!("{}/readyz", idp.root))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{label}: /readyz: {e}"));
-            assert_eq!(r.status().as_u16(), 200, "{label}: /readyz while frozen");
-            assert!(started.elapsed() < REQUEST_LIMIT, "{label}: /readyz slow");
-        }
-        let cont = sim.cont.take().unwrap();
-        cont.await.unwrap();
-        let (n, slowest) = idp.during(stopped_at, stopped_at + FREEZE);
-        eprintln!(
-            "{label}: rest of the sequence took {rest_took:?} from the stop; \
-             {n} requests while frozen, slowest {slowest:?}"
-        );
-        assert!(
-            n > 0,
-            "{label}: nothing was sent while the simulator was frozen"
-        );
+        let mut freeze = Freeze::new(&mut sim, FREEZE);
+        seq.run(&idp, &mut || freeze.stop()).await;
+        freeze.check(&idp).await;
         settle(&idp, seq, &base).await;
         bridge.server.stop().await;
         drop(sim);
@@ -229,25 +201,6 @@ async fn sequences_with_the_simulator_frozen_for_40s() {
 // ---------------------------------------------------------------------------------------------
 // Run 3: the bridge SIGKILLed while the outbox delivers.
 // ---------------------------------------------------------------------------------------------
-
-/// The pending outbox depth of the tenant, from `/metrics`.
-async fn pending_depth(root: &str) -> f64 {
-    let text = reqwest::get(format!("{root}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| {
-            l.starts_with(&format!(
-                "scim_outbox_depth{{state=\"pending\",tenant=\"{TENANT}\"}}"
-            ))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// The real binary with a 200 ms inline deadline in front of a simulator answering in 500 ms:
 /// every write is answered from the outbox. Killed right after the last write, restarted on
@@ -269,12 +222,9 @@ async fn sequences_with_the_bridge_sigkilled_while_the_outbox_delivers() {
                 .await;
         }
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config_path = dir.path().join("scim-bridge.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                r#"listen = "127.0.0.1:{port}"
+        let mut bridge = Binary::start(dir.path(), TENANT, TOKEN, |listen, data| {
+        format!(
+            r#"listen = "{listen}"
 data_dir = "{data}"
 
 [[tenants]]
@@ -292,41 +242,22 @@ deprovision = "{deprovision}"
 default = "Viewer"
 rules = [ {{ group = "BI Admins", role = "Admin" }}, {{ group = "BI Designers", role = "Designer" }} ]
 "#,
-                data = dir.path().join("data").display(),
-                deprovision = match deprovision(seq) {
-                    SisenseDeprovision::Delete => "delete",
-                    _ => "deactivate",
-                },
-                mode = if native {
-                    format!("mode = \"scim\"\nscim_token = \"{SIM_SCIM_TOKEN}\"\n")
-                } else {
-                    String::new()
-                },
-            ),
+            data = data.display(),
+            deprovision = match deprovision(seq) {
+                SisenseDeprovision::Delete => "delete",
+                _ => "deactivate",
+            },
+            mode = if native {
+                format!("mode = \"scim\"\nscim_token = \"{SIM_SCIM_TOKEN}\"\n")
+            } else {
+                String::new()
+            },
         )
-        .unwrap();
-        let spawn = || {
-            ChildGuard::spawn(
-                bridge_command()
-                    .args(["serve", "--config"])
-                    .arg(&config_path)
-                    .env("SCIM_BRIDGE_INLINE_DEADLINE_MS", "200"),
-            )
-        };
-        let root = format!("http://127.0.0.1:{port}");
-        let mut bridge = spawn();
-        Scim::new(&root).wait_ready().await;
-        let idp = Idp::checked(&root, TENANT, TOKEN, &label);
+        })
+        .await;
+        let idp = Idp::checked(&bridge.root, TENANT, TOKEN, &label);
         seq.run(&idp, &mut ()).await;
-        let pending = pending_depth(&root).await;
-        bridge.kill9();
-        eprintln!("{label}: killed with {pending} object(s) pending in the outbox");
-        assert!(
-            pending >= 1.0,
-            "{label}: the outbox was already drained at the kill (the run tests nothing)"
-        );
-        let bridge = spawn();
-        Scim::new(&root).wait_ready().await;
+        bridge.kill_and_restart(&label).await;
         // `snapshot` panics on a duplicate Sisense user; `settle` checks no orphan mapping.
         settle(&idp, seq, &base).await;
         drop(bridge);

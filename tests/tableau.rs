@@ -14,16 +14,19 @@
 //! hard-deletes (`"delete"`: gus leaves the site); Tableau's own admin is the one user besides the
 //! sequence's.
 
+#[path = "support/bridge.rs"]
+mod bridge;
 #[path = "support/idp.rs"]
 mod idp;
 #[path = "support/tableau_api.rs"]
 mod tableau_api;
 
-use idp::{run_variants, simulator_process, Hooks, Idp, Seq, Step};
+use bridge::converge;
+use idp::{run_variants, simulator_process, Hooks, Seq, Step};
 use scim_bridge::sim::{SimOptions, Vendor};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tableau_api::*;
 
 /// The simulators' idle timeout in this file's checker test.
@@ -70,15 +73,7 @@ async fn users_status(base: &str, token: &str, site: &str) -> u16 {
 
 /// How many sign-ins the simulator was sent (`/__sim/stats`, never faulted).
 async fn sign_ins(base: &str) -> u64 {
-    let v: Value = reqwest::get(format!("{base}/__sim/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["by_route"]["POST /api/{v}/auth/signin"]
-        .as_u64()
-        .unwrap_or(0)
+    idp::sim_route_count(base, "POST /api/{v}/auth/signin").await
 }
 
 /// What the checker must read from a fresh simulator of either flavour, through its faults and
@@ -287,17 +282,7 @@ fn step_diff(v: &Variant, step: Step, state: &BTreeMap<String, TableauUser>) -> 
     }
     // Names and emails are written with the create (Server), and the renamed user's full name
     // changed by ProfileChanged.
-    let renamed: Vec<String> = v.expected().renamed.into_iter().map(|r| r.login).collect();
-    let names: Vec<(&str, &str)> = match step {
-        Step::UsersAssigned => v
-            .full_names()
-            .iter()
-            .filter(|(login, _)| !renamed.iter().any(|r| r == login))
-            .copied()
-            .collect(),
-        Step::ProfileChanged => v.full_names().to_vec(),
-        _ => Vec::new(),
-    };
+    let names = v.expected().names_after(step, v.full_names());
     out.extend(profile_diff(state, &names));
     out
 }
@@ -311,8 +296,8 @@ struct StepChecks<'a> {
 
 impl Hooks for StepChecks<'_> {
     async fn after(&mut self, step: Step) {
-        let started = Instant::now();
-        loop {
+        let what = format!("{}: after {step:?}, Tableau differs", self.label);
+        converge(STEP_LIMIT, Duration::from_millis(200), &what, || async {
             let state = self.api.state().await;
             let mut diff = step_diff(&self.v, step, &state);
             if step == Step::GroupsCreated {
@@ -329,17 +314,9 @@ impl Hooks for StepChecks<'_> {
                     }
                 }
             }
-            if diff.is_empty() {
-                break;
-            }
-            assert!(
-                started.elapsed() < STEP_LIMIT,
-                "{}: after {step:?}, Tableau differs: {}",
-                self.label,
-                diff.join("; ")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            diff
+        })
+        .await;
     }
 }
 
@@ -373,10 +350,7 @@ async fn sequences_end_with_the_right_tableau_state() {
                 api.create_user("pre@acme.test", VIEWER).await;
             }
             let dir = tempfile::tempdir().unwrap();
-            let server = serve_in_process(&v, &base, dir.path()).await;
-            let root = format!("http://{}", server.addr);
-            let idp = Idp::checked(&root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
-            idp.wait_ready().await;
+            let (server, idp) = serve_checked(&v, &base, dir.path(), &label).await;
             let mut checks = StepChecks {
                 api: &api,
                 v,

@@ -17,13 +17,18 @@
 //! checked only at the end; the IdP client is `Policy::Checked`. `TABLEAU_CHAOS_ONLY=entra/pat`
 //! runs only the variants whose label contains it.
 
+#[path = "support/bridge.rs"]
+mod bridge;
+#[path = "support/chaos.rs"]
+mod chaos;
 #[path = "support/idp.rs"]
 mod idp;
 #[path = "support/tableau_api.rs"]
 mod tableau_api;
 
+use chaos::{deliveries_retried, vendor_faults, Binary, Freeze};
 use idp::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tableau_api::*;
 
 /// How long after the last write Tableau must show the end state.
@@ -78,32 +83,9 @@ impl Hooks for IdlePause {
     }
 }
 
-/// The value of the bridge's `/metrics` series that starts with `series` (0 when absent).
-async fn metric(root: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{root}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// How many sign-ins the simulator was sent (`/__sim/stats`: never faulted).
 async fn sign_ins(base: &str) -> u64 {
-    let stats: serde_json::Value = reqwest::get(format!("{base}/__sim/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["by_route"]["POST /api/{v}/auth/signin"]
-        .as_u64()
-        .unwrap_or(0)
+    sim_route_count(base, "POST /api/{v}/auth/signin").await
 }
 
 /// The simulator fails 10% of requests with Tableau's own 5xx, throttles at 20 requests/s with
@@ -112,36 +94,14 @@ async fn sign_ins(base: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_under_vendor_faults() {
     run_four("faults", |v, label| async move {
-        let ttl = TOKEN_TTL.as_secs().to_string();
-        let faults = [
-            "--error-rate",
-            "0.1",
-            "--throttle-rps",
-            "20",
-            "--token-ttl-s",
-            &ttl,
-            "--seed",
-            "7",
-        ];
+        let faults = vendor_faults(TOKEN_TTL);
+        let faults: Vec<&str> = faults.iter().map(String::as_str).collect();
         let (sim, base, api) = simulator(&v, &faults).await;
         let dir = tempfile::tempdir().unwrap();
-        let server = serve_in_process(&v, &base, dir.path()).await;
-        let idp = Idp::checked(
-            &format!("http://{}", server.addr),
-            BRIDGE_TENANT,
-            BRIDGE_TOKEN,
-            &label,
-        );
-        idp.wait_ready().await;
+        let (server, idp) = serve_checked(&v, &base, dir.path(), &label).await;
         v.seq.run(&idp, &mut IdlePause).await;
         settle(&idp, &v, &api, SETTLE_LIMIT).await;
-        let retried = metric(
-            &idp.root,
-            &format!(
-                "scim_vendor_deliveries_total{{outcome=\"retried\",tenant=\"{BRIDGE_TENANT}\"}}"
-            ),
-        )
-        .await;
+        let retried = deliveries_retried(&idp.root, BRIDGE_TENANT).await;
         eprintln!(
             "{label}: {retried} deliveries retried after a fault; {} sign-ins (bridge and checker)",
             sign_ins(&base).await
@@ -164,53 +124,10 @@ async fn sequences_with_the_simulator_frozen_for_40s() {
     run_four("frozen", |v, label| async move {
         let (mut sim, base, api) = simulator(&v, &["--seed", "21"]).await;
         let dir = tempfile::tempdir().unwrap();
-        let server = serve_in_process(&v, &base, dir.path()).await;
-        let idp = Idp::checked(
-            &format!("http://{}", server.addr),
-            BRIDGE_TENANT,
-            BRIDGE_TOKEN,
-            &label,
-        );
-        idp.wait_ready().await;
-        let mut stopped_at = None;
-        v.seq
-            .run(&idp, &mut || {
-                sim.signal("-STOP");
-                stopped_at = Some(Instant::now());
-                let pid = sim.pid();
-                sim.cont = Some(tokio::spawn(async move {
-                    tokio::time::sleep(FREEZE).await;
-                    let _ = std::process::Command::new("kill")
-                        .args(["-CONT", &pid])
-                        .status();
-                }));
-            })
-            .await;
-        let stopped_at = stopped_at.expect("the sequence reached its midpoint");
-        let rest_took = stopped_at.elapsed();
-        // Still frozen: readiness stays 200 (the store serves).
-        if rest_took < FREEZE {
-            let started = Instant::now();
-            let r = idp
-                .http
-                .get(format!("{}/readyz", idp.root))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{label}: /readyz: {e}"));
-            assert_eq!(r.status().as_u16(), 200, "{label}: /readyz while frozen");
-            assert!(started.elapsed() < REQUEST_LIMIT, "{label}: /readyz slow");
-        }
-        let cont = sim.cont.take().unwrap();
-        cont.await.unwrap();
-        let (n, slowest) = idp.during(stopped_at, stopped_at + FREEZE);
-        eprintln!(
-            "{label}: rest of the sequence took {rest_took:?} from the stop; \
-             {n} requests while frozen, slowest {slowest:?}"
-        );
-        assert!(
-            n > 0,
-            "{label}: nothing was sent while the simulator was frozen"
-        );
+        let (server, idp) = serve_checked(&v, &base, dir.path(), &label).await;
+        let mut freeze = Freeze::new(&mut sim, FREEZE);
+        v.seq.run(&idp, &mut || freeze.stop()).await;
+        freeze.check(&idp).await;
         settle(&idp, &v, &api, SETTLE_LIMIT).await;
         server.stop().await;
         drop(sim);
@@ -230,43 +147,13 @@ async fn sequences_with_the_bridge_sigkilled_while_the_outbox_delivers() {
     run_four("sigkill", |v, label| async move {
         let (sim, base, api) = simulator(&v, &["--latency-ms", "500", "--seed", "31"]).await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config_path = dir.path().join("scim-bridge.toml");
-        std::fs::write(
-            &config_path,
-            v.bridge_toml(
-                &format!("127.0.0.1:{port}"),
-                &dir.path().join("data"),
-                &base,
-            ),
-        )
-        .unwrap();
-        let spawn = || {
-            ChildGuard::spawn(
-                bridge_command()
-                    .args(["serve", "--config"])
-                    .arg(&config_path)
-                    .env("SCIM_BRIDGE_INLINE_DEADLINE_MS", "200"),
-            )
-        };
-        let root = format!("http://127.0.0.1:{port}");
-        let mut bridge = spawn();
-        Idp::patient(&root, BRIDGE_TENANT, BRIDGE_TOKEN)
-            .wait_ready()
-            .await;
-        let idp = Idp::checked(&root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
+        let mut bridge = Binary::start(dir.path(), BRIDGE_TENANT, BRIDGE_TOKEN, |listen, data| {
+            v.bridge_toml(listen, data, &base)
+        })
+        .await;
+        let idp = Idp::checked(&bridge.root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
         v.seq.run(&idp, &mut ()).await;
-        let pending = outbox_depth(&root, "pending").await;
-        bridge.kill9();
-        eprintln!("{label}: killed with {pending} object(s) pending in the outbox");
-        assert!(
-            pending >= 1.0,
-            "{label}: the outbox was already drained at the kill (the run tests nothing)"
-        );
-        let bridge = spawn();
-        Idp::patient(&root, BRIDGE_TENANT, BRIDGE_TOKEN)
-            .wait_ready()
-            .await;
+        bridge.kill_and_restart(&label).await;
         // `state` panics on two Tableau users of one name; `settle` checks no orphan mapping.
         settle(&idp, &v, &api, SETTLE_LIMIT).await;
         drop(bridge);

@@ -4,23 +4,27 @@
 //! SCIM operation costs, sign-in (PAT, connected app, expiry) and bad configuration. End states
 //! are read through Tableau's own REST API (`TableauApi`).
 
+#[path = "support/bridge.rs"]
+mod bridge;
 #[path = "support/idp.rs"]
 mod idp;
+#[path = "support/sim.rs"]
+mod simsupport;
 #[path = "support/tableau_api.rs"]
 mod tableau_api;
 
-use idp::{patch_op, urlencode, Idp};
+use idp::{create, group, patch_op, urlencode, Idp};
 use scim_bridge::config::{
-    Config, RoleRule, RoleRules, Secret, TableauAuth, TableauDeprovision, TableauFlavor,
-    TenantConfig, TenantId, Url, VendorConfig,
+    RoleRule, RoleRules, Secret, TableauAuth, TableauDeprovision, TableauFlavor, TenantConfig,
+    TenantId, Url, VendorConfig,
 };
 use scim_bridge::engine::Engine;
-use scim_bridge::server::{self, RunningServer};
-use scim_bridge::sim::{self, RunningSim, SimOptions, Vendor};
+use scim_bridge::server::RunningServer;
+use scim_bridge::sim::{self, RunningSim, Vendor};
 use scim_bridge::store::audit::AuditEvent;
 use scim_bridge::store::Store;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use simsupport::{calls_since, total};
 use std::sync::Arc;
 use tableau_api::TableauApi;
 
@@ -28,17 +32,7 @@ const TENANT: &str = "acme-tableau";
 const TOKEN: &str = "test-token-tableau-0123456789";
 
 async fn simulator(switches: &[(&str, &str)], ttl: Option<u64>) -> RunningSim {
-    let mut opts = SimOptions {
-        token_ttl_s: ttl,
-        seed: Some(11),
-        ..SimOptions::default()
-    };
-    for (k, v) in switches {
-        opts.switches.push((k.to_string(), v.to_string()));
-    }
-    sim::start(Vendor::Tableau, "127.0.0.1:0".parse().unwrap(), opts)
-        .await
-        .expect("simulator starts")
+    simsupport::spawn_with(Vendor::Tableau, 11, switches, ttl).await
 }
 
 fn pat() -> TableauAuth {
@@ -104,26 +98,12 @@ fn tenant(
     }
 }
 
-fn config(t: TenantConfig, dir: &std::path::Path) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        tenants: vec![t],
-        body_limit_bytes: 1 << 20,
-    }
-}
-
 /// The bridge as `serve` builds it (start-up check, background delivery and observe).
 async fn serve(t: TenantConfig, dir: &std::path::Path) -> Result<(RunningServer, Idp), String> {
-    let cfg = config(t, dir);
-    let store = Store::open(dir).unwrap();
-    let c2 = cfg.clone();
-    let state = tokio::task::spawn_blocking(move || server::build_state(&c2, store))
+    let server = bridge::start(&bridge::config(t, dir))
         .await
-        .unwrap()
         .map_err(|e| e.to_string())?;
-    let server = server::start(cfg.listen, state, Some(2)).map_err(|e| e.to_string())?;
-    let idp = Idp::patient(&format!("http://{}", server.addr), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
     idp.wait_ready().await;
     Ok((server, idp))
 }
@@ -134,10 +114,7 @@ async fn bridge_with_engine(
     t: TenantConfig,
     dir: &std::path::Path,
 ) -> (Arc<Engine>, RunningServer, Idp) {
-    use scim_bridge::auth::TenantAuth;
     use scim_bridge::connector::tableau::{open, preflight};
-    use scim_bridge::engine::EngineConnector;
-    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
     let store = Store::open(dir).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
@@ -148,23 +125,8 @@ async fn bridge_with_engine(
         .expect("Tableau reachable");
     engine.set_roles(roles);
     engine.observe_now().await.unwrap();
-    let mut tenants = BTreeMap::new();
-    tenants.insert(
-        TENANT.to_string(),
-        Arc::new(Tenant {
-            id: TENANT.into(),
-            auth: TenantAuth::new(&t.id, &t.tokens, None),
-            connector: Arc::new(EngineConnector(engine.clone())),
-        }),
-    );
-    let state = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
-    let server = server::start("127.0.0.1:0".parse().unwrap(), state, Some(2)).unwrap();
-    let idp = Idp::patient(&format!("http://{}", server.addr), TENANT, TOKEN);
+    let server = bridge::serve_engine(&t, engine.clone(), store, 2);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
     (engine, server, idp)
 }
 
@@ -179,20 +141,6 @@ fn user(name: &str, given: &str, family: &str, roles: &[&str]) -> Value {
     })
 }
 
-fn group(name: &str, members: &[&str]) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-        "displayName": name,
-        "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
-    })
-}
-
-async fn create(idp: &Idp, path: &str, body: Value) -> String {
-    let (s, v) = idp.post(path, body).await;
-    assert_eq!(s, 201, "{v}");
-    v["id"].as_str().unwrap().to_string()
-}
-
 async fn active(idp: &Idp, id: &str, on: bool) {
     let (s, v) = idp
         .patch(
@@ -205,35 +153,6 @@ async fn active(idp: &Idp, id: &str, on: bool) {
 
 async fn role_of(api: &TableauApi, name: &str) -> Option<String> {
     api.state().await.get(name).map(|u| u.site_role.clone())
-}
-
-/// Vendor calls by route since `before` (both from `/__sim/stats`).
-async fn calls_since(base: &str, before: &Value) -> BTreeMap<String, u64> {
-    let now = sim_stats(base).await;
-    let mut out = BTreeMap::new();
-    if let Some(routes) = now["by_route"].as_object() {
-        for (route, n) in routes {
-            let was = before["by_route"][route].as_u64().unwrap_or(0);
-            let n = n.as_u64().unwrap_or(0);
-            if n > was {
-                out.insert(route.clone(), n - was);
-            }
-        }
-    }
-    out
-}
-
-async fn sim_stats(base: &str) -> Value {
-    reqwest::get(format!("{base}/__sim/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn total(calls: &BTreeMap<String, u64>) -> u64 {
-    calls.values().sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,7 +582,7 @@ async fn vendor_calls_per_scim_operation() {
         let (_engine, _server, idp) = bridge_with_engine(t, dir.path()).await;
         let f = format!("{flavor}");
 
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         let ada = create(&idp, "/Users", user("ada@acme.test", "Ada", "L", &[])).await;
         let c = calls_since(&base, &before).await;
         let want = if flavor == TableauFlavor::Server {
@@ -673,7 +592,7 @@ async fn vendor_calls_per_scim_operation() {
         };
         assert_eq!(total(&c), want, "{f}: create: {c:?}");
 
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         for path in [
             format!(
                 "/Users?filter={}",
@@ -689,14 +608,14 @@ async fn vendor_calls_per_scim_operation() {
         let c = calls_since(&base, &before).await;
         assert_eq!(total(&c), 0, "{f}: lookups cost nothing: {c:?}");
 
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         active(&idp, &ada, false).await;
         let c = calls_since(&base, &before).await;
         assert_eq!(total(&c), 1, "{f}: deactivation: {c:?}");
         active(&idp, &ada, true).await;
 
         let g = create(&idp, "/Groups", group("Analysts", &[])).await;
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         idp.patch_ok(
             &format!("/Groups/{g}"),
             json!([{"op": "add", "path": "members", "value": [{"value": ada}]}]),
@@ -706,7 +625,7 @@ async fn vendor_calls_per_scim_operation() {
         assert_eq!(total(&c), 1, "{f}: a member added, no role moved: {c:?}");
 
         let creators = create(&idp, "/Groups", group("Tableau Creators", &[])).await;
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         idp.patch_ok(
             &format!("/Groups/{creators}"),
             json!([{"op": "add", "path": "members", "value": [{"value": ada}]}]),
@@ -716,7 +635,7 @@ async fn vendor_calls_per_scim_operation() {
         assert_eq!(total(&c), 2, "{f}: a member added, its role moved: {c:?}");
 
         // Twenty concurrent creates share the one session.
-        let before = sim_stats(&base).await;
+        let before = simsupport::stats(&base).await;
         let creates = (0..20).map(|i| {
             let idp = &idp;
             async move {
@@ -736,7 +655,7 @@ async fn vendor_calls_per_scim_operation() {
             "{f}: no new sign-in: {c:?}"
         );
         assert_eq!(
-            sim_stats(&base).await["by_route"]["POST /api/{v}/auth/signin"],
+            simsupport::stats(&base).await["by_route"]["POST /api/{v}/auth/signin"],
             json!(2),
             "{f}: the start-up check's sign-in and the tenant's one session"
         );
@@ -772,7 +691,7 @@ async fn connected_app_expiry_and_cloud_names() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["user"]["authSetting"], "TableauIDWithMFA", "{v}");
     let signins = |v: Value| v["by_route"]["POST /api/{v}/auth/signin"].as_u64().unwrap();
-    let before = signins(sim_stats(&base).await);
+    let before = signins(simsupport::stats(&base).await);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     create(
         &idp,
@@ -781,7 +700,7 @@ async fn connected_app_expiry_and_cloud_names() {
     )
     .await;
     assert_eq!(
-        signins(sim_stats(&base).await),
+        signins(simsupport::stats(&base).await),
         before + 1,
         "one sign-in again"
     );

@@ -18,16 +18,19 @@
 //! user is SUSPENDED and keeps its groups; a SCIM DELETE deletes the user; ThoughtSpot's own
 //! admin `tsadmin` is the one user besides the sequence's.
 
+#[path = "support/bridge.rs"]
+mod bridge;
 #[path = "support/idp.rs"]
 mod idp;
 #[path = "support/thoughtspot_api.rs"]
 mod thoughtspot_api;
 
-use idp::{run_variants, Hooks, Idp, Seq, Step};
+use bridge::converge;
+use idp::{run_variants, Hooks, Seq, Step};
 use scim_bridge::sim::{SimOptions, Vendor};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thoughtspot_api::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -322,23 +325,7 @@ fn step_diff(v: &Variant, step: Step, state: &TsState) -> Vec<String> {
     out.extend(org_diff(state, acme.as_ref()));
     // Display names and emails are written with the create, the renamed user's display name by
     // the profile change.
-    let renamed: Vec<String> = v
-        .expected()
-        .accounts
-        .renamed
-        .into_iter()
-        .map(|r| r.login)
-        .collect();
-    let names: Vec<(&str, &str)> = match step {
-        Step::UsersAssigned => v
-            .display_names()
-            .iter()
-            .filter(|(login, _)| !renamed.iter().any(|r| r == login))
-            .copied()
-            .collect(),
-        Step::ProfileChanged => v.display_names().to_vec(),
-        _ => Vec::new(),
-    };
+    let names = v.expected().accounts.names_after(step, v.display_names());
     out.extend(profile_diff(state, &names));
     out
 }
@@ -354,21 +341,11 @@ struct StepChecks<'a> {
 impl Hooks for StepChecks<'_> {
     async fn after(&mut self, step: Step) {
         self.extra.after(step).await;
-        let started = Instant::now();
-        loop {
-            let state = self.api.state().await;
-            let diff = step_diff(&self.v, step, &state);
-            if diff.is_empty() {
-                break;
-            }
-            assert!(
-                started.elapsed() < STEP_LIMIT,
-                "{}: after {step:?}, ThoughtSpot differs: {}",
-                self.label,
-                diff.join("; ")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("{}: after {step:?}, ThoughtSpot differs", self.label);
+        converge(STEP_LIMIT, Duration::from_millis(200), &what, || async {
+            step_diff(&self.v, step, &self.api.state().await)
+        })
+        .await;
     }
 }
 
@@ -401,10 +378,7 @@ async fn sequences_end_with_the_right_thoughtspot_state() {
                 api.create_user("pre@acme.test", "Pre Existing").await;
             }
             let dir = tempfile::tempdir().unwrap();
-            let server = serve_in_process(&v, &base, dir.path(), 300).await;
-            let root = format!("http://{}", server.addr);
-            let idp = Idp::checked(&root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
-            idp.wait_ready().await;
+            let (server, idp) = serve_checked(&v, &base, dir.path(), 300, &label).await;
             let mut checks = StepChecks {
                 extra: Extra::new(&idp, v.seq),
                 api: &api,

@@ -4,22 +4,25 @@
 //! variables, ThoughtSpot's error bodies, paging and lookups, and the rate limit. End states
 //! are read through ThoughtSpot's own REST API (`Ts`), vendor calls through `/__sim/stats`.
 
+#[path = "support/bridge.rs"]
+mod bridge;
 #[path = "support/idp.rs"]
 mod idp;
 #[path = "support/sim.rs"]
 mod simsupport;
 
 use futures_util::StreamExt;
-use idp::{patch_op, urlencode, Idp};
+use idp::{create, group, patch_op, urlencode, Idp};
 use scim_bridge::config::{
-    Config, RoleRule, RoleRules, Secret, TenantConfig, TenantId, ThoughtspotAuth,
-    ThoughtspotOrgGroups, Url, VendorConfig,
+    RoleRule, RoleRules, Secret, TenantConfig, TenantId, ThoughtspotAuth, ThoughtspotOrgGroups,
+    Url, VendorConfig,
 };
 use scim_bridge::engine::Engine;
-use scim_bridge::server::{self, RunningServer};
-use scim_bridge::sim::{RunningSim, SimOptions, Vendor};
+use scim_bridge::server::RunningServer;
+use scim_bridge::sim::{RunningSim, Vendor};
 use scim_bridge::store::Store;
 use serde_json::{json, Value};
+use simsupport::{calls_since, total};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,15 +36,7 @@ const DIVISION: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:Us
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 async fn simulator(switches: &[(&str, &str)], ttl: Option<u64>) -> RunningSim {
-    let mut opts = SimOptions {
-        token_ttl_s: ttl,
-        seed: Some(7),
-        ..SimOptions::default()
-    };
-    for (k, v) in switches {
-        opts.switches.push((k.to_string(), v.to_string()));
-    }
-    simsupport::spawn(Vendor::Thoughtspot, opts).await
+    simsupport::spawn_with(Vendor::Thoughtspot, 7, switches, ttl).await
 }
 
 fn no_rules() -> RoleRules {
@@ -88,47 +83,24 @@ fn with_vendor(mut t: TenantConfig, f: impl FnOnce(&mut VendorConfig)) -> Tenant
 
 /// The bridge as `serve` builds it (start-up check, background delivery and observe).
 async fn serve(t: TenantConfig, dir: &std::path::Path) -> Result<(RunningServer, Idp), String> {
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        tenants: vec![t],
-        body_limit_bytes: 1 << 20,
-    };
-    let store = Store::open(dir).unwrap();
-    let c2 = cfg.clone();
-    let state = tokio::task::spawn_blocking(move || server::build_state(&c2, store))
+    let server = bridge::start(&bridge::config(t, dir))
         .await
-        .unwrap()
         .map_err(|e| e.to_string())?;
-    let server = server::start(cfg.listen, state, Some(2)).map_err(|e| e.to_string())?;
-    let idp = Idp::patient(&format!("http://{}", server.addr), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
     idp.wait_ready().await;
     Ok((server, idp))
 }
 
 /// What `serve` says when a tenant cannot start (`None`: it starts; nothing is served).
 async fn start_error(t: TenantConfig, dir: &std::path::Path) -> Option<String> {
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        tenants: vec![t],
-        body_limit_bytes: 1 << 20,
-    };
-    let store = Store::open(dir).unwrap();
-    tokio::task::spawn_blocking(move || server::build_state(&cfg, store).err())
-        .await
-        .unwrap()
-        .map(|e| e.to_string())
+    bridge::start_error(bridge::config(t, dir)).await
 }
 
 /// The bridge with a handle on its engine and no background work: nothing observes or
 /// delivers unless the test asks (writes are still delivered inline). The start-up check runs
 /// first, as `serve` does.
 async fn bridge(t: TenantConfig, dir: &std::path::Path) -> (Arc<Engine>, RunningServer, Idp) {
-    use scim_bridge::auth::TenantAuth;
     use scim_bridge::connector::thoughtspot::{open, preflight};
-    use scim_bridge::engine::EngineConnector;
-    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
     let store = Store::open(dir).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
@@ -144,23 +116,8 @@ async fn bridge(t: TenantConfig, dir: &std::path::Path) -> (Arc<Engine>, Running
         Err(Err(e)) => panic!("roles not read: {e}"),
     }
     engine.observe_now().await.unwrap();
-    let mut tenants = BTreeMap::new();
-    tenants.insert(
-        TENANT.to_string(),
-        Arc::new(Tenant {
-            id: TENANT.into(),
-            auth: TenantAuth::new(&t.id, &t.tokens, None),
-            connector: Arc::new(EngineConnector(engine.clone())),
-        }),
-    );
-    let state = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
-    let server = server::start("127.0.0.1:0".parse().unwrap(), state, Some(2)).unwrap();
-    let idp = Idp::patient(&format!("http://{}", server.addr), TENANT, TOKEN);
+    let server = bridge::serve_engine(&t, engine.clone(), store, 2);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
     (engine, server, idp)
 }
 
@@ -173,20 +130,6 @@ fn user(name: &str) -> Value {
         "emails": [{"value": name, "type": "work", "primary": true}],
         "active": true
     })
-}
-
-fn group(name: &str, members: &[&str]) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-        "displayName": name,
-        "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
-    })
-}
-
-async fn create(idp: &Idp, path: &str, body: Value) -> String {
-    let (s, v) = idp.post(path, body).await;
-    assert_eq!(s, 201, "{path}: {v}");
-    v["id"].as_str().unwrap().to_string()
 }
 
 async fn remove_member(idp: &Idp, g: &str, u: &str) {
@@ -203,26 +146,6 @@ async fn add_member(idp: &Idp, g: &str, u: &str) {
         json!([{"op": "add", "path": "members", "value": [{"value": u}]}]),
     )
     .await;
-}
-
-/// Vendor calls by route since `before` (both from `/__sim/stats`).
-async fn calls_since(base: &str, before: &Value) -> BTreeMap<String, u64> {
-    let now = simsupport::stats(base).await;
-    let mut out = BTreeMap::new();
-    if let Some(routes) = now["by_route"].as_object() {
-        for (route, n) in routes {
-            let was = before["by_route"][route].as_u64().unwrap_or(0);
-            let n = n.as_u64().unwrap_or(0);
-            if n > was {
-                out.insert(route.clone(), n - was);
-            }
-        }
-    }
-    out
-}
-
-fn total(calls: &BTreeMap<String, u64>) -> u64 {
-    calls.values().sum()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 //! (`Idp`), the Okta and the Entra ID sequences with hooks for the caller's vendor checks, their
 //! expected end state in vendor-neutral terms (`Expected`, with the vendor's role names as a
 //! parameter), and the helpers of the runs that start processes (`ChildGuard`, `free_port`,
-//! `retry`, `run_variants`).
+//! `simulator_process`, `sim_route_count`, `retry`, `run_variants`).
 //!
-//! Included by path, e.g. `#[path = "support/idp.rs"] mod idp;` (the Sisense helpers include it
-//! as `support::idp` and re-export it). Nothing here knows a vendor: each vendor's test reads its
-//! vendor's state through the vendor's own API and maps it to [`Account`]s.
+//! Included by path, e.g. `#[path = "support/idp.rs"] mod idp;`, beside the vendor-neutral
+//! `bridge.rs` (the bridge in this process, `settle`) and `chaos.rs` (freeze, SIGKILL) and the
+//! vendor's own `*_api.rs`. Nothing here knows a vendor: each vendor's test reads its vendor's
+//! state through the vendor's own API and maps it to [`Account`]s.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -20,6 +21,22 @@ pub const REQUEST_LIMIT: Duration = Duration::from_secs(15);
 
 pub fn patch_op(ops: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+/// A SCIM Group named `name` with the members `members` (the bridge's ids).
+pub fn group(name: &str, members: &[&str]) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": name,
+        "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
+    })
+}
+
+/// POSTs `body` to `path` (`/Users`, `/Groups`) as `idp`, which must answer 201: the new id.
+pub async fn create(idp: &Idp, path: &str, body: Value) -> String {
+    let (s, v) = idp.post(path, body).await;
+    assert_eq!(s, 201, "{path}: {v}");
+    v["id"].as_str().unwrap().to_string()
 }
 
 pub fn urlencode(s: &str) -> String {
@@ -711,6 +728,25 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Which of a vendor's `names` (login → the name it shows) must hold after `step`: all but
+    /// the renamed users' once users are assigned (written with the create), all once the
+    /// profile change renamed them, none before.
+    pub fn names_after<'a>(
+        &self,
+        step: Step,
+        names: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        match step {
+            Step::UsersAssigned => names
+                .iter()
+                .filter(|(login, _)| !self.renamed.iter().any(|r| r.login == *login))
+                .copied()
+                .collect(),
+            Step::ProfileChanged => names.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
     /// After [`okta_sequence`]: five users (pre@acme.test included), dee inactive; bob renamed
     /// Robert.
     pub fn okta(r: &Roles) -> Expected {
@@ -885,6 +921,18 @@ pub fn simulator_process(vendor: &str, args: &[&str]) -> (ChildGuard, String) {
             .args(args),
     );
     (guard, format!("http://127.0.0.1:{port}"))
+}
+
+/// How many requests the simulator at `base` was sent on `route` (`/__sim/stats`' `by_route`,
+/// e.g. `POST /api/{v}/auth/signin`; the stats are never faulted).
+pub async fn sim_route_count(base: &str, route: &str) -> u64 {
+    let stats: Value = reqwest::get(format!("{base}/__sim/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["by_route"][route].as_u64().unwrap_or(0)
 }
 
 /// Retries `f` until it gives a value (a checker's calls meet the simulator's faults too).

@@ -1,8 +1,9 @@
-//! Test helpers for the simulator tests: start a simulator on a free loopback port, and check
-//! response bodies against the vendor's published Swagger 2.0 schemas.
+//! Test helpers for the simulator tests and the connector tests: start a simulator on a free
+//! loopback port, read what it was sent (`/__sim/stats`), and check response bodies against the
+//! vendor's published Swagger 2.0 schemas.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
 use scim_bridge::sim::{self, RunningSim, SimOptions, Vendor};
@@ -30,6 +31,47 @@ pub async fn stats(base: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// `vendor`'s simulator with `seed`, the simulator switches `switches` (`--sim-switch K=V`) and
+/// a token lifetime cap.
+pub async fn spawn_with(
+    vendor: Vendor,
+    seed: u64,
+    switches: &[(&str, &str)],
+    token_ttl_s: Option<u64>,
+) -> RunningSim {
+    let opts = SimOptions {
+        token_ttl_s,
+        seed: Some(seed),
+        switches: switches
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..SimOptions::default()
+    };
+    spawn(vendor, opts).await
+}
+
+/// Vendor calls by route since `before` (both from `/__sim/stats`).
+pub async fn calls_since(base: &str, before: &Value) -> BTreeMap<String, u64> {
+    let now = stats(base).await;
+    let mut out = BTreeMap::new();
+    if let Some(routes) = now["by_route"].as_object() {
+        for (route, n) in routes {
+            let was = before["by_route"][route].as_u64().unwrap_or(0);
+            let n = n.as_u64().unwrap_or(0);
+            if n > was {
+                out.insert(route.clone(), n - was);
+            }
+        }
+    }
+    out
+}
+
+/// All the calls of `calls_since`.
+pub fn total(calls: &BTreeMap<String, u64>) -> u64 {
+    calls.values().sum()
 }
 
 // ----------------------------------------------------------------------------------------------

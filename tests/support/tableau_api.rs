@@ -12,21 +12,24 @@
 //! variants (sequence, sign-in, flavour), the bridge's config for one, and Tableau's end state in
 //! idp.rs's vendor-neutral terms (`Variant::diff`).
 //!
-//! Include it beside `idp.rs` (it uses `super::idp`):
+//! Include it beside `idp.rs` and `bridge.rs` (it uses both through `super`):
 //!
 //! ```ignore
 //! #[path = "support/idp.rs"]
 //! mod idp;
+//! #[path = "support/bridge.rs"]
+//! mod bridge;
 //! #[path = "support/tableau_api.rs"]
 //! mod tableau_api;
 //! ```
 #![allow(dead_code)]
 
+use super::bridge;
 use super::idp::{retry, Account, Expected, Idp, Roles, Seq};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The REST API version the client speaks.
 pub const API_VERSION: &str = "3.24";
@@ -574,43 +577,56 @@ pub fn profile_diff(state: &BTreeMap<String, TableauUser>, want: &[(&str, &str)]
     out
 }
 
-/// The bridge of a run in this process: the variant's config file read as `serve` reads it
-/// (`Config::from_toml_str`), built and started as `serve` does (start-up check, background
-/// delivery and observe), on a free port.
+/// The bridge of a run in this process: the variant's config file read as `serve` reads it,
+/// built and started as `serve` does (start-up check, background delivery and observe).
 pub async fn serve_in_process(
     v: &Variant,
     sim_base: &str,
     data_dir: &std::path::Path,
 ) -> scim_bridge::server::RunningServer {
-    use scim_bridge::{config::Config, server, store::Store};
-    let text = v.bridge_toml("127.0.0.1:0", data_dir, sim_base);
-    let cfg = Config::from_toml_str(&text, &|_| None)
-        .unwrap_or_else(|e| panic!("{}: config refused: {e}\n{text}", v.name()));
-    let store = Store::open(&cfg.data_dir).unwrap();
-    let c2 = cfg.clone();
-    // build_state signs in to Tableau synchronously: keep it off the async workers.
-    let state = tokio::task::spawn_blocking(move || server::build_state(&c2, store))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()));
-    server::start(cfg.listen, state, Some(2))
-        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()))
+    bridge::serve_toml(&v.name(), &v.bridge_toml("127.0.0.1:0", data_dir, sim_base)).await
+}
+
+/// `serve_in_process`, and the IdP's client of its tenant (`Policy::Checked`, labelled `label`)
+/// once the bridge is ready.
+pub async fn serve_checked(
+    v: &Variant,
+    sim_base: &str,
+    data_dir: &std::path::Path,
+    label: &str,
+) -> (scim_bridge::server::RunningServer, Idp) {
+    let server = serve_in_process(v, sim_base, data_dir).await;
+    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label);
+    idp.wait_ready().await;
+    (server, idp)
 }
 
 /// The tenant's outbox depth in `state` (`pending` or `failed`), from the bridge's `/metrics`.
 pub async fn outbox_depth(root: &str, state: &str) -> f64 {
-    let text = reqwest::get(format!("{root}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("scim_outbox_depth{{state=\"{state}\",tenant=\"{BRIDGE_TENANT}\"}}");
-    text.lines()
-        .find(|l| l.starts_with(&series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
+    bridge::outbox_depth(root, BRIDGE_TENANT, state).await
+}
+
+/// A variant's end state in Tableau, for `bridge::settle`.
+struct EndState<'a> {
+    v: &'a Variant,
+    api: &'a TableauApi,
+}
+
+impl bridge::Checker for EndState<'_> {
+    type State = BTreeMap<String, TableauUser>;
+    const VENDOR: &'static str = "Tableau";
+    async fn read(&self) -> Option<Self::State> {
+        Some(self.api.state().await)
+    }
+    fn diff(&self, state: &Self::State) -> Vec<String> {
+        self.v.diff(state)
+    }
+    fn users(&self, state: &Self::State) -> BTreeSet<String> {
+        state.keys().cloned().collect()
+    }
+    async fn context(&self, idp: &Idp) -> String {
+        bridge::outbox_summary(&idp.root, BRIDGE_TENANT).await
+    }
 }
 
 /// Reads Tableau until the variant's end state holds (`Variant::diff`), failing `limit` after
@@ -622,41 +638,7 @@ pub async fn settle(
     api: &TableauApi,
     limit: Duration,
 ) -> BTreeMap<String, TableauUser> {
-    let label = &idp.label;
-    let last_write = idp.last_write();
-    let deadline = last_write + limit;
-    let state = loop {
-        let state = api.state().await;
-        let diff = v.diff(&state);
-        if diff.is_empty() {
-            break state;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{label}: Tableau's end state not reached within {limit:?} of the last write: {}; \
-                 outbox pending {}, failed {}",
-                diff.join("; "),
-                outbox_depth(&idp.root, "pending").await,
-                outbox_depth(&idp.root, "failed").await,
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    eprintln!(
-        "{label}: end state in Tableau {:?} after the last write; {}",
-        last_write.elapsed(),
-        idp.summary()
-    );
-    let bridge = idp.all_user_names().await;
-    let tableau: BTreeSet<String> = state.keys().cloned().collect();
-    assert_eq!(
-        bridge, tableau,
-        "{label}: the bridge's /Users differ from Tableau's users"
-    );
-    assert_eq!(
-        outbox_depth(&idp.root, "failed").await,
-        0.0,
-        "{label}: the outbox holds refused changes"
-    );
+    let state = bridge::settle(idp, &EndState { v, api }, limit).await;
+    bridge::assert_no_refused(idp, BRIDGE_TENANT).await;
     state
 }

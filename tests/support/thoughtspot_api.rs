@@ -15,22 +15,25 @@
 //! and the enterprise `division` mapped to the formula variable `region`: set, changed,
 //! cleared), and ThoughtSpot's end state (`Variant::diff`).
 //!
-//! Include it beside `idp.rs` (it uses `super::idp`):
+//! Include it beside `idp.rs` and `bridge.rs` (it uses both through `super`):
 //!
 //! ```ignore
 //! #[path = "support/idp.rs"]
 //! mod idp;
+//! #[path = "support/bridge.rs"]
+//! mod bridge;
 //! #[path = "support/thoughtspot_api.rs"]
 //! mod thoughtspot_api;
 //! ```
 #![allow(dead_code)]
 
+use super::bridge;
 use super::idp::{patch_op, retry, Account, Expected, Hooks, Idp, Roles, Seq, Step};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The simulator's defaults (CONTRACT §1).
 pub const ADMIN_USER: &str = "tsadmin";
@@ -913,43 +916,60 @@ pub async fn serve_in_process(
     data_dir: &std::path::Path,
     token_validity_s: u64,
 ) -> scim_bridge::server::RunningServer {
-    use scim_bridge::{config::Config, server, store::Store};
     let text = v.bridge_toml("127.0.0.1:0", data_dir, sim_base, token_validity_s);
-    let cfg = Config::from_toml_str(&text, &|_| None)
-        .unwrap_or_else(|e| panic!("{}: config refused: {e}\n{text}", v.name()));
-    let store = Store::open(&cfg.data_dir).unwrap();
-    let c2 = cfg.clone();
-    // build_state signs in to ThoughtSpot synchronously: keep it off the async workers.
-    let state = tokio::task::spawn_blocking(move || server::build_state(&c2, store))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()));
-    server::start(cfg.listen, state, Some(2))
-        .unwrap_or_else(|e| panic!("{}: bridge start: {e}", v.name()))
+    bridge::serve_toml(&v.name(), &text).await
 }
 
-/// A series of the bridge's `/metrics` that starts with `series` (0 when absent).
-pub async fn metric(root: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{root}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
+/// `serve_in_process`, and the IdP's client of its tenant (`Policy::Checked`, labelled `label`)
+/// once the bridge is ready.
+pub async fn serve_checked(
+    v: &Variant,
+    sim_base: &str,
+    data_dir: &std::path::Path,
+    token_validity_s: u64,
+    label: &str,
+) -> (scim_bridge::server::RunningServer, Idp) {
+    let server = serve_in_process(v, sim_base, data_dir, token_validity_s).await;
+    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label);
+    idp.wait_ready().await;
+    (server, idp)
 }
 
 /// The tenant's outbox depth in `state` (`pending` or `failed`).
 pub async fn outbox_depth(root: &str, state: &str) -> f64 {
-    metric(
-        root,
-        &format!("scim_outbox_depth{{state=\"{state}\",tenant=\"{BRIDGE_TENANT}\"}}"),
-    )
-    .await
+    bridge::outbox_depth(root, BRIDGE_TENANT, state).await
+}
+
+/// A variant's end state in ThoughtSpot, for `bridge::settle`.
+struct EndState<'a> {
+    v: &'a Variant,
+    api: &'a ThoughtspotApi,
+}
+
+impl bridge::Checker for EndState<'_> {
+    type State = TsState;
+    const VENDOR: &'static str = "ThoughtSpot";
+    async fn read(&self) -> Option<TsState> {
+        Some(self.api.state().await)
+    }
+    fn diff(&self, state: &TsState) -> Vec<String> {
+        self.v.diff(state)
+    }
+    /// The bridge's tenant is the Primary Org: its users are those in it.
+    fn users(&self, state: &TsState) -> BTreeSet<String> {
+        state
+            .users
+            .iter()
+            .filter(|(_, u)| u.orgs.contains(PRIMARY_ORG))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+    async fn context(&self, idp: &Idp) -> String {
+        bridge::outbox_summary(&idp.root, BRIDGE_TENANT).await
+    }
+    fn trace(&self) -> bool {
+        std::env::var_os("THOUGHTSPOT_TRACE").is_some()
+    }
 }
 
 /// Reads ThoughtSpot until the variant's end state holds (`Variant::diff`), failing `limit`
@@ -957,54 +977,7 @@ pub async fn outbox_depth(root: &str, state: &str) -> f64 {
 /// ThoughtSpot's users and hold no refused change. ThoughtSpot's state. With
 /// `THOUGHTSPOT_TRACE` set, every read that still differs is printed with the outbox's depth.
 pub async fn settle(idp: &Idp, v: &Variant, api: &ThoughtspotApi, limit: Duration) -> TsState {
-    let label = &idp.label;
-    let last_write = idp.last_write();
-    let deadline = last_write + limit;
-    let state = loop {
-        let state = api.state().await;
-        let diff = v.diff(&state);
-        if diff.is_empty() {
-            break state;
-        }
-        if std::env::var_os("THOUGHTSPOT_TRACE").is_some() {
-            eprintln!(
-                "{label}: +{:?} after the last write, outbox pending {}: {}",
-                last_write.elapsed(),
-                outbox_depth(&idp.root, "pending").await,
-                diff.join("; ")
-            );
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{label}: ThoughtSpot's end state not reached within {limit:?} of the last write: {}; \
-                 outbox pending {}, failed {}",
-                diff.join("; "),
-                outbox_depth(&idp.root, "pending").await,
-                outbox_depth(&idp.root, "failed").await,
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    eprintln!(
-        "{label}: end state in ThoughtSpot {:?} after the last write; {}",
-        last_write.elapsed(),
-        idp.summary()
-    );
-    let bridge = idp.all_user_names().await;
-    let primary: BTreeSet<String> = state
-        .users
-        .iter()
-        .filter(|(_, u)| u.orgs.contains(PRIMARY_ORG))
-        .map(|(n, _)| n.clone())
-        .collect();
-    assert_eq!(
-        bridge, primary,
-        "{label}: the bridge's /Users differ from ThoughtSpot's users"
-    );
-    assert_eq!(
-        outbox_depth(&idp.root, "failed").await,
-        0.0,
-        "{label}: the outbox holds refused changes"
-    );
+    let state = bridge::settle(idp, &EndState { v, api }, limit).await;
+    bridge::assert_no_refused(idp, BRIDGE_TENANT).await;
     state
 }

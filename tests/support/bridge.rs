@@ -1,0 +1,228 @@
+//! The bridge in the test's own process, for any vendor: built from a `Config` (or a config
+//! file's text, read as `serve` reads it) and started as `serve` starts it, or around a
+//! connector's engine with no background work; what its `/metrics` say (the outbox's depth);
+//! and the wait for a vendor's end state after the IdP's last write (`settle`), with the
+//! vendor's checker passed in.
+//!
+//! Include it beside `idp.rs` (it uses `super::idp`):
+//!
+//! ```ignore
+//! #[path = "support/idp.rs"]
+//! mod idp;
+//! #[path = "support/bridge.rs"]
+//! mod bridge;
+//! ```
+#![allow(dead_code)]
+
+use super::idp::Idp;
+use scim_bridge::config::{Config, TenantConfig};
+use scim_bridge::engine::Engine;
+use scim_bridge::server::{self, RunningServer, StartError};
+use scim_bridge::store::Store;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A config with `tenant` alone, on a free loopback port, its store in `data_dir`.
+pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        tenants: vec![tenant],
+        body_limit_bytes: 1 << 20,
+    }
+}
+
+/// The bridge as `serve` builds and starts it (start-up check, background delivery and
+/// observe). `build_state` signs in to the vendor synchronously: it runs off the async workers.
+pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let store = Store::open(&config.data_dir).unwrap();
+    let cfg = config.clone();
+    let state = tokio::task::spawn_blocking(move || server::build_state(&cfg, store))
+        .await
+        .unwrap()?;
+    server::start(config.listen, state, Some(2))
+}
+
+/// What `serve` says when the config cannot start (`None`: it starts; nothing is served).
+pub async fn start_error(config: Config) -> Option<String> {
+    let store = Store::open(&config.data_dir).unwrap();
+    tokio::task::spawn_blocking(move || server::build_state(&config, store).err())
+        .await
+        .unwrap()
+        .map(|e| e.to_string())
+}
+
+/// The bridge of a config file's `text`, read as `serve` reads it (`Config::from_toml_str`) and
+/// started by [`start`]; a refusal panics, naming `label`.
+pub async fn serve_toml(label: &str, text: &str) -> RunningServer {
+    let cfg = Config::from_toml_str(text, &|_| None)
+        .unwrap_or_else(|e| panic!("{label}: config refused: {e}\n{text}"));
+    start(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: bridge start: {e}"))
+}
+
+/// The bridge serving `tenant` through `engine` (already opened on `store`, its start-up work
+/// done by the caller), with `workers` HTTP workers: no background work is started, so nothing
+/// observes or delivers unless the test asks (writes are still delivered inline).
+pub fn serve_engine(
+    tenant: &TenantConfig,
+    engine: Arc<Engine>,
+    store: Store,
+    workers: usize,
+) -> RunningServer {
+    use scim_bridge::auth::TenantAuth;
+    use scim_bridge::engine::EngineConnector;
+    use scim_bridge::server::{metrics::Metrics, AppState, Tenant};
+    let id = tenant.id.to_string();
+    let mut tenants = std::collections::BTreeMap::new();
+    tenants.insert(
+        id.clone(),
+        Arc::new(Tenant {
+            id: id.clone(),
+            auth: TenantAuth::new(&tenant.id, &tenant.tokens, None),
+            connector: Arc::new(EngineConnector(engine)),
+        }),
+    );
+    let state = AppState {
+        tenants,
+        metrics: Metrics::new(),
+        body_limit: 1 << 20,
+        store,
+    };
+    server::start("127.0.0.1:0".parse().unwrap(), state, Some(workers)).unwrap()
+}
+
+/// The bridge's root URL.
+pub fn root(server: &RunningServer) -> String {
+    format!("http://{}", server.addr)
+}
+
+/// A series of the bridge's `/metrics` that starts with `series` (0 when absent).
+pub async fn metric(root: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{root}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `tenant`'s outbox depth in `state` (`pending` or `failed`).
+pub async fn outbox_depth(root: &str, tenant: &str, state: &str) -> f64 {
+    metric(
+        root,
+        &format!("scim_outbox_depth{{state=\"{state}\",tenant=\"{tenant}\"}}"),
+    )
+    .await
+}
+
+/// `tenant`'s outbox in words, for a failure message: `outbox pending N, failed M`.
+pub async fn outbox_summary(root: &str, tenant: &str) -> String {
+    format!(
+        "outbox pending {}, failed {}",
+        outbox_depth(root, tenant, "pending").await,
+        outbox_depth(root, tenant, "failed").await
+    )
+}
+
+/// Calls `diff` every `every` until it is empty; panics with `what` and the last differences
+/// once `limit` has passed since the first call.
+pub async fn converge<F, Fut>(limit: Duration, every: Duration, what: &str, mut diff: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let started = Instant::now();
+    loop {
+        let d = diff().await;
+        if d.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < limit, "{what}: {}", d.join("; "));
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The vendor side of [`settle`]: how to read the vendor, how its state differs from the run's
+/// expected end state, and what to add to a failure.
+pub trait Checker {
+    type State;
+    /// The vendor's name in messages ("Tableau").
+    const VENDOR: &'static str;
+    /// The vendor's state; `None` when a read met a fault.
+    async fn read(&self) -> Option<Self::State>;
+    /// How `state` differs from the end state (empty: reached).
+    fn diff(&self, state: &Self::State) -> Vec<String>;
+    /// The users the bridge must list exactly (by userName).
+    fn users(&self, state: &Self::State) -> BTreeSet<String>;
+    /// Context for a failure or a trace line (the outbox's depth, the vendor routes used).
+    async fn context(&self, idp: &Idp) -> String;
+    /// When set, every read that still differs is printed with `context`.
+    fn trace(&self) -> bool {
+        false
+    }
+}
+
+/// Reads the vendor every 500 ms until `checker` finds the end state, failing `limit` after the
+/// IdP's last write with what still differs; then the bridge must list exactly the vendor's
+/// users (no orphan mapping, no user it lost). The vendor's state.
+pub async fn settle<C: Checker>(idp: &Idp, checker: &C, limit: Duration) -> C::State {
+    let label = &idp.label;
+    let vendor = C::VENDOR;
+    let last_write = idp.last_write();
+    let deadline = last_write + limit;
+    let mut last = format!("{vendor} never answered a full read");
+    let state = loop {
+        if let Some(state) = checker.read().await {
+            let diff = checker.diff(&state);
+            if diff.is_empty() {
+                break state;
+            }
+            last = diff.join("; ");
+            if checker.trace() {
+                eprintln!(
+                    "{label}: +{:?} after the last write, {}: {last}",
+                    last_write.elapsed(),
+                    checker.context(idp).await
+                );
+            }
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{label}: {vendor}'s end state not reached within {limit:?} of the last write: \
+                 {last}; {}",
+                checker.context(idp).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{label}: end state in {vendor} {:?} after the last write; {}",
+        last_write.elapsed(),
+        idp.summary()
+    );
+    assert_eq!(
+        idp.all_user_names().await,
+        checker.users(&state),
+        "{label}: the bridge's /Users differ from {vendor}'s users"
+    );
+    state
+}
+
+/// Asserts `tenant`'s outbox holds no refused change.
+pub async fn assert_no_refused(idp: &Idp, tenant: &str) {
+    assert_eq!(
+        outbox_depth(&idp.root, tenant, "failed").await,
+        0.0,
+        "{}: the outbox holds refused changes",
+        idp.label
+    );
+}
