@@ -152,7 +152,10 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                 },
                 // Analyst and Viewer are RBAC roles of the simulator: users hold them through
                 // the bridge's role groups.
-                rules(&[("BI Admins", "Analyst"), ("BI Designers", "Analyst")], "Viewer"),
+                rules(
+                    &[("BI Admins", "Analyst"), ("BI Designers", "Analyst")],
+                    "Viewer",
+                ),
                 // The simulator's seeded formula variable, for row-level security.
                 std::collections::BTreeMap::from([(
                     "region".to_string(),

@@ -188,14 +188,17 @@ type Want = (
 /// `region`'s values and of the Org `acme`'s members.
 struct AtStep {
     users: &'static [Want],
-    region: Option<&'static [(&'static str, &'static str)]>,
+    region: Option<Regions>,
     acme: Option<&'static [&'static str]>,
 }
+
+/// `region` values by user name.
+type Regions = &'static [(&'static str, &'static str)];
 
 fn at_step(seq: Seq, step: Step) -> AtStep {
     let (users, region, acme): (
         &'static [Want],
-        Option<&'static [(&'static str, &'static str)]>,
+        Option<Regions>,
         Option<&'static [&'static str]>,
     ) = match (seq, step) {
         (Seq::Okta, Step::UsersAssigned) => (

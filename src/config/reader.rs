@@ -13,8 +13,8 @@ use super::{
     default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
     RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
     TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth,
-    ThoughtspotOrgGroups, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
-    Url, VendorConfig, DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
+    ThoughtspotOrgGroups, Url, VendorConfig, DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
+    DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
 };
 
 const TOP_KEYS: &[&str] = &["listen", "data_dir", "body_limit", "tenants"];
@@ -1075,7 +1075,10 @@ impl Reader<'_> {
             None => Some(false),
             Some(Value::Boolean(b)) => Some(*b),
             Some(other) => {
-                self.problem(join(base, "create_orgs"), type_problem("true or false", other));
+                self.problem(
+                    join(base, "create_orgs"),
+                    type_problem("true or false", other),
+                );
                 None
             }
         };

@@ -734,7 +734,9 @@ fn thoughtspot_orgs_from_groups() {
         "{base}\norg_id = 3\norg_group_pattern = \"org-*\""
     )));
     assert_has(&p, "tenants[0].vendor.org_group_pattern", "org_id = 0");
-    let p = problems(&vendor_tenant(&format!("{base}\norg_id = 0\ncreate_orgs = true")));
+    let p = problems(&vendor_tenant(&format!(
+        "{base}\norg_id = 0\ncreate_orgs = true"
+    )));
     assert_has(&p, "tenants[0].vendor.create_orgs", "org_group_pattern");
 }
 

@@ -51,6 +51,9 @@ impl From<crate::scim::ScimError> for AdapterError {
     }
 }
 
+/// A membership record: the member's SCIM id and its vendor id.
+type Membership = (String, String);
+
 /// What a create of a vendor user came to.
 enum Made {
     /// Made as desired.
@@ -253,11 +256,13 @@ impl Engine {
         doc: &Value,
         new_user: bool,
     ) -> Result<DesiredUser, AdapterError> {
-        let profile = self.desired_profile(doc).ok_or_else(|| AdapterError::Refused {
-            vendor: self.caps.vendor,
-            reason: "the user has no userName".into(),
-            kind: Refusal::Invalid,
-        })?;
+        let profile = self
+            .desired_profile(doc)
+            .ok_or_else(|| AdapterError::Refused {
+                vendor: self.caps.vendor,
+                reason: "the user has no userName".into(),
+                kind: Refusal::Invalid,
+            })?;
         let active = doc.get("active").and_then(Value::as_bool) != Some(false);
         let mut names = Vec::new();
         let mut groups = Vec::new();
@@ -1089,7 +1094,7 @@ impl Engine {
             // took it over) stays: only the old record goes, without a call — sending its
             // removal with the new member's add would undo the add.
             let wanted_vids: HashSet<&str> = want.iter().map(|(_, v)| v.as_str()).collect();
-            let (remove, handed_over): (Vec<(String, String)>, Vec<(String, String)>) = confirmed
+            let (remove, handed_over): (Vec<Membership>, Vec<Membership>) = confirmed
                 .iter()
                 .filter(|(u, _)| !want_ids.contains(u.as_str()))
                 .map(|(u, v)| (u.clone(), v.trim_start_matches('?').to_string()))

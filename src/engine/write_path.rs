@@ -364,7 +364,13 @@ impl Engine {
             dir.delete_entries(&mut batch, ResourceKind::User, id, &old)?;
             put::not_idp_written(&mut batch, id);
             for g in &groups {
-                self.mark(&mut batch, ResourceKind::Group, g, "membership of a deleted user", Actor::Idp)?;
+                self.mark(
+                    &mut batch,
+                    ResourceKind::Group,
+                    g,
+                    "membership of a deleted user",
+                    Actor::Idp,
+                )?;
             }
             match &vid {
                 Some(vid) => {

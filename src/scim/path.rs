@@ -305,8 +305,14 @@ mod tests {
         assert_eq!(at("emails.value").as_deref(), Some("a@x"));
         let ent = format!("{ENTERPRISE_USER}:department");
         assert_eq!(at(&ent).as_deref(), Some("Research"));
-        assert_eq!(at(&format!("{ENTERPRISE_USER}:manager")).as_deref(), Some("42"));
-        assert_eq!(at(&format!("{ENTERPRISE_USER}:employeeNumber")).as_deref(), Some("7"));
+        assert_eq!(
+            at(&format!("{ENTERPRISE_USER}:manager")).as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            at(&format!("{ENTERPRISE_USER}:employeeNumber")).as_deref(),
+            Some("7")
+        );
         assert_eq!(at(&format!("{ENTERPRISE_USER}:division")), None);
         assert_eq!(
             at("urn:ietf:params:scim:schemas:core:2.0:User:userName").as_deref(),

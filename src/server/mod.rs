@@ -89,9 +89,11 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
             }
             VendorConfig::Thoughtspot { .. } => {
                 let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                start_engine(t, thoughtspot::open(&store, t, index, Some(counter)), || {
-                    thoughtspot::preflight(t, index)
-                })?
+                start_engine(
+                    t,
+                    thoughtspot::open(&store, t, index, Some(counter)),
+                    || thoughtspot::preflight(t, index),
+                )?
             }
             other => {
                 return Err(StartError::UnsupportedVendor {

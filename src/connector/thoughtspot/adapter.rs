@@ -21,7 +21,9 @@
 
 use super::wire::{self, TsError};
 use crate::config::ThoughtspotOrgGroups;
-use crate::connector::http::{CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse};
+use crate::connector::http::{
+    CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
+};
 use crate::engine::adapter::{
     AdapterError, AdapterResult, Capabilities, Created, Deactivation, MembershipModel, NewUser,
     Profile, Refusal, Removed, RoleCatalog, RoleInfo, RoleModel, UserChange, VendorAdapter,
@@ -109,12 +111,16 @@ impl ThoughtspotAdapter {
 
     /// A write that sends fixed values (safe to repeat after a lost answer).
     fn write(rest: &str, body: Value) -> VendorRequest {
-        VendorRequest::post(wire::path(rest)).json(body).idempotent()
+        VendorRequest::post(wire::path(rest))
+            .json(body)
+            .idempotent()
     }
 
     /// A search (POST, read-only) [B.1].
     fn search(rest: &str, body: Value) -> VendorRequest {
-        VendorRequest::post(wire::path(rest)).json(body).idempotent()
+        VendorRequest::post(wire::path(rest))
+            .json(body)
+            .idempotent()
     }
 
     /// Every item of a search, page by page until a short page (no total is given) [B.4].
@@ -166,7 +172,10 @@ impl ThoughtspotAdapter {
 
     async fn user_named(&self, ident: &str) -> Result<Option<wire::User>, VendorError> {
         let users: Vec<wire::User> = self
-            .find_one("users/search", json!({"user_identifier": ident, "record_size": 10}))
+            .find_one(
+                "users/search",
+                json!({"user_identifier": ident, "record_size": 10}),
+            )
             .await?;
         Ok(users
             .into_iter()
@@ -196,7 +205,12 @@ impl ThoughtspotAdapter {
 
     /// The names of the Org's groups (for `config check --online`).
     pub async fn group_names(&self) -> Result<Vec<String>, VendorError> {
-        Ok(self.all_groups().await?.into_iter().map(|g| g.name).collect())
+        Ok(self
+            .all_groups()
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect())
     }
 
     /// Every Org (needs a cluster administrator) [B.6].
@@ -389,12 +403,8 @@ impl ThoughtspotAdapter {
             let gname = role_group_name(&role.name);
             let id = match groups.iter().find(|g| g.name.eq_ignore_ascii_case(&gname)) {
                 Some(g) => {
-                    let carried: Vec<&str> = g
-                        .roles
-                        .iter()
-                        .flatten()
-                        .map(|r| r.id.as_str())
-                        .collect();
+                    let carried: Vec<&str> =
+                        g.roles.iter().flatten().map(|r| r.id.as_str()).collect();
                     if create && carried != [role.id.as_str()] {
                         // Someone changed the bridge's group: it carries exactly the role again.
                         self.put_group(
@@ -450,7 +460,10 @@ impl ThoughtspotAdapter {
             "description": "Managed by scim-bridge: its members hold this role; membership follows the role rules",
             "role_identifiers": [role_id],
         }));
-        let outcome = self.client.create_or_find(req, || self.group_named(name)).await?;
+        let outcome = self
+            .client
+            .create_or_find(req, || self.group_named(name))
+            .await?;
         let resp = match outcome {
             CreateOutcome::Found(g) => return Ok(g.id),
             CreateOutcome::Sent(r) => r,
@@ -480,7 +493,9 @@ impl ThoughtspotAdapter {
         if wire::is_builtin_group(name) {
             return Some(AdapterError::Refused {
                 vendor: "ThoughtSpot",
-                reason: format!("\"{name}\" is a ThoughtSpot built-in group the bridge never changes"),
+                reason: format!(
+                    "\"{name}\" is a ThoughtSpot built-in group the bridge never changes"
+                ),
                 kind: Refusal::Conflict,
             });
         }
@@ -612,7 +627,10 @@ impl ThoughtspotAdapter {
 
     /// The Org a SCIM group stands for, made when missing and allowed.
     async fn org_group(&self, group: &str, org: &str) -> AdapterResult<Created<VendorGroup>> {
-        let orgs = self.orgs.as_ref().expect("an Org group implies Orgs from groups");
+        let orgs = self
+            .orgs
+            .as_ref()
+            .expect("an Org group implies Orgs from groups");
         if let Some(o) = self.org_named(org).await? {
             return Ok(Created::Exists(org_vendor_group(&o, group)));
         }
@@ -629,7 +647,10 @@ impl ThoughtspotAdapter {
             "name": org,
             "description": format!("Created by scim-bridge for the group \"{group}\""),
         }));
-        let outcome = self.client.create_or_find(req, || self.org_named(org)).await?;
+        let outcome = self
+            .client
+            .create_or_find(req, || self.org_named(org))
+            .await?;
         let resp = match outcome {
             CreateOutcome::Found(o) => return Ok(Created::Exists(org_vendor_group(&o, group))),
             CreateOutcome::Sent(r) => r,
@@ -758,7 +779,10 @@ impl VendorAdapter for ThoughtspotAdapter {
             "trigger_activation_email": false,
         });
         let req = VendorRequest::post(wire::path("users/create")).json(body);
-        let outcome = self.client.create_or_find(req, || self.user_named(login)).await?;
+        let outcome = self
+            .client
+            .create_or_find(req, || self.user_named(login))
+            .await?;
         let resp = match outcome {
             CreateOutcome::Found(u) => return Ok(Created::Exists(self.unread(&u))),
             CreateOutcome::Sent(r) => r,
@@ -799,7 +823,10 @@ impl VendorAdapter for ThoughtspotAdapter {
                 fields.insert("name".into(), json!(view.login));
             }
             if changed("email") {
-                fields.insert("email".into(), json!(view.email.clone().unwrap_or_default()));
+                fields.insert(
+                    "email".into(),
+                    json!(view.email.clone().unwrap_or_default()),
+                );
             }
             if changed("display_name") || changed("login") {
                 fields.insert("display_name".into(), json!(view.display_name));
@@ -812,9 +839,15 @@ impl VendorAdapter for ThoughtspotAdapter {
                 json!(if active { "ACTIVE" } else { "SUSPENDED" }),
             );
         }
-        let renamed = fields.get("name").and_then(Value::as_str).map(str::to_string);
+        let renamed = fields
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if !fields.is_empty() {
-            match self.put_user(id, Value::Object(fields), "user update").await {
+            match self
+                .put_user(id, Value::Object(fields), "user update")
+                .await
+            {
                 Err(AdapterError::Refused { reason, .. }) if renamed.is_some() => {
                     // A name another user holds is a uniqueness conflict (ThoughtSpot says 10002
                     // for both it and a bad value [B.7]; the lookup tells).
@@ -890,7 +923,10 @@ impl VendorAdapter for ThoughtspotAdapter {
         }
         let req = VendorRequest::post(wire::path("groups/create"))
             .json(json!({"name": name, "display_name": name}));
-        let outcome = self.client.create_or_find(req, || self.group_named(name)).await?;
+        let outcome = self
+            .client
+            .create_or_find(req, || self.group_named(name))
+            .await?;
         let resp = match outcome {
             CreateOutcome::Found(g) => return Ok(Created::Exists(vendor_group(g))),
             CreateOutcome::Sent(r) => r,
@@ -916,8 +952,12 @@ impl VendorAdapter for ThoughtspotAdapter {
         if let Some(e) = self.reserved(name) {
             return Err(e);
         }
-        self.put_group(id, json!({"name": name, "display_name": name}), "group rename")
-            .await
+        self.put_group(
+            id,
+            json!({"name": name, "display_name": name}),
+            "group rename",
+        )
+        .await
     }
 
     /// A group goes; an Org stays (deleting it would delete its content), without the bridge's
@@ -936,7 +976,10 @@ impl VendorAdapter for ThoughtspotAdapter {
 
     async fn find_group(&self, name: &str) -> AdapterResult<Option<VendorGroup>> {
         if let Some(org) = self.orgs.as_ref().and_then(|o| o.org_of(name)) {
-            return Ok(self.org_named(&org).await?.map(|o| org_vendor_group(&o, name)));
+            return Ok(self
+                .org_named(&org)
+                .await?
+                .map(|o| org_vendor_group(&o, name)));
         }
         if self.reserved(name).is_some() {
             return Ok(None);

@@ -278,7 +278,12 @@ pub fn check_offline(config: &crate::config::Config) -> Vec<Problem> {
                 });
             }
         }
-        if let Some(d) = t.roles.default.as_deref().filter(|d| wire::is_builtin_group(d)) {
+        if let Some(d) = t
+            .roles
+            .default
+            .as_deref()
+            .filter(|d| wire::is_builtin_group(d))
+        {
             out.push(Problem {
                 key_path: format!("tenants[{i}].roles.default"),
                 message: format!(
@@ -307,7 +312,9 @@ async fn verify(
     let (client, adapter) = adapter_for(tenant, c, settings).map_err(|m| vec![base_problem(m)])?;
     match client.ensure_signed_in().await {
         Ok(()) => {}
-        Err(VendorError::Auth { reason }) => return Err(vec![sign_in_problem(tenant_index, c, &reason)]),
+        Err(VendorError::Auth { reason }) => {
+            return Err(vec![sign_in_problem(tenant_index, c, &reason)])
+        }
         Err(e) => return Ok(vec![base_problem(format!("cannot reach ThoughtSpot: {e}"))]),
     }
     let mut problems = Vec::new();
@@ -340,11 +347,9 @@ async fn verify(
     }
     match adapter.resolve_roles(false).await {
         Ok(catalog) => {
-            if let Err(p) = crate::engine::role_table::RoleTable::build(
-                tenant_index,
-                &tenant.roles,
-                catalog,
-            ) {
+            if let Err(p) =
+                crate::engine::role_table::RoleTable::build(tenant_index, &tenant.roles, catalog)
+            {
                 problems.extend(p);
             }
         }

@@ -263,13 +263,19 @@ mod tests {
             r#"{{"error":{{"message":{{"code":1,"debug":"{}"}}}}}}"#,
             "é".repeat(400)
         );
-        assert!(TsError::parse(long.as_bytes()).unwrap().message.ends_with('…'));
+        assert!(TsError::parse(long.as_bytes())
+            .unwrap()
+            .message
+            .ends_with('…'));
     }
 
     #[test]
     fn identifiers_are_encoded_as_path_segments() {
         assert_eq!(segment("ada@x.com"), "ada%40x.com");
         assert_eq!(segment("BI Admins/x"), "BI%20Admins%2Fx");
-        assert_eq!(path(&format!("users/{}/update", segment("a b"))), "api/rest/2.0/users/a%20b/update");
+        assert_eq!(
+            path(&format!("users/{}/update", segment("a b"))),
+            "api/rest/2.0/users/a%20b/update"
+        );
     }
 }
