@@ -22,7 +22,9 @@
 pub mod adapter;
 pub mod wire;
 
-use super::http::{post_sign_in, Authenticator, ClientSettings, VendorClient, VendorError};
+use super::http::{
+    post_sign_in, Authenticator, ClientSettings, RateBudget, VendorClient, VendorError,
+};
 use super::roles::unknown_rule_groups;
 use crate::config::{Problem, TenantConfig, ThoughtspotAuth, ThoughtspotOrgGroups, VendorConfig};
 use crate::engine::Engine;
@@ -32,7 +34,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION};
 use serde_json::json;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -161,6 +164,23 @@ pub fn client_settings() -> ClientSettings {
     }
 }
 
+/// The rate budget of one ThoughtSpot cluster. Its limit is per client IP for the whole
+/// cluster, across Orgs [B.7], so every tenant of this process on one cluster (one per Org, as
+/// the README advises) draws on one budget rather than each sending 90 requests/s.
+fn cluster_budget(base: &Url, settings: &ClientSettings) -> Arc<RateBudget> {
+    static BUDGETS: std::sync::LazyLock<Mutex<HashMap<String, Weak<RateBudget>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = base.origin().ascii_serialization();
+    let mut budgets = BUDGETS.lock();
+    if let Some(b) = budgets.get(&key).and_then(Weak::upgrade) {
+        return b;
+    }
+    budgets.retain(|_, b| b.strong_count() > 0);
+    let b = Arc::new(RateBudget::for_settings(settings));
+    budgets.insert(key, Arc::downgrade(&b));
+    b
+}
+
 /// A ThoughtSpot tenant's vendor settings.
 struct Cluster<'a> {
     base_url: &'a Url,
@@ -198,7 +218,8 @@ fn adapter_for(
     settings: ClientSettings,
 ) -> Result<(VendorClient, ThoughtspotAdapter), String> {
     let sign_in = ThoughtspotSignIn::new(c.username, c.auth.clone(), c.org_id, c.token_validity_s);
-    let client = VendorClient::new(c.base_url.clone(), settings, Arc::new(sign_in))
+    let budget = cluster_budget(c.base_url, &settings);
+    let client = VendorClient::with_budget(c.base_url.clone(), settings, Arc::new(sign_in), budget)
         .map_err(|e| e.to_string())?;
     let adapter = ThoughtspotAdapter::new(
         client.clone(),
@@ -434,5 +455,28 @@ pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Pro
     };
     match verify(tenant, tenant_index, &c, settings, true).await {
         Ok(p) | Err(p) => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_on_one_cluster_share_one_rate_budget() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let settings = client_settings();
+        let a = cluster_budget(&url("https://acme.thoughtspot.cloud/"), &settings);
+        let b = cluster_budget(&url("https://acme.thoughtspot.cloud/prefix/"), &settings);
+        let other = cluster_budget(&url("https://other.thoughtspot.cloud/"), &settings);
+        assert!(Arc::ptr_eq(&a, &b), "one cluster, one budget");
+        assert!(!Arc::ptr_eq(&a, &other), "another cluster has its own");
+        drop((a, b));
+        let again = cluster_budget(&url("https://acme.thoughtspot.cloud/"), &settings);
+        assert_eq!(
+            Arc::strong_count(&again),
+            1,
+            "a budget nobody holds is not kept"
+        );
     }
 }
