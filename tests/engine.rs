@@ -2119,12 +2119,11 @@ fn groups_role_two_role_groups_by_hand_end_in_the_rules_one_after_an_observe() {
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
 
-/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report): a role moved by
-/// hand at the vendor, then an IdP write of the user's profile before the next observe. The
-/// update's answer carries the vendor's role, which `align_user` records as applied without
-/// moving the user (its role move was decided before the answer), so the next observe sees no
-/// drift and the hand-made role stays for good (until the rules are edited or the IdP's
-/// groups change).
+/// Regression (found by the role-group suite): a role moved by hand at the vendor, then an IdP
+/// write of the user's profile before the next observe. The update's answer carries the
+/// vendor's role; `align_user` recorded it as applied without moving the user (its role move was
+/// decided before the answer), so the next observe saw no drift and the hand-made role stayed.
+/// Now the answer's role is put back in the same reconcile.
 fn role_by_hand_then_profile_write(fake: FakeVendor) {
     let h = Harness::new(fake.clone(), Duration::from_secs(5));
     let uid = h.create_user("fox@x.io", "Fox").unwrap();
@@ -2248,7 +2247,6 @@ fn groups_role_a_kill_between_adding_and_removing_converges_to_exactly_one() {
 /// The audit log names the roles of a move, and "(no role group)" for none.
 #[test]
 fn groups_role_moves_are_audited_by_role_name() {
-    use scim_bridge::store::audit::AuditEvent;
     let fake = groups_fake();
     let h = Harness::with_rules(
         fake.clone(),
@@ -2262,15 +2260,7 @@ fn groups_role_moves_are_audited_by_role_name() {
     assert!(h.drain(LONG), "{}", h.outbox_dump());
     h.remove_member(&gid, &uid).unwrap();
     assert!(h.drain(LONG), "{}", h.outbox_dump());
-    let moves: Vec<(Option<String>, String)> = h
-        .engine()
-        .audit()
-        .entries()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event == AuditEvent::RoleChange && e.user_name == "hui@x.io")
-        .map(|e| (e.from, e.to))
-        .collect();
+    let moves = role_moves(&h, "hui@x.io");
     assert_eq!(
         moves,
         vec![
@@ -2287,15 +2277,7 @@ fn groups_role_moves_are_audited_by_role_name() {
     assert!(h.drain(LONG), "{}", h.outbox_dump());
     h.add_member(&gid, &uid).unwrap();
     assert!(h.drain(LONG), "{}", h.outbox_dump());
-    let moves: Vec<(Option<String>, String)> = h
-        .engine()
-        .audit()
-        .entries()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event == AuditEvent::RoleChange && e.user_name == "ina@x.io")
-        .map(|e| (e.from, e.to))
-        .collect();
+    let moves = role_moves(&h, "ina@x.io");
     assert_eq!(
         moves,
         vec![
@@ -2305,12 +2287,12 @@ fn groups_role_moves_are_audited_by_role_name() {
     );
 }
 
-/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report). Shrunk from
-/// `every_fault_and_restart_converges_role_groups` (and `converges_transient_faults_and_
+/// Regression (found by the role-group suite, shrunk from
+/// `every_fault_and_restart_converges_role_groups` and `converges_transient_faults_and_
 /// restarts_on_group`, which hit it about once in 300-600 cases); no fault needed: a member of
 /// a group is deleted by the IdP (deactivation by flag: the vendor keeps it), then created again
-/// with the same login; the re-created user is in no group, yet the vendor user it takes over
-/// stays in the group.
+/// with the same login; the re-created user is in no group, and the vendor user it takes over
+/// must not stay in the group (a deleted user's groups are now marked to drop it).
 fn recreate_after_delete_leaves_no_stale_membership(fake: FakeVendor) {
     let h = Harness::new(fake.clone(), Duration::from_millis(300));
     let uid = h.create_user("u0@x.io", "Init").unwrap();
@@ -2345,11 +2327,11 @@ fn recreate_after_delete_leaves_no_stale_membership_role_groups() {
     recreate_after_delete_leaves_no_stale_membership(groups_fake());
 }
 
-/// FOUND BY THIS SUITE (engine bug, left failing on purpose; see the report).
-/// The same, and the re-created user then joins the group again: the group's reconcile both
-/// adds the vendor user (for the new SCIM user) and removes it (the deleted SCIM user's
-/// confirmed membership) in one `change_members` — applied in that order (as ThoughtSpot's ADD
-/// then REMOVE calls), the user ends outside the group the IdP put it in.
+/// Regression (found by the role-group suite): the same, and the re-created user then joins the
+/// group again. The group's reconcile both added the vendor user (for the new SCIM user) and
+/// removed it (the deleted SCIM user's confirmed membership) in one `change_members` — applied
+/// in that order (as ThoughtSpot's ADD then REMOVE calls), the user ended outside the group the
+/// IdP put it in. A vendor user another member now holds is no longer removed.
 fn recreate_after_delete_then_rejoin(fake: FakeVendor) {
     let h = Harness::new(fake.clone(), Duration::from_millis(300));
     let uid = h.create_user("u1@x.io", "Init").unwrap();
@@ -2925,4 +2907,18 @@ proptest! {
             &ops,
         );
     }
+}
+
+/// The role moves the audit log records for `user`: (from, to), by name.
+fn role_moves(h: &Harness, user: &str) -> Vec<(Option<String>, String)> {
+    h.engine()
+        .audit()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.event == scim_bridge::store::audit::AuditEvent::RoleChange && e.user_name == user
+        })
+        .map(|e| (e.from, e.to))
+        .collect()
 }
