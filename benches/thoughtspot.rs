@@ -339,6 +339,7 @@ fn tenant(base: &str, roles: RoleRules, mapped: bool) -> TenantConfig {
             org_id: 0,
             token_validity_s: scim_bridge::config::DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
             orgs: None,
+            account_type: None,
         },
         roles,
         on_vendor_unavailable: Default::default(),

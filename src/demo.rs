@@ -149,6 +149,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                         pattern: "org-*".into(),
                         create: true,
                     }),
+                    account_type: None,
                 },
                 // Analyst and Viewer are RBAC roles of the simulator: users hold them through
                 // the bridge's role groups.

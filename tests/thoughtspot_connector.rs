@@ -69,6 +69,7 @@ fn tenant(sim_base: &str, org_id: i64, roles: RoleRules) -> TenantConfig {
             org_id,
             token_validity_s: 3600,
             orgs: None,
+            account_type: None,
         },
         roles,
         on_vendor_unavailable: Default::default(),
@@ -383,16 +384,31 @@ async fn a_wrong_org_stops_the_start() {
         .await
         .expect("a tenant of Org 0 starts");
     create(&idp, "/Users", user("ok@acme.test")).await;
-    assert!(ts.user("ok@acme.test").await.is_some());
+    let made = ts.user("ok@acme.test").await.expect("created");
+    assert_eq!(
+        made["account_type"], "LOCAL_USER",
+        "ThoughtSpot's default type"
+    );
     server.stop().await;
-    // Trusted authentication (the secret key) for Org 0 starts too.
+    // Trusted authentication (the secret key) for Org 0 starts too, and `account_type` makes
+    // SSO users.
     let t = with_vendor(tenant(&base, 0, no_rules()), |v| {
-        if let VendorConfig::Thoughtspot { auth, .. } = v {
+        if let VendorConfig::Thoughtspot {
+            auth, account_type, ..
+        } = v
+        {
             *auth = ThoughtspotAuth::SecretKey(Secret::new("simulator-secret-key"));
+            *account_type = Some(scim_bridge::config::ThoughtspotAccountType::Saml);
         }
     });
     let dir2 = tempfile::tempdir().unwrap();
-    assert_eq!(start_error(t, dir2.path()).await, None);
+    let (server, idp) = serve(t, dir2.path())
+        .await
+        .expect("a secret-key tenant starts");
+    create(&idp, "/Users", user("sso@acme.test")).await;
+    let made = ts.user("sso@acme.test").await.expect("created");
+    assert_eq!(made["account_type"], "SAML_USER");
+    server.stop().await;
     sim.stop().await;
 }
 

@@ -186,6 +186,8 @@ pub enum VendorConfig {
         token_validity_s: u64,
         /// SCIM groups whose displayName matches drive Org membership (`org_group_pattern`).
         orgs: Option<ThoughtspotOrgGroups>,
+        /// New users' `account_type` (`account_type`); `None`: ThoughtSpot's default.
+        account_type: Option<ThoughtspotAccountType>,
     },
     Metabase {
         base_url: Url,
@@ -297,6 +299,13 @@ pub enum ThoughtspotAuth {
     /// Trusted-authentication secret key (`secret_key`); works with MFA, unlike a password.
     SecretKey(Secret),
 }
+
+keyword_enum!(
+    /// `users/create`'s `account_type` [reference B.3]: users who sign in through SAML or OIDC
+    /// SSO must be `SAML_USER` / `OIDC_USER`; ThoughtSpot's default is `LOCAL_USER` (or
+    /// `OIDC_USER` under IAMv2).
+    ThoughtspotAccountType { Local => "LOCAL_USER", Saml => "SAML_USER", Oidc => "OIDC_USER", Ldap => "LDAP_USER", Remote => "REMOTE_USER" } default Local
+);
 
 /// Default `token_validity_s` of a ThoughtSpot tenant: an hour (ThoughtSpot's own default is
 /// 300 s; the bridge renews before expiry either way).
@@ -522,6 +531,7 @@ fn vendor_line(v: &VendorConfig) -> String {
             org_id,
             token_validity_s,
             orgs,
+            account_type,
         } => {
             let how = match auth {
                 ThoughtspotAuth::Password(_) => "password",
@@ -537,7 +547,10 @@ fn vendor_line(v: &VendorConfig) -> String {
                     )
                 })
                 .unwrap_or_default();
-            format!("thoughtspot {base_url} as `{username}` ({how}), Org {org_id}, tokens for {token_validity_s} s{orgs}")
+            let kind = account_type
+                .map(|k| format!(", new users {k}"))
+                .unwrap_or_default();
+            format!("thoughtspot {base_url} as `{username}` ({how}), Org {org_id}, tokens for {token_validity_s} s{orgs}{kind}")
         }
         VendorConfig::Metabase { base_url, auth } => {
             let how = match auth {

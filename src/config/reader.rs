@@ -12,9 +12,9 @@ use toml::{Table, Value};
 use super::{
     default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
     RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
-    TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId, ThoughtspotAuth,
-    ThoughtspotOrgGroups, Url, VendorConfig, DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION,
-    DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
+    TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId,
+    ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups, Url, VendorConfig,
+    DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
 };
 
 const TOP_KEYS: &[&str] = &["listen", "data_dir", "body_limit", "tenants"];
@@ -80,6 +80,7 @@ const VENDOR_KEYS: &[(&str, &[&str])] = &[
             "token_validity_s",
             "org_group_pattern",
             "create_orgs",
+            "account_type",
         ],
     ),
     (
@@ -1117,6 +1118,12 @@ impl Reader<'_> {
                 })
             }
         };
+        let account_type = if t.contains_key("account_type") {
+            self.choice(t, "account_type", base, ThoughtspotAccountType::CHOICES)
+                .map(Some)
+        } else {
+            Some(None)
+        };
         Some(VendorConfig::Thoughtspot {
             base_url: base_url?,
             username: username?,
@@ -1124,6 +1131,7 @@ impl Reader<'_> {
             org_id: org_id?,
             token_validity_s: token_validity_s?,
             orgs: orgs?,
+            account_type: account_type?,
         })
     }
 

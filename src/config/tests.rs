@@ -689,6 +689,22 @@ fn thoughtspot_variants_and_problems() {
     assert_has(&p, "tenants[0].vendor.org_id", "negative");
     assert_has(&p, "tenants[0].vendor.token_validity_s", "between 60");
 
+    let c = parse(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = 0\naccount_type = \"SAML_USER\"",
+    ))
+    .unwrap();
+    assert!(matches!(
+        c.tenants[0].vendor,
+        VendorConfig::Thoughtspot {
+            account_type: Some(ThoughtspotAccountType::Saml),
+            ..
+        }
+    ));
+    let p = problems(&vendor_tenant(
+        "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = 0\naccount_type = \"saml\"",
+    ));
+    assert_has(&p, "tenants[0].vendor.account_type", "`SAML_USER`");
+
     let p = problems(&vendor_tenant(
         "kind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\norg_id = 1.5",
     ));

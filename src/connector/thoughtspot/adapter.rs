@@ -20,7 +20,7 @@
 //! that tells "gone" or "exists" from a real refusal.
 
 use super::wire::{self, TsError};
-use crate::config::ThoughtspotOrgGroups;
+use crate::config::{ThoughtspotAccountType, ThoughtspotOrgGroups};
 use crate::connector::http::{
     CreateOutcome, VendorClient, VendorError, VendorRequest, VendorResponse,
 };
@@ -68,6 +68,8 @@ pub struct ThoughtspotAdapter {
     rule_roles: Vec<String>,
     /// The formula variables `[tenants.attributes]` maps.
     variables: Vec<String>,
+    /// New users' `account_type`, when the tenant sets one.
+    account_type: Option<ThoughtspotAccountType>,
     known: RwLock<Known>,
     caps: Capabilities,
 }
@@ -86,6 +88,7 @@ impl ThoughtspotAdapter {
             orgs,
             rule_roles,
             variables,
+            account_type: None,
             known: RwLock::new(Known::default()),
             caps: Capabilities {
                 vendor: "ThoughtSpot",
@@ -103,6 +106,12 @@ impl ThoughtspotAdapter {
                 immutable_user_attributes: &[],
             },
         }
+    }
+
+    /// New users get this `account_type` (SSO users must be `SAML_USER` / `OIDC_USER`).
+    pub fn with_account_type(mut self, account_type: Option<ThoughtspotAccountType>) -> Self {
+        self.account_type = account_type;
+        self
     }
 
     async fn send(&self, req: VendorRequest) -> Result<VendorResponse, VendorError> {
@@ -769,7 +778,7 @@ impl VendorAdapter for ThoughtspotAdapter {
     async fn create_user(&self, user: &NewUser) -> AdapterResult<Created<VendorUser>> {
         let view = self.vendor_view(&user.profile);
         let login = &view.login;
-        let body = json!({
+        let mut body = json!({
             "name": login,
             "display_name": view.display_name,
             "email": view.email.clone().unwrap_or_default(),
@@ -778,6 +787,9 @@ impl VendorAdapter for ThoughtspotAdapter {
             "trigger_welcome_email": false,
             "trigger_activation_email": false,
         });
+        if let Some(kind) = self.account_type {
+            body["account_type"] = json!(kind.as_str());
+        }
         let req = VendorRequest::post(wire::path("users/create")).json(body);
         let outcome = self
             .client

@@ -26,7 +26,10 @@ use super::http::{
     post_sign_in, Authenticator, ClientSettings, RateBudget, VendorClient, VendorError,
 };
 use super::roles::unknown_rule_groups;
-use crate::config::{Problem, TenantConfig, ThoughtspotAuth, ThoughtspotOrgGroups, VendorConfig};
+use crate::config::{
+    Problem, TenantConfig, ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups,
+    VendorConfig,
+};
 use crate::engine::Engine;
 use crate::store::Store;
 use adapter::ThoughtspotAdapter;
@@ -189,6 +192,7 @@ struct Cluster<'a> {
     org_id: i64,
     token_validity_s: u64,
     orgs: Option<&'a ThoughtspotOrgGroups>,
+    account_type: Option<ThoughtspotAccountType>,
 }
 
 fn cluster_of(tenant: &TenantConfig) -> Option<Cluster<'_>> {
@@ -200,6 +204,7 @@ fn cluster_of(tenant: &TenantConfig) -> Option<Cluster<'_>> {
             org_id,
             token_validity_s,
             orgs,
+            account_type,
         } => Some(Cluster {
             base_url,
             username,
@@ -207,6 +212,7 @@ fn cluster_of(tenant: &TenantConfig) -> Option<Cluster<'_>> {
             org_id: *org_id,
             token_validity_s: *token_validity_s,
             orgs: orgs.as_ref(),
+            account_type: *account_type,
         }),
         _ => None,
     }
@@ -227,7 +233,8 @@ fn adapter_for(
         c.orgs.cloned(),
         rule_role_names(tenant),
         tenant.attributes.keys().cloned().collect(),
-    );
+    )
+    .with_account_type(c.account_type);
     Ok((client, adapter))
 }
 
