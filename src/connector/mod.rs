@@ -6,6 +6,7 @@ pub mod local;
 pub mod roles;
 pub mod sisense;
 pub mod tableau;
+pub mod text;
 pub mod thoughtspot;
 
 use crate::scim::list::ListQuery;

@@ -6,6 +6,7 @@
 //! them **with string values** (pagination included), a collection holds its repeated children
 //! as an array — or as one object, or `{}` when empty [A.1].
 
+use crate::connector::text::{clip, path_segment};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -226,7 +227,7 @@ impl TableauError {
         }
         if !self.detail.is_empty() {
             out.push_str(": ");
-            out.push_str(&truncate(&self.detail, 300));
+            out.push_str(&clip(&self.detail, 300));
         }
         out
     }
@@ -238,17 +239,6 @@ fn unescape(s: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
 }
 
 /// The paths of one site, relative to the base URL [A.1]: `api/{version}/sites/{site-luid}/…`.
@@ -266,25 +256,20 @@ impl SitePaths {
         format!("api/{}/sites/{}/users", self.version, self.site)
     }
     pub fn user(&self, id: &str) -> String {
-        format!("{}/{}", self.users(), seg(id))
+        format!("{}/{}", self.users(), path_segment(id))
     }
     pub fn groups(&self) -> String {
         format!("api/{}/sites/{}/groups", self.version, self.site)
     }
     pub fn group(&self, id: &str) -> String {
-        format!("{}/{}", self.groups(), seg(id))
+        format!("{}/{}", self.groups(), path_segment(id))
     }
     pub fn group_users(&self, id: &str) -> String {
         format!("{}/users", self.group(id))
     }
     pub fn group_user(&self, group: &str, user: &str) -> String {
-        format!("{}/{}", self.group_users(group), seg(user))
+        format!("{}/{}", self.group_users(group), path_segment(user))
     }
-}
-
-/// A path segment: ids are LUIDs, but one read from a vendor answer is escaped all the same.
-fn seg(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
 /// Whether a value can go into a `filter=field:op:value` expression: Tableau splits filters on

@@ -10,11 +10,7 @@ pub fn path(rest: &str) -> String {
 }
 
 /// A path segment holding an identifier (a GUID or a name, which may hold `@` or spaces) [B.1].
-pub fn segment(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
+pub use crate::connector::text::path_segment as segment;
 
 /// Every Org's built-in group of all its users [B.3]; the bridge never touches it.
 pub const ALL_GROUP: &str = "All";
@@ -228,16 +224,7 @@ fn readable(s: &str) -> String {
 
 /// Error texts go into SCIM answers and logs: kept short.
 fn clip(s: &str) -> String {
-    const MAX: usize = 300;
-    let s = s.trim();
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::connector::text::clip(s.trim(), 300)
 }
 
 #[cfg(test)]
