@@ -37,7 +37,7 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
 /// The bridge as `serve` builds and starts it (start-up check, background delivery and
 /// observe). `build_state` signs in to the vendor synchronously: it runs off the async workers.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
-    let store = Store::open(&config.data_dir).unwrap();
+    let store = open_store(&config.data_dir).await;
     let cfg = config.clone();
     let state = tokio::task::spawn_blocking(move || server::build_state(&cfg, store))
         .await
@@ -47,7 +47,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 
 /// What `serve` says when the config cannot start (`None`: it starts; nothing is served).
 pub async fn start_error(config: Config) -> Option<String> {
-    let store = Store::open(&config.data_dir).unwrap();
+    let store = open_store(&config.data_dir).await;
     tokio::task::spawn_blocking(move || server::build_state(&config, store).err())
         .await
         .unwrap()
@@ -225,4 +225,20 @@ pub async fn assert_no_refused(idp: &Idp, tenant: &str) {
         "{}: the outbox holds refused changes",
         idp.label
     );
+}
+
+/// Opens the store in `data`, waiting (up to 10 s) for a bridge stopped just before on the same
+/// directory to let go of it: its background tasks drop their handle on the store a moment
+/// after `stop` returns, and sled refuses a second holder (`WouldBlock` on its lock file).
+pub async fn open_store(data: &std::path::Path) -> Store {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(data) {
+            Ok(store) => return store,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot open the store in {}: {e}", data.display()),
+        }
+    }
 }

@@ -25,7 +25,6 @@ use scim_bridge::config::{
 };
 use scim_bridge::server::{self, RunningServer};
 use scim_bridge::sim::{self, RunningSim, SimOptions, Vendor};
-use scim_bridge::store::Store;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -128,7 +127,7 @@ pub async fn bridge_with_connector(
     Scim,
 ) {
     use scim_bridge::connector::sisense::{open, preflight};
-    let store = Store::open(data).unwrap();
+    let store = super::bridge::open_store(data).await;
     let conn = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
     let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
