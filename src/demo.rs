@@ -36,6 +36,21 @@ pub enum DemoError {
     DataDir(std::io::Error),
 }
 
+/// Creates a permission group in the Metabase simulator (its default API key, CONTRACT §2);
+/// `false` when the simulator did not take it.
+async fn seed_metabase_group(base: &crate::config::Url, name: &str) -> bool {
+    let Ok(url) = base.join("api/permissions/group") else {
+        return false;
+    };
+    let sent = reqwest::Client::new()
+        .post(url)
+        .header("x-api-key", sim::metabase::DEFAULT_API_KEY)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await;
+    sent.is_ok_and(|r| r.status().is_success())
+}
+
 fn random_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
@@ -85,8 +100,12 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
             })
             .collect(),
     };
-    // Vendor tenants join this table as their connectors land; until then their simulators
-    // run beside the bridge for rehearsal.
+    // Metabase role rules name permission groups the instance has (the bridge never creates
+    // one): the simulator gets an "Analysts" group first, as an administrator would make it.
+    let metabase_ready = match url_of(Vendor::Metabase) {
+        Some(base) => seed_metabase_group(&base, "Analysts").await,
+        None => false,
+    };
     let vendors = [
         url_of(Vendor::Sisense).map(|base_url| {
             (
@@ -165,6 +184,37 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
                 )]),
             )
         }),
+        url_of(Vendor::Metabase)
+            .filter(|_| metabase_ready)
+            .map(|base_url| {
+                (
+                    "metabase",
+                    VendorConfig::Metabase {
+                        base_url,
+                        auth: crate::config::MetabaseAuth::ApiKey(Secret::new(
+                            sim::metabase::DEFAULT_API_KEY,
+                        )),
+                    },
+                    // Administrators membership from the rules; users no rule covers are in no
+                    // role group (Metabase's plain users).
+                    RoleRules {
+                        default: None,
+                        ..rules(
+                            &[
+                                ("BI Admins", "Administrators"),
+                                ("BI Designers", "Analysts"),
+                            ],
+                            "",
+                        )
+                    },
+                    // login_attributes for data sandboxing.
+                    std::collections::BTreeMap::from([(
+                        "region".to_string(),
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division"
+                            .to_string(),
+                    )]),
+                )
+            }),
     ];
     for (id, vendor, roles, attributes) in vendors.into_iter().flatten() {
         let token = random_token();

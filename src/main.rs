@@ -161,6 +161,7 @@ async fn main() -> Result<()> {
             // anything is signed in to.
             let mut problems = scim_bridge::connector::tableau::check_offline(&cfg);
             problems.extend(scim_bridge::connector::thoughtspot::check_offline(&cfg));
+            problems.extend(scim_bridge::connector::metabase::check_offline(&cfg));
             if !problems.is_empty() {
                 let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
                 bail!("{}:\n{}", config.display(), lines.join("\n"));
@@ -204,38 +205,29 @@ async fn main() -> Result<()> {
 async fn online_check(cfg: &Config) -> Result<()> {
     use scim_bridge::config::VendorConfig;
     let mut problems = Vec::new();
-    let mut unchecked = Vec::new();
     for (index, tenant) in cfg.tenants.iter().enumerate() {
-        match &tenant.vendor {
-            VendorConfig::Local => {}
-            VendorConfig::Sisense { .. }
-            | VendorConfig::Tableau { .. }
-            | VendorConfig::Thoughtspot { .. } => {
-                let found = match &tenant.vendor {
-                    VendorConfig::Tableau { .. } => {
-                        scim_bridge::connector::tableau::check_online(tenant, index).await
-                    }
-                    VendorConfig::Thoughtspot { .. } => {
-                        scim_bridge::connector::thoughtspot::check_online(tenant, index).await
-                    }
-                    _ => scim_bridge::connector::sisense::check_online(tenant, index).await,
-                };
-                if found.is_empty() {
-                    println!(
-                        "--online: tenant {}: signed in, every role rule resolves",
-                        tenant.id
-                    );
-                }
-                problems.extend(found);
+        let found = match &tenant.vendor {
+            VendorConfig::Local => continue,
+            VendorConfig::Sisense { .. } => {
+                scim_bridge::connector::sisense::check_online(tenant, index).await
             }
-            other => unchecked.push(format!("{} ({})", tenant.id, other.kind())),
+            VendorConfig::Tableau { .. } => {
+                scim_bridge::connector::tableau::check_online(tenant, index).await
+            }
+            VendorConfig::Thoughtspot { .. } => {
+                scim_bridge::connector::thoughtspot::check_online(tenant, index).await
+            }
+            VendorConfig::Metabase { .. } => {
+                scim_bridge::connector::metabase::check_online(tenant, index).await
+            }
+        };
+        if found.is_empty() {
+            println!(
+                "--online: tenant {}: signed in, every role rule resolves",
+                tenant.id
+            );
         }
-    }
-    if !unchecked.is_empty() {
-        println!(
-            "--online: no connector in this build for: {} (not checked)",
-            unchecked.join(", ")
-        );
+        problems.extend(found);
     }
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();

@@ -1172,8 +1172,8 @@ impl Reader<'_> {
     }
 
     /// `[tenants.attributes]`: vendor attribute name = SCIM attribute path. Only vendors that
-    /// keep per-user attributes take it (ThoughtSpot formula variables; Metabase
-    /// login_attributes later).
+    /// keep per-user attributes take it (ThoughtSpot formula variables, Metabase
+    /// `login_attributes`).
     fn attributes(
         &mut self,
         t: &Table,
@@ -1181,11 +1181,16 @@ impl Reader<'_> {
         vendor: Option<&VendorConfig>,
     ) -> Option<std::collections::BTreeMap<String, String>> {
         if let Some(v) = vendor {
-            if !t.is_empty() && !matches!(v, VendorConfig::Thoughtspot { .. }) {
+            if !t.is_empty()
+                && !matches!(
+                    v,
+                    VendorConfig::Thoughtspot { .. } | VendorConfig::Metabase { .. }
+                )
+            {
                 self.problem(
                     base,
                     format!(
-                        "a {} tenant keeps no per-user attributes; [tenants.attributes] is for ThoughtSpot formula variables",
+                        "a {} tenant keeps no per-user attributes; [tenants.attributes] is for ThoughtSpot formula variables and Metabase login_attributes",
                         v.kind()
                     ),
                 );

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod local;
+pub mod metabase;
 pub mod roles;
 pub mod sisense;
 pub mod tableau;

@@ -9,7 +9,7 @@ use crate::auth::TenantAuth;
 use crate::config::{Config, VendorConfig};
 use crate::connector::local::LocalConnector;
 use crate::connector::Connector;
-use crate::connector::{sisense, tableau, thoughtspot};
+use crate::connector::{metabase, sisense, tableau, thoughtspot};
 use crate::engine::EngineConnector;
 use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
@@ -45,8 +45,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("tenant {tenant}: the {kind} connector is not available in this build yet")]
-    UnsupportedVendor { tenant: String, kind: &'static str },
     /// A vendor connector that cannot start as configured; each line names its key path.
     #[error("tenant {tenant}: {message}")]
     Connector { tenant: String, message: String },
@@ -95,11 +93,11 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
                     || thoughtspot::preflight(t, index),
                 )?
             }
-            other => {
-                return Err(StartError::UnsupportedVendor {
-                    tenant: t.id.as_str().to_string(),
-                    kind: other.kind(),
-                })
+            VendorConfig::Metabase { .. } => {
+                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
+                start_engine(t, metabase::open(&store, t, index, Some(counter)), || {
+                    metabase::preflight(t, index)
+                })?
             }
         };
         let auth = TenantAuth::new(&t.id, &t.tokens, t.jwt_secret.as_ref());
