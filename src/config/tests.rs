@@ -774,6 +774,12 @@ fn tenant_attributes_map_vendor_attributes_to_scim_paths() {
         "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\nkind = \"local\"\n[tenants.attributes]\nregion = \"title\"\n",
     );
     assert_has(&p, "tenants[0].attributes", "keeps no per-user attributes");
+    // Metabase login_attributes take the same table.
+    let c = parse(
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\nkind = \"metabase\"\nbase_url = \"https://mb.example\"\napi_key = \"k\"\n[tenants.attributes]\nregion = \"title\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.tenants[0].attributes["region"], "title");
 }
 
 #[test]

@@ -185,9 +185,11 @@ pub enum Refusal {
     Invalid,
     /// A uniqueness conflict → 409 `uniqueness`.
     Conflict,
-    /// The vendor has no capacity for it: a licence seat (Tableau 409014) → 409 with no
+    /// The vendor's current state does not allow it yet: no free licence seat (Tableau
+    /// 409014), or the last admin, whom Metabase will not demote or deactivate → 409 with no
     /// `scimType` (the request conflicts with the vendor's current state, RFC 9110 §15.5.10;
-    /// it succeeds once a seat is free). Retried at every observe, since seats free up.
+    /// it succeeds once a seat is free or another admin exists). Retried at every observe,
+    /// since that state changes without the IdP writing anything.
     Capacity,
 }
 

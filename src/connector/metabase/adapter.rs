@@ -55,11 +55,18 @@ struct Known {
 }
 
 /// Membership ids by (user, group) [A.5]: removals go by membership id.
+///
+/// Once read in full (at start of need, and at every sync) the map is complete: a pair it lacks
+/// is not a membership, and costs no call. A membership made by hand since the last read is
+/// then unknown until the next sync, whose observe sees it and reconciles it.
 #[derive(Default)]
 struct MembershipIds {
     ids: HashMap<(u64, u64), u64>,
     /// Bumped by every full read, so that concurrent misses read once.
     generation: u64,
+    /// Whether every membership is in `ids` (false until a full read, and after an answer that
+    /// left one out).
+    complete: bool,
 }
 
 pub struct MetabaseAdapter {
@@ -338,6 +345,29 @@ impl MetabaseAdapter {
         }
     }
 
+    /// Every user, active or not, page by page [A.2, A.3].
+    async fn all_users(&self) -> AdapterResult<Vec<VendorUser>> {
+        let mut out = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let req = VendorRequest::get(wire::path("user"))
+                .query("status", "all")
+                .query("limit", wire::PAGE_SIZE.to_string())
+                .query("offset", offset.to_string());
+            let resp = self.send(req).await?;
+            if !resp.is_success() {
+                return Err(resp.rejected().into());
+            }
+            let page: wire::UserPage = resp.json()?;
+            let n = page.data.len();
+            out.extend(page.data.iter().map(|u| self.neutral(u)));
+            offset += n;
+            if n < wire::PAGE_SIZE || page.total.is_some_and(|t| offset >= t) {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Maps a Metabase error answer to the engine's classes, carrying Metabase's message.
     fn refusal(&self, resp: &VendorResponse, what: &str) -> AdapterError {
         let e = MbError::parse(&resp.body);
@@ -503,6 +533,7 @@ impl MetabaseAdapter {
         let mut m = self.memberships.lock();
         m.ids = ids;
         m.generation += 1;
+        m.complete = true;
         Ok(())
     }
 
@@ -512,6 +543,9 @@ impl MetabaseAdapter {
             let m = self.memberships.lock();
             if let Some(id) = m.ids.get(&(user, group)) {
                 return Ok(Some(*id));
+            }
+            if m.complete {
+                return Ok(None);
             }
             m.generation
         };
@@ -527,30 +561,33 @@ impl MetabaseAdapter {
             // Repeating it is safe: the second add meets the duplicate, which counts as done.
             .idempotent();
         let resp = self.send(req).await?;
-        if resp.is_success() {
-            // The answer is the group's active members with their membership ids.
-            if let Ok(members) = resp.json::<Vec<wire::Member>>() {
-                if let Some(m) = members.iter().find(|m| m.user_id == uid) {
-                    self.memberships
-                        .lock()
-                        .ids
-                        .insert((uid, group), m.membership_id);
-                }
-            }
-            return Ok(());
-        }
-        if wire::is_duplicate_membership(resp.status, &resp.body) {
-            return Ok(());
-        }
-        if resp.status == 404 {
+        let made = if resp.is_success() {
+            // The answer is the group's active members with their membership ids (an inactive
+            // user's is not among them).
+            resp.json::<Vec<wire::Member>>()
+                .ok()
+                .and_then(|members| members.into_iter().find(|m| m.user_id == uid))
+        } else if wire::is_duplicate_membership(resp.status, &resp.body) {
+            None
+        } else if resp.status == 404 {
             if !self.group_exists(group).await? {
                 return Err(AdapterError::Gone);
             }
             return Err(AdapterError::transient(
                 "a member is not in Metabase (yet); retried after it is",
             ));
+        } else {
+            return Err(self.refusal(&resp, "membership add"));
+        };
+        let mut m = self.memberships.lock();
+        match made {
+            Some(member) => {
+                m.ids.insert((uid, group), member.membership_id);
+            }
+            // A membership whose id the answer did not give: read at the next need.
+            None => m.complete = false,
         }
-        Err(self.refusal(&resp, "membership add"))
+        Ok(())
     }
 
     /// Removes a user from a group by its membership id; a non-member is nothing to do.
@@ -571,7 +608,9 @@ impl MetabaseAdapter {
             }
             // A membership id gone stale (removed by hand, or re-added under a new id): read
             // the ids again.
-            self.memberships.lock().ids.remove(&(uid, group));
+            let mut m = self.memberships.lock();
+            m.ids.remove(&(uid, group));
+            m.complete = false;
         }
         Ok(())
     }
@@ -715,27 +754,15 @@ impl VendorAdapter for MetabaseAdapter {
         Ok(self.user_by_id(uid).await?.map(|u| self.neutral(&u)))
     }
 
-    /// Every user, active or not, page by page (`GET /api/user?status=all`) [A.3].
+    /// Every user, active or not (`GET /api/user?status=all`, page by page) [A.3]; and every
+    /// membership id, read afresh beside them (one call), so that removals until the next sync
+    /// need no lookup.
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
-        let mut out = Vec::new();
-        let mut offset = 0usize;
-        loop {
-            let req = VendorRequest::get(wire::path("user"))
-                .query("status", "all")
-                .query("limit", wire::PAGE_SIZE.to_string())
-                .query("offset", offset.to_string());
-            let resp = self.send(req).await?;
-            if !resp.is_success() {
-                return Err(resp.rejected().into());
-            }
-            let page: wire::UserPage = resp.json()?;
-            let n = page.data.len();
-            out.extend(page.data.iter().map(|u| self.neutral(u)));
-            offset += n;
-            if n < wire::PAGE_SIZE || page.total.is_some_and(|t| offset >= t) {
-                return Ok(out);
-            }
-        }
+        let seen = self.memberships.lock().generation;
+        let (users, ()) = tokio::try_join!(self.all_users(), async {
+            self.read_memberships(seen).await.map_err(AdapterError::from)
+        })?;
+        Ok(users)
     }
 
     async fn create_group(&self, name: &str) -> AdapterResult<Created<VendorGroup>> {
