@@ -88,6 +88,8 @@ struct Membership {
 
 struct State {
     users: BTreeMap<i64, User>,
+    /// Lower-cased email → user id: Metabase's unique email index.
+    emails: HashMap<String, i64>,
     groups: BTreeMap<i64, Group>,
     memberships: BTreeMap<i64, Membership>,
     next_user: i64,
@@ -135,10 +137,17 @@ impl State {
             .count()
     }
 
+    /// Metabase's unique index on the lower-cased email, inactive users included.
     fn email_taken(&self, email: &str, except: Option<i64>) -> bool {
-        self.users
-            .values()
-            .any(|u| Some(u.id) != except && u.email.eq_ignore_ascii_case(email))
+        self.emails
+            .get(&email.to_lowercase())
+            .is_some_and(|id| Some(*id) != except)
+    }
+
+    /// Adds a user, indexing its email.
+    fn insert_user(&mut self, u: User) {
+        self.emails.insert(u.email.to_lowercase(), u.id);
+        self.users.insert(u.id, u);
     }
 }
 
@@ -180,6 +189,7 @@ impl Metabase {
         };
         let mut st = State {
             users: BTreeMap::new(),
+            emails: HashMap::new(),
             groups: BTreeMap::new(),
             memberships: BTreeMap::new(),
             next_user: 1,
@@ -235,7 +245,7 @@ impl Metabase {
                 .unwrap_or_else(|| DEFAULT_PASSWORD.to_string()),
         );
         admin.is_qbnewb = false;
-        st.users.insert(1, admin);
+        st.insert_user(admin);
         // The key's hidden user: `api-key-user-<uuid>@api-key.invalid`, in All Users + Admins.
         let mut key_user = mk_user(
             2,
@@ -244,7 +254,7 @@ impl Metabase {
             Some("API key"),
         );
         key_user.personal = false;
-        st.users.insert(2, key_user);
+        st.insert_user(key_user);
         st.next_user = 3;
         for uid in [1, 2] {
             st.add_membership(uid, 1, false);
@@ -865,32 +875,29 @@ async fn post_user(m: web::Data<Metabase>, req: HttpRequest, body: web::Bytes) -
     st.next_user += 1;
     let ts = now();
     // `is_superuser` on POST is silently ignored: admin comes from the Administrators membership.
-    st.users.insert(
+    st.insert_user(User {
         id,
-        User {
-            id,
-            email,
-            first_name: first,
-            last_name: last,
-            is_active: true,
-            is_qbnewb: true,
-            sso_source: None,
-            login_attributes: b
-                .get("login_attributes")
-                .filter(|v| v.is_object())
-                .cloned()
-                .unwrap_or(Value::Null),
-            locale: None,
-            date_joined: ts.clone(),
-            last_login: None,
-            updated_at: ts,
-            // Metabase sets a random password and mails an invite.
-            password: Some(m.ids.uuid()),
-            personal: true,
-            personal_collection_id: id,
-            groups: BTreeMap::new(),
-        },
-    );
+        email,
+        first_name: first,
+        last_name: last,
+        is_active: true,
+        is_qbnewb: true,
+        sso_source: None,
+        login_attributes: b
+            .get("login_attributes")
+            .filter(|v| v.is_object())
+            .cloned()
+            .unwrap_or(Value::Null),
+        locale: None,
+        date_joined: ts.clone(),
+        last_login: None,
+        updated_at: ts,
+        // Metabase sets a random password and mails an invite.
+        password: Some(m.ids.uuid()),
+        personal: true,
+        personal_collection_id: id,
+        groups: BTreeMap::new(),
+    });
     for (gid, mgr) in memberships {
         st.add_membership(id, gid, mgr);
     }
@@ -1022,10 +1029,15 @@ async fn put_user(m: web::Data<Metabase>, req: HttpRequest, body: web::Bytes) ->
             }
         }
     }
-    let u = st.users.get_mut(&id).expect("checked above");
     if let Some(e) = email {
-        u.email = e;
+        let old = std::mem::replace(
+            &mut st.users.get_mut(&id).expect("checked above").email,
+            e.clone(),
+        );
+        st.emails.remove(&old.to_lowercase());
+        st.emails.insert(e.to_lowercase(), id);
     }
+    let u = st.users.get_mut(&id).expect("checked above");
     if let Some(f) = first {
         u.first_name = f;
     }
