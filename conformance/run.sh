@@ -8,7 +8,8 @@
 #   sisense-scim    the same with mode = "scim" (Sisense's native SCIM API for users and groups);
 #   tableau         a Tableau Server tenant (personal access token) on `scim-bridge simulate tableau`;
 #   thoughtspot     a ThoughtSpot tenant (trusted-auth secret key, Primary Org) on
-#                   `scim-bridge simulate thoughtspot` (its 100 req/s limit on: the bridge stays under it).
+#                   `scim-bridge simulate thoughtspot` (its 100 req/s limit on: the bridge stays under it);
+#   metabase        a Metabase tenant (the simulator's API key, `x-api-key`) on `scim-bridge simulate metabase`.
 # A vendor tenant's bridge is tested once it has read its simulator (`/readyz?verbose` with no
 # vendor unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
 # Prints `N passed, M failed` per tester per tenant, then a summary; exits non-zero on any
@@ -18,13 +19,13 @@
 # Usage: conformance/run.sh [path/to/scim-bridge]   (default: target/release/scim-bridge, built if missing)
 #        conformance/run.sh TENANT...                e.g. `conformance/run.sh thoughtspot` (same as
 #                                                     CONFORMANCE_TENANTS=thoughtspot), default binary
-# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim tableau thoughtspot" (default: all five) to run
+# Env:   CONFORMANCE_TENANTS="local sisense-rest sisense-scim tableau thoughtspot metabase" (default: all six) to run
 #        fewer, e.g. CONFORMANCE_TENANTS=thoughtspot;
 #        SCIM_TESTER_TRACE=1 to print scim2-tester's requests and responses.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-known_tenants=" local sisense-rest sisense-scim tableau thoughtspot "
+known_tenants=" local sisense-rest sisense-scim tableau thoughtspot metabase "
 bin="$root/target/release/scim-bridge"
 if [ $# -gt 0 ] && [[ "$known_tenants" == *" $1 "* ]]; then
   CONFORMANCE_TENANTS="$*"
@@ -34,7 +35,7 @@ fi
 if [ ! -x "$bin" ]; then
   (cd "$root" && cargo build --release --locked --bin scim-bridge)
 fi
-tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim tableau thoughtspot}"
+tenants="${CONFORMANCE_TENANTS:-local sisense-rest sisense-scim tableau thoughtspot metabase}"
 
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scim2_tester, scim_sanity" 2>/dev/null; then
@@ -276,6 +277,16 @@ run_thoughtspot() {
     $'default = "Viewer"\nrules = [\n  { group = "BI Admins", role = "Analyst" },\n]'
 }
 
+# run_metabase NAME: a Metabase tenant signed in with the simulator's default API key (bound to
+# its Administrators group). Roles are Metabase permission groups: BI Admins → Administrators
+# (Metabase's admin group, so nothing has to be created in the simulator first: the bridge never
+# creates a rule's group) and no default, so users no rule covers are in no role group.
+run_metabase() {
+  run_vendor "$1" metabase \
+    $'api_key     = "mb_simulator_api_key"' \
+    $'rules = [\n  { group = "BI Admins", role = "Administrators" },\n]'
+}
+
 for t in $tenants; do
   case "$t" in
     local) run_local || status=1 ;;
@@ -283,6 +294,7 @@ for t in $tenants; do
     sisense-scim) run_sisense sisense-scim scim || status=1 ;;
     tableau) run_tableau tableau || status=1 ;;
     thoughtspot) run_thoughtspot thoughtspot || status=1 ;;
+    metabase) run_metabase metabase || status=1 ;;
     *) echo "unknown tenant in CONFORMANCE_TENANTS: $t"; status=1 ;;
   esac
 done
