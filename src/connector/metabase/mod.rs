@@ -178,16 +178,18 @@ impl Authenticator for MetabaseSignIn {
 }
 
 /// Metabase documents no API rate limit (it is usually self-hosted, one JVM and its app
-/// database): the bridge keeps a moderate pace and slows down on a 429 from a proxy.
+/// database): what protects it is the number of calls in flight, which a slow Metabase then
+/// paces by itself; the rate ceiling only stops a runaway, and the client slows down on a 429
+/// from a proxy.
 pub fn client_settings() -> ClientSettings {
     ClientSettings {
         timeout: Duration::from_secs(30),
         max_attempts: 6,
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
-        rate_per_sec: 300.0,
-        burst: 50,
-        max_concurrency: 16,
+        rate_per_sec: 1000.0,
+        burst: 100,
+        max_concurrency: 24,
         breaker_threshold: 20,
         breaker_cooldown: Duration::from_secs(10),
         ..ClientSettings::default()
