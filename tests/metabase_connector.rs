@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TENANT: &str = "acme-metabase";
-const TOKEN: &str = "test-token-metabase-0123456789";
+const TOKEN: &str = "test-token-metabase-0123456789abcdef0123";
 const API_KEY: &str = "mb_simulator_api_key";
 const ADMIN_EMAIL: &str = "admin@metabase.local";
 /// The simulator's admin password in these tests (distinctive, so that a leak is found).

@@ -64,6 +64,9 @@ pub struct Capabilities {
     /// SCIM user attributes the vendor cannot do without, published as `required` in the
     /// tenant's `/Schemas` and refused locally when missing.
     pub required_user_attributes: &'static [&'static str],
+    /// Whether the vendor's login is the SCIM userName. Metabase has no login but the email:
+    /// its users' email stands in for the login, and observe never writes it into userName.
+    pub keeps_login: bool,
     /// SCIM user attributes the vendor cannot change once set (Tableau's user name), published
     /// as `immutable` and refused locally (`400 mutability`) when changed.
     pub immutable_user_attributes: &'static [&'static str],

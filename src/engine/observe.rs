@@ -494,7 +494,7 @@ impl Engine {
                     continue;
                 };
                 let mut pulled = false;
-                if let Some(mut doc) = pulled_profile(&old, u) {
+                if let Some(mut doc) = pulled_profile(&old, u, self.caps.keeps_login) {
                     let (unique, _) = index_keys(ResourceKind::User, sid, &doc);
                     if dir
                         .check_unique(ResourceKind::User, &unique, Some(sid))
@@ -602,14 +602,16 @@ pub fn scim_user_of(p: &Profile, active: bool) -> Value {
 }
 
 /// The SCIM user `doc` with what the vendor shows for `u` (only what the vendor answered: an
-/// absent field is not a removal); `None` when nothing differs.
-fn pulled_profile(doc: &Value, u: &VendorUser) -> Option<Value> {
+/// absent field is not a removal); `None` when nothing differs. `keeps_login`: whether the
+/// vendor's login is the SCIM userName (not so for Metabase, whose login is the email).
+fn pulled_profile(doc: &Value, u: &VendorUser, keeps_login: bool) -> Option<Value> {
     let mut out = doc.clone();
     let mut differs = false;
     if let Some(p) = &u.profile {
         // userName is not case-exact (RFC 7643 §4.1.1): a vendor keeping another case has not
         // renamed anyone.
-        if !p.login.is_empty()
+        if keeps_login
+            && !p.login.is_empty()
             && !str_at(doc, "userName").is_some_and(|n| n.eq_ignore_ascii_case(&p.login))
         {
             out["userName"] = Value::String(p.login.clone());
@@ -617,7 +619,13 @@ fn pulled_profile(doc: &Value, u: &VendorUser) -> Option<Value> {
         }
         let old = Engine::profile_of(doc);
         if let Some(email) = p.email.as_deref().filter(|e| !e.is_empty()) {
-            if old.as_ref().and_then(|f| f.email.as_deref()) != Some(email) {
+            // Emails are compared without case: a vendor that lower-cases them (Metabase) has
+            // not changed anyone's.
+            if !old
+                .as_ref()
+                .and_then(|f| f.email.as_deref())
+                .is_some_and(|o| o.eq_ignore_ascii_case(email))
+            {
                 let mut emails = doc
                     .get("emails")
                     .and_then(Value::as_array)

@@ -688,17 +688,20 @@ impl Engine {
         if self.caps.role == RoleModel::Groups {
             if let Some(to) = &role_to {
                 self.forget(sid, &applied, |a| a.role = None).await?;
-                if to != NO_ROLE {
-                    self.adapter
-                        .change_members(to, std::slice::from_ref(&vid), &[])
-                        .await?;
-                }
+                // Out of the old role group first: a vendor that refuses that (Metabase keeps
+                // its last admin) leaves the user in its one role group, not in two. A crash
+                // in between leaves the role unknown, so the next pass sends both again.
                 for other in table.role_ids().filter(|r| *r != to) {
                     if applied.role.as_deref() == Some(other) || applied.role.is_none() {
                         self.adapter
                             .change_members(other, &[], std::slice::from_ref(&vid))
                             .await?;
                     }
+                }
+                if to != NO_ROLE {
+                    self.adapter
+                        .change_members(to, std::slice::from_ref(&vid), &[])
+                        .await?;
                 }
                 applied.role = Some(to.clone());
             }

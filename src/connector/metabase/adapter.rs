@@ -46,6 +46,10 @@ const VENDOR: &str = "Metabase";
 #[derive(Default)]
 struct Known {
     all_users: Option<u64>,
+    admin: Option<u64>,
+    /// The user the bridge signs in as: never demoted or deactivated by it, or the tenant
+    /// would lock itself out (every call needs an admin).
+    me: Option<u64>,
     /// Vendor ids of the role groups the rules name.
     role_groups: HashSet<u64>,
     /// Their names, lower-cased: a SCIM group may not take one over.
@@ -67,6 +71,9 @@ struct MembershipIds {
     /// Whether every membership is in `ids` (false until a full read, and after an answer that
     /// left one out).
     complete: bool,
+    /// Bumped by every add and removal, so that a full read that overlapped one is not trusted
+    /// as complete (its snapshot may predate the change).
+    writes: u64,
 }
 
 pub struct MetabaseAdapter {
@@ -121,6 +128,7 @@ impl MetabaseAdapter {
                 reactivation_strips_role: true,
                 // Metabase keys users by email [A.3].
                 required_user_attributes: &["emails"],
+                keeps_login: false,
                 immutable_user_attributes: &[],
             },
         }
@@ -153,17 +161,36 @@ impl MetabaseAdapter {
     /// Signs in and confirms that the bridge's user is an admin (every call it makes needs
     /// one [A.3–A.5]): `Rejected` 403 when it is not.
     pub async fn check_admin(&self) -> Result<(), VendorError> {
+        let me = self.current_user().await?;
+        if me.is_superuser == Some(false) {
+            return Err(VendorError::Rejected {
+                status: 403,
+                body: "the bridge's Metabase user is not in Administrators".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The user the bridge is signed in as (an API key's hidden user, or the password's).
+    async fn current_user(&self) -> Result<wire::User, VendorError> {
         let resp = self
             .send(VendorRequest::get(wire::path("user/current")))
             .await?;
         if !resp.is_success() {
             return Err(resp.rejected());
         }
-        let me: wire::User = resp.json()?;
-        if me.is_superuser == Some(false) {
-            return Err(VendorError::Rejected {
-                status: 403,
-                body: "the bridge's Metabase user is not in Administrators".into(),
+        resp.json()
+    }
+
+    /// Refuses to take admin or access from the user the bridge signs in as.
+    fn spare_myself(&self, user: u64, what: &str) -> AdapterResult<()> {
+        if self.known.read().me == Some(user) {
+            return Err(AdapterError::Refused {
+                vendor: VENDOR,
+                reason: format!(
+                    "the bridge signs in to Metabase as this user, and would lock itself out: {what} is not sent (sign the bridge in with an API key to manage this person from the IdP)"
+                ),
+                kind: Refusal::Invalid,
             });
         }
         Ok(())
@@ -175,8 +202,11 @@ impl MetabaseAdapter {
     /// reports it: the bridge never creates one.
     pub async fn resolve_roles(&self) -> AdapterResult<RoleCatalog> {
         let groups = self.all_groups().await?;
+        let me = self.current_user().await?;
         let mut known = Known {
             resolved: true,
+            me: Some(me.id),
+            admin: groups.iter().find(|g| g.is_admin()).map(|g| g.id),
             all_users: groups.iter().find(|g| g.is_all_users()).map(|g| g.id),
             ..Known::default()
         };
@@ -186,11 +216,15 @@ impl MetabaseAdapter {
                 // Refused by the offline check; never resolved.
                 continue;
             }
-            let found = if wire::names_admin(name) {
-                groups.iter().find(|g| g.is_admin())
-            } else {
-                groups.iter().find(|g| g.name.eq_ignore_ascii_case(name))
-            };
+            // The admin group by its type, so a renamed or translated one is found too.
+            let found = groups
+                .iter()
+                .find(|g| g.name.eq_ignore_ascii_case(name))
+                .or_else(|| {
+                    wire::names_admin(name)
+                        .then(|| groups.iter().find(|g| g.is_admin()))
+                        .flatten()
+                });
             let Some(g) = found else { continue };
             if g.is_all_users() {
                 continue;
@@ -401,30 +435,26 @@ impl MetabaseAdapter {
     }
 
     /// `PUT /api/user/:id` with `body`; the user as Metabase answers. A 404 is an inactive
-    /// user [A.3] or a gone one: gone is `Gone`; an inactive one the engine wants active (it
-    /// sends profile changes only then) is reactivated and written.
+    /// user [A.3] or a gone one: gone is `Gone`; an inactive one is not written.
     async fn put_user(&self, id: u64, body: &Value, what: &str) -> AdapterResult<wire::User> {
-        for _ in 0..2 {
-            let req = VendorRequest::put(wire::path(&format!("user/{id}"))).json(body.clone());
-            let resp = self.send(req).await?;
-            if resp.is_success() {
-                return Ok(resp.json()?);
-            }
-            if resp.status != 404 {
-                return Err(self.refusal(&resp, what));
-            }
-            match self.user_by_id(id).await? {
-                None => return Err(AdapterError::Gone),
-                Some(u) if u.is_active == Some(false) => {
-                    // Deactivated by hand while the IdP has it active.
-                    self.reactivate(id).await?;
-                }
-                Some(_) => return Err(self.refusal(&resp, what)),
-            }
+        let req = VendorRequest::put(wire::path(&format!("user/{id}"))).json(body.clone());
+        let resp = self.send(req).await?;
+        if resp.is_success() {
+            return Ok(resp.json()?);
         }
-        Err(AdapterError::transient(format!(
-            "Metabase kept answering the {what} with 404 for an active user"
-        )))
+        if resp.status != 404 {
+            return Err(self.refusal(&resp, what));
+        }
+        match self.user_by_id(id).await? {
+            None => Err(AdapterError::Gone),
+            // Deactivated by hand while the IdP has it active: never reactivated to be written
+            // (that would give access back). Retried; the next sync pulls the deactivation in,
+            // and the change then waits for the IdP's reactivation.
+            Some(u) if u.is_active == Some(false) => Err(AdapterError::transient(format!(
+                "the user was deactivated in Metabase; the {what} waits for the next sync"
+            ))),
+            Some(_) => Err(self.refusal(&resp, what)),
+        }
     }
 
     /// `PUT /api/user/:id/reactivate` [A.3]; an active user is left as it is.
@@ -445,6 +475,7 @@ impl MetabaseAdapter {
     /// `DELETE /api/user/:id`: deactivation [A.3]. Metabase answers an unknown id with a 500
     /// (no row updated), so a failure is followed by a lookup that tells "gone".
     async fn deactivate(&self, id: u64) -> AdapterResult<()> {
+        self.spare_myself(id, "its deactivation")?;
         let req = VendorRequest::delete(wire::path(&format!("user/{id}")));
         let resp = match self.send(req).await {
             Ok(r) => r,
@@ -515,9 +546,13 @@ impl MetabaseAdapter {
     /// included [A.5]) unless another caller did since `seen`.
     async fn read_memberships(&self, seen: u64) -> Result<(), VendorError> {
         let _flight = self.membership_read.lock().await;
-        if self.memberships.lock().generation != seen {
-            return Ok(());
-        }
+        let writes_before = {
+            let m = self.memberships.lock();
+            if m.generation != seen {
+                return Ok(());
+            }
+            m.writes
+        };
         let resp = self
             .send(VendorRequest::get(wire::path("permissions/membership")))
             .await?;
@@ -533,7 +568,7 @@ impl MetabaseAdapter {
         let mut m = self.memberships.lock();
         m.ids = ids;
         m.generation += 1;
-        m.complete = true;
+        m.complete = m.writes == writes_before;
         Ok(())
     }
 
@@ -560,7 +595,14 @@ impl MetabaseAdapter {
             .json(json!({"group_id": group, "user_id": uid}))
             // Repeating it is safe: the second add meets the duplicate, which counts as done.
             .idempotent();
-        let resp = self.send(req).await?;
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The add may have been made, its id unknown.
+                self.memberships.lock().complete = false;
+                return Err(e.into());
+            }
+        };
         let made = if resp.is_success() {
             // The answer is the group's active members with their membership ids (an inactive
             // user's is not among them).
@@ -580,6 +622,7 @@ impl MetabaseAdapter {
             return Err(self.refusal(&resp, "membership add"));
         };
         let mut m = self.memberships.lock();
+        m.writes += 1;
         match made {
             Some(member) => {
                 m.ids.insert((uid, group), member.membership_id);
@@ -593,6 +636,9 @@ impl MetabaseAdapter {
     /// Removes a user from a group by its membership id; a non-member is nothing to do.
     async fn remove_member(&self, group: u64, user: &str) -> AdapterResult<()> {
         let uid = num(user)?;
+        if self.known.read().admin == Some(group) {
+            self.spare_myself(uid, "its removal from Administrators")?;
+        }
         for _ in 0..2 {
             let Some(mid) = self.membership_id(uid, group).await? else {
                 return Ok(());
@@ -600,7 +646,9 @@ impl MetabaseAdapter {
             let req = VendorRequest::delete(wire::path(&format!("permissions/membership/{mid}")));
             let resp = self.send(req).await?;
             if resp.is_success() {
-                self.memberships.lock().ids.remove(&(uid, group));
+                let mut m = self.memberships.lock();
+                m.ids.remove(&(uid, group));
+                m.writes += 1;
                 return Ok(());
             }
             if resp.status != 404 {
@@ -683,16 +731,16 @@ impl VendorAdapter for MetabaseAdapter {
             return Err(self.refusal(&resp, "user create"));
         }
         let made: wire::User = resp.json()?;
-        let mut active = true;
         if !user.active {
-            // Metabase makes users active; an inactive one is deactivated at once (or by the
-            // engine's next step, if this fails).
-            active = self.deactivate(made.id).await.is_err();
+            // Metabase makes users active; an inactive one is deactivated at once. If that
+            // fails the create fails with it: its retry finds the user by email, takes it
+            // over and deactivates it, rather than leaving it active unseen.
+            self.deactivate(made.id).await?;
         }
         Ok(Created::New(VendorUser {
             id: made.id.to_string(),
             profile: Some(view),
-            active: Some(active),
+            active: Some(user.active),
             // In All Users only; the engine adds the rules' role group next.
             role: Some(NO_ROLE.to_string()),
             groups: None,
@@ -705,17 +753,33 @@ impl VendorAdapter for MetabaseAdapter {
         change: &UserChange,
     ) -> AdapterResult<Option<VendorUser>> {
         let uid = num(id)?;
-        if change.active == Some(true) {
+        let reactivating = change.active == Some(true);
+        if reactivating {
             self.reactivate(uid).await?;
         }
         let mut answer = None;
         if let Some(p) = &change.profile {
-            let body = self.profile_body(uid, p, &change.changed_fields).await?;
-            if !body.is_empty() {
-                answer = Some(
-                    self.put_user(uid, &Value::Object(body), "user update")
-                        .await?,
-                );
+            let written = match self.profile_body(uid, p, &change.changed_fields).await {
+                Ok(body) if body.is_empty() => Ok(None),
+                Ok(body) => self
+                    .put_user(uid, &Value::Object(body), "user update")
+                    .await
+                    .map(Some),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(u) => answer = u,
+                // The change is refused for good, so the reactivation it came with must not
+                // stand alone: the engine records the user as not reactivated.
+                Err(e @ AdapterError::Refused { .. }) if reactivating => {
+                    if let Err(undo) = self.deactivate(uid).await {
+                        return Err(AdapterError::transient(format!(
+                            "{e}; and deactivating the user again failed ({undo}), so it is retried"
+                        )));
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
             }
         }
         if change.active == Some(false) {
@@ -760,7 +824,9 @@ impl VendorAdapter for MetabaseAdapter {
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
         let seen = self.memberships.lock().generation;
         let (users, ()) = tokio::try_join!(self.all_users(), async {
-            self.read_memberships(seen).await.map_err(AdapterError::from)
+            self.read_memberships(seen)
+                .await
+                .map_err(AdapterError::from)
         })?;
         Ok(users)
     }
@@ -775,7 +841,7 @@ impl VendorAdapter for MetabaseAdapter {
             .create_or_find(req, || self.group_named(name))
             .await?;
         let resp = match outcome {
-            CreateOutcome::Found(g) => return Ok(Created::Exists(vendor_group(g))),
+            CreateOutcome::Found(g) => return taken_over(g),
             CreateOutcome::Sent(r) => r,
         };
         if resp.is_success() {
@@ -783,7 +849,7 @@ impl VendorAdapter for MetabaseAdapter {
         }
         if MbError::parse(&resp.body).is_some_and(|e| e.message == wire::message::GROUP_EXISTS) {
             if let Some(g) = self.group_named(name).await? {
-                return Ok(Created::Exists(vendor_group(g)));
+                return taken_over(g);
             }
         }
         Err(self.refusal(&resp, "group create"))
@@ -908,6 +974,22 @@ impl VendorAdapter for MetabaseAdapter {
     fn unavailable(&self) -> Option<String> {
         self.client.unavailable_reason(VENDOR)
     }
+}
+
+/// A group Metabase already has, for a SCIM group of its name: taken over, unless Metabase made
+/// it (newer builds' "Data Analysts"), which is never mirrored.
+fn taken_over(g: wire::Group) -> AdapterResult<Created<VendorGroup>> {
+    if g.is_magic() {
+        return Err(AdapterError::Refused {
+            vendor: VENDOR,
+            reason: format!(
+                "\"{}\" is a Metabase built-in group the bridge never mirrors",
+                g.name
+            ),
+            kind: Refusal::Conflict,
+        });
+    }
+    Ok(Created::Exists(vendor_group(g)))
 }
 
 fn vendor_group(g: wire::Group) -> VendorGroup {

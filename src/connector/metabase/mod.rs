@@ -8,8 +8,8 @@
 //!   401. Metabase throttles failed logins per username [A.1]: a refused password is not tried
 //!   again for a minute, then two, four… up to an hour, so the bridge never keeps the account
 //!   throttled for the person who owns it.
-//! - **Users**: created with `All Users` (and the role group the rules give, in the same call),
-//!   updated, deactivated by `DELETE /api/user/:id` and reactivated by `PUT …/reactivate`.
+//! - **Users**: created in `All Users` (the role group the rules give follows as one
+//!   membership call), updated, deactivated by `DELETE /api/user/:id` and reactivated by `PUT …/reactivate`.
 //!   Metabase has no hard delete: an IdP DELETE deactivates, and a later create of the same
 //!   email takes that user back and reactivates it.
 //! - **Groups** are permission groups; membership is added by `POST /api/permissions/membership`

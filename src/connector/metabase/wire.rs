@@ -22,10 +22,9 @@ pub const ADMIN_TYPE: &str = "admin";
 pub const ALL_USERS_NAME: &str = "All Users";
 pub const ADMIN_NAME: &str = "Administrators";
 
-/// Whether a rule's role (or a SCIM group's name) names the Administrators group: its name, or
-/// "Admin" as Metabase's own messages call it [A.4].
+/// Whether a rule's role (or a SCIM group's name) names the Administrators group [A.4].
 pub fn names_admin(name: &str) -> bool {
-    name.eq_ignore_ascii_case(ADMIN_NAME) || name.eq_ignore_ascii_case("Admin")
+    name.eq_ignore_ascii_case(ADMIN_NAME)
 }
 
 /// Whether a name is "All Users", which holds everyone and can never be a role or a mirror.

@@ -49,6 +49,7 @@ impl SisenseRest {
                 writable_while_inactive: true,
                 reactivation_strips_role: false,
                 required_user_attributes: REQUIRED,
+                keeps_login: true,
                 immutable_user_attributes: &[],
             },
         }

@@ -94,6 +94,7 @@ impl TableauAdapter {
                 reactivation_strips_role: false,
                 required_user_attributes: &[],
                 // Update User takes no name [A.4].
+                keeps_login: true,
                 immutable_user_attributes: &["userName"],
             },
         }

@@ -103,6 +103,7 @@ impl ThoughtspotAdapter {
                 reactivation_strips_role: false,
                 // `users/create` requires `email` [B.4].
                 required_user_attributes: &["emails"],
+                keeps_login: true,
                 immutable_user_attributes: &[],
             },
         }
