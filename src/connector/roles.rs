@@ -121,6 +121,22 @@ pub fn resolve_roles(
 /// Groups named in rules that the bridge does not know (yet). The IdP may push such a group
 /// later, so the caller decides whether this is a warning (at start) or an error (`config check
 /// --online`); either way the rule simply never matches until the group exists.
+/// Every role name the rules and the default use, once each (names compared without case).
+pub fn rule_role_names(rules: &crate::config::RoleRules) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for n in rules
+        .rules
+        .iter()
+        .map(|r| r.role.clone())
+        .chain(rules.default.clone())
+    {
+        if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
+            names.push(n);
+        }
+    }
+    names
+}
+
 pub fn unknown_rule_groups(
     tenant_index: usize,
     rules: &RoleRules,

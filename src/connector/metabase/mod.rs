@@ -24,7 +24,7 @@ pub mod adapter;
 pub mod wire;
 
 use super::http::{post_sign_in, Authenticator, ClientSettings, VendorClient, VendorError};
-use super::roles::unknown_rule_groups;
+use super::roles::{rule_role_names, unknown_rule_groups};
 use crate::config::{MetabaseAuth, Problem, TenantConfig, VendorConfig};
 use crate::engine::Engine;
 use crate::store::Store;
@@ -217,27 +217,10 @@ fn adapter_for(
     .map_err(|e| e.to_string())?;
     let adapter = MetabaseAdapter::new(
         client.clone(),
-        rule_role_names(tenant),
+        rule_role_names(&tenant.roles),
         tenant.attributes.keys().cloned().collect(),
     );
     Ok((client, adapter))
-}
-
-/// Every role name the rules and the default use.
-fn rule_role_names(tenant: &TenantConfig) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for n in tenant
-        .roles
-        .rules
-        .iter()
-        .map(|r| r.role.clone())
-        .chain(tenant.roles.default.clone())
-    {
-        if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
-            names.push(n);
-        }
-    }
-    names
 }
 
 fn sign_in_problem(tenant_index: usize, auth: &MetabaseAuth, reason: &str) -> Problem {
@@ -392,24 +375,7 @@ pub fn preflight(
         super::run_detached(
             move || async move { verify(tenant, tenant_index, settings, false).await },
         );
-    match outcome {
-        Ok(Ok(problems)) => {
-            let fatal: Vec<Problem> = problems
-                .into_iter()
-                .filter(|p| !p.key_path.ends_with(".base_url") && !p.message.starts_with("cannot "))
-                .collect();
-            if fatal.is_empty() {
-                Ok(None)
-            } else {
-                Err(fatal)
-            }
-        }
-        Ok(Err(problems)) => Err(problems),
-        Err(reason) => {
-            tracing::warn!(tenant = %tenant.id, %reason, "Metabase start-up check did not run");
-            Ok(None)
-        }
-    }
+    super::settle_preflight(tenant, "Metabase", outcome)
 }
 
 pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Problem> {

@@ -25,7 +25,7 @@ pub mod wire;
 use super::http::{
     post_sign_in, Authenticator, ClientSettings, RateBudget, VendorClient, VendorError,
 };
-use super::roles::unknown_rule_groups;
+use super::roles::{rule_role_names, unknown_rule_groups};
 use crate::config::{
     Problem, TenantConfig, ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups,
     VendorConfig,
@@ -231,28 +231,11 @@ fn adapter_for(
         client.clone(),
         c.org_id,
         c.orgs.cloned(),
-        rule_role_names(tenant),
+        rule_role_names(&tenant.roles),
         tenant.attributes.keys().cloned().collect(),
     )
     .with_account_type(c.account_type);
     Ok((client, adapter))
-}
-
-/// Every role name the rules and the default name.
-fn rule_role_names(tenant: &TenantConfig) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for n in tenant
-        .roles
-        .rules
-        .iter()
-        .map(|r| r.role.clone())
-        .chain(tenant.roles.default.clone())
-    {
-        if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
-            names.push(n);
-        }
-    }
-    names
 }
 
 fn sign_in_problem(tenant_index: usize, c: &Cluster<'_>, reason: &str) -> Problem {
@@ -430,26 +413,7 @@ pub fn preflight(
     let outcome = super::run_detached(move || async move {
         verify(tenant, tenant_index, &c, settings, false).await
     });
-    match outcome {
-        Ok(Ok(problems)) => {
-            let fatal: Vec<Problem> = problems
-                .into_iter()
-                // An unreachable cluster or a failed read is not the config's fault: the
-                // engine resolves roles when the cluster answers.
-                .filter(|p| !p.key_path.ends_with(".base_url") && !p.message.starts_with("cannot "))
-                .collect();
-            if fatal.is_empty() {
-                Ok(None)
-            } else {
-                Err(fatal)
-            }
-        }
-        Ok(Err(problems)) => Err(problems),
-        Err(reason) => {
-            tracing::warn!(tenant = %tenant.id, %reason, "ThoughtSpot start-up check did not run");
-            Ok(None)
-        }
-    }
+    super::settle_preflight(tenant, "ThoughtSpot", outcome)
 }
 
 pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Problem> {
