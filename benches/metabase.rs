@@ -66,7 +66,7 @@ use support::{
 };
 
 const TENANT: &str = "acme-metabase";
-const TOKEN: &str = "bench-token-metabase-0123456789";
+const TOKEN: &str = "bench-token-metabase-0123456789abcdef";
 /// The bridge's outbox drains within this, or the bench fails.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 /// The sync tenant's default role: a permission group the seeding makes (the bridge never

@@ -49,7 +49,7 @@ use support::{
 };
 
 const TENANT: &str = "acme-tableau";
-const TOKEN: &str = "bench-token-tableau-0123456789";
+const TOKEN: &str = "bench-token-tableau-0123456789abcdef";
 /// The simulator's site administrator (password sign-in), for reading the end state without
 /// ending the bridge's PAT session (one live session per PAT).
 const ADMIN_PASSWORD: &str = "admin";

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{Secret, TenantConfig, TenantId};
+use crate::config::{Config, Secret, TenantConfig, TenantId, DEFAULT_JWT_MAX_LIFETIME};
+use crate::store::revoked::RevokedTokens;
+use crate::store::{Store, StoreError};
 
 /// Clock skew tolerated on `exp` (and `nbf`, when present).
 pub const JWT_LEEWAY_SECS: u64 = 30;
@@ -32,6 +34,18 @@ pub enum AuthError {
     WrongTenant,
     #[error("token lacks the required claim `{0}`")]
     MissingClaim(String),
+    /// `exp − iat` is longer than `jwt_max_lifetime`.
+    #[error("token lifetime (exp - iat) exceeds the bridge's maximum of {}", format_duration(*.0))]
+    LifetimeTooLong(Duration),
+    /// The `jti` is on the tenant's deny list (`scim-bridge token revoke`).
+    #[error("token has been revoked")]
+    Revoked,
+    /// The deny list could not be read; the token is refused rather than let through.
+    #[error("the token's revocation status cannot be checked")]
+    RevocationUnavailable,
+    /// A `crit` header parameter (RFC 7515 §4.1.11): the bridge understands no extension.
+    #[error("token names critical header parameters the bridge does not understand")]
+    UnsupportedCritical,
     /// `issue_token` could not mint a token (e.g. a zero TTL).
     #[error("cannot issue token: {0}")]
     Issue(String),
@@ -43,6 +57,10 @@ pub struct TenantAuth {
     tenant: TenantId,
     token_hashes: Vec<[u8; 32]>,
     jwt: Option<(DecodingKey, Validation)>,
+    /// The longest `exp − iat` accepted (`jwt_max_lifetime`).
+    max_lifetime: Duration,
+    /// The tenant's deny list of `jti`s, read per request; `None`: nothing is revoked.
+    revoked: Option<RevokedTokens>,
 }
 
 impl fmt::Debug for TenantAuth {
@@ -51,6 +69,8 @@ impl fmt::Debug for TenantAuth {
             .field("tenant", &self.tenant)
             .field("static_tokens", &self.token_hashes.len())
             .field("jwt", &self.jwt.is_some())
+            .field("max_lifetime", &self.max_lifetime)
+            .field("revocation_list", &self.revoked.is_some())
             .finish()
     }
 }
@@ -80,7 +100,7 @@ impl TenantAuth {
         let jwt = jwt_secret.map(|secret| {
             let mut validation = Validation::new(Algorithm::HS256);
             validation.set_audience(&[tenant.as_str()]);
-            validation.set_required_spec_claims(&["exp", "aud"]);
+            validation.set_required_spec_claims(&["exp", "aud", "iat"]);
             validation.leeway = JWT_LEEWAY_SECS;
             validation.validate_exp = true;
             validation.validate_nbf = true;
@@ -96,12 +116,40 @@ impl TenantAuth {
                 .map(|t| sha256(t.expose().as_bytes()))
                 .collect(),
             jwt,
+            max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
+            revoked: None,
         }
     }
 
-    /// The verifier for a configured tenant (its `tokens` and `jwt_secret`).
+    /// The verifier for a configured tenant (its `tokens` and `jwt_secret`), with the default
+    /// maximum JWT lifetime and no deny list.
     pub fn for_tenant(tenant: &TenantConfig) -> TenantAuth {
         TenantAuth::new(&tenant.id, &tenant.tokens, tenant.jwt_secret.as_ref())
+    }
+
+    /// The verifier `serve` uses: the tenant's tokens and key, the config's `jwt_max_lifetime`,
+    /// and the tenant's deny list in `store` (read on every request, so a revocation written to
+    /// the store counts at once).
+    pub fn for_config(
+        config: &Config,
+        tenant: &TenantConfig,
+        store: &Store,
+    ) -> Result<TenantAuth, StoreError> {
+        Ok(TenantAuth::for_tenant(tenant)
+            .with_max_lifetime(config.jwt_max_lifetime)
+            .with_revocations(RevokedTokens::open(store, tenant.id.as_str())?))
+    }
+
+    /// Refuses JWTs whose `exp − iat` is longer than `max` (default 90 days).
+    pub fn with_max_lifetime(mut self, max: Duration) -> TenantAuth {
+        self.max_lifetime = max;
+        self
+    }
+
+    /// Refuses JWTs whose `jti` is on `list`.
+    pub fn with_revocations(mut self, list: RevokedTokens) -> TenantAuth {
+        self.revoked = Some(list);
+        self
     }
 
     pub fn tenant(&self) -> &TenantId {
@@ -127,18 +175,60 @@ impl TenantAuth {
         }
         match &self.jwt {
             Some((key, validation)) if looks_like_jwt(bearer) => {
-                jsonwebtoken::decode::<serde_json::Value>(bearer, key, validation)
-                    .map(|_| ())
+                let data = jsonwebtoken::decode::<serde_json::Value>(bearer, key, validation)
                     .map_err(|e| match e.into_kind() {
                         ErrorKind::ExpiredSignature => AuthError::Expired,
                         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                         ErrorKind::InvalidAudience => AuthError::WrongTenant,
                         ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim),
                         _ => AuthError::InvalidToken,
-                    })
+                    })?;
+                // RFC 7515 §4.1.11: a recipient that does not understand every extension named
+                // in `crit` must refuse the token. The bridge understands none.
+                if data.header.crit.is_some() {
+                    return Err(AuthError::UnsupportedCritical);
+                }
+                self.check_claims(&data.claims)
             }
             _ => Err(AuthError::InvalidToken),
         }
+    }
+
+    /// What the library does not check: `iat` (required, not in the future), `exp − iat` within
+    /// the maximum lifetime, and a `jti` (required) that is not revoked.
+    fn check_claims(&self, claims: &serde_json::Value) -> Result<(), AuthError> {
+        let numeric = |name: &str| -> Result<u64, AuthError> {
+            let v = claims
+                .get(name)
+                .ok_or_else(|| AuthError::MissingClaim(name.to_string()))?;
+            match v.as_f64() {
+                Some(n) if n.is_finite() && n >= 0.0 => Ok(n.floor() as u64),
+                _ => Err(AuthError::InvalidToken),
+            }
+        };
+        let iat = numeric("iat")?;
+        let exp = numeric("exp")?;
+        if iat > now_secs().saturating_add(JWT_LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid);
+        }
+        if exp.saturating_sub(iat) > self.max_lifetime.as_secs() {
+            return Err(AuthError::LifetimeTooLong(self.max_lifetime));
+        }
+        let jti = match claims.get("jti").and_then(|v| v.as_str()) {
+            Some(j) if !j.is_empty() => j,
+            _ => return Err(AuthError::MissingClaim("jti".into())),
+        };
+        if let Some(list) = &self.revoked {
+            match list.is_revoked(jti) {
+                Ok(false) => {}
+                Ok(true) => return Err(AuthError::Revoked),
+                Err(e) => {
+                    tracing::error!(tenant = %self.tenant, error = %e, "cannot read the revoked-token list");
+                    return Err(AuthError::RevocationUnavailable);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -166,10 +256,28 @@ pub fn issue_token(
     jwt_secret: &Secret,
     ttl: Duration,
 ) -> Result<String, AuthError> {
+    issue_token_with_jti(tenant, jwt_secret, ttl, DEFAULT_JWT_MAX_LIFETIME).map(|(t, _)| t)
+}
+
+/// [`issue_token`] with the config's `jwt_max_lifetime`; also returns the token's `jti` (what
+/// `scim-bridge token revoke --jti` takes).
+pub fn issue_token_with_jti(
+    tenant: &TenantId,
+    jwt_secret: &Secret,
+    ttl: Duration,
+    max_lifetime: Duration,
+) -> Result<(String, String), AuthError> {
     if ttl.as_secs() == 0 {
         return Err(AuthError::Issue(
             "the TTL must be at least one second".into(),
         ));
+    }
+    if ttl > max_lifetime {
+        return Err(AuthError::Issue(format!(
+            "the TTL ({}) is longer than jwt_max_lifetime ({}); issue a shorter token, or raise `jwt_max_lifetime` in the config",
+            format_duration(ttl),
+            format_duration(max_lifetime)
+        )));
     }
     let iat = now_secs();
     let exp = iat
@@ -182,12 +290,24 @@ pub fn issue_token(
         exp,
         jti: uuid::Uuid::new_v4().to_string(),
     };
-    jsonwebtoken::encode(
+    let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(jwt_secret.expose().as_bytes()),
     )
-    .map_err(|e| AuthError::Issue(e.to_string()))
+    .map_err(|e| AuthError::Issue(e.to_string()))?;
+    Ok((token, claims.jti))
+}
+
+/// A duration in the largest unit `parse_ttl` reads back exactly: `90d`, `36h`, `1d12h` → `36h`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, factor) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= factor && s % factor == 0 {
+            return format!("{}{unit}", s / factor);
+        }
+    }
+    format!("{s}s")
 }
 
 /// Parses `--ttl` values such as "365d", "12h", "30m", "3600s", "90" (seconds); also "1w" and
@@ -320,13 +440,19 @@ mod tests {
             KEY,
         );
         assert_eq!(jwt_only("acme").verify(&expired), Err(AuthError::Expired));
-        let within_leeway = sign(serde_json::json!({"aud": "acme", "exp": now - 5}), KEY);
+        let within_leeway = sign(
+            serde_json::json!({"aud": "acme", "exp": now - 5, "iat": now - 60, "jti": "j"}),
+            KEY,
+        );
         assert_eq!(jwt_only("acme").verify(&within_leeway), Ok(()));
     }
 
     #[test]
     fn jwt_without_exp_is_refused() {
-        let token = sign(serde_json::json!({"aud": "acme", "sub": "x"}), KEY);
+        let token = sign(
+            serde_json::json!({"aud": "acme", "sub": "x", "iat": now_secs(), "jti": "j"}),
+            KEY,
+        );
         assert_eq!(
             jwt_only("acme").verify(&token),
             Err(AuthError::MissingClaim("exp".into()))
@@ -335,8 +461,108 @@ mod tests {
 
     #[test]
     fn jwt_without_aud_is_refused() {
-        let token = sign(serde_json::json!({"exp": now_secs() + 60}), KEY);
+        let token = sign(
+            serde_json::json!({"exp": now_secs() + 60, "iat": now_secs(), "jti": "j"}),
+            KEY,
+        );
         assert!(jwt_only("acme").verify(&token).is_err());
+    }
+
+    fn claims(lifetime: u64) -> serde_json::Value {
+        let now = now_secs();
+        serde_json::json!({"aud": "acme", "iat": now, "exp": now + lifetime, "jti": "j-1"})
+    }
+
+    #[test]
+    fn jwt_lifetime_is_bounded() {
+        let day = 86_400;
+        let auth = jwt_only("acme");
+        assert_eq!(auth.verify(&sign(claims(90 * day), KEY)), Ok(()));
+        assert_eq!(
+            auth.verify(&sign(claims(90 * day + 1), KEY)),
+            Err(AuthError::LifetimeTooLong(DEFAULT_JWT_MAX_LIFETIME))
+        );
+        let short = jwt_only("acme").with_max_lifetime(Duration::from_secs(3600));
+        assert_eq!(short.verify(&sign(claims(3600), KEY)), Ok(()));
+        assert!(matches!(
+            short.verify(&sign(claims(3601), KEY)),
+            Err(AuthError::LifetimeTooLong(_))
+        ));
+        // No iat, or no jti: a token the bridge did not mint, which it cannot bound or revoke.
+        let mut c = claims(60);
+        c.as_object_mut().unwrap().remove("iat");
+        assert_eq!(
+            auth.verify(&sign(c, KEY)),
+            Err(AuthError::MissingClaim("iat".into()))
+        );
+        let mut c = claims(60);
+        c.as_object_mut().unwrap().remove("jti");
+        assert_eq!(
+            auth.verify(&sign(c, KEY)),
+            Err(AuthError::MissingClaim("jti".into()))
+        );
+        // iat in the future (beyond the leeway): not yet valid.
+        let mut c = claims(60);
+        c["iat"] = serde_json::json!(now_secs() + 3600);
+        c["exp"] = serde_json::json!(now_secs() + 3700);
+        assert_eq!(auth.verify(&sign(c, KEY)), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn issue_refuses_a_ttl_over_the_maximum() {
+        let max = Duration::from_secs(7 * 86_400);
+        let (token, jti) = issue_token_with_jti(&tid("acme"), &Secret::new(KEY), max, max).unwrap();
+        let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&token)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["jti"], jti.as_str());
+        let err = issue_token_with_jti(
+            &tid("acme"),
+            &Secret::new(KEY),
+            max + Duration::from_secs(1),
+            max,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("jwt_max_lifetime (7d)"), "{err}");
+        assert!(issue_token(&tid("acme"), &Secret::new(KEY), parse_ttl("365d").unwrap()).is_err());
+        assert_eq!(format_duration(Duration::from_secs(36 * 3600)), "36h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp-policy".into()]);
+        let mut c = claims(60);
+        c["exp-policy"] = serde_json::json!(1);
+        let token =
+            jsonwebtoken::encode(&header, &c, &EncodingKey::from_secret(KEY.as_bytes())).unwrap();
+        assert_eq!(
+            jwt_only("acme").verify(&token),
+            Err(AuthError::UnsupportedCritical)
+        );
+    }
+
+    #[test]
+    fn revoked_jti_is_refused_from_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let list = RevokedTokens::open(&store, "acme").unwrap();
+        let auth = jwt_only("acme").with_revocations(list.clone());
+        let (token, jti) = issue_token_with_jti(
+            &tid("acme"),
+            &Secret::new(KEY),
+            Duration::from_secs(60),
+            DEFAULT_JWT_MAX_LIFETIME,
+        )
+        .unwrap();
+        assert_eq!(auth.verify(&token), Ok(()));
+        list.revoke(&jti, "test", None).unwrap();
+        assert_eq!(auth.verify(&token), Err(AuthError::Revoked));
+        // Another tenant's list does not apply.
+        let other = TenantAuth::new(&tid("acme"), &[], Some(&Secret::new(KEY)))
+            .with_revocations(RevokedTokens::open(&store, "other").unwrap());
+        assert_eq!(other.verify(&token), Ok(()));
     }
 
     #[test]

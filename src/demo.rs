@@ -20,7 +20,10 @@ pub struct Demo {
     pub bridge: RunningServer,
     pub sims: Vec<RunningSim>,
     pub tenants: Vec<DemoTenant>,
+    /// The store's directory: a private temporary one (see [`start`]).
     pub data_dir: PathBuf,
+    /// Owns `data_dir`: removes it when the demo stops, or when the demo is dropped.
+    temp: tempfile::TempDir,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,10 @@ fn random_token() -> String {
 
 /// Starts every simulator on a free loopback port and the bridge on `listen`, with a fresh data
 /// dir under the system temp dir (removed by [`Demo::stop`]).
+///
+/// The data dir is made by `tempfile` (issue 15): mode 0700 (asked for explicitly), a random
+/// name, created exclusively, so another local user can neither read the demo's store nor plant
+/// a directory (or a symlink) at a predictable path for the demo to adopt.
 pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
     let mut sims = Vec::new();
     for vendor in Vendor::ALL {
@@ -72,8 +79,16 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         .map_err(|source| DemoError::Simulator { vendor, source })?;
         sims.push(running);
     }
-    let data_dir = std::env::temp_dir().join(format!("scim-bridge-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir).map_err(DemoError::DataDir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("scim-bridge-demo-");
+    // tempfile makes a directory with the umask's mode (0755 under 022) unless told otherwise.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    let temp = builder.tempdir().map_err(DemoError::DataDir)?;
+    let data_dir = temp.path().to_path_buf();
     let local_token = random_token();
     let url_of = |vendor: Vendor| {
         sims.iter().find(|s| s.vendor == vendor).map(|s| {
@@ -236,6 +251,9 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         listen,
         data_dir: data_dir.clone(),
         body_limit_bytes: 1 << 20,
+        limits: Default::default(),
+        trusted_proxies: Vec::new(),
+        jwt_max_lifetime: crate::config::DEFAULT_JWT_MAX_LIFETIME,
         tenants: tenant_configs,
     };
     let store = Store::open(&data_dir).map_err(StartError::from)?;
@@ -255,6 +273,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         sims,
         tenants,
         data_dir,
+        temp,
     })
 }
 
@@ -296,6 +315,7 @@ impl Demo {
         for s in self.sims {
             s.stop().await;
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        // The bridge has stopped and released the store: remove the data dir.
+        let _ = self.temp.close();
     }
 }

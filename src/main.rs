@@ -99,9 +99,24 @@ enum TokenCommand {
         config: PathBuf,
         #[arg(long)]
         tenant: String,
-        /// Lifetime: e.g. 365d, 12h, 30m, 3600s.
-        #[arg(long, default_value = "365d")]
-        ttl: String,
+        /// Lifetime: e.g. 30d, 12h, 30m, 3600s; at most the config's `jwt_max_lifetime`.
+        /// Default: `jwt_max_lifetime` (90d unless the config sets it).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Revoke a JWT by its `jti` (printed by `token issue`): the tenant's deny list in the store.
+    /// Opens the store in the config's data_dir, so the bridge must be stopped.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// The token's `jti` claim.
+        #[arg(long)]
+        jti: String,
+        /// Why, kept in the revocation record.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -167,6 +182,9 @@ async fn main() -> Result<()> {
                 bail!("{}:\n{}", config.display(), lines.join("\n"));
             }
             println!("{}: OK", config.display());
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
             print!("{}", cfg.summary());
             if online {
                 online_check(&cfg).await?;
@@ -190,14 +208,81 @@ async fn main() -> Result<()> {
             let secret = t.jwt_secret.as_ref().with_context(|| {
                 format!("tenant {tenant:?} has no jwt_secret to sign tokens with")
             })?;
-            let ttl =
-                scim_bridge::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-            let token = scim_bridge::auth::issue_token(&t.id, secret, ttl)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ttl = match ttl {
+                Some(ttl) => {
+                    scim_bridge::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?
+                }
+                None => cfg.jwt_max_lifetime,
+            };
+            let (token, jti) =
+                scim_bridge::auth::issue_token_with_jti(&t.id, secret, ttl, cfg.jwt_max_lifetime)
+                    .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
             println!("{token}");
+            eprintln!(
+                "jti {jti}, valid for {} (revoke with: scim-bridge token revoke --config {} --tenant {tenant} --jti {jti})",
+                scim_bridge::auth::format_duration(ttl),
+                config.display()
+            );
             Ok(())
         }
+        Command::Token {
+            command:
+                TokenCommand::Revoke {
+                    config,
+                    tenant,
+                    jti,
+                    reason,
+                },
+        } => revoke(&config, &tenant, &jti, reason.as_deref()),
     }
+}
+
+/// `token revoke`: adds the jti to the tenant's deny list in the store, with who and when.
+fn revoke(config: &Path, tenant: &str, jti: &str, reason: Option<&str>) -> Result<()> {
+    use scim_bridge::store::revoked::{is_locked, valid_jti, Revoked, RevokedTokens};
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+    let t = cfg
+        .tenant(tenant)
+        .with_context(|| format!("no tenant {tenant:?} in {}", config.display()))?;
+    if t.jwt_secret.is_none() {
+        bail!(
+            "tenant {tenant:?} has no jwt_secret, so it accepts no JWT: there is nothing to revoke"
+        );
+    }
+    let jti = jti.trim();
+    if !valid_jti(jti) {
+        bail!("--jti: expected the token's `jti` claim (1 to 256 printable characters, a uuid for tokens from `token issue`)");
+    }
+    let store = match scim_bridge::store::Store::open(&cfg.data_dir) {
+        Ok(s) => s,
+        Err(e) if is_locked(&e) => bail!(
+            "the store in {} is in use: a running bridge holds it (one process per store). Stop the bridge, revoke, and start it again; revoking through a running bridge comes with the admin API (issue 13)",
+            cfg.data_dir.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening the store in {}", cfg.data_dir.display()))
+        }
+    };
+    let by = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown user".into());
+    let by = format!("{by} (scim-bridge token revoke)");
+    let list = RevokedTokens::open(&store, t.id.as_str())?;
+    match list.revoke(jti, &by, reason)? {
+        Revoked::Added(r) => {
+            tracing::info!(tenant = %t.id, jti = %r.jti, revoked_by = %r.revoked_by, "token revoked");
+            println!(
+                "revoked jti {} of tenant {} at {} by {}",
+                r.jti, t.id, r.revoked_at, r.revoked_by
+            );
+        }
+        Revoked::Already(r) => println!(
+            "jti {} of tenant {} was already revoked at {} by {}",
+            r.jti, t.id, r.revoked_at, r.revoked_by
+        ),
+    }
+    Ok(())
 }
 
 /// `config check --online`: signs in to each vendor and resolves every role and group named in
@@ -241,25 +326,41 @@ async fn online_check(cfg: &Config) -> Result<()> {
 }
 
 /// The embedded default's token: SCIM_BRIDGE_TOKEN, else the one stored in the data dir, else a
-/// new one, stored (mode 0600) and printed this once.
+/// new one, stored (mode 0600) and printed this once. A token shorter than 32 characters, or a
+/// token file that group or others may read or write, is refused.
 fn default_token(data_dir: &Path) -> Result<Secret> {
+    use scim_bridge::config::MIN_STATIC_TOKEN_CHARS;
     if let Ok(t) = std::env::var("SCIM_BRIDGE_TOKEN") {
         if !t.trim().is_empty() {
+            if t.trim().chars().count() < MIN_STATIC_TOKEN_CHARS {
+                bail!(
+                    "SCIM_BRIDGE_TOKEN: token is too short: it must be at least {MIN_STATIC_TOKEN_CHARS} characters long (generate one with `openssl rand -hex 32`)"
+                );
+            }
             return Ok(Secret::new(t.trim().to_string()));
         }
     }
     let path = data_dir.join("default-token");
+    if path.exists() {
+        check_private(&path)?;
+    }
     if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
+        let t = Secret::new(t);
+        if !t.expose().trim().is_empty() {
+            if t.expose().trim().chars().count() < MIN_STATIC_TOKEN_CHARS {
+                bail!(
+                    "{}: the stored token is too short: it must be at least {MIN_STATIC_TOKEN_CHARS} characters long; delete the file to have a new one generated, or set SCIM_BRIDGE_TOKEN",
+                    path.display()
+                );
+            }
             eprintln!(
                 "Using the token stored in {} (set SCIM_BRIDGE_TOKEN to override).",
                 path.display()
             );
-            return Ok(Secret::new(t.trim().to_string()));
+            return Ok(Secret::new(t.expose().trim().to_string()));
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    create_private_dir(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let token = {
         use rand::RngCore;
         let mut bytes = [0u8; 32];
@@ -273,6 +374,38 @@ fn default_token(data_dir: &Path) -> Result<Secret> {
     );
     println!("  {token}");
     Ok(Secret::new(token))
+}
+
+/// Refuses a token file that group or others may read or write.
+fn check_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{p} holds the bearer token but has mode {:04o}: group or others may read it. Restrict it with `chmod 600 {p}` (and consider replacing the token), then start again",
+                mode & 0o7777,
+                p = path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `create_dir_all`, with mode 0700 for every directory it creates.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -315,9 +448,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if config.tenants.is_empty() {
         bail!("no tenants configured");
     }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let store = scim_bridge::store::Store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let state = scim_bridge::server::build_state(&config, store)?;
+    // The verifiers hold hashes: the plaintext static tokens are not kept.
+    config.forget_static_tokens();
     let running = scim_bridge::server::start(config.listen, state, args.workers)?;
     let addr = running.addr;
     println!("scim-bridge listening on http://{addr}");

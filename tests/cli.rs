@@ -176,7 +176,10 @@ fn config_check_reports_problems_by_key_path_without_secrets() {
     std::fs::write(&path, CONFIG).unwrap();
     let ok = Command::new(BIN)
         .args(["config", "check", "--config", path.to_str().unwrap()])
-        .env("CLI_TEST_STATIC_TOKEN", "static-token-value-123")
+        .env(
+            "CLI_TEST_STATIC_TOKEN",
+            "static-token-value-123-0123456789abcdef",
+        )
         .env("CLI_TEST_JWT_SECRET", "jwt-secret-value-0123456789")
         .output()
         .unwrap();
@@ -185,12 +188,16 @@ fn config_check_reports_problems_by_key_path_without_secrets() {
     assert!(ok.status.success(), "{out}");
     assert!(out.contains("acme"));
     assert!(
-        !out.contains("static-token-value-123") && !out.contains("jwt-secret-value-0123456789")
+        !out.contains("static-token-value-123-0123456789abcdef")
+            && !out.contains("jwt-secret-value-0123456789")
     );
 
     let bad = Command::new(BIN)
         .args(["config", "check", "--config", path.to_str().unwrap()])
-        .env("CLI_TEST_STATIC_TOKEN", "static-token-value-123")
+        .env(
+            "CLI_TEST_STATIC_TOKEN",
+            "static-token-value-123-0123456789abcdef",
+        )
         .env_remove("CLI_TEST_JWT_SECRET")
         .output()
         .unwrap();
@@ -198,7 +205,7 @@ fn config_check_reports_problems_by_key_path_without_secrets() {
     assert!(!bad.status.success());
     assert!(err.contains("CLI_TEST_JWT_SECRET"), "{err}");
     assert!(err.contains("tenants[0].jwt_secret"), "{err}");
-    assert!(!err.contains("static-token-value-123"));
+    assert!(!err.contains("static-token-value-123-0123456789abcdef"));
 }
 
 #[test]
@@ -207,7 +214,10 @@ fn token_issue_mints_a_jwt_the_server_accepts() {
     let path = dir.path().join("bridge.toml");
     std::fs::write(&path, CONFIG).unwrap();
     let envs = [
-        ("CLI_TEST_STATIC_TOKEN", "static-token-value-456"),
+        (
+            "CLI_TEST_STATIC_TOKEN",
+            "static-token-value-456-0123456789abcdef",
+        ),
         ("CLI_TEST_JWT_SECRET", "jwt-secret-value-abcdefghij"),
     ];
     let out = Command::new(BIN)
@@ -253,7 +263,7 @@ fn token_issue_mints_a_jwt_the_server_accepts() {
     assert_eq!(status, 200);
     let (status, _) = get(
         &format!("http://127.0.0.1:{port}/tenants/acme/scim/v2/Users"),
-        "static-token-value-456",
+        "static-token-value-456-0123456789abcdef",
     );
     assert_eq!(status, 200);
     let (status, body) = get(
@@ -369,7 +379,7 @@ fn config_check_online_resolves_roles_against_the_vendor() {
             r#"
 [[tenants]]
 id = "acme"
-tokens = ["static-token-value-789"]
+tokens = ["static-token-value-789-0123456789abcdef"]
 [tenants.vendor]
 kind = "sisense"
 base_url = "http://127.0.0.1:{port}"
@@ -406,7 +416,7 @@ rules = [{{ group = "Everyone", role = "{role}" }}]
     let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(!bad.status.success());
     assert!(err.contains("tenants[0].roles.rules[0].role"), "{err}");
-    assert!(!err.contains("static-token-value-789"));
+    assert!(!err.contains("static-token-value-789-0123456789abcdef"));
 }
 
 #[test]
@@ -418,7 +428,7 @@ fn config_check_online_resolves_tableau_site_roles_and_groups() {
             r#"
 [[tenants]]
 id = "acme"
-tokens = ["static-token-value-789"]
+tokens = ["static-token-value-789-0123456789abcdef"]
 [tenants.vendor]
 kind = "tableau"
 base_url = "http://127.0.0.1:{port}"
@@ -471,7 +481,10 @@ rules = [{rules}]
     assert!(!ok, "{out}");
     assert!(out.contains("tenants[0].vendor.pat_secret"), "{out}");
     assert!(!out.contains("not-the-secret-4711"), "{out}");
-    assert!(!out.contains("static-token-value-789"), "{out}");
+    assert!(
+        !out.contains("static-token-value-789-0123456789abcdef"),
+        "{out}"
+    );
 }
 
 // ---- ThoughtSpot: `config check` (offline and --online against `simulate thoughtspot`) ----
@@ -485,7 +498,7 @@ fn config_check_online_resolves_thoughtspot_variables_and_roles() {
             r#"
 [[tenants]]
 id = "acme"
-tokens = ["static-token-value-789"]
+tokens = ["static-token-value-789-0123456789abcdef"]
 [tenants.vendor]
 kind = "thoughtspot"
 base_url = "http://127.0.0.1:{port}"
@@ -515,7 +528,10 @@ rules = [{rules}]
     let (ok, out) = check(config("region", r#"{ role = "Analsyt" }"#), true);
     assert!(!ok, "{out}");
     assert!(out.contains("tenants[0].roles.rules[0].role"), "{out}");
-    assert!(!out.contains("static-token-value-789"), "{out}");
+    assert!(
+        !out.contains("static-token-value-789-0123456789abcdef"),
+        "{out}"
+    );
 
     // The built-in groups are refused before anything is signed in to.
     let (ok, out) = check(config("region", r#"{ role = "Administrator" }"#), false);

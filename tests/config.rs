@@ -13,7 +13,7 @@ fn fake_env(name: &str) -> Option<String> {
     if name.ends_with("_JWT_SECRET") {
         Some("one-shared-signing-key-for-all".into())
     } else {
-        Some(format!("token-for-{name}"))
+        Some(format!("token-for-{name}-0123456789abcdef0123456789"))
     }
 }
 
@@ -31,7 +31,10 @@ fn example_config_loads_from_a_file() {
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
             .unwrap_or(after.len());
         if name_len > 0 && after[name_len..].starts_with('}') {
-            literal.push_str(&format!("literal-{}-value", &after[..name_len]));
+            literal.push_str(&format!(
+                "literal-{}-value-0123456789abcdef0123456789",
+                &after[..name_len]
+            ));
             rest = &after[name_len + 1..];
         } else {
             literal.push_str("${");
@@ -49,7 +52,7 @@ fn a_token_issued_for_one_tenant_opens_only_that_tenant() {
     let config = Config::from_toml_str(EXAMPLE, &fake_env).unwrap_or_else(|e| panic!("{e}"));
     let issuer = config.tenant("acme-sisense").unwrap();
     let key = issuer.jwt_secret.as_ref().unwrap();
-    let jwt = issue_token(&issuer.id, key, parse_ttl("365d").unwrap()).unwrap();
+    let jwt = issue_token(&issuer.id, key, parse_ttl("90d").unwrap()).unwrap();
 
     for tenant in &config.tenants {
         let auth = TenantAuth::for_tenant(tenant);
@@ -72,9 +75,16 @@ fn a_token_issued_for_one_tenant_opens_only_that_tenant() {
 
 #[test]
 fn embedded_default_accepts_its_token() {
-    let config = Config::embedded_default(None, "./data".into(), Secret::new("first-start-token"));
+    let config = Config::embedded_default(
+        None,
+        "./data".into(),
+        Secret::new("first-start-token-0123456789abcdef0123"),
+    );
     let auth = TenantAuth::for_tenant(&config.tenants[0]);
-    assert_eq!(auth.verify("first-start-token"), Ok(()));
+    assert_eq!(
+        auth.verify("first-start-token-0123456789abcdef0123"),
+        Ok(())
+    );
     assert!(auth.verify("something-else").is_err());
     assert!(issue_token(&config.tenants[0].id, &Secret::new("k"), Duration::ZERO).is_err());
 }

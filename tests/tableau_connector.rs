@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tableau_api::TableauApi;
 
 const TENANT: &str = "acme-tableau";
-const TOKEN: &str = "test-token-tableau-0123456789";
+const TOKEN: &str = "test-token-tableau-0123456789abcdef";
 
 async fn simulator(switches: &[(&str, &str)], ttl: Option<u64>) -> RunningSim {
     simsupport::spawn_with(Vendor::Tableau, 11, switches, ttl).await

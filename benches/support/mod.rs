@@ -299,6 +299,9 @@ pub async fn start_bridge(tenant: TenantConfig, data: &std::path::Path) -> (Runn
         data_dir: data.to_path_buf(),
         tenants: vec![tenant],
         body_limit_bytes: 1 << 20,
+        limits: Default::default(),
+        trusted_proxies: Vec::new(),
+        jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
     };
     let store = Store::open(&config.data_dir).unwrap();
     let cfg = config.clone();

@@ -22,6 +22,8 @@ pub use url::Url;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default request body limit (the optional `body_limit` key).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The shortest static bearer token (`tokens`, `SCIM_BRIDGE_TOKEN`) accepted, in characters.
+pub const MIN_STATIC_TOKEN_CHARS: usize = 32;
 /// Default Tableau REST API version (the path segment `/api/{v}/`).
 pub const DEFAULT_TABLEAU_API_VERSION: &str = "3.24";
 
@@ -42,6 +44,16 @@ impl Secret {
     /// sign-in, a hash, a signature) and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// The value is overwritten with zeros when a `Secret` is dropped (best effort: copies made
+/// before it became a `Secret`, e.g. by the TOML parser or in the environment, are not).
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&bytes);
     }
 }
 
@@ -128,6 +140,44 @@ pub struct Config {
     /// Request body limit in bytes; TOML key `body_limit` (an integer, or a string such as
     /// `"2 MiB"`).
     pub body_limit_bytes: usize,
+    /// `[limits]`: request deadlines and fairness between tenants and clients.
+    pub limits: RequestLimits,
+    /// `trusted_proxies` (CONTRACT §3.1): the only peers whose `X-Forwarded-*` / `Forwarded`
+    /// headers are honoured. Empty by default: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `jwt_max_lifetime`: the longest `exp − iat` a tenant JWT may have, for `token issue`
+    /// and validation alike (default 90 days).
+    pub jwt_max_lifetime: std::time::Duration,
+}
+
+/// `[limits]`: what one slow or hostile client can hold of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `body_read_timeout`: the whole request body must arrive within this (default 30 s);
+    /// a slower sender gets 408 and the connection is closed.
+    pub body_read_timeout: std::time::Duration,
+    /// `request_timeout`: the longest a request may take, body and handler (default 60 s).
+    pub request_timeout: std::time::Duration,
+    /// `tenant_concurrency`: SCIM requests one tenant may have in flight (default 64); more
+    /// wait for a slot, so one tenant cannot take every worker.
+    pub tenant_concurrency: usize,
+    /// `auth_failure_limit`: failed authentications one client address may make per minute
+    /// before it is answered 429 with `Retry-After` (default 20; 0 turns it off).
+    pub auth_failure_limit: u32,
+}
+
+pub const DEFAULT_JWT_MAX_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            body_read_timeout: std::time::Duration::from_secs(30),
+            request_timeout: std::time::Duration::from_secs(60),
+            tenant_concurrency: 64,
+            auth_failure_limit: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -409,7 +459,9 @@ impl Config {
                 message: format!("cannot read {}: {e}", path.display()),
             }],
         })?;
-        Config::from_toml_str(&text, &|name| std::env::var(name).ok())
+        let config = Config::from_toml_str(&text, &|name| std::env::var(name).ok());
+        drop(Secret(text));
+        config
     }
 
     /// Parses and validates `text`, taking `${NAME}` values from `env` (testable without the
@@ -440,12 +492,48 @@ impl Config {
                 attributes: Default::default(),
             }],
             body_limit_bytes: DEFAULT_BODY_LIMIT,
+            limits: RequestLimits::default(),
+            trusted_proxies: Vec::new(),
+            jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
         }
     }
 
     /// The tenant with this id.
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.id.as_str() == id)
+    }
+
+    /// What `config check` (and `serve`, in its log) warns about without refusing the config:
+    /// two tenants signing with the same `jwt_secret` (a token minted for one is still refused by
+    /// the other, by audience, but whoever holds the key can mint tokens for both).
+    pub fn warnings(&self) -> Vec<Problem> {
+        use sha2::{Digest, Sha256};
+        let mut out = Vec::new();
+        let mut seen: Vec<([u8; 32], usize)> = Vec::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let Some(secret) = &t.jwt_secret else {
+                continue;
+            };
+            let hash: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
+            match seen.iter().find(|(h, _)| *h == hash) {
+                Some((_, first)) => out.push(Problem {
+                    key_path: format!("tenants[{i}].jwt_secret"),
+                    message: format!(
+                        "the same jwt_secret is also configured at tenants[{first}].jwt_secret (tenant `{}`); whoever holds it can mint tokens for both tenants: give each tenant its own key",
+                        self.tenants[*first].id
+                    ),
+                }),
+                None => seen.push((hash, i)),
+            }
+        }
+        out
+    }
+
+    /// Drops (and zeroes) the plaintext static tokens, once the verifiers hold their hashes.
+    pub fn forget_static_tokens(&mut self) {
+        for t in &mut self.tenants {
+            t.tokens.clear();
+        }
     }
 
     /// Human report of a valid config for `config check`: tenants, vendor kinds, base URLs,
@@ -456,6 +544,18 @@ impl Config {
         let _ = writeln!(out, "listen:     {}", self.listen);
         let _ = writeln!(out, "data_dir:   {}", self.data_dir.display());
         let _ = writeln!(out, "body_limit: {} bytes", self.body_limit_bytes);
+        let _ = writeln!(
+            out,
+            "limits:     body within {} s, request within {} s, {} requests in flight per tenant, {} failed sign-ins per address per minute",
+            self.limits.body_read_timeout.as_secs(),
+            self.limits.request_timeout.as_secs(),
+            self.limits.tenant_concurrency,
+            self.limits.auth_failure_limit
+        );
+        if !self.trusted_proxies.is_empty() {
+            let nets: Vec<String> = self.trusted_proxies.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(out, "trusted_proxies: {}", nets.join(", "));
+        }
         let _ = writeln!(out, "tenants:    {}", self.tenants.len());
         for t in &self.tenants {
             let _ = writeln!(out, "- tenant {}", t.id);

@@ -10,14 +10,28 @@ use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
 use super::{
-    default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RoleRule,
-    RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
+    default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RequestLimits,
+    RoleRule, RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
     TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId,
     ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups, Url, VendorConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
 };
 
-const TOP_KEYS: &[&str] = &["listen", "data_dir", "body_limit", "tenants"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "body_limit",
+    "limits",
+    "trusted_proxies",
+    "jwt_max_lifetime",
+    "tenants",
+];
+const LIMITS_KEYS: &[&str] = &[
+    "body_read_timeout",
+    "request_timeout",
+    "tenant_concurrency",
+    "auth_failure_limit",
+];
 const TENANT_KEYS: &[&str] = &[
     "id",
     "tokens",
@@ -105,7 +119,10 @@ pub(super) fn read(
         env,
         problems: Vec::new(),
     };
+    let mut table = table;
     let config = reader.config(&table);
+    // The parsed values include literal secrets: zero them before the tree is freed.
+    wipe_strings(&mut table);
     match config {
         Some(config) if reader.problems.is_empty() => Ok(config),
         _ => {
@@ -118,6 +135,18 @@ pub(super) fn read(
             })
         }
     }
+}
+
+fn wipe_strings(table: &mut Table) {
+    fn wipe(v: &mut Value) {
+        match v {
+            Value::String(s) => drop(Secret(std::mem::take(s))),
+            Value::Array(items) => items.iter_mut().for_each(wipe),
+            Value::Table(t) => t.iter_mut().for_each(|(_, v)| wipe(v)),
+            _ => {}
+        }
+    }
+    table.iter_mut().for_each(|(_, v)| wipe(v));
 }
 
 /// Only the parser's message and the position: `toml`'s `Display` would quote the offending
@@ -451,6 +480,13 @@ impl Reader<'_> {
         };
 
         let body_limit_bytes = self.body_limit(top);
+        let limits = self.limits(top);
+        let trusted_proxies = self.trusted_proxies(top);
+        let jwt_max_lifetime = match self.text(top, "jwt_max_lifetime", "") {
+            Got::Absent => Some(super::DEFAULT_JWT_MAX_LIFETIME),
+            Got::Bad => None,
+            Got::Val(t) => self.duration(&t.value, "jwt_max_lifetime"),
+        };
 
         let mut tenants = Vec::new();
         let mut all_tenants_ok = true;
@@ -524,7 +560,122 @@ impl Reader<'_> {
             data_dir: data_dir?,
             tenants,
             body_limit_bytes: body_limit_bytes?,
+            limits: limits?,
+            trusted_proxies: trusted_proxies?,
+            jwt_max_lifetime: jwt_max_lifetime?,
         })
+    }
+
+    /// A duration such as `"30s"`, `"90d"` (the `token issue --ttl` forms).
+    fn duration(&mut self, text: &str, path: &str) -> Option<std::time::Duration> {
+        match crate::auth::parse_ttl(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(path, e.replace("TTL", "duration"));
+                None
+            }
+        }
+    }
+
+    /// `[limits]`: every key optional, with the defaults of [`RequestLimits`].
+    fn limits(&mut self, top: &Table) -> Option<RequestLimits> {
+        let mut out = RequestLimits::default();
+        let t = match self.sub_table(top, "limits", "") {
+            Got::Absent => return Some(out),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        self.unknown_keys(t, "limits", LIMITS_KEYS);
+        let mut ok = true;
+        for (key, slot) in [
+            ("body_read_timeout", &mut out.body_read_timeout),
+            ("request_timeout", &mut out.request_timeout),
+        ] {
+            let path = join("limits", key);
+            match self.text(t, key, "limits") {
+                Got::Absent => {}
+                Got::Bad => ok = false,
+                Got::Val(v) => match self.duration(&v.value, &path) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                },
+            }
+        }
+        if out.body_read_timeout > out.request_timeout {
+            self.problem(
+                "limits.body_read_timeout",
+                "must not be longer than limits.request_timeout, which covers the body too",
+            );
+            ok = false;
+        }
+        match t.get("tenant_concurrency") {
+            None => {}
+            Some(Value::Integer(n)) if (1..=100_000).contains(n) => {
+                out.tenant_concurrency = *n as usize
+            }
+            Some(other) => {
+                self.problem(
+                    "limits.tenant_concurrency",
+                    type_problem("an integer from 1 to 100000", other),
+                );
+                ok = false;
+            }
+        }
+        match t.get("auth_failure_limit") {
+            None => {}
+            Some(Value::Integer(n)) if (0..=1_000_000).contains(n) => {
+                out.auth_failure_limit = *n as u32
+            }
+            Some(other) => {
+                self.problem(
+                    "limits.auth_failure_limit",
+                    type_problem("an integer from 0 (off) to 1000000", other),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `trusted_proxies`: addresses (`10.0.0.1`) or networks (`10.0.0.0/8`, `fd00::/8`).
+    fn trusted_proxies(&mut self, top: &Table) -> Option<Vec<ipnet::IpNet>> {
+        let items = match top.get("trusted_proxies") {
+            None => return Some(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    "trusted_proxies",
+                    type_problem("an array of addresses or networks", other),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = index("trusted_proxies", i);
+            let Value::String(s) = item else {
+                self.problem(path, type_problem("a string such as \"10.0.0.0/8\"", item));
+                ok = false;
+                continue;
+            };
+            let s = s.trim();
+            let net = s
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+            match net {
+                Some(n) => out.push(n.trunc()),
+                None => {
+                    self.problem(
+                        path,
+                        format!("`{s}` is not an IP address or network (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     /// Tableau allows one session per personal access token: a sign-in ends the PAT's other
@@ -633,6 +784,18 @@ impl Reader<'_> {
                         Value::String(raw) => match self.expand(raw, &path) {
                             Some(text) if text.value.is_empty() => {
                                 self.problem(path, "token is empty");
+                                tokens_ok = false;
+                            }
+                            Some(text)
+                                if text.value.chars().count() < super::MIN_STATIC_TOKEN_CHARS =>
+                            {
+                                self.problem(
+                                    path,
+                                    format!(
+                                        "token is too short: a static token must be at least {} characters long (generate one with `openssl rand -hex 32`)",
+                                        super::MIN_STATIC_TOKEN_CHARS
+                                    ),
+                                );
                                 tokens_ok = false;
                             }
                             Some(text) => tokens.push((k, Secret(text.value))),

@@ -55,7 +55,7 @@ fn local_tenant(id: &str, token: &str) -> String {
 
 /// A tenant whose vendor table is `vendor` (the lines after `[tenants.vendor]`).
 fn vendor_tenant(vendor: &str) -> String {
-    format!("[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\n{vendor}\n")
+    format!("[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\n{vendor}\n")
 }
 
 // ---- Secret and TenantId -------------------------------------------------------------------
@@ -104,7 +104,11 @@ fn tenant_id_rules() {
 
 #[test]
 fn minimal_config_takes_defaults() {
-    let c = parse(&local_tenant("default", "tok")).unwrap();
+    let c = parse(&local_tenant(
+        "default",
+        "tok-0123456789abcdef0123456789abcdef",
+    ))
+    .unwrap();
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(c.data_dir, PathBuf::from("./data"));
     assert_eq!(c.body_limit_bytes, 1024 * 1024);
@@ -112,7 +116,7 @@ fn minimal_config_takes_defaults() {
     let t = &c.tenants[0];
     assert_eq!(t.id.as_str(), "default");
     assert_eq!(t.tokens.len(), 1);
-    assert_eq!(t.tokens[0].expose(), "tok");
+    assert_eq!(t.tokens[0].expose(), "tok-0123456789abcdef0123456789abcdef");
     assert!(t.jwt_secret.is_none());
     assert!(matches!(t.vendor, VendorConfig::Local));
     assert_eq!(t.roles, RoleRules::default());
@@ -122,24 +126,31 @@ fn minimal_config_takes_defaults() {
 fn top_level_keys() {
     let text = format!(
         "listen = \"0.0.0.0:9000\"\ndata_dir = \"/var/lib/scim\"\nbody_limit = \"2 MiB\"\n{}",
-        local_tenant("a", "tok")
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
     );
     let c = parse(&text).unwrap();
     assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/scim"));
     assert_eq!(c.body_limit_bytes, 2 * 1024 * 1024);
 
-    let c = parse(&format!("body_limit = 65536\n{}", local_tenant("a", "t"))).unwrap();
+    let c = parse(&format!(
+        "body_limit = 65536\n{}",
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
+    ))
+    .unwrap();
     assert_eq!(c.body_limit_bytes, 65536);
 
     let p = problems(&format!(
         "listen = \"localhost\"\nbody_limit = \"lots\"\ndata_dir = 5\n{}",
-        local_tenant("a", "t")
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
     ));
     assert_has(&p, "listen", "socket address");
     assert_has(&p, "body_limit", "not a size");
     assert_has(&p, "data_dir", "expected a string, found integer");
-    let p = problems(&format!("body_limit = 10\n{}", local_tenant("a", "t")));
+    let p = problems(&format!(
+        "body_limit = 10\n{}",
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
+    ));
     assert_has(&p, "body_limit", "between 1 KiB and 1 GiB");
 }
 
@@ -178,7 +189,7 @@ api_key = "${MB_KEY}"
 "#;
     let env = env_of(&[
         ("PORT", "9999"),
-        ("TOKEN", "abc"),
+        ("TOKEN", "abc-0123456789abcdef0123456789abcdef"),
         ("JWT", "0123456789abcdef0123"),
         ("HOST", "mb.example"),
         ("MB_KEY", "mb_key"),
@@ -186,8 +197,11 @@ api_key = "${MB_KEY}"
     let c = Config::from_toml_str(text, &env).unwrap();
     assert_eq!(c.listen.port(), 9999);
     let t = &c.tenants[0];
-    assert_eq!(t.tokens[0].expose(), "abc");
-    assert_eq!(t.tokens[1].expose(), "prefix-abc-suffix");
+    assert_eq!(t.tokens[0].expose(), "abc-0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        t.tokens[1].expose(),
+        "prefix-abc-0123456789abcdef0123456789abcdef-suffix"
+    );
     assert_eq!(
         t.jwt_secret.as_ref().unwrap().expose(),
         "0123456789abcdef0123"
@@ -231,16 +245,25 @@ password = "${THREE}"
 
 #[test]
 fn dollar_dollar_brace_escapes_a_literal() {
-    let text = local_tenant("a", "$${NOT_A_VAR}-$plain-$$-${X}");
+    let text = local_tenant("a", "$${NOT_A_VAR}-$plain-$$-${X}-0123456789");
     let c = Config::from_toml_str(&text, &env_of(&[("X", "x")])).unwrap();
-    assert_eq!(c.tenants[0].tokens[0].expose(), "${NOT_A_VAR}-$plain-$$-x");
+    assert_eq!(
+        c.tenants[0].tokens[0].expose(),
+        "${NOT_A_VAR}-$plain-$$-x-0123456789"
+    );
 }
 
 #[test]
 fn env_values_are_not_expanded_again() {
-    let c =
-        Config::from_toml_str(&local_tenant("a", "${T}"), &env_of(&[("T", "${OTHER}")])).unwrap();
-    assert_eq!(c.tenants[0].tokens[0].expose(), "${OTHER}");
+    let c = Config::from_toml_str(
+        &local_tenant("a", "${T}"),
+        &env_of(&[("T", "${OTHER}-0123456789abcdef0123456789")]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.tenants[0].tokens[0].expose(),
+        "${OTHER}-0123456789abcdef0123456789"
+    );
 }
 
 #[test]
@@ -261,7 +284,7 @@ fn unknown_keys_are_reported_with_a_suggestion() {
 listn = "127.0.0.1:1"
 [[tenants]]
 id = "a"
-tokens = ["t"]
+tokens = ["tok-0123456789abcdef0123456789abcdef"]
 jwt_secert = "0123456789abcdef"
 [tenants.vendor]
 kind = "local"
@@ -279,13 +302,19 @@ rules = [{ grup = "x", role = "y" }]
 
 #[test]
 fn unknown_key_far_from_any_known_one_lists_the_choices() {
-    let p = problems(&format!("frobnicate = 1\n{}", local_tenant("a", "t")));
+    let p = problems(&format!(
+        "frobnicate = 1\n{}",
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
+    ));
     assert_has(&p, "frobnicate", "expected one of `listen`");
 }
 
 #[test]
 fn odd_key_names_are_quoted_in_paths() {
-    let p = problems(&format!("\"my key\" = 1\n{}", local_tenant("a", "t")));
+    let p = problems(&format!(
+        "\"my key\" = 1\n{}",
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
+    ));
     assert_has(&p, "\"my key\"", "unknown key");
 }
 
@@ -309,9 +338,9 @@ fn tenants_are_required_and_must_be_an_array_of_tables() {
 fn duplicate_tenant_ids_are_reported() {
     let text = format!(
         "{}{}{}",
-        local_tenant("acme", "t1"),
-        local_tenant("beta", "t2"),
-        local_tenant("acme", "t3")
+        local_tenant("acme", "t1-0123456789abcdef0123456789abcdef"),
+        local_tenant("beta", "t2-0123456789abcdef0123456789abcdef"),
+        local_tenant("acme", "t3-0123456789abcdef0123456789abcdef")
     );
     let p = problems(&text);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -324,11 +353,17 @@ fn duplicate_tenant_ids_are_reported() {
 
 #[test]
 fn bad_tenant_id_is_reported() {
-    let p = problems(&local_tenant("Acme_Corp", "t"));
+    let p = problems(&local_tenant(
+        "Acme_Corp",
+        "tok-0123456789abcdef0123456789abcdef",
+    ));
     assert_has(&p, "tenants[0].id", "a-z");
-    let p = problems("[[tenants]]\ntokens = [\"t\"]\n[tenants.vendor]\nkind = \"local\"\n");
+    let p = problems("[[tenants]]\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\nkind = \"local\"\n");
     assert_has(&p, "tenants[0].id", "required key is missing");
-    let p = problems(&local_tenant(&"a".repeat(64), "t"));
+    let p = problems(&local_tenant(
+        &"a".repeat(64),
+        "tok-0123456789abcdef0123456789abcdef",
+    ));
     assert_has(&p, "tenants[0].id", "at most 63");
 }
 
@@ -370,19 +405,26 @@ fn secrets_must_be_non_empty_and_jwt_secret_long_enough() {
 
 #[test]
 fn a_token_shared_by_two_tenants_is_refused() {
-    let text = format!("{}{}", local_tenant("a", "same"), local_tenant("b", "same"));
+    let text = format!(
+        "{}{}",
+        local_tenant("a", "same-token-0123456789abcdef01234567"),
+        local_tenant("b", "same-token-0123456789abcdef01234567")
+    );
     let p = problems(&text);
     assert_has(
         &p,
         "tenants[1].tokens[0]",
         "also configured at tenants[0].tokens[0]",
     );
-    assert!(!ConfigError { problems: p }.to_string().contains("same\""));
+    assert!(!ConfigError { problems: p }
+        .to_string()
+        .contains("same-token"));
 }
 
 #[test]
 fn vendor_table_and_kind_are_required() {
-    let p = problems("[[tenants]]\nid = \"a\"\ntokens = [\"t\"]\n");
+    let p =
+        problems("[[tenants]]\nid = \"a\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n");
     assert_has(&p, "tenants[0].vendor", "required table is missing");
     let p = problems(&vendor_tenant("base_url = \"https://x.example\""));
     assert_has(&p, "tenants[0].vendor.kind", "required key is missing");
@@ -760,23 +802,23 @@ fn thoughtspot_orgs_from_groups() {
 fn tenant_attributes_map_vendor_attributes_to_scim_paths() {
     let ts = "[tenants.vendor]\nkind = \"thoughtspot\"\nbase_url = \"https://ts.example\"\nusername = \"svc\"\npassword = \"p\"\norg_id = 0\n";
     let c = parse(&format!(
-        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n{ts}[tenants.attributes]\nregion = \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division\"\ntitle = \"title\"\n"
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n{ts}[tenants.attributes]\nregion = \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division\"\ntitle = \"title\"\n"
     ))
     .unwrap();
     assert_eq!(c.tenants[0].attributes.len(), 2);
     assert_eq!(c.tenants[0].attributes["title"], "title");
     let p = problems(&format!(
-        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n{ts}[tenants.attributes]\nregion = \"emails[type eq \\\"work\\\"].value\"\nbad = 3\n"
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n{ts}[tenants.attributes]\nregion = \"emails[type eq \\\"work\\\"].value\"\nbad = 3\n"
     ));
     assert_has(&p, "tenants[0].attributes.region", "value filter");
     assert_has(&p, "tenants[0].attributes.bad", "expected a string");
     let p = problems(
-        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\nkind = \"local\"\n[tenants.attributes]\nregion = \"title\"\n",
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\nkind = \"local\"\n[tenants.attributes]\nregion = \"title\"\n",
     );
     assert_has(&p, "tenants[0].attributes", "keeps no per-user attributes");
     // Metabase login_attributes take the same table.
     let c = parse(
-        "[[tenants]]\nid = \"t\"\ntokens = [\"tok\"]\n[tenants.vendor]\nkind = \"metabase\"\nbase_url = \"https://mb.example\"\napi_key = \"k\"\n[tenants.attributes]\nregion = \"title\"\n",
+        "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\nkind = \"metabase\"\nbase_url = \"https://mb.example\"\napi_key = \"k\"\n[tenants.attributes]\nregion = \"title\"\n",
     )
     .unwrap();
     assert_eq!(c.tenants[0].attributes["region"], "title");
@@ -819,7 +861,7 @@ fn metabase_variants_and_problems() {
 fn role_rules_parse_in_order() {
     let text = format!(
         "{}[tenants.roles]\ndefault = \"Viewer\"\nrules = [\n  {{ group = \"BI Admins\", role = \"Admin\" }},\n  {{ role = \"Designer\" }},\n]\n",
-        local_tenant("a", "t")
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -842,7 +884,7 @@ fn role_rules_parse_in_order() {
     // Array-of-tables form works too.
     let text = format!(
         "{}[[tenants.roles.rules]]\ngroup = \"G\"\nrole = \"R\"\n",
-        local_tenant("a", "t")
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
     );
     assert_eq!(parse(&text).unwrap().tenants[0].roles.rules.len(), 1);
 }
@@ -851,7 +893,7 @@ fn role_rules_parse_in_order() {
 fn role_rule_problems() {
     let text = format!(
         "{}[tenants.roles]\ndefault = \"\"\nrules = [{{ group = \"G\" }}, \"Admin\", {{ group = \"\", role = \"R\" }}]\n",
-        local_tenant("a", "t")
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef")
     );
     let p = problems(&text);
     assert_has(&p, "tenants[0].roles.default", "must not be empty");
@@ -963,7 +1005,11 @@ fn syntax_errors_carry_line_and_column_but_not_the_source_line() {
 fn load_reads_a_file_and_reports_unreadable_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scim-bridge.toml");
-    std::fs::write(&path, local_tenant("a", "tok")).unwrap();
+    std::fs::write(
+        &path,
+        local_tenant("a", "tok-0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
     let c = Config::load(&path).unwrap();
     assert_eq!(c.tenants[0].id.as_str(), "a");
 
@@ -1046,12 +1092,12 @@ fn summary_lists_tenants_without_secrets() {
 
 #[test]
 fn on_vendor_unavailable_defaults_to_queue_and_names_a_bad_value() {
-    let c = parse(&local_tenant("a", "tok-a")).unwrap();
+    let c = parse(&local_tenant("a", "tok-0123456789abcdef0123456789abcdef")).unwrap();
     assert_eq!(
         c.tenants[0].on_vendor_unavailable,
         OnVendorUnavailable::Queue
     );
-    let text = "[[tenants]]\nid = \"a\"\ntokens = [\"tok-a\"]\non_vendor_unavailable = \"fail\"\n[tenants.vendor]\nkind = \"local\"\n";
+    let text = "[[tenants]]\nid = \"a\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\non_vendor_unavailable = \"fail\"\n[tenants.vendor]\nkind = \"local\"\n";
     assert_eq!(
         parse(text).unwrap().tenants[0].on_vendor_unavailable,
         OnVendorUnavailable::Fail
@@ -1068,7 +1114,7 @@ fn on_vendor_unavailable_defaults_to_queue_and_names_a_bad_value() {
 fn two_tenants_sharing_a_tableau_pat_are_refused() {
     let tenant = |id: &str, host: &str, pat: &str| {
         format!(
-            "[[tenants]]\nid = \"{id}\"\ntokens = [\"token-{id}-0123456789\"]\n[tenants.vendor]\nkind = \"tableau\"\nbase_url = \"https://{host}\"\nsite = \"{id}\"\npat_name = \"{pat}\"\npat_secret = \"s\"\n"
+            "[[tenants]]\nid = \"{id}\"\ntokens = [\"token-{id}-0123456789abcdef0123456789\"]\n[tenants.vendor]\nkind = \"tableau\"\nbase_url = \"https://{host}\"\nsite = \"{id}\"\npat_name = \"{pat}\"\npat_secret = \"s\"\n"
         )
     };
     let text = tenant("a", "tab.example", "bridge") + &tenant("b", "tab.example", "bridge");
@@ -1098,4 +1144,68 @@ fn tableau_auth_setting_is_optional_and_checked() {
     );
     let p = problems(&vendor_tenant(&format!("{base}\nauth_setting = \"MFA\"")));
     assert_has(&p, "tenants[0].vendor.auth_setting", "");
+}
+
+#[test]
+fn limits_trusted_proxies_and_jwt_lifetime_have_defaults_and_are_validated() {
+    let tenant = "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\nkind = \"local\"\n";
+    let c = parse(tenant).unwrap();
+    assert_eq!(c.limits, crate::config::RequestLimits::default());
+    assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.jwt_max_lifetime.as_secs(), 90 * 24 * 3600);
+    let c = parse(&format!(
+        "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::1/8\"]\njwt_max_lifetime = \"7d\"\n[limits]\nbody_read_timeout = \"5s\"\nrequest_timeout = \"20s\"\ntenant_concurrency = 8\nauth_failure_limit = 0\n{tenant}"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.body_read_timeout.as_secs(), 5);
+    assert_eq!(c.limits.request_timeout.as_secs(), 20);
+    assert_eq!(c.limits.tenant_concurrency, 8);
+    assert_eq!(c.limits.auth_failure_limit, 0);
+    let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+    assert_eq!(c.jwt_max_lifetime.as_secs(), 7 * 24 * 3600);
+    let p = problems(&format!(
+        "trusted_proxies = [\"10.0.0.0/33\", 7]\njwt_max_lifetime = \"soon\"\n[limits]\nbody_read_timeout = \"90s\"\nrequest_timeout = \"1m\"\ntenant_concurrency = 0\nbogus = 1\n{tenant}"
+    ));
+    assert_has(&p, "trusted_proxies[0]", "not an IP address or network");
+    assert_has(&p, "trusted_proxies[1]", "a string");
+    assert_has(&p, "jwt_max_lifetime", "invalid duration");
+    assert_has(&p, "limits.body_read_timeout", "request_timeout");
+    assert_has(&p, "limits.tenant_concurrency", "integer from 1");
+    assert_has(&p, "limits.bogus", "");
+}
+
+#[test]
+fn static_tokens_shorter_than_32_characters_are_refused() {
+    let p = problems(&local_tenant("a", "short-token"));
+    assert_has(&p, "tenants[0].tokens[0]", "at least 32 characters");
+    assert!(!ConfigError { problems: p }
+        .to_string()
+        .contains("short-token"));
+    let p = problems_with_env(&local_tenant("a", "${T}"), &[("T", &"x".repeat(31))]);
+    assert_has(&p, "tenants[0].tokens[0]", "at least 32 characters");
+    assert!(parse(&local_tenant("a", &"x".repeat(32))).is_ok());
+}
+
+#[test]
+fn a_jwt_secret_shared_by_two_tenants_is_a_warning() {
+    let tenant = |id: &str, key: &str| {
+        format!("[[tenants]]\nid = \"{id}\"\njwt_secret = \"{key}\"\n[tenants.vendor]\nkind = \"local\"\n")
+    };
+    let key = "0123456789abcdef-shared";
+    let text = tenant("a", key) + &tenant("b", "another-key-0123456789") + &tenant("c", key);
+    let c = parse(&text).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_has(&w, "tenants[2].jwt_secret", "tenants[0].jwt_secret");
+    assert!(!w[0].to_string().contains(key));
+    let text = tenant("a", key) + &tenant("b", "another-key-0123456789");
+    assert!(parse(&text).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn forget_static_tokens_drops_the_plaintext() {
+    let mut c = parse(&local_tenant("a", &"x".repeat(40))).unwrap();
+    c.forget_static_tokens();
+    assert!(c.tenants[0].tokens.is_empty());
 }

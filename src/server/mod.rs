@@ -1,12 +1,14 @@
 //! The HTTP server: actix-web routes for the SCIM surface of CONTRACT §2, health, readiness
 //! and metrics, one state shared by every worker.
 
+pub mod forwarded;
+pub mod limits;
 pub mod metrics;
 pub mod response;
 mod scim_routes;
 
 use crate::auth::TenantAuth;
-use crate::config::{Config, VendorConfig};
+use crate::config::{Config, RequestLimits, VendorConfig};
 use crate::connector::local::LocalConnector;
 use crate::connector::Connector;
 use crate::connector::{metabase, sisense, tableau, thoughtspot};
@@ -15,6 +17,7 @@ use crate::store::{Store, StoreError};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpResponse, HttpServer};
+use limits::Guard;
 use metrics::Metrics;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -34,6 +37,32 @@ pub struct AppState {
     pub metrics: Metrics,
     pub body_limit: usize,
     pub store: Store,
+}
+
+/// What [`start`] serves: the shared state, and the request limits (`[limits]`,
+/// `trusted_proxies`) with their per-tenant and per-client state.
+pub struct ServerState {
+    pub app: AppState,
+    pub guard: Guard,
+}
+
+impl ServerState {
+    /// `app` under `limits`, honouring forwarding headers only from `trusted_proxies`.
+    pub fn new(app: AppState, limits: &RequestLimits, trusted_proxies: &[ipnet::IpNet]) -> Self {
+        let guard = Guard::new(
+            limits,
+            trusted_proxies,
+            app.tenants.keys().map(String::as_str),
+        );
+        ServerState { app, guard }
+    }
+}
+
+/// A bare `AppState` is served with the default limits and no trusted proxy.
+impl From<AppState> for ServerState {
+    fn from(app: AppState) -> Self {
+        ServerState::new(app, &RequestLimits::default(), &[])
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +95,8 @@ impl RunningServer {
     }
 }
 
-/// Builds the shared state: opens each tenant's connector.
-pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError> {
+/// Builds the shared state: opens each tenant's connector; the limits come from `config`.
+pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartError> {
     let mut tenants = BTreeMap::new();
     let metrics = Metrics::new();
     for (index, t) in config.tenants.iter().enumerate() {
@@ -100,7 +129,8 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
                 })?
             }
         };
-        let auth = TenantAuth::new(&t.id, &t.tokens, t.jwt_secret.as_ref());
+        // Tokens and key, `jwt_max_lifetime`, and the tenant's `jti` deny list in the store.
+        let auth = TenantAuth::for_config(config, t, &store)?;
         tenants.insert(
             t.id.as_str().to_string(),
             Arc::new(Tenant {
@@ -110,12 +140,17 @@ pub fn build_state(config: &Config, store: Store) -> Result<AppState, StartError
             }),
         );
     }
-    Ok(AppState {
+    let app = AppState {
         tenants,
         metrics,
         body_limit: config.body_limit_bytes,
         store,
-    })
+    };
+    Ok(ServerState::new(
+        app,
+        &config.limits,
+        &config.trusted_proxies,
+    ))
 }
 
 /// Starts an opened engine: its start-up check first (a tenant whose rules would assign wrong
@@ -153,9 +188,10 @@ fn start_engine(
 /// Binds and starts serving on the current runtime; returns at once.
 pub fn start(
     listen: SocketAddr,
-    state: AppState,
+    state: impl Into<ServerState>,
     workers: Option<usize>,
 ) -> Result<RunningServer, StartError> {
+    let ServerState { app: state, guard } = state.into();
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
         source,
@@ -166,9 +202,11 @@ pub fn start(
     })?;
     let state = web::Data::new(state);
     let app_state = state.clone();
+    let guard = web::Data::new(guard);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(guard.clone())
             .wrap_fn(|req, srv| {
                 // A request id per request: the client's X-Request-Id if sane, else a new one.
                 let rid = req

@@ -39,6 +39,10 @@ pub fn error(e: &ScimError) -> HttpResponse {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
+    if e.status == 408 {
+        // RFC 9110 §15.5.9: the server closes the connection after a 408.
+        close_connection(&mut resp);
+    }
     if e.status == 401 {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -46,4 +50,10 @@ pub fn error(e: &ScimError) -> HttpResponse {
         );
     }
     resp
+}
+
+/// Sends `Connection: close` with `resp`, and closes the connection once it is written.
+pub fn close_connection(resp: &mut HttpResponse) {
+    resp.head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
 }

@@ -2,6 +2,8 @@
 //! tenant, `/scim/v2/`. Routing is by hand so every unknown path or method gets an RFC 7644
 //! Error body (scim2-tester checks 404 bodies and 405 on the discovery endpoints).
 
+use super::forwarded;
+use super::limits::Guard;
 use super::response;
 use super::{AppState, Tenant};
 use crate::connector::{Precondition, RequestContext};
@@ -9,7 +11,7 @@ use crate::scim::discovery::{service_provider_config, Features};
 use crate::scim::list::{list_response, ListQuery};
 use crate::scim::patch::PatchRequest;
 use crate::scim::resource::{canonicalize, etag_matches};
-use crate::scim::schema::ResourceKind;
+use crate::scim::schema::{ResourceKind, SchemaRegistry};
 use crate::scim::{ScimError, ScimResult};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
@@ -17,8 +19,10 @@ use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::sync::Arc;
-use std::time::Instant;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 const FEATURES: Features = Features {
     bulk: None,
@@ -119,12 +123,19 @@ fn split_path(path: &str) -> Option<(String, String, Vec<String>)> {
 }
 
 /// Every request that is not health, readiness or metrics lands here.
+///
+/// In order: the client address's failed sign-ins (429 once over `auth_failure_limit`), the
+/// tenant-independent answers (discovery without a token, 404, 405), authentication (an unknown
+/// tenant fails it exactly as a known one does with a wrong token, so no answer tells whether a
+/// tenant exists), one of the tenant's request slots, then the handler under the deadlines.
 pub async fn entry(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    guard: web::Data<Guard>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + guard.limits.request_timeout;
     let Some((tenant_id, base, segments)) = split_path(req.path()) else {
         let resp = response::error(&ScimError::not_found(format!(
             "no endpoint at {}",
@@ -146,36 +157,55 @@ pub async fn entry(
     } else {
         "unknown"
     };
-    let resp = match tenant {
-        None => response::error(&ScimError::not_found(format!(
-            "unknown tenant {tenant_id:?}"
-        ))),
-        Some(t) => {
+    let client = forwarded::client_key(&req, &guard.trusted_proxies);
+    let body = Rc::new(Body {
+        state: Cell::new(BodyState::Unread),
+        stream: RefCell::new(Some(payload)),
+    });
+    // An address over its failed sign-ins is refused whatever it presents, a valid token
+    // included: checking the token would keep answering the guess (200 or 401) and the limit
+    // would slow nothing. Other addresses are not affected.
+    let refused = client.and_then(|ip| guard.failures.refused(ip, Instant::now()));
+    let mut resp = match refused {
+        Some(retry_after) => response::error(&ScimError::throttled(
+            "too many failed authentications from this address: retry later",
+            retry_after,
+        )),
+        None => {
             let ctx = RequestContext {
                 base_url: format!(
-                    "{}://{}{}",
-                    req.connection_info().scheme(),
-                    req.connection_info().host(),
+                    "{}{}",
+                    forwarded::origin(&req, &guard.trusted_proxies),
                     base
                 ),
             };
-            match handle(&req, payload, &state, &t, &endpoint, &ctx).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.status >= 500 {
-                        tracing::warn!(status = e.status, detail = %e.detail, "request failed");
-                    }
-                    response::error(&e)
+            let target = Target {
+                tenant: tenant.as_ref(),
+                endpoint: &endpoint,
+                deadline,
+                body: body.clone(),
+            };
+            let resp = serve(&req, &state, &guard, target, ctx).await;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                if let Some(ip) = client {
+                    guard.failures.record(ip, Instant::now());
                 }
             }
+            resp
         }
     };
-    let mut resp = resp;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
         resp.headers_mut().insert(
             header::ALLOW,
             header::HeaderValue::from_static(endpoint.allowed_methods()),
         );
+    }
+    // A body that was announced but not read to its end (refused before it was read, too
+    // large, too slow) is not drained: the connection closes after the answer.
+    if resp.status() == StatusCode::REQUEST_TIMEOUT
+        || (declares_body(req.headers()) && body.state.get() != BodyState::Read)
+    {
+        response::close_connection(&mut resp);
     }
     state.metrics.observe(
         tenant_label,
@@ -187,7 +217,194 @@ pub async fn entry(
     resp
 }
 
-fn authenticate(req: &HttpRequest, tenant: &Tenant) -> ScimResult<()> {
+/// Seconds an IdP is told to wait after the bridge could not serve a request in time.
+const BUSY_RETRY_AFTER_S: u64 = 5;
+
+/// How far the request body has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Unread,
+    Reading,
+    Read,
+}
+
+/// The request body, shared by `entry` and the handler's task: how far it was read, and the
+/// stream (lent to [`read_json`] while it reads).
+struct Body {
+    state: Cell<BodyState>,
+    stream: RefCell<Option<web::Payload>>,
+}
+
+/// The body stream, lent out of its [`Body`] and put back when dropped (also when the reading
+/// future is dropped at a deadline).
+struct Lent<'a> {
+    body: &'a Body,
+    stream: Option<web::Payload>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            *self.body.stream.borrow_mut() = Some(stream);
+        }
+    }
+}
+
+/// What a request is for, and its deadlines.
+struct Target<'a> {
+    tenant: Option<&'a Arc<Tenant>>,
+    endpoint: &'a Endpoint,
+    /// `limits.request_timeout` after the request arrived.
+    deadline: tokio::time::Instant,
+    body: Rc<Body>,
+}
+
+/// The body-read deadline handed to [`read_json`].
+struct BodyDeadline {
+    /// `limits.body_read_timeout`, counted from the first read.
+    timeout: Duration,
+    /// The request's own deadline, which the body read never outlasts.
+    request: tokio::time::Instant,
+    body: Rc<Body>,
+}
+
+/// The registry anonymous discovery describes: every attribute the bridge knows, the same for
+/// every tenant path, so that discovery without a token tells nothing about a tenant (not even
+/// whether it exists). With a valid token, discovery is the tenant's own.
+fn anonymous_registry() -> &'static SchemaRegistry {
+    static REGISTRY: OnceLock<SchemaRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(SchemaRegistry::default)
+}
+
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+async fn serve(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    guard: &Guard,
+    target: Target<'_>,
+    ctx: RequestContext,
+) -> HttpResponse {
+    let endpoint = target.endpoint;
+    // Discovery answers without a token (CONTRACT §2) and is read-only.
+    match endpoint {
+        Endpoint::ServiceProviderConfig | Endpoint::ResourceTypes(_) | Endpoint::Schemas(_) => {
+            if req.method() != Method::GET {
+                return response::error(&ScimError::method_not_allowed(format!(
+                    "{} is read-only: only GET is allowed",
+                    endpoint.label()
+                )));
+            }
+            let registry = if req.headers().contains_key(header::AUTHORIZATION) {
+                match authenticate(req, target.tenant) {
+                    Ok(t) => t.connector.schemas(),
+                    Err(e) => return response::error(&e),
+                }
+            } else {
+                anonymous_registry()
+            };
+            return discovery(endpoint, registry, &ctx.base_url)
+                .unwrap_or_else(|e| response::error(&e));
+        }
+        Endpoint::Unknown => {
+            return response::error(&ScimError::not_found(format!(
+                "no SCIM endpoint at {}",
+                req.path()
+            )))
+        }
+        _ => {}
+    }
+    let tenant = match authenticate(req, target.tenant) {
+        Ok(t) => t.clone(),
+        Err(e) => return response::error(&e),
+    };
+    // At most `tenant_concurrency` requests of one tenant run at once; the rest wait here, up
+    // to the request deadline, so one tenant's load (or one leaked token's slow bodies) holds
+    // only that tenant's slots.
+    let permit = match guard.slot(&tenant.id, target.deadline).await {
+        Ok(p) => p,
+        Err(()) => {
+            return response::error(&ScimError::unavailable(
+                "too many requests of this tenant are in progress: retry later",
+                BUSY_RETRY_AFTER_S,
+            ))
+        }
+    };
+    let body = BodyDeadline {
+        timeout: guard.limits.body_read_timeout,
+        request: target.deadline,
+        body: target.body.clone(),
+    };
+    let work = {
+        let req = req.clone();
+        let state = state.clone();
+        let endpoint = endpoint.clone();
+        async move {
+            let _slot = permit;
+            handle(&req, &state, &tenant, &endpoint, &ctx, &body).await
+        }
+    };
+    // The handler runs as its own task: when it overruns the request deadline, the client is
+    // answered at once and the handler is not cut off at an arbitrary await point (a write
+    // half-way through its vendor calls); it finishes, keeping its slot, for at most one more
+    // `request_timeout`, then it is dropped.
+    let grace = guard.limits.request_timeout;
+    let mut task = actix_web::rt::spawn(tokio::time::timeout_at(target.deadline + grace, work));
+    match tokio::time::timeout_at(target.deadline, &mut task).await {
+        Ok(Ok(Ok(Ok(resp)))) => resp,
+        Ok(Ok(Ok(Err(e)))) => {
+            if e.status >= 500 {
+                tracing::warn!(status = e.status, detail = %e.detail, "request failed");
+            }
+            response::error(&e)
+        }
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "the request handler failed");
+            response::error(&ScimError::internal("the request could not be completed"))
+        }
+        // The body was still arriving when the request's time was up: the sender's doing.
+        Err(_) | Ok(Ok(Err(_))) if target.body.state.get() == BodyState::Reading => {
+            response::error(&body_timeout())
+        }
+        // 503, not 504 or 500: the bridge is the server the IdP talks to and nothing is broken;
+        // it could not answer in time (a slow vendor, a backlog of this tenant) and says when to
+        // retry. RFC 9110 gives Retry-After to 503, and Okta and Entra retry a 503 with it.
+        // The change may still complete meanwhile; a retry then finds it done.
+        Err(_) | Ok(Ok(Err(_))) => {
+            tracing::warn!(
+                timeout_s = guard.limits.request_timeout.as_secs_f64(),
+                "request overran limits.request_timeout"
+            );
+            response::error(&ScimError::unavailable(
+                "the request could not be completed in time: retry later",
+                BUSY_RETRY_AFTER_S,
+            ))
+        }
+    }
+}
+
+fn body_timeout() -> ScimError {
+    ScimError::new(
+        408,
+        None,
+        "the request body did not arrive in time: send it whole and promptly",
+    )
+}
+
+/// The bearer token must open `tenant`. Every refusal reads the same whichever the tenant and
+/// the reason (the reason is logged), and an unknown tenant is refused as a known one with a
+/// wrong token: no answer tells whether a tenant exists, has a JWT key, or which check failed.
+fn authenticate<'a>(
+    req: &HttpRequest,
+    tenant: Option<&'a Arc<Tenant>>,
+) -> ScimResult<&'a Arc<Tenant>> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -202,10 +419,22 @@ fn authenticate(req: &HttpRequest, tenant: &Tenant) -> ScimResult<()> {
         .ok_or_else(|| {
             ScimError::unauthorized("the Authorization header must use the Bearer scheme")
         })?;
-    tenant
-        .auth
-        .verify(token)
-        .map_err(|e| ScimError::unauthorized(format!("invalid bearer token for this tenant: {e}")))
+    let refused = || ScimError::unauthorized("invalid bearer token");
+    match tenant {
+        Some(t) => match t.auth.verify(token) {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                tracing::info!(tenant = %t.id, reason = %e, "bearer token refused");
+                Err(refused())
+            }
+        },
+        None => {
+            // The hash a known tenant's check costs, so the time taken does not tell either.
+            let _ = std::hint::black_box(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+            tracing::info!("bearer token refused: no such tenant");
+            Err(refused())
+        }
+    }
 }
 
 fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
@@ -223,11 +452,12 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Reads a JSON body: `application/scim+json`, `application/json` (any `+json`), a `charset`
-/// parameter, or no Content-Type at all (idp-behavior §1.1); at most `limit` bytes.
+/// parameter, or no Content-Type at all (idp-behavior §1.1); at most `limit` bytes, all of
+/// them within `deadline` (else 408).
 async fn read_json(
     headers: &HeaderMap,
-    mut payload: web::Payload,
     limit: usize,
+    deadline: &BodyDeadline,
 ) -> ScimResult<Value> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
@@ -255,8 +485,24 @@ async fn read_json(
             )));
         }
     }
+    let body = &*deadline.body;
+    let mut lent = Lent {
+        body,
+        stream: body.stream.borrow_mut().take(),
+    };
+    let Some(payload) = lent.stream.as_mut() else {
+        return Err(ScimError::invalid_syntax(
+            "the request body was already read",
+        ));
+    };
     let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    body.state.set(BodyState::Reading);
+    let until = (tokio::time::Instant::now() + deadline.timeout).min(deadline.request);
+    loop {
+        let next = tokio::time::timeout_at(until, payload.next())
+            .await
+            .map_err(|_| body_timeout())?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ScimError::invalid_syntax(format!("could not read the request body: {e}"))
         })?;
@@ -267,6 +513,7 @@ async fn read_json(
         }
         buf.extend_from_slice(&chunk);
     }
+    body.state.set(BodyState::Read);
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax("the request body is empty"));
     }
@@ -288,34 +535,14 @@ fn precondition(req: &HttpRequest) -> Precondition {
 
 async fn handle(
     req: &HttpRequest,
-    payload: web::Payload,
     state: &AppState,
     tenant: &Arc<Tenant>,
     endpoint: &Endpoint,
     ctx: &RequestContext,
+    body: &BodyDeadline,
 ) -> ScimResult<HttpResponse> {
     let method = req.method();
     let registry = tenant.connector.schemas();
-    // Discovery answers without a token (CONTRACT §2) and is read-only.
-    match endpoint {
-        Endpoint::ServiceProviderConfig | Endpoint::ResourceTypes(_) | Endpoint::Schemas(_) => {
-            if method != Method::GET {
-                return Err(ScimError::method_not_allowed(format!(
-                    "{} is read-only: only GET is allowed",
-                    endpoint.label()
-                )));
-            }
-            return discovery(endpoint, registry, &ctx.base_url);
-        }
-        Endpoint::Unknown => {
-            return Err(ScimError::not_found(format!(
-                "no SCIM endpoint at {}",
-                req.path()
-            )))
-        }
-        _ => {}
-    }
-    authenticate(req, tenant)?;
     let connector = &tenant.connector;
     let pairs = query_pairs(req);
     match (endpoint, method.clone()) {
@@ -325,17 +552,17 @@ async fn handle(
             list(tenant, *kind, &query, ctx).await
         }
         (Endpoint::Search(Some(kind)), Method::POST) => {
-            let body = read_json(req.headers(), payload, state.body_limit).await?;
+            let body = read_json(req.headers(), state.body_limit, body).await?;
             let query = ListQuery::from_search_request(&body)?;
             list(tenant, *kind, &query, ctx).await
         }
         (Endpoint::Search(None), Method::POST) => {
-            let body = read_json(req.headers(), payload, state.body_limit).await?;
+            let body = read_json(req.headers(), state.body_limit, body).await?;
             let query = ListQuery::from_search_request(&body)?;
             search_all(tenant, &query, ctx).await
         }
         (Endpoint::Collection(kind), Method::POST) => {
-            let body = read_json(req.headers(), payload, state.body_limit).await?;
+            let body = read_json(req.headers(), state.body_limit, body).await?;
             let schema = registry.get(*kind);
             let resource = canonicalize(&body, schema)?;
             let created = connector.create(*kind, resource, ctx).await?;
@@ -374,7 +601,7 @@ async fn handle(
             ))
         }
         (Endpoint::Item(kind, id), Method::PUT) => {
-            let body = read_json(req.headers(), payload, state.body_limit).await?;
+            let body = read_json(req.headers(), state.body_limit, body).await?;
             let schema = registry.get(*kind);
             let resource = canonicalize(&body, schema)?;
             let updated = connector
@@ -387,7 +614,7 @@ async fn handle(
             ))
         }
         (Endpoint::Item(kind, id), Method::PATCH) => {
-            let body = read_json(req.headers(), payload, state.body_limit).await?;
+            let body = read_json(req.headers(), state.body_limit, body).await?;
             let schema = registry.get(*kind);
             let patch = PatchRequest::from_json(&body)?;
             let proj = projection(&pairs, schema);

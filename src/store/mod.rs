@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod revoked;
 
 use std::path::Path;
 
@@ -139,10 +140,19 @@ impl GroupCommit {
 impl Store {
     /// Opens (or creates) the store under `dir`. The page cache is bounded so a large directory
     /// does not grow resident memory past what the operator budgets.
+    ///
+    /// The store is private to the bridge's user (issue 15): see [`private`]. The data dir is
+    /// created 0700, the store's directories 0700 and its files 0600; an existing store that
+    /// group or others can read is tightened, with a warning naming it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        let io = |e: std::io::Error| StoreError::Sled(sled::Error::Io(e));
+        private::restrict_umask();
+        private::create_dir(dir).map_err(io)?;
+        let store_dir = dir.join("store");
+        private::check_data_dir(dir);
+        private::tighten_store(&store_dir);
         let db = sled::Config::new()
-            .path(dir.join("store"))
+            .path(&store_dir)
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()?;
@@ -176,5 +186,186 @@ impl Store {
 
     pub fn is_healthy(&self) -> bool {
         self.db.was_recovered() || self.db.size_on_disk().is_ok()
+    }
+}
+
+/// Keeping the store private to the bridge's user (issue 15): the data dir holds every user's
+/// name and email, the ID maps and the audit log.
+///
+/// Why the umask, and not only `chmod` after the fact: sled creates its files itself (`conf`,
+/// `db`, `blobs/…`, and snapshot files written later by its own threads) with
+/// `std::fs` defaults, that is `0666 & !umask`. No sled option sets a mode, and a `chmod` after
+/// `open` would leave a window and miss every file sled creates afterwards. So the first
+/// `Store::open` adds `0o077` to the process umask: only ever stricter (the old mask is kept
+/// and OR-ed), never looser. This is process-wide, which is what the bridge wants anyway: it
+/// writes no file meant for another user (the default token and the store are private; exports
+/// go to stdout). An embedding program that needs group-readable files should create them with
+/// an explicit `set_permissions`.
+///
+/// An existing store (made by an earlier version, or under a loose umask) that group or others
+/// can read is **tightened, with a warning**, rather than only warned about: everything under
+/// `<data_dir>/store` belongs to the bridge and nobody else has a reason to read it, leaving it
+/// open keeps the exposure the warning reports, and `chmod` only removes bits, so it cannot
+/// break the bridge. The data dir itself is **warned about only**: it is the operator's choice
+/// and may be a shared path (`--data-dir /tmp`, a volume root managed by `fsGroup`), which a
+/// `chmod 700` could break for others; the store inside it is private either way.
+pub mod private {
+    use std::path::Path;
+
+    /// Adds `0o077` to the process umask (Unix; a no-op elsewhere).
+    pub fn restrict_umask() {
+        #[cfg(unix)]
+        // SAFETY: umask(2) only swaps the process's file-mode creation mask and cannot fail.
+        // Between the two calls the mask is 0o077, stricter than either value, so a file
+        // created concurrently by another thread is never looser than intended.
+        unsafe {
+            let old = libc::umask(0o077);
+            libc::umask(old | 0o077);
+        }
+    }
+
+    /// Creates `dir` (and any missing parent) with mode 0700; an existing one is left as it is.
+    pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir)
+    }
+
+    /// The mode bits (permissions only) of `path`, not following a symlink.
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// Warns when the data dir grants group or others any access.
+    pub fn check_data_dir(dir: &Path) {
+        #[cfg(unix)]
+        if let Some(mode) = mode_of(dir).filter(|m| m & 0o077 != 0) {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = %format!("{mode:04o}"),
+                "the data dir is accessible to group or others; the store inside it is kept \
+                 private, but run `chmod 700` on it so that everything else there is too"
+            );
+        }
+        #[cfg(not(unix))]
+        let _ = dir;
+    }
+
+    /// Removes group and other permissions from `store_dir` and everything under it (symlinks
+    /// are neither followed nor changed), with one warning naming the store when anything was
+    /// open. Failures are warned about and do not stop the store from opening.
+    pub fn tighten_store(store_dir: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mut loose = Vec::new();
+            let mut failed = Vec::new();
+            let mut pending = vec![store_dir.to_path_buf()];
+            while let Some(path) = pending.pop() {
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() {
+                    continue;
+                }
+                if meta.is_dir() {
+                    if let Ok(entries) = std::fs::read_dir(&path) {
+                        pending.extend(entries.flatten().map(|e| e.path()));
+                    }
+                }
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    let private = std::fs::Permissions::from_mode(mode & 0o700);
+                    match std::fs::set_permissions(&path, private) {
+                        Ok(()) => loose.push(path),
+                        Err(e) => failed.push((path, e)),
+                    }
+                }
+            }
+            if let Some(first) = loose.first() {
+                tracing::warn!(
+                    path = %store_dir.display(),
+                    entries = loose.len(),
+                    first = %first.display(),
+                    "the store was readable by group or others; it has been made private \
+                     (directories 0700, files 0600)"
+                );
+            }
+            for (path, e) in failed {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "the store is readable by group or others and could not be made private; \
+                     run `chmod -R go-rwx` on it"
+                );
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = store_dir;
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::private;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set(p: &Path, m: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn tighten_store_removes_group_and_other_bits_without_following_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        let store = root.path().join("store");
+        std::fs::create_dir_all(store.join("blobs")).unwrap();
+        std::fs::write(store.join("db"), b"x").unwrap();
+        std::fs::write(store.join("blobs/1"), b"x").unwrap();
+        let outside = root.path().join("outside");
+        std::fs::write(&outside, b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, store.join("link")).unwrap();
+        set(&store, 0o755);
+        set(&store.join("blobs"), 0o775);
+        set(&store.join("db"), 0o644);
+        set(&store.join("blobs/1"), 0o666);
+        set(&outside, 0o644);
+
+        private::tighten_store(&store);
+
+        assert_eq!(mode(&store), 0o700);
+        assert_eq!(mode(&store.join("blobs")), 0o700);
+        assert_eq!(mode(&store.join("db")), 0o600);
+        assert_eq!(mode(&store.join("blobs/1")), 0o600);
+        assert_eq!(mode(&outside), 0o644, "a symlink's target is left alone");
+        // Nothing to do the second time, and a missing store is no error.
+        private::tighten_store(&store);
+        private::tighten_store(&root.path().join("absent"));
+    }
+
+    #[test]
+    fn create_dir_makes_every_missing_directory_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        private::create_dir(&dir).unwrap();
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        // An existing directory is kept as it is (the data dir is only warned about).
+        set(&dir, 0o755);
+        private::create_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o755);
     }
 }

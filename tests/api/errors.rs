@@ -462,7 +462,7 @@ async fn the_configured_body_limit_applies() {
 body_limit = "4 KiB"
 [[tenants]]
 id = "small"
-tokens = ["tok-small-0000001"]
+tokens = ["tok-small-0000001-0123456789abcdef"]
 [tenants.vendor]
 kind = "local"
 "#,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json; charset=utf-8";
-pub const DEFAULT_TOKEN: &str = "test-token-3f1c9a7e5b2d4c6a";
+pub const DEFAULT_TOKEN: &str = "test-token-3f1c9a7e5b2d4c6a-0123456789";
 
 pub const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -57,12 +57,18 @@ pub struct TestApp {
 
 /// The embedded default: tenant `default`, local connector, one static token.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The embedded default, with `adjust` applied to its config (e.g. `trusted_proxies`).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config::embedded_default(
+    let mut config = Config::embedded_default(
         Some(loopback0()),
         dir.path().to_path_buf(),
         Secret::new(DEFAULT_TOKEN),
     );
+    adjust(&mut config);
     launch(config, dir).await
 }
 

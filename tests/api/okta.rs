@@ -585,10 +585,10 @@ async fn membership_by_pathless_add_and_emptied_by_replace_with_nothing() {
 }
 
 /// Behind a TLS-terminating proxy (Okta requires an https base URL), locations follow the
-/// forwarded scheme and host.
+/// forwarded scheme and host — when the proxy is one of `trusted_proxies`.
 #[tokio::test]
 async fn locations_follow_forwarded_scheme_and_host() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let r = Resp::send(
         app.request(Method::POST, "/Users")
             .header("Content-Type", SCIM_CONTENT_TYPE)

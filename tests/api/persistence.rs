@@ -148,13 +148,13 @@ async fn two_tenants_keep_their_own_data_across_a_restart() {
     let toml = r#"
 [[tenants]]
 id = "a"
-tokens = ["tok-a-persist-0001"]
+tokens = ["tok-a-persist-0001-0123456789abcdef"]
 [tenants.vendor]
 kind = "local"
 
 [[tenants]]
 id = "b"
-tokens = ["tok-b-persist-0002"]
+tokens = ["tok-b-persist-0002-0123456789abcdef"]
 [tenants.vendor]
 kind = "local"
 "#;
@@ -170,15 +170,21 @@ kind = "local"
     let b_user = Resp::send(
         app.client
             .post(format!("{}/Users", app.tenant_base("b")))
-            .bearer_auth("tok-b-persist-0002")
+            .bearer_auth("tok-b-persist-0002-0123456789abcdef")
             .header("Content-Type", SCIM_CONTENT_TYPE)
             .body(user_body("tenant-a00000@example.com").to_string()),
     )
     .await;
     b_user.assert_status(201);
     app.restart().await;
-    assert_eq!(count(&app, "a", "tok-a-persist-0001").await, 3);
-    assert_eq!(count(&app, "b", "tok-b-persist-0002").await, 1);
+    assert_eq!(
+        count(&app, "a", "tok-a-persist-0001-0123456789abcdef").await,
+        3
+    );
+    assert_eq!(
+        count(&app, "b", "tok-b-persist-0002-0123456789abcdef").await,
+        1
+    );
     // Uniqueness is still per tenant.
     app.post("/Users", &user_body("tenant-a00000@example.com"))
         .await

@@ -8,8 +8,8 @@ use scim_bridge::config::{Secret, TenantId};
 use serde_json::json;
 use std::time::Duration;
 
-const TOK_A: &str = "tok-a-5f0d1c2b3a4e";
-const TOK_B: &str = "tok-b-9e8d7c6b5a4f";
+const TOK_A: &str = "tok-a-5f0d1c2b3a4e-0123456789abcdef";
+const TOK_B: &str = "tok-b-9e8d7c6b5a4f-0123456789abcdef";
 const JWT_A: &str = "jwt-secret-of-tenant-a-0123456789";
 const JWT_B: &str = "jwt-secret-of-tenant-b-0123456789";
 
@@ -130,17 +130,36 @@ async fn a_token_of_tenant_a_is_401_on_tenant_b() {
     );
 }
 
+/// Without a valid token an unknown tenant is indistinguishable from a known one (issue 15: no
+/// tenant enumeration): the same 401, and anonymous discovery the same generic document.
 #[tokio::test]
-async fn an_unknown_tenant_is_a_404_error_body() {
+async fn an_unknown_tenant_is_the_same_401_as_a_known_one() {
     let app = spawn_with_config(&two_tenants()).await;
     let url = app.tenant_base("nope");
-    get_with(&app, &format!("{url}/Users"), TOK_A)
-        .await
-        .assert_error(404, None);
-    // Not even discovery answers for it.
-    Resp::send(app.client.get(format!("{url}/ServiceProviderConfig")))
-        .await
-        .assert_error(404, None);
+    let unknown = get_with(&app, &format!("{url}/Users"), TOK_A).await;
+    unknown.assert_error(401, None);
+    let known = get_with(&app, &format!("{}/Users", app.tenant_base("b")), TOK_A).await;
+    known.assert_error(401, None);
+    assert_eq!(unknown.text, known.text);
+    assert_eq!(
+        unknown.header("www-authenticate"),
+        known.header("www-authenticate")
+    );
+    let anonymous = |base: String| {
+        let app = &app;
+        async move {
+            let mut doc = Resp::send(app.client.get(format!("{base}/ServiceProviderConfig")))
+                .await
+                .ok_json();
+            // Its own URL differs by path, as any URL would.
+            doc["meta"]["location"] = serde_json::Value::Null;
+            doc
+        }
+    };
+    assert_eq!(
+        anonymous(url.clone()).await,
+        anonymous(app.tenant_base("a")).await
+    );
     // No default tenant is configured: the short base is unknown too.
     get_with(&app, &app.tenant_base("default"), TOK_A)
         .await
@@ -151,7 +170,7 @@ async fn an_unknown_tenant_is_a_404_error_body() {
         TOK_A,
     )
     .await
-    .assert_error(404, None);
+    .assert_error(401, None);
 }
 
 #[tokio::test]
@@ -219,7 +238,7 @@ async fn the_default_tenant_is_also_served_at_the_short_base() {
         r#"
 [[tenants]]
 id = "default"
-tokens = ["tok-default-0a1b2c3d"]
+tokens = ["tok-default-0a1b2c3d-0123456789abcdef"]
 
 [tenants.vendor]
 kind = "local"
@@ -236,9 +255,13 @@ kind = "local"
     assert_eq!(app.base_url, format!("{}/scim/v2", app.root));
     let id = app.create_user("short@example.com").await;
     let long = format!("{}/tenants/default/scim/v2", app.root);
-    let body = get_with(&app, &format!("{long}/Users/{id}"), "tok-default-0a1b2c3d")
-        .await
-        .ok_json();
+    let body = get_with(
+        &app,
+        &format!("{long}/Users/{id}"),
+        "tok-default-0a1b2c3d-0123456789abcdef",
+    )
+    .await
+    .ok_json();
     assert_eq!(body["userName"], "short@example.com");
     // a's token does not open the default tenant, whichever base is used.
     get_with(&app, &format!("{}/Users", app.base_url), TOK_A)

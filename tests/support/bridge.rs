@@ -31,6 +31,9 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
         data_dir: data_dir.to_path_buf(),
         tenants: vec![tenant],
         body_limit_bytes: 1 << 20,
+        limits: Default::default(),
+        trusted_proxies: Vec::new(),
+        jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
     }
 }
 

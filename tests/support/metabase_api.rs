@@ -642,7 +642,7 @@ pub fn profile_diff(state: &MbState, want: &[(&str, &str, &str)]) -> Vec<String>
 
 /// The bridge's tenant in the runs, and the IdP's token for it.
 pub const BRIDGE_TENANT: &str = "acme-metabase";
-pub const BRIDGE_TOKEN: &str = "test-token-metabase-0123456789";
+pub const BRIDGE_TOKEN: &str = "test-token-metabase-0123456789abcdef";
 
 /// The runs' extra mirrored groups: Okta pushes `Finance`, renames it `Finance EMEA` and
 /// deletes it; Entra creates `Contractors` with gus, renames it `Contractors EU` and keeps it.

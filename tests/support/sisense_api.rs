@@ -32,7 +32,7 @@ use std::time::Duration;
 /// A Sisense user as the tests compare it: (role API name, active, sorted group names).
 pub type UserState = (String, bool, Vec<String>);
 
-pub const TOKEN: &str = "test-token-sisense-0123456789";
+pub const TOKEN: &str = "test-token-sisense-0123456789abcdef";
 pub const TENANT: &str = "acme";
 
 pub async fn spawn_sim(opts: SimOptions) -> RunningSim {

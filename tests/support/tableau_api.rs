@@ -368,7 +368,7 @@ pub const TABLEAU_ROLES: Roles = Roles {
 pub const UNLICENSED: &str = "Unlicensed";
 /// The bridge's tenant in the runs, and the IdP's token for it.
 pub const BRIDGE_TENANT: &str = "acme-tableau";
-pub const BRIDGE_TOKEN: &str = "test-token-tableau-0123456789";
+pub const BRIDGE_TOKEN: &str = "test-token-tableau-0123456789abcdef";
 
 /// How the bridge signs in to Tableau.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
