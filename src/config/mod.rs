@@ -161,8 +161,9 @@ pub struct RequestLimits {
     /// `tenant_concurrency`: SCIM requests one tenant may have in flight (default 64); more
     /// wait for a slot, so one tenant cannot take every worker.
     pub tenant_concurrency: usize,
-    /// `auth_failure_limit`: failed authentications one client address may make per minute
-    /// before it is answered 429 with `Retry-After` (default 20; 0 turns it off).
+    /// `auth_failure_limit`: failed authentications one client address may make on one
+    /// tenant's path per minute before it is answered 429 with `Retry-After` there (default
+    /// 20; 0 turns it off).
     pub auth_failure_limit: u32,
 }
 
@@ -546,7 +547,7 @@ impl Config {
         let _ = writeln!(out, "body_limit: {} bytes", self.body_limit_bytes);
         let _ = writeln!(
             out,
-            "limits:     body within {} s, request within {} s, {} requests in flight per tenant, {} failed sign-ins per address per minute",
+            "limits:     body within {} s, request within {} s, {} requests in flight per tenant, {} failed sign-ins per address and tenant per minute",
             self.limits.body_read_timeout.as_secs(),
             self.limits.request_timeout.as_secs(),
             self.limits.tenant_concurrency,

@@ -67,12 +67,17 @@ impl Guard {
     }
 }
 
-/// Failed authentications per client address in a fixed window that opens at the first
-/// failure: after `limit` of them the address is refused until the window closes.
+/// Failed authentications per client address and tenant path in a fixed window that opens at
+/// the first failure: after `limit` of them the address is refused on that tenant's path until
+/// the window closes.
+///
+/// Per tenant, not per address alone: Okta and Entra provision every customer from shared
+/// egress addresses, so one customer's wrong token must not lock every other tenant out of
+/// its IdP. A guesser is still held to `limit` guesses per tenant per window.
 pub struct AuthFailures {
     limit: u32,
     window: Duration,
-    by_address: Mutex<HashMap<IpAddr, Window>>,
+    by_address: Mutex<HashMap<(IpAddr, String), Window>>,
 }
 
 #[derive(Clone, Copy)]
@@ -91,14 +96,14 @@ impl AuthFailures {
         }
     }
 
-    /// Seconds until `address` may try again (rounded up, at least 1), or `None` when it may
-    /// now.
-    pub fn refused(&self, address: IpAddr, now: Instant) -> Option<u64> {
+    /// Seconds until `address` may try `tenant` again (rounded up, at least 1), or `None` when
+    /// it may now.
+    pub fn refused(&self, address: IpAddr, tenant: &str, now: Instant) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
         let map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        let w = map.get(&address)?;
+        let w = map.get(&(address, tenant.to_string()))?;
         let closes = w.opened + self.window;
         if w.failures < self.limit || now >= closes {
             return None;
@@ -107,20 +112,21 @@ impl AuthFailures {
         Some((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1))
     }
 
-    /// Counts one failed authentication of `address`.
-    pub fn record(&self, address: IpAddr, now: Instant) {
+    /// Counts one failed authentication of `address` on `tenant`'s path.
+    pub fn record(&self, address: IpAddr, tenant: &str, now: Instant) {
         if self.limit == 0 {
             return;
         }
         let window = self.window;
+        let key = (address, tenant.to_string());
         let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(&address) && map.len() >= MAX_TRACKED / 2 {
+        if !map.contains_key(&key) && map.len() >= MAX_TRACKED / 2 {
             map.retain(|_, w| now < w.opened + window);
             if map.len() >= MAX_TRACKED {
                 return;
             }
         }
-        let w = map.entry(address).or_insert(Window {
+        let w = map.entry(key).or_insert(Window {
             opened: now,
             failures: 0,
         });
@@ -148,18 +154,23 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         for i in 0..3 {
-            assert_eq!(f.refused(a, t0), None, "after {i} failures");
-            f.record(a, t0 + Duration::from_secs(i));
+            assert_eq!(f.refused(a, "t", t0), None, "after {i} failures");
+            f.record(a, "t", t0 + Duration::from_secs(i));
         }
-        assert_eq!(f.refused(a, t0 + Duration::from_secs(2)), Some(58));
-        assert_eq!(f.refused(a, t0 + Duration::from_millis(59_500)), Some(1));
-        // Another address is not affected.
-        assert_eq!(f.refused(ip("192.0.2.2"), t0), None);
+        assert_eq!(f.refused(a, "t", t0 + Duration::from_secs(2)), Some(58));
+        assert_eq!(
+            f.refused(a, "t", t0 + Duration::from_millis(59_500)),
+            Some(1)
+        );
+        // Another address is not affected, nor the same address on another tenant (a shared
+        // IdP egress address serving other customers).
+        assert_eq!(f.refused(ip("192.0.2.2"), "t", t0), None);
+        assert_eq!(f.refused(a, "other", t0), None);
         // The window closes: the address may try again, and a new failure opens a new window.
         let later = t0 + Duration::from_secs(60);
-        assert_eq!(f.refused(a, later), None);
-        f.record(a, later);
-        assert_eq!(f.refused(a, later), None);
+        assert_eq!(f.refused(a, "t", later), None);
+        f.record(a, "t", later);
+        assert_eq!(f.refused(a, "t", later), None);
     }
 
     #[test]
@@ -167,9 +178,9 @@ mod tests {
         let f = AuthFailures::new(0, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..100 {
-            f.record(ip("192.0.2.1"), t0);
+            f.record(ip("192.0.2.1"), "t", t0);
         }
-        assert_eq!(f.refused(ip("192.0.2.1"), t0), None);
+        assert_eq!(f.refused(ip("192.0.2.1"), "t", t0), None);
     }
 
     #[tokio::test]

@@ -165,7 +165,7 @@ pub async fn entry(
     // An address over its failed sign-ins is refused whatever it presents, a valid token
     // included: checking the token would keep answering the guess (200 or 401) and the limit
     // would slow nothing. Other addresses are not affected.
-    let refused = client.and_then(|ip| guard.failures.refused(ip, Instant::now()));
+    let refused = client.and_then(|ip| guard.failures.refused(ip, &tenant_id, Instant::now()));
     let mut resp = match refused {
         Some(retry_after) => response::error(&ScimError::throttled(
             "too many failed authentications from this address: retry later",
@@ -188,7 +188,7 @@ pub async fn entry(
             let resp = serve(&req, &state, &guard, target, ctx).await;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if let Some(ip) = client {
-                    guard.failures.record(ip, Instant::now());
+                    guard.failures.record(ip, &tenant_id, Instant::now());
                 }
             }
             resp
