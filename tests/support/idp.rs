@@ -16,6 +16,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The enterprise extension, and its `division` (the attribute the vendor runs map to a
+/// row-level-security attribute).
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const DIVISION_PATH: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division";
+
 /// The longest a checked IdP request may take.
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(15);
 
@@ -243,6 +249,68 @@ impl Idp {
         let (s, v) = self.get(&q).await;
         assert_eq!(s, 200, "{}: lookup group {name}: {v}", self.label);
         v["Resources"].as_array().and_then(|a| a.first().cloned())
+    }
+
+    /// The id the bridge gave `login`.
+    pub async fn user_id(&self, login: &str) -> String {
+        let u = self
+            .find_user(login)
+            .await
+            .unwrap_or_else(|| panic!("{}: {login} not found", self.label));
+        u["id"].as_str().unwrap().to_string()
+    }
+
+    /// The id the bridge gave the group `name`.
+    pub async fn group_id(&self, name: &str) -> String {
+        let g = self
+            .find_group(name)
+            .await
+            .unwrap_or_else(|| panic!("{}: group {name} not found", self.label));
+        g["id"].as_str().unwrap().to_string()
+    }
+
+    /// Okta's profile push of the enterprise `division`: the whole user read back and PUT with
+    /// the division set (or left out).
+    pub async fn okta_division(&self, login: &str, division: Option<&str>) {
+        let l = &self.label;
+        let id = self.user_id(login).await;
+        let (s, mut full) = self.get(&format!("/Users/{id}")).await;
+        assert_eq!(s, 200, "{l}: {full}");
+        let obj = full.as_object_mut().unwrap();
+        obj.remove("meta");
+        let mut ext = obj
+            .remove(ENTERPRISE)
+            .and_then(|e| e.as_object().cloned())
+            .unwrap_or_default();
+        match division {
+            Some(d) => {
+                ext.insert("division".into(), json!(d));
+            }
+            None => {
+                ext.remove("division");
+            }
+        }
+        let mut schemas: Vec<Value> = obj["schemas"].as_array().cloned().unwrap_or_default();
+        if !ext.is_empty() {
+            obj.insert(ENTERPRISE.into(), Value::Object(ext));
+            if !schemas.contains(&json!(ENTERPRISE)) {
+                schemas.push(json!(ENTERPRISE));
+            }
+        }
+        obj.insert("schemas".into(), Value::Array(schemas));
+        let (s, v) = self.put(&format!("/Users/{id}"), full).await;
+        assert_eq!(s, 200, "{l}: PUT {login} with division {division:?}: {v}");
+    }
+
+    /// Entra's attribute PATCH of the enterprise `division`: `Add` a value, `Replace` it, or
+    /// `Remove` it.
+    pub async fn entra_division(&self, login: &str, op: &str, division: Option<&str>) {
+        let id = self.user_id(login).await;
+        let mut o = json!({"op": op, "path": DIVISION_PATH});
+        if let Some(d) = division {
+            o["value"] = json!(d);
+        }
+        self.patch_ok(&format!("/Users/{id}"), json!([o])).await;
     }
 
     /// Okta's assignment: look up by userName, create only when absent.

@@ -57,9 +57,7 @@ pub const ANALYSTS: &str = "Analysts";
 pub const VIEWERS: &str = "Viewers";
 /// The login attribute the runs map the enterprise `division` to.
 pub const ATTRIBUTE: &str = "region";
-pub const DIVISION_PATH: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division";
-pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+use super::idp::DIVISION_PATH;
 /// A login attribute the bridge does not map, set on `pre@acme.test` before the bridge: it
 /// must survive every write of `region`.
 pub const UNMAPPED_KEY: &str = "team";
@@ -879,66 +877,6 @@ impl Hooks for Extra<'_> {
     }
 }
 
-/// The id the bridge gave `login`.
-async fn user_id(idp: &Idp, login: &str) -> String {
-    let u = idp
-        .find_user(login)
-        .await
-        .unwrap_or_else(|| panic!("{}: {login} not found", idp.label));
-    u["id"].as_str().unwrap().to_string()
-}
-
-/// The id the bridge gave the group `name`.
-async fn group_id(idp: &Idp, name: &str) -> String {
-    let g = idp
-        .find_group(name)
-        .await
-        .unwrap_or_else(|| panic!("{}: group {name} not found", idp.label));
-    g["id"].as_str().unwrap().to_string()
-}
-
-/// Okta's profile push: the whole user read back and PUT with the division set (or left out).
-async fn okta_division(idp: &Idp, login: &str, division: Option<&str>) {
-    let l = &idp.label;
-    let id = user_id(idp, login).await;
-    let (s, mut full) = idp.get(&format!("/Users/{id}")).await;
-    assert_eq!(s, 200, "{l}: {full}");
-    let obj = full.as_object_mut().unwrap();
-    obj.remove("meta");
-    let mut ext = obj
-        .remove(ENTERPRISE)
-        .and_then(|e| e.as_object().cloned())
-        .unwrap_or_default();
-    match division {
-        Some(d) => {
-            ext.insert("division".into(), json!(d));
-        }
-        None => {
-            ext.remove("division");
-        }
-    }
-    let mut schemas: Vec<Value> = obj["schemas"].as_array().cloned().unwrap_or_default();
-    if !ext.is_empty() {
-        obj.insert(ENTERPRISE.into(), Value::Object(ext));
-        if !schemas.contains(&json!(ENTERPRISE)) {
-            schemas.push(json!(ENTERPRISE));
-        }
-    }
-    obj.insert("schemas".into(), Value::Array(schemas));
-    let (s, v) = idp.put(&format!("/Users/{id}"), full).await;
-    assert_eq!(s, 200, "{l}: PUT {login} with division {division:?}: {v}");
-}
-
-/// Entra's attribute PATCH of the division: `Add` a value, `Replace` it, or `Remove` it.
-async fn entra_division(idp: &Idp, login: &str, op: &str, division: Option<&str>) {
-    let id = user_id(idp, login).await;
-    let mut o = json!({"op": op, "path": DIVISION_PATH});
-    if let Some(d) = division {
-        o["value"] = json!(d);
-    }
-    idp.patch_ok(&format!("/Users/{id}"), json!([o])).await;
-}
-
 /// The extra IdP writes after `step`:
 ///
 /// - Okta: after the assignments ada's division is EMEA, bob's and pre's AMER (PUT of the
@@ -955,13 +893,13 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
     let l = &idp.label;
     match (seq, step) {
         (Seq::Okta, Step::UsersAssigned) => {
-            okta_division(idp, "ada@acme.test", Some("EMEA")).await;
-            okta_division(idp, "bob@acme.test", Some("AMER")).await;
-            okta_division(idp, "pre@acme.test", Some("AMER")).await;
+            idp.okta_division("ada@acme.test", Some("EMEA")).await;
+            idp.okta_division("bob@acme.test", Some("AMER")).await;
+            idp.okta_division("pre@acme.test", Some("AMER")).await;
         }
         (Seq::Okta, Step::MembersChanged) => {
-            let ada = user_id(idp, "ada@acme.test").await;
-            let bob = user_id(idp, "bob@acme.test").await;
+            let ada = idp.user_id("ada@acme.test").await;
+            let bob = idp.user_id("bob@acme.test").await;
             assert!(idp.find_group(OKTA_GROUP).await.is_none(), "{l}");
             let (s, v) = idp
                 .post(
@@ -988,20 +926,21 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
             .await;
         }
         (Seq::Okta, Step::ProfileChanged) => {
-            okta_division(idp, "ada@acme.test", Some("APAC")).await;
-            okta_division(idp, "bob@acme.test", None).await;
-            okta_division(idp, "pre@acme.test", None).await;
-            let gid = group_id(idp, OKTA_GROUP_RENAMED).await;
+            idp.okta_division("ada@acme.test", Some("APAC")).await;
+            idp.okta_division("bob@acme.test", None).await;
+            idp.okta_division("pre@acme.test", None).await;
+            let gid = idp.group_id(OKTA_GROUP_RENAMED).await;
             let (s, v) = idp.delete(&format!("/Groups/{gid}")).await;
             assert_eq!(s, 204, "{l}: delete {OKTA_GROUP_RENAMED}: {v}");
         }
         (Seq::Entra, Step::UsersAssigned) => {
             for (name, d) in [("eve", "EMEA"), ("fay", "AMER"), ("gus", "APAC")] {
-                entra_division(idp, &format!("{name}@contoso.test"), "Add", Some(d)).await;
+                idp.entra_division(&format!("{name}@contoso.test"), "Add", Some(d))
+                    .await;
             }
         }
         (Seq::Entra, Step::MembersChanged) => {
-            let gus = user_id(idp, "gus@contoso.test").await;
+            let gus = idp.user_id("gus@contoso.test").await;
             let (s, v) = idp
                 .post(
                     "/Groups",
@@ -1029,14 +968,16 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
             assert!(s == 200 || s == 204, "{l}: rename {ENTRA_GROUP}: {s} {v}");
         }
         (Seq::Entra, Step::ProfileChanged) => {
-            entra_division(idp, "fay@contoso.test", "Replace", Some("EMEA")).await;
-            entra_division(idp, "eve@contoso.test", "Remove", None).await;
+            idp.entra_division("fay@contoso.test", "Replace", Some("EMEA"))
+                .await;
+            idp.entra_division("eve@contoso.test", "Remove", None).await;
         }
         (Seq::Entra, Step::Deactivated) => {
             // Sent while fay is disabled: Metabase refuses a PUT on an inactive user, so the
             // bridge holds both until she is restored.
-            entra_division(idp, "fay@contoso.test", "Replace", Some("APJ")).await;
-            let fay = user_id(idp, "fay@contoso.test").await;
+            idp.entra_division("fay@contoso.test", "Replace", Some("APJ"))
+                .await;
+            let fay = idp.user_id("fay@contoso.test").await;
             idp.patch_ok(
                 &format!("/Users/{fay}"),
                 json!([{"op": "Replace", "path": "name.givenName", "value": "Faye"}]),

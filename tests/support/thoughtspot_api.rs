@@ -46,9 +46,7 @@ pub const ADMIN_GROUP: &str = "Administrator";
 pub const PRIMARY_ORG: &str = "Primary";
 /// The formula variable the runs map the enterprise `division` to.
 pub const VARIABLE: &str = "region";
-pub const DIVISION_PATH: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division";
-pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+use super::idp::DIVISION_PATH;
 /// The runs' Org group and the Org it stands for (`org_group_pattern = "org-*"`).
 pub const ORG_GROUP: &str = "org-acme";
 pub const ORG: &str = "acme";
@@ -768,57 +766,6 @@ impl Hooks for Extra<'_> {
     }
 }
 
-/// The id the bridge gave `login`.
-async fn user_id(idp: &Idp, login: &str) -> String {
-    let u = idp
-        .find_user(login)
-        .await
-        .unwrap_or_else(|| panic!("{}: {login} not found", idp.label));
-    u["id"].as_str().unwrap().to_string()
-}
-
-/// Okta's profile push: the whole user read back and PUT with the division set (or left out).
-async fn okta_division(idp: &Idp, login: &str, division: Option<&str>) {
-    let l = &idp.label;
-    let id = user_id(idp, login).await;
-    let (s, mut full) = idp.get(&format!("/Users/{id}")).await;
-    assert_eq!(s, 200, "{l}: {full}");
-    let obj = full.as_object_mut().unwrap();
-    obj.remove("meta");
-    let mut ext = obj
-        .remove(ENTERPRISE)
-        .and_then(|e| e.as_object().cloned())
-        .unwrap_or_default();
-    match division {
-        Some(d) => {
-            ext.insert("division".into(), json!(d));
-        }
-        None => {
-            ext.remove("division");
-        }
-    }
-    let mut schemas: Vec<Value> = obj["schemas"].as_array().cloned().unwrap_or_default();
-    if !ext.is_empty() {
-        obj.insert(ENTERPRISE.into(), Value::Object(ext));
-        if !schemas.contains(&json!(ENTERPRISE)) {
-            schemas.push(json!(ENTERPRISE));
-        }
-    }
-    obj.insert("schemas".into(), Value::Array(schemas));
-    let (s, v) = idp.put(&format!("/Users/{id}"), full).await;
-    assert_eq!(s, 200, "{l}: PUT {login} with division {division:?}: {v}");
-}
-
-/// Entra's attribute PATCH of the division: `Add` a value, `Replace` it, or `Remove` it.
-async fn entra_division(idp: &Idp, login: &str, op: &str, division: Option<&str>) {
-    let id = user_id(idp, login).await;
-    let mut o = json!({"op": op, "path": DIVISION_PATH});
-    if let Some(d) = division {
-        o["value"] = json!(d);
-    }
-    idp.patch_ok(&format!("/Users/{id}"), json!([o])).await;
-}
-
 /// The extra IdP writes after `step`:
 ///
 /// - Okta: after the assignments ada's division is EMEA and bob's AMER (PUT of the whole user);
@@ -832,13 +779,13 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
     let l = &idp.label;
     match (seq, step) {
         (Seq::Okta, Step::UsersAssigned) => {
-            okta_division(idp, "ada@acme.test", Some("EMEA")).await;
-            okta_division(idp, "bob@acme.test", Some("AMER")).await;
+            idp.okta_division("ada@acme.test", Some("EMEA")).await;
+            idp.okta_division("bob@acme.test", Some("AMER")).await;
         }
         (Seq::Okta, Step::MembersChanged) => {
-            let ada = user_id(idp, "ada@acme.test").await;
-            let bob = user_id(idp, "bob@acme.test").await;
-            let pre = user_id(idp, "pre@acme.test").await;
+            let ada = idp.user_id("ada@acme.test").await;
+            let bob = idp.user_id("bob@acme.test").await;
+            let pre = idp.user_id("pre@acme.test").await;
             assert!(idp.find_group(ORG_GROUP).await.is_none(), "{l}");
             let (s, v) = idp
                 .post(
@@ -864,18 +811,19 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
             .await;
         }
         (Seq::Okta, Step::ProfileChanged) => {
-            okta_division(idp, "ada@acme.test", Some("APAC")).await;
-            okta_division(idp, "bob@acme.test", None).await;
+            idp.okta_division("ada@acme.test", Some("APAC")).await;
+            idp.okta_division("bob@acme.test", None).await;
         }
         (Seq::Entra, Step::UsersAssigned) => {
             for (name, d) in [("eve", "EMEA"), ("fay", "AMER"), ("gus", "APAC")] {
-                entra_division(idp, &format!("{name}@contoso.test"), "Add", Some(d)).await;
+                idp.entra_division(&format!("{name}@contoso.test"), "Add", Some(d))
+                    .await;
             }
         }
         (Seq::Entra, Step::MembersChanged) => {
             let mut ids = Vec::new();
             for name in ["eve", "fay", "gus"] {
-                ids.push(user_id(idp, &format!("{name}@contoso.test")).await);
+                ids.push(idp.user_id(&format!("{name}@contoso.test")).await);
             }
             let (s, v) = idp
                 .post(
@@ -897,8 +845,9 @@ pub async fn extra_step(idp: &Idp, seq: Seq, step: Step) {
             assert!(s == 200 || s == 204, "{l}: {s} {v}");
         }
         (Seq::Entra, Step::ProfileChanged) => {
-            entra_division(idp, "fay@contoso.test", "Replace", Some("EMEA")).await;
-            entra_division(idp, "eve@contoso.test", "Remove", None).await;
+            idp.entra_division("fay@contoso.test", "Replace", Some("EMEA"))
+                .await;
+            idp.entra_division("eve@contoso.test", "Remove", None).await;
         }
         _ => {}
     }
