@@ -240,6 +240,8 @@ fn tenant(base: &str) -> TenantConfig {
         roles: rules(),
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     }
 }
 

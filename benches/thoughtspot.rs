@@ -344,6 +344,8 @@ fn tenant(base: &str, roles: RoleRules, mapped: bool) -> TenantConfig {
         roles,
         on_vendor_unavailable: Default::default(),
         attributes,
+        dry_run: false,
+        sweep: None,
     }
 }
 

@@ -103,6 +103,8 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         roles: RoleRules::default(),
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     }];
     let mut tokens = vec![("local", local_token, None)];
     let rules = |pairs: &[(&str, &str)], default: &str| RoleRules {
@@ -244,6 +246,8 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
             roles,
             on_vendor_unavailable: Default::default(),
             attributes,
+            dry_run: false,
+            sweep: None,
         });
         tokens.push((id, token, vendor_url));
     }
@@ -254,6 +258,9 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: crate::config::DEFAULT_JWT_MAX_LIFETIME,
+        admin: Default::default(),
+        audit: Default::default(),
+        report: Default::default(),
         tenants: tenant_configs,
     };
     let store = Store::open(&data_dir).map_err(StartError::from)?;

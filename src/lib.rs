@@ -5,6 +5,7 @@ pub mod config;
 pub mod connector;
 pub mod demo;
 pub mod engine;
+pub mod governance;
 pub mod scim;
 pub mod server;
 pub mod sim;

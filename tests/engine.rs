@@ -429,6 +429,7 @@ impl FakeVendor {
             active: Some(u.active),
             role,
             groups: self.on_user().then(|| u.groups.iter().cloned().collect()),
+            last_login: None,
         }
     }
     fn gview(&self, g: &VGroup) -> VendorGroup {
@@ -820,6 +821,7 @@ fn settings(deadline: Duration) -> EngineSettings {
         sync_interval: Duration::from_secs(3600),
         purpose: "fake",
         attributes: Vec::new(),
+        dry_run: false,
     }
 }
 

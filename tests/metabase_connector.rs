@@ -110,6 +110,8 @@ fn tenant(sim_base: &str, auth: MetabaseAuth, roles: RoleRules) -> TenantConfig 
         roles,
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     };
     t.attributes.insert("region".into(), DIVISION.into());
     t

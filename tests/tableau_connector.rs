@@ -95,6 +95,8 @@ fn tenant(
         roles: rules(),
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     }
 }
 

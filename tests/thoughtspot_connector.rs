@@ -74,6 +74,8 @@ fn tenant(sim_base: &str, org_id: i64, roles: RoleRules) -> TenantConfig {
         roles,
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     }
 }
 

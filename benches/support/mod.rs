@@ -302,6 +302,9 @@ pub async fn start_bridge(tenant: TenantConfig, data: &std::path::Path) -> (Runn
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
+        admin: Default::default(),
+        audit: Default::default(),
+        report: Default::default(),
     };
     let store = Store::open(&config.data_dir).unwrap();
     let cfg = config.clone();

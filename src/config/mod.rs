@@ -148,6 +148,12 @@ pub struct Config {
     /// `jwt_max_lifetime`: the longest `exp − iat` a tenant JWT may have, for `token issue`
     /// and validation alike (default 90 days).
     pub jwt_max_lifetime: std::time::Duration,
+    /// `[admin]`: the admin listener and tokens.
+    pub admin: AdminConfig,
+    /// `[audit]`: retention.
+    pub audit: AuditConfig,
+    /// `[report]`: the access review's person key.
+    pub report: ReportConfig,
 }
 
 /// `[limits]`: what one slow or hostile client can hold of the bridge.
@@ -195,6 +201,88 @@ pub struct TenantConfig {
     /// e.g. ThoughtSpot formula variables for row-level security. Paths are validated
     /// (`urn:…:attr`, `attr` or `attr.sub`; no value filters).
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// `dry_run = true`: answer the IdP in full, send no vendor writes, keep the plan (CONTRACT
+    /// §3.1). Turning it off applies the plan.
+    pub dry_run: bool,
+    /// `[tenants.sweep]`: the scheduled dormant-account sweep, report-only unless `apply`.
+    pub sweep: Option<SweepConfig>,
+}
+
+/// `[tenants.sweep]` (CONTRACT §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepConfig {
+    /// Users whose last vendor sign-in is older than this many days are dormant.
+    pub days: u32,
+    /// Deactivate them through the engine (actor `sweep`); otherwise only report the plan.
+    pub apply: bool,
+    /// Also deactivate accounts the IdP does not manage (adopted from the vendor, never written
+    /// by the IdP). Off by default: those belong to whoever made them by hand.
+    pub include_unmanaged: bool,
+    /// How often it runs (default daily).
+    pub every: std::time::Duration,
+}
+
+/// The default sweep interval.
+pub const DEFAULT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `[admin]` (CONTRACT §3.1 and §5): the admin listener and its tokens.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `listen`: the admin listener (`/metrics`, detailed readiness, `/admin`, `/admin/api/`).
+    pub listen: SocketAddr,
+    /// `tokens`: admin bearer tokens (at least 32 characters), never a tenant's token. Held
+    /// only as SHA-256 hashes once the server starts. Empty: the admin API and console answer
+    /// 401 to everyone (`/metrics` stays as `metrics_token` says).
+    pub tokens: Vec<Secret>,
+    /// `metrics_token`: when set, `GET /metrics` needs it (or an admin token) as a bearer.
+    pub metrics_token: Option<Secret>,
+}
+
+/// The admin listener's default address: loopback only.
+pub fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            tokens: Vec::new(),
+            metrics_token: None,
+        }
+    }
+}
+
+/// `[audit]`: how long audit entries are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `retention`: entries older than this are pruned (the chain stays verifiable from a
+    /// checkpoint). `None` (default): kept for ever.
+    pub retention: Option<std::time::Duration>,
+}
+
+/// `[report]`: the access review.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportConfig {
+    /// `person_key`: what groups one person's accounts across tenants: `email` (default),
+    /// `userName` or `externalId`.
+    pub person_key: PersonKey,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PersonKey {
+    #[default]
+    Email,
+    UserName,
+    ExternalId,
+}
+
+impl PersonKey {
+    pub const CHOICES: &'static [(&'static str, PersonKey)] = &[
+        ("email", PersonKey::Email),
+        ("userName", PersonKey::UserName),
+        ("externalId", PersonKey::ExternalId),
+    ];
 }
 
 /// The vendor a tenant provisions into. Every `base_url` is http(s), has no credentials, query or
@@ -491,11 +579,16 @@ impl Config {
                 roles: RoleRules::default(),
                 on_vendor_unavailable: Default::default(),
                 attributes: Default::default(),
+                dry_run: false,
+                sweep: None,
             }],
             body_limit_bytes: DEFAULT_BODY_LIMIT,
             limits: RequestLimits::default(),
             trusted_proxies: Vec::new(),
             jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
+            admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 

@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
 use super::{
-    default_listen, Config, ConfigError, MetabaseAuth, OnVendorUnavailable, Problem, RequestLimits,
-    RoleRule, RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, TableauAuth,
+    default_listen, AdminConfig, AuditConfig, Config, ConfigError, MetabaseAuth,
+    OnVendorUnavailable, PersonKey, Problem, ReportConfig, RequestLimits, RoleRule, RoleRules,
+    Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, SweepConfig, TableauAuth,
     TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId,
     ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups, Url, VendorConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
@@ -24,8 +25,15 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "trusted_proxies",
     "jwt_max_lifetime",
+    "admin",
+    "audit",
+    "report",
     "tenants",
 ];
+const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_token"];
+const AUDIT_KEYS: &[&str] = &["retention"];
+const REPORT_KEYS: &[&str] = &["person_key"];
+const SWEEP_KEYS: &[&str] = &["days", "apply", "include_unmanaged", "every"];
 const LIMITS_KEYS: &[&str] = &[
     "body_read_timeout",
     "request_timeout",
@@ -40,6 +48,8 @@ const TENANT_KEYS: &[&str] = &[
     "roles",
     "on_vendor_unavailable",
     "attributes",
+    "dry_run",
+    "sweep",
 ];
 const ROLES_KEYS: &[&str] = &["default", "rules"];
 const RULE_KEYS: &[&str] = &["group", "role"];
@@ -444,6 +454,223 @@ impl Reader<'_> {
         }
     }
 
+    /// An array of static bearer tokens at `path` (`tenants[N].tokens`, `admin.tokens`): each
+    /// at least `MIN_STATIC_TOKEN_CHARS` long. The tokens with their index; whether every item
+    /// was good; whether any was given.
+    fn token_list(&mut self, t: &Table, path: &str) -> (Vec<(usize, Secret)>, bool, bool) {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        let mut tokens = Vec::new();
+        let mut tokens_ok = true;
+        let mut tokens_given = false;
+        match t.get(key) {
+            None => {}
+            Some(Value::Array(items)) => {
+                tokens_given = !items.is_empty();
+                for (k, item) in items.iter().enumerate() {
+                    let item_path = index(path, k);
+                    match item {
+                        Value::String(raw) => match self.expand(raw, &item_path) {
+                            Some(text) if text.value.is_empty() => {
+                                self.problem(item_path, "token is empty");
+                                tokens_ok = false;
+                            }
+                            Some(text)
+                                if text.value.chars().count() < super::MIN_STATIC_TOKEN_CHARS =>
+                            {
+                                self.problem(
+                                    item_path,
+                                    format!(
+                                        "token is too short: a static token must be at least {} characters long (generate one with `openssl rand -hex 32`)",
+                                        super::MIN_STATIC_TOKEN_CHARS
+                                    ),
+                                );
+                                tokens_ok = false;
+                            }
+                            Some(text) => tokens.push((k, Secret(text.value))),
+                            None => tokens_ok = false,
+                        },
+                        other => {
+                            self.problem(item_path, type_problem("a string", other));
+                            tokens_ok = false;
+                        }
+                    }
+                }
+            }
+            Some(Value::String(_)) => {
+                self.problem(
+                    path,
+                    "expected an array of strings, e.g. tokens = [\"${SCIM_TOKEN}\"]",
+                );
+                tokens_ok = false;
+                tokens_given = true;
+            }
+            Some(other) => {
+                self.problem(path, type_problem("an array of strings", other));
+                tokens_ok = false;
+                tokens_given = true;
+            }
+        }
+        (tokens, tokens_ok, tokens_given)
+    }
+
+    /// A boolean at `base.key`, `default` when absent.
+    fn boolean(&mut self, t: &Table, key: &str, base: &str, default: bool) -> Option<bool> {
+        match t.get(key) {
+            None => Some(default),
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(other) => {
+                self.problem(join(base, key), type_problem("true or false", other));
+                None
+            }
+        }
+    }
+
+    /// `[admin]`: the admin listener, its tokens (strong, none a tenant's), the metrics token.
+    fn admin(
+        &mut self,
+        top: &Table,
+        tenant_tokens: &HashMap<[u8; 32], (usize, String)>,
+    ) -> Option<AdminConfig> {
+        let mut out = AdminConfig::default();
+        let t = match self.sub_table(top, "admin", "") {
+            Got::Absent => return Some(out),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        self.unknown_keys(t, "admin", ADMIN_KEYS);
+        let mut ok = true;
+        match self.text(t, "listen", "admin") {
+            Got::Absent => {}
+            Got::Bad => ok = false,
+            Got::Val(v) => match v.value.trim().parse::<SocketAddr>() {
+                Ok(addr) => out.listen = addr,
+                Err(_) => {
+                    self.problem(
+                        "admin.listen",
+                        "not a socket address; expected IP:PORT such as 127.0.0.1:9090",
+                    );
+                    ok = false;
+                }
+            },
+        }
+        let (tokens, tokens_ok, _) = self.token_list(t, "admin.tokens");
+        ok &= tokens_ok;
+        for (k, token) in &tokens {
+            let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+            if let Some((_, tenant_path)) = tenant_tokens.get(&hash) {
+                // A tenant token is never an admin token (CONTRACT §5): an IdP's credential
+                // must not open the console.
+                self.problem(
+                    index("admin.tokens", *k),
+                    format!("the same token is configured at {tenant_path}; an admin token must not be a tenant's token"),
+                );
+                ok = false;
+            }
+        }
+        out.tokens = tokens.into_iter().map(|(_, s)| s).collect();
+        match self.secret(t, "metrics_token", "admin") {
+            Got::Val(s) if s.expose().chars().count() < super::MIN_STATIC_TOKEN_CHARS => {
+                self.problem(
+                    "admin.metrics_token",
+                    format!(
+                        "token is too short: at least {} characters",
+                        super::MIN_STATIC_TOKEN_CHARS
+                    ),
+                );
+                ok = false;
+            }
+            Got::Val(s) => out.metrics_token = Some(s),
+            Got::Absent => {}
+            Got::Bad => ok = false,
+        }
+        ok.then_some(out)
+    }
+
+    /// `[audit]`: retention.
+    fn audit(&mut self, top: &Table) -> Option<AuditConfig> {
+        let t = match self.sub_table(top, "audit", "") {
+            Got::Absent => return Some(AuditConfig::default()),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        self.unknown_keys(t, "audit", AUDIT_KEYS);
+        match self.text(t, "retention", "audit") {
+            Got::Absent => Some(AuditConfig::default()),
+            Got::Bad => None,
+            Got::Val(v) => {
+                let d = self.duration(&v.value, "audit.retention")?;
+                if d < std::time::Duration::from_secs(24 * 3600) {
+                    self.problem("audit.retention", "must be at least 1d");
+                    return None;
+                }
+                Some(AuditConfig { retention: Some(d) })
+            }
+        }
+    }
+
+    /// `[report]`: the access review's person key.
+    fn report(&mut self, top: &Table) -> Option<ReportConfig> {
+        let t = match self.sub_table(top, "report", "") {
+            Got::Absent => return Some(ReportConfig::default()),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        self.unknown_keys(t, "report", REPORT_KEYS);
+        let person_key = self.choice(t, "person_key", "report", PersonKey::CHOICES)?;
+        Some(ReportConfig { person_key })
+    }
+
+    /// `[tenants.sweep]`: the scheduled dormant-account sweep.
+    fn sweep(&mut self, t: &Table, base: &str) -> Option<Option<SweepConfig>> {
+        let t = match self.sub_table(t, "sweep", base) {
+            Got::Absent => return Some(None),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        let base = join(base, "sweep");
+        self.unknown_keys(t, &base, SWEEP_KEYS);
+        let days = match t.get("days") {
+            Some(Value::Integer(n)) if (1..=3650).contains(n) => Some(*n as u32),
+            None => {
+                self.problem(
+                    join(&base, "days"),
+                    "required: the days without a sign-in after which an account is dormant",
+                );
+                None
+            }
+            Some(other) => {
+                self.problem(
+                    join(&base, "days"),
+                    type_problem("an integer from 1 to 3650", other),
+                );
+                None
+            }
+        };
+        let apply = self.boolean(t, "apply", &base, false);
+        let include_unmanaged = self.boolean(t, "include_unmanaged", &base, false);
+        let every = match self.text(t, "every", &base) {
+            Got::Absent => Some(super::DEFAULT_SWEEP_EVERY),
+            Got::Bad => None,
+            Got::Val(v) => {
+                let path = join(&base, "every");
+                match self.duration(&v.value, &path) {
+                    Some(d) if d >= std::time::Duration::from_secs(60) => Some(d),
+                    Some(_) => {
+                        self.problem(path, "must be at least 1m");
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        Some(Some(SweepConfig {
+            days: days?,
+            apply: apply?,
+            include_unmanaged: include_unmanaged?,
+            every: every?,
+        }))
+    }
+
     fn sub_table<'t>(&mut self, table: &'t Table, key: &str, base: &str) -> Got<&'t Table> {
         match table.get(key) {
             None => Got::Absent,
@@ -552,6 +779,10 @@ impl Reader<'_> {
             Some(other) => self.problem("tenants", type_problem("an array of tables", other)),
         }
 
+        let admin = self.admin(top, &seen_tokens);
+        let audit = self.audit(top);
+        let report = self.report(top);
+
         if !all_tenants_ok || tenants.is_empty() {
             return None;
         }
@@ -563,6 +794,9 @@ impl Reader<'_> {
             limits: limits?,
             trusted_proxies: trusted_proxies?,
             jwt_max_lifetime: jwt_max_lifetime?,
+            admin: admin?,
+            audit: audit?,
+            report: report?,
         })
     }
 
@@ -771,57 +1005,7 @@ impl Reader<'_> {
         };
 
         let tokens_path = join(base, "tokens");
-        let mut tokens = Vec::new();
-        let mut tokens_ok = true;
-        let mut tokens_given = false;
-        match t.get("tokens") {
-            None => {}
-            Some(Value::Array(items)) => {
-                tokens_given = !items.is_empty();
-                for (k, item) in items.iter().enumerate() {
-                    let path = index(&tokens_path, k);
-                    match item {
-                        Value::String(raw) => match self.expand(raw, &path) {
-                            Some(text) if text.value.is_empty() => {
-                                self.problem(path, "token is empty");
-                                tokens_ok = false;
-                            }
-                            Some(text)
-                                if text.value.chars().count() < super::MIN_STATIC_TOKEN_CHARS =>
-                            {
-                                self.problem(
-                                    path,
-                                    format!(
-                                        "token is too short: a static token must be at least {} characters long (generate one with `openssl rand -hex 32`)",
-                                        super::MIN_STATIC_TOKEN_CHARS
-                                    ),
-                                );
-                                tokens_ok = false;
-                            }
-                            Some(text) => tokens.push((k, Secret(text.value))),
-                            None => tokens_ok = false,
-                        },
-                        other => {
-                            self.problem(path, type_problem("a string", other));
-                            tokens_ok = false;
-                        }
-                    }
-                }
-            }
-            Some(Value::String(_)) => {
-                self.problem(
-                    tokens_path,
-                    "expected an array of strings, e.g. tokens = [\"${SCIM_TOKEN}\"]",
-                );
-                tokens_ok = false;
-                tokens_given = true;
-            }
-            Some(other) => {
-                self.problem(tokens_path, type_problem("an array of strings", other));
-                tokens_ok = false;
-                tokens_given = true;
-            }
-        }
+        let (tokens, tokens_ok, tokens_given) = self.token_list(t, &tokens_path);
 
         let jwt_secret = match self.secret(t, "jwt_secret", base) {
             Got::Val(s) if s.expose().chars().count() < MIN_JWT_SECRET_CHARS => {
@@ -871,6 +1055,9 @@ impl Reader<'_> {
             Got::Bad => None,
         };
 
+        let dry_run = self.boolean(t, "dry_run", base, false);
+        let sweep = self.sweep(t, base);
+
         let jwt_secret = match jwt_secret {
             Got::Val(s) => Some(Some(s)),
             Got::Absent => Some(None),
@@ -888,6 +1075,8 @@ impl Reader<'_> {
                 roles: roles?,
                 on_vendor_unavailable: on_vendor_unavailable?,
                 attributes: attributes?,
+                dry_run: dry_run?,
+                sweep: sweep?,
             })
         })();
         TenantParts { id, tokens, tenant }

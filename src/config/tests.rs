@@ -77,6 +77,8 @@ fn secret_never_prints() {
         roles: RoleRules::default(),
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     };
     assert!(!format!("{t:?}").contains("hunter2"));
 }

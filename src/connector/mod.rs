@@ -85,6 +85,12 @@ pub trait Connector: Send + Sync {
     fn engine_stats(&self) -> Option<crate::engine::EngineStats> {
         None
     }
+
+    /// The provisioning engine behind a vendor tenant (the admin API's plans, reports and
+    /// actions); `None` for the local connector.
+    fn engine(&self) -> Option<std::sync::Arc<crate::engine::Engine>> {
+        None
+    }
 }
 
 /// Opens the provisioning engine of a vendor tenant over `adapter`, whose calls go through
@@ -106,6 +112,10 @@ pub fn open_engine(
         purpose,
     )
     .with_attributes(&tenant.attributes);
+    let settings = crate::engine::EngineSettings {
+        dry_run: tenant.dry_run,
+        ..settings
+    };
     crate::engine::Engine::open(
         store,
         settings,

@@ -99,6 +99,9 @@ pub struct VendorUser {
     pub role: Option<String>,
     /// The user's groups, where the vendor keeps membership on the user.
     pub groups: Option<Vec<String>>,
+    /// The last sign-in the vendor reports (RFC 3339), for the access review and the dormant
+    /// sweep; `None` when it reports none.
+    pub last_login: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,10 +29,12 @@
 pub mod adapter;
 pub mod delivery;
 pub mod observe;
+pub mod plan;
 pub mod reconcile;
 pub mod role_table;
 mod scim_seam;
 pub mod state;
+pub mod sweep;
 mod write_path;
 
 pub use scim_seam::EngineConnector;
@@ -157,6 +159,9 @@ pub struct EngineSettings {
     pub purpose: &'static str,
     /// `[tenants.attributes]`: vendor attribute ← SCIM attribute path, parsed.
     pub attributes: Vec<(String, crate::scim::path::AttrPath)>,
+    /// `dry_run = true`: the IdP is answered in full, nothing is written to the vendor; the
+    /// outbox holds the plan (`scim-bridge plan`).
+    pub dry_run: bool,
 }
 
 impl EngineSettings {
@@ -183,6 +188,7 @@ impl EngineSettings {
                 .unwrap_or(DEFAULT_SYNC_INTERVAL),
             purpose,
             attributes: Vec::new(),
+            dry_run: false,
         }
     }
 

@@ -483,6 +483,7 @@ impl Engine {
                     // recorded as the one asked for.
                     role: u.role.clone().or(new.role.clone()),
                     groups: on_user.then(|| u.groups.clone().unwrap_or(new.groups.clone())),
+                    last_login: u.last_login.clone(),
                 };
                 // Role groups, membership on groups, fields left for a second call: aligned
                 // by the next step.
@@ -1159,6 +1160,7 @@ pub(crate) fn applied_of(u: &VendorUser, on_user: bool) -> AppliedUser {
         active: u.active,
         role: u.role.clone(),
         groups: if on_user { u.groups.clone() } else { None },
+        last_login: u.last_login.clone(),
     }
 }
 

@@ -216,4 +216,8 @@ impl Connector for EngineConnector {
     fn engine_stats(&self) -> Option<EngineStats> {
         Some(self.0.stats())
     }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        Some(self.0.clone())
+    }
 }

@@ -34,6 +34,11 @@ pub struct AppliedUser {
     /// groups the bridge does not mirror are kept here and preserved.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
+    /// The user's last sign-in at the vendor (RFC 3339), as the last observe read it; `None`
+    /// when the vendor reports none (never signed in, or a vendor without the field). Read by
+    /// the access review and the dormant-account sweep; never written to the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +53,8 @@ pub struct AppliedGroup {
 pub enum Actor {
     Idp,
     Sync,
+    /// The dormant-account sweep (scheduled, or `sweep dormant --apply`).
+    Sweep,
     Operator,
 }
 
@@ -56,6 +63,7 @@ impl Actor {
         match self {
             Actor::Idp => "idp",
             Actor::Sync => "sync",
+            Actor::Sweep => "sweep",
             Actor::Operator => "operator",
         }
     }

@@ -34,6 +34,9 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
+        admin: Default::default(),
+        audit: Default::default(),
+        report: Default::default(),
     }
 }
 

@@ -85,6 +85,8 @@ pub fn tenant_v(
         roles: rules,
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
+        dry_run: false,
+        sweep: None,
     }
 }
 

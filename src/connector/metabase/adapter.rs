@@ -376,6 +376,7 @@ impl MetabaseAdapter {
             active: u.is_active,
             role: self.role_of(groups.as_deref()),
             groups: groups.map(|g| g.iter().map(u64::to_string).collect()),
+            last_login: None,
         }
     }
 
@@ -744,6 +745,7 @@ impl VendorAdapter for MetabaseAdapter {
             // In All Users only; the engine adds the rules' role group next.
             role: Some(NO_ROLE.to_string()),
             groups: None,
+            last_login: None,
         }))
     }
 

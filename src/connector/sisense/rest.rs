@@ -104,6 +104,7 @@ pub fn vendor_user(u: &wire::User) -> VendorUser {
         active: Some(u.is_active()),
         role: u.role_id.clone(),
         groups: Some(u.groups.clone()),
+        last_login: None,
     }
 }
 

@@ -295,6 +295,7 @@ impl TableauAdapter {
             active: None,
             role: u.site_role.clone(),
             groups: None,
+            last_login: None,
         })
     }
 
@@ -501,6 +502,7 @@ impl VendorAdapter for TableauAdapter {
             active: None,
             role: Some(given),
             groups: None,
+            last_login: None,
         }))
     }
 
@@ -538,6 +540,7 @@ impl VendorAdapter for TableauAdapter {
                 active: None,
                 role: u.site_role,
                 groups: None,
+                last_login: None,
             })),
             None => Err(AdapterError::Gone),
         }

@@ -567,6 +567,7 @@ impl ThoughtspotAdapter {
             active: u.account_status.as_deref().map(is_active),
             role,
             groups: None,
+            last_login: None,
         }
     }
 
@@ -819,6 +820,7 @@ impl VendorAdapter for ThoughtspotAdapter {
             // A new user is in no role group; the engine adds the rules' one next.
             role: Some(NO_ROLE.to_string()),
             groups: None,
+            last_login: None,
         }))
     }
 

@@ -1,0 +1,1 @@
+//! Filled in by the governance work (issue 13).
