@@ -321,9 +321,9 @@ async fn sync(m: usize) {
 
 /// The value of the first `/metrics` sample of `name` whose labels contain `labels`
 /// (e.g. `state="pending"`).
-async fn metric(http: &reqwest::Client, root: &str, name: &str, labels: &str) -> Option<f64> {
+async fn metric(http: &reqwest::Client, admin_root: &str, name: &str, labels: &str) -> Option<f64> {
     let text = http
-        .get(format!("{root}/metrics"))
+        .get(format!("{admin_root}/metrics"))
         .send()
         .await
         .ok()?
@@ -335,17 +335,17 @@ async fn metric(http: &reqwest::Client, root: &str, name: &str, labels: &str) ->
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-async fn outbox_pending(http: &reqwest::Client, root: &str) -> u64 {
-    metric(http, root, "scim_outbox_depth", "state=\"pending\"")
+async fn outbox_pending(http: &reqwest::Client, admin_root: &str) -> u64 {
+    metric(http, admin_root, "scim_outbox_depth", "state=\"pending\"")
         .await
         .unwrap_or(0.0) as u64
 }
 
-/// Polls `/metrics` until the outbox has nothing pending (after `settle`, so the writes just
+/// Polls the admin listener's `/metrics` until the outbox has nothing pending (after `settle`, so the writes just
 /// answered are counted); the time from `since`, and when the first delivery (as counted by
 /// `scim_vendor_deliveries_total{outcome="delivered"}` rising above `delivered_before`) was seen.
 async fn wait_drained(
-    root: &str,
+    admin_root: &str,
     since: Instant,
     delivered_before: f64,
     limit: Duration,
@@ -355,7 +355,7 @@ async fn wait_drained(
     loop {
         let delivered = metric(
             &http,
-            root,
+            admin_root,
             "scim_vendor_deliveries_total",
             "outcome=\"delivered\"",
         )
@@ -364,7 +364,7 @@ async fn wait_drained(
         if first.is_none() && delivered > delivered_before {
             first = Some(since.elapsed());
         }
-        if outbox_pending(&http, root).await == 0 {
+        if outbox_pending(&http, admin_root).await == 0 {
             return (since.elapsed(), first);
         }
         assert!(
@@ -487,8 +487,9 @@ async fn stopped(writes: usize) {
     let mut sorted: Vec<Duration> = lat.iter().map(|l| l.1).collect();
     sorted.sort();
     let http = reqwest::Client::new();
-    let root = bridge.scim.root.clone();
-    let pending_down = outbox_pending(&http, &root).await;
+    // `/metrics` is on the admin listener (issue 15).
+    let admin_root = bridge.scim.admin_root().to_string();
+    let pending_down = outbox_pending(&http, &admin_root).await;
     let accept = writes as f64 / took.as_secs_f64();
     println!(
         "vendor stopped: {writes} IdP writes ({creates} creates, then {patches} PATCHes of givenName \
@@ -512,7 +513,7 @@ async fn stopped(writes: usize) {
     // The vendor comes back on the same port, with the same seed (so the same role ids).
     let delivered_before = metric(
         &http,
-        &root,
+        &admin_root,
         "scim_vendor_deliveries_total",
         "outcome=\"delivered\"",
     )
@@ -531,12 +532,17 @@ async fn stopped(writes: usize) {
     let sim = restarted.expect("the simulator restarts on its port");
     let back = Instant::now();
     reset_stats(&sim.base_url()).await;
-    let (drain, first) =
-        wait_drained(&root, back, delivered_before, Duration::from_secs(900)).await;
+    let (drain, first) = wait_drained(
+        &admin_root,
+        back,
+        delivered_before,
+        Duration::from_secs(900),
+    )
+    .await;
     let stats = sim_stats(&sim.base_url()).await;
     let calls = stats["requests"].as_u64().unwrap();
     let route = |k: &str| stats["by_route"][k].as_u64().unwrap_or(0);
-    let failed = metric(&http, &root, "scim_outbox_depth", "state=\"failed\"")
+    let failed = metric(&http, &admin_root, "scim_outbox_depth", "state=\"failed\"")
         .await
         .unwrap_or(0.0);
 
@@ -592,11 +598,12 @@ async fn throttle(n: usize) {
     );
     let bridge = start_bridge(&cfg).await.unwrap();
     bridge.scim.wait_ready().await;
-    let root = bridge.scim.root.clone();
+    // `/metrics` is on the admin listener (issue 15).
+    let admin_root = bridge.scim.admin_root().to_string();
     let http = reqwest::Client::new();
     let delivered_before = metric(
         &http,
-        &root,
+        &admin_root,
         "scim_vendor_deliveries_total",
         "outcome=\"delivered\"",
     )
@@ -620,9 +627,15 @@ async fn throttle(n: usize) {
         })
         .await
     };
-    let (wall, _) = wait_drained(&root, started, delivered_before, Duration::from_secs(900)).await;
+    let (wall, _) = wait_drained(
+        &admin_root,
+        started,
+        delivered_before,
+        Duration::from_secs(900),
+    )
+    .await;
     let seen = counts.take();
-    let send_rate = metric(&http, &root, "scim_vendor_send_rate", "")
+    let send_rate = metric(&http, &admin_root, "scim_vendor_send_rate", "")
         .await
         .unwrap_or(f64::NAN);
     let total: u64 = seen.values().sum();

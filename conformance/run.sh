@@ -10,8 +10,10 @@
 #   thoughtspot     a ThoughtSpot tenant (trusted-auth secret key, Primary Org) on
 #                   `scim-bridge simulate thoughtspot` (its 100 req/s limit on: the bridge stays under it);
 #   metabase        a Metabase tenant (the simulator's API key, `x-api-key`) on `scim-bridge simulate metabase`.
-# A vendor tenant's bridge is tested once it has read its simulator (`/readyz?verbose` with no
-# vendor unavailable); after its testers, its outbox must drain with no vendor refusal or failure.
+# A vendor tenant's bridge is tested once it has read its simulator (the detailed `/readyz` of its
+# admin listener with no vendor unavailable); after its testers, its outbox must drain with no
+# vendor refusal or failure (its admin listener's `/metrics`). Every bridge's admin listener is on
+# a free port of its own, never the default 127.0.0.1:9090.
 # Prints `N passed, M failed` per tester per tenant, then a summary; exits non-zero on any
 # scim2-tester failure or skip, on any scim-sanity failure (its skips are the draft Agent
 # resources, out of scope) and on any undelivered or refused vendor write. The bearer token is
@@ -78,12 +80,12 @@ wait_for() {
   done
   return 1
 }
-# wait_vendors_read PORT SECONDS: until /readyz?verbose is 200 with an empty `vendors_unavailable`
-# (every tenant's vendor reached and read once).
+# wait_vendors_read ADMIN_PORT SECONDS: until the admin listener's detailed /readyz is 200 with an
+# empty `vendors_unavailable` (every tenant's vendor reached and read once).
 wait_vendors_read() {
   local i body
   for i in $(seq 1 $(($2 * 10))); do
-    if body="$(curl -fsS "http://127.0.0.1:$1/readyz?verbose" 2>/dev/null)" &&
+    if body="$(curl -fsS "http://127.0.0.1:$1/readyz" 2>/dev/null)" &&
       echo "$body" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d.get("vendors_unavailable") == {} else 1)'; then
       return 0
     fi
@@ -132,13 +134,14 @@ run_testers() {
   return "$ok"
 }
 
-# check_vendor NAME PORT: after the testers, every write must have reached the vendor and been
-# accepted (the bridge answers the IdP before delivery, so the testers alone cannot see a vendor
-# refusal). Waits up to 15 s for the outbox to drain, then reads /metrics.
+# check_vendor NAME ADMIN_PORT: after the testers, every write must have reached the vendor and
+# been accepted (the bridge answers the IdP before delivery, so the testers alone cannot see a
+# vendor refusal). Waits up to 15 s for the outbox to drain, then reads the admin listener's
+# /metrics.
 check_vendor() {
-  local name="$1" port="$2" i counts line d r f p
+  local name="$1" admin_port="$2" i counts line d r f p
   for i in $(seq 1 150); do
-    counts="$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | python3 -c '
+    counts="$(curl -fsS "http://127.0.0.1:$admin_port/metrics" 2>/dev/null | python3 -c '
 import re, sys
 v = {"delivered": 0, "refused": 0, "failed": 0, "pending": 0}
 for l in sys.stdin:
@@ -168,10 +171,12 @@ show_logs() {
 }
 
 run_local() {
-  local port log pid
+  local port admin_port log pid
   port="$(free_port)"
+  admin_port="$(free_port)"
   log="$data/local-bridge.log"
-  SCIM_BRIDGE_TOKEN="$token" "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data/local-store" >"$log" 2>&1 &
+  SCIM_BRIDGE_TOKEN="$token" "$bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+    --data-dir "$data/local-store" >"$log" 2>&1 &
   pid=$!
   pids+=("$pid")
   if ! wait_for "http://127.0.0.1:$port/healthz" 10; then
@@ -193,9 +198,10 @@ run_local() {
 # its defaults), a bridge with one tenant NAME over it (VENDOR_KEYS: the [tenants.vendor] keys
 # after kind and base_url; ROLES: the body of [tenants.roles]), the testers, the outbox check.
 run_vendor() {
-  local name="$1" vendor="$2" keys="$3" roles="$4" simport port simlog log cfg simpid pid
+  local name="$1" vendor="$2" keys="$3" roles="$4" simport port admin_port simlog log cfg simpid pid
   simport="$(free_port)"
   port="$(free_port)"
+  admin_port="$(free_port)"
   simlog="$data/$name-simulator.log"
   log="$data/$name-bridge.log"
   cfg="$data/$name.toml"
@@ -205,6 +211,9 @@ run_vendor() {
   cat >"$cfg" <<EOF
 listen   = "127.0.0.1:$port"
 data_dir = "$data/$name-store"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
 
 [[tenants]]
 id     = "$name"
@@ -228,7 +237,7 @@ EOF
   CONFORMANCE_TOKEN="$token" "$bin" serve --config "$cfg" >"$log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  if ! wait_for "http://127.0.0.1:$port/healthz" 10 || ! wait_vendors_read "$port" 30; then
+  if ! wait_for "http://127.0.0.1:$port/healthz" 10 || ! wait_vendors_read "$admin_port" 30; then
     echo "[$name] bridge not ready"
     summary+=("$(printf '%-13s %s' "$name" "bridge not ready (vendor not read)")")
     show_logs "$log" "$simlog"
@@ -237,7 +246,7 @@ EOF
   fi
   local ok=0
   run_testers "$name" "http://127.0.0.1:$port/tenants/$name/scim/v2" || ok=1
-  check_vendor "$name" "$port" || ok=1
+  check_vendor "$name" "$admin_port" || ok=1
   if [ "$ok" -ne 0 ]; then
     show_logs "$log" "$simlog"
     stop "$pid" "$simpid"

@@ -17,7 +17,9 @@ work="$(mktemp -d)"
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 token=bench-token-0123456789
 port=18181
-SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --data-dir "$work/d" >"$work/log" 2>&1 &
+# The admin listener (/metrics) on a port of its own, not the default 9090 something else may hold.
+admin_port=18182
+SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --data-dir "$work/d" >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do curl -fs http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
 base=http://127.0.0.1:$port/scim/v2
@@ -53,14 +55,14 @@ kill $pid; wait $pid 2>/dev/null || true
 echo "== start-up with $STARTUP_USERS stored users"
 $seed direct --data-dir "$work/big" --users "$STARTUP_USERS"
 start=$(date +%s.%N)
-SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --data-dir "$work/big" >"$work/log2" 2>&1 &
+SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --data-dir "$work/big" >"$work/log2" 2>&1 &
 pid=$!
 until curl -fs -H "Authorization: Bearer $token" "$base/Users?count=1" >/dev/null 2>&1; do sleep 0.01; done
 end=$(date +%s.%N)
 echo "first open after the bulk load: first answered request after $(echo "$end - $start" | bc) s; totalResults=$(curl -fs -H "Authorization: Bearer $token" "$base/Users?count=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])')"
 kill $pid; wait $pid 2>/dev/null || true
 start=$(date +%s.%N)
-SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --data-dir "$work/big" >"$work/log3" 2>&1 &
+SCIM_BRIDGE_TOKEN=$token RUST_LOG=warn $bin serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --data-dir "$work/big" >"$work/log3" 2>&1 &
 pid=$!
 until curl -fs -H "Authorization: Bearer $token" "$base/Users?count=1" >/dev/null 2>&1; do sleep 0.01; done
 end=$(date +%s.%N)

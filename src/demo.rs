@@ -20,6 +20,8 @@ pub struct Demo {
     pub bridge: RunningServer,
     pub sims: Vec<RunningSim>,
     pub tenants: Vec<DemoTenant>,
+    /// The admin token of the demo's console and admin API (made up at start).
+    pub admin_token: String,
     /// The store's directory: a private temporary one (see [`start`]).
     pub data_dir: PathBuf,
     /// Owns `data_dir`: removes it when the demo stops, or when the demo is dropped.
@@ -251,6 +253,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         });
         tokens.push((id, token, vendor_url));
     }
+    let admin_token = random_token();
     let config = Config {
         listen,
         data_dir: data_dir.clone(),
@@ -258,7 +261,12 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: crate::config::DEFAULT_JWT_MAX_LIFETIME,
-        admin: Default::default(),
+        // The admin listener on a free loopback port (9090 may be taken), with its own token.
+        admin: crate::config::AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: vec![Secret::new(admin_token.clone())],
+            metrics_token: None,
+        },
         audit: Default::default(),
         report: Default::default(),
         tenants: tenant_configs,
@@ -279,6 +287,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         bridge,
         sims,
         tenants,
+        admin_token,
         data_dir,
         temp,
     })
@@ -300,6 +309,12 @@ impl Demo {
                 t.scim_base,
                 t.token,
                 t.vendor_url.as_deref().unwrap_or("-")
+            ));
+        }
+        if let Some(a) = self.bridge.admin_addr() {
+            out.push_str(&format!(
+                "\nAdmin console: http://{a}/admin   admin token: {}\n",
+                self.admin_token
             ));
         }
         out.push_str("\nVendor simulators (`scim-bridge simulate --help` for fault flags):\n");

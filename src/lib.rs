@@ -1,5 +1,6 @@
 //! scim-bridge: a SCIM 2.0 server that provisions users, groups and roles into analytics vendors.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connector;

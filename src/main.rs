@@ -61,6 +61,85 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The tamper-evident audit log: export it, or verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Reports for access reviews.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Sweeps over vendor accounts.
+    Sweep {
+        #[command(subcommand)]
+        command: SweepCommand,
+    },
+    /// What the engine would change at a tenant's vendor (dry-run tenants, pending and failed work).
+    Plan {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: scim_bridge::admin::cli::PlanFormat,
+        #[command(flatten)]
+        target: scim_bridge::admin::cli::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The audit log, oldest first, with each entry's chain fields (seq, prev, hash).
+    Export {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: scim_bridge::admin::cli::AuditFormat,
+        #[command(flatten)]
+        target: scim_bridge::admin::cli::Target,
+    },
+    /// Check every tenant's hash chain; a non-zero exit names the first bad entry.
+    Verify {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        target: scim_bridge::admin::cli::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// One row per vendor account, grouped by person across tenants.
+    Access {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: scim_bridge::admin::cli::AccessFormat,
+        #[command(flatten)]
+        target: scim_bridge::admin::cli::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Accounts without a vendor sign-in for --days: the plan, or with --apply their deactivation
+    /// through the engine (audited, actor `sweep`).
+    Dormant {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        days: u32,
+        #[arg(long)]
+        apply: bool,
+        /// Also accounts the IdP does not manage (made at the vendor by hand).
+        #[arg(long)]
+        include_unmanaged: bool,
+        #[command(flatten)]
+        target: scim_bridge::admin::cli::Target,
+    },
 }
 
 #[derive(Args)]
@@ -74,6 +153,10 @@ struct ServeArgs {
     /// Directory for the store (overrides the config's `data_dir`; default ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Address of the admin listener (`/metrics`, detailed readiness, `/admin`); overrides
+    /// `[admin] listen` (default 127.0.0.1:9090).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// HTTP worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -234,6 +317,63 @@ async fn main() -> Result<()> {
                     reason,
                 },
         } => revoke(&config, &tenant, &jti, reason.as_deref()),
+        Command::Audit { command } => {
+            use scim_bridge::admin::cli;
+            let code = match command {
+                AuditCommand::Export {
+                    tenant,
+                    since,
+                    format,
+                    target,
+                } => {
+                    cli::audit_export(&target, tenant.as_deref(), since.as_deref(), format).await?
+                }
+                AuditCommand::Verify { tenant, target } => {
+                    cli::audit_verify(&target, tenant.as_deref()).await?
+                }
+            };
+            std::process::exit(code)
+        }
+        Command::Report {
+            command:
+                ReportCommand::Access {
+                    tenant,
+                    format,
+                    target,
+                },
+        } => {
+            let code =
+                scim_bridge::admin::cli::report_access(&target, tenant.as_deref(), format).await?;
+            std::process::exit(code)
+        }
+        Command::Sweep {
+            command:
+                SweepCommand::Dormant {
+                    tenant,
+                    days,
+                    apply,
+                    include_unmanaged,
+                    target,
+                },
+        } => {
+            let code = scim_bridge::admin::cli::sweep_dormant(
+                &target,
+                &tenant,
+                days,
+                apply,
+                include_unmanaged,
+            )
+            .await?;
+            std::process::exit(code)
+        }
+        Command::Plan {
+            tenant,
+            format,
+            target,
+        } => {
+            let code = scim_bridge::admin::cli::plan(&target, &tenant, format).await?;
+            std::process::exit(code)
+        }
     }
 }
 
@@ -445,6 +585,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
+    if let Some(a) = args.admin_listen {
+        config.admin.listen = a;
+    }
     if config.tenants.is_empty() {
         bail!("no tenants configured");
     }
@@ -459,6 +602,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let running = scim_bridge::server::start(config.listen, state, args.workers)?;
     let addr = running.addr;
     println!("scim-bridge listening on http://{addr}");
+    if let Some(a) = running.admin_addr() {
+        println!("  admin (metrics, console) http://{a}/admin");
+    }
     for t in &config.tenants {
         println!(
             "  tenant {:<16} http://{addr}/tenants/{}/scim/v2",

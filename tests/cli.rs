@@ -117,7 +117,9 @@ fn embedded_default_generates_a_token_once_and_keeps_data() {
         let mut c = Command::new(BIN);
         c.current_dir(dir.path())
             .env_remove("SCIM_BRIDGE_TOKEN")
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // The admin listener on a free port: 9090 is one for the whole parallel run.
+            .args(["--admin-listen", "127.0.0.1:0"]);
         c
     };
     let (first, lines) = spawn_until(&mut serve(), "listening on");
@@ -157,6 +159,76 @@ fn embedded_default_generates_a_token_once_and_keeps_data() {
         &token,
     );
     assert_eq!(status, 200, "the stored token still works after a restart");
+}
+
+/// A GET without a token: the status and the body as text (`/metrics` is not JSON).
+fn get_text(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new().get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    })
+}
+
+/// Issue 15: `serve --admin-listen` puts `/metrics` and the detailed readiness on a port of
+/// their own, and says where; the public port serves neither.
+#[test]
+fn serve_puts_metrics_and_the_detailed_readiness_on_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let token = "cli-admin-split-token-0123456789abcdef";
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("SCIM_BRIDGE_TOKEN", token)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _bridge = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let admin_line = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("admin (metrics") => break l,
+            Some(Ok(l)) => seen.push(l),
+            _ => panic!("serve ended before naming its admin listener: {seen:?}"),
+        }
+    };
+    // Keep reading, so that the bridge's later lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(
+        admin_line.contains(&format!("http://127.0.0.1:{admin_port}/admin")),
+        "{admin_line}"
+    );
+    wait_healthy(port);
+    wait_healthy(admin_port);
+    let (status, _) = get(&format!("http://127.0.0.1:{port}/scim/v2/Users"), token);
+    assert_eq!(status, 200);
+
+    let (status, text) = get_text(&format!("http://127.0.0.1:{port}/metrics"));
+    assert_eq!(status, 404, "{text}");
+    let (status, text) = get_text(&format!("http://127.0.0.1:{port}/readyz?verbose"));
+    assert_eq!((status, text.as_str()), (200, r#"{"status":"ready"}"#));
+
+    let (status, text) = get_text(&format!("http://127.0.0.1:{admin_port}/metrics"));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("scim_requests_total{") && l.contains("tenant=\"default\"")),
+        "{text}"
+    );
+    assert!(!text.contains(token), "the token leaked into /metrics");
+    let (status, text) = get_text(&format!("http://127.0.0.1:{admin_port}/readyz"));
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+    assert!(body["vendors_unavailable"].is_object(), "{body}");
 }
 
 const CONFIG: &str = r#"
@@ -250,6 +322,8 @@ fn token_issue_mints_a_jwt_the_server_accepts() {
         path.to_str().unwrap(),
         "--listen",
         &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        "127.0.0.1:0",
         "--data-dir",
     ])
     .arg(dir.path().join("data"))

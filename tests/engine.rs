@@ -183,6 +183,7 @@ impl FakeVendor {
                 reactivation_strips_role: false,
                 required_user_attributes: &[],
                 keeps_login: true,
+                reports_last_login: false,
                 immutable_user_attributes: &[],
             },
             state: Mutex::new(state),

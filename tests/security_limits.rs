@@ -85,6 +85,11 @@ impl Bridge {
         self.server.as_ref().unwrap().addr
     }
 
+    /// The admin listener's root (`/metrics`).
+    fn admin_root(&self) -> String {
+        bridge::admin_root(self.server.as_ref().unwrap())
+    }
+
     fn base(&self, tenant: &str) -> String {
         format!("http://{}/tenants/{tenant}/scim/v2", self.addr())
     }
@@ -305,7 +310,13 @@ request_timeout = "10s""#,
     // Still serving, no 5xx counted anywhere.
     let r = get(&c, &format!("{}/Users", b.base("a")), Some(TOK_A)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let metrics = get(&c, &format!("http://{addr}/metrics"), None).await.body;
+    let metrics = get(&c, &format!("{}/metrics", b.admin_root()), None).await;
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let metrics = metrics.body;
+    assert!(
+        metrics.contains("scim_requests_total"),
+        "the requests are counted:\n{metrics}"
+    );
     assert!(
         !metrics
             .lines()

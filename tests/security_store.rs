@@ -95,7 +95,9 @@ impl Serve {
         cmd.current_dir(cwd)
             .env_remove("SCIM_BRIDGE_TOKEN")
             .env("RUST_LOG", "info")
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"]);
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            // Not the default admin port: tests run side by side.
+            .args(["--admin-listen", "127.0.0.1:0"]);
         if let Some(d) = data_dir {
             cmd.arg("--data-dir").arg(d);
         }

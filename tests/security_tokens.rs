@@ -64,7 +64,7 @@ impl Setup {
         let port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.current_dir(self.dir.path())
-            .args(["serve", "--config"])
+            .args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
             .arg(self.config())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(self.data());
@@ -189,7 +189,14 @@ fn short_static_token_is_refused_by_config_check_and_at_start() {
     let err = refused(
         Command::new(BIN)
             .current_dir(setup.dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
             .arg(setup.config())
             .arg("--data-dir")
             .arg(setup.data()),
@@ -201,7 +208,14 @@ fn short_static_token_is_refused_by_config_check_and_at_start() {
         Command::new(BIN)
             .current_dir(setup.dir.path())
             .env("SCIM_BRIDGE_TOKEN", "a")
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(setup.dir.path().join("embedded")),
     );
     assert!(err.contains("SCIM_BRIDGE_TOKEN"), "{err}");
@@ -223,7 +237,7 @@ fn a_token_file_others_can_read_is_refused() {
     let serve = |cmd: &mut Command| {
         cmd.current_dir(dir.path())
             .env_remove("SCIM_BRIDGE_TOKEN")
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data);
     };
     let mut cmd = Command::new(BIN);
@@ -364,6 +378,8 @@ fn a_revocation_written_to_the_store_counts_at_once_for_a_running_bridge() {
         );
         let mut config = scim_bridge::config::Config::from_toml_str(&text, &|_| None).unwrap();
         config.data_dir = dir.path().to_path_buf();
+        // Not the default admin port 9090: tests run side by side.
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
         let store = scim_bridge::store::Store::open(dir.path()).unwrap();
         let state = scim_bridge::server::build_state(&config, store.clone()).unwrap();
         let running = scim_bridge::server::start(config.listen, state, Some(1)).unwrap();

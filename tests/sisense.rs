@@ -64,7 +64,7 @@ async fn okta_end_state(native: bool) {
         }
     }
     // Every role change is in the audit log and counted by /metrics.
-    let metrics = reqwest::get(format!("{}/metrics", bridge.scim.root))
+    let metrics = reqwest::get(format!("{}/metrics", bridge.scim.admin_root()))
         .await
         .unwrap()
         .text()
@@ -487,8 +487,17 @@ async fn vendor_down_queues_writes_and_delivers_them_when_it_is_back() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 201);
         assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        // The public readiness stays 200 and names nobody; the admin listener says who.
+        let public = http
+            .get(format!("{}/readyz", bridge.scim.root))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(public.status().as_u16(), 200);
+        let body: Value = public.json().await.unwrap();
+        assert_eq!(body, json!({"status": "ready"}), "the public /readyz");
         let ready = http
-            .get(format!("{}/readyz?verbose", bridge.scim.root))
+            .get(format!("{}/readyz", bridge.scim.admin_root()))
             .send()
             .await
             .unwrap();
@@ -587,12 +596,17 @@ async fn sigkill_run(native: bool) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // The admin listener on a port of its own: tests run side by side, 9090 is for one.
+    let admin_port = free_port();
     let config_path = dir.path().join("scim-bridge.toml");
     std::fs::write(
         &config_path,
         format!(
             r#"listen = "127.0.0.1:{port}"
 data_dir = "{data}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
 
 [[tenants]]
 id = "{TENANT}"
@@ -627,7 +641,10 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
         )
     };
     let mut child = spawn();
-    let scim = Scim::new(&format!("http://127.0.0.1:{port}"));
+    let scim = Scim::new(
+        &format!("http://127.0.0.1:{port}"),
+        &format!("http://127.0.0.1:{admin_port}"),
+    );
     scim.wait_ready().await;
     let done = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
@@ -1338,9 +1355,13 @@ async fn scim_mode_revoked_token_queues_writes_and_names_the_tenant() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert!(body.get("vendors_unavailable").is_none(), "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ready"}),
+        "the public /readyz names nobody"
+    );
     let detail: Value = http
-        .get(format!("{}/readyz?verbose", bridge.scim.root))
+        .get(format!("{}/readyz", bridge.scim.admin_root()))
         .send()
         .await
         .unwrap()
@@ -1351,7 +1372,7 @@ async fn scim_mode_revoked_token_queues_writes_and_names_the_tenant() {
     assert!(why.contains("SCIM endpoint refuses the token"), "{detail}");
     assert!(!why.contains(SIM_SCIM_TOKEN), "{detail}");
     let metrics = http
-        .get(format!("{}/metrics", bridge.scim.root))
+        .get(format!("{}/metrics", bridge.scim.admin_root()))
         .send()
         .await
         .unwrap()
@@ -1503,7 +1524,7 @@ async fn if_match_uses_the_version_get_returns_and_metrics_show_the_engine() {
     assert_eq!(r.status().as_u16(), 204);
 
     let metrics = http
-        .get(format!("{}/metrics", scim.root))
+        .get(format!("{}/metrics", scim.admin_root()))
         .send()
         .await
         .unwrap()

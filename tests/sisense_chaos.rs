@@ -157,7 +157,8 @@ async fn sequences_under_vendor_faults() {
             .await
             .unwrap_or_else(|e| panic!("{label}: bridge start: {e}"));
         bridge.scim.wait_ready().await;
-        let idp = Idp::checked(&bridge.scim.root, TENANT, TOKEN, &label);
+        let idp = Idp::checked(&bridge.scim.root, TENANT, TOKEN, &label)
+            .with_admin(bridge.scim.admin_root());
         seq.run(&idp, &mut ()).await;
         settle(&idp, seq, &base).await;
         bridge.server.stop().await;
@@ -187,7 +188,8 @@ async fn sequences_with_the_simulator_frozen_for_40s() {
             .await
             .unwrap_or_else(|e| panic!("{label}: bridge start: {e}"));
         bridge.scim.wait_ready().await;
-        let idp = Idp::checked(&bridge.scim.root, TENANT, TOKEN, &label);
+        let idp = Idp::checked(&bridge.scim.root, TENANT, TOKEN, &label)
+            .with_admin(bridge.scim.admin_root());
         let mut freeze = Freeze::new(&mut sim, FREEZE);
         seq.run(&idp, &mut || freeze.stop()).await;
         freeze.check(&idp).await;
@@ -255,7 +257,7 @@ rules = [ {{ group = "BI Admins", role = "Admin" }}, {{ group = "BI Designers", 
         )
         })
         .await;
-        let idp = Idp::checked(&bridge.root, TENANT, TOKEN, &label);
+        let idp = Idp::checked(&bridge.root, TENANT, TOKEN, &label).with_admin(&bridge.admin_root);
         seq.run(&idp, &mut ()).await;
         bridge.kill_and_restart(&label).await;
         // `snapshot` panics on a duplicate Sisense user; `settle` checks no orphan mapping.

@@ -101,7 +101,7 @@ async fn sequences_under_vendor_faults() {
         let (server, idp) = serve_checked(&v, &base, dir.path(), &label).await;
         v.seq.run(&idp, &mut IdlePause).await;
         settle(&idp, &v, &api, SETTLE_LIMIT).await;
-        let retried = deliveries_retried(&idp.root, BRIDGE_TENANT).await;
+        let retried = deliveries_retried(idp.admin_root(), BRIDGE_TENANT).await;
         eprintln!(
             "{label}: {retried} deliveries retried after a fault; {} sign-ins (bridge and checker)",
             sign_ins(&base).await
@@ -151,7 +151,8 @@ async fn sequences_with_the_bridge_sigkilled_while_the_outbox_delivers() {
             v.bridge_toml(listen, data, &base)
         })
         .await;
-        let idp = Idp::checked(&bridge.root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
+        let idp = Idp::checked(&bridge.root, BRIDGE_TENANT, BRIDGE_TOKEN, &label)
+            .with_admin(&bridge.admin_root);
         v.seq.run(&idp, &mut ()).await;
         bridge.kill_and_restart(&label).await;
         // `state` panics on two Tableau users of one name; `settle` checks no orphan mapping.

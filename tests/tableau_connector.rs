@@ -105,7 +105,8 @@ async fn serve(t: TenantConfig, dir: &std::path::Path) -> Result<(RunningServer,
     let server = bridge::start(&bridge::config(t, dir))
         .await
         .map_err(|e| e.to_string())?;
-    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN)
+        .with_admin(&bridge::admin_root(&server));
     idp.wait_ready().await;
     Ok((server, idp))
 }
@@ -128,7 +129,8 @@ async fn bridge_with_engine(
     engine.set_roles(roles);
     engine.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, engine.clone(), store, 2);
-    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN)
+        .with_admin(&bridge::admin_root(&server));
     (engine, server, idp)
 }
 
@@ -341,7 +343,7 @@ async fn delete_removes_the_user_or_keeps_a_content_owner_unlicensed() {
         kept[0].detail.as_deref().unwrap_or("").contains("409003"),
         "{kept:?}"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+    let metrics = reqwest::get(format!("{}/metrics", bridge::admin_root(&server)))
         .await
         .unwrap()
         .text()
@@ -441,7 +443,7 @@ async fn no_free_seat_is_a_clear_refusal() {
             .filter(|e| e.event == AuditEvent::DeliveryRefused)
             .count();
         assert_eq!(refused, 2, "{mode}");
-        let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        let metrics = reqwest::get(format!("{}/metrics", bridge::admin_root(&server)))
             .await
             .unwrap()
             .text()

@@ -90,7 +90,7 @@ async fn sequences_under_vendor_faults() {
         hooks.pause = Some(TOKEN_TTL + Duration::from_secs(1));
         v.seq.run(&idp, &mut hooks).await;
         settle(&idp, &v, &api, SETTLE_LIMIT).await;
-        let retried = deliveries_retried(&idp.root, BRIDGE_TENANT).await;
+        let retried = deliveries_retried(idp.admin_root(), BRIDGE_TENANT).await;
         let bridge_sign_ins =
             (sign_ins(&base).await - before.0) - (api.sign_ins() - before.1);
         let took = started.elapsed();
@@ -156,7 +156,8 @@ async fn sequences_with_the_bridge_sigkilled_while_the_outbox_delivers() {
             v.bridge_toml(listen, data, &base, 300)
         })
         .await;
-        let idp = Idp::checked(&bridge.root, BRIDGE_TENANT, BRIDGE_TOKEN, &label);
+        let idp = Idp::checked(&bridge.root, BRIDGE_TENANT, BRIDGE_TOKEN, &label)
+            .with_admin(&bridge.admin_root);
         v.seq.run(&idp, &mut Extra::new(&idp, v.seq)).await;
         bridge.kill_and_restart(&label).await;
         // `state` panics on two ThoughtSpot users of one name; `settle` checks no orphan

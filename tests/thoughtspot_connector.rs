@@ -89,7 +89,8 @@ async fn serve(t: TenantConfig, dir: &std::path::Path) -> Result<(RunningServer,
     let server = bridge::start(&bridge::config(t, dir))
         .await
         .map_err(|e| e.to_string())?;
-    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN)
+        .with_admin(&bridge::admin_root(&server));
     idp.wait_ready().await;
     Ok((server, idp))
 }
@@ -120,7 +121,8 @@ async fn bridge(t: TenantConfig, dir: &std::path::Path) -> (Arc<Engine>, Running
     }
     engine.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, engine.clone(), store, 2);
-    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN);
+    let idp = Idp::patient(&bridge::root(&server), TENANT, TOKEN)
+        .with_admin(&bridge::admin_root(&server));
     (engine, server, idp)
 }
 

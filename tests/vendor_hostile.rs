@@ -238,7 +238,7 @@ async fn a_streamed_100_mib_body_is_dropped_at_the_cap_without_retries() {
         1,
         "the same request gets the same answer: not retried"
     );
-    // Counted against the vendor, and said so for /readyz.
+    // Counted against the vendor, and said so by the detailed /readyz (admin listener).
     let last = client.health().last_error.expect("recorded");
     assert!(last.contains("limit"), "{last}");
     // The IdP sees 503 + Retry-After, never a 500.

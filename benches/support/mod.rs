@@ -150,16 +150,25 @@ pub struct Scim {
     http: reqwest::Client,
     /// `http://{bridge}`
     root: String,
+    /// `http://{admin listener}`: `/metrics` and the detailed `/readyz` (issue 15).
+    admin_root: String,
     tenant: String,
     token: String,
 }
 
 impl Scim {
-    /// The client of `tenant` at the bridge listening on `addr`, with the bearer `token`.
-    pub fn new(addr: std::net::SocketAddr, tenant: &str, token: &str) -> Scim {
+    /// The client of `tenant` at the bridge listening on `addr` (its admin listener on
+    /// `admin`), with the bearer `token`.
+    pub fn new(
+        addr: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+        tenant: &str,
+        token: &str,
+    ) -> Scim {
         Scim {
             http: http_client(),
             root: format!("http://{addr}"),
+            admin_root: format!("http://{admin}"),
             tenant: tenant.to_string(),
             token: token.to_string(),
         }
@@ -218,12 +227,13 @@ impl Scim {
         v["totalResults"] == 1
     }
 
-    /// Until `/readyz?verbose` says every vendor was reached and read once.
+    /// Until the admin listener's detailed `/readyz` says every vendor was reached and read
+    /// once.
     pub async fn wait_ready(&self) {
         for _ in 0..600 {
             if let Ok(r) = self
                 .http
-                .get(format!("{}/readyz?verbose", self.root))
+                .get(format!("{}/readyz", self.admin_root))
                 .send()
                 .await
             {
@@ -242,11 +252,12 @@ impl Scim {
         panic!("the bridge is not ready");
     }
 
-    /// The sum of the `/metrics` samples of `name` whose labels contain `labels`.
+    /// The sum of the `/metrics` samples (admin listener) of `name` whose labels contain
+    /// `labels`.
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let text = self
             .http
-            .get(format!("{}/metrics", self.root))
+            .get(format!("{}/metrics", self.admin_root))
             .send()
             .await
             .unwrap()
@@ -286,9 +297,24 @@ impl Scim {
     }
 }
 
-/// The client of `tenant` (its id and first token) at the bridge on `addr`.
-fn scim_of(addr: std::net::SocketAddr, tenant: &TenantConfig) -> Scim {
-    Scim::new(addr, tenant.id.as_str(), tenant.tokens[0].expose())
+/// The client of `tenant` (its id and first token) at the bridge `server`.
+fn scim_of(server: &RunningServer, tenant: &TenantConfig) -> Scim {
+    Scim::new(
+        server.addr,
+        server
+            .admin_addr()
+            .expect("the bench's bridge runs its admin listener"),
+        tenant.id.as_str(),
+        tenant.tokens[0].expose(),
+    )
+}
+
+/// The `[admin]` of a bench's bridge: its own free port (9090 may be taken).
+fn admin_config() -> scim_bridge::config::AdminConfig {
+    scim_bridge::config::AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    }
 }
 
 /// The bridge as `serve` starts it (start-up check, first observe, background delivery), with
@@ -302,7 +328,7 @@ pub async fn start_bridge(tenant: TenantConfig, data: &std::path::Path) -> (Runn
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
-        admin: Default::default(),
+        admin: admin_config(),
         audit: Default::default(),
         report: Default::default(),
     };
@@ -314,7 +340,7 @@ pub async fn start_bridge(tenant: TenantConfig, data: &std::path::Path) -> (Runn
         .unwrap()
         .expect("the bridge starts");
     let server = server::start(config.listen, state, Some(2)).expect("the bridge listens");
-    let scim = scim_of(server.addr, &config.tenants[0]);
+    let scim = scim_of(&server, &config.tenants[0]);
     scim.wait_ready().await;
     (server, scim)
 }
@@ -334,14 +360,29 @@ pub fn serve_engine(t: &TenantConfig, engine: &Arc<Engine>, store: Store) -> (Ru
             connector: Arc::new(EngineConnector(engine.clone())),
         }),
     );
-    let state = AppState {
+    let app = AppState {
         tenants,
         metrics: Metrics::new(),
         body_limit: 1 << 20,
         store,
     };
+    // An admin listener as `serve` has, for `/metrics` and the detailed readiness.
+    let mut state = server::ServerState::from(app);
+    let admin = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: std::path::PathBuf::new(),
+        tenants: vec![t.clone()],
+        body_limit_bytes: 1 << 20,
+        limits: Default::default(),
+        trusted_proxies: Vec::new(),
+        jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
+        admin: admin_config(),
+        audit: Default::default(),
+        report: Default::default(),
+    };
+    state.admin = Some(scim_bridge::admin::AdminState::from_config(&admin));
     let server = server::start("127.0.0.1:0".parse().unwrap(), state, Some(2)).unwrap();
-    let scim = scim_of(server.addr, t);
+    let scim = scim_of(&server, t);
     (server, scim)
 }
 

@@ -628,6 +628,8 @@ impl Config {
         for t in &mut self.tenants {
             t.tokens.clear();
         }
+        self.admin.tokens.clear();
+        self.admin.metrics_token = None;
     }
 
     /// Human report of a valid config for `config check`: tenants, vendor kinds, base URLs,

@@ -1057,6 +1057,21 @@ impl Reader<'_> {
 
         let dry_run = self.boolean(t, "dry_run", base, false);
         let sweep = self.sweep(t, base);
+        // Both are about a vendor's accounts; a local tenant has none.
+        if matches!(vendor, Some(VendorConfig::Local)) {
+            if dry_run == Some(true) {
+                self.problem(
+                    join(base, "dry_run"),
+                    "a local tenant sends nothing to a vendor, so it has nothing to hold back",
+                );
+            }
+            if matches!(sweep, Some(Some(_))) {
+                self.problem(
+                    join(base, "sweep"),
+                    "a local tenant has no vendor accounts (no sign-ins) to sweep",
+                );
+            }
+        }
 
         let jwt_secret = match jwt_secret {
             Got::Val(s) => Some(Some(s)),

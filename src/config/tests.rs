@@ -1211,3 +1211,87 @@ fn forget_static_tokens_drops_the_plaintext() {
     c.forget_static_tokens();
     assert!(c.tenants[0].tokens.is_empty());
 }
+
+// ---- governance keys (issue 13): [admin], [audit], [report], dry_run, [tenants.sweep] --------
+
+#[test]
+fn governance_keys_take_defaults() {
+    let c = parse(&local_tenant("a", "tok-0123456789abcdef0123456789abcdef")).unwrap();
+    assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert!(c.admin.tokens.is_empty() && c.admin.metrics_token.is_none());
+    assert_eq!(c.audit.retention, None);
+    assert_eq!(c.report.person_key, PersonKey::Email);
+    assert!(!c.tenants[0].dry_run);
+    assert_eq!(c.tenants[0].sweep, None);
+}
+
+#[test]
+fn governance_keys_are_read() {
+    let text = String::from(
+        "[admin]\nlisten = \"10.0.0.5:9443\"\ntokens = [\"adm-0123456789abcdef0123456789abcdef\"]\n\
+         metrics_token = \"met-0123456789abcdef0123456789abcdef\"\n\
+         [audit]\nretention = \"400d\"\n[report]\nperson_key = \"userName\"\n\
+         [[tenants]]\nid = \"a\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\ndry_run = true\n\
+         [tenants.vendor]\nkind = \"metabase\"\nbase_url = \"https://mb.example/\"\n\
+         api_key = \"mb_0123456789abcdef\"\n\
+         [tenants.sweep]\ndays = 60\napply = true\nevery = \"6h\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.admin.listen, "10.0.0.5:9443".parse().unwrap());
+    assert_eq!(
+        c.admin.tokens[0].expose(),
+        "adm-0123456789abcdef0123456789abcdef"
+    );
+    assert!(c.admin.metrics_token.is_some());
+    assert_eq!(
+        c.audit.retention,
+        Some(std::time::Duration::from_secs(400 * 86400))
+    );
+    assert_eq!(c.report.person_key, PersonKey::UserName);
+    let t = &c.tenants[0];
+    assert!(t.dry_run);
+    assert_eq!(
+        t.sweep,
+        Some(SweepConfig {
+            days: 60,
+            apply: true,
+            include_unmanaged: false,
+            every: std::time::Duration::from_secs(6 * 3600),
+        })
+    );
+}
+
+#[test]
+fn governance_key_problems_name_their_path() {
+    let tok = "tok-0123456789abcdef0123456789abcdef";
+    let p = problems(&format!(
+        "[admin]\nlisten = \"nowhere\"\ntokens = [\"short\", \"{tok}\"]\nmetrics_token = \"m\"\nport = 1\n\
+         [audit]\nretention = \"1h\"\n[report]\nperson_key = \"phone\"\n\
+         [[tenants]]\nid = \"a\"\ntokens = [\"{tok}\"]\ndry_run = \"yes\"\n\
+         [tenants.vendor]\nkind = \"local\"\n\
+         [tenants.sweep]\napply = 1\nevery = \"10s\"\n"
+    ));
+    assert_has(&p, "admin.listen", "not a socket address");
+    assert_has(&p, "admin.tokens[0]", "too short");
+    // The same token as a tenant's: an IdP's credential must not open the console.
+    assert_has(&p, "admin.tokens[1]", "must not be a tenant's token");
+    assert_has(&p, "admin.metrics_token", "too short");
+    assert_has(&p, "admin.port", "");
+    assert_has(&p, "audit.retention", "at least 1d");
+    assert_has(
+        &p,
+        "report.person_key",
+        "expected `email` or `userName` or `externalId`",
+    );
+    assert_has(&p, "tenants[0].dry_run", "true or false");
+    assert_has(&p, "tenants[0].sweep.days", "required");
+    assert_has(&p, "tenants[0].sweep.apply", "true or false");
+    assert_has(&p, "tenants[0].sweep.every", "at least 1m");
+    // A local tenant has no vendor: nothing to hold back, no sign-ins to sweep.
+    let p = problems(&format!(
+        "[[tenants]]\nid = \"a\"\ntokens = [\"{tok}\"]\ndry_run = true\n\
+         [tenants.vendor]\nkind = \"local\"\n[tenants.sweep]\ndays = 90\n"
+    ));
+    assert_has(&p, "tenants[0].dry_run", "nothing to hold back");
+    assert_has(&p, "tenants[0].sweep", "no vendor accounts");
+}

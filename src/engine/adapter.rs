@@ -67,6 +67,10 @@ pub struct Capabilities {
     /// Whether the vendor's login is the SCIM userName. Metabase has no login but the email:
     /// its users' email stands in for the login, and observe never writes it into userName.
     pub keeps_login: bool,
+    /// Whether the vendor reports users' last sign-in (`VendorUser.last_login`). Where it does
+    /// not (ThoughtSpot's v2 API has no such field), a missing value means "unknown", never
+    /// "never signed in": the dormant sweep must not read silence as idleness.
+    pub reports_last_login: bool,
     /// SCIM user attributes the vendor cannot change once set (Tableau's user name), published
     /// as `immutable` and refused locally (`400 mutability`) when changed.
     pub immutable_user_attributes: &'static [&'static str],

@@ -6,11 +6,16 @@
 //! object holds because every reconcile of an object runs under that object's lock and reads
 //! the desired state as it is then. Pacing against a throttling vendor is the vendor client's
 //! (its rate budget lowers on 429); backoff per object is [`super::reconcile`]'s.
+//!
+//! A dry-run tenant delivers nothing: its outbox is the plan. The operator's actions live here
+//! too: retry what the vendor refused, observe now, and one object's delivery status.
 
-use super::state::{now_ms, Records};
+use super::state::{now_ms, put, Actor, Records};
 use super::{Engine, FAN_OUT};
 use crate::scim::schema::ResourceKind;
+use crate::store::{Batch, StoreError};
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,7 +40,10 @@ impl Engine {
     /// One delivery round: reconciles every due object (up to `ROUND`). Returns how many were
     /// attempted and when the next one is due (unix ms).
     pub async fn deliver_due(self: &Arc<Self>) -> (usize, Option<u64>) {
-        if self.roles.read().is_none() || self.adapter.unavailable().is_some() {
+        if self.settings.dry_run
+            || self.roles.read().is_none()
+            || self.adapter.unavailable().is_some()
+        {
             return (0, None);
         }
         let now = now_ms();
@@ -79,28 +87,136 @@ impl Engine {
         (attempted, next)
     }
 
-    /// Retries a `failed` object now (an operator's request).
-    pub fn retry_failed(
-        &self,
-        kind: ResourceKind,
-        sid: &str,
-    ) -> Result<bool, crate::store::StoreError> {
+    /// Makes a `failed` object due now, as it is (observe's retry of a refusal for lack of a
+    /// licence seat). `false` when it has no outbox entry.
+    pub fn retry_failed(&self, kind: ResourceKind, sid: &str) -> Result<bool, StoreError> {
+        let _g = self.commit_lock.lock();
         let Some(mut e) = Records(&self.dir).outbox(kind, sid)? else {
             return Ok(false);
         };
         e.failed = false;
         e.attempts = 0;
         e.next_ms = now_ms();
-        let mut b = crate::store::Batch::default();
-        super::state::put::outbox(&mut b, kind, sid, &e);
-        {
-            let _g = self.commit_lock.lock();
-            self.dir.commit(b)?;
-        }
+        let mut b = Batch::default();
+        put::outbox(&mut b, kind, sid, &e);
+        self.dir.commit(b)?;
+        drop(_g);
         self.wake.notify_one();
         Ok(true)
     }
+
+    /// An operator's "retry failed": every `failed` outbox entry (`None`), or the one object
+    /// named, made due now and delivered as the operator's change (actor `operator`, so the
+    /// audit entries of its delivery name the operator). How many entries were made due; an
+    /// object that is not failed is left as it is (0).
+    pub fn retry_failed_by_operator(
+        &self,
+        which: Option<(ResourceKind, String)>,
+    ) -> Result<u64, StoreError> {
+        let failed: Vec<(ResourceKind, String)> = match which {
+            Some((kind, sid)) => match Records(&self.dir).outbox(kind, &sid)? {
+                Some(e) if e.failed => vec![(kind, sid)],
+                _ => Vec::new(),
+            },
+            None => Records(&self.dir)
+                .pending()
+                .filter_map(|p| match p {
+                    Ok((kind, sid, e)) if e.failed => Some(Ok((kind, sid))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut made_due = 0u64;
+        // In chunks under the commit lock, re-read there: a write of the IdP may have marked
+        // the object again meanwhile (then it is due already, with the IdP as its actor).
+        for chunk in failed.chunks(512) {
+            let _g = self.commit_lock.lock();
+            let mut b = Batch::default();
+            for (kind, sid) in chunk {
+                let Some(mut e) = Records(&self.dir).outbox(*kind, sid)? else {
+                    continue;
+                };
+                if !e.failed {
+                    continue;
+                }
+                e.failed = false;
+                e.capacity = false;
+                e.attempts = 0;
+                e.next_ms = now_ms();
+                e.actor = Actor::Operator;
+                if !e.cause.starts_with(OPERATOR_RETRY) {
+                    e.cause = format!("{OPERATOR_RETRY} of {}", e.cause);
+                }
+                e.seq = super::state::next_seq();
+                put::outbox(&mut b, *kind, sid, &e);
+                made_due += 1;
+            }
+            self.dir.commit(b)?;
+        }
+        if made_due > 0 {
+            tracing::info!(tenant = %self.tenant(), entries = made_due, "an operator retries refused changes");
+            self.wake.notify_one();
+        }
+        Ok(made_due)
+    }
+
+    /// An operator's "sync now": the vendor directory is observed at once instead of at the
+    /// next interval (after the observe under way, if one is).
+    pub fn sync_now(&self) {
+        self.sync_wake.notify_one();
+    }
+
+    /// Where one object's delivery stands, for the console's per-object column: applied (no
+    /// outbox entry), held by a dry run, pending (with its attempts, next try and last error),
+    /// or failed (the vendor's reason).
+    pub fn delivery_status(
+        &self,
+        kind: ResourceKind,
+        sid: &str,
+    ) -> Result<DeliveryStatus, StoreError> {
+        Ok(match Records(&self.dir).outbox(kind, sid)? {
+            None => DeliveryStatus::Applied,
+            Some(e) if e.failed => DeliveryStatus::Failed {
+                reason: e
+                    .last_error
+                    .unwrap_or_else(|| "refused by the vendor".into()),
+            },
+            Some(_) if self.settings.dry_run => DeliveryStatus::DryRun,
+            Some(e) => DeliveryStatus::Pending {
+                attempts: e.attempts,
+                next: e.next_ms,
+                last_error: e.last_error,
+            },
+        })
+    }
 }
+
+/// The cause prefix of a change an operator retried (the audit shows it with actor `operator`).
+const OPERATOR_RETRY: &str = "retry by an operator";
+
+/// Where one object's delivery to the vendor stands ([`Engine::delivery_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The vendor has what the IdP asked (nothing in the outbox).
+    Applied,
+    /// Held by a dry-run tenant: not sent until `dry_run` is switched off.
+    DryRun,
+    /// Waiting for delivery: `attempts` so far, the next try at `next` (unix ms), and the last
+    /// transient error.
+    Pending {
+        attempts: u32,
+        next: u64,
+        last_error: Option<String>,
+    },
+    /// Refused by the vendor for good, with its reason: kept until the IdP writes the object
+    /// again or an operator retries it.
+    Failed { reason: String },
+}
+
+/// The console's name for [`DeliveryStatus`].
+pub type Status = DeliveryStatus;
 
 async fn delivery_loop(engine: Weak<Engine>) {
     loop {
@@ -130,8 +246,11 @@ async fn observe_loop(engine: Weak<Engine>) {
     loop {
         let Some(e) = engine.upgrade() else { return };
         let wait = e.background_round(&mut delay).await;
+        // An operator's "sync now" cuts the wait short (the loop holds only the Notify, so a
+        // dropped engine still ends it at the next round).
+        let sync = e.sync_wake.clone();
         drop(e);
-        tokio::time::sleep(wait).await;
+        let _ = tokio::time::timeout(wait, sync.notified()).await;
     }
 }
 

@@ -25,6 +25,15 @@
 //!   write is answered as a success and the outbox delivers it; with `"fail"` it is rolled back
 //!   and answered 503 with `Retry-After`. While the vendor's breaker is open, writes are queued
 //!   at once, without trying.
+//!
+//! ## Dry run
+//! A tenant with `dry_run = true` takes the same write path up to the commit: the desired state
+//! and its outbox mark are stored and the IdP gets the answer it would get otherwise. Nothing is
+//! reconciled, inline or in the background, so no vendor write is sent; reads still are (the
+//! role catalog, observe), so drift and role-rule corrections land in the outbox as well. The
+//! outbox is then the plan ([`Engine::plan`], computed from desired and applied state without a
+//! vendor call). Started again with `dry_run = false` on the same store, delivery drains that
+//! outbox like any other and the vendor converges.
 
 pub mod adapter;
 pub mod delivery;
@@ -235,6 +244,9 @@ pub struct Engine {
     /// Wakes the delivery loop when something was queued (shared with the loop, which must
     /// not keep the engine alive while it waits).
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Wakes the observe loop before its interval is up (an operator's "sync now"); shared
+    /// with the loop like `wake`.
+    pub(crate) sync_wake: Arc<tokio::sync::Notify>,
     pub(crate) counters: DeliveryCounters,
     pub(crate) role_changes: Option<prometheus::IntCounter>,
     pub(crate) send_rate: Option<SendRate>,
@@ -295,6 +307,7 @@ impl Engine {
             group_docs: Stripes::new(256),
             synced,
             wake: Arc::new(tokio::sync::Notify::new()),
+            sync_wake: Arc::new(tokio::sync::Notify::new()),
             counters: DeliveryCounters::default(),
             role_changes,
             send_rate,
@@ -306,6 +319,17 @@ impl Engine {
 
     pub fn tenant(&self) -> &str {
         &self.settings.tenant
+    }
+
+    /// Whether the tenant is a dry run: the IdP is answered, nothing is written to the vendor,
+    /// and the outbox is the plan ([`Engine::plan`]).
+    pub fn dry_run(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    /// The vendor's name ("Metabase").
+    pub fn vendor(&self) -> &'static str {
+        self.caps.vendor
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -449,7 +473,7 @@ impl Engine {
     }
 
     /// Adds an outbox mark for an object to `batch`: a new entry, or the existing one made due
-    /// now (a write of a `failed` object retries it).
+    /// now (a write of a `failed` object retries it). The entry as written.
     pub(crate) fn mark(
         &self,
         batch: &mut Batch,
@@ -457,7 +481,7 @@ impl Engine {
         sid: &str,
         cause: &str,
         actor: Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<OutboxEntry, StoreError> {
         let entry = match Records(&self.dir).outbox(kind, sid)? {
             Some(mut e) => {
                 e.next_ms = state::now_ms();
@@ -474,7 +498,7 @@ impl Engine {
         };
         self.touch(sid);
         put::outbox(batch, kind, sid, &entry);
-        Ok(())
+        Ok(entry)
     }
 
     /// The neutral profile of a SCIM user: login, the primary email (else the first, else the

@@ -16,11 +16,17 @@
 //! - a mapped object gone from the vendor (checked by id for users: paging over a changing list
 //!   can miss one) leaves the directory;
 //! - nothing with work in the outbox, and nothing written since the observe began, is touched:
-//!   the pages may predate that write.
+//!   the pages may predate that write;
+//! - a user's last sign-in at the vendor is read-only: a change of it alone refreshes the
+//!   applied state and nothing else (no pull, no mark, no vendor write).
+//!
+//! Progress: [`Engine::sync_progress`] tells how far the running (or last) observe got. The
+//! adapters report each page of users they read through [`users_page_read`], which reaches the
+//! observe that asked without a parameter on every adapter's `list_users`.
 
 use super::adapter::{AdapterError, MembershipModel, Profile, VendorGroup, VendorUser};
 use super::reconcile::applied_of;
-use super::state::{put, Actor, AppliedGroup, Records};
+use super::state::{put, Actor, AppliedGroup, AppliedUser, Records};
 use super::Engine;
 use crate::scim::patch::MemberOp;
 use crate::scim::schema::ResourceKind;
@@ -28,7 +34,7 @@ use crate::store::directory::{index_keys, str_at};
 use crate::store::{Batch, StoreError};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// Users handled per hold of the commit lock, so the IdP's writes interleave with a large
@@ -50,8 +56,146 @@ pub struct ObserveReport {
     pub roles_corrected: usize,
     /// Corrections that failed (left in the outbox, retried by delivery).
     pub roles_failed: usize,
+    /// Mapped users of whom only the last sign-in changed: their applied state was refreshed
+    /// without any other step.
+    pub logins_refreshed: usize,
     pub fetch_ms: u128,
     pub elapsed_ms: u128,
+}
+
+/// How far the running (or the last) observe of a tenant got: for the dashboard, the CLI's
+/// progress bar and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncProgress {
+    pub running: bool,
+    /// Users read from the vendor so far by the running observe (by the last one when none
+    /// runs), counted page by page.
+    pub users_seen: u64,
+    /// The vendor's user count, once known: from the first page where the vendor tells
+    /// (Tableau, Metabase), else when the last page is read.
+    pub users_total: Option<u64>,
+    /// When the running (or last) observe began (RFC 3339).
+    pub started_at: Option<String>,
+    /// When the last observe that finished without error finished (RFC 3339).
+    pub last_completed_at: Option<String>,
+    /// How long that observe took.
+    pub last_duration_ms: Option<u64>,
+}
+
+/// The live progress of one engine's observes.
+#[derive(Default)]
+pub(crate) struct ProgressCell(parking_lot::Mutex<SyncProgress>);
+
+impl ProgressCell {
+    fn begin(&self) {
+        let mut p = self.0.lock();
+        p.running = true;
+        p.users_seen = 0;
+        p.users_total = None;
+        p.started_at = Some(rfc3339_now());
+    }
+
+    fn page(&self, n: usize, total: Option<usize>) {
+        let mut p = self.0.lock();
+        p.users_seen = p.users_seen.saturating_add(n as u64);
+        if let Some(t) = total {
+            p.users_total = Some(t as u64);
+        }
+    }
+
+    fn fetched(&self, n: usize) {
+        let mut p = self.0.lock();
+        p.users_seen = n as u64;
+        p.users_total = Some(n as u64);
+    }
+
+    fn end(&self, ok: bool, started: Instant) {
+        let mut p = self.0.lock();
+        p.running = false;
+        if ok {
+            p.last_completed_at = Some(rfc3339_now());
+            p.last_duration_ms = Some(started.elapsed().as_millis() as u64);
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The progress of the observe whose `list_users` is being polled (see [`users_page_read`]).
+    static USERS_PAGES: Arc<ProgressCell>;
+}
+
+/// Called by an adapter's `list_users` for each page of users it has read: `n` users, and the
+/// vendor's total where its page says. Outside an observe (a lookup that reads every user) it
+/// does nothing.
+pub fn users_page_read(n: usize, total: Option<usize>) {
+    let _ = USERS_PAGES.try_with(|cell| cell.page(n, total));
+}
+
+/// Each live engine's progress, found by the engine's address (a registry, so that progress
+/// needs no field in `Engine`). A dead engine's entry is dropped at the next registration, so
+/// the list holds about as many entries as there are tenants.
+static PROGRESS: std::sync::LazyLock<parking_lot::Mutex<Vec<Registered>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// An engine (held weakly: the registry never keeps one alive) and its progress.
+type Registered = (Weak<Engine>, Arc<ProgressCell>);
+
+fn rfc3339_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A vendor's last sign-in in one form: RFC 3339 in UTC, whole seconds (`2024-01-15T09:30:00Z`),
+/// so that it sorts and compares as text. Takes RFC 3339 with any offset or fraction, a
+/// date-time without a zone (read as UTC: Sisense types `lastLogin` only as "string", B.4)
+/// and unix milliseconds;
+/// anything else, or an empty value, is `None` (the vendor did not say when).
+pub fn normalise_last_login(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let utc = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        t.with_timezone(&chrono::Utc)
+    } else if let Some(t) = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
+    {
+        t.and_utc()
+    } else if let Ok(ms) = raw.parse::<i64>() {
+        chrono::DateTime::from_timestamp_millis(ms)?
+    } else {
+        return None;
+    };
+    Some(utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Engine record: the vendor's role names by role id (a JSON object), as the last observe knew
+/// them.
+pub const ROLE_NAMES: &str = "rolenames";
+
+/// Engine record prefix: `found/{scim id}` marks a user whose vendor user existed before the
+/// bridge wrote it (adopted by observe, or taken over by an IdP create that found it), as
+/// opposed to one the bridge created. The access review's `managed` reads it; it is never
+/// cleared while the user lives, since where an account came from does not change.
+pub const FOUND: &str = "found/";
+
+/// Marks in `batch` that `sid`'s vendor user was found at the vendor, not created by the bridge.
+pub(crate) fn note_found(batch: &mut Batch, sid: &str) {
+    put::flag(batch, &format!("{FOUND}{sid}"), b"");
+}
+
+/// Drops the mark of a user that leaves the directory.
+pub(crate) fn forget_found(batch: &mut Batch, sid: &str) {
+    crate::store::directory::Directory::remove_record(batch, &format!("{FOUND}{sid}"));
+}
+
+/// Whether two applied states differ in the user's last sign-in alone.
+fn only_last_login_differs(old: &AppliedUser, seen: &AppliedUser) -> bool {
+    old.last_login != seen.last_login
+        && AppliedUser {
+            last_login: seen.last_login.clone(),
+            ..old.clone()
+        } == *seen
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +221,30 @@ impl Why {
 }
 
 impl Engine {
+    /// How far the running (or the last) observe got; all defaults before the first one.
+    pub fn sync_progress(&self) -> SyncProgress {
+        let me: *const Engine = self;
+        PROGRESS
+            .lock()
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), me))
+            .map(|(_, cell)| cell.0.lock().clone())
+            .unwrap_or_default()
+    }
+
+    /// This engine's progress cell, registered on first use.
+    fn progress_cell(self: &Arc<Self>) -> Arc<ProgressCell> {
+        let me = Arc::as_ptr(self);
+        let mut all = PROGRESS.lock();
+        all.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, cell)) = all.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), me)) {
+            return cell.clone();
+        }
+        let cell = Arc::new(ProgressCell::default());
+        all.push((Arc::downgrade(self), cell.clone()));
+        cell
+    }
+
     /// Notes that an object was written or reconciled. Only an observe under way needs to know
     /// (its pages may predate the write), so outside one this records nothing: the set never
     /// grows with the write rate between observes.
@@ -88,6 +256,18 @@ impl Engine {
 
     /// Reads the whole vendor directory and reconciles the index with it.
     pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
+        let progress = self.progress_cell();
+        let started = Instant::now();
+        progress.begin();
+        let result = self.observe_inner(&progress).await;
+        progress.end(result.is_ok(), started);
+        result
+    }
+
+    async fn observe_inner(
+        self: &Arc<Self>,
+        progress: &Arc<ProgressCell>,
+    ) -> Result<ObserveReport, AdapterError> {
         // Written from now on: left alone by this observe. Cleared however it ends.
         *self.recent.lock() = Some(HashSet::new());
         struct Ended<'a>(&'a Engine);
@@ -98,8 +278,11 @@ impl Engine {
         }
         let _ended = Ended(self);
         let started = Instant::now();
-        let (groups, users) =
-            tokio::try_join!(self.adapter.list_groups(), self.adapter.list_users())?;
+        let (groups, users) = tokio::try_join!(
+            self.adapter.list_groups(),
+            USERS_PAGES.scope(progress.clone(), self.adapter.list_users())
+        )?;
+        progress.fetched(users.len());
         let mut report = ObserveReport {
             fetch_ms: started.elapsed().as_millis(),
             users_seen: users.len(),
@@ -154,7 +337,20 @@ impl Engine {
                             }
                             let seen = applied_of(u, on_user);
                             let old = rec.applied_user(&sid)?;
-                            if old.as_ref() != Some(&seen) {
+                            if old
+                                .as_ref()
+                                .is_some_and(|o| only_last_login_differs(o, &seen))
+                            {
+                                // A sign-in is no change to converge: stored for the access
+                                // review and the dormant sweep, never pulled, marked or sent.
+                                put::applied_user(&mut batch, &sid, &seen);
+                                report.logins_refreshed += 1;
+                                if self.membership_moved(&sid, u, &recent)? {
+                                    changed.push((sid, u, Why::Changed));
+                                } else if rules_changed {
+                                    changed.push((sid, u, Why::RulesChanged));
+                                }
+                            } else if old.as_ref() != Some(&seen) {
                                 let why = if old.is_none_or(|o| o.role != seen.role) {
                                     Why::RoleChanged
                                 } else {
@@ -203,6 +399,7 @@ impl Engine {
                                     }
                                 }
                             }
+                            note_found(&mut batch, &sid);
                             report.users_adopted += 1;
                         }
                     }
@@ -245,9 +442,11 @@ impl Engine {
             let _g = self.commit_lock.lock();
             self.dir.commit(batch)?;
         }
-        let audited = self.audit.len();
+        // Role changes, not every entry: a correction may record other events too, and
+        // retention may prune meanwhile.
+        let audited = self.audit.role_changes();
         self.reconcile_users(&to_fix).await;
-        report.roles_corrected = (self.audit.len() - audited) as usize;
+        report.roles_corrected = self.audit.role_changes().saturating_sub(audited) as usize;
         report.roles_failed = to_fix
             .iter()
             .filter(|sid| {
@@ -289,6 +488,7 @@ impl Engine {
                 .delete_entries(&mut batch, ResourceKind::User, &sid, &old)?;
             put::no_applied_user(&mut batch, &sid);
             put::not_idp_written(&mut batch, &sid);
+            forget_found(&mut batch, &sid);
             self.dir.commit(batch)?;
             report.users_removed += 1;
         }
@@ -308,6 +508,7 @@ impl Engine {
         {
             let mut batch = Batch::default();
             put::flag(&mut batch, "synced", b"");
+            self.note_role_names(&mut batch)?;
             let _g = self.commit_lock.lock();
             self.dir.commit(batch)?;
         }
@@ -316,6 +517,22 @@ impl Engine {
         self.wake.notify_one();
         report.elapsed_ms = started.elapsed().as_millis();
         Ok(report)
+    }
+
+    /// Keeps the vendor's role names by id in the store ([`ROLE_NAMES`]), when they changed, so
+    /// that reports made without the vendor (the CLI on a stopped bridge) name roles as the
+    /// vendor does rather than by opaque id.
+    fn note_role_names(&self, batch: &mut Batch) -> Result<(), StoreError> {
+        let Some(table) = self.roles.read().clone() else {
+            return Ok(());
+        };
+        let names: std::collections::BTreeMap<&str, String> =
+            table.role_ids().map(|id| (id, table.name(id))).collect();
+        let bytes = serde_json::to_vec(&names).unwrap_or_default();
+        if Records(&self.dir).flag(ROLE_NAMES)?.as_deref() != Some(bytes.as_slice()) {
+            put::flag(batch, ROLE_NAMES, &bytes);
+        }
+        Ok(())
     }
 
     /// Whether the vendor's mirrored groups of a user differ from the directory's.
@@ -681,4 +898,70 @@ fn pulled_profile(doc: &Value, u: &VendorUser, keeps_login: bool) -> Option<Valu
         }
     }
     differs.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_logins_are_normalised_to_utc_seconds() {
+        let n = |s: &str| normalise_last_login(s);
+        assert_eq!(
+            n("2016-08-16T23:17:06Z").as_deref(),
+            Some("2016-08-16T23:17:06Z")
+        );
+        assert_eq!(
+            n("2024-01-15T10:30:00.123+01:00").as_deref(),
+            Some("2024-01-15T09:30:00Z")
+        );
+        assert_eq!(
+            n("2024-01-15T09:30:00.123456").as_deref(),
+            Some("2024-01-15T09:30:00Z")
+        );
+        assert_eq!(
+            n("2024-01-15 09:30:00").as_deref(),
+            Some("2024-01-15T09:30:00Z")
+        );
+        assert_eq!(n("1705311000000").as_deref(), Some("2024-01-15T09:30:00Z"));
+        assert_eq!(n(""), None);
+        assert_eq!(n("yesterday"), None);
+    }
+
+    #[test]
+    fn only_a_new_sign_in_is_told_apart_from_a_change() {
+        let old = AppliedUser {
+            vendor_id: "v".into(),
+            role: Some("r".into()),
+            last_login: Some("2024-01-01T00:00:00Z".into()),
+            ..AppliedUser::default()
+        };
+        let signed_in = AppliedUser {
+            last_login: Some("2024-02-01T00:00:00Z".into()),
+            ..old.clone()
+        };
+        assert!(only_last_login_differs(&old, &signed_in));
+        assert!(!only_last_login_differs(&old, &old));
+        let moved = AppliedUser {
+            role: Some("other".into()),
+            ..signed_in
+        };
+        assert!(!only_last_login_differs(&old, &moved));
+    }
+
+    #[test]
+    fn pages_count_only_inside_an_observe() {
+        let cell = Arc::new(ProgressCell::default());
+        users_page_read(5, Some(10));
+        assert_eq!(cell.0.lock().users_seen, 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(USERS_PAGES.scope(cell.clone(), async {
+            users_page_read(5, Some(10));
+            users_page_read(3, None);
+        }));
+        let p = cell.0.lock().clone();
+        assert_eq!((p.users_seen, p.users_total), (8, Some(10)));
+    }
 }

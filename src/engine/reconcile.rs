@@ -16,11 +16,11 @@ use super::state::{
 };
 use super::Engine;
 use crate::scim::schema::ResourceKind;
-use crate::store::audit::{AuditEvent, RoleChange};
+use crate::store::audit::{AuditEntry, AuditEvent};
 use crate::store::directory::str_at;
 use crate::store::{Batch, StoreError};
 use rand::Rng;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
@@ -165,12 +165,7 @@ impl Engine {
         }
         let mut batch = Batch::default();
         put::outbox(&mut batch, kind, sid, &entry);
-        let mut ab = Batch::default();
-        for a in &audit {
-            self.audit.record(&mut ab, a);
-        }
-        self.dir
-            .commit_audited(batch, &self.audit, ab, audit.len() as u64)
+        self.dir.commit_audited(batch, &self.audit, &audit)
     }
 
     /// The audit record of a change the vendor refused for good.
@@ -180,7 +175,7 @@ impl Engine {
         sid: &str,
         entry: &OutboxEntry,
         e: &AdapterError,
-    ) -> Result<RoleChange, StoreError> {
+    ) -> Result<AuditEntry, StoreError> {
         let name = match kind {
             ResourceKind::User => self
                 .dir
@@ -191,18 +186,18 @@ impl Engine {
                 .load(kind, sid)?
                 .and_then(|d| str_at(&d, "displayName").map(str::to_string)),
         };
-        Ok(RoleChange {
-            at: crate::scim::resource::now_timestamp(),
-            user_id: sid.to_string(),
-            user_name: name.unwrap_or_default(),
-            vendor_user_id: self.dir.vendor_id(kind, sid)?.unwrap_or_default(),
-            cause: format!("{} of a {}", entry.cause, kind.name()),
-            actor: entry.actor.as_str().into(),
-            from: None,
-            to: String::new(),
-            event: AuditEvent::DeliveryRefused,
-            detail: Some(e.to_string()),
-        })
+        let name = name.unwrap_or_default();
+        let vid = self.dir.vendor_id(kind, sid)?.unwrap_or_default();
+        let refused = AuditEntry::new(
+            AuditEvent::DeliveryRefused,
+            entry.actor.as_str(),
+            format!("{} of a {}", entry.cause, kind.name()),
+        );
+        let refused = match kind {
+            ResourceKind::User => refused.user(sid, &name, &vid),
+            ResourceKind::Group => refused.group(sid, &name, &vid),
+        };
+        Ok(refused.detail(e.to_string()))
     }
 
     fn cause_of(&self, kind: ResourceKind, sid: &str) -> Result<(String, Actor), StoreError> {
@@ -220,12 +215,8 @@ impl Engine {
         kind: ResourceKind,
         sid: &str,
         mut batch: Batch,
-        audit: Vec<RoleChange>,
+        audit: Vec<AuditEntry>,
     ) -> Result<(), StoreError> {
-        let mut ab = Batch::default();
-        for a in &audit {
-            self.audit.record(&mut ab, a);
-        }
         {
             let _g = self.commit_lock.lock();
             let fence = self.fences.lock().get(&(kind, sid.to_string())).copied();
@@ -234,11 +225,10 @@ impl Engine {
                     put::outbox(&mut batch, kind, sid, &current);
                 }
             }
-            self.dir
-                .commit_audited(batch, &self.audit, ab, audit.len() as u64)?;
+            self.dir.commit_audited(batch, &self.audit, &audit)?;
         }
         if let Some(c) = &self.role_changes {
-            c.inc_by(audit.len() as u64);
+            c.inc_by(audit.iter().filter(|e| e.is_role_change()).count() as u64);
         }
         // Not flushed here: a write path flushes before it answers, and a step lost to a crash
         // before the store's own flush is redone from the outbox (every step is repeatable).
@@ -305,7 +295,9 @@ impl Engine {
         })
     }
 
-    /// The audit record of a role move of user `(sid, login, vendor id)`.
+    /// The audit record of a role move of user `(sid, login, vendor id)`. Where a role means
+    /// "no access" (Tableau `Unlicensed`), a move into it is the deactivation and a move out of
+    /// it the reactivation.
     fn audit_entry(
         &self,
         table: &RoleTable,
@@ -313,19 +305,108 @@ impl Engine {
         from: Option<&str>,
         to: &str,
         (cause, actor): (&str, Actor),
-    ) -> RoleChange {
-        RoleChange {
-            at: crate::scim::resource::now_timestamp(),
-            user_id: sid.to_string(),
-            user_name: login.to_string(),
-            vendor_user_id: vid.to_string(),
-            cause: cause.to_string(),
-            actor: actor.as_str().into(),
-            from: from.map(|f| table.name(f)),
-            to: table.name(to),
-            event: AuditEvent::RoleChange,
-            detail: None,
+    ) -> AuditEntry {
+        let event = match &self.caps.deactivation {
+            Deactivation::Role(off) if off == to => AuditEvent::UserDeactivated,
+            Deactivation::Role(off) if from == Some(off.as_str()) => AuditEvent::UserReactivated,
+            _ => AuditEvent::RoleChange,
+        };
+        AuditEntry::new(event, actor.as_str(), cause)
+            .user(sid, login, vid)
+            .role_move(from.map(|f| table.name(f)), table.name(to))
+    }
+
+    /// An audit record of user `(sid, login, vendor id)`.
+    fn user_entry(
+        &self,
+        event: AuditEvent,
+        (sid, login, vid): (&str, &str, &str),
+        (cause, actor): (&str, Actor),
+    ) -> AuditEntry {
+        AuditEntry::new(event, actor.as_str(), cause).user(sid, login, vid)
+    }
+
+    /// The audit record of a new vendor user: the profile it was made with.
+    fn created_entry(
+        &self,
+        sid: &str,
+        desired: &DesiredUser,
+        vid: &str,
+        (cause, actor): (&str, Actor),
+    ) -> AuditEntry {
+        let mut after = profile_fields(&desired.profile, None);
+        after.insert("active".into(), Value::Bool(desired.active));
+        self.user_entry(
+            AuditEvent::UserCreated,
+            (sid, &desired.profile.login, vid),
+            (cause, actor),
+        )
+        .after(Value::Object(after))
+    }
+
+    /// The audit records of a user's mirrored groups at the vendor going from `before`
+    /// (`None`: unknown) to `after` (vendor group ids; groups the bridge does not mirror are
+    /// left out, it never changes them).
+    fn membership_entries(
+        &self,
+        (sid, login, vid): (&str, &str, &str),
+        before: Option<&[String]>,
+        after: &[String],
+        (cause, actor): (&str, Actor),
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        let had: HashSet<&str> = before
+            .unwrap_or_default()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let has: HashSet<&str> = after.iter().map(String::as_str).collect();
+        let added = after.iter().filter(|g| !had.contains(g.as_str()));
+        let removed = before
+            .unwrap_or_default()
+            .iter()
+            .filter(|g| !has.contains(g.as_str()));
+        for (event, vg) in added
+            .map(|g| (AuditEvent::MemberAdded, g))
+            .chain(removed.map(|g| (AuditEvent::MemberRemoved, g)))
+        {
+            let Some(gsid) = self.dir.scim_id(ResourceKind::Group, vg)? else {
+                continue;
+            };
+            let mut e = self.user_entry(event, (sid, login, vid), (cause, actor));
+            let group = self.group_ref(&gsid, vg)?;
+            e = match event {
+                AuditEvent::MemberAdded => e.after(group),
+                _ => e.before(group),
+            };
+            if before.is_none() {
+                e = e.detail("the user's previous groups at the vendor were unknown");
+            }
+            out.push(e);
         }
+        Ok(out)
+    }
+
+    /// `{"group", "group_id", "group_vendor_id"}` of a mirrored group, for membership records.
+    fn group_ref(&self, gsid: &str, gvid: &str) -> Result<Value, StoreError> {
+        let name = self
+            .dir
+            .load(ResourceKind::Group, gsid)?
+            .and_then(|d| str_at(&d, "displayName").map(str::to_string))
+            .unwrap_or_default();
+        Ok(json!({ "group": name, "group_id": gsid, "group_vendor_id": gvid }))
+    }
+
+    /// The userName of a SCIM user (that of its tombstone once the IdP deleted it; empty when
+    /// even that is gone).
+    fn login_of(&self, sid: &str) -> Result<String, StoreError> {
+        if let Some(d) = self.dir.load(ResourceKind::User, sid)? {
+            return Ok(str_at(&d, "userName").unwrap_or_default().to_string());
+        }
+        Ok(Records(&self.dir)
+            .tombstone(ResourceKind::User, sid)?
+            .map(|t| t.name)
+            .unwrap_or_default())
     }
 
     async fn converge_user(&self, sid: &str) -> Result<(), AdapterError> {
@@ -366,6 +447,17 @@ impl Engine {
                         if let Some(u) = self.adapter.find_user(&desired.profile).await? {
                             if self.dir.scim_id(ResourceKind::User, &u.id)?.is_none() {
                                 self.adapter.delete_user(&u.id).await?;
+                                audit.push(
+                                    self.user_entry(
+                                        AuditEvent::UserDeleted,
+                                        (sid, &desired.profile.login, &u.id),
+                                        (&cause, actor),
+                                    )
+                                    .detail(
+                                        "left by a create whose answer was lost; the user is \
+                                         inactive and this vendor deactivates by deletion",
+                                    ),
+                                );
                             }
                         }
                     }
@@ -381,6 +473,12 @@ impl Engine {
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
                         put::being_made(&mut b, sid);
+                        audit.push(self.created_entry(
+                            sid,
+                            &desired,
+                            &a.vendor_id,
+                            (&cause, actor),
+                        ));
                         if let Some(r) = desired
                             .role
                             .as_ref()
@@ -394,7 +492,7 @@ impl Engine {
                                 (&cause, actor),
                             ));
                         }
-                        self.after_user_created(&mut b, &desired)?;
+                        self.after_user_created(&mut b, &desired, actor)?;
                         self.commit_step(ResourceKind::User, sid, b, std::mem::take(&mut audit))
                             .await?;
                         a
@@ -403,6 +501,12 @@ impl Engine {
                         // Created as desired: done, unless membership lives on the groups.
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
+                        audit.push(self.created_entry(
+                            sid,
+                            &desired,
+                            &a.vendor_id,
+                            (&cause, actor),
+                        ));
                         if let Some(r) = &desired.role {
                             audit.push(self.audit_entry(
                                 &table,
@@ -412,7 +516,7 @@ impl Engine {
                                 (&cause, actor),
                             ));
                         }
-                        self.after_user_created(&mut b, &desired)?;
+                        self.after_user_created(&mut b, &desired, actor)?;
                         put::no_outbox(&mut b, ResourceKind::User, sid);
                         self.commit_step(ResourceKind::User, sid, b, audit).await?;
                         return Ok(());
@@ -434,7 +538,9 @@ impl Engine {
                         }
                         let mut b = Batch::default();
                         self.link_user(&mut b, sid, &a)?;
-                        self.after_user_created(&mut b, &desired)?;
+                        // The access review's `adopted`: it existed before the IdP wrote it.
+                        super::observe::note_found(&mut b, sid);
+                        self.after_user_created(&mut b, &desired, actor)?;
                         self.commit_step(ResourceKind::User, sid, b, Vec::new())
                             .await?;
                         a
@@ -539,11 +645,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Where membership lives on the groups, a new vendor user joins its groups through them.
-    fn after_user_created(&self, b: &mut Batch, desired: &DesiredUser) -> Result<(), AdapterError> {
+    /// Where membership lives on the groups, a new vendor user joins its groups through them
+    /// (audited with the actor that made the user).
+    fn after_user_created(
+        &self,
+        b: &mut Batch,
+        desired: &DesiredUser,
+        actor: Actor,
+    ) -> Result<(), AdapterError> {
         if self.caps.membership == MembershipModel::OnGroup {
             for g in &desired.group_sids {
-                self.mark(b, ResourceKind::Group, g, "membership", Actor::Sync)?;
+                self.mark(b, ResourceKind::Group, g, "membership", actor)?;
             }
             if !desired.group_sids.is_empty() {
                 self.wake.notify_one();
@@ -568,7 +680,30 @@ impl Engine {
             // pass must not trust "active" (an update then meets 404 and creates it again).
             self.forget(sid, &applied, |a| a.active = None).await?;
             let removed = self.adapter.delete_user(&vid).await?;
-            let audit = self.removal_kept(sid, &desired.profile.login, &vid, &removed, cause);
+            let audit = match self.removal_kept(
+                sid,
+                &desired.profile.login,
+                &vid,
+                &removed,
+                (cause, actor),
+            ) {
+                kept if !kept.is_empty() => kept,
+                _ => vec![self
+                    .user_entry(
+                        AuditEvent::UserDeactivated,
+                        (sid, &desired.profile.login, &vid),
+                        (cause, actor),
+                    )
+                    .before(match applied.active {
+                        Some(a) => json!({ "active": a }),
+                        None => Value::Null,
+                    })
+                    .after(json!({ "active": false }))
+                    .detail(format!(
+                        "{} deactivates by deleting the vendor user",
+                        self.caps.vendor
+                    ))],
+            };
             let mut b = Batch::default();
             self.dir.unlink(&mut b, ResourceKind::User, sid, &vid);
             put::gone(&mut b, &vid);
@@ -634,6 +769,40 @@ impl Engine {
             .await?;
             match self.adapter.update_user(&vid, &change).await {
                 Ok(answer) => {
+                    let was = applied.clone();
+                    let who = (sid, desired.profile.login.as_str(), vid.as_str());
+                    if change.profile.is_some() {
+                        let old = was.profile.as_ref();
+                        audit.push(
+                            self.user_entry(AuditEvent::UserUpdated, who, (cause, actor))
+                                .before(match old {
+                                    Some(p) => Value::Object(profile_fields(
+                                        p,
+                                        Some(&change.changed_fields),
+                                    )),
+                                    None => Value::Null,
+                                })
+                                .after(Value::Object(profile_fields(
+                                    &view,
+                                    Some(&change.changed_fields),
+                                ))),
+                        );
+                    }
+                    if let Some(a) = change.active {
+                        let event = if a {
+                            AuditEvent::UserReactivated
+                        } else {
+                            AuditEvent::UserDeactivated
+                        };
+                        audit.push(
+                            self.user_entry(event, who, (cause, actor))
+                                .before(match was.active {
+                                    Some(b) => json!({ "active": b }),
+                                    None => Value::Null,
+                                })
+                                .after(json!({ "active": a })),
+                        );
+                    }
                     if change.profile.is_some() {
                         applied.profile = Some(view.clone());
                     }
@@ -653,6 +822,14 @@ impl Engine {
                         if let Some(g) = u.groups.filter(|_| change.groups.is_some()) {
                             applied.groups = Some(g);
                         }
+                    }
+                    if let (Some(_), Some(now)) = (&change.groups, &applied.groups) {
+                        audit.extend(self.membership_entries(
+                            who,
+                            was.groups.as_deref(),
+                            now,
+                            (cause, actor),
+                        )?);
                     }
                 }
                 Err(AdapterError::Gone) => {
@@ -683,6 +860,13 @@ impl Engine {
                     .change(applied.role.as_deref(), desired.role.clone())
                     .is_some()
             {
+                if !audit.is_empty() {
+                    // What this call changed is recorded before the next pass begins.
+                    let mut b = Batch::default();
+                    put::applied_user(&mut b, sid, &applied);
+                    self.commit_step(ResourceKind::User, sid, b, std::mem::take(&mut audit))
+                        .await?;
+                }
                 return Box::pin(self.align_user(table, sid, desired, applied, cause, actor)).await;
             }
         }
@@ -760,15 +944,22 @@ impl Engine {
             self.caps.removal.clone()
         };
         put::made(&mut b, sid);
+        let (cause, actor) = self.cause_of(ResourceKind::User, sid)?;
+        let login = t
+            .profile
+            .as_ref()
+            .map_or(t.name.as_str(), |p| p.login.as_str())
+            .to_string();
+        let was = Records(&self.dir).applied_user(sid)?;
         if let Some(vid) = &t.vendor_id {
+            let who = (sid, login.as_str(), vid.as_str());
             match &removal {
                 Deactivation::Delete => {
                     let removed = self.adapter.delete_user(vid).await?;
-                    let login = t
-                        .profile
-                        .as_ref()
-                        .map_or(t.name.as_str(), |p| p.login.as_str());
-                    audit = self.removal_kept(sid, login, vid, &removed, "delete");
+                    audit = self.removal_kept(sid, &login, vid, &removed, (&cause, actor));
+                    if audit.is_empty() {
+                        audit.push(self.user_entry(AuditEvent::UserDeleted, who, (&cause, actor)));
+                    }
                     // An observe that read the vendor before this delete must not adopt it
                     // back once it is unlinked.
                     put::gone(&mut b, vid);
@@ -779,7 +970,15 @@ impl Engine {
                         ..UserChange::default()
                     };
                     match self.adapter.update_user(vid, &change).await {
-                        Ok(_) | Err(AdapterError::Gone) => {}
+                        Ok(_) => audit.push(
+                            self.user_entry(AuditEvent::UserDeactivated, who, (&cause, actor))
+                                .before(match was.as_ref().and_then(|a| a.active) {
+                                    Some(a) => json!({ "active": a }),
+                                    None => Value::Null,
+                                })
+                                .after(json!({ "active": false })),
+                        ),
+                        Err(AdapterError::Gone) => {}
                         Err(e) => return Err(e),
                     }
                     // The vendor keeps it, deactivated: observe must not adopt it back.
@@ -793,7 +992,18 @@ impl Engine {
                         ..UserChange::default()
                     };
                     match self.adapter.update_user(vid, &change).await {
-                        Ok(_) | Err(AdapterError::Gone) => {}
+                        Ok(_) => {
+                            let name = |id: &str| {
+                                self.role_table()
+                                    .map_or_else(|_| id.to_string(), |t| t.name(id))
+                            };
+                            let from = was.as_ref().and_then(|a| a.role.as_deref()).map(name);
+                            audit.push(
+                                self.user_entry(AuditEvent::UserDeactivated, who, (&cause, actor))
+                                    .role_move(from, name(r)),
+                            );
+                        }
+                        Err(AdapterError::Gone) => {}
                         Err(e) => return Err(e),
                     }
                     if self.vendor_user_is_ours(sid, vid)? {
@@ -833,25 +1043,16 @@ impl Engine {
         login: &str,
         vid: &str,
         removed: &Removed,
-        cause: &str,
-    ) -> Vec<RoleChange> {
+        (cause, actor): (&str, Actor),
+    ) -> Vec<AuditEntry> {
         let Removed::Kept { reason } = removed else {
             return Vec::new();
         };
         self.counters.kept.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(tenant = %self.tenant(), user = %sid, %reason, "the vendor kept a user the IdP deleted");
-        vec![RoleChange {
-            at: crate::scim::resource::now_timestamp(),
-            user_id: sid.to_string(),
-            user_name: login.to_string(),
-            vendor_user_id: vid.to_string(),
-            cause: cause.to_string(),
-            actor: Actor::Idp.as_str().into(),
-            from: None,
-            to: String::new(),
-            event: AuditEvent::RemovalKept,
-            detail: Some(reason.clone()),
-        }]
+        vec![self
+            .user_entry(AuditEvent::RemovalKept, (sid, login, vid), (cause, actor))
+            .detail(reason.clone())]
     }
 
     /// Commits the applied state of a user with what is about to be sent made unknown.
@@ -916,6 +1117,8 @@ impl Engine {
 
     async fn converge_group(&self, sid: &str) -> Result<(), AdapterError> {
         let rec = Records(&self.dir);
+        let (cause, actor) = self.cause_of(ResourceKind::Group, sid)?;
+        let mut audit = Vec::new();
         if let Some(t) = rec.tombstone(ResourceKind::Group, sid)? {
             let mut b = Batch::default();
             // A create in flight when the IdP deleted the group may have linked it since; one
@@ -943,6 +1146,11 @@ impl Engine {
                     .map(|(_, v)| v.trim_start_matches('?').to_string())
                     .collect();
                 self.adapter.delete_group(vid, &members).await?;
+                audit.push(
+                    AuditEntry::new(AuditEvent::GroupDeleted, actor.as_str(), &cause)
+                        .group(sid, &t.name, vid)
+                        .before(json!({ "name": t.name })),
+                );
                 if self
                     .dir
                     .scim_id(ResourceKind::Group, vid)?
@@ -959,9 +1167,7 @@ impl Engine {
             put::no_tombstone(&mut b, ResourceKind::Group, sid);
             put::no_applied_group(&mut b, sid);
             put::no_outbox(&mut b, ResourceKind::Group, sid);
-            return Ok(self
-                .commit_step(ResourceKind::Group, sid, b, Vec::new())
-                .await?);
+            return Ok(self.commit_step(ResourceKind::Group, sid, b, audit).await?);
         }
         let Some(doc) = self.dir.load(ResourceKind::Group, sid)? else {
             let mut b = Batch::default();
@@ -978,7 +1184,14 @@ impl Engine {
             }),
             None => {
                 let g = match self.adapter.create_group(&name).await? {
-                    Created::New(g) => g,
+                    Created::New(g) => {
+                        audit.push(
+                            AuditEntry::new(AuditEvent::GroupCreated, actor.as_str(), &cause)
+                                .group(sid, &name, &g.id)
+                                .after(json!({ "name": g.name })),
+                        );
+                        g
+                    }
                     Created::Exists(g) => {
                         if let Some(holder) = self.dir.scim_id(ResourceKind::Group, &g.id)? {
                             if holder != sid
@@ -1017,7 +1230,7 @@ impl Engine {
                     }
                     self.wake.notify_one();
                 }
-                self.commit_step(ResourceKind::Group, sid, b, Vec::new())
+                self.commit_step(ResourceKind::Group, sid, b, std::mem::take(&mut audit))
                     .await?;
                 applied
             }
@@ -1038,7 +1251,20 @@ impl Engine {
             if let Err(e) = self.adapter.rename_group(&applied.vendor_id, &name).await {
                 return Err(self.group_gone(sid, &applied.vendor_id, e).await?);
             }
+            let renamed = AuditEntry::new(AuditEvent::GroupRenamed, actor.as_str(), &cause)
+                .group(sid, &name, &applied.vendor_id)
+                .before(if applied.name.is_empty() {
+                    Value::Null
+                } else {
+                    json!({ "name": applied.name })
+                })
+                .after(json!({ "name": name }));
             applied.name = name.clone();
+            // Recorded at once: a later step of this pass may fail and return.
+            let mut b = Batch::default();
+            put::applied_group(&mut b, sid, &applied);
+            self.commit_step(ResourceKind::Group, sid, b, vec![renamed])
+                .await?;
         }
         let mut b = Batch::default();
         if self.caps.membership == MembershipModel::OnGroup {
@@ -1129,6 +1355,49 @@ impl Engine {
                 for (u, _) in &remove {
                     put::no_member(&mut b, sid, u);
                 }
+                let group = json!({
+                    "group": name, "group_id": sid, "group_vendor_id": applied.vendor_id,
+                });
+                for (u, v) in &add {
+                    let login = self.login_of(u)?;
+                    audit.push(
+                        self.user_entry(AuditEvent::MemberAdded, (u, &login, v), (&cause, actor))
+                            .after(group.clone()),
+                    );
+                }
+                for (u, v) in &remove {
+                    let login = self.login_of(u)?;
+                    audit.push(
+                        self.user_entry(AuditEvent::MemberRemoved, (u, &login, v), (&cause, actor))
+                            .before(group.clone()),
+                    );
+                }
+            }
+            // Changes whose answers were lost, settled by reading the vendor without a call
+            // now: the vendor made them (or was already so), recorded as found — at the second
+            // read only, which is the one that settles them for good (the first one schedules it).
+            let settled_in: HashSet<&str> = confirmed.iter().map(|(u, _)| u.as_str()).collect();
+            for (u, v) in unsettled.iter().filter(|_| verifying) {
+                let event = match (
+                    settled_in.contains(u.as_str()),
+                    want_ids.contains(u.as_str()),
+                ) {
+                    (true, true) => AuditEvent::MemberAdded,
+                    (false, false) => AuditEvent::MemberRemoved,
+                    _ => continue,
+                };
+                let group = json!({
+                    "group": name, "group_id": sid, "group_vendor_id": applied.vendor_id,
+                });
+                let login = self.login_of(u)?;
+                let e = self.user_entry(event, (u, &login, v), (&cause, actor));
+                let e = match event {
+                    AuditEvent::MemberAdded => e.after(group),
+                    _ => e.before(group),
+                };
+                audit.push(
+                    e.detail("an earlier call's answer was lost; settled by reading the vendor"),
+                );
             }
             if !unsettled.is_empty() && !verifying {
                 // Read once more a little later (VERIFY_AFTER_MS): unknown until then.
@@ -1139,16 +1408,12 @@ impl Engine {
                 again.next_ms = now_ms() + VERIFY_AFTER_MS;
                 put::applied_group(&mut b, sid, &applied);
                 put::outbox(&mut b, ResourceKind::Group, sid, &again);
-                return Ok(self
-                    .commit_step(ResourceKind::Group, sid, b, Vec::new())
-                    .await?);
+                return Ok(self.commit_step(ResourceKind::Group, sid, b, audit).await?);
             }
         }
         put::applied_group(&mut b, sid, &applied);
         put::no_outbox(&mut b, ResourceKind::Group, sid);
-        Ok(self
-            .commit_step(ResourceKind::Group, sid, b, Vec::new())
-            .await?)
+        Ok(self.commit_step(ResourceKind::Group, sid, b, audit).await?)
     }
 }
 
@@ -1197,4 +1462,17 @@ fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
         out.push("attributes");
     }
     out
+}
+
+/// The fields of a profile as a JSON object (`only`: just these), for audit records.
+fn profile_fields(p: &Profile, only: Option<&[&'static str]>) -> Map<String, Value> {
+    let Ok(Value::Object(all)) = serde_json::to_value(p) else {
+        return Map::new();
+    };
+    all.into_iter()
+        .filter(|(k, v)| match only {
+            Some(only) => only.contains(&k.as_str()),
+            None => !v.is_null(),
+        })
+        .collect()
 }

@@ -12,6 +12,10 @@
 //! | `gone/{vendor id}`    | a vendor user the IdP deleted (kept deactivated, or deleted): never adopted |
 //! | `rules`               | the role rules last applied to every user                      |
 //! | `synced`              | a full observe has completed once                              |
+//! | `found/{scim id}`     | the vendor user existed before the IdP wrote it (`adopted`)     |
+//! | `adopt/{scim id}`     | the IdP's first write of an adopted user is pending (value: that outbox entry's `since_ms`): the plan's "adopt" |
+//! | `rolenames`           | vendor role id → name, as the last observe read them (offline reports) |
+//! | `sweep/last`          | the last dormant sweep's summary                               |
 
 use super::adapter::Profile;
 use crate::scim::schema::ResourceKind;
@@ -296,5 +300,44 @@ pub mod put {
     }
     pub fn flag(b: &mut Batch, key: &str, value: &[u8]) {
         Directory::put_record(b, key, value);
+    }
+}
+
+/// Who manages a vendor account (CONTRACT §5 `managed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Managed {
+    /// The bridge created the vendor user for the IdP.
+    Idp,
+    /// The vendor user existed before the bridge; the IdP has written it since.
+    Adopted,
+    /// The IdP has never written it: an orphan.
+    VendorOnly,
+}
+
+impl Managed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Managed::Idp => "idp",
+            Managed::Adopted => "adopted",
+            Managed::VendorOnly => "vendor-only",
+        }
+    }
+
+    /// How a directory user is managed, from the engine's records of it.
+    pub fn of(dir: &Directory, sid: &str) -> Result<Managed, StoreError> {
+        let idp = Records(dir).is_idp_written(sid)?;
+        let found = dir
+            .record(&format!("{}{sid}", super::observe::FOUND))?
+            .is_some();
+        Ok(Managed::from_marks(idp, found))
+    }
+
+    pub(crate) fn from_marks(idp_written: bool, found: bool) -> Managed {
+        match (idp_written, found) {
+            (false, _) => Managed::VendorOnly,
+            (true, true) => Managed::Adopted,
+            (true, false) => Managed::Idp,
+        }
     }
 }

@@ -33,6 +33,12 @@ impl Engine {
         guard: ObjectGuard,
         affected: Vec<String>,
     ) -> Inline {
+        if self.settings.dry_run {
+            // Nothing goes to the vendor: the committed desired state and its outbox mark are
+            // the plan, and the IdP is answered as if the vendor had taken it.
+            drop(guard);
+            return Inline::Done;
+        }
         if let Some(reason) = self.adapter.unavailable().or_else(|| self.stalled()) {
             drop(guard);
             self.wake.notify_one();
@@ -105,8 +111,12 @@ impl Engine {
     }
 
     /// Reconciles users one by one under their locks, `FAN_OUT` at a time.
+    /// Nothing is reconciled in a dry run (observe's corrections stay in the outbox, the plan).
     pub(crate) async fn reconcile_users(self: &Arc<Self>, sids: &[String]) {
         use futures_util::StreamExt;
+        if self.settings.dry_run {
+            return;
+        }
         futures_util::stream::iter(sids.iter().cloned())
             .map(|sid| {
                 let me = self.clone();
@@ -122,7 +132,7 @@ impl Engine {
 
     /// Reconciles the groups of a user that have work in the outbox (membership on the group).
     async fn reconcile_pending_groups_of(self: &Arc<Self>, sid: &str) {
-        if self.caps.membership != adapter::MembershipModel::OnGroup {
+        if self.settings.dry_run || self.caps.membership != adapter::MembershipModel::OnGroup {
             return;
         }
         let Ok(groups) = self.dir.groups_of(sid) else {
@@ -210,8 +220,11 @@ impl Engine {
 
     /// Under `on_vendor_unavailable = "fail"`, a write while the vendor is known to be down is
     /// answered 503 before anything is stored.
+    /// A dry run writes nothing to the vendor, so its availability never decides the answer.
     fn refuse_early_if_failing(&self) -> ScimResult<()> {
-        if self.settings.on_vendor_unavailable == OnVendorUnavailable::Fail {
+        if self.settings.on_vendor_unavailable == OnVendorUnavailable::Fail
+            && !self.settings.dry_run
+        {
             if let Some(reason) = self.adapter.unavailable().or_else(|| self.stalled()) {
                 return Err(unavailable_answer(&reason, None));
             }
@@ -320,8 +333,7 @@ impl Engine {
         dir.stamp(ResourceKind::User, &mut doc, Some(old));
         let mut batch = Batch::default();
         dir.write_doc(&mut batch, ResourceKind::User, id, &doc, Some(old));
-        put::idp_written(&mut batch, id);
-        self.mark(&mut batch, ResourceKind::User, id, cause, Actor::Idp)?;
+        self.mark_idp_user(&mut batch, id, cause)?;
         {
             let _g = self.commit_lock.lock();
             let (unique, _) = index_keys(ResourceKind::User, id, &doc);
@@ -363,6 +375,8 @@ impl Engine {
             let _g = self.commit_lock.lock();
             dir.delete_entries(&mut batch, ResourceKind::User, id, &old)?;
             put::not_idp_written(&mut batch, id);
+            super::plan::forget_takeover(&mut batch, id);
+            super::observe::forget_found(&mut batch, id);
             for g in &groups {
                 self.mark(
                     &mut batch,
@@ -489,14 +503,7 @@ impl Engine {
         let affected = self.users_among(&change.added)?;
         for u in &affected {
             // A membership the IdP gives makes the user the IdP's: the rules apply to it.
-            put::idp_written(&mut batch, u);
-            self.mark(
-                &mut batch,
-                ResourceKind::User,
-                u,
-                &format!("membership of group \"{name}\""),
-                Actor::Idp,
-            )?;
+            self.mark_idp_user(&mut batch, u, &format!("membership of group \"{name}\""))?;
         }
         {
             let _g = self.commit_lock.lock();
@@ -515,6 +522,26 @@ impl Engine {
         dir.flush().await?;
         let doc = dir.load_or_404(ResourceKind::Group, &id)?;
         dir.render(ResourceKind::Group, &id, doc, true, ctx)
+    }
+
+    /// Marks a user the IdP writes (the role rules apply to it from now on) with an outbox
+    /// entry. A user adopted from the vendor that the IdP writes for the first time is taken
+    /// over by this write: noted for the plan, against the entry's start, so that the note
+    /// speaks only while this change is pending ([`super::plan`]).
+    fn mark_idp_user(
+        &self,
+        batch: &mut Batch,
+        sid: &str,
+        cause: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        let takeover = !Records(&self.dir).is_idp_written(sid)?
+            && self.dir.vendor_id(ResourceKind::User, sid)?.is_some();
+        put::idp_written(batch, sid);
+        let entry = self.mark(batch, ResourceKind::User, sid, cause, Actor::Idp)?;
+        if takeover {
+            super::plan::note_takeover(batch, sid, entry.since_ms);
+        }
+        Ok(())
     }
 
     /// The ids among `ids` that name users (members may be groups or unknown ids).
@@ -569,8 +596,7 @@ impl Engine {
         let affected: Vec<String> = affected.into_iter().collect();
         let user_cause = format!("{cause} of group \"{new_name}\"");
         for u in &affected {
-            put::idp_written(&mut batch, u);
-            self.mark(&mut batch, ResourceKind::User, u, &user_cause, Actor::Idp)?;
+            self.mark_idp_user(&mut batch, u, &user_cause)?;
         }
         self.mark(&mut batch, ResourceKind::Group, id, cause, Actor::Idp)?;
         dir.stamp(ResourceKind::Group, &mut doc, Some(old));
@@ -649,8 +675,7 @@ impl Engine {
             dir.delete_entries(&mut batch, ResourceKind::Group, id, &old)?;
             let cause = format!("delete of group \"{name}\"");
             for u in &members {
-                put::idp_written(&mut batch, u);
-                self.mark(&mut batch, ResourceKind::User, u, &cause, Actor::Idp)?;
+                self.mark_idp_user(&mut batch, u, &cause)?;
             }
             match &vid {
                 Some(vid) => {

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// The vendor client's current send rate, by tenant.
     pub send_rate: GaugeVec,
+    /// Rows written by admin exports and reports, by export (`audit`, `access`).
+    pub export_rows: prometheus::IntCounterVec,
+    /// The running (or last) sync's users read, and whether one runs, by tenant.
+    pub sync_users: IntGaugeVec,
+    pub sync_running: IntGaugeVec,
 }
 
 impl Metrics {
@@ -92,8 +97,35 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric definition");
+        let export_rows = IntCounterVec::new(
+            Opts::new(
+                "scim_admin_export_rows_total",
+                "Rows written by admin exports and reports (audit, access) since start: a running export's progress is this counter's rate.",
+            ),
+            &["export"],
+        )
+        .expect("valid metric definition");
+        let sync_users = IntGaugeVec::new(
+            Opts::new(
+                "scim_sync_users_seen",
+                "Vendor users read by the running sync of a tenant (the last sync's count once it ended).",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
+        let sync_running = IntGaugeVec::new(
+            Opts::new(
+                "scim_sync_running",
+                "1 while a tenant's sync (a full read of the vendor directory) runs.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
         for c in [
-            Box::new(outbox_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(export_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sync_users.clone()),
+            Box::new(sync_running.clone()),
+            Box::new(outbox_depth.clone()),
             Box::new(outbox_oldest.clone()),
             Box::new(deliveries.clone()),
             Box::new(send_rate.clone()),
@@ -114,6 +146,9 @@ impl Metrics {
             outbox_oldest,
             deliveries,
             send_rate,
+            export_rows,
+            sync_users,
+            sync_running,
         }
     }
 

@@ -44,6 +44,11 @@ pub struct AppState {
 pub struct ServerState {
     pub app: AppState,
     pub guard: Guard,
+    /// The admin listener (`[admin]`): started with the public one; `None` serves no admin
+    /// listener (an embedding test that only needs SCIM).
+    pub admin: Option<crate::admin::AdminState>,
+    /// `[audit] retention`: how long audit entries are kept (`None`: for ever).
+    pub retention: Option<std::time::Duration>,
 }
 
 impl ServerState {
@@ -54,7 +59,12 @@ impl ServerState {
             trusted_proxies,
             app.tenants.keys().map(String::as_str),
         );
-        ServerState { app, guard }
+        ServerState {
+            app,
+            guard,
+            admin: None,
+            retention: None,
+        }
     }
 }
 
@@ -84,13 +94,31 @@ pub struct RunningServer {
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub state: web::Data<AppState>,
+    /// The admin listener, when one was asked for.
+    pub admin: Option<crate::admin::RunningAdmin>,
+    /// The audit retention task (`[audit] retention`), stopped with the server.
+    pub retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
     /// Stops accepting, lets in-flight requests finish, then flushes the store.
     pub async fn stop(self) {
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
+        if let Some(a) = &self.admin {
+            a.handle.stop(true).await;
+        }
         self.handle.stop(true).await;
         let _ = self.task.await;
+        if let Some(a) = self.admin {
+            let _ = a.task.await;
+        }
         let _ = self.state.store.flush().await;
     }
 }
@@ -146,11 +174,10 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
         body_limit: config.body_limit_bytes,
         store,
     };
-    Ok(ServerState::new(
-        app,
-        &config.limits,
-        &config.trusted_proxies,
-    ))
+    let mut state = ServerState::new(app, &config.limits, &config.trusted_proxies);
+    state.admin = Some(crate::admin::AdminState::from_config(config));
+    state.retention = config.audit.retention;
+    Ok(state)
 }
 
 /// Starts an opened engine: its start-up check first (a tenant whose rules would assign wrong
@@ -182,6 +209,10 @@ fn start_engine(
         }
     }
     engine.spawn_background();
+    // `[tenants.sweep]`: the scheduled dormant-account sweep (report-only unless `apply`).
+    if let Some(sweep) = &t.sweep {
+        engine.spawn_sweep(sweep.clone());
+    }
     Ok(Arc::new(EngineConnector(engine)))
 }
 
@@ -191,7 +222,12 @@ pub fn start(
     state: impl Into<ServerState>,
     workers: Option<usize>,
 ) -> Result<RunningServer, StartError> {
-    let ServerState { app: state, guard } = state.into();
+    let ServerState {
+        app: state,
+        guard,
+        admin,
+        retention,
+    } = state.into();
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
         source,
@@ -201,6 +237,10 @@ pub fn start(
         source,
     })?;
     let state = web::Data::new(state);
+    let admin = match admin {
+        Some(a) => Some(crate::admin::start(state.clone(), web::Data::new(a))?),
+        None => None,
+    };
     let app_state = state.clone();
     let guard = web::Data::new(guard);
     let mut server = HttpServer::new(move || {
@@ -231,7 +271,6 @@ pub fn start(
             })
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics_text))
             .default_service(web::to(scim_routes::entry))
     })
     .shutdown_timeout(30)
@@ -248,7 +287,39 @@ pub fn start(
         addr,
         handle,
         task,
+        retention: retention.map(|keep| spawn_retention(state.clone(), keep)),
         state,
+        admin,
+    })
+}
+
+/// Prunes every tenant's audit log of entries older than `keep`, at start and then hourly
+/// (`[audit] retention`; the chain stays verifiable from its checkpoint).
+fn spawn_retention(
+    state: web::Data<AppState>,
+    keep: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let Ok(keep) = chrono::Duration::from_std(keep) else {
+                    return;
+                };
+                let cutoff = chrono::Utc::now() - keep;
+                for id in st.tenants.keys() {
+                    match crate::governance::audit::enforce_retention(&st.store, id, cutoff) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(tenant = %id, pruned = n, "audit retention"),
+                        Err(e) => {
+                            tracing::error!(tenant = %id, error = %e, "audit retention failed")
+                        }
+                    }
+                }
+            })
+            .await;
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
     })
 }
 
@@ -257,14 +328,27 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Ready while the store serves (CONTRACT §2): one vendor's outage must not take the bridge
-/// out of a load balancer and fail every tenant, since the engine queues its writes. The body
-/// names no tenant. `GET /readyz?verbose` is the detailed readiness: every tenant whose vendor
-/// is unavailable, and why (it moves to the admin listener when that arrives).
-async fn readyz(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
-    let verbose = req
-        .query_string()
-        .split('&')
-        .any(|p| p == "verbose" || p.starts_with("verbose="));
+/// out of a load balancer and fail every tenant, since the engine queues its writes. The public
+/// answer is the status code and a body that names nothing (issue 15: tenant ids are customer
+/// names); the detailed readiness is on the admin listener.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut ready = true;
+    for t in state.tenants.values() {
+        if t.connector.ready().await.is_err() {
+            ready = false;
+            break;
+        }
+    }
+    if ready {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not ready"}))
+    }
+}
+
+/// The detailed readiness (admin listener only): as `/readyz`, plus the store's problem and
+/// every tenant whose vendor is unavailable, and why.
+pub async fn detailed_readiness(state: web::Data<AppState>) -> HttpResponse {
     let mut store_down = None;
     let mut vendors = serde_json::Map::new();
     for (id, t) in &state.tenants {
@@ -285,12 +369,10 @@ async fn readyz(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Http
         None => json!({"status": "ready"}),
         Some(_) => json!({"status": "not ready"}),
     };
-    if verbose {
-        if let Some(reason) = &store_down {
-            body["store"] = json!(reason);
-        }
-        body["vendors_unavailable"] = serde_json::Value::Object(vendors);
+    if let Some(reason) = &store_down {
+        body["store"] = json!(reason);
     }
+    body["vendors_unavailable"] = serde_json::Value::Object(vendors);
     if store_down.is_none() {
         HttpResponse::Ok().json(body)
     } else {
@@ -298,10 +380,21 @@ async fn readyz(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Http
     }
 }
 
-async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+/// `/metrics` (admin listener only).
+pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     for (id, t) in &state.tenants {
         if let Some(stats) = t.connector.engine_stats() {
             state.metrics.record_engine(id, &stats);
+        }
+        if let Some(engine) = t.connector.engine() {
+            let p = engine.sync_progress();
+            let m = &state.metrics;
+            m.sync_running
+                .with_label_values(&[id.as_str()])
+                .set(i64::from(p.running));
+            m.sync_users
+                .with_label_values(&[id.as_str()])
+                .set(p.users_seen as i64);
         }
     }
     HttpResponse::Ok()

@@ -85,7 +85,7 @@ pub(crate) async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if req.path() == "/__sim/stats" {
+    if req.path().starts_with("/__sim/") {
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     }
     let Some(shared) = req.app_data::<web::Data<SimShared>>().cloned() else {

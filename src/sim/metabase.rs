@@ -1458,9 +1458,36 @@ async fn clear_group(m: web::Data<Metabase>, req: HttpRequest) -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
+/// `POST /__sim/last_login`: sets `last_login` of the user whose email is `login` (any case;
+/// Metabase stores emails lower-cased) → 204, 404 when none is. `POST /api/session` sets it too.
+async fn sim_last_login(
+    s: web::Data<Metabase>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let hook = match super::sisense::read_last_login_hook(&req, &body) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut st = s.state.write();
+    let Some(id) = st.emails.get(&hook.login.to_lowercase()).copied() else {
+        return text(StatusCode::NOT_FOUND, "Not found.");
+    };
+    match st.users.get_mut(&id) {
+        Some(u) => {
+            u.last_login = hook
+                .at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            HttpResponse::NoContent().finish()
+        }
+        None => text(StatusCode::NOT_FOUND, "Not found."),
+    }
+}
+
 impl VendorSim for MetabaseSim {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(self.sim.clone())
+            .route("/__sim/last_login", web::post().to(sim_last_login))
             .service(
                 web::resource("/api/session")
                     .route(web::post().to(post_session))

@@ -766,6 +766,75 @@ async fn login(s: web::Data<Sisense>, req: HttpRequest, body: web::Bytes) -> Htt
     }))
 }
 
+/// A parsed `POST /__sim/last_login` (the test hook that sets a user's last sign-in; CONTRACT §1
+/// next to `/__sim/stats`): `{"login": "<login, name or email, any case>", "at": RFC 3339 | null}`.
+///
+/// Shared by the four simulators (each finds the user its own way and stores the time in its own
+/// field). It lives here rather than in `stats.rs` only because that file has another owner this
+/// round; it belongs beside `get_stats`.
+pub(crate) struct LastLoginHook {
+    pub(crate) login: String,
+    /// `None`: the user has never signed in (the vendor then omits or nulls its field).
+    pub(crate) at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Reads a `/__sim/last_login` request: loopback callers only (like `/__sim/stats`), a JSON
+/// body with a non-empty `login` and an `at` that is RFC 3339 or null. The `Err` is the finished
+/// answer (403 or 400, plain text: this is the simulator's own control surface, not the vendor's).
+pub(crate) fn read_last_login_hook(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<LastLoginHook, HttpResponse> {
+    if !req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
+        return Err(
+            HttpResponse::Forbidden().body("/__sim/last_login answers loopback clients only")
+        );
+    }
+    let bad = |m: &str| {
+        HttpResponse::BadRequest()
+            .content_type("text/plain")
+            .body(m.to_string())
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("body is not JSON"))?;
+    let login = match v.get("login") {
+        Some(Value::String(l)) if !l.trim().is_empty() => l.trim().to_string(),
+        _ => return Err(bad("`login` must be a non-empty string")),
+    };
+    let at = match v.get("at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| bad("`at` must be an RFC 3339 date-time or null"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        Some(_) => return Err(bad("`at` must be an RFC 3339 date-time or null")),
+    };
+    Ok(LastLoginHook { login, at })
+}
+
+/// `POST /__sim/last_login`: sets `lastLogin` of the user whose `userName` or `email` is `login`
+/// (any case) → 204, 404 when none is. A real login through `/api/v1/authentication/login` sets
+/// it too.
+async fn sim_last_login(s: web::Data<Sisense>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let hook = match read_last_login_hook(&req, &body) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut st = s.state.write();
+    let found = st.users.values_mut().find(|u| {
+        u.user_name.eq_ignore_ascii_case(&hook.login) || u.email.eq_ignore_ascii_case(&hook.login)
+    });
+    match found {
+        Some(u) => {
+            u.last_login = hook
+                .at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            HttpResponse::NoContent().finish()
+        }
+        None => HttpResponse::NotFound().body("no such user"),
+    }
+}
+
 /// Sisense tokens are JWTs; ours has the shape (header.payload.signature) without a real key.
 fn jwt_like(ids: &IdGen, uid: &str) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -1965,6 +2034,7 @@ async fn v09_delete_user(s: web::Data<Sisense>, req: HttpRequest) -> HttpRespons
 impl VendorSim for SisenseSim {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(self.sim.clone())
+            .route("/__sim/last_login", web::post().to(sim_last_login))
             .route("/api/v1/authentication/login", web::post().to(login))
             .route("/api/v1/authentication/logout", web::get().to(logout))
             // Users v1 (`/bulk` before `/{id}`, as the router takes the first match).

@@ -2085,6 +2085,34 @@ async fn h_set_content(sim: Data, req: HttpRequest) -> HttpResponse {
     sim.set_content(&req)
 }
 
+/// `POST /__sim/last_login`: sets `lastLogin` of every user, on any site, whose `name` or `email`
+/// is `login` (any case; one person may hold a user on several sites) → 204, 404 when none is.
+/// Signing in with a password sets it too.
+async fn h_sim_last_login(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let hook = match super::sisense::read_last_login_hook(&req, &body) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    // Tableau renders whole seconds in UTC (`2016-08-16T23:17:06Z`, user_get.xml).
+    let at = hook.at.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let mut st = sim.state.write();
+    let mut found = false;
+    for site in st.sites.iter_mut() {
+        for u in site.users.values_mut() {
+            if u.name.eq_ignore_ascii_case(&hook.login) || u.email.eq_ignore_ascii_case(&hook.login)
+            {
+                u.last_login = at.clone();
+                found = true;
+            }
+        }
+    }
+    if found {
+        HttpResponse::NoContent().finish()
+    } else {
+        HttpResponse::NotFound().finish()
+    }
+}
+
 async fn h_405(req: HttpRequest) -> HttpResponse {
     method_not_allowed(&req)
 }
@@ -2098,6 +2126,7 @@ impl VendorSim for Sim {
                 web::resource("/__sim/tableau/sites/{site}/users/{user}/content")
                     .route(web::put().to(h_set_content)),
             )
+            .route("/__sim/last_login", web::post().to(h_sim_last_login))
             .service(r("/api/{v}/serverinfo").route(web::get().to(h_server_info)))
             .service(r("/api/{v}/serverInfo").route(web::get().to(h_server_info)))
             .service(r("/api/{v}/auth/signin").route(web::post().to(h_sign_in)))

@@ -3306,6 +3306,37 @@ authed!(h_vars_put_values, |s, c, b, id| s
 authed!(h_vars_update, |s, c, b, id| s.variables_update(&c, &id, &b));
 authed!(h_vars_delete, |s, c, _b, id| s.variables_delete(&c, &[id]));
 
+/// `POST /__sim/last_login`: records a sign-in of the user whose `name` or `email` is `login`
+/// (any case) at `at` → 204, 404 when none is.
+///
+/// ThoughtSpot's v2 user object has no last sign-in at all (the spec's `User` carries only
+/// `first_login_time_in_millis` and `is_first_login`), so the only trace a sign-in leaves is the
+/// first one: the hook sets `first_login_time_in_millis` when it is unset, and `at: null` clears
+/// it (the user has never signed in). A bridge therefore cannot tell when a ThoughtSpot user last
+/// signed in; this hook exists so every simulator answers the same control call.
+async fn h_sim_last_login(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let hook = match super::sisense::read_last_login_hook(&req, &body) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut st = sim.state.write();
+    let found = st.users.values_mut().find(|u| {
+        u.name.eq_ignore_ascii_case(&hook.login) || u.email.eq_ignore_ascii_case(&hook.login)
+    });
+    match found {
+        Some(u) => {
+            match hook.at {
+                Some(t) => {
+                    u.first_login_ms.get_or_insert(t.timestamp_millis());
+                }
+                None => u.first_login_ms = None,
+            }
+            HttpResponse::NoContent().finish()
+        }
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
 async fn h_405(sim: Data, req: HttpRequest) -> HttpResponse {
     sim.error_response(&ts_err(
         405,
@@ -3318,6 +3349,7 @@ impl VendorSim for Sim {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
         let data: Data = web::Data::from(self.0.clone());
         cfg.app_data(data);
+        cfg.route("/__sim/last_login", web::post().to(h_sim_last_login));
         let post = |cfg: &mut web::ServiceConfig, path: &str, route: actix_web::Route| {
             cfg.service(
                 web::resource(format!("/api/rest/2.0/{path}"))

@@ -601,20 +601,20 @@ impl Directory {
         Ok(())
     }
 
-    /// Applies `batch` and, in the same atomic step, `audit_batch` to the audit log (a role
-    /// change and its record are written together or not at all).
+    /// Applies `batch` and, in the same atomic step, appends `entries` to the audit log (a
+    /// vendor change and its record are written together or not at all; the entries get their
+    /// place in the tenant's hash chain inside that step).
     pub fn commit_audited(
         &self,
         batch: Batch,
         audit: &crate::store::audit::AuditLog,
-        audit_batch: Batch,
-        entries: u64,
+        entries: &[crate::store::audit::AuditEntry],
     ) -> Result<(), StoreError> {
-        if entries == 0 {
+        if entries.is_empty() {
             return self.commit(batch);
         }
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
-        audit.apply_with(&self.tree, batch, audit_batch, entries)?;
+        audit.apply_with(&self.tree, batch, entries)?;
         for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);

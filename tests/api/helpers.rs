@@ -45,6 +45,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT`
     pub root: String,
+    /// The admin listener (`/metrics`, detailed `/readyz`, `/admin/api/`): `http://127.0.0.1:PORT`.
+    pub admin_root: String,
     /// The SCIM base of the first tenant: `/scim/v2` for `default`, else `/tenants/{id}/scim/v2`.
     pub base_url: String,
     /// The first static token of the first tenant.
@@ -86,8 +88,13 @@ fn loopback0() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-async fn launch(config: Config, dir: TempDir) -> TestApp {
+async fn launch(mut config: Config, dir: TempDir) -> TestApp {
     LazyLock::force(&TRACING);
+    // Every test app runs its own admin listener: none may take the fixed default port, which
+    // the apps of a parallel run would fight over. A test that chose an address keeps it.
+    if config.admin.listen == scim_bridge::config::default_admin_listen() {
+        config.admin.listen = loopback0();
+    }
     let running = start_server(&config, config.listen).await;
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -104,6 +111,7 @@ async fn launch(config: Config, dir: TempDir) -> TestApp {
     let mut app = TestApp {
         addr: running.addr,
         root: String::new(),
+        admin_root: admin_root_of(&running),
         base_url: String::new(),
         token,
         client,
@@ -113,6 +121,16 @@ async fn launch(config: Config, dir: TempDir) -> TestApp {
     };
     app.set_urls();
     app
+}
+
+/// The admin listener's root URL (`build_state` always starts one from `[admin]`).
+fn admin_root_of(running: &RunningServer) -> String {
+    format!(
+        "http://{}",
+        running
+            .admin_addr()
+            .expect("build_state configures the admin listener")
+    )
 }
 
 /// Opens the store (retrying briefly: a store just closed by `stop()` may still be releasing
@@ -147,6 +165,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
             // `stop` sends its command eagerly; the future only waits for completion.
+            if let Some(a) = &r.admin {
+                drop(a.handle.stop(false));
+            }
             drop(r.handle.stop(false));
         }
     }
@@ -181,6 +202,7 @@ impl TestApp {
         self.stop().await;
         let running = start_server(&self.config, old).await;
         self.addr = running.addr;
+        self.admin_root = admin_root_of(&running);
         self.running = Some(running);
         self.set_urls();
     }
@@ -245,9 +267,19 @@ impl TestApp {
         self.send_json(Method::DELETE, path, None).await
     }
 
-    /// GET on a path below the server root (`/healthz`, `/metrics`), no token.
+    /// GET on a path below the public listener's root (`/healthz`, `/readyz`), no token.
     pub async fn get_root(&self, path: &str) -> Resp {
         Resp::send(self.client.get(format!("{}{}", self.root, path))).await
+    }
+
+    /// GET on a path of the admin listener (`/metrics`, the detailed `/readyz`, `/admin/api/…`),
+    /// with `bearer` when given.
+    pub async fn get_admin(&self, path: &str, bearer: Option<&str>) -> Resp {
+        let mut rb = self.client.get(format!("{}{}", self.admin_root, path));
+        if let Some(t) = bearer {
+            rb = rb.bearer_auth(t);
+        }
+        Resp::send(rb).await
     }
 
     /// GET with a `filter` query parameter, encoded properly.

@@ -66,7 +66,7 @@ async fn unknown_methods_do_not_grow_the_metrics() {
         let r = app.request(m, "/Users").send().await.unwrap();
         assert!(r.status().is_client_error());
     }
-    let text = reqwest::get(format!("http://{}/metrics", app.addr))
+    let text = reqwest::get(format!("{}/metrics", app.admin_root))
         .await
         .unwrap()
         .text()

@@ -1,6 +1,7 @@
 //! The bridge in the test's own process, for any vendor: built from a `Config` (or a config
 //! file's text, read as `serve` reads it) and started as `serve` starts it, or around a
-//! connector's engine with no background work; what its `/metrics` say (the outbox's depth);
+//! connector's engine with no background work; what its admin listener's `/metrics` say (the
+//! outbox's depth);
 //! and the wait for a vendor's end state after the IdP's last write (`settle`), with the
 //! vendor's checker passed in.
 //!
@@ -34,7 +35,10 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         jwt_max_lifetime: scim_bridge::config::DEFAULT_JWT_MAX_LIFETIME,
-        admin: Default::default(),
+        admin: scim_bridge::config::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
         audit: Default::default(),
         report: Default::default(),
     }
@@ -44,7 +48,11 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
 /// observe). `build_state` signs in to the vendor synchronously: it runs off the async workers.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let store = open_store(&config.data_dir).await;
-    let cfg = config.clone();
+    let mut cfg = config.clone();
+    // Tests run side by side: none binds the fixed default admin port.
+    if cfg.admin.listen == scim_bridge::config::default_admin_listen() {
+        cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    }
     let state = tokio::task::spawn_blocking(move || server::build_state(&cfg, store))
         .await
         .unwrap()?;
@@ -72,7 +80,9 @@ pub async fn serve_toml(label: &str, text: &str) -> RunningServer {
 
 /// The bridge serving `tenant` through `engine` (already opened on `store`, its start-up work
 /// done by the caller), with `workers` HTTP workers: no background work is started, so nothing
-/// observes or delivers unless the test asks (writes are still delivered inline).
+/// observes or delivers unless the test asks (writes are still delivered inline). It runs an
+/// admin listener on a free port too, as `serve` does, for `/metrics` and the detailed
+/// readiness.
 pub fn serve_engine(
     tenant: &TenantConfig,
     engine: Arc<Engine>,
@@ -92,12 +102,16 @@ pub fn serve_engine(
             connector: Arc::new(EngineConnector(engine)),
         }),
     );
-    let state = AppState {
+    let app = AppState {
         tenants,
         metrics: Metrics::new(),
         body_limit: 1 << 20,
         store,
     };
+    let mut state = server::ServerState::from(app);
+    // `config` puts the admin listener on a free port; its data dir is not read here.
+    let admin_config = config(tenant.clone(), std::path::Path::new("."));
+    state.admin = Some(scim_bridge::admin::AdminState::from_config(&admin_config));
     server::start("127.0.0.1:0".parse().unwrap(), state, Some(workers)).unwrap()
 }
 
@@ -106,9 +120,20 @@ pub fn root(server: &RunningServer) -> String {
     format!("http://{}", server.addr)
 }
 
-/// A series of the bridge's `/metrics` that starts with `series` (0 when absent).
-pub async fn metric(root: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{root}/metrics"))
+/// The root URL of the bridge's admin listener (`/metrics`, detailed `/readyz`, `/admin`).
+pub fn admin_root(server: &RunningServer) -> String {
+    format!(
+        "http://{}",
+        server
+            .admin_addr()
+            .expect("the bridge runs its admin listener")
+    )
+}
+
+/// A series of the bridge's `/metrics` (served by the admin listener at `admin_root`) that
+/// starts with `series` (0 when absent).
+pub async fn metric(admin_root: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{admin_root}/metrics"))
         .await
         .unwrap()
         .text()
@@ -121,21 +146,21 @@ pub async fn metric(root: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `tenant`'s outbox depth in `state` (`pending` or `failed`).
-pub async fn outbox_depth(root: &str, tenant: &str, state: &str) -> f64 {
+/// `tenant`'s outbox depth in `state` (`pending` or `failed`), from the admin listener.
+pub async fn outbox_depth(admin_root: &str, tenant: &str, state: &str) -> f64 {
     metric(
-        root,
+        admin_root,
         &format!("scim_outbox_depth{{state=\"{state}\",tenant=\"{tenant}\"}}"),
     )
     .await
 }
 
 /// `tenant`'s outbox in words, for a failure message: `outbox pending N, failed M`.
-pub async fn outbox_summary(root: &str, tenant: &str) -> String {
+pub async fn outbox_summary(admin_root: &str, tenant: &str) -> String {
     format!(
         "outbox pending {}, failed {}",
-        outbox_depth(root, tenant, "pending").await,
-        outbox_depth(root, tenant, "failed").await
+        outbox_depth(admin_root, tenant, "pending").await,
+        outbox_depth(admin_root, tenant, "failed").await
     )
 }
 
@@ -226,7 +251,7 @@ pub async fn settle<C: Checker>(idp: &Idp, checker: &C, limit: Duration) -> C::S
 /// Asserts `tenant`'s outbox holds no refused change.
 pub async fn assert_no_refused(idp: &Idp, tenant: &str) {
     assert_eq!(
-        outbox_depth(&idp.root, tenant, "failed").await,
+        outbox_depth(idp.admin_root(), tenant, "failed").await,
         0.0,
         "{}: the outbox holds refused changes",
         idp.label

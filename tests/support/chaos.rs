@@ -39,10 +39,11 @@ pub fn vendor_faults(token_ttl: Duration) -> Vec<String> {
     .to_vec()
 }
 
-/// How many of `tenant`'s deliveries the bridge retried after a fault (its `/metrics`).
-pub async fn deliveries_retried(root: &str, tenant: &str) -> f64 {
+/// How many of `tenant`'s deliveries the bridge retried after a fault (the `/metrics` of its
+/// admin listener at `admin_root`).
+pub async fn deliveries_retried(admin_root: &str, tenant: &str) -> f64 {
     super::bridge::metric(
-        root,
+        admin_root,
         &format!("scim_vendor_deliveries_total{{outcome=\"retried\",tenant=\"{tenant}\"}}"),
     )
     .await
@@ -113,11 +114,16 @@ impl<'a> Freeze<'a> {
 }
 
 /// The bridge as the real binary: `serve --config <dir>/scim-bridge.toml` with a 200 ms inline
-/// deadline (in front of a slow simulator, every write is answered from the outbox).
+/// deadline (in front of a slow simulator, every write is answered from the outbox). Its admin
+/// listener is on a free port of its own (`--admin-listen`), never the default 9090 that every
+/// bridge of a parallel run would fight over.
 pub struct Binary {
     config_path: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub root: String,
+    /// The admin listener, `http://127.0.0.1:PORT` (`/metrics`, detailed `/readyz`).
+    pub admin_root: String,
+    admin_listen: String,
     tenant: &'static str,
     token: &'static str,
     child: ChildGuard,
@@ -139,10 +145,13 @@ impl Binary {
             toml(&format!("127.0.0.1:{port}"), &dir.join("data")),
         )
         .unwrap();
-        let child = Self::spawn(&config_path);
+        let admin_listen = format!("127.0.0.1:{}", free_port());
+        let child = Self::spawn(&config_path, &admin_listen);
         let binary = Binary {
             config_path,
             root: format!("http://127.0.0.1:{port}"),
+            admin_root: format!("http://{admin_listen}"),
+            admin_listen,
             tenant,
             token,
             child,
@@ -151,10 +160,10 @@ impl Binary {
         binary
     }
 
-    fn spawn(config_path: &Path) -> ChildGuard {
+    fn spawn(config_path: &Path, admin_listen: &str) -> ChildGuard {
         ChildGuard::spawn(
             bridge_command()
-                .args(["serve", "--config"])
+                .args(["serve", "--admin-listen", admin_listen, "--config"])
                 .arg(config_path)
                 .env("SCIM_BRIDGE_INLINE_DEADLINE_MS", "200"),
         )
@@ -162,6 +171,7 @@ impl Binary {
 
     async fn wait_ready(&self) {
         Idp::patient(&self.root, self.tenant, self.token)
+            .with_admin(&self.admin_root)
             .wait_ready()
             .await;
     }
@@ -169,14 +179,14 @@ impl Binary {
     /// SIGKILLs the binary — which must still hold changes pending in its outbox, else the
     /// run tests nothing — and starts it again on the same data dir and port.
     pub async fn kill_and_restart(&mut self, label: &str) {
-        let pending = outbox_depth(&self.root, self.tenant, "pending").await;
+        let pending = outbox_depth(&self.admin_root, self.tenant, "pending").await;
         self.child.kill9();
         eprintln!("{label}: killed with {pending} object(s) pending in the outbox");
         assert!(
             pending >= 1.0,
             "{label}: the outbox was already drained at the kill (the run tests nothing)"
         );
-        self.child = Self::spawn(&self.config_path);
+        self.child = Self::spawn(&self.config_path, &self.admin_listen);
         self.wait_ready().await;
     }
 }

@@ -79,8 +79,11 @@ pub struct Call {
 pub struct Idp {
     /// Names the run in every failure message.
     pub label: String,
-    /// The bridge (`http://host:port`).
+    /// The bridge's public listener (`http://host:port`): SCIM, `/healthz`, bare `/readyz`.
     pub root: String,
+    /// The bridge's admin listener (`/metrics`, detailed `/readyz`), once [`Idp::with_admin`]
+    /// named it: since issue 15 the public listener serves neither.
+    admin_root: Option<String>,
     /// The tenant's SCIM base URL.
     pub base: String,
     pub token: String,
@@ -121,6 +124,7 @@ impl Idp {
         Idp {
             label: label.to_string(),
             root: root.to_string(),
+            admin_root: None,
             base: format!("{root}/tenants/{tenant}/scim/v2"),
             token: token.to_string(),
             http,
@@ -128,6 +132,22 @@ impl Idp {
             calls: Arc::default(),
             last_write: Arc::default(),
         }
+    }
+
+    /// This client, knowing the bridge's admin listener at `admin_root` (`http://host:port`).
+    pub fn with_admin(mut self, admin_root: &str) -> Idp {
+        self.admin_root = Some(admin_root.to_string());
+        self
+    }
+
+    /// The bridge's admin listener, where `/metrics` and the detailed readiness are served.
+    pub fn admin_root(&self) -> &str {
+        self.admin_root.as_deref().unwrap_or_else(|| {
+            panic!(
+                "{}: this client was built without the bridge's admin listener (Idp::with_admin)",
+                self.label
+            )
+        })
     }
 
     /// One request, retried as the [`Policy`] says.
@@ -365,16 +385,12 @@ impl Idp {
         seen
     }
 
-    /// Waits until the bridge serves and its vendor is usable (`/readyz?verbose` names no
-    /// tenant: roles read, directory observed once).
+    /// Waits until the bridge serves and its vendor is usable (the admin listener's detailed
+    /// `/readyz` names no tenant: roles read, directory observed once).
     pub async fn wait_ready(&self) {
+        let admin = self.admin_root();
         for _ in 0..300 {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?verbose", self.root))
-                .send()
-                .await
-            {
+            if let Ok(r) = self.http.get(format!("{admin}/readyz")).send().await {
                 if r.status().is_success() {
                     let body: Value = r.json().await.unwrap_or_default();
                     if body["vendors_unavailable"]

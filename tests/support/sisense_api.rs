@@ -114,7 +114,7 @@ pub struct Bridge {
 /// The bridge of `config` as `serve` starts it, and the IdP's client of the Sisense tenant.
 pub async fn start_bridge(config: &Config) -> Result<Bridge, server::StartError> {
     let server = bridge::start(config).await?;
-    let scim = Scim::new(&bridge::root(&server));
+    let scim = Scim::new(&bridge::root(&server), &bridge::admin_root(&server));
     Ok(Bridge { server, scim })
 }
 
@@ -140,7 +140,7 @@ pub async fn bridge_with_connector(
     conn.set_roles(roles);
     conn.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, conn.clone(), store, 1);
-    let scim = Scim::new(&bridge::root(&server));
+    let scim = Scim::new(&bridge::root(&server), &bridge::admin_root(&server));
     (conn, server, scim)
 }
 
@@ -148,9 +148,10 @@ pub async fn bridge_with_connector(
 pub type Scim = Idp;
 
 impl Scim {
-    /// A patient client of the Sisense tenant `acme` at the bridge `root`.
-    pub fn new(root: &str) -> Scim {
-        Idp::patient(root, TENANT, TOKEN)
+    /// A patient client of the Sisense tenant `acme` at the bridge `root`, whose admin listener
+    /// (`/metrics`, detailed readiness) is at `admin_root`.
+    pub fn new(root: &str, admin_root: &str) -> Scim {
+        Idp::patient(root, TENANT, TOKEN).with_admin(admin_root)
     }
 }
 

@@ -596,14 +596,16 @@ pub async fn serve_checked(
     label: &str,
 ) -> (scim_bridge::server::RunningServer, Idp) {
     let server = serve_in_process(v, sim_base, data_dir).await;
-    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label);
+    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label)
+        .with_admin(&bridge::admin_root(&server));
     idp.wait_ready().await;
     (server, idp)
 }
 
-/// The tenant's outbox depth in `state` (`pending` or `failed`), from the bridge's `/metrics`.
-pub async fn outbox_depth(root: &str, state: &str) -> f64 {
-    bridge::outbox_depth(root, BRIDGE_TENANT, state).await
+/// The tenant's outbox depth in `state` (`pending` or `failed`), from the `/metrics` of the
+/// bridge's admin listener at `admin_root`.
+pub async fn outbox_depth(admin_root: &str, state: &str) -> f64 {
+    bridge::outbox_depth(admin_root, BRIDGE_TENANT, state).await
 }
 
 /// A variant's end state in Tableau, for `bridge::settle`.
@@ -625,7 +627,7 @@ impl bridge::Checker for EndState<'_> {
         state.keys().cloned().collect()
     }
     async fn context(&self, idp: &Idp) -> String {
-        bridge::outbox_summary(&idp.root, BRIDGE_TENANT).await
+        bridge::outbox_summary(idp.admin_root(), BRIDGE_TENANT).await
     }
 }
 

@@ -879,14 +879,16 @@ pub async fn serve_checked(
     label: &str,
 ) -> (scim_bridge::server::RunningServer, Idp) {
     let server = serve_in_process(v, sim_base, data_dir, token_validity_s).await;
-    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label);
+    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label)
+        .with_admin(&bridge::admin_root(&server));
     idp.wait_ready().await;
     (server, idp)
 }
 
-/// The tenant's outbox depth in `state` (`pending` or `failed`).
-pub async fn outbox_depth(root: &str, state: &str) -> f64 {
-    bridge::outbox_depth(root, BRIDGE_TENANT, state).await
+/// The tenant's outbox depth in `state` (`pending` or `failed`), from the `/metrics` of the
+/// bridge's admin listener at `admin_root`.
+pub async fn outbox_depth(admin_root: &str, state: &str) -> f64 {
+    bridge::outbox_depth(admin_root, BRIDGE_TENANT, state).await
 }
 
 /// A variant's end state in ThoughtSpot, for `bridge::settle`.
@@ -914,7 +916,7 @@ impl bridge::Checker for EndState<'_> {
             .collect()
     }
     async fn context(&self, idp: &Idp) -> String {
-        bridge::outbox_summary(&idp.root, BRIDGE_TENANT).await
+        bridge::outbox_summary(idp.admin_root(), BRIDGE_TENANT).await
     }
     fn trace(&self) -> bool {
         std::env::var_os("THOUGHTSPOT_TRACE").is_some()

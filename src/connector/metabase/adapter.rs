@@ -129,6 +129,7 @@ impl MetabaseAdapter {
                 // Metabase keys users by email [A.3].
                 required_user_attributes: &["emails"],
                 keeps_login: false,
+                reports_last_login: true,
                 immutable_user_attributes: &[],
             },
         }
@@ -376,7 +377,10 @@ impl MetabaseAdapter {
             active: u.is_active,
             role: self.role_of(groups.as_deref()),
             groups: groups.map(|g| g.iter().map(u64::to_string).collect()),
-            last_login: None,
+            last_login: u
+                .last_login
+                .as_deref()
+                .and_then(crate::engine::observe::normalise_last_login),
         }
     }
 
@@ -395,6 +399,7 @@ impl MetabaseAdapter {
             }
             let page: wire::UserPage = resp.json()?;
             let n = page.data.len();
+            crate::engine::observe::users_page_read(n, page.total);
             out.extend(page.data.iter().map(|u| self.neutral(u)));
             offset += n;
             if n < wire::PAGE_SIZE || page.total.is_some_and(|t| offset >= t) {

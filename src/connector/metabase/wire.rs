@@ -54,6 +54,9 @@ pub struct User {
     pub group_ids: Option<Vec<u64>>,
     #[serde(default)]
     pub user_group_memberships: Option<Vec<GroupRef>>,
+    /// ISO-8601, or null for a user who never signed in [A.3].
+    #[serde(default)]
+    pub last_login: Option<String>,
 }
 
 impl User {

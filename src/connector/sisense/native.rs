@@ -87,6 +87,8 @@ fn user_of(v: &Value) -> Option<wire::User> {
         role_id: None,
         active: v.get("active").and_then(Value::as_bool),
         groups: Vec::new(),
+        // The SCIM user carries no sign-in time; observe reads users over REST.
+        last_login: None,
     })
 }
 

@@ -50,6 +50,7 @@ impl SisenseRest {
                 reactivation_strips_role: false,
                 required_user_attributes: REQUIRED,
                 keeps_login: true,
+                reports_last_login: true,
                 immutable_user_attributes: &[],
             },
         }
@@ -104,7 +105,10 @@ pub fn vendor_user(u: &wire::User) -> VendorUser {
         active: Some(u.is_active()),
         role: u.role_id.clone(),
         groups: Some(u.groups.clone()),
-        last_login: None,
+        last_login: u
+            .last_login
+            .as_deref()
+            .and_then(crate::engine::observe::normalise_last_login),
     }
 }
 
@@ -202,13 +206,24 @@ pub async fn fetch_all<T: DeserializeOwned>(
     client: &VendorClient,
     path: &str,
 ) -> Result<Vec<T>, VendorError> {
+    fetch_pages(client, path, |_| {}).await
+}
+
+/// [`fetch_all`], telling `on_page` how many items each page brought (sync progress).
+pub async fn fetch_pages<T: DeserializeOwned>(
+    client: &VendorClient,
+    path: &str,
+    on_page: impl Fn(usize),
+) -> Result<Vec<T>, VendorError> {
     let mut limit = PAGE;
     let mut out: Vec<T> = page(client, path, 0, limit).await?;
+    on_page(out.len());
     if out.is_empty() {
         return Ok(out);
     }
     if out.len() < limit {
         let next: Vec<T> = page(client, path, out.len(), limit).await?;
+        on_page(next.len());
         if next.is_empty() {
             return Ok(out);
         }
@@ -227,6 +242,7 @@ pub async fn fetch_all<T: DeserializeOwned>(
         .await?;
         for p in pages {
             let short = p.len() < limit;
+            on_page(p.len());
             out.extend(p);
             if short {
                 return Ok(out);
@@ -367,7 +383,10 @@ impl VendorAdapter for SisenseRest {
     }
 
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
-        let users: Vec<wire::User> = fetch_all(&self.client, self.paths.users()).await?;
+        let users: Vec<wire::User> = fetch_pages(&self.client, self.paths.users(), |n| {
+            crate::engine::observe::users_page_read(n, None)
+        })
+        .await?;
         Ok(users.iter().map(vendor_user).collect())
     }
 

@@ -26,6 +26,10 @@ pub struct User {
     pub active: Option<bool>,
     #[serde(default, deserialize_with = "ids")]
     pub groups: Vec<String>,
+    /// The last successful sign-in (B.4: `lastLogin`, a read-only string; absent for a user
+    /// who never signed in). Kept raw: observe normalises it.
+    #[serde(rename = "lastLogin", default, deserialize_with = "text_or_number")]
+    pub last_login: Option<String>,
 }
 
 impl User {
@@ -48,6 +52,16 @@ fn ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
             _ => None,
         })
         .collect())
+}
+
+/// A string, a number (kept as its digits) or null/absent: `lastLogin` is typed only "string",
+/// and a field the bridge merely reports must never fail a user's page.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// A Sisense group (B.5).

@@ -95,6 +95,7 @@ impl TableauAdapter {
                 required_user_attributes: &[],
                 // Update User takes no name [A.4].
                 keeps_login: true,
+                reports_last_login: true,
                 immutable_user_attributes: &["userName"],
             },
         }
@@ -189,7 +190,9 @@ impl TableauAdapter {
     async fn all_users(&self) -> Result<Vec<wire::User>, VendorError> {
         let paths = self.paths().await?;
         self.fetch_all(&paths.users(), Some("name:asc"), |p: wire::UserPage| {
-            (p.pagination.total_available, p.users.user)
+            let total = p.pagination.total_available;
+            crate::engine::observe::users_page_read(p.users.user.len(), Some(total));
+            (total, p.users.user)
         })
         .await
     }
@@ -295,7 +298,11 @@ impl TableauAdapter {
             active: None,
             role: u.site_role.clone(),
             groups: None,
-            last_login: None,
+            // Absent for a user who never signed in [A.4].
+            last_login: u
+                .last_login
+                .as_deref()
+                .and_then(crate::engine::observe::normalise_last_login),
         })
     }
 

@@ -104,6 +104,7 @@ impl ThoughtspotAdapter {
                 // `users/create` requires `email` [B.4].
                 required_user_attributes: &["emails"],
                 keeps_login: true,
+                reports_last_login: false,
                 immutable_user_attributes: &[],
             },
         }
@@ -139,6 +140,16 @@ impl ThoughtspotAdapter {
         rest: &str,
         filter: Value,
     ) -> Result<Vec<T>, VendorError> {
+        self.fetch_pages(rest, filter, |_| {}).await
+    }
+
+    /// [`Self::fetch_all`], telling `on_page` how many items each page brought (sync progress).
+    async fn fetch_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        rest: &str,
+        filter: Value,
+        on_page: impl Fn(usize),
+    ) -> Result<Vec<T>, VendorError> {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {
@@ -151,6 +162,7 @@ impl ThoughtspotAdapter {
             }
             let page: Vec<T> = resp.json()?;
             let n = page.len();
+            on_page(n);
             out.extend(page);
             if n < wire::PAGE_SIZE {
                 return Ok(out);
@@ -567,6 +579,9 @@ impl ThoughtspotAdapter {
             active: u.account_status.as_deref().map(is_active),
             role,
             groups: None,
+            // ThoughtSpot's v2 user has no last sign-in: only `first_login_time_in_millis`
+            // [TS-SPEC User], which says nothing of recent use. Never reported, so the dormant
+            // sweep leaves ThoughtSpot users alone rather than guess.
             last_login: None,
         }
     }
@@ -915,9 +930,10 @@ impl VendorAdapter for ThoughtspotAdapter {
     /// groups is not read: kept on the group, it is the IdP's to say.
     async fn list_users(&self) -> AdapterResult<Vec<VendorUser>> {
         let (users, values) = tokio::try_join!(
-            self.fetch_all::<wire::User>(
+            self.fetch_pages::<wire::User>(
                 "users/search",
                 json!({"sort_options": {"field_name": "NAME", "order": "ASC"}}),
+                |n| crate::engine::observe::users_page_read(n, None),
             ),
             self.variable_values(),
         )?;

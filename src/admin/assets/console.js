@@ -1,0 +1,54 @@
+// scim-bridge admin console: the little JS it needs (no build chain). The page works without
+// it; with it, actions ask for confirmation and the tenants table refreshes its figures.
+"use strict";
+
+document.addEventListener("submit", function (ev) {
+  var form = ev.target;
+  var question = form.getAttribute("data-confirm");
+  if (question && !window.confirm(question)) {
+    ev.preventDefault();
+  }
+});
+
+// The tenants table: outbox depth, readiness and sync progress every 5 s, from the same admin
+// API the CLI uses (the session cookie authenticates it; a GET needs no CSRF token).
+function refreshTenants() {
+  var table = document.getElementById("tenants");
+  if (!table) {
+    return;
+  }
+  fetch("/admin/api/tenants", { credentials: "same-origin" })
+    .then(function (r) { return r.ok ? r.json() : null; })
+    .then(function (rows) {
+      if (!rows) {
+        return;
+      }
+      rows.forEach(function (t) {
+        var row = document.querySelector('tr[data-tenant="' + CSS.escape(t.id) + '"]');
+        if (!row) {
+          return;
+        }
+        var set = function (field, text) {
+          var cell = row.querySelector('[data-field="' + field + '"]');
+          if (cell) {
+            cell.textContent = text;
+          }
+        };
+        set("ready", t.ready ? "ready" : "unavailable");
+        set("pending", String(t.outbox_pending));
+        set("failed", String(t.outbox_failed));
+        set("oldest", t.outbox_pending ? Math.round(t.oldest_pending_s) + " s" : "-");
+        set("users", String(t.users));
+        set("groups", String(t.groups));
+        if (t.sync && t.sync.running) {
+          var total = t.sync.users_total ? " / " + t.sync.users_total : "";
+          set("sync", "running: " + t.sync.users_seen + total + " users");
+        }
+      });
+    })
+    .catch(function () { /* the next tick tries again */ });
+}
+
+if (document.getElementById("tenants")) {
+  window.setInterval(refreshTenants, 5000);
+}

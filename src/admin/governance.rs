@@ -1,0 +1,779 @@
+//! The governance endpoints of the admin API and their console tabs: the dry-run plan, the
+//! dormant-account sweep, operator actions (retry failed, sync now), the audit log and the
+//! access review. The JSON API and the console call the same functions (`crate::governance`,
+//! `Engine::plan_query`, `Engine::dormant_plan`), so they never disagree.
+// A handler's `Err` is the HTTP answer itself (a 4xx to send), not an error to propagate:
+// boxing it would only add an allocation to every refusal.
+#![allow(clippy::result_large_err)]
+
+use super::api::{self, engine_of, query};
+use super::{bad_request, server_error, AdminState};
+use crate::engine::plan::PlanQuery;
+use crate::engine::state::Actor;
+use crate::engine::sweep::SweepError;
+use crate::engine::Engine;
+use crate::server::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/api/tenants/{tenant}/plan", web::get().to(plan))
+        .route(
+            "/admin/api/tenants/{tenant}/sweep",
+            web::get().to(sweep_plan),
+        )
+        .route(
+            "/admin/api/tenants/{tenant}/sweep",
+            web::post().to(sweep_apply),
+        )
+        .route("/admin/api/tenants/{tenant}/retry", web::post().to(retry))
+        .route("/admin/api/tenants/{tenant}/sync", web::post().to(sync))
+        .route("/admin/api/audit", web::get().to(audit_page))
+        .route("/admin/api/audit/export", web::get().to(audit_export))
+        .route("/admin/api/audit/verify", web::get().to(audit_verify))
+        .route("/admin/api/report/access", web::get().to(access_report));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessParams {
+    tenant: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /admin/api/report/access?tenant&format=csv|jsonl|html`: the access review, streamed.
+async fn access_report(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    use crate::governance::access::{rows, write, Format};
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let p: AccessParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
+        return r;
+    }
+    let format: Format = match p.format.as_deref().unwrap_or("csv").parse() {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    if let Some(t) = &p.tenant {
+        if admin.tenants.get(t).is_some_and(|s| s.vendor == "local") {
+            return bad_request(format!(
+                "tenant {t:?} uses the local connector: it has no vendor accounts to review"
+            ));
+        }
+    }
+    let store = app.store.clone();
+    let configs = admin.tenant_configs.clone();
+    let key = admin.report.person_key;
+    let rows_counter = app.metrics.export_rows.with_label_values(&["access"]);
+    streamed(format.content_type(), rows_counter, move |out| {
+        let all = rows(&store, &configs, key, p.tenant.as_deref()).map_err(|e| e.to_string())?;
+        write(&all, format, out).map_err(|e| e.to_string())?;
+        Ok(all.len() as u64)
+    })
+}
+
+/// A `Write` that sends what it is given to a streamed response in 64 KiB chunks, counting the
+/// lines written in `rows` (`/metrics`: a long export's progress).
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+    rows: prometheus::IntCounter,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.rows
+            .inc_by(data.iter().filter(|b| **b == b'\n').count() as u64);
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A `200` whose body `write` produces on a blocking thread, streamed as it is written (an
+/// export of 100,000 rows never sits in memory). A failure after the first bytes cuts the
+/// response short, which the client sees as an error rather than a silently short export.
+pub fn streamed<F>(content_type: &str, rows: prometheus::IntCounter, write: F) -> HttpResponse
+where
+    F: FnOnce(&mut dyn std::io::Write) -> Result<u64, String> + Send + 'static,
+{
+    use std::io::Write as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let err_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkSender {
+            tx,
+            buf: Vec::with_capacity(64 * 1024),
+            rows,
+        };
+        let r = write(&mut out).and_then(|_| out.flush().map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            tracing::error!(error = %e, "admin export failed");
+            let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    HttpResponse::Ok()
+        .content_type(content_type.to_string())
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .streaming(body)
+}
+
+fn since_param(since: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, HttpResponse> {
+    since
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .map_err(|_| bad_request(format!("since {s:?} is not an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+/// A tenant named in a query must be configured (else 404).
+fn known_tenant(app: &AppState, tenant: Option<&str>) -> Result<(), HttpResponse> {
+    match tenant {
+        Some(t) if !app.tenants.contains_key(t) => Err(super::not_found("no such tenant")),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditPageParams {
+    tenant: String,
+    actor: Option<String>,
+    event: Option<String>,
+    q: Option<String>,
+    since: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+/// The audit filters of a query (console and API alike), checked.
+pub fn audit_filter(
+    actor: Option<&str>,
+    event: Option<&str>,
+    q: Option<&str>,
+    since: Option<&str>,
+) -> Result<crate::governance::audit::PageFilter, HttpResponse> {
+    let actor = actor.filter(|a| !a.is_empty());
+    if let Some(a) = actor {
+        if !matches!(a, "idp" | "sync" | "sweep" | "operator") {
+            return Err(bad_request("actor must be idp, sync, sweep or operator"));
+        }
+    }
+    let event = event.filter(|e| !e.is_empty());
+    if let Some(e) = event {
+        if crate::store::audit::AuditEvent::parse(e).is_none() {
+            return Err(bad_request(format!("unknown event {e:?}")));
+        }
+    }
+    Ok(crate::governance::audit::PageFilter {
+        actor: actor.map(str::to_string),
+        event: event.map(str::to_string),
+        text: q.filter(|t| !t.is_empty()).map(str::to_lowercase),
+        since: since_param(since.filter(|s| !s.is_empty()))?,
+    })
+}
+
+/// `GET /admin/api/audit?tenant=T&actor&event&q&since&offset&limit`: newest first.
+async fn audit_page(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let p: AuditPageParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Err(r) = known_tenant(&app, Some(&p.tenant)) {
+        return r;
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=api::MAX_PAGE).contains(&limit) {
+        return bad_request(format!("limit must be 1..{}", api::MAX_PAGE));
+    }
+    let filter = match audit_filter(
+        p.actor.as_deref(),
+        p.event.as_deref(),
+        p.q.as_deref(),
+        p.since.as_deref(),
+    ) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let store = app.store.clone();
+    let r = web::block(move || {
+        crate::governance::audit::page(&store, &p.tenant, &filter, p.offset, limit)
+    })
+    .await;
+    match r {
+        Ok(Ok((entries, total))) => {
+            HttpResponse::Ok().json(json!({"total": total, "entries": entries}))
+        }
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditExportParams {
+    tenant: Option<String>,
+    since: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /admin/api/audit/export?tenant&since&format=jsonl|csv`: streamed.
+async fn audit_export(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    use crate::governance::audit::{export, ExportFilter, ExportFormat};
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let p: AuditExportParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
+        return r;
+    }
+    let format: ExportFormat = match p.format.as_deref().unwrap_or("jsonl").parse() {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let since = match since_param(p.since.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let store = app.store.clone();
+    let filter = ExportFilter {
+        tenant: p.tenant,
+        since,
+    };
+    let content_type = match format {
+        ExportFormat::Jsonl => "application/jsonl; charset=utf-8",
+        ExportFormat::Csv => "text/csv; charset=utf-8",
+    };
+    let rows = app.metrics.export_rows.with_label_values(&["audit"]);
+    streamed(content_type, rows, move |out| {
+        match export(&store, &filter, format, out) {
+            Ok(n) => Ok(n),
+            // A configured tenant with no change yet has an empty log, not an error.
+            Err(crate::governance::audit::ExportError::NoLog(_)) => Ok(0),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyParams {
+    tenant: Option<String>,
+}
+
+/// `GET /admin/api/audit/verify[?tenant=T]`: `{"ok": …}` (200 either way: the chain's state is
+/// the answer).
+async fn audit_verify(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let p: VerifyParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
+        return r;
+    }
+    let store = app.store.clone();
+    match web::block(move || crate::governance::audit::verify_json(&store, p.tenant.as_deref()))
+        .await
+    {
+        Ok(Ok(v)) => HttpResponse::Ok().json(v),
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanParams {
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+    action: Option<String>,
+    status: Option<String>,
+}
+
+fn plan_query(p: &PlanParams) -> Result<PlanQuery, HttpResponse> {
+    let action = match &p.action {
+        None => None,
+        Some(a) => Some(
+            crate::engine::plan::Action::parse(a)
+                .ok_or_else(|| bad_request(format!("unknown action {a:?}")))?,
+        ),
+    };
+    if let Some(s) = &p.status {
+        if !matches!(s.as_str(), "dry_run" | "pending" | "failed") {
+            return Err(bad_request("status must be dry_run, pending or failed"));
+        }
+    }
+    if p.limit.is_some_and(|l| l == 0 || l > api::MAX_PAGE as u64) {
+        return Err(bad_request(format!("limit must be 1..{}", api::MAX_PAGE)));
+    }
+    Ok(PlanQuery {
+        offset: p.offset,
+        limit: p.limit,
+        action,
+        status: p.status.clone(),
+    })
+}
+
+/// `GET /admin/api/tenants/{t}/plan`: `{"plan": …, "text": …}`.
+async fn plan(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let params: PlanParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let q = match plan_query(&params) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let engine = match engine_of(&app, &path) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match web::block(move || engine.plan_query(&q)).await {
+        Ok(Ok(plan)) => HttpResponse::Ok().json(json!({"text": plan.render_text(), "plan": plan})),
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepParams {
+    days: u32,
+    #[serde(default)]
+    include_unmanaged: bool,
+}
+
+fn sweep_answer(e: SweepError) -> HttpResponse {
+    match e {
+        SweepError::Store(e) => server_error(e),
+        // Not synced yet, no days, rules that do not resolve: the caller's to fix or wait for.
+        other => HttpResponse::Conflict().json(json!({"error": other.to_string()})),
+    }
+}
+
+/// `GET /admin/api/tenants/{t}/sweep?days=N`: the dormant plan.
+async fn sweep_plan(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize(&req) {
+        return r;
+    }
+    let p: SweepParams = match query(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if !(1..=3650).contains(&p.days) {
+        return bad_request("days must be 1..3650");
+    }
+    let engine = match engine_of(&app, &path) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let r =
+        web::block(move || engine.dormant_plan(p.days, p.include_unmanaged, chrono::Utc::now()))
+            .await;
+    match r {
+        Ok(Ok(plan)) => HttpResponse::Ok().json(json!({
+            "text": crate::governance::dormant::plan_table(&plan),
+            "plan": crate::governance::dormant::plan_json(&plan),
+        })),
+        Ok(Err(e)) => sweep_answer(e),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Plans and applies a dormant sweep (the bridge's own plan, never one a client sends back).
+async fn apply_dormant(
+    engine: &Arc<Engine>,
+    days: u32,
+    include_unmanaged: bool,
+    actor: Actor,
+) -> Result<crate::engine::sweep::SweepOutcome, SweepError> {
+    let e = engine.clone();
+    let plan = web::block(move || e.dormant_plan(days, include_unmanaged, chrono::Utc::now()))
+        .await
+        .map_err(|e| SweepError::Write {
+            tenant: engine.tenant().to_string(),
+            detail: e.to_string(),
+        })??;
+    engine.apply_sweep(&plan, actor).await
+}
+
+/// `POST /admin/api/tenants/{t}/sweep` `{"days": N, "include_unmanaged": false}`.
+async fn sweep_apply(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+    body: Result<web::Json<SweepParams>, actix_web::Error>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize_action(&req, None) {
+        return r;
+    }
+    let Ok(p) = body else {
+        return bad_request("expected a JSON body {\"days\": N, \"include_unmanaged\": false}");
+    };
+    if !(1..=3650).contains(&p.days) {
+        return bad_request("days must be 1..3650");
+    }
+    let engine = match engine_of(&app, &path) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    // The CLI's `--apply` runs with an admin token: the sweep is the actor (CONTRACT §5).
+    match apply_dormant(&engine, p.days, p.include_unmanaged, Actor::Sweep).await {
+        Ok(outcome) => HttpResponse::Ok().json(json!({
+            "text": crate::governance::dormant::outcome_table(&outcome),
+            "outcome": crate::governance::dormant::outcome_json(&outcome),
+        })),
+        Err(e) => sweep_answer(e),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// `users` or `groups` and a SCIM id: one object; absent: every failed change.
+    kind: Option<String>,
+    id: Option<String>,
+}
+
+/// `POST /admin/api/tenants/{t}/retry`: failed changes made due now, as the operator's.
+async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+    body: Option<web::Json<RetryBody>>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize_action(&req, None) {
+        return r;
+    }
+    let engine = match engine_of(&app, &path) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let which = match (body.kind.as_deref(), body.id) {
+        (None, None) => None,
+        (Some("users"), Some(id)) => Some((crate::scim::schema::ResourceKind::User, id)),
+        (Some("groups"), Some(id)) => Some((crate::scim::schema::ResourceKind::Group, id)),
+        _ => return bad_request("give both kind (users or groups) and id, or neither"),
+    };
+    match engine.retry_failed_by_operator(which) {
+        Ok(n) => HttpResponse::Ok().json(json!({"retried": n})),
+        Err(e) => server_error(e),
+    }
+}
+
+/// `POST /admin/api/tenants/{t}/sync`: observe the vendor now.
+async fn sync(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Err(r) = admin.authorize_action(&req, None) {
+        return r;
+    }
+    let engine = match engine_of(&app, &path) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    engine.sync_now();
+    HttpResponse::Accepted().json(json!({"sync": "started"}))
+}
+
+/// A console action (`POST /admin/tenants/{t}/{action}`): the tab to show next and a message.
+pub async fn run_action(
+    engine: &Arc<Engine>,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+    actor: Actor,
+) -> Result<(&'static str, String), HttpResponse> {
+    match action {
+        "retry" => match engine.retry_failed_by_operator(None) {
+            Ok(n) => Ok(("users", format!("{n} failed change(s) retried"))),
+            Err(e) => Err(server_error(e)),
+        },
+        "sync" => {
+            engine.sync_now();
+            Ok(("users", "sync started".into()))
+        }
+        "sweep" => {
+            let days = fields
+                .get("days")
+                .and_then(|d| d.parse::<u32>().ok())
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| bad_request("days must be 1..3650"))?;
+            let unmanaged = fields
+                .get("include_unmanaged")
+                .is_some_and(|v| v == "on" || v == "true");
+            match apply_dormant(engine, days, unmanaged, actor).await {
+                Ok(o) => Ok((
+                    "dormant",
+                    format!(
+                        "sweep applied: {} account(s) deactivated",
+                        o.deactivated.len()
+                    ),
+                )),
+                Err(e) => Err(sweep_answer(e)),
+            }
+        }
+        _ => Err(super::not_found("no such action")),
+    }
+}
+
+/// The console's governance tabs (audit, access, dormant, plan) of one tenant.
+#[allow(clippy::too_many_arguments)]
+pub fn governance_tab(
+    app: &AppState,
+    admin: &AdminState,
+    engine: &Engine,
+    tenant: &str,
+    tab: &str,
+    offset: usize,
+    q: &super::console::TabParams,
+    csrf: &str,
+    out: &mut String,
+) -> Result<(), String> {
+    use super::console::{enc, esc};
+    let et = enc(tenant);
+    match tab {
+        "plan" => {
+            let plan = engine
+                .plan_page(offset as u64, 100)
+                .map_err(|e| e.to_string())?;
+            let _ = write!(
+                out,
+                r#"<p>{}</p><div class="counts" id="plan-counts">"#,
+                if plan.dry_run {
+                    "This tenant is a <strong>dry run</strong>: nothing below has been sent to the vendor. Set <code>dry_run = false</code> and restart to apply it."
+                } else {
+                    "Changes not yet confirmed by the vendor: pending, and refused (failed)."
+                }
+            );
+            for (action, n) in &plan.counts {
+                if *n > 0 {
+                    let _ = write!(out, "<span>{}: {n}</span>", esc(action.as_str()));
+                }
+            }
+            out.push_str(r#"</div><pre id="plan-text">"#);
+            out.push_str(&esc(&plan.render_text()));
+            out.push_str("</pre>");
+        }
+        "dormant" => {
+            let days = q.days.unwrap_or_else(|| {
+                admin
+                    .tenants
+                    .get(tenant)
+                    .and_then(|s| s.sweep.as_ref())
+                    .map(|s| s.days)
+                    .unwrap_or(90)
+            });
+            let _ = write!(
+                out,
+                r#"<form class="bar" method="get" action="/admin/tenants/{et}"><input type="hidden" name="tab" value="dormant"><label>No sign-in for more than (days)<input name="days" type="number" min="1" max="3650" value="{days}"></label><button type="submit">Show plan</button></form>"#
+            );
+            match engine.dormant_plan(days, false, chrono::Utc::now()) {
+                Ok(plan) => {
+                    out.push_str(r#"<pre id="dormant-plan">"#);
+                    out.push_str(&esc(&crate::governance::dormant::plan_table(&plan)));
+                    out.push_str("</pre>");
+                    let _ = write!(
+                        out,
+                        r#"<form method="post" action="/admin/tenants/{et}/sweep" data-confirm="Deactivate the dormant accounts listed, through the engine?"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="days" value="{days}"><button type="submit" class="danger" id="apply-sweep">Apply sweep</button></form>"#,
+                        esc(csrf)
+                    );
+                }
+                Err(e) => {
+                    let _ = write!(out, r#"<p class="flash error">{}</p>"#, esc(&e.to_string()));
+                }
+            }
+            if let Ok(Some(last)) = engine.last_sweep() {
+                let _ = write!(
+                    out,
+                    r#"<p class="muted">Last sweep: {}</p>"#,
+                    esc(&serde_json::to_string(&last).unwrap_or_default())
+                );
+            }
+        }
+        "audit" => {
+            let filter = audit_filter(
+                q.actor.as_deref(),
+                q.event.as_deref(),
+                q.q.as_deref(),
+                None,
+            )
+            .map_err(|_| "bad audit filter: actor must be idp, sync, sweep or operator, and event a known one".to_string())?;
+            let (entries, total) =
+                crate::governance::audit::page(&app.store, tenant, &filter, offset, 100)
+                    .map_err(|e| e.to_string())?;
+            let sel = |v: Option<&str>, opt: &str| {
+                if v == Some(opt) {
+                    " selected"
+                } else {
+                    ""
+                }
+            };
+            let _ = write!(
+                out,
+                r#"<form class="bar" method="get" action="/admin/tenants/{et}"><input type="hidden" name="tab" value="audit"><label>Actor<select name="actor"><option value="">any</option>"#
+            );
+            for a in ["idp", "sync", "sweep", "operator"] {
+                let _ = write!(out, r#"<option{}>{a}</option>"#, sel(q.actor.as_deref(), a));
+            }
+            let _ = write!(
+                out,
+                r#"</select></label><label>Event<input name="event" value="{}" placeholder="role_change"></label><label>Text<input name="q" value="{}"></label><button type="submit">Filter</button></form>"#,
+                esc(q.event.as_deref().unwrap_or_default()),
+                esc(q.q.as_deref().unwrap_or_default())
+            );
+            out.push_str(r#"<table id="audit"><thead><tr><th>#</th><th>Time</th><th>Actor</th><th>Event</th><th>Object</th><th>Before</th><th>After</th><th>Cause</th><th>Detail</th></tr></thead><tbody>"#);
+            for e in &entries {
+                let compact = |v: &serde_json::Value| {
+                    if v.is_null() {
+                        String::new()
+                    } else {
+                        v.to_string()
+                    }
+                };
+                let _ = write!(
+                    out,
+                    "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                    e.seq,
+                    esc(&e.at),
+                    esc(&e.actor),
+                    esc(e.event.as_str()),
+                    esc(&e.user_name),
+                    esc(&compact(&e.before)),
+                    esc(&compact(&e.after)),
+                    esc(&e.cause),
+                    esc(e.detail.as_deref().unwrap_or_default())
+                );
+            }
+            out.push_str("</tbody></table>");
+            let mut extra = String::new();
+            for (k, v) in [("actor", &q.actor), ("event", &q.event), ("q", &q.q)] {
+                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                    let _ = write!(extra, "&{k}={}", enc(v));
+                }
+            }
+            super::console::pager_with(out, &et, "audit", offset, total as usize, &extra);
+        }
+        "access" => {
+            let (rows, total) = crate::governance::access::page(
+                &app.store,
+                &admin.tenant_configs,
+                admin.report.person_key,
+                tenant,
+                offset,
+                100,
+            )
+            .map_err(|e| e.to_string())?;
+            let _ = write!(
+                out,
+                r#"<p>Every account at the vendor, with who manages it. The whole review, across tenants and grouped by person: <a href="/admin/api/report/access?tenant={et}&format=csv">CSV</a> · <a href="/admin/api/report/access?tenant={et}&format=html">HTML</a></p>"#
+            );
+            out.push_str(r#"<table id="access"><thead><tr><th>Login</th><th>Email</th><th>Active</th><th>Role</th><th>Groups</th><th>Last login</th><th>Managed</th><th>Vendor id</th><th>SCIM id</th></tr></thead><tbody>"#);
+            for r in &rows {
+                let v = serde_json::to_value(r).unwrap_or_default();
+                let cell = |k: &str| match &v[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    other => other.to_string(),
+                };
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(&cell("login")),
+                    esc(&cell("email")),
+                    esc(&cell("active")),
+                    esc(&cell("role")),
+                    esc(&cell("groups")),
+                    esc(&cell("last_login")),
+                    esc(&cell("managed")),
+                    esc(&cell("vendor_id")),
+                    esc(&cell("scim_id"))
+                );
+            }
+            out.push_str("</tbody></table>");
+            super::console::pager_with(out, &et, "access", offset, total, "");
+        }
+        other => return Err(format!("no tab {other:?}")),
+    }
+    Ok(())
+}

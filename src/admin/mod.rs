@@ -1,0 +1,261 @@
+//! The admin listener (CONTRACT §2 and §5, `[admin] listen`, default `127.0.0.1:9090`): what
+//! the operators use and the IdPs never reach. It serves
+//! - `/metrics` (Prometheus text; a bearer when `[admin] metrics_token` is set),
+//! - `/readyz` with the detailed readiness (which tenant's vendor is unavailable, and why),
+//!   and `/healthz`,
+//! - `/admin/api/…`, the JSON admin API the CLI talks to, and `/admin`, the console.
+//!
+//! It is a separate actix server on its own port, so that a firewall or a Kubernetes Service
+//! can keep it private while the SCIM port faces the internet (issue 15: `/metrics` listed
+//! every tenant and vendor error on the public port).
+// A handler's `Err` is the HTTP answer itself (a 4xx to send), not an error to propagate:
+// boxing it would only add an allocation to every refusal.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod governance;
+
+use crate::config::{Config, ReportConfig, SweepConfig};
+use crate::server::limits::{AuthFailures, AUTH_FAILURE_WINDOW};
+use crate::server::{AppState, StartError};
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use auth::{AdminAuth, Principal};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+
+/// Failed admin authentications one address may make per minute before it is answered 429.
+const ADMIN_AUTH_FAILURE_LIMIT: u32 = 10;
+
+/// What the admin listener knows beyond the shared [`AppState`]: its credentials and the parts
+/// of the config its reports need.
+pub struct AdminState {
+    pub listen: SocketAddr,
+    pub auth: AdminAuth,
+    /// Per tenant: the vendor kind, `dry_run`, `[tenants.sweep]`.
+    pub tenants: BTreeMap<String, TenantSettings>,
+    pub report: ReportConfig,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The tenants as configured, without their bearer tokens and JWT keys (the access review
+    /// reads each tenant's vendor kind and store tree from them).
+    pub tenant_configs: Vec<crate::config::TenantConfig>,
+    failures: AuthFailures,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    pub vendor: &'static str,
+    pub dry_run: bool,
+    pub sweep: Option<SweepConfig>,
+}
+
+impl AdminState {
+    pub fn from_config(config: &Config) -> AdminState {
+        // `SCIM_BRIDGE_ADMIN_TOKEN` is an admin token of the embedded default too, which has
+        // no `[admin]` table to name it in.
+        let mut tokens = config.admin.tokens.clone();
+        if tokens.is_empty() {
+            if let Ok(t) = std::env::var("SCIM_BRIDGE_ADMIN_TOKEN") {
+                if t.chars().count() >= crate::config::MIN_STATIC_TOKEN_CHARS {
+                    tokens.push(crate::config::Secret::new(t));
+                } else if !t.is_empty() {
+                    tracing::warn!(
+                        "SCIM_BRIDGE_ADMIN_TOKEN is shorter than {} characters and is not used",
+                        crate::config::MIN_STATIC_TOKEN_CHARS
+                    );
+                }
+            }
+        }
+        AdminState {
+            listen: config.admin.listen,
+            auth: AdminAuth::new(&tokens, config.admin.metrics_token.as_ref()),
+            tenants: config
+                .tenants
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.as_str().to_string(),
+                        TenantSettings {
+                            vendor: t.vendor.kind(),
+                            dry_run: t.dry_run,
+                            sweep: t.sweep.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            report: config.report.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            tenant_configs: config
+                .tenants
+                .iter()
+                .map(|t| crate::config::TenantConfig {
+                    tokens: Vec::new(),
+                    jwt_secret: None,
+                    ..t.clone()
+                })
+                .collect(),
+            failures: AuthFailures::new(ADMIN_AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW),
+        }
+    }
+
+    /// Who sent `req`: an admin bearer, or a live console session; otherwise the 401 (or 429
+    /// after repeated failures from the address) to answer.
+    pub fn authorize(&self, req: &HttpRequest) -> Result<Principal, HttpResponse> {
+        let now = std::time::Instant::now();
+        let who = crate::server::forwarded::client_key(req, &self.trusted_proxies);
+        if let Some(ip) = who {
+            if let Some(wait) = self.failures.refused(ip, "admin", now) {
+                return Err(HttpResponse::TooManyRequests()
+                    .insert_header((header::RETRY_AFTER, wait.to_string()))
+                    .json(json!({"error": "too many failed admin authentications; retry later"})));
+            }
+        }
+        if let Some(b) = bearer(req) {
+            if self.auth.is_admin_token(b) {
+                return Ok(Principal::Bearer);
+            }
+        } else if let Some(c) = req.cookie(auth::SESSION_COOKIE) {
+            if let Some(p) = self.auth.session(c.value()) {
+                return Ok(p);
+            }
+        }
+        if bearer(req).is_some() || req.cookie(auth::SESSION_COOKIE).is_some() {
+            if let Some(ip) = who {
+                self.failures.record(ip, "admin", now);
+            }
+        }
+        Err(unauthorized())
+    }
+
+    /// As [`authorize`](Self::authorize), for a state-changing request: a session must also
+    /// show its CSRF token (`X-CSRF-Token`, or the form field the caller passes).
+    pub fn authorize_action(
+        &self,
+        req: &HttpRequest,
+        form_csrf: Option<&str>,
+    ) -> Result<Principal, HttpResponse> {
+        let p = self.authorize(req)?;
+        if let Principal::Session { csrf } = &p {
+            let given = req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .or(form_csrf);
+            if !auth::csrf_matches(csrf, given) {
+                return Err(HttpResponse::Forbidden()
+                    .json(json!({"error": "missing or wrong CSRF token; reload the page"})));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+pub fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"scim-bridge admin\"",
+        ))
+        .json(json!({"error": "an admin token is required (a tenant's token is not one)"}))
+}
+
+/// A JSON error of the admin API.
+pub fn bad_request(msg: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({"error": msg.to_string()}))
+}
+
+pub fn not_found(msg: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": msg.to_string()}))
+}
+
+pub fn server_error(msg: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %msg, "admin API");
+    HttpResponse::InternalServerError().json(json!({"error": msg.to_string()}))
+}
+
+pub struct RunningAdmin {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds the admin listener and starts serving on the current runtime; returns at once.
+pub fn start(
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> Result<RunningAdmin, StartError> {
+    let listen = admin.listen;
+    let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app.clone())
+            .app_data(admin.clone())
+            .app_data(web::FormConfig::default().limit(64 * 1024))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(crate::server::detailed_readiness))
+            .route("/metrics", web::get().to(metrics))
+            .configure(api::routes)
+            .configure(governance::routes)
+            .configure(console::routes)
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound().json(json!({"error": "no such admin path"}))
+            }))
+    })
+    .workers(1)
+    .shutdown_timeout(10)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(RunningAdmin { addr, handle, task })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn metrics(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    if !admin.auth.metrics_allowed(bearer(&req)) {
+        return HttpResponse::Unauthorized()
+            .insert_header((
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"scim-bridge metrics\"",
+            ))
+            .finish();
+    }
+    crate::server::metrics_text(app).await
+}
