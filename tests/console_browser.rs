@@ -156,7 +156,8 @@ async fn set_last_login(sim_base: &str, login: &str, at: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn console_in_chromium_signs_in_lists_tenants_retries_a_failure_and_applies_a_sweep() {
-    // Two Creator seats: the site admin holds one, c1 the other; x's Creator is refused.
+    // Two Creator seats: the site admin holds one, c1 or x the other (whichever the bridge
+    // delivers first); the other's Creator is refused.
     let sim = sim::spawn_with(
         scim_bridge::sim::Vendor::Tableau,
         7,
@@ -208,14 +209,35 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
     let x = create(&idp, "/Users", user("x@acme.test")).await;
     let _d = create(&idp, "/Users", user("dormant@acme.test")).await;
     let creators = create(&idp, "/Groups", group("Tableau Creators", &[&c1, &x])).await;
-    // x's Creator is refused for lack of a seat: failed, with Tableau's reason.
+    // One Creator is refused for lack of a seat: failed, with Tableau's reason.
     admin_until(
         &admin,
         &format!("/admin/api/tenants/{BRIDGE_TENANT}"),
-        "x failed",
+        "one creator failed",
         |v| v["outbox_failed"].as_u64() == Some(1),
     )
     .await;
+    let listed = admin_until(
+        &admin,
+        &format!("/admin/api/tenants/{BRIDGE_TENANT}/users"),
+        "users",
+        |v| v["users"].is_array(),
+    )
+    .await;
+    let failed_name = listed["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["delivery"]["state"] == "failed")
+        .and_then(|u| u["user_name"].as_str())
+        .expect("a failed user")
+        .to_string();
+    // `holder` holds the seat; `waiting` waits for one.
+    let (holder, holder_name, waiting_name) = if failed_name == "x@acme.test" {
+        (c1.clone(), "c1@acme.test", "x@acme.test")
+    } else {
+        (x.clone(), "x@acme.test", "c1@acme.test")
+    };
     // Sign-ins at Tableau: d last signed in 400 days ago, the others today.
     let now = chrono::Utc::now();
     set_last_login(
@@ -290,18 +312,18 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
         .await
         .unwrap();
     let users = text_of(&c, "#users").await;
-    let x_row = users
+    let waiting_row = users
         .lines()
-        .find(|l| l.contains("x@acme.test"))
+        .find(|l| l.contains(waiting_name))
         .unwrap_or_default()
         .to_string();
-    assert!(x_row.contains("failed"), "{users}");
+    assert!(waiting_row.contains("failed: Tableau"), "{users}");
     check_page(&c, "tenant-users").await;
 
-    // A seat frees up (c1 leaves the Creators), and the operator retries the failure.
+    // A seat frees up (the holder leaves the Creators), and the operator retries the failure.
     idp.patch_ok(
         &format!("/Groups/{creators}"),
-        json!([{"op": "remove", "path": format!("members[value eq \"{c1}\"]")}]),
+        json!([{"op": "remove", "path": format!("members[value eq \"{holder}\"]")}]),
     )
     .await;
     c.find(Locator::Id("retry-failed"))
@@ -318,12 +340,12 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
     let started = Instant::now();
     loop {
         let s = api.state().await;
-        if s["x@acme.test"].site_role == "Creator" {
+        if s[waiting_name].site_role == "Creator" {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "x never became Creator"
+            "{waiting_name} never became Creator"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -375,8 +397,8 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
     let s = api.state().await;
     assert_eq!(s["dormant@acme.test"].site_role, UNLICENSED);
     assert_eq!(
-        s["c1@acme.test"].site_role, "Viewer",
-        "c1 signed in today: kept"
+        s[holder_name].site_role, "Viewer",
+        "{holder_name} signed in today: kept"
     );
     let (_, d) = idp
         .get(&format!(

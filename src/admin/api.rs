@@ -28,6 +28,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/api/tenants/{tenant}/groups", web::get().to(groups));
 }
 
+/// Runs `work` (a store scan) off the async workers; a failure is a 500 naming it.
+pub async fn off_thread<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, HttpResponse>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match web::block(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(server_error(e)),
+        Err(e) => Err(server_error(e)),
+    }
+}
+
 /// Parses a query string into `T`, refusing unknown keys and bad values with a 400.
 pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, HttpResponse> {
     serde_urlencoded::from_str::<T>(req.query_string())
@@ -45,8 +60,14 @@ pub struct PageQuery {
     pub q: Option<String>,
 }
 
+/// The deepest offset a page may ask for (beyond any directory; keeps `offset + limit` sane).
+pub const MAX_OFFSET: usize = 1_000_000_000;
+
 impl PageQuery {
     pub fn limit(&self) -> Result<usize, HttpResponse> {
+        if self.offset > MAX_OFFSET {
+            return Err(bad_request(format!("offset must be at most {MAX_OFFSET}")));
+        }
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
@@ -90,18 +111,30 @@ pub struct TenantSummary {
     pub sweep: Option<Value>,
 }
 
-pub async fn summaries(app: &AppState, admin: &AdminState) -> Vec<TenantSummary> {
+pub async fn summaries(
+    app: &AppState,
+    admin: &AdminState,
+    only: Option<&str>,
+) -> Vec<TenantSummary> {
     let mut out = Vec::with_capacity(app.tenants.len());
     for (id, t) in &app.tenants {
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
         let settings = admin.tenants.get(id);
         let vendor_error = t.connector.vendor_status().await.err();
         let engine = t.connector.engine();
         let stats = t.connector.engine_stats().unwrap_or_default();
-        let (users, groups) = match &engine {
-            Some(e) => (
-                e.directory().ids(ResourceKind::User).count() as u64,
-                e.directory().ids(ResourceKind::Group).count() as u64,
-            ),
+        // A key scan per tenant: off the async workers, which also answer `/metrics`.
+        let (users, groups) = match engine.clone() {
+            Some(e) => off_thread(move || {
+                Ok::<_, std::convert::Infallible>((
+                    e.directory().ids(ResourceKind::User).count() as u64,
+                    e.directory().ids(ResourceKind::Group).count() as u64,
+                ))
+            })
+            .await
+            .unwrap_or((0, 0)),
             None => (0, 0),
         };
         out.push(TenantSummary {
@@ -135,13 +168,9 @@ async fn tenants(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    if let Err(r) = query::<NoQuery>(&req) {
-        return r;
-    }
-    HttpResponse::Ok().json(summaries(&app, &admin).await)
+    or_answer!(admin.authorize(&req));
+    or_answer!(query::<NoQuery>(&req));
+    HttpResponse::Ok().json(summaries(&app, &admin, None).await)
 }
 
 /// An endpoint that takes no query parameters (any given is a 400).
@@ -155,17 +184,13 @@ async fn tenant(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    if let Err(r) = query::<NoQuery>(&req) {
-        return r;
-    }
+    or_answer!(admin.authorize(&req));
+    or_answer!(query::<NoQuery>(&req));
     let id = path.into_inner();
     if !app.tenants.contains_key(&id) {
         return not_found("no such tenant");
     }
-    let all = summaries(&app, &admin).await;
+    let all = summaries(&app, &admin, Some(&id)).await;
     match all.into_iter().find(|s| s.id == id) {
         Some(s) => HttpResponse::Ok().json(s),
         None => not_found("no such tenant"),
@@ -240,11 +265,9 @@ fn user_row(engine: &Engine, sid: &str, doc: &Value) -> Result<UserRow, String> 
         vendor_id: applied.as_ref().map(|a| a.vendor_id.clone()),
         vendor_role,
         last_login: applied.as_ref().and_then(|a| a.last_login.clone()),
-        managed: if rec.is_idp_written(sid).map_err(|e| e.to_string())? {
-            "idp"
-        } else {
-            "vendor-only"
-        },
+        managed: crate::engine::state::Managed::of(engine.directory(), sid)
+            .map_err(|e| e.to_string())?
+            .as_str(),
         delivery: delivery_of(engine, ResourceKind::User, sid)?,
     })
 }
@@ -332,25 +355,12 @@ async fn users(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let page: PageQuery = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = page.limit() {
-        return r;
-    }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    match web::block(move || users_page(&engine, &page)).await {
-        Ok(Ok((rows, total))) => HttpResponse::Ok().json(json!({"total": total, "users": rows})),
-        Ok(Err(e)) => server_error(e),
-        Err(e) => server_error(e),
-    }
+    or_answer!(admin.authorize(&req));
+    let page: PageQuery = or_answer!(query(&req));
+    or_answer!(page.limit());
+    let engine = or_answer!(engine_of(&app, &path));
+    let (rows, total) = or_answer!(off_thread(move || users_page(&engine, &page)).await);
+    HttpResponse::Ok().json(json!({"total": total, "users": rows}))
 }
 
 async fn groups(
@@ -359,23 +369,10 @@ async fn groups(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let page: PageQuery = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = page.limit() {
-        return r;
-    }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    match web::block(move || groups_page(&engine, &page)).await {
-        Ok(Ok((rows, total))) => HttpResponse::Ok().json(json!({"total": total, "groups": rows})),
-        Ok(Err(e)) => server_error(e),
-        Err(e) => server_error(e),
-    }
+    or_answer!(admin.authorize(&req));
+    let page: PageQuery = or_answer!(query(&req));
+    or_answer!(page.limit());
+    let engine = or_answer!(engine_of(&app, &path));
+    let (rows, total) = or_answer!(off_thread(move || groups_page(&engine, &page)).await);
+    HttpResponse::Ok().json(json!({"total": total, "groups": rows}))
 }

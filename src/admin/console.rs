@@ -203,7 +203,11 @@ async fn login(
         .path("/admin")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(req.connection_info().scheme() == "https")
+        // `Secure` when the browser reached us over HTTPS: the request's own scheme, or a
+        // trusted proxy's forwarded one (never a header from just anyone).
+        .secure(
+            crate::server::forwarded::origin(&req, &admin.trusted_proxies).starts_with("https:"),
+        )
         .finish();
     tracing::info!("admin console: signed in");
     HttpResponse::SeeOther()
@@ -225,9 +229,7 @@ async fn logout(
     form: Option<web::Form<CsrfForm>>,
 ) -> HttpResponse {
     let csrf = form.as_ref().and_then(|f| f.csrf.clone());
-    if let Err(r) = admin.authorize_action(&req, csrf.as_deref()) {
-        return r;
-    }
+    or_answer!(admin.authorize_action(&req, csrf.as_deref()));
     if let Some(c) = req.cookie(SESSION_COOKIE) {
         admin.auth.close_session(c.value());
     }
@@ -244,11 +246,8 @@ async fn dashboard(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    let csrf = match session(&req, &admin) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let rows = api::summaries(&app, &admin).await;
+    let csrf = or_answer!(session(&req, &admin));
+    let rows = api::summaries(&app, &admin, None).await;
     let mut body = String::from(
         r#"<h2>Tenants</h2>
 <table id="tenants"><thead><tr><th>Tenant</th><th>Vendor</th><th>Vendor status</th><th>Users</th><th>Groups</th><th>Pending</th><th>Failed</th><th>Oldest pending</th><th>Sync</th></tr></thead><tbody>
@@ -323,8 +322,9 @@ pub struct TabParams {
     pub event: Option<String>,
     /// Dormant plan: the days without a sign-in.
     pub days: Option<u32>,
-    /// A message after an action.
+    /// The action just done (`retry`, `sync`, `sweep`) and how many objects it touched.
     pub done: Option<String>,
+    pub n: Option<u64>,
 }
 
 const TABS: &[(&str, &str)] = &[
@@ -343,22 +343,16 @@ async fn tenant_page(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    let csrf = match session(&req, &admin) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let q: TabParams = match api::query(&req) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+    let csrf = or_answer!(session(&req, &admin));
+    let q: TabParams = or_answer!(api::query(&req));
     let tenant = path.into_inner();
-    let engine = match api::engine_of(&app, &tenant) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let engine = or_answer!(api::engine_of(&app, &tenant));
     let tab = q.tab.as_deref().unwrap_or("users");
     if !TABS.iter().any(|(t, _)| *t == tab) {
         return super::bad_request("unknown tab");
+    }
+    if q.offset > api::MAX_OFFSET {
+        return super::bad_request("offset too large");
     }
     if q.days.is_some_and(|d| !(1..=3650).contains(&d)) {
         return super::bad_request("days must be 1..3650");
@@ -368,8 +362,15 @@ async fn tenant_page(
         r#"<h2>Tenant <span id="tenant-id">{}</span></h2>"#,
         esc(&tenant)
     );
-    if let Some(done) = &q.done {
-        let _ = write!(body, r#"<p class="flash" id="flash">{}</p>"#, esc(done));
+    // What an action did, from a fixed set of messages: a crafted link can say nothing else.
+    let done = match (q.done.as_deref(), q.n.unwrap_or(0)) {
+        (Some("retry"), n) => Some(format!("{n} failed change(s) retried")),
+        (Some("sync"), _) => Some("sync started".to_string()),
+        (Some("sweep"), n) => Some(format!("sweep applied: {n} account(s) deactivated")),
+        _ => None,
+    };
+    if let Some(done) = done {
+        let _ = write!(body, r#"<p class="flash" id="flash">{}</p>"#, esc(&done));
     }
     let _ = write!(
         body,
@@ -550,14 +551,9 @@ async fn tenant_action(
     form: Option<web::Form<CsrfForm>>,
 ) -> HttpResponse {
     let csrf = form.as_ref().and_then(|f| f.csrf.clone());
-    if let Err(r) = admin.authorize_action(&req, csrf.as_deref()) {
-        return r;
-    }
+    or_answer!(admin.authorize_action(&req, csrf.as_deref()));
     let (tenant, action) = path.into_inner();
-    let engine = match api::engine_of(&app, &tenant) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let engine = or_answer!(api::engine_of(&app, &tenant));
     let fields = form.map(|f| f.into_inner().fields).unwrap_or_default();
     match super::governance::run_action(
         &engine,
@@ -567,10 +563,10 @@ async fn tenant_action(
     )
     .await
     {
-        Ok((tab, message)) => see_other(&format!(
-            "/admin/tenants/{}?tab={tab}&done={}",
+        Ok((tab, n)) => see_other(&format!(
+            "/admin/tenants/{}?tab={tab}&done={}&n={n}",
             enc(&tenant),
-            enc(&message)
+            enc(&action)
         )),
         Err(r) => r,
     }

@@ -6,7 +6,7 @@
 // boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
-use super::api::{self, engine_of, query};
+use super::api::{self, engine_of, off_thread, query};
 use super::{bad_request, server_error, AdminState};
 use crate::engine::plan::PlanQuery;
 use crate::engine::state::Actor;
@@ -52,16 +52,9 @@ async fn access_report(
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
     use crate::governance::access::{rows, write, Format};
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let p: AccessParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
-        return r;
-    }
+    or_answer!(admin.authorize(&req));
+    let p: AccessParams = or_answer!(query(&req));
+    or_answer!(known_tenant(&app, p.tenant.as_deref()));
     let format: Format = match p.format.as_deref().unwrap_or("csv").parse() {
         Ok(f) => f,
         Err(e) => return bad_request(e),
@@ -214,41 +207,27 @@ async fn audit_page(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let p: AuditPageParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = known_tenant(&app, Some(&p.tenant)) {
-        return r;
-    }
+    or_answer!(admin.authorize(&req));
+    let p: AuditPageParams = or_answer!(query(&req));
+    or_answer!(known_tenant(&app, Some(&p.tenant)));
     let limit = p.limit.unwrap_or(100);
     if !(1..=api::MAX_PAGE).contains(&limit) {
         return bad_request(format!("limit must be 1..{}", api::MAX_PAGE));
     }
-    let filter = match audit_filter(
+    let filter = or_answer!(audit_filter(
         p.actor.as_deref(),
         p.event.as_deref(),
         p.q.as_deref(),
         p.since.as_deref(),
-    ) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    ));
     let store = app.store.clone();
-    let r = web::block(move || {
-        crate::governance::audit::page(&store, &p.tenant, &filter, p.offset, limit)
-    })
-    .await;
-    match r {
-        Ok(Ok((entries, total))) => {
-            HttpResponse::Ok().json(json!({"total": total, "entries": entries}))
-        }
-        Ok(Err(e)) => server_error(e),
-        Err(e) => server_error(e),
-    }
+    let (entries, total) = or_answer!(
+        off_thread(move || {
+            crate::governance::audit::page(&store, &p.tenant, &filter, p.offset, limit)
+        })
+        .await
+    );
+    HttpResponse::Ok().json(json!({"total": total, "entries": entries}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,24 +245,14 @@ async fn audit_export(
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
     use crate::governance::audit::{export, ExportFilter, ExportFormat};
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let p: AuditExportParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
-        return r;
-    }
+    or_answer!(admin.authorize(&req));
+    let p: AuditExportParams = or_answer!(query(&req));
+    or_answer!(known_tenant(&app, p.tenant.as_deref()));
     let format: ExportFormat = match p.format.as_deref().unwrap_or("jsonl").parse() {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let since = match since_param(p.since.as_deref()) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let since = or_answer!(since_param(p.since.as_deref()));
     let store = app.store.clone();
     let filter = ExportFilter {
         tenant: p.tenant,
@@ -317,24 +286,15 @@ async fn audit_verify(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let p: VerifyParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Err(r) = known_tenant(&app, p.tenant.as_deref()) {
-        return r;
-    }
+    or_answer!(admin.authorize(&req));
+    let p: VerifyParams = or_answer!(query(&req));
+    or_answer!(known_tenant(&app, p.tenant.as_deref()));
     let store = app.store.clone();
-    match web::block(move || crate::governance::audit::verify_json(&store, p.tenant.as_deref()))
-        .await
-    {
-        Ok(Ok(v)) => HttpResponse::Ok().json(v),
-        Ok(Err(e)) => server_error(e),
-        Err(e) => server_error(e),
-    }
+    let v = or_answer!(
+        off_thread(move || crate::governance::audit::verify_json(&store, p.tenant.as_deref()))
+            .await
+    );
+    HttpResponse::Ok().json(v)
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,26 +338,12 @@ async fn plan(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let params: PlanParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let q = match plan_query(&params) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    match web::block(move || engine.plan_query(&q)).await {
-        Ok(Ok(plan)) => HttpResponse::Ok().json(json!({"text": plan.render_text(), "plan": plan})),
-        Ok(Err(e)) => server_error(e),
-        Err(e) => server_error(e),
-    }
+    or_answer!(admin.authorize(&req));
+    let params: PlanParams = or_answer!(query(&req));
+    let q = or_answer!(plan_query(&params));
+    let engine = or_answer!(engine_of(&app, &path));
+    let plan = or_answer!(off_thread(move || engine.plan_query(&q)).await);
+    HttpResponse::Ok().json(json!({"text": plan.render_text(), "plan": plan}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,20 +369,12 @@ async fn sweep_plan(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize(&req) {
-        return r;
-    }
-    let p: SweepParams = match query(&req) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    or_answer!(admin.authorize(&req));
+    let p: SweepParams = or_answer!(query(&req));
     if !(1..=3650).contains(&p.days) {
         return bad_request("days must be 1..3650");
     }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let engine = or_answer!(engine_of(&app, &path));
     let r =
         web::block(move || engine.dormant_plan(p.days, p.include_unmanaged, chrono::Utc::now()))
             .await;
@@ -475,19 +413,14 @@ async fn sweep_apply(
     admin: web::Data<AdminState>,
     body: Result<web::Json<SweepParams>, actix_web::Error>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize_action(&req, None) {
-        return r;
-    }
+    or_answer!(admin.authorize_action(&req, None));
     let Ok(p) = body else {
         return bad_request("expected a JSON body {\"days\": N, \"include_unmanaged\": false}");
     };
     if !(1..=3650).contains(&p.days) {
         return bad_request("days must be 1..3650");
     }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let engine = or_answer!(engine_of(&app, &path));
     // The CLI's `--apply` runs with an admin token: the sweep is the actor (CONTRACT §5).
     match apply_dormant(&engine, p.days, p.include_unmanaged, Actor::Sweep).await {
         Ok(outcome) => HttpResponse::Ok().json(json!({
@@ -512,16 +445,21 @@ async fn retry(
     path: web::Path<String>,
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
-    body: Option<web::Json<RetryBody>>,
+    body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize_action(&req, None) {
-        return r;
-    }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
+    or_answer!(admin.authorize_action(&req, None));
+    let engine = or_answer!(engine_of(&app, &path));
+    // Only an empty body means "every failed change"; a body that does not parse is a 400,
+    // never read as "all".
+    let body: RetryBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryBody::default()
+    } else {
+        or_answer!(
+            serde_json::from_slice(&body).map_err(|e| bad_request(format!(
+                "expected {{\"kind\": \"users\", \"id\": …}} or no body: {e}"
+            )))
+        )
     };
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
     let which = match (body.kind.as_deref(), body.id) {
         (None, None) => None,
         (Some("users"), Some(id)) => Some((crate::scim::schema::ResourceKind::User, id)),
@@ -541,32 +479,28 @@ async fn sync(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Err(r) = admin.authorize_action(&req, None) {
-        return r;
-    }
-    let engine = match engine_of(&app, &path) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    or_answer!(admin.authorize_action(&req, None));
+    let engine = or_answer!(engine_of(&app, &path));
     engine.sync_now();
     HttpResponse::Accepted().json(json!({"sync": "started"}))
 }
 
-/// A console action (`POST /admin/tenants/{t}/{action}`): the tab to show next and a message.
+/// A console action (`POST /admin/tenants/{t}/{action}`): the tab to show next and how many
+/// objects it touched (the page says what that means: a link cannot put words on it).
 pub async fn run_action(
     engine: &Arc<Engine>,
     action: &str,
     fields: &BTreeMap<String, String>,
     actor: Actor,
-) -> Result<(&'static str, String), HttpResponse> {
+) -> Result<(&'static str, u64), HttpResponse> {
     match action {
         "retry" => match engine.retry_failed_by_operator(None) {
-            Ok(n) => Ok(("users", format!("{n} failed change(s) retried"))),
+            Ok(n) => Ok(("users", n)),
             Err(e) => Err(server_error(e)),
         },
         "sync" => {
             engine.sync_now();
-            Ok(("users", "sync started".into()))
+            Ok(("users", 0))
         }
         "sweep" => {
             let days = fields
@@ -578,13 +512,7 @@ pub async fn run_action(
                 .get("include_unmanaged")
                 .is_some_and(|v| v == "on" || v == "true");
             match apply_dormant(engine, days, unmanaged, actor).await {
-                Ok(o) => Ok((
-                    "dormant",
-                    format!(
-                        "sweep applied: {} account(s) deactivated",
-                        o.deactivated.len()
-                    ),
-                )),
+                Ok(o) => Ok(("dormant", o.deactivated.len() as u64)),
                 Err(e) => Err(sweep_answer(e)),
             }
         }

@@ -12,6 +12,17 @@
 // boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
+/// The value of a handler step's `Ok`, or its `Err` — the HTTP answer to send (a 4xx) —
+/// returned from the handler at once.
+macro_rules! or_answer {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(answer) => return answer,
+        }
+    };
+}
+
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -62,7 +73,15 @@ impl AdminState {
         let mut tokens = config.admin.tokens.clone();
         if tokens.is_empty() {
             if let Ok(t) = std::env::var("SCIM_BRIDGE_ADMIN_TOKEN") {
-                if t.chars().count() >= crate::config::MIN_STATIC_TOKEN_CHARS {
+                let tenant_token = config
+                    .tenants
+                    .iter()
+                    .flat_map(|c| c.tokens.iter())
+                    .any(|k| k.expose() == t);
+                if tenant_token {
+                    // A tenant token is never an admin token (CONTRACT §5).
+                    tracing::error!("SCIM_BRIDGE_ADMIN_TOKEN is a tenant's token and is not used as an admin token");
+                } else if t.chars().count() >= crate::config::MIN_STATIC_TOKEN_CHARS {
                     tokens.push(crate::config::Secret::new(t));
                 } else if !t.is_empty() {
                     tracing::warn!(
@@ -125,7 +144,10 @@ impl AdminState {
                 return Ok(p);
             }
         }
-        if bearer(req).is_some() || req.cookie(auth::SESSION_COOKIE).is_some() {
+        // Only a wrong token counts towards the lockout: a session that expired (or did not
+        // survive a restart) is not a guess, and an open console tab polling with one must not
+        // lock its operator out.
+        if bearer(req).is_some() {
             if let Some(ip) = who {
                 self.failures.record(ip, "admin", now);
             }
@@ -226,7 +248,8 @@ pub fn start(
                 HttpResponse::NotFound().json(json!({"error": "no such admin path"}))
             }))
     })
-    .workers(1)
+    // Two, so that a long report never holds up a Prometheus scrape or a readiness probe.
+    .workers(2)
     .shutdown_timeout(10)
     .disable_signals()
     .listen(listener)

@@ -147,8 +147,9 @@ fn rfc3339_now() -> String {
 /// A vendor's last sign-in in one form: RFC 3339 in UTC, whole seconds (`2024-01-15T09:30:00Z`),
 /// so that it sorts and compares as text. Takes RFC 3339 with any offset or fraction, a
 /// date-time without a zone (read as UTC: Sisense types `lastLogin` only as "string", B.4)
-/// and unix milliseconds;
-/// anything else, or an empty value, is `None` (the vendor did not say when).
+/// and unix time (seconds below 10^11, milliseconds above). An empty value is `None` (the
+/// vendor did not say). Anything else is kept as it came (clipped): the vendor *did* report a
+/// sign-in, so the dormant sweep must read it as "unknown", never as "never signed in".
 pub fn normalise_last_login(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() {
@@ -161,10 +162,16 @@ pub fn normalise_last_login(raw: &str) -> Option<String> {
         .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
     {
         t.and_utc()
-    } else if let Ok(ms) = raw.parse::<i64>() {
-        chrono::DateTime::from_timestamp_millis(ms)?
+    } else if let Some(t) = raw.parse::<i64>().ok().and_then(|n| {
+        if n.abs() < 100_000_000_000 {
+            chrono::DateTime::from_timestamp(n, 0)
+        } else {
+            chrono::DateTime::from_timestamp_millis(n)
+        }
+    }) {
+        t
     } else {
-        return None;
+        return Some(raw.chars().take(64).collect());
     };
     Some(utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
@@ -924,8 +931,10 @@ mod tests {
             Some("2024-01-15T09:30:00Z")
         );
         assert_eq!(n("1705311000000").as_deref(), Some("2024-01-15T09:30:00Z"));
+        assert_eq!(n("1705311000").as_deref(), Some("2024-01-15T09:30:00Z"));
         assert_eq!(n(""), None);
-        assert_eq!(n("yesterday"), None);
+        // Reported but unreadable: kept, so that the sweep calls it unknown.
+        assert_eq!(n("yesterday").as_deref(), Some("yesterday"));
     }
 
     #[test]

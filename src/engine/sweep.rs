@@ -248,10 +248,18 @@ enum Idleness {
 }
 
 /// Idle since the last sign-in, else since the account was made.
-fn idleness(last_login: Option<&str>, created: Option<&str>) -> Idleness {
+fn idleness(last_login: Option<&str>, created: Option<&str>, now: DateTime<Utc>) -> Idleness {
     let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
     match (last_login, created) {
         (Some(l), _) => match parse(l) {
+            // Before 2000 or in the future: a misread value (seconds read as milliseconds, a
+            // zero date), not a sign-in.
+            Ok(t) if t.timestamp() < 946_684_800 || t > now + chrono::Duration::days(1) => {
+                Idleness::Unknown(format!(
+                    "the vendor's last sign-in {:?} is not plausible",
+                    clip(l)
+                ))
+            }
             Ok(t) => Idleness::Since(t),
             Err(_) => Idleness::Unknown(format!(
                 "the vendor's last sign-in {:?} is not a date",
@@ -394,7 +402,7 @@ impl Engine {
             .and_then(|m| m.get("created"))
             .and_then(Value::as_str);
         let idle = if self.caps.reports_last_login {
-            idleness(last_login.as_deref(), created)
+            idleness(last_login.as_deref(), created, now)
         } else {
             Idleness::Unknown(format!(
                 "{} does not report sign-ins, so idleness cannot be told",
@@ -915,21 +923,30 @@ mod tests {
     #[test]
     fn idleness_counts_from_the_last_sign_in_else_from_the_accounts_creation() {
         assert_eq!(
-            idleness(Some("2026-01-01T00:00:00Z"), Some("2020-01-01T00:00:00Z")),
+            idleness(
+                Some("2026-01-01T00:00:00Z"),
+                Some("2020-01-01T00:00:00Z"),
+                Utc::now()
+            ),
             Idleness::Since(at("2026-01-01T00:00:00Z"))
         );
         assert_eq!(
-            idleness(None, Some("2020-01-01T00:00:00.123Z")),
+            idleness(None, Some("2020-01-01T00:00:00.123Z"), Utc::now()),
             Idleness::Since(at("2020-01-01T00:00:00.123Z"))
         );
         assert!(matches!(
-            idleness(Some("yesterday"), Some("2020-01-01T00:00:00Z")),
+            idleness(Some("yesterday"), Some("2020-01-01T00:00:00Z"), Utc::now()),
             Idleness::Unknown(w) if w.contains("\"yesterday\"")
         ));
-        assert!(matches!(idleness(None, None), Idleness::Unknown(_)));
+        assert!(matches!(
+            idleness(None, None, Utc::now()),
+            Idleness::Unknown(_)
+        ));
         // A hostile value is clipped in the message, never echoed whole.
         let long = "x".repeat(10_000);
-        assert!(matches!(idleness(Some(&long), None), Idleness::Unknown(w) if w.len() < 200));
+        assert!(
+            matches!(idleness(Some(&long), None, Utc::now()), Idleness::Unknown(w) if w.len() < 200)
+        );
     }
 
     fn table(protected: Option<&str>) -> RoleTable {

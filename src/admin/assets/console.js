@@ -18,7 +18,14 @@ function refreshTenants() {
     return;
   }
   fetch("/admin/api/tenants", { credentials: "same-origin" })
-    .then(function (r) { return r.ok ? r.json() : null; })
+    .then(function (r) {
+      if (r.status === 401) {
+        // The session ended: stop asking, the next click goes to the sign-in page.
+        window.clearInterval(timer);
+        return null;
+      }
+      return r.ok ? r.json() : null;
+    })
     .then(function (rows) {
       if (!rows) {
         return;
@@ -49,6 +56,7 @@ function refreshTenants() {
     .catch(function () { /* the next tick tries again */ });
 }
 
+var timer = null;
 if (document.getElementById("tenants")) {
-  window.setInterval(refreshTenants, 5000);
+  timer = window.setInterval(refreshTenants, 5000);
 }
