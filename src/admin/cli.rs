@@ -5,7 +5,7 @@
 
 use super::client::{AdminClient, Progress};
 use crate::config::Config;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -113,13 +113,7 @@ impl Target {
 }
 
 fn since_arg(since: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    since
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|d| d.with_timezone(&chrono::Utc))
-                .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))
-        })
-        .transpose()
+    crate::governance::audit::parse_since(since).map_err(|e| anyhow::anyhow!("--{e}"))
 }
 
 /// `audit export`.

@@ -144,13 +144,7 @@ where
 }
 
 fn since_param(since: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, HttpResponse> {
-    since
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|d| d.with_timezone(&chrono::Utc))
-                .map_err(|_| bad_request(format!("since {s:?} is not an RFC 3339 time")))
-        })
-        .transpose()
+    crate::governance::audit::parse_since(since).map_err(bad_request)
 }
 
 /// A tenant named in a query must be configured (else 404).

@@ -691,6 +691,18 @@ pub fn verify_json(store: &Store, tenant: Option<&str>) -> Result<serde_json::Va
     }
 }
 
+/// The `since` of an export or a page (RFC 3339, any offset), as the API and the CLI read it;
+/// the message names the value.
+pub fn parse_since(since: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+    since
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| format!("since {s:?} is not an RFC 3339 time"))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
