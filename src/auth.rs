@@ -156,6 +156,12 @@ impl TenantAuth {
         &self.tenant
     }
 
+    /// Whether the tenant has a `jwt_secret`, that is accepts JWTs (which `token revoke`
+    /// needs: a tenant without one has no JWT to revoke).
+    pub fn accepts_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
     /// Static tokens first: the bearer's SHA-256 is compared in constant time against every
     /// stored hash (all of them, so the position of a match does not show in the timing). Else,
     /// if the bearer looks like a JWT and the tenant has a `jwt_secret`: HS256 with

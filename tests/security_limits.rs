@@ -830,3 +830,46 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         json!("https://scim.example.org/tenants/a/scim/v2/ServiceProviderConfig")
     );
 }
+
+/// 7. A chunked body that stalls (a chunk of `{`, then nothing) gets 408 at the body-read
+///    deadline and its connection is closed (the read sees EOF), as a stalled Content-Length
+///    body's is: actix would otherwise keep the connection, waiting for the rest of the body.
+#[tokio::test]
+async fn a_stalled_chunked_body_gets_408_and_its_connection_closes() {
+    let b = Bridge::start(
+        "stalled chunked body",
+        "",
+        r#"body_read_timeout = "1s"
+request_timeout = "10s""#,
+    )
+    .await;
+    let addr = b.addr();
+    for (label, first) in [("a chunk", "1\r\n{\r\n"), ("a chunk's size only", "40\r\n")] {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /tenants/a/scim/v2/Users HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOK_A}\r\n\
+             Content-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n{first}"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let raw = read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|got| panic!("{label}: the connection stays open after: {got:?}"));
+        let took = started.elapsed();
+        let (status, head, body) = parse_raw(&raw);
+        assert_eq!(status, 408, "{label}: {raw}");
+        assert!(head.contains("connection: close"), "{label}: {head}");
+        let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| {
+            // A chunked answer: the JSON sits between the chunk sizes.
+            panic!("{label}: not a JSON body ({e}): {body:?}")
+        });
+        assert_eq!(v["status"], "408", "{v}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{label}: 408 after {took:?}, the deadline is 1 s"
+        );
+    }
+    // The bridge still serves.
+    let r = get(&client(), &format!("{}/Users", b.base("a")), Some(TOK_A)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -14,6 +14,7 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_scim-bridge");
 const KEY: &str = "security-tokens-signing-key-0123456789";
 const STATIC: &str = "static-token-0123456789abcdef0123456789";
+const ADMIN: &str = "admin-token-of-the-token-tests-0123456789";
 
 struct Running(Child);
 
@@ -70,9 +71,21 @@ impl Setup {
             .arg(self.data());
         (spawn_listening(&mut cmd), port)
     }
+    /// `serve` with the config's own `[admin] listen` (the CLI finds the admin API there).
+    fn serve_with_its_admin_listener(&self) -> (Running, u16) {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.dir.path())
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(self.data());
+        (spawn_listening(&mut cmd), port)
+    }
     fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(BIN)
             .current_dir(self.dir.path())
+            .env_remove("SCIM_BRIDGE_ADMIN_TOKEN")
             .args(args)
             .arg("--config")
             .arg(self.config())
@@ -345,10 +358,12 @@ fn a_revoked_jti_gets_401_after_a_restart() {
 
     let (bridge, port) = setup.serve();
     assert_eq!(status(port, "acme", &jwt), 200);
-    // The running bridge holds the store: revoke says so, and changes nothing.
+    // The running bridge holds the store, and no admin token was given to revoke through its
+    // admin API: revoke says so, and changes nothing.
     let (ok, _, err) = setup.cli(&["token", "revoke", "--tenant", "acme", "--jti", &jti]);
     assert!(!ok);
-    assert!(err.contains("running bridge holds it"), "{err}");
+    assert!(err.contains("in use by a running bridge"), "{err}");
+    assert!(err.contains("admin token"), "{err}");
     assert_eq!(status(port, "acme", &jwt), 200);
     drop(bridge);
 
@@ -416,4 +431,96 @@ fn config_check_warns_when_two_tenants_share_a_jwt_secret() {
     assert!(err.contains("warning: tenants[1].jwt_secret"), "{err}");
     assert!(err.contains("tenants[0].jwt_secret"), "{err}");
     assert!(!err.contains(KEY) && !out.contains(KEY));
+}
+
+/// The audit entries of `tenant` exported (JSONL) by `audit export` from the stopped bridge's
+/// store, and whether `audit verify` passes there.
+fn audit_of_stopped(setup: &Setup) -> (Vec<serde_json::Value>, bool) {
+    let data = setup.data();
+    let data = data.to_str().unwrap();
+    let (ok, out, err) = setup.cli(&["audit", "export", "--tenant", "acme", "--data-dir", data]);
+    assert!(ok, "{err}");
+    let entries = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (verified, out, err) = setup.cli(&["audit", "verify", "--data-dir", data]);
+    assert!(out.contains("intact") || !verified, "{out}{err}");
+    (entries, verified)
+}
+
+#[test]
+fn token_revoke_goes_through_a_running_bridge_at_once_and_through_the_store_without_one() {
+    let admin_port = free_port();
+    let setup = Setup::new(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntokens = [\"{ADMIN}\"]\n"
+    ));
+    let issue = || {
+        let (ok, out, err) = setup.cli(&["token", "issue", "--tenant", "acme", "--ttl", "1h"]);
+        assert!(ok, "{err}");
+        let jwt = out.trim().to_string();
+        let jti = jti_of(&jwt);
+        (jwt, jti)
+    };
+    let (jwt1, jti1) = issue();
+    let (jwt2, jti2) = issue();
+    let (jwt3, _) = issue();
+    let revoke = |jti: &str, extra: &[&str]| {
+        let mut args = vec!["token", "revoke", "--tenant", "acme", "--jti", jti];
+        args.extend(extra);
+        setup.cli(&args)
+    };
+
+    let (bridge, port) = setup.serve_with_its_admin_listener();
+    assert_eq!(status(port, "acme", &jwt1), 200);
+    // Bad input is refused before anything is asked.
+    let (ok, _, err) = revoke("not a jti", &["--admin-token", ADMIN]);
+    assert!(!ok && err.contains("--jti"), "{err}");
+    // A tenant's token is not an admin token.
+    let (ok, _, err) = revoke(&jti1, &["--admin-token", STATIC]);
+    assert!(!ok && err.contains("401"), "{err}");
+    assert!(!err.contains(STATIC), "{err}");
+    assert_eq!(status(port, "acme", &jwt1), 200);
+
+    // Through the running bridge's admin API (found at the config's `[admin] listen`): the
+    // very next request with the token is refused.
+    let (ok, out, err) = revoke(&jti1, &["--admin-token", ADMIN, "--reason", "leaked"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&jti1) && out.contains("revoked"), "{out}");
+    assert!(err.contains("admin API"), "{err}");
+    assert_eq!(status(port, "acme", &jwt1), 401);
+    assert_eq!(status(port, "acme", &jwt2), 200);
+    assert_eq!(status(port, "acme", STATIC), 200);
+    let (ok, out, err) = revoke(&jti1, &["--admin-token", ADMIN]);
+    assert!(ok && out.contains("already revoked"), "{out}{err}");
+    // `audit verify` through the same admin API.
+    let (ok, out, err) = setup.cli(&["audit", "verify", "--admin-token", ADMIN]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    drop(bridge);
+
+    // No bridge runs: the store, directly, audited too.
+    let (ok, out, err) = revoke(&jti2, &["--reason", "rotated"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&jti2) && out.contains("revoked"), "{out}");
+    let (entries, verified) = audit_of_stopped(&setup);
+    assert!(verified, "the chain verifies: {entries:?}");
+    let revoked: Vec<_> = entries
+        .iter()
+        .filter(|e| e["event"] == "token_revoked")
+        .collect();
+    assert_eq!(revoked.len(), 2, "{entries:?}");
+    for (e, (jti, reason)) in revoked.iter().zip([(&jti1, "leaked"), (&jti2, "rotated")]) {
+        assert_eq!(e["actor"], "operator", "{e}");
+        assert_eq!(e["after"]["jti"], json!(jti), "{e}");
+        assert_eq!(e["detail"], json!(reason), "{e}");
+    }
+    let text = serde_json::to_string(&entries).unwrap();
+    for secret in [jwt1.as_str(), jwt2.as_str(), KEY, STATIC, ADMIN] {
+        assert!(!text.contains(secret), "token material in the audit log");
+    }
+
+    let (_bridge, port) = setup.serve_with_its_admin_listener();
+    assert_eq!(status(port, "acme", &jwt1), 401);
+    assert_eq!(status(port, "acme", &jwt2), 401);
+    assert_eq!(status(port, "acme", &jwt3), 200);
 }

@@ -201,11 +201,13 @@ pub async fn entry(
         );
     }
     // A body that was announced but not read to its end (refused before it was read, too
-    // large, too slow) is not drained: the connection closes after the answer.
+    // large, too slow) is not drained: the connection closes after the answer. The body is
+    // held until the answer is written, or actix would drain a chunked one (and wait for a
+    // stalled one for ever) instead of closing; see `close_keeping_body`.
     if resp.status() == StatusCode::REQUEST_TIMEOUT
         || (declares_body(req.headers()) && body.state.get() != BodyState::Read)
     {
-        response::close_connection(&mut resp);
+        resp = crate::admin::deadlines::close_keeping_body(resp, body.clone());
     }
     state.metrics.observe(
         tenant_label,

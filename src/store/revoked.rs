@@ -3,11 +3,14 @@
 //! every request (a sled lookup, no copy taken at start), so a revocation written through the
 //! store counts from the next request on.
 //!
-//! Each entry is its own record of who revoked the token and when: the store's audit log is the
-//! role-change log of the connectors, so the revocation keeps its record here until the
-//! hash-chained audit log (issue 13) takes it over.
+//! Each entry is its own record of who revoked the token and when. [`RevokedTokens::revoke_audited`]
+//! also appends a `token_revoked` entry (actor `operator`) to the tenant's hash-chained audit
+//! log, in the same sled transaction as the deny-list write: a crash leaves both or neither,
+//! never a revocation the audit log does not show (nor an audit entry for a token that still
+//! works). The entry names the `jti` and the reason, never any token material.
 
-use crate::store::{Store, StoreError, Tree};
+use crate::store::audit::{AuditEntry, AuditEvent, AuditLog};
+use crate::store::{Batch, Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
 /// The longest `jti` accepted by `revoke` (a uuid is 36 characters).
@@ -71,19 +74,58 @@ impl RevokedTokens {
         if let Some(existing) = self.get(jti)? {
             return Ok(Revoked::Already(existing));
         }
-        let record = Revocation {
+        let record = self.record(jti, revoked_by, reason);
+        self.tree.insert(jti.as_bytes(), self.encode(&record)?)?;
+        self.tree.raw().flush()?;
+        Ok(Revoked::Added(record))
+    }
+
+    /// [`revoke`](Self::revoke), and the audit entry of a new revocation appended to `audit`
+    /// (the same tenant's log) in one sled transaction across the two trees, then flushed
+    /// before returning: once this returns `Added`, the token is refused from the next request
+    /// on and the chain shows who revoked it, even after a crash. An `Already` writes nothing.
+    pub fn revoke_audited(
+        &self,
+        audit: &AuditLog,
+        jti: &str,
+        revoked_by: &str,
+        reason: Option<&str>,
+    ) -> Result<Revoked, StoreError> {
+        // One revocation at a time in this process, so two operators revoking the same `jti`
+        // at once give one record and one audit entry, not two (the existence check and the
+        // write are not in one transaction: the chain append cannot be).
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = self.get(jti)? {
+            return Ok(Revoked::Already(existing));
+        }
+        let record = self.record(jti, revoked_by, reason);
+        let mut batch = Batch::default();
+        batch.insert(jti.as_bytes(), self.encode(&record)?);
+        let mut entry = AuditEntry::new(AuditEvent::TokenRevoked, "operator", "token revoke")
+            .after(serde_json::json!({ "jti": jti, "revoked_by": revoked_by }))
+            .detail(reason.unwrap_or_default());
+        // The console's "object" column: the token, by its id (never the token itself).
+        entry.user_name = jti.to_string();
+        audit.apply_with(self.tree.raw(), batch, std::slice::from_ref(&entry))?;
+        self.tree.raw().flush()?;
+        Ok(Revoked::Added(record))
+    }
+
+    fn record(&self, jti: &str, revoked_by: &str, reason: Option<&str>) -> Revocation {
+        Revocation {
             jti: jti.to_string(),
             revoked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             revoked_by: revoked_by.to_string(),
             reason: reason.map(str::to_string),
-        };
-        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
-            key: jti.to_string(),
+        }
+    }
+
+    fn encode(&self, record: &Revocation) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            key: record.jti.clone(),
             reason: e.to_string(),
-        })?;
-        self.tree.insert(jti.as_bytes(), value)?;
-        self.tree.raw().flush()?;
-        Ok(Revoked::Added(record))
+        })
     }
 
     /// The record of `jti`, when revoked.
