@@ -655,3 +655,190 @@ fn a_100000_entry_log_exports_as_a_stream_with_progress_and_verifies() {
         started.elapsed()
     );
 }
+
+/// The checkpoint as the store keeps it, rewritten by hand (as someone who read the module doc
+/// would): the retention record the chain carries is what gives it away.
+fn forge_checkpoint(store: &Store, tenant: &str, seq: u64, hash: &str, at: &str, pruned: u64) {
+    let tree = store.tree(tenant, "audit").unwrap();
+    tree.insert(
+        "checkpoint",
+        serde_json::to_vec(&json!({"seq": seq, "hash": hash, "at": at, "pruned": pruned})).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Removes entries `from..=to` as a forger would, and returns the stored entry `to + 1` (whose
+/// `prev` is the hash the forged checkpoint needs) and entry `to`'s time.
+fn cut_oldest(store: &Store, tenant: &str, from: u64, to: u64) -> (Map<String, Value>, String) {
+    let tree = store.tree(tenant, "audit").unwrap();
+    let mut last_at = String::new();
+    for seq in from..=to {
+        let e: Value = serde_json::from_slice(&tree.get(entry_key(seq)).unwrap().unwrap()).unwrap();
+        last_at = e["at"].as_str().unwrap().to_string();
+        tree.remove(entry_key(seq)).unwrap();
+    }
+    let next = serde_json::from_slice(&tree.get(entry_key(to + 1)).unwrap().unwrap()).unwrap();
+    (next, last_at)
+}
+
+#[test]
+fn a_forged_checkpoint_over_removed_old_entries_is_found_and_named() {
+    // No retention ever ran: the three oldest entries removed, and a checkpoint forged so that
+    // the chain seems to start after them (its hash is the next entry's `prev`).
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = AuditLog::open(&store, "acme").unwrap();
+    let at = Utc::now() - Days::days(3);
+    let batch: Vec<AuditEntry> = (0..8)
+        .map(|i| entry_at(at + Days::minutes(i), &format!("u{i}"), "patch"))
+        .collect();
+    log.append(&batch).unwrap();
+    verify(&store, Some("acme")).unwrap();
+    let (next, last_at) = cut_oldest(&store, "acme", 1, 3);
+    forge_checkpoint(
+        &store,
+        "acme",
+        3,
+        next["prev"].as_str().unwrap(),
+        &last_at,
+        3,
+    );
+    let fault = verify(&store, Some("acme")).unwrap_err();
+    let said = fault.to_string();
+    let (_, seq, kind) = broken(Err::<(), _>(fault));
+    assert_eq!(seq, 4, "{said}");
+    assert!(matches!(kind, FaultKind::Checkpoint(_)), "{kind:?}");
+    assert!(
+        said.contains("retention checkpoint does not match the chain")
+            && said.contains("no retention_pruned entry"),
+        "{said}"
+    );
+
+    // After a real retention run, more old entries removed and the checkpoint moved over them.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = AuditLog::open(&store, "acme").unwrap();
+    let old = Utc::now() - Days::days(400);
+    let young = Utc::now() - Days::days(2);
+    let mut batch: Vec<AuditEntry> = (0..5)
+        .map(|i| entry_at(old + Days::hours(i), &format!("old{i}"), "patch"))
+        .collect();
+    batch.extend((0..6).map(|i| entry_at(young + Days::hours(i), &format!("new{i}"), "patch")));
+    log.append(&batch).unwrap();
+    assert_eq!(
+        enforce_retention(&store, "acme", Utc::now() - Days::days(365)).unwrap(),
+        5
+    );
+    // The retention entry (seq 12) carries the checkpoint: entries from 6 on are kept.
+    let record = log.entries().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (record.seq, record.event),
+        (12, AuditEvent::RetentionPruned)
+    );
+    assert_eq!(record.after["first_kept_seq"], 6);
+    let cp = verify(&store, Some("acme")).unwrap().chains[0]
+        .checkpoint
+        .clone()
+        .unwrap();
+    assert_eq!(record.after["last_pruned_hash"], cp.hash.as_str());
+    assert_eq!(record.after["pruned_total"], 5);
+
+    let (next, last_at) = cut_oldest(&store, "acme", 6, 8);
+    forge_checkpoint(
+        &store,
+        "acme",
+        8,
+        next["prev"].as_str().unwrap(),
+        &last_at,
+        8,
+    );
+    let fault = verify(&store, Some("acme")).unwrap_err();
+    let said = fault.to_string();
+    let (tenant, seq, kind) = broken(Err::<(), _>(fault));
+    assert_eq!((tenant.as_str(), seq), ("acme", 6), "{said}");
+    assert!(matches!(kind, FaultKind::Checkpoint(_)), "{kind:?}");
+    assert!(
+        said.contains("entries up to 8 were pruned, the chain records up to 5")
+            && said.contains("entry 12")
+            && said.contains("entries 6..8 were removed outside retention"),
+        "{said}"
+    );
+
+    // The checkpoint's seq left alone but its time or count rewritten: named as well.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = AuditLog::open(&store, "acme").unwrap();
+    log.append(&batch).unwrap();
+    enforce_retention(&store, "acme", Utc::now() - Days::days(365)).unwrap();
+    let cp = verify(&store, Some("acme")).unwrap().chains[0]
+        .checkpoint
+        .clone()
+        .unwrap();
+    forge_checkpoint(
+        &store,
+        "acme",
+        cp.seq,
+        &cp.hash,
+        "2020-01-01T00:00:00Z",
+        cp.pruned,
+    );
+    let (_, seq, kind) = broken(verify(&store, Some("acme")));
+    assert_eq!(seq, 6);
+    assert!(
+        matches!(kind, FaultKind::Checkpoint(ref why) if why.contains("time")),
+        "{kind}"
+    );
+    forge_checkpoint(&store, "acme", cp.seq, &cp.hash, &cp.at, cp.pruned);
+    verify(&store, Some("acme")).unwrap();
+}
+
+#[test]
+fn retention_in_steps_chains_each_checkpoint_and_verifies() {
+    // More than one step (5,000 entries each): every step records its own checkpoint, and
+    // the chain verifies after each run, and after appends.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = AuditLog::open(&store, "acme").unwrap();
+    let old = Utc::now() - Days::days(400);
+    for chunk in 0..12 {
+        let batch: Vec<AuditEntry> = (0..1000)
+            .map(|i| entry_at(old + Days::seconds(chunk * 1000 + i), "old", "patch"))
+            .collect();
+        log.append(&batch).unwrap();
+    }
+    log.append(&[entry_at(Utc::now(), "young", "patch")])
+        .unwrap();
+    let cutoff = Utc::now() - Days::days(365);
+    assert_eq!(enforce_retention(&store, "acme", cutoff).unwrap(), 12_000);
+    let entries = log.entries().unwrap();
+    let records: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| e.event == AuditEvent::RetentionPruned)
+        .collect();
+    let kept: Vec<u64> = records
+        .iter()
+        .map(|e| e.after["first_kept_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [5_001, 10_001, 12_001]);
+    assert!(records.iter().all(|e| e.actor == "operator"));
+    let chain = verify(&store, Some("acme")).unwrap().chains[0].clone();
+    assert_eq!(
+        chain.checkpoint.map(|c| (c.seq, c.pruned)),
+        Some((12_000, 12_000))
+    );
+    assert_eq!((chain.first_seq, chain.entries), (Some(12_001), 4));
+
+    // A second run a long time later prunes the young entry and the records of the first run
+    // too: the newest record still names the checkpoint.
+    let later = Utc::now() + Days::days(1);
+    assert_eq!(enforce_retention(&store, "acme", later).unwrap(), 4);
+    let chain = verify(&store, Some("acme")).unwrap().chains[0].clone();
+    assert_eq!(
+        chain.checkpoint.map(|c| (c.seq, c.pruned)),
+        Some((12_004, 12_004))
+    );
+    assert_eq!((chain.first_seq, chain.last_seq), (Some(12_005), 12_005));
+    log.append(&[entry_at(Utc::now(), "after", "patch")])
+        .unwrap();
+    assert_eq!(verify(&store, None).unwrap().chains[0].last_seq, 12_006);
+}

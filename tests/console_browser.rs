@@ -1,6 +1,9 @@
 //! The admin console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 //! driven over WebDriver by `fantoccini`), against a real bridge and the Tableau simulator:
-//! sign in, see the tenants, open a tenant, retry a failed delivery, apply a dormant sweep.
+//! sign in, see the tenants, open a tenant, retry one failed delivery (its row's Retry button)
+//! and then every failed one, sync now and find that request in the audit log (filtered by
+//! actor, and by `since`), apply a dormant sweep, and watch an audit export's progress on the
+//! dashboard.
 //! Every page is checked for console errors (a CSP violation is one), and a screenshot of each
 //! main page is kept in `target/console-screenshots/` as the test's artefact.
 //!
@@ -233,10 +236,10 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
         .expect("a failed user")
         .to_string();
     // `holder` holds the seat; `waiting` waits for one.
-    let (holder, holder_name, waiting_name) = if failed_name == "x@acme.test" {
-        (c1.clone(), "c1@acme.test", "x@acme.test")
+    let (holder, holder_name, waiting, waiting_name) = if failed_name == "x@acme.test" {
+        (c1.clone(), "c1@acme.test", x.clone(), "x@acme.test")
     } else {
-        (x.clone(), "x@acme.test", "c1@acme.test")
+        (x.clone(), "x@acme.test", c1.clone(), "c1@acme.test")
     };
     // Sign-ins at Tableau: d last signed in 400 days ago, the others today.
     let now = chrono::Utc::now();
@@ -320,6 +323,66 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
     assert!(waiting_row.contains("failed: Tableau"), "{users}");
     check_page(&c, "tenant-users").await;
 
+    // Its row has a Retry button (the holder's, applied, has none). Retried while the seat is
+    // still taken: delivered again as the operator's change, refused again, failed again.
+    assert!(c
+        .find(Locator::Css(&format!("button[data-retry='{holder}']")))
+        .await
+        .is_err());
+    let audit_api = format!("/admin/api/audit?tenant={BRIDGE_TENANT}");
+    c.find(Locator::Css(&format!("button[data-retry='{waiting}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    assert!(text_of(&c, "#flash")
+        .await
+        .contains("1 failed change(s) retried"));
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("tab=users"));
+    let asked = admin_until(
+        &admin,
+        &format!("{audit_api}&event=retry_requested"),
+        "the retry request audited",
+        |v| v["total"].as_u64() == Some(1),
+    )
+    .await;
+    let asked = &asked["entries"][0];
+    assert_eq!(
+        (
+            asked["actor"].as_str(),
+            asked["name"].as_str(),
+            asked["scim_id"].as_str()
+        ),
+        (Some("operator"), Some(waiting_name), Some(waiting.as_str())),
+        "{asked}"
+    );
+    assert_eq!(asked["detail"], "1", "{asked}");
+    admin_until(
+        &admin,
+        &format!("{audit_api}&event=delivery_refused&actor=operator"),
+        "the retried delivery refused again, as the operator's",
+        |v| {
+            v["entries"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["name"] == waiting_name))
+        },
+    )
+    .await;
+    admin_until(
+        &admin,
+        &format!("/admin/api/tenants/{BRIDGE_TENANT}"),
+        "failed again",
+        |v| v["outbox_failed"].as_u64() == Some(1),
+    )
+    .await;
+
     // A seat frees up (the holder leaves the Creators), and the operator retries the failure.
     idp.patch_ok(
         &format!("/Groups/{creators}"),
@@ -352,6 +415,7 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
     check_page(&c, "tenant-retried").await;
 
     // The vendor's sign-ins are read by a sync (the console's "Sync now").
+    let before_sync = chrono::Utc::now();
     c.find(Locator::Id("sync-now"))
         .await
         .unwrap()
@@ -370,6 +434,79 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
         },
     )
     .await;
+
+    // The audit tab, filtered to what happened since "Sync now": the operator's request is
+    // there, as the operator's; the creates and retries before it are not.
+    c.goto(&format!("{admin}/admin/tenants/{BRIDGE_TENANT}?tab=audit"))
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#audit").await.contains("user_created"));
+    let since = before_sync.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    c.find(Locator::Id("audit-since"))
+        .await
+        .unwrap()
+        .send_keys(&since)
+        .await
+        .unwrap();
+    c.find(Locator::Id("audit-filter"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while !c.current_url().await.unwrap().as_str().contains("since=") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the filter did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = text_of(&c, "#audit").await;
+    let requested = audit
+        .lines()
+        .find(|l| l.contains("sync_requested"))
+        .unwrap_or_else(|| panic!("no sync request in {audit}"));
+    assert!(
+        requested.contains("operator") && requested.contains("sync now, requested in the console"),
+        "{requested}"
+    );
+    assert!(
+        !audit.contains("user_created") && !audit.contains("retry_requested"),
+        "entries before {since} are filtered out: {audit}"
+    );
+    assert_eq!(
+        c.find(Locator::Id("audit-since"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(since.as_str()),
+        "the filter is kept in the form"
+    );
+    check_page(&c, "tenant-audit-since").await;
+    // A `since` that is no RFC 3339 time: a 400 page saying so, never a 5xx.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{admin}/admin/tenants/{BRIDGE_TENANT}?tab=audit&since=yesterday"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("filter-error")
+            && html.contains("since &quot;yesterday&quot; is not an RFC 3339 time"),
+        "{html}"
+    );
 
     // The dormant plan, then the sweep applied.
     c.goto(&format!(
@@ -417,7 +554,11 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
         .await
         .unwrap();
     let audit = text_of(&c, "#audit").await;
-    assert!(audit.contains("operator"), "{audit}");
+    let swept = audit
+        .lines()
+        .find(|l| l.contains("user_deactivated") && l.contains("dormant@acme.test"))
+        .unwrap_or_else(|| panic!("no deactivation of dormant@acme.test in {audit}"));
+    assert!(swept.contains("operator"), "{swept}");
     check_page(&c, "tenant-audit").await;
     c.goto(&format!("{admin}/admin/tenants/{BRIDGE_TENANT}?tab=plan"))
         .await
@@ -428,6 +569,66 @@ rules = [ {{ group = "Tableau Creators", role = "Creator" }} ]
         .unwrap();
     assert!(text_of(&c, "#access").await.contains("dormant@acme.test"));
     check_page(&c, "tenant-access").await;
+
+    // An audit export of 100,000 entries more, held up by a client that does not read it:
+    // the dashboard shows it running with its rows so far and its total, and drops it once
+    // the client went away (the page's JS refreshes the list).
+    let store = server.state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        use scim_bridge::store::audit::{AuditEntry, AuditEvent, AuditLog};
+        let log = AuditLog::open(&store, "archive").unwrap();
+        for chunk in 0..100 {
+            let batch: Vec<AuditEntry> = (0..1000)
+                .map(|i| {
+                    let name = format!("archived-{chunk}-{i}@acme.test");
+                    AuditEntry::new(AuditEvent::UserUpdated, "idp", "patch")
+                        .user(&format!("id-{chunk}-{i}"), &name, "v")
+                        .before(json!({"email": format!("old-{name}")}))
+                        .after(json!({"email": name}))
+                })
+                .collect();
+            log.append(&batch).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let held = reqwest::Client::new()
+        .get(format!("{admin}/admin/api/audit/export?format=jsonl"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status().as_u16(), 200);
+    let running = admin_until(&admin, "/admin/api/exports", "a running export", |v| {
+        v[0]["rows"].as_u64().is_some_and(|r| r > 0) && v[0]["total"].is_u64()
+    })
+    .await;
+    let total = running[0]["total"].as_u64().unwrap();
+    assert!(total > 100_000, "{running}");
+    assert!(running[0]["rows"].as_u64().unwrap() < total, "{running}");
+    assert_eq!(running[0]["export"], "audit");
+    c.goto(&format!("{admin}/admin")).await.unwrap();
+    let shown = text_of(&c, "#exports li[data-export]").await;
+    assert!(
+        shown.starts_with("audit export (all tenants, jsonl): ")
+            && shown.ends_with(&format!(" / {total} rows")),
+        "{shown}"
+    );
+    check_page(&c, "tenants-export").await;
+    drop(held);
+    let started = Instant::now();
+    loop {
+        let list = text_of(&c, "#exports").await;
+        if list.contains("none running") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the export stays listed: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    check_page(&c, "tenants-export-done").await;
 
     c.close().await.unwrap();
     server.stop().await;

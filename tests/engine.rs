@@ -486,6 +486,7 @@ impl VendorAdapter for FakeVendor {
                 vec![name.into()]
             },
             display: name.into(),
+            admin: id == ADMIN,
         };
         Ok(RoleCatalog {
             roles: vec![

@@ -183,6 +183,12 @@ rules = [ {{ group = "BI Admins", role = "SiteAdministratorExplorer" }} ]
             .any(|l| l.contains(",sweep,") && l.contains("old@acme.test")),
         "{csv}"
     );
+    // The operator's "sync now" through the admin API is an entry of its own.
+    assert!(
+        csv.lines().any(|l| l.contains(",operator,sync_requested,")
+            && l.contains("sync now, requested through the admin API")),
+        "{csv}"
+    );
     let out = with_token(&[
         "audit",
         "export",
@@ -317,6 +323,24 @@ rules = [ {{ group = "BI Admins", role = "SiteAdministratorExplorer" }} ]
         text(&out.stderr).contains("missing entry 2"),
         "{}",
         text(&out.stderr)
+    );
+    // The oldest entries removed and a checkpoint forged to start the chain after them (its
+    // hash taken from the next entry's `prev`): no retention recorded it, so it is named.
+    tamper(&|tree| {
+        let key = scim_bridge::store::audit::entry_key;
+        let first: Value = serde_json::from_slice(&tree.get(key(1)).unwrap().unwrap()).unwrap();
+        let third: Value = serde_json::from_slice(&tree.get(key(3)).unwrap().unwrap()).unwrap();
+        tree.remove(key(1)).unwrap();
+        let cp = json!({"seq": 2, "hash": third["prev"], "at": first["at"], "pruned": 2});
+        tree.insert("checkpoint", serde_json::to_vec(&cp).unwrap())
+            .unwrap();
+    });
+    let out = cli(&["audit", "verify", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("entry 3") && err.contains("retention checkpoint does not match"),
+        "{err}"
     );
     sim.stop().await;
 }

@@ -331,6 +331,7 @@ pub async fn start_bridge(tenant: TenantConfig, data: &std::path::Path) -> (Runn
         admin: admin_config(),
         audit: Default::default(),
         report: Default::default(),
+        tls: None,
     };
     let store = Store::open(&config.data_dir).unwrap();
     let cfg = config.clone();
@@ -379,6 +380,7 @@ pub fn serve_engine(t: &TenantConfig, engine: &Arc<Engine>, store: Store) -> (Ru
         admin: admin_config(),
         audit: Default::default(),
         report: Default::default(),
+        tls: None,
     };
     state.admin = Some(scim_bridge::admin::AdminState::from_config(&admin));
     let server = server::start("127.0.0.1:0".parse().unwrap(), state, Some(2)).unwrap();

@@ -14,6 +14,7 @@
 use super::api::{self, Delivery, PageQuery};
 use super::auth::{Principal, SESSION_COOKIE};
 use super::AdminState;
+use crate::engine::sweep::{dormant_days_problem, DORMANT_DAYS};
 use crate::server::AppState;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
@@ -66,6 +67,16 @@ pub fn enc(s: &str) -> String {
 }
 
 fn page(title: &str, csrf: Option<&str>, body: &str) -> HttpResponse {
+    page_with(HttpResponse::Ok(), title, csrf, body)
+}
+
+/// A console page with the status of `status` (a 400 page for a bad filter).
+fn page_with(
+    status: actix_web::HttpResponseBuilder,
+    title: &str,
+    csrf: Option<&str>,
+    body: &str,
+) -> HttpResponse {
     let nav = match csrf {
         Some(csrf) => format!(
             r#"<nav><a href="/admin">Tenants</a></nav>
@@ -88,7 +99,7 @@ fn page(title: &str, csrf: Option<&str>, body: &str) -> HttpResponse {
 </main></body></html>"#,
         title = esc(title),
     );
-    html_response(HttpResponse::Ok(), html)
+    html_response(status, html)
 }
 
 fn html_response(mut b: actix_web::HttpResponseBuilder, html: String) -> HttpResponse {
@@ -286,6 +297,21 @@ async fn dashboard(
         );
     }
     body.push_str("</tbody></table>\n");
+    // Audit exports and access reports under way, with their progress (the JS refreshes it).
+    body.push_str(r#"<h2>Exports</h2><ul id="exports">"#);
+    let exports = app.metrics.exports.snapshot();
+    if exports.is_empty() {
+        body.push_str(r#"<li class="muted">none running</li>"#);
+    }
+    for e in &exports {
+        let _ = write!(
+            body,
+            r#"<li data-export="{}">{}</li>"#,
+            e.id,
+            esc(&e.text())
+        );
+    }
+    body.push_str("</ul>\n");
     page("Tenants", Some(&csrf), &body)
 }
 
@@ -320,6 +346,8 @@ pub struct TabParams {
     /// Audit filters.
     pub actor: Option<String>,
     pub event: Option<String>,
+    /// Audit entries at or after this time (RFC 3339).
+    pub since: Option<String>,
     /// Dormant plan: the days without a sign-in.
     pub days: Option<u32>,
     /// The action just done (`retry`, `sync`, `sweep`) and how many objects it touched.
@@ -354,8 +382,31 @@ async fn tenant_page(
     if q.offset > api::MAX_OFFSET {
         return super::bad_request("offset too large");
     }
-    if q.days.is_some_and(|d| !(1..=3650).contains(&d)) {
-        return super::bad_request("days must be 1..3650");
+    if q.days.is_some_and(|d| !DORMANT_DAYS.contains(&d)) {
+        return super::bad_request(dormant_days_problem("days"));
+    }
+    if tab == "audit" {
+        // A filter typed by hand (a `since` that is no RFC 3339 time) is the operator's to
+        // fix: a 400 page that says what is wrong, with the way back.
+        if let Err(why) = super::governance::check_audit_filter(
+            q.actor.as_deref(),
+            q.event.as_deref(),
+            q.q.as_deref(),
+            q.since.as_deref(),
+        ) {
+            let body = format!(
+                r#"<h2>Tenant {}</h2><p class="flash error" id="filter-error">Bad audit filter: {}</p><p><a href="/admin/tenants/{}?tab=audit">Back to the audit log</a></p>"#,
+                esc(&tenant),
+                esc(&why),
+                enc(&tenant)
+            );
+            return page_with(
+                HttpResponse::BadRequest(),
+                &format!("Tenant {tenant}"),
+                Some(&csrf),
+                &body,
+            );
+        }
     }
     let et = enc(&tenant);
     let mut body = format!(
@@ -445,7 +496,7 @@ fn render_tab(
                     esc(r.vendor_role.as_deref().unwrap_or("-")),
                     esc(r.last_login.as_deref().unwrap_or("-")),
                     r.managed,
-                    delivery_html(&r.delivery),
+                    delivery_cell(&r.delivery, &et, "users", &r.id, &r.user_name, csrf),
                     esc(&r.id)
                 );
             }
@@ -469,7 +520,7 @@ fn render_tab(
                     esc(&r.display_name),
                     r.members,
                     esc(r.vendor_id.as_deref().unwrap_or("-")),
-                    delivery_html(&r.delivery),
+                    delivery_cell(&r.delivery, &et, "groups", &r.id, &r.display_name, csrf),
                     esc(&r.id)
                 );
             }
@@ -524,6 +575,24 @@ pub fn pager_with(out: &mut String, et: &str, tab: &str, offset: usize, total: u
         );
     }
     out.push_str("</div>");
+}
+
+/// The delivery column of a user or group row: its status and, when the vendor refused it, a
+/// Retry button for that one object (a POST with the session's CSRF token, confirmed in JS,
+/// run by the engine as the operator's retry and audited as such).
+fn delivery_cell(d: &Delivery, et: &str, kind: &str, id: &str, name: &str, csrf: &str) -> String {
+    let mut html = delivery_html(d);
+    if matches!(d, Delivery::Failed { .. }) {
+        let _ = write!(
+            html,
+            r#"<form class="inline" method="post" action="/admin/tenants/{et}/retry" data-confirm="{}"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="kind" value="{kind}"><input type="hidden" name="id" value="{}"><button type="submit" class="retry-one" data-retry="{}">Retry</button></form>"#,
+            esc(&format!("Retry the delivery of {name} now?")),
+            esc(csrf),
+            esc(id),
+            esc(id)
+        );
+    }
+    html
 }
 
 fn delivery_html(d: &Delivery) -> String {

@@ -10,7 +10,7 @@ use super::api::{self, engine_of, off_thread, query};
 use super::{bad_request, server_error, AdminState};
 use crate::engine::plan::PlanQuery;
 use crate::engine::state::Actor;
-use crate::engine::sweep::SweepError;
+use crate::engine::sweep::{dormant_days_problem, SweepError, DORMANT_DAYS};
 use crate::engine::Engine;
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/api/tenants/{tenant}/retry", web::post().to(retry))
         .route("/admin/api/tenants/{tenant}/sync", web::post().to(sync))
+        .route("/admin/api/exports", web::get().to(exports))
         .route("/admin/api/audit", web::get().to(audit_page))
         .route("/admin/api/audit/export", web::get().to(audit_export))
         .route("/admin/api/audit/verify", web::get().to(audit_verify))
@@ -70,11 +71,65 @@ async fn access_report(
     let configs = admin.tenant_configs.clone();
     let key = admin.report.person_key;
     let rows_counter = app.metrics.export_rows.with_label_values(&["access"]);
+    let progress = app.metrics.exports.start(
+        "access",
+        p.tenant.as_deref(),
+        &p.format.as_deref().unwrap_or("csv").to_ascii_lowercase(),
+    );
     streamed(format.content_type(), rows_counter, move |out| {
         let all = rows(&store, &configs, key, p.tenant.as_deref()).map_err(|e| e.to_string())?;
-        write(&all, format, out).map_err(|e| e.to_string())?;
+        progress.total(all.len() as u64);
+        // Rows are lines after the CSV header; an HTML page's lines are not rows, so it
+        // shows none until it is done.
+        let header = match format {
+            Format::Csv => Some(1),
+            Format::Jsonl => Some(0),
+            Format::Html => None,
+        };
+        let mut counted = LineRows {
+            out,
+            lines: 0,
+            header,
+            progress: &progress,
+        };
+        write(&all, format, &mut counted).map_err(|e| e.to_string())?;
+        progress.rows(all.len() as u64);
         Ok(all.len() as u64)
     })
+}
+
+/// Passes writes on, telling `progress` how many rows (lines after `header` lines) are out.
+struct LineRows<'a> {
+    out: &'a mut dyn std::io::Write,
+    lines: u64,
+    header: Option<u64>,
+    progress: &'a crate::server::metrics::ExportProgress,
+}
+
+impl std::io::Write for LineRows<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(data)?;
+        if let Some(header) = self.header {
+            self.lines += data[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            self.progress.rows(self.lines.saturating_sub(header));
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `GET /admin/api/exports`: the exports and reports running now, with their progress (rows
+/// written, and the total once known), as the dashboard lists them.
+async fn exports(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+) -> HttpResponse {
+    or_answer!(admin.authorize(&req));
+    let _: api::NoQuery = or_answer!(query(&req));
+    HttpResponse::Ok().json(app.metrics.exports.snapshot())
 }
 
 /// A `Write` that sends what it is given to a streamed response in 64 KiB chunks, counting the
@@ -168,30 +223,43 @@ struct AuditPageParams {
     limit: Option<usize>,
 }
 
-/// The audit filters of a query (console and API alike), checked.
+/// The audit filters of a query (console and API alike), checked; a bad one is a 400.
 pub fn audit_filter(
     actor: Option<&str>,
     event: Option<&str>,
     q: Option<&str>,
     since: Option<&str>,
 ) -> Result<crate::governance::audit::PageFilter, HttpResponse> {
+    check_audit_filter(actor, event, q, since).map_err(bad_request)
+}
+
+/// [`audit_filter`], the refusal in words (the console puts them on a 400 page). An empty
+/// value is no filter (a form's empty field).
+pub fn check_audit_filter(
+    actor: Option<&str>,
+    event: Option<&str>,
+    q: Option<&str>,
+    since: Option<&str>,
+) -> Result<crate::governance::audit::PageFilter, String> {
     let actor = actor.filter(|a| !a.is_empty());
     if let Some(a) = actor {
         if !matches!(a, "idp" | "sync" | "sweep" | "operator") {
-            return Err(bad_request("actor must be idp, sync, sweep or operator"));
+            return Err("actor must be idp, sync, sweep or operator".into());
         }
     }
     let event = event.filter(|e| !e.is_empty());
     if let Some(e) = event {
         if crate::store::audit::AuditEvent::parse(e).is_none() {
-            return Err(bad_request(format!("unknown event {e:?}")));
+            return Err(format!("unknown event {e:?}"));
         }
     }
     Ok(crate::governance::audit::PageFilter {
         actor: actor.map(str::to_string),
         event: event.map(str::to_string),
         text: q.filter(|t| !t.is_empty()).map(str::to_lowercase),
-        since: since_param(since.filter(|s| !s.is_empty()))?,
+        since: crate::governance::audit::parse_since(
+            since.map(str::trim).filter(|s| !s.is_empty()),
+        )?,
     })
 }
 
@@ -238,7 +306,7 @@ async fn audit_export(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
-    use crate::governance::audit::{export, ExportFilter, ExportFormat};
+    use crate::governance::audit::{export_with_progress, ExportFilter, ExportFormat};
     or_answer!(admin.authorize(&req));
     let p: AuditExportParams = or_answer!(query(&req));
     or_answer!(known_tenant(&app, p.tenant.as_deref()));
@@ -257,14 +325,45 @@ async fn audit_export(
         ExportFormat::Csv => "text/csv; charset=utf-8",
     };
     let rows = app.metrics.export_rows.with_label_values(&["audit"]);
+    let progress = app.metrics.exports.start(
+        "audit",
+        filter.tenant.as_deref(),
+        p.format.as_deref().unwrap_or("jsonl"),
+    );
     streamed(content_type, rows, move |out| {
-        match export(&store, &filter, format, out) {
+        // The total is known when every entry goes out: the chains' lengths.
+        if filter.since.is_none() {
+            if let Ok(total) = audit_total(&store, filter.tenant.as_deref()) {
+                progress.total(total);
+            }
+        }
+        let mut tell = |n: u64| progress.rows(n);
+        match export_with_progress(&store, &filter, format, out, Some(&mut tell)) {
             Ok(n) => Ok(n),
             // A configured tenant with no change yet has an empty log, not an error.
             Err(crate::governance::audit::ExportError::NoLog(_)) => Ok(0),
             Err(e) => Err(e.to_string()),
         }
     })
+}
+
+/// The entries an export of `tenant` (every tenant: `None`) writes without a `since`.
+fn audit_total(
+    store: &crate::store::Store,
+    tenant: Option<&str>,
+) -> Result<u64, crate::store::StoreError> {
+    use crate::store::audit::{audited_tenants, AuditReader};
+    let tenants = match tenant {
+        Some(t) => vec![t.to_string()],
+        None => audited_tenants(store)?,
+    };
+    let mut total = 0;
+    for t in tenants {
+        if let Some(r) = AuditReader::open(store, &t)? {
+            total += r.state()?.len();
+        }
+    }
+    Ok(total)
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,8 +464,8 @@ async fn sweep_plan(
 ) -> HttpResponse {
     or_answer!(admin.authorize(&req));
     let p: SweepParams = or_answer!(query(&req));
-    if !(1..=3650).contains(&p.days) {
-        return bad_request("days must be 1..3650");
+    if !DORMANT_DAYS.contains(&p.days) {
+        return bad_request(dormant_days_problem("days"));
     }
     let engine = or_answer!(engine_of(&app, &path));
     let r =
@@ -411,8 +510,8 @@ async fn sweep_apply(
     let Ok(p) = body else {
         return bad_request("expected a JSON body {\"days\": N, \"include_unmanaged\": false}");
     };
-    if !(1..=3650).contains(&p.days) {
-        return bad_request("days must be 1..3650");
+    if !DORMANT_DAYS.contains(&p.days) {
+        return bad_request(dormant_days_problem("days"));
     }
     let engine = or_answer!(engine_of(&app, &path));
     // The CLI's `--apply` runs with an admin token: the sweep is the actor (CONTRACT §5).
@@ -460,11 +559,19 @@ async fn retry(
         (Some("groups"), Some(id)) => Some((crate::scim::schema::ResourceKind::Group, id)),
         _ => return bad_request("give both kind (users or groups) and id, or neither"),
     };
-    match engine.retry_failed_by_operator(which) {
+    match engine.request_retry(which, API_RETRY) {
         Ok(n) => HttpResponse::Ok().json(json!({"retried": n})),
         Err(e) => server_error(e),
     }
 }
+
+/// The causes of an operator's request, as the audit log records them (entries of actor
+/// `operator`: `retry_requested`, `sync_requested`).
+const API_RETRY: &str = "retry failed, requested through the admin API";
+const API_SYNC: &str = "sync now, requested through the admin API";
+const CONSOLE_RETRY: &str = "retry failed, requested in the console";
+const CONSOLE_RETRY_ONE: &str = "retry of one failed delivery, requested in the console";
+const CONSOLE_SYNC: &str = "sync now, requested in the console";
 
 /// `POST /admin/api/tenants/{t}/sync`: observe the vendor now.
 async fn sync(
@@ -475,33 +582,62 @@ async fn sync(
 ) -> HttpResponse {
     or_answer!(admin.authorize_action(&req, None));
     let engine = or_answer!(engine_of(&app, &path));
-    engine.sync_now();
-    HttpResponse::Accepted().json(json!({"sync": "started"}))
+    match engine.request_sync(API_SYNC) {
+        Ok(()) => HttpResponse::Accepted().json(json!({"sync": "started"})),
+        Err(e) => server_error(e),
+    }
 }
 
 /// A console action (`POST /admin/tenants/{t}/{action}`): the tab to show next and how many
 /// objects it touched (the page says what that means: a link cannot put words on it).
+/// `retry` with the fields `kind` (`users` or `groups`) and `id` retries that one object (the
+/// Retry button of a failed row), without them every failed delivery.
 pub async fn run_action(
     engine: &Arc<Engine>,
     action: &str,
     fields: &BTreeMap<String, String>,
     actor: Actor,
 ) -> Result<(&'static str, u64), HttpResponse> {
+    use crate::scim::schema::ResourceKind;
     match action {
-        "retry" => match engine.retry_failed_by_operator(None) {
-            Ok(n) => Ok(("users", n)),
+        "retry" => {
+            let kind = fields.get("kind").map(String::as_str);
+            let id = fields.get("id").filter(|i| !i.is_empty());
+            let (which, tab, how) = match (kind, id) {
+                (None, None) => (None, "users", CONSOLE_RETRY),
+                (Some("users"), Some(id)) => (
+                    Some((ResourceKind::User, id.clone())),
+                    "users",
+                    CONSOLE_RETRY_ONE,
+                ),
+                (Some("groups"), Some(id)) => (
+                    Some((ResourceKind::Group, id.clone())),
+                    "groups",
+                    CONSOLE_RETRY_ONE,
+                ),
+                _ => {
+                    return Err(bad_request(
+                        "give both kind (users or groups) and id, or neither",
+                    ))
+                }
+            };
+            let e = engine.clone();
+            match web::block(move || e.request_retry(which, how)).await {
+                Ok(Ok(n)) => Ok((tab, n)),
+                Ok(Err(e)) => Err(server_error(e)),
+                Err(e) => Err(server_error(e)),
+            }
+        }
+        "sync" => match engine.request_sync(CONSOLE_SYNC) {
+            Ok(()) => Ok(("users", 0)),
             Err(e) => Err(server_error(e)),
         },
-        "sync" => {
-            engine.sync_now();
-            Ok(("users", 0))
-        }
         "sweep" => {
             let days = fields
                 .get("days")
                 .and_then(|d| d.parse::<u32>().ok())
-                .filter(|d| (1..=3650).contains(d))
-                .ok_or_else(|| bad_request("days must be 1..3650"))?;
+                .filter(|d| DORMANT_DAYS.contains(d))
+                .ok_or_else(|| bad_request(dormant_days_problem("days")))?;
             let unmanaged = fields
                 .get("include_unmanaged")
                 .is_some_and(|v| v == "on" || v == "true");
@@ -563,7 +699,9 @@ pub fn governance_tab(
             });
             let _ = write!(
                 out,
-                r#"<form class="bar" method="get" action="/admin/tenants/{et}"><input type="hidden" name="tab" value="dormant"><label>No sign-in for more than (days)<input name="days" type="number" min="1" max="3650" value="{days}"></label><button type="submit">Show plan</button></form>"#
+                r#"<form class="bar" method="get" action="/admin/tenants/{et}"><input type="hidden" name="tab" value="dormant"><label>No sign-in for more than (days)<input name="days" type="number" min="{}" max="{}" value="{days}"></label><button type="submit">Show plan</button></form>"#,
+                DORMANT_DAYS.start(),
+                DORMANT_DAYS.end()
             );
             match engine.dormant_plan(days, false, chrono::Utc::now()) {
                 Ok(plan) => {
@@ -589,13 +727,13 @@ pub fn governance_tab(
             }
         }
         "audit" => {
-            let filter = audit_filter(
+            // Checked by the console before it renders (a bad filter is its 400 page).
+            let filter = check_audit_filter(
                 q.actor.as_deref(),
                 q.event.as_deref(),
                 q.q.as_deref(),
-                None,
-            )
-            .map_err(|_| "bad audit filter: actor must be idp, sync, sweep or operator, and event a known one".to_string())?;
+                q.since.as_deref(),
+            )?;
             let (entries, total) =
                 crate::governance::audit::page(&app.store, tenant, &filter, offset, 100)
                     .map_err(|e| e.to_string())?;
@@ -615,9 +753,10 @@ pub fn governance_tab(
             }
             let _ = write!(
                 out,
-                r#"</select></label><label>Event<input name="event" value="{}" placeholder="role_change"></label><label>Text<input name="q" value="{}"></label><button type="submit">Filter</button></form>"#,
+                r#"</select></label><label>Event<input name="event" value="{}" placeholder="role_change"></label><label>Text<input name="q" value="{}"></label><label>Since (RFC 3339)<input name="since" id="audit-since" value="{}" placeholder="2026-01-31T00:00:00Z"></label><button type="submit" id="audit-filter">Filter</button></form>"#,
                 esc(q.event.as_deref().unwrap_or_default()),
-                esc(q.q.as_deref().unwrap_or_default())
+                esc(q.q.as_deref().unwrap_or_default()),
+                esc(q.since.as_deref().unwrap_or_default())
             );
             out.push_str(r#"<table id="audit"><thead><tr><th>#</th><th>Time</th><th>Actor</th><th>Event</th><th>Object</th><th>Before</th><th>After</th><th>Cause</th><th>Detail</th></tr></thead><tbody>"#);
             for e in &entries {
@@ -644,7 +783,12 @@ pub fn governance_tab(
             }
             out.push_str("</tbody></table>");
             let mut extra = String::new();
-            for (k, v) in [("actor", &q.actor), ("event", &q.event), ("q", &q.q)] {
+            for (k, v) in [
+                ("actor", &q.actor),
+                ("event", &q.event),
+                ("q", &q.q),
+                ("since", &q.since),
+            ] {
                 if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                     let _ = write!(extra, "&{k}={}", enc(v));
                 }

@@ -164,6 +164,12 @@ pub struct RoleInfo {
     pub names: Vec<String>,
     /// The name shown in the audit log.
     pub display: String,
+    /// The vendor says this role administers the instance (Sisense's Sys. Admin, Admin and
+    /// Data Admin; Tableau's site and server administrators; ThoughtSpot's ADMINISTRATION
+    /// privilege; Metabase's Administrators, i.e. `is_superuser`). The dormant sweep never
+    /// takes such a user (issue 13: "never an admin the rules keep"), whatever the role is
+    /// called.
+    pub admin: bool,
 }
 
 /// The vendor's roles, read at start.

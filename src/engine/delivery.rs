@@ -13,6 +13,7 @@
 use super::state::{now_ms, put, Actor, Records};
 use super::{Engine, FAN_OUT};
 use crate::scim::schema::ResourceKind;
+use crate::store::audit::{AuditEntry, AuditEvent};
 use crate::store::{Batch, StoreError};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -108,11 +109,46 @@ impl Engine {
     /// An operator's "retry failed": every `failed` outbox entry (`None`), or the one object
     /// named, made due now and delivered as the operator's change (actor `operator`, so the
     /// audit entries of its delivery name the operator). How many entries were made due; an
-    /// object that is not failed is left as it is (0).
+    /// object that is not failed is left as it is (0). The request itself is not audited: an
+    /// operator's request through the console or the admin API goes through
+    /// [`Engine::request_retry`], which is.
     pub fn retry_failed_by_operator(
         &self,
         which: Option<(ResourceKind, String)>,
     ) -> Result<u64, StoreError> {
+        self.requeue_failed(which, None)
+    }
+
+    /// [`Engine::retry_failed_by_operator`] as an operator's request, recorded in the audit log
+    /// as one entry of its own (`retry_requested`, actor `operator`, `cause`: `how` the operator
+    /// asked, `detail`: how many deliveries were re-queued, 0 included), committed with the
+    /// (last) re-queue so that it precedes the deliveries it causes in the chain.
+    pub fn request_retry(
+        &self,
+        which: Option<(ResourceKind, String)>,
+        how: &str,
+    ) -> Result<u64, StoreError> {
+        self.requeue_failed(which, Some(how))
+    }
+
+    /// An operator's "sync now", recorded in the audit log (`sync_requested`, actor
+    /// `operator`, `cause`: `how` the operator asked) before the observe starts; the
+    /// corrections that observe makes follow as entries of actor `sync`.
+    pub fn request_sync(&self, how: &str) -> Result<(), StoreError> {
+        let entry = AuditEntry::new(AuditEvent::SyncRequested, Actor::Operator.as_str(), how)
+            .tenant(self.tenant());
+        self.audit.append(&[entry])?;
+        tracing::info!(tenant = %self.tenant(), how, "an operator asked for a sync");
+        self.sync_now();
+        Ok(())
+    }
+
+    fn requeue_failed(
+        &self,
+        which: Option<(ResourceKind, String)>,
+        request: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let one = which.clone();
         let failed: Vec<(ResourceKind, String)> = match which {
             Some((kind, sid)) => match Records(&self.dir).outbox(kind, &sid)? {
                 Some(e) if e.failed => vec![(kind, sid)],
@@ -128,12 +164,46 @@ impl Engine {
                 .collect::<Result<_, _>>()?,
         };
         let mut made_due = 0u64;
+        let chunks: Vec<&[(ResourceKind, String)]> = failed.chunks(512).collect();
+        let request_entry = |n: u64| -> Result<Option<AuditEntry>, StoreError> {
+            let Some(how) = request else {
+                return Ok(None);
+            };
+            let e = AuditEntry::new(AuditEvent::RetryRequested, Actor::Operator.as_str(), how)
+                .detail(n.to_string());
+            Ok(Some(match &one {
+                None => e.tenant(self.tenant()),
+                Some((kind, sid)) => {
+                    let name = self
+                        .dir
+                        .load(*kind, sid)?
+                        .and_then(|d| {
+                            let attr = match kind {
+                                ResourceKind::User => "userName",
+                                ResourceKind::Group => "displayName",
+                            };
+                            d.get(attr).and_then(|v| v.as_str()).map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    let vid = self.dir.vendor_id(*kind, sid)?.unwrap_or_default();
+                    match kind {
+                        ResourceKind::User => e.user(sid, &name, &vid),
+                        ResourceKind::Group => e.group(sid, &name, &vid),
+                    }
+                }
+            }))
+        };
+        if chunks.is_empty() {
+            if let Some(e) = request_entry(0)? {
+                self.audit.append(&[e])?;
+            }
+        }
         // In chunks under the commit lock, re-read there: a write of the IdP may have marked
         // the object again meanwhile (then it is due already, with the IdP as its actor).
-        for chunk in failed.chunks(512) {
+        for (i, chunk) in chunks.iter().enumerate() {
             let _g = self.commit_lock.lock();
             let mut b = Batch::default();
-            for (kind, sid) in chunk {
+            for (kind, sid) in chunk.iter() {
                 let Some(mut e) = Records(&self.dir).outbox(*kind, sid)? else {
                     continue;
                 };
@@ -152,17 +222,21 @@ impl Engine {
                 put::outbox(&mut b, *kind, sid, &e);
                 made_due += 1;
             }
-            self.dir.commit(b)?;
+            match request_entry(made_due)?.filter(|_| i + 1 == chunks.len()) {
+                Some(e) => self.dir.commit_audited(b, &self.audit, &[e])?,
+                None => self.dir.commit(b)?,
+            }
         }
-        if made_due > 0 {
+        if made_due > 0 || request.is_some() {
             tracing::info!(tenant = %self.tenant(), entries = made_due, "an operator retries refused changes");
             self.wake.notify_one();
         }
         Ok(made_due)
     }
 
-    /// An operator's "sync now": the vendor directory is observed at once instead of at the
-    /// next interval (after the observe under way, if one is).
+    /// "Sync now": the vendor directory is observed at once instead of at the next interval
+    /// (after the observe under way, if one is). Not audited: an operator's request goes
+    /// through [`Engine::request_sync`].
     pub fn sync_now(&self) {
         self.sync_wake.notify_one();
     }

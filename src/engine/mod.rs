@@ -259,6 +259,9 @@ pub struct Engine {
     pub(crate) stall: parking_lot::Mutex<(u32, Option<Instant>)>,
     /// The outbox mark each running reconcile started from (see `reconcile::commit_step`).
     pub(crate) fences: parking_lot::Mutex<std::collections::HashMap<(ResourceKind, String), u64>>,
+    /// How far the running (or the last) observe got ([`Engine::sync_progress`]); shared with
+    /// the adapter's page callbacks through a task-local while an observe runs.
+    pub(crate) progress: Arc<observe::ProgressCell>,
 }
 
 fn unavailable_answer(reason: &str, retry_after: Option<Duration>) -> ScimError {
@@ -314,6 +317,7 @@ impl Engine {
             recent: parking_lot::Mutex::new(None),
             fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
             stall: parking_lot::Mutex::new((0, None)),
+            progress: Arc::new(observe::ProgressCell::default()),
         }))
     }
 

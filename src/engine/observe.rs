@@ -34,7 +34,7 @@ use crate::store::directory::{index_keys, str_at};
 use crate::store::{Batch, StoreError};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Users handled per hold of the commit lock, so the IdP's writes interleave with a large
@@ -131,15 +131,6 @@ pub fn users_page_read(n: usize, total: Option<usize>) {
     let _ = USERS_PAGES.try_with(|cell| cell.page(n, total));
 }
 
-/// Each live engine's progress, found by the engine's address (a registry, so that progress
-/// needs no field in `Engine`). A dead engine's entry is dropped at the next registration, so
-/// the list holds about as many entries as there are tenants.
-static PROGRESS: std::sync::LazyLock<parking_lot::Mutex<Vec<Registered>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// An engine (held weakly: the registry never keeps one alive) and its progress.
-type Registered = (Weak<Engine>, Arc<ProgressCell>);
-
 fn rfc3339_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -230,26 +221,7 @@ impl Why {
 impl Engine {
     /// How far the running (or the last) observe got; all defaults before the first one.
     pub fn sync_progress(&self) -> SyncProgress {
-        let me: *const Engine = self;
-        PROGRESS
-            .lock()
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), me))
-            .map(|(_, cell)| cell.0.lock().clone())
-            .unwrap_or_default()
-    }
-
-    /// This engine's progress cell, registered on first use.
-    fn progress_cell(self: &Arc<Self>) -> Arc<ProgressCell> {
-        let me = Arc::as_ptr(self);
-        let mut all = PROGRESS.lock();
-        all.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, cell)) = all.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), me)) {
-            return cell.clone();
-        }
-        let cell = Arc::new(ProgressCell::default());
-        all.push((Arc::downgrade(self), cell.clone()));
-        cell
+        self.progress.0.lock().clone()
     }
 
     /// Notes that an object was written or reconciled. Only an observe under way needs to know
@@ -263,7 +235,7 @@ impl Engine {
 
     /// Reads the whole vendor directory and reconciles the index with it.
     pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
-        let progress = self.progress_cell();
+        let progress = self.progress.clone();
         let started = Instant::now();
         progress.begin();
         let result = self.observe_inner(&progress).await;

@@ -15,7 +15,8 @@
 //! most of them users of the same plan when a tenant is onboarded, are known by the time the
 //! group is planned (a group of 100,000 members costs no second read of each).
 
-use super::adapter::{Deactivation, MembershipModel, Profile, RoleModel, NO_ROLE};
+use super::adapter::{Deactivation, MembershipModel, Profile, NO_ROLE};
+use super::reconcile::profile_diff;
 use super::role_table::RoleTable;
 use super::state::{Actor, AppliedUser, OutboxEntry, Records, Tombstone};
 use super::Engine;
@@ -23,7 +24,6 @@ use crate::scim::schema::ResourceKind;
 use crate::store::directory::{str_at, Directory};
 use crate::store::{Batch, StoreError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -36,6 +36,10 @@ const TAKEOVER: &str = "adopt/";
 /// Changes listed per object at most (a group of 50,000 members pushed at once); the rest are
 /// counted in `more_changes` and in the plan's counts.
 const MAX_CHANGES_PER_ITEM: usize = 200;
+
+/// The outbox's users and groups (engine records).
+const OUTBOX_USERS: &str = "ob/u/";
+const OUTBOX_GROUPS: &str = "ob/g/";
 
 /// Notes in `batch` that the write of `sid` takes over an adopted vendor user.
 pub(crate) fn note_takeover(batch: &mut Batch, sid: &str, since_ms: u64) {
@@ -324,7 +328,15 @@ struct MemberFacts {
     to_create: bool,
 }
 
-impl Lookups<'_> {
+impl<'a> Lookups<'a> {
+    fn new(dir: &'a Directory) -> Lookups<'a> {
+        Lookups {
+            dir,
+            groups: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
     /// A group's (name, vendor id); the name is `None` for a group not in the directory.
     fn group(&mut self, gsid: &str) -> Result<(Option<String>, Option<String>), StoreError> {
         if let Some(g) = self.groups.get(gsid) {
@@ -378,21 +390,11 @@ impl Engine {
                 )
             }),
         };
-        let mut look = Lookups {
-            dir: &self.dir,
-            groups: HashMap::new(),
-            users: HashMap::new(),
-        };
+        let mut look = Lookups::new(&self.dir);
         let end = query
             .limit
             .map_or(u64::MAX, |l| query.offset.saturating_add(l));
-        for p in self.outbox_users_then_groups() {
-            let (kind, sid, entry) = p?;
-            let Some((item, actions)) =
-                self.plan_item(table.as_deref(), &mut look, kind, &sid, entry)?
-            else {
-                continue;
-            };
+        let mut add = |item: PlanItem, actions: Vec<Action>| {
             for a in actions {
                 *plan.counts.entry(a).or_default() += 1;
             }
@@ -409,36 +411,36 @@ impl Engine {
                     .as_deref()
                     .is_none_or(|s| s == item.status.as_str());
             if !wanted {
-                continue;
+                return;
             }
             let at = plan.total_items;
             plan.total_items += 1;
             if at >= query.offset && at < end {
                 plan.items.push(item);
             }
+        };
+        for kv in self.dir.records(OUTBOX_USERS) {
+            let (k, v) = kv?;
+            let entry = outbox_entry(&k, &v)?;
+            let sid = &k[OUTBOX_USERS.len()..];
+            if let Some((item, actions)) =
+                self.plan_item(table.as_deref(), &mut look, ResourceKind::User, sid, entry)?
+            {
+                add(item, actions);
+            }
+        }
+        // Groups after every user: their members' facts are known by then.
+        for kv in self.dir.records(OUTBOX_GROUPS) {
+            let (k, v) = kv?;
+            let entry = outbox_entry(&k, &v)?;
+            let sid = &k[OUTBOX_GROUPS.len()..];
+            if let Some((item, actions)) =
+                self.plan_item(table.as_deref(), &mut look, ResourceKind::Group, sid, entry)?
+            {
+                add(item, actions);
+            }
         }
         Ok(plan)
-    }
-
-    /// The outbox, users first, then groups, each in key order.
-    fn outbox_users_then_groups(
-        &self,
-    ) -> impl Iterator<Item = Result<(ResourceKind, String, OutboxEntry), StoreError>> + '_ {
-        [
-            (ResourceKind::User, "ob/u/"),
-            (ResourceKind::Group, "ob/g/"),
-        ]
-        .into_iter()
-        .flat_map(move |(kind, prefix)| {
-            self.dir.records(prefix).map(move |kv| {
-                let (k, v) = kv?;
-                let entry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: k.clone(),
-                    reason: e.to_string(),
-                })?;
-                Ok((kind, k[prefix.len()..].to_string(), entry))
-            })
-        })
     }
 
     /// The plan of one object and the actions of all its changes, those past the listed ones
@@ -511,36 +513,25 @@ impl Engine {
         let Some(doc) = self.dir.load(ResourceKind::User, sid)? else {
             return Ok(None);
         };
-        let Some(profile) = self.desired_profile(&doc) else {
+        let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
+        // What reconcile would aim at, read the way it reads it (groups through the plan's
+        // cache: one read of each group for all its members).
+        let desired = self.desired_user_with(table, sid, &doc, vid.is_none(), |g| {
+            let (name, gvid) = look.group(g)?;
+            Ok(name.map(|n| (Some(n), gvid)))
+        })?;
+        let Some(desired) = desired else {
             return Ok(None);
         };
-        let login = profile.login.clone();
-        let active = doc.get("active").and_then(Value::as_bool) != Some(false);
-        let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
-        let idp_written = rec.is_idp_written(sid)?;
-
-        // The desired groups: (SCIM id, name, vendor id).
-        let mut groups: Vec<(String, String, Option<String>)> = Vec::new();
-        for g in self.dir.groups_of(sid)? {
-            let (name, gvid) = look.group(&g)?;
-            if let Some(name) = name {
-                groups.push((g, name, gvid));
+        let login = desired.profile.login.clone();
+        let active = desired.active;
+        // The desired groups: (name, vendor id).
+        let mut groups: Vec<(String, Option<String>)> = Vec::new();
+        for g in &desired.group_sids {
+            if let (Some(name), gvid) = look.group(g)? {
+                groups.push((name, gvid));
             }
         }
-        let names: Vec<String> = groups.iter().map(|(_, n, _)| n.clone()).collect();
-        let desired_role = |new_user: bool| -> Option<String> {
-            let role = match (&self.caps.deactivation, active) {
-                (Deactivation::Role(r), false) => Some(r.clone()),
-                _ if idp_written => {
-                    table.and_then(|t| t.desired(&self.settings.rules, &doc, &names, new_user))
-                }
-                _ => None,
-            };
-            match self.caps.role {
-                RoleModel::Groups if idp_written => role.or_else(|| Some(NO_ROLE.to_string())),
-                _ => role,
-            }
-        };
         let role_name = |id: &str| -> String {
             match table {
                 Some(t) => t.name(id),
@@ -567,14 +558,14 @@ impl Engine {
                 // Deprovisioned by deletion and inactive: never made at the vendor.
                 return Ok(Some((login, None, changes)));
             }
-            let role = desired_role(true).filter(|r| r != NO_ROLE);
+            let role = desired.role.filter(|r| r != NO_ROLE);
             let mut create = Change::new(Action::CreateUser).to(role.as_deref().map(role_name));
             if !active {
                 create = create.detail("inactive");
             }
             changes.push(create);
             if on_user {
-                for (_, name, gvid) in &groups {
+                for (name, gvid) in &groups {
                     let mut c = Change::new(Action::AddMember);
                     c.group = Some(name.clone());
                     if gvid.is_none() {
@@ -608,15 +599,14 @@ impl Engine {
             applied.role = None;
         }
         let writable = active || self.caps.writable_while_inactive;
-        let view = self.adapter.vendor_view(&profile);
+        let view = self.adapter.vendor_view(&desired.profile);
         let fields = changed_fields(&view, applied.profile.as_ref());
         if !fields.is_empty() && writable {
             let mut c = Change::new(Action::UpdateProfile);
             c.fields = fields;
             changes.push(c);
         }
-        let desired = desired_role(false);
-        let role_to = table.and_then(|t| t.change(applied.role.as_deref(), desired.clone()));
+        let role_to = table.and_then(|t| t.change(applied.role.as_deref(), desired.role.clone()));
         match &self.caps.deactivation {
             Deactivation::Flag | Deactivation::Delete => {
                 if !active && applied.active != Some(false) {
@@ -656,7 +646,7 @@ impl Engine {
                 .into_iter()
                 .collect();
             let mut want: HashSet<String> = HashSet::new();
-            for (_, name, gvid) in &groups {
+            for (name, gvid) in &groups {
                 match gvid {
                     Some(g) => {
                         want.insert(g.clone());
@@ -840,49 +830,41 @@ impl Engine {
     }
 }
 
+/// An outbox entry as stored.
+fn outbox_entry(key: &str, value: &[u8]) -> Result<OutboxEntry, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Whether an outbox entry was never tried (created in a dry run, or while nothing was sent).
 fn never_tried(entry: &OutboxEntry) -> bool {
     entry.attempts == 0 && entry.last_error.is_none()
 }
 
-/// The profile fields that differ between what the vendor would show for the desired profile
-/// and what it last confirmed (every field when nothing is known). Mapped attributes are named
-/// one by one (`attributes.region`).
+/// The profile fields reconcile would send ([`profile_diff`]: what the vendor would show for
+/// the desired profile against what it last confirmed, every field when nothing is known), for
+/// people: mapped attributes named one by one (`attributes.region`), and on a first write only
+/// the fields that hold something.
 fn changed_fields(want: &Profile, have: Option<&Profile>) -> Vec<String> {
-    let Some(have) = have else {
-        let mut all: Vec<String> = ["login", "email", "given_name", "family_name"]
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        if want.display_name.is_some() {
-            all.push("display_name".into());
-        }
-        all.extend(want.attributes.keys().map(|k| format!("attributes.{k}")));
-        return all;
-    };
     let mut out = Vec::new();
-    // userName is not case-exact (RFC 7643 §4.1.1), as reconcile compares it.
-    if !want.login.eq_ignore_ascii_case(&have.login) {
-        out.push("login".to_string());
-    }
-    for (name, w, h) in [
-        ("email", &want.email, &have.email),
-        ("given_name", &want.given_name, &have.given_name),
-        ("family_name", &want.family_name, &have.family_name),
-        ("display_name", &want.display_name, &have.display_name),
-    ] {
-        if w != h {
-            out.push(name.to_string());
-        }
-    }
-    let keys: std::collections::BTreeSet<&String> = want
-        .attributes
-        .keys()
-        .chain(have.attributes.keys())
-        .collect();
-    for k in keys {
-        if want.attributes.get(k) != have.attributes.get(k) {
-            out.push(format!("attributes.{k}"));
+    for field in profile_diff(want, have) {
+        match field {
+            "attributes" => {
+                let keys: std::collections::BTreeSet<&String> = want
+                    .attributes
+                    .keys()
+                    .chain(have.iter().flat_map(|h| h.attributes.keys()))
+                    .collect();
+                for k in keys {
+                    if want.attributes.get(k) != have.and_then(|h| h.attributes.get(k)) {
+                        out.push(format!("attributes.{k}"));
+                    }
+                }
+            }
+            "display_name" if have.is_none() && want.display_name.is_none() => {}
+            f => out.push(f.to_string()),
         }
     }
     out

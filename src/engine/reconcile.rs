@@ -64,17 +64,22 @@ enum Made {
     TakenOver,
 }
 
-/// What the IdP asked for one user, in vendor terms.
-struct DesiredUser {
-    profile: Profile,
-    active: bool,
+/// What the IdP asked for one user, in vendor terms. The plan ([`super::plan`]) reads the same,
+/// so that it shows what this module would send.
+pub(crate) struct DesiredUser {
+    pub(crate) profile: Profile,
+    pub(crate) active: bool,
     /// The role to hold (vendor id); `None`: leave the vendor's role alone.
-    role: Option<String>,
+    pub(crate) role: Option<String>,
     /// Vendor ids of the mirrored groups the user is in (created at the vendor already).
-    groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// SCIM ids of those groups, and of the ones not at the vendor yet.
-    group_sids: Vec<String>,
+    pub(crate) group_sids: Vec<String>,
 }
+
+/// A group as [`Engine::desired_user_with`] needs it: (its name, its vendor id); `None` for a
+/// group no longer in the directory.
+pub(crate) type GroupFacts = Option<(Option<String>, Option<String>)>;
 
 impl Engine {
     /// Reconciles one object, the caller holding its lock, and records the outcome in the
@@ -239,40 +244,80 @@ impl Engine {
     // Users
     // -----------------------------------------------------------------------------------------
 
-    fn desired_user(
+    pub(crate) fn desired_user(
         &self,
         table: &RoleTable,
         sid: &str,
         doc: &Value,
         new_user: bool,
     ) -> Result<DesiredUser, AdapterError> {
-        let profile = self
-            .desired_profile(doc)
+        let group = |g: &str| -> Result<GroupFacts, StoreError> {
+            let Some(gdoc) = self.dir.load(ResourceKind::Group, g)? else {
+                return Ok(None);
+            };
+            let name = str_at(&gdoc, "displayName").map(str::to_string);
+            Ok(Some((name, self.dir.vendor_id(ResourceKind::Group, g)?)))
+        };
+        self.desired_user_with(Some(table), sid, doc, new_user, group)?
             .ok_or_else(|| AdapterError::Refused {
                 vendor: self.caps.vendor,
                 reason: "the user has no userName".into(),
                 kind: Refusal::Invalid,
-            })?;
+            })
+    }
+
+    /// [`Self::desired_user`] with the user's groups read through `group` (the plan reads each
+    /// group once for all its members) and without the vendor's roles when they are not read
+    /// yet (`table` `None`: no role from the rules). `None`: the user has no userName.
+    pub(crate) fn desired_user_with(
+        &self,
+        table: Option<&RoleTable>,
+        sid: &str,
+        doc: &Value,
+        new_user: bool,
+        mut group: impl FnMut(&str) -> Result<GroupFacts, StoreError>,
+    ) -> Result<Option<DesiredUser>, StoreError> {
+        let Some(profile) = self.desired_profile(doc) else {
+            return Ok(None);
+        };
         let active = doc.get("active").and_then(Value::as_bool) != Some(false);
         let mut names = Vec::new();
         let mut groups = Vec::new();
         let mut group_sids = Vec::new();
         for g in self.dir.groups_of(sid)? {
-            let Some(gdoc) = self.dir.load(ResourceKind::Group, &g)? else {
+            let Some((name, vid)) = group(&g)? else {
                 continue;
             };
-            if let Some(n) = str_at(&gdoc, "displayName") {
-                names.push(n.to_string());
-            }
-            if let Some(v) = self.dir.vendor_id(ResourceKind::Group, &g)? {
-                groups.push(v);
-            }
+            names.extend(name);
+            groups.extend(vid);
             group_sids.push(g);
         }
+        let idp_written = Records(&self.dir).is_idp_written(sid)?;
+        let role = self.desired_role(table, doc, active, idp_written, &names, new_user);
+        Ok(Some(DesiredUser {
+            profile,
+            active,
+            role,
+            groups,
+            group_sids,
+        }))
+    }
+
+    /// The role a user should hold (vendor id), from the rules over its groups' `names` and its
+    /// SCIM `roles`; `None`: leave the vendor's role alone.
+    pub(crate) fn desired_role(
+        &self,
+        table: Option<&RoleTable>,
+        doc: &Value,
+        active: bool,
+        idp_written: bool,
+        names: &[String],
+        new_user: bool,
+    ) -> Option<String> {
         let role = match (&self.caps.deactivation, active) {
             (Deactivation::Role(r), false) => Some(r.clone()),
-            _ if Records(&self.dir).is_idp_written(sid)? => {
-                table.desired(&self.settings.rules, doc, &names, new_user)
+            _ if idp_written => {
+                table.and_then(|t| t.desired(&self.settings.rules, doc, names, new_user))
             }
             // Adopted from the vendor and never written by the IdP: its role stays the vendor's.
             _ => None,
@@ -280,19 +325,10 @@ impl Engine {
         // Role groups are exclusive and membership is the role: a user the IdP wrote whom no
         // rule covers belongs in none of them (not "left as it is", which would keep a role the
         // IdP took away).
-        let role = match self.caps.role {
-            RoleModel::Groups if Records(&self.dir).is_idp_written(sid)? => {
-                role.or_else(|| Some(NO_ROLE.to_string()))
-            }
+        match self.caps.role {
+            RoleModel::Groups if idp_written => role.or_else(|| Some(NO_ROLE.to_string())),
             _ => role,
-        };
-        Ok(DesiredUser {
-            profile,
-            active,
-            role,
-            groups,
-            group_sids,
-        })
+        }
     }
 
     /// The audit record of a role move of user `(sid, login, vendor id)`. Where a role means
@@ -1430,7 +1466,7 @@ pub(crate) fn applied_of(u: &VendorUser, on_user: bool) -> AppliedUser {
 }
 
 /// The profile fields that differ (all when nothing is known).
-fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
+pub(crate) fn profile_diff(want: &Profile, have: Option<&Profile>) -> Vec<&'static str> {
     let Some(have) = have else {
         return vec![
             "login",

@@ -54,6 +54,16 @@ impl RoleTable {
         self.catalog.protected.as_deref() == Some(id)
     }
 
+    /// What the vendor says of a role: `Some(true)` for an administrator's ([`RoleInfo::admin`]
+    /// (super::adapter::RoleInfo::admin)), `None` for an id its catalog does not hold.
+    pub fn is_admin(&self, id: &str) -> Option<bool> {
+        self.catalog
+            .roles
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.admin)
+    }
+
     pub fn role_ids(&self) -> impl Iterator<Item = &str> {
         self.catalog.roles.iter().map(|r| r.id.as_str())
     }

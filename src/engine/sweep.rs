@@ -38,6 +38,20 @@ use std::time::Duration;
 /// so the dashboard shows it after a restart too.
 pub const LAST_SWEEP_RECORD: &str = "sweep/last";
 
+/// The days of idleness a sweep may be given, wherever it is given (`[tenants.sweep] days`,
+/// `sweep dormant --days`, the admin API and the console): at least a day, and at most ten
+/// years, past which "dormant" means nothing and a typo (`--days 90000`) would plan nothing.
+pub const DORMANT_DAYS: std::ops::RangeInclusive<u32> = 1..=3650;
+
+/// The one wording of a `days` outside [`DORMANT_DAYS`] (`days must be 1..3650`).
+pub fn dormant_days_problem(what: &str) -> String {
+    format!(
+        "{what} must be {}..{}",
+        DORMANT_DAYS.start(),
+        DORMANT_DAYS.end()
+    )
+}
+
 /// The longest the first scheduled sweep of a tenant waits after start, at most: a random part
 /// of it, so that a bridge with a thousand tenants does not sweep them all at once.
 const MAX_JITTER: Duration = Duration::from_secs(15 * 60);
@@ -284,17 +298,28 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// Whether a role id is administrative. The vendors' role catalogs carry no admin flag, so this
-/// goes by the role: the protected role (Sisense's Sys. Admin, Tableau's Server Administrator),
-/// or a role whose id or name says "admin" (Sisense Admin and Data Admin, Tableau Site
-/// Administrator *, Metabase Administrators, ThoughtSpot Administrator). It errs towards
-/// keeping: a dormant admin costs a licence, a swept one can lock the operators out.
+/// Whether a role id is administrative, as the vendor says ([`RoleInfo::admin`], set by each
+/// adapter from the vendor's own facts: Sisense's admin roles, Tableau's administrator site
+/// roles, ThoughtSpot's administration privileges, Metabase's Administrators group), whatever
+/// the role is called. The protected role (the bridge may be signed in as its holder) counts as
+/// one too.
+///
+/// Fallback, for a role id the vendor's catalog does not hold (the vendor cannot say): a role
+/// whose id or name says "admin". It errs towards keeping: a dormant admin costs a licence, a
+/// swept one can lock the operators out.
+///
+/// [`RoleInfo::admin`]: super::adapter::RoleInfo::admin
 pub fn is_admin_role(table: &RoleTable, id: &str) -> bool {
     if id == NO_ROLE {
         return false;
     }
-    let says_admin = |s: &str| s.to_lowercase().contains("admin");
-    table.is_protected(id) || says_admin(id) || says_admin(&table.name(id))
+    if table.is_protected(id) {
+        return true;
+    }
+    table.is_admin(id).unwrap_or_else(|| {
+        let says_admin = |s: &str| s.to_lowercase().contains("admin");
+        says_admin(id) || says_admin(&table.name(id))
+    })
 }
 
 /// One user as the sweep sees it.
@@ -950,22 +975,27 @@ mod tests {
     }
 
     fn table(protected: Option<&str>) -> RoleTable {
-        let role = |id: &str, display: &str| RoleInfo {
+        let role = |id: &str, display: &str, admin: bool| RoleInfo {
             id: id.into(),
             names: vec![display.into()],
             display: display.into(),
+            admin,
         };
         RoleTable::build(
             0,
             &Default::default(),
             RoleCatalog {
                 roles: vec![
-                    role("r1", "Viewer"),
-                    role("r2", "Data Admin"),
-                    role("SiteAdministratorCreator", "SiteAdministratorCreator"),
-                    role("r4", "Sys. Admin"),
-                    role("g7", "Administrators"),
-                    role("r5", "Designer"),
+                    role("r1", "Viewer", false),
+                    role("r2", "Data Admin", true),
+                    role("SiteAdministratorCreator", "SiteAdministratorCreator", true),
+                    role("r4", "Sys. Admin", true),
+                    role("g7", "Administrators", true),
+                    role("r5", "Designer", false),
+                    // ThoughtSpot: a custom group carrying ADMINISTRATION.
+                    role("g8", "Platform Owners", true),
+                    // Named "admin", but the vendor says it administers nothing.
+                    role("r9", "Admin Reports Reader", false),
                 ],
                 protected: protected.map(str::to_string),
                 fallback: None,
@@ -975,8 +1005,14 @@ mod tests {
     }
 
     #[test]
-    fn admin_roles_are_told_by_the_protected_role_or_by_their_id_or_name() {
+    fn admin_roles_are_told_by_the_vendor_else_by_their_id_or_name() {
         let t = table(Some("r5"));
+        assert!(is_admin_role(&t, "g8"), "the vendor's word, not the name");
+        assert!(!is_admin_role(&t, "r9"), "the vendor's word, not the name");
+        assert!(
+            is_admin_role(&t, "x-admin-x"),
+            "a role the catalog does not hold falls back on its name"
+        );
         assert!(is_admin_role(&t, "r2"));
         assert!(is_admin_role(&t, "SiteAdministratorCreator"));
         assert!(is_admin_role(&t, "r4"));

@@ -5,7 +5,8 @@
 //! [`crate::store::audit`].
 
 use crate::store::audit::{
-    decode_entry, entry_hash, seq_of_key, AuditEntry, AuditReader, Checkpoint, GENESIS,
+    decode_entry, entry_hash, seq_of_key, AuditEntry, AuditReader, Checkpoint, RetentionRecord,
+    GENESIS,
 };
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -35,6 +36,10 @@ pub enum FaultKind {
     HeadMismatch(String),
     /// A record that cannot be read at all.
     Unreadable(String),
+    /// The retention checkpoint (where the chain starts after pruning) is not the one the
+    /// chain's newest `retention_pruned` entry carries: old entries were removed, or the
+    /// checkpoint moved, outside retention.
+    Checkpoint(String),
 }
 
 impl std::fmt::Display for FaultKind {
@@ -45,6 +50,12 @@ impl std::fmt::Display for FaultKind {
             FaultKind::Missing { from, to } => write!(f, "missing entries {from}..{to}"),
             FaultKind::HeadMismatch(why) => write!(f, "head does not match: {why}"),
             FaultKind::Unreadable(why) => write!(f, "unreadable: {why}"),
+            FaultKind::Checkpoint(why) => {
+                write!(
+                    f,
+                    "the retention checkpoint does not match the chain: {why}"
+                )
+            }
         }
     }
 }
@@ -121,7 +132,8 @@ impl VerifyReport {
 }
 
 /// Verifies the chain of `tenant`, or of every tenant with an audit log: every hash is
-/// recomputed, every `prev` link, the `seq` run and the head checked. The first bad entry is
+/// recomputed, every `prev` link, the `seq` run, the head, and the retention checkpoint
+/// (against the newest `retention_pruned` entry, which carries it) checked. The first bad entry is
 /// the error. Safe while the bridge writes: entries appended or pruned meanwhile are followed.
 pub fn verify(store: &Store, tenant: Option<&str>) -> Result<VerifyReport, AuditFault> {
     verify_with_progress(store, tenant, None)
@@ -222,6 +234,9 @@ fn verify_chain(
     }
     let mut entries = 0u64;
     let mut first_seq = None;
+    // The newest `retention_pruned` entry read, and the checkpoint it carries: the checkpoint
+    // must be that one (see the store's module doc).
+    let mut retention: Option<(u64, RetentionRecord)> = None;
     loop {
         for kv in reader.raw_from(expected) {
             let (k, v) = kv?;
@@ -299,6 +314,13 @@ fn verify_chain(
                     )),
                 ));
             }
+            if stored.get("event").and_then(Value::as_str)
+                == Some(AuditEvent::RetentionPruned.as_str())
+            {
+                if let Some(r) = RetentionRecord::from_stored(&stored) {
+                    retention = Some((seq, r));
+                }
+            }
             prev = recorded.to_string();
             first_seq.get_or_insert(seq);
             expected = seq + 1;
@@ -308,7 +330,8 @@ fn verify_chain(
             }
         }
         let last = expected - 1;
-        let Some(head) = reader.state()?.head else {
+        let now = reader.state()?;
+        let Some(head) = now.head else {
             return Err(broken(
                 last,
                 None,
@@ -322,6 +345,13 @@ fn verify_chain(
                     None,
                     FaultKind::HeadMismatch(format!("its hash is not entry {last}'s")),
                 ));
+            }
+            // Head and checkpoint were read together, and retention moves the checkpoint in
+            // the transaction that appends its entry: the two agree at any moment, even when a
+            // retention run went by while the chain was read.
+            let checkpoint = now.checkpoint.or(checkpoint);
+            if let Some((seq, kind)) = checkpoint_fault(checkpoint.as_ref(), &retention) {
+                return Err(broken(seq, None, kind));
             }
             return Ok(VerifiedChain {
                 tenant: tenant.clone(),
@@ -356,6 +386,44 @@ fn verify_chain(
         }
         // Appended while the chain was read: read on.
         head_seen = head;
+    }
+}
+
+/// What is wrong with the checkpoint `cp`, given the newest `retention_pruned` entry of the
+/// chain (its `seq` and the checkpoint it carries): the entry to name and why.
+fn checkpoint_fault(
+    cp: Option<&Checkpoint>,
+    retention: &Option<(u64, RetentionRecord)>,
+) -> Option<(u64, FaultKind)> {
+    match (cp, retention) {
+        (None, None) => None,
+        (Some(c), None) => Some((
+            c.seq + 1,
+            FaultKind::Checkpoint(format!(
+                "entries up to {} are gone, but no retention_pruned entry in the chain records pruning them",
+                c.seq
+            )),
+        )),
+        (None, Some((at, r))) => Some((
+            *at,
+            FaultKind::Checkpoint(format!(
+                "it records pruning up to entry {}, but there is no checkpoint",
+                r.first_kept_seq.saturating_sub(1)
+            )),
+        )),
+        (Some(c), Some((at, r))) => {
+            let why = r.mismatch(c)?;
+            let kept = r.first_kept_seq;
+            let detail = if c.seq + 1 > kept {
+                format!(
+                    "{why} (entry {at}): entries {kept}..{} were removed outside retention",
+                    c.seq
+                )
+            } else {
+                format!("{why} (entry {at})")
+            };
+            Some((kept.min(c.seq + 1), FaultKind::Checkpoint(detail)))
+        }
     }
 }
 
@@ -641,7 +709,9 @@ pub fn page(
 /// Removes `tenant`'s entries made before `older_than` (from the oldest on, up to the first
 /// younger one), keeps the last removed entry's `seq` and hash as the checkpoint the chain
 /// now starts from, and records the pruning itself (`retention_pruned`, actor `operator`,
-/// `detail`: the count). Returns how many were removed (0: nothing recorded).
+/// `detail`: the count, `after`: the checkpoint), all in one transaction per step of at most
+/// 5,000 entries. [`verify`] checks the checkpoint against the newest such entry. Returns how
+/// many were removed (0: nothing recorded).
 pub fn enforce_retention(
     store: &Store,
     tenant: &str,

@@ -16,7 +16,11 @@
 //! ensure_ascii=False)` writes it. An exported JSON line is exactly that object plus its `hash`,
 //! so an auditor re-verifies an export without the bridge. Altering an entry breaks its hash;
 //! removing one breaks the `seq` run and the next `prev`; removing the last ones is caught by the
-//! head record (last `seq` and `hash`). There is no secret key: someone who can rewrite the
+//! head record (last `seq` and `hash`). Retention removes the oldest entries and keeps a
+//! checkpoint (the last removed entry's `seq` and `hash`) where the chain then starts; the same
+//! transaction appends a `retention_pruned` entry that carries that checkpoint, so removing
+//! more old entries and forging the checkpoint to match is caught as well (the newest such
+//! entry must name the checkpoint). There is no secret key: someone who can rewrite the
 //! store can rewrite the whole chain, so keep the head hash that `verify` prints somewhere else
 //! (a ticket, the SIEM) to anchor it.
 //!
@@ -25,7 +29,7 @@
 //! |----------------------|---------------------------------------------------------|
 //! | `e{seq u64 BE}`      | an entry (JSON), in chain order                          |
 //! | `head`               | [`Head`]: last `seq` and `hash`, role changes counted    |
-//! | `checkpoint`         | [`Checkpoint`]: `seq` and `hash` of the last pruned entry |
+//! | `checkpoint`         | [`Checkpoint`]: `seq` and `hash` of the last pruned entry (also chained: [`RetentionRecord`]) |
 //! | `{nanos BE}{n BE}`   | an entry of the first format (no chain), chained at open |
 //!
 //! Chain assignment is serialised per tenant: `seq`, `prev` and `hash` are computed at commit,
@@ -133,15 +137,24 @@ pub enum AuditEvent {
     MemberAdded,
     /// A user taken out of a mirrored group (`before.group`).
     MemberRemoved,
-    /// Entries older than the retention were removed (`detail`: how many).
+    /// Entries older than the retention were removed (`detail`: how many). `after` carries the
+    /// checkpoint the chain then starts from, so that the checkpoint is itself chained.
     RetentionPruned,
+    /// An operator asked for a sync now (the console's or the API's "Sync now"); the
+    /// corrections it causes follow as entries of actor `sync`.
+    SyncRequested,
+    /// An operator asked to retry failed deliveries (`detail`: how many were re-queued); the
+    /// deliveries follow as entries of actor `operator`.
+    RetryRequested,
+    /// An operator revoked a tenant's JWT (`name` and `after.jti`: its `jti`; `detail`: why).
+    TokenRevoked,
     /// An event this version does not know (written by a newer one).
     #[serde(other)]
     Other,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 14] = [
+    pub const ALL: [AuditEvent; 17] = [
         AuditEvent::RoleChange,
         AuditEvent::DeliveryRefused,
         AuditEvent::RemovalKept,
@@ -156,6 +169,9 @@ impl AuditEvent {
         AuditEvent::MemberAdded,
         AuditEvent::MemberRemoved,
         AuditEvent::RetentionPruned,
+        AuditEvent::SyncRequested,
+        AuditEvent::RetryRequested,
+        AuditEvent::TokenRevoked,
     ];
 
     /// The snake_case name, as stored and exported.
@@ -175,6 +191,9 @@ impl AuditEvent {
             AuditEvent::MemberAdded => "member_added",
             AuditEvent::MemberRemoved => "member_removed",
             AuditEvent::RetentionPruned => "retention_pruned",
+            AuditEvent::SyncRequested => "sync_requested",
+            AuditEvent::RetryRequested => "retry_requested",
+            AuditEvent::TokenRevoked => "token_revoked",
             AuditEvent::Other => "other",
         }
     }
@@ -194,6 +213,8 @@ pub enum AuditObject {
     Group,
     /// The log itself (retention).
     AuditLog,
+    /// The tenant as a whole (an operator's sync or retry of everything); `name` is its id.
+    Tenant,
 }
 
 impl AuditObject {
@@ -202,6 +223,7 @@ impl AuditObject {
             AuditObject::User => "user",
             AuditObject::Group => "group",
             AuditObject::AuditLog => "audit_log",
+            AuditObject::Tenant => "tenant",
         }
     }
 }
@@ -244,6 +266,13 @@ impl AuditEntry {
         self.user_id = scim_id.into();
         self.user_name = name.into();
         self.vendor_user_id = vendor_id.into();
+        self
+    }
+
+    /// About the tenant as a whole (an operator's sync or retry of everything).
+    pub fn tenant(mut self, tenant: &str) -> AuditEntry {
+        self.object = AuditObject::Tenant;
+        self.user_name = tenant.into();
         self
     }
 
@@ -753,8 +782,13 @@ impl AuditLog {
 
 /// Removes the entries of `tenant` made before `older_than` (the oldest run of them: the chain
 /// is cut at its first younger entry), moves the checkpoint to the last one removed, and
-/// records the pruning as an entry of its own (`retention_pruned`, actor `operator`). Returns
-/// how many were removed. Nothing is recorded when nothing was old enough.
+/// records the pruning as an entry of its own (`retention_pruned`, actor `operator`) that
+/// carries the new checkpoint ([`RetentionRecord`]). Removal, checkpoint and entry are one
+/// sled transaction, so the checkpoint is never taken on trust: `verify` checks it against the
+/// newest such entry, which the hash chain protects. A run over more than [`CHUNK`] entries
+/// takes one step (and writes one entry) per chunk, so no step holds sled's global
+/// transaction lock for long. Returns how many were removed; nothing is recorded when nothing
+/// was old enough.
 pub fn prune(
     store: &Store,
     tenant: &str,
@@ -767,8 +801,14 @@ pub fn prune(
     let _g = lock.lock();
     let old =
         |e: &AuditEntry| chrono::DateTime::parse_from_rfc3339(&e.at).is_ok_and(|t| t < older_than);
+    let cause = format!(
+        "retention: entries older than {}",
+        older_than.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    // The chain's end as the run starts: the entries this run appends are never its to prune
+    // (with a cutoff in the future they would be "old" too, and the run would not end).
+    let end = reader.state()?.head.map_or(0, |h| h.seq);
     let mut pruned = 0u64;
-    let mut range: Option<(u64, u64)> = None;
     loop {
         let mut chunk: Vec<(u64, AuditEntry)> = Vec::new();
         let mut done = false;
@@ -777,6 +817,10 @@ pub fn prune(
             let Some(seq) = seq_of_key(&k) else {
                 return Err(corrupt("key", format!("not an entry key: {k:?}")));
             };
+            if seq > end {
+                done = true;
+                break;
+            }
             let e = decode_entry(&v)?;
             if !old(&e) {
                 done = true;
@@ -806,36 +850,111 @@ pub fn prune(
                     pruned: before.map_or(0, |c| c.pruned) + n,
                 };
                 t.insert(CHECKPOINT_KEY, serde_json::to_vec(&cp).unwrap_or_default())?;
+                let mut entry = AuditEntry::new(AuditEvent::RetentionPruned, "operator", &cause)
+                    .before(serde_json::json!({ "from_seq": first_seq, "to_seq": last_seq }))
+                    .after(RetentionRecord::of(&cp).to_json())
+                    .detail(n.to_string());
+                entry.object = AuditObject::AuditLog;
+                entry.user_name = tenant.to_string();
+                append_in(t, tenant, std::slice::from_ref(&entry))?;
                 Ok(())
             })
             .map_err(tx_error)?;
         pruned += n;
-        range = Some((range.map_or(first_seq, |r| r.0), last_seq));
         if done {
             break;
         }
     }
-    if let Some((from, to)) = range {
-        let entry = AuditEntry::new(
-            AuditEvent::RetentionPruned,
-            "operator",
-            format!(
-                "retention: entries older than {}",
-                older_than.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
-        )
-        .before(serde_json::json!({ "from_seq": from, "to_seq": to }))
-        .detail(pruned.to_string());
-        let mut entry = entry;
-        entry.object = AuditObject::AuditLog;
-        entry.user_name = tenant.to_string();
-        reader
-            .tree
-            .transaction(|t| append_in(t, tenant, std::slice::from_ref(&entry)))
-            .map_err(tx_error)?;
+    if pruned > 0 {
         tracing::info!(tenant, pruned, "audit retention pruned entries");
     }
     Ok(pruned)
+}
+
+/// The checkpoint as a `retention_pruned` entry carries it in `after`: the first `seq` kept
+/// and the hash (and time) of the last pruned entry, and the entries pruned in all runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRecord {
+    pub first_kept_seq: u64,
+    /// `None` in an entry of the first retention format (it recorded only `before.to_seq`).
+    pub last_pruned_hash: Option<String>,
+    pub last_pruned_at: Option<String>,
+    pub pruned_total: Option<u64>,
+}
+
+impl RetentionRecord {
+    pub fn of(cp: &Checkpoint) -> RetentionRecord {
+        RetentionRecord {
+            first_kept_seq: cp.seq + 1,
+            last_pruned_hash: Some(cp.hash.clone()),
+            last_pruned_at: Some(cp.at.clone()),
+            pruned_total: Some(cp.pruned),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "first_kept_seq": self.first_kept_seq,
+            "last_pruned_hash": self.last_pruned_hash,
+            "last_pruned_at": self.last_pruned_at,
+            "pruned_total": self.pruned_total,
+        })
+    }
+
+    /// Reads it from a stored `retention_pruned` entry (`None`: the entry names no checkpoint).
+    pub fn from_stored(stored: &Map<String, Value>) -> Option<RetentionRecord> {
+        let after = stored.get("after");
+        let field = |k: &str| after.and_then(|a| a.get(k));
+        match field("first_kept_seq").and_then(Value::as_u64) {
+            Some(first_kept_seq) => Some(RetentionRecord {
+                first_kept_seq,
+                last_pruned_hash: field("last_pruned_hash")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                last_pruned_at: field("last_pruned_at")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                pruned_total: field("pruned_total").and_then(Value::as_u64),
+            }),
+            // The first format, written after a whole run: `before.to_seq` was the checkpoint.
+            None => stored
+                .get("before")
+                .and_then(|b| b.get("to_seq"))
+                .and_then(Value::as_u64)
+                .map(|to| RetentionRecord {
+                    first_kept_seq: to + 1,
+                    last_pruned_hash: None,
+                    last_pruned_at: None,
+                    pruned_total: None,
+                }),
+        }
+    }
+
+    /// How `cp` differs from this record, in words (`None`: it matches). A field the record
+    /// does not carry (the first format) is not compared.
+    pub fn mismatch(&self, cp: &Checkpoint) -> Option<String> {
+        if cp.seq + 1 != self.first_kept_seq {
+            return Some(format!(
+                "the checkpoint says entries up to {} were pruned, the chain records up to {}",
+                cp.seq,
+                self.first_kept_seq.saturating_sub(1)
+            ));
+        }
+        if self
+            .last_pruned_hash
+            .as_ref()
+            .is_some_and(|h| *h != cp.hash)
+        {
+            return Some("its hash is not the one the chain records".into());
+        }
+        if self.last_pruned_at.as_ref().is_some_and(|a| *a != cp.at) {
+            return Some("its time is not the one the chain records".into());
+        }
+        if self.pruned_total.is_some_and(|p| p != cp.pruned) {
+            return Some("its count of pruned entries is not the one the chain records".into());
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 // scim-bridge admin console: the little JS it needs (no build chain). The page works without
-// it; with it, actions ask for confirmation and the tenants table refreshes its figures.
+// it; with it, actions ask for confirmation and the tenants table and the running exports
+// refresh their figures.
 "use strict";
 
 document.addEventListener("submit", function (ev) {
@@ -56,7 +57,55 @@ function refreshTenants() {
     .catch(function () { /* the next tick tries again */ });
 }
 
+// The running exports (audit export, access report) and their progress, from
+// /admin/api/exports; the words are the ones the server renders (ExportView::text).
+function exportText(e) {
+  var what = e.export === "audit" ? "audit export" : e.export === "access" ? "access report" : e.export;
+  var whom = e.tenant ? "tenant " + e.tenant : "all tenants";
+  var total = e.total === null || e.total === undefined ? "" : " / " + e.total;
+  return what + " (" + whom + ", " + e.format + "): " + e.rows + total + " rows";
+}
+
+function refreshExports() {
+  var list = document.getElementById("exports");
+  if (!list) {
+    return;
+  }
+  fetch("/admin/api/exports", { credentials: "same-origin" })
+    .then(function (r) {
+      if (r.status === 401) {
+        window.clearInterval(timer);
+        return null;
+      }
+      return r.ok ? r.json() : null;
+    })
+    .then(function (exports) {
+      if (!exports) {
+        return;
+      }
+      while (list.firstChild) {
+        list.removeChild(list.firstChild);
+      }
+      if (exports.length === 0) {
+        var none = document.createElement("li");
+        none.className = "muted";
+        none.textContent = "none running";
+        list.appendChild(none);
+      }
+      exports.forEach(function (e) {
+        var li = document.createElement("li");
+        li.setAttribute("data-export", String(e.id));
+        li.textContent = exportText(e);
+        list.appendChild(li);
+      });
+    })
+    .catch(function () { /* the next tick tries again */ });
+}
+
 var timer = null;
 if (document.getElementById("tenants")) {
-  timer = window.setInterval(refreshTenants, 5000);
+  timer = window.setInterval(function () {
+    refreshTenants();
+    refreshExports();
+  }, 5000);
 }

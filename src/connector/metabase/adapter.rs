@@ -236,6 +236,8 @@ impl MetabaseAdapter {
                 id: g.id.to_string(),
                 names: vec![name.clone(), g.name.clone()],
                 display: g.name.clone(),
+                // The Administrators group is `is_superuser` [A.3], by its type, renamed or not.
+                admin: g.is_admin(),
             });
         }
         *self.known.write() = known;

@@ -271,6 +271,7 @@ pub fn catalog(roles: &[wire::Role]) -> RoleCatalog {
                 id: r.id.clone(),
                 names: r.names(),
                 display: r.display_name.clone().unwrap_or(r.name.clone()),
+                admin: r.is_admin(),
             })
             .collect(),
         protected: roles

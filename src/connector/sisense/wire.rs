@@ -95,6 +95,12 @@ pub const BUILTIN_UI_NAMES: [(&str, &str); 6] = [
 ];
 
 impl Role {
+    /// Whether the role administers the instance (B.3): Sys. Admin, Admin and Data Admin, by
+    /// their internal names, which an instance never renames (the UI names may differ).
+    pub fn is_admin(&self) -> bool {
+        matches!(self.name.as_str(), "super" | "admin" | "dataAdmin")
+    }
+
     /// Every name the operator may write for this role: the internal name, the vendor's label
     /// if it sends one, and the UI name of a built-in role.
     pub fn names(&self) -> Vec<String> {

@@ -57,6 +57,7 @@ pub fn catalog() -> RoleCatalog {
                     .map(str::to_string)
                     .collect(),
                 display: id.to_string(),
+                admin: wire::is_admin_role(id),
             })
             .collect(),
         protected: Some(wire::SERVER_ADMINISTRATOR.into()),

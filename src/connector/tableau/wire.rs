@@ -57,6 +57,15 @@ pub const SITE_ROLES: &[(&str, &[&str])] = &[
     (SERVER_ADMINISTRATOR, &["Server Administrator"]),
 ];
 
+/// Whether a site role administers the site or the server [A.3]: the two site administrator
+/// roles and the server administrator.
+pub fn is_admin_role(id: &str) -> bool {
+    matches!(
+        id,
+        "SiteAdministratorCreator" | "SiteAdministratorExplorer" | SERVER_ADMINISTRATOR
+    )
+}
+
 /// `{"credentials": {"site": {"id"}, "user": {"id"}, "token"}}` [A.2]. No `Debug`: it holds
 /// the session token.
 #[derive(Deserialize)]

@@ -409,6 +409,7 @@ impl ThoughtspotAdapter {
                     id: g.id.clone(),
                     names: vec![name.clone()],
                     display: g.name.clone(),
+                    admin: wire::grants_admin(g.privileges.as_deref()),
                 });
                 continue;
             }
@@ -449,6 +450,7 @@ impl ThoughtspotAdapter {
                     id,
                     names: vec![name.clone(), gname.clone()],
                     display: role.name.clone(),
+                    admin: wire::grants_admin(role.privileges.as_deref()),
                 });
             }
         }

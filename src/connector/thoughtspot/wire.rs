@@ -87,6 +87,9 @@ pub struct Group {
     pub roles: Option<Vec<Ref>>,
     #[serde(default)]
     pub users: Option<Vec<Ref>>,
+    /// Privileges the group grants its members [B.5].
+    #[serde(default)]
+    pub privileges: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +104,21 @@ pub struct Org {
 pub struct Role {
     pub id: String,
     pub name: String,
+    /// Privileges the role grants [B.5].
+    #[serde(default)]
+    pub privileges: Option<Vec<String>>,
+}
+
+/// Whether privileges make their holder an administrator [B.5]: ADMINISTRATION (a group's
+/// "can administer ThoughtSpot"), or with RBAC APPLICATION_ADMINISTRATION or
+/// ORG_ADMINISTRATION, which roles carry instead (a role cannot carry ADMINISTRATION).
+pub fn grants_admin(privileges: Option<&[String]>) -> bool {
+    privileges.unwrap_or_default().iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "ADMINISTRATION" | "APPLICATION_ADMINISTRATION" | "ORG_ADMINISTRATION"
+        )
+    })
 }
 
 /// A formula variable and, when asked with `METADATA_AND_VALUES`, its values.
