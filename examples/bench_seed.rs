@@ -6,6 +6,9 @@
 //! `bench_seed direct --data-dir DIR --users N`
 //!     writes N users straight into a data dir through the directory store (for the start-up
 //!     benchmark, where going through HTTP would take minutes).
+//! `bench_seed tenants --data-dir DIR --tenants N --users U --token T --config FILE --out FILE`
+//!     N local tenants of U users each, straight into the store, and the config that serves
+//!     them (`scripts/bench-tenants.sh`).
 
 use scim_bridge::scim::resource::canonicalize;
 use scim_bridge::scim::schema::{ResourceKind, ResourceSchema, SchemaRegistry};
@@ -247,6 +250,48 @@ async fn main() {
             store.flush().await.unwrap();
             println!(
                 "wrote {users} users in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Some("tenants") => {
+            // Many tenants (issue 14): `--tenants N` local tenants `t0000…` with `--users` users
+            // each, written straight into the store, plus the config that serves them
+            // (`--config FILE`; tenant t's token is `{--token}-t`) and `tenant<TAB>userName`
+            // lines for the lookup load (`--out`).
+            let dir = arg(&args, "--data-dir").expect("--data-dir");
+            let tenants: usize = arg(&args, "--tenants")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            let config = arg(&args, "--config").expect("--config");
+            let out = arg(&args, "--out").expect("--out");
+            let token = arg(&args, "--token").expect("--token");
+            let store = Store::open(std::path::Path::new(&dir)).unwrap();
+            let schema = ResourceSchema::user();
+            let started = Instant::now();
+            let mut toml = format!("data_dir = {dir:?}\n");
+            let mut names = std::io::BufWriter::new(std::fs::File::create(&out).unwrap());
+            for t in 0..tenants {
+                let id = format!("t{t:04}");
+                toml.push_str(&format!(
+                    "\n[[tenants]]\nid = \"{id}\"\ntokens = [\"{token}-{id}\"]\n[tenants.vendor]\nkind = \"local\"\n"
+                ));
+                let directory =
+                    Directory::open(&store, &id, "local", SchemaRegistry::default()).unwrap();
+                let mut batch = scim_bridge::store::Batch::default();
+                for i in 0..users {
+                    let r = canonicalize(&user_body(i), &schema).unwrap();
+                    let (uid, mut doc) = directory.new_doc(ResourceKind::User, &r);
+                    directory.stamp(ResourceKind::User, &mut doc, None);
+                    directory.write_doc(&mut batch, ResourceKind::User, &uid, &doc, None);
+                    directory.bump_count(&mut batch, ResourceKind::User, 1);
+                    writeln!(names, "{id}\tbench.user{i:07}@example.com").unwrap();
+                }
+                directory.commit(batch).unwrap();
+            }
+            store.flush().await.unwrap();
+            std::fs::write(&config, toml).unwrap();
+            println!(
+                "wrote {tenants} tenants x {users} users in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
         }

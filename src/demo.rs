@@ -266,9 +266,11 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tokens: vec![Secret::new(admin_token.clone())],
             metrics_token: None,
+            tls: false,
         },
         audit: Default::default(),
         report: Default::default(),
+        tls: None,
         tenants: tenant_configs,
     };
     let store = Store::open(&data_dir).map_err(StartError::from)?;

@@ -9,5 +9,6 @@ pub mod engine;
 pub mod governance;
 pub mod scim;
 pub mod server;
+pub mod shard;
 pub mod sim;
 pub mod store;

@@ -85,6 +85,57 @@ enum Command {
         #[command(flatten)]
         target: scim_bridge::admin::cli::Target,
     },
+    /// Scale-out: tenants partitioned over the replicas of one StatefulSet.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
+    /// The store: export, import and backup (CONTRACT §6).
+    Store {
+        #[command(subcommand)]
+        command: scim_bridge::admin::store::StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Assigns the config's tenants to N replicas (stable, balanced by size) and writes the
+    /// per-shard configs, a ConfigMap, a Service per shard and the Ingress that routes
+    /// /tenants/{id}/ to the replica that owns the tenant.
+    Plan(ShardPlanArgs),
+}
+
+#[derive(Args)]
+struct ShardPlanArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    shards: u32,
+    /// Output directory (created; files in it are overwritten).
+    #[arg(long, default_value = "shards")]
+    out: PathBuf,
+    /// Users per tenant: the admin API's `GET /admin/api/tenants` answer(s), or {"tenant": N}.
+    #[arg(long)]
+    sizes: Option<PathBuf>,
+    /// The previous plan.json: its tenants keep their shards.
+    #[arg(long)]
+    previous: Option<PathBuf>,
+    /// Put a tenant on a shard: TENANT=SHARD (repeatable). Moving data is the runbook's job.
+    #[arg(long = "move", value_name = "TENANT=SHARD")]
+    moves: Vec<String>,
+    /// The StatefulSet's name (pod i is NAME-i).
+    #[arg(long, default_value = "scim-bridge")]
+    name: String,
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The Ingress host.
+    #[arg(long)]
+    host: Option<String>,
+    /// The TLS Secret of the Ingress host (needs --host).
+    #[arg(long)]
+    tls_secret: Option<String>,
+    #[arg(long)]
+    ingress_class: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -187,20 +238,10 @@ enum TokenCommand {
         #[arg(long)]
         ttl: Option<String>,
     },
-    /// Revoke a JWT by its `jti` (printed by `token issue`): the tenant's deny list in the store.
-    /// Opens the store in the config's data_dir, so the bridge must be stopped.
-    Revoke {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        tenant: String,
-        /// The token's `jti` claim.
-        #[arg(long)]
-        jti: String,
-        /// Why, kept in the revocation record.
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    /// Revoke a JWT by its `jti` (printed by `token issue`): the tenant's deny list, audited.
+    /// Through the running bridge's admin API (in effect at once), or in the store when no
+    /// bridge runs.
+    Revoke(scim_bridge::admin::tokens::RevokeArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -260,6 +301,12 @@ async fn main() -> Result<()> {
             let mut problems = scim_bridge::connector::tableau::check_offline(&cfg);
             problems.extend(scim_bridge::connector::thoughtspot::check_offline(&cfg));
             problems.extend(scim_bridge::connector::metabase::check_offline(&cfg));
+            // `[tls]`: the files exist, parse, and the key matches the certificate.
+            if let Some(tls) = &cfg.tls {
+                if let Err(tls_problems) = scim_bridge::server::tls::check(tls) {
+                    problems.extend(tls_problems);
+                }
+            }
             if !problems.is_empty() {
                 let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
                 bail!("{}:\n{}", config.display(), lines.join("\n"));
@@ -309,14 +356,8 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Token {
-            command:
-                TokenCommand::Revoke {
-                    config,
-                    tenant,
-                    jti,
-                    reason,
-                },
-        } => revoke(&config, &tenant, &jti, reason.as_deref()),
+            command: TokenCommand::Revoke(args),
+        } => scim_bridge::admin::tokens::revoke_command(&args).await,
         Command::Audit { command } => {
             use scim_bridge::admin::cli;
             let code = match command {
@@ -374,54 +415,103 @@ async fn main() -> Result<()> {
             let code = scim_bridge::admin::cli::plan(&target, &tenant, format).await?;
             std::process::exit(code)
         }
+        Command::Store { command } => {
+            let code = scim_bridge::admin::store::run(command).await?;
+            std::process::exit(code)
+        }
+        Command::Shard {
+            command: ShardCommand::Plan(args),
+        } => shard_plan(args),
     }
 }
 
-/// `token revoke`: adds the jti to the tenant's deny list in the store, with who and when.
-fn revoke(config: &Path, tenant: &str, jti: &str, reason: Option<&str>) -> Result<()> {
-    use scim_bridge::store::revoked::{is_locked, valid_jti, Revoked, RevokedTokens};
-    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
-    let t = cfg
-        .tenant(tenant)
-        .with_context(|| format!("no tenant {tenant:?} in {}", config.display()))?;
-    if t.jwt_secret.is_none() {
-        bail!(
-            "tenant {tenant:?} has no jwt_secret, so it accepts no JWT: there is nothing to revoke"
+/// `shard plan`: see `scim_bridge::shard`.
+fn shard_plan(args: ShardPlanArgs) -> Result<()> {
+    use scim_bridge::shard;
+    let mut req = shard::PlanRequest {
+        shards: args.shards,
+        ..Default::default()
+    };
+    if let Some(path) = &args.sizes {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        req.sizes = shard::parse_sizes(&text)
+            .map_err(|e| anyhow::anyhow!("--sizes {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.previous {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let previous = shard::ShardPlan::parse(&text)
+            .map_err(|e| anyhow::anyhow!("--previous {}: {e}", path.display()))?;
+        req.previous = previous
+            .assignment
+            .into_iter()
+            .map(|a| (a.tenant, a.shard))
+            .collect();
+    }
+    for m in &args.moves {
+        let (t, s) = m
+            .split_once('=')
+            .with_context(|| format!("--move {m:?}: expected TENANT=SHARD"))?;
+        let s: u32 = s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--move {m:?}: the shard must be a number"))?;
+        req.moves.insert(t.to_string(), s);
+    }
+    shard::check_label("--name", &args.name).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(ns) = &args.namespace {
+        shard::check_label("--namespace", ns).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some(h) = &args.host {
+        shard::check_host("--host", h).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some(s) = &args.tls_secret {
+        if args.host.is_none() {
+            bail!("--tls-secret needs --host (TLS on an Ingress is per host)");
+        }
+        shard::check_host("--tls-secret", s).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some(c) = &args.ingress_class {
+        shard::check_host("--ingress-class", c).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let names = shard::KubeNames {
+        statefulset: args.name.clone(),
+        namespace: args.namespace.clone(),
+        port: shard::listen_port(&args.config).map_err(|e| anyhow::anyhow!(e))?,
+        host: args.host.clone(),
+        tls_secret: args.tls_secret.clone(),
+        ingress_class: args.ingress_class.clone(),
+    };
+    let (plan, secrets) =
+        shard::write_plan(&args.config, &req, &names, &args.out).map_err(|e| anyhow::anyhow!(e))?;
+    for key in secrets {
+        eprintln!(
+            "warning: {key} is a literal secret and will be in the shards' ConfigMap: use ${{ENV}} or ${{file:…}} from a Secret"
         );
     }
-    let jti = jti.trim();
-    if !valid_jti(jti) {
-        bail!("--jti: expected the token's `jti` claim (1 to 256 printable characters, a uuid for tokens from `token issue`)");
+    println!("shard  tenants  load (users + 1 per tenant)");
+    for i in 0..plan.shards {
+        println!(
+            "{i:>5}  {:>7}  {}",
+            plan.tenants_of(i).count(),
+            plan.loads[i as usize]
+        );
     }
-    let store = match scim_bridge::store::Store::open(&cfg.data_dir) {
-        Ok(s) => s,
-        Err(e) if is_locked(&e) => bail!(
-            "the store in {} is in use: a running bridge holds it (one process per store). Stop the bridge, revoke, and start it again; revoking through a running bridge comes with the admin API (issue 13)",
-            cfg.data_dir.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| format!("opening the store in {}", cfg.data_dir.display()))
-        }
-    };
-    let by = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown user".into());
-    let by = format!("{by} (scim-bridge token revoke)");
-    let list = RevokedTokens::open(&store, t.id.as_str())?;
-    match list.revoke(jti, &by, reason)? {
-        Revoked::Added(r) => {
-            tracing::info!(tenant = %t.id, jti = %r.jti, revoked_by = %r.revoked_by, "token revoked");
-            println!(
-                "revoked jti {} of tenant {} at {} by {}",
-                r.jti, t.id, r.revoked_at, r.revoked_by
-            );
-        }
-        Revoked::Already(r) => println!(
-            "jti {} of tenant {} was already revoked at {} by {}",
-            r.jti, t.id, r.revoked_at, r.revoked_by
-        ),
-    }
+    let moved = plan
+        .assignment
+        .iter()
+        .filter(|a| a.reason == "moved")
+        .count();
+    println!(
+        "wrote {}: plan.json, {name}-0..{last}.toml, kubernetes/{{configmap,services,ingress}}.yaml ({moved} moved by --move)",
+        args.out.display(),
+        name = args.name,
+        last = plan.shards - 1,
+    );
+    println!(
+        "the StatefulSet runs {} replicas, each with --config /etc/scim-bridge/$(POD_NAME).toml from ConfigMap {}-shards",
+        plan.shards, args.name
+    );
     Ok(())
 }
 
@@ -601,19 +691,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.forget_static_tokens();
     let running = scim_bridge::server::start(config.listen, state, args.workers)?;
     let addr = running.addr;
-    println!("scim-bridge listening on http://{addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let admin_scheme = if config.tls.is_some() && config.admin.tls {
+        "https"
+    } else {
+        "http"
+    };
+    println!("scim-bridge listening on {scheme}://{addr}");
     if let Some(a) = running.admin_addr() {
-        println!("  admin (metrics, console) http://{a}/admin");
+        println!("  admin (metrics, console) {admin_scheme}://{a}/admin");
     }
     for t in &config.tenants {
         println!(
-            "  tenant {:<16} http://{addr}/tenants/{}/scim/v2",
+            "  tenant {:<16} {scheme}://{addr}/tenants/{}/scim/v2",
             t.id.as_str(),
             t.id.as_str()
         );
     }
     if config.tenants.iter().any(|t| t.id.as_str() == "default") {
-        println!("  tenant default also at   http://{addr}/scim/v2");
+        println!("  tenant default also at   {scheme}://{addr}/scim/v2");
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

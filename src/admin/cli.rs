@@ -104,6 +104,12 @@ impl Target {
         }
         let url = match (&self.url, &config) {
             (Some(u), _) => u.clone(),
+            // `[admin] tls` serves the admin listener with `[tls]`'s certificate: the client
+            // then checks it against the system's roots (name it with --url if it is not for
+            // the listen address).
+            (None, Some(c)) if c.admin.tls && c.tls.is_some() => {
+                format!("https://{}", c.admin.listen)
+            }
             (None, Some(c)) => format!("http://{}", c.admin.listen),
             (None, None) => format!("http://{}", crate::config::default_admin_listen()),
         };
@@ -263,8 +269,8 @@ pub async fn sweep_dormant(
     apply: bool,
     include_unmanaged: bool,
 ) -> Result<i32> {
-    if !(1..=3650).contains(&days) {
-        bail!("--days must be 1..3650");
+    if !crate::engine::sweep::DORMANT_DAYS.contains(&days) {
+        bail!(crate::engine::sweep::dormant_days_problem("--days"));
     }
     let c = match target.mode()? {
         Mode::Api(c) => c,

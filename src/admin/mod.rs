@@ -28,7 +28,10 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod deadlines;
 pub mod governance;
+pub mod store;
+pub mod tokens;
 
 use crate::config::{Config, ReportConfig, SweepConfig};
 use crate::server::limits::{AuthFailures, AUTH_FAILURE_WINDOW};
@@ -53,6 +56,9 @@ pub struct AdminState {
     pub tenants: BTreeMap<String, TenantSettings>,
     pub report: ReportConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[limits]`: the body-read and request deadlines, which the admin listener keeps too
+    /// ([`deadlines`]).
+    pub limits: crate::config::RequestLimits,
     /// The tenants as configured, without their bearer tokens and JWT keys (the access review
     /// reads each tenant's vendor kind and store tree from them).
     pub tenant_configs: Vec<crate::config::TenantConfig>,
@@ -110,6 +116,7 @@ impl AdminState {
                 .collect(),
             report: config.report.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            limits: config.limits.clone(),
             tenant_configs: config
                 .tenants
                 .iter()
@@ -219,11 +226,17 @@ pub struct RunningAdmin {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Binds the admin listener and starts serving on the current runtime; returns at once.
+/// Binds the admin listener and starts serving on the current runtime; returns at once. With
+/// `tls` (`[admin] tls = true`) it serves HTTPS with the public listener's reloaded pair.
 pub fn start(
     app: web::Data<AppState>,
     admin: web::Data<AdminState>,
+    tls: Option<std::sync::Arc<crate::server::tls::CertStore>>,
 ) -> Result<RunningAdmin, StartError> {
+    let rustls_config = match &tls {
+        Some(c) => Some(c.server_config().map_err(StartError::Tls)?),
+        None => None,
+    };
     let listen = admin.listen;
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
@@ -237,12 +250,15 @@ pub fn start(
         App::new()
             .app_data(app.clone())
             .app_data(admin.clone())
-            .app_data(web::FormConfig::default().limit(64 * 1024))
+            .app_data(web::FormConfig::default().limit(deadlines::ADMIN_BODY_LIMIT))
+            .wrap(actix_web::middleware::from_fn(deadlines::guard))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(crate::server::detailed_readiness))
             .route("/metrics", web::get().to(metrics))
             .configure(api::routes)
             .configure(governance::routes)
+            .configure(store::routes)
+            .configure(tokens::routes)
             .configure(console::routes)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound().json(json!({"error": "no such admin path"}))
@@ -251,13 +267,22 @@ pub fn start(
     // Two, so that a long report never holds up a Prometheus scrape or a readiness probe.
     .workers(2)
     .shutdown_timeout(10)
-    .disable_signals()
-    .listen(listener)
-    .map_err(|source| StartError::Bind {
-        addr: listen,
-        source,
-    })?
-    .run();
+    // The request head within 5 s and idle keep-alive connections closed after 15 s (the
+    // console polls); bodies and handlers have their deadlines in `deadlines::guard`.
+    .client_request_timeout(std::time::Duration::from_secs(5))
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .keep_alive(std::time::Duration::from_secs(15))
+    .disable_signals();
+    let server = match rustls_config {
+        Some(c) => server.listen_rustls_0_23(listener, c),
+        None => server.listen(listener),
+    };
+    let server = server
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?
+        .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     Ok(RunningAdmin { addr, handle, task })

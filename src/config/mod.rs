@@ -6,7 +6,8 @@
 //! collected before failing — an operator fixes a config in one round, not ten.
 //!
 //! Values that can be secrets live in [`Secret`], which never prints; problem messages never echo
-//! a value that came from the environment or from a secret key.
+//! a value that came from the environment, from a `${file:/path}` secret file, or from a secret
+//! key.
 
 mod reader;
 #[cfg(test)]
@@ -154,6 +155,53 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[report]`: the access review's person key.
     pub report: ReportConfig,
+    /// `[tls]` (CONTRACT §3.1): when set, the public listener serves HTTPS with this pair.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: a PEM certificate chain and its private key. The files are read at start (and by
+/// `config check`), then re-read when they change or on SIGHUP (`server::tls`), so that a
+/// rotation by cert-manager or certbot needs no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `cert`: the leaf certificate first, then any intermediates (PEM).
+    pub cert: PathBuf,
+    /// `key`: the leaf's private key (PEM: PKCS#8, PKCS#1 or SEC1). A secret: the file must
+    /// not be readable by others, as for `${file:…}` ([`secret_file_mode_problem`]).
+    pub key: PathBuf,
+}
+
+/// Why a file holding a secret (a `${file:…}` value, `[tls] key`) is refused for its mode, if
+/// it is: others may read or write it, or its group may write it.
+///
+/// The policy follows the token file of issue 15 (refuse, never warn: a secret that others can
+/// read must be replaced, not only restricted), with one difference: a group-*readable* file is
+/// accepted. Kubernetes gives every file of a Secret volume the pod's `fsGroup` and adds group
+/// read (a `defaultMode: 0400` Secret is mounted 0440), and a non-root StatefulSet with a PVC
+/// needs `fsGroup`; refusing group read would refuse the deployment `deploy/` describes. The
+/// group there is the pod's own. World-readable (the Secret volume's default 0644, a Docker
+/// secret's 0444) is refused with the fix named.
+pub fn secret_file_mode_problem(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o027 != 0 {
+            let who = if mode & 0o007 != 0 {
+                "others may read or write it"
+            } else {
+                "its group may write it"
+            };
+            return Some(format!(
+                "{p} holds a secret but has mode {:04o}: {who}. Restrict it with `chmod 600 {p}` (on Kubernetes: `defaultMode: 0400` on the Secret volume), and consider replacing the secret",
+                mode & 0o7777,
+                p = path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+    None
 }
 
 /// `[limits]`: what one slow or hostile client can hold of the bridge.
@@ -236,6 +284,9 @@ pub struct AdminConfig {
     pub tokens: Vec<Secret>,
     /// `metrics_token`: when set, `GET /metrics` needs it (or an admin token) as a bearer.
     pub metrics_token: Option<Secret>,
+    /// `tls = true`: the admin listener serves HTTPS too, with the `[tls]` pair (and its
+    /// reloads). Off by default: the listener is meant for a private address.
+    pub tls: bool,
 }
 
 /// The admin listener's default address: loopback only.
@@ -249,6 +300,7 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             tokens: Vec::new(),
             metrics_token: None,
+            tls: false,
         }
     }
 }
@@ -589,6 +641,7 @@ impl Config {
             admin: AdminConfig::default(),
             audit: AuditConfig::default(),
             report: ReportConfig::default(),
+            tls: None,
         }
     }
 
@@ -648,6 +701,19 @@ impl Config {
             self.limits.tenant_concurrency,
             self.limits.auth_failure_limit
         );
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(
+                out,
+                "tls:        HTTPS with {} and {}{}",
+                tls.cert.display(),
+                tls.key.display(),
+                if self.admin.tls {
+                    " (admin listener too)"
+                } else {
+                    ""
+                }
+            );
+        }
         if !self.trusted_proxies.is_empty() {
             let nets: Vec<String> = self.trusted_proxies.iter().map(|n| n.to_string()).collect();
             let _ = writeln!(out, "trusted_proxies: {}", nets.join(", "));
@@ -758,7 +824,7 @@ fn vendor_line(v: &VendorConfig) -> String {
     }
 }
 
-fn default_listen() -> SocketAddr {
+pub fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN
         .parse()
         .expect("DEFAULT_LISTEN is a socket address")

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
+
+use crate::engine::sweep::DORMANT_DAYS;
 use toml::{Table, Value};
 
 use super::{
@@ -14,7 +16,7 @@ use super::{
     OnVendorUnavailable, PersonKey, Problem, ReportConfig, RequestLimits, RoleRule, RoleRules,
     Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode, SweepConfig, TableauAuth,
     TableauAuthSetting, TableauDeprovision, TableauFlavor, TenantConfig, TenantId,
-    ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups, Url, VendorConfig,
+    ThoughtspotAccountType, ThoughtspotAuth, ThoughtspotOrgGroups, TlsConfig, Url, VendorConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_TABLEAU_API_VERSION, DEFAULT_THOUGHTSPOT_TOKEN_VALIDITY_S,
 };
 
@@ -29,8 +31,13 @@ const TOP_KEYS: &[&str] = &[
     "audit",
     "report",
     "tenants",
+    "tls",
 ];
-const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_token"];
+const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_token", "tls"];
+const TLS_KEYS: &[&str] = &["cert", "key"];
+/// The largest `${file:…}` secret read: a secret file holds one value, and a path such as
+/// `/dev/zero` must not be read for ever.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 const AUDIT_KEYS: &[&str] = &["retention"];
 const REPORT_KEYS: &[&str] = &["person_key"];
 const SWEEP_KEYS: &[&str] = &["days", "apply", "include_unmanaged", "every"];
@@ -147,6 +154,56 @@ pub(super) fn read(
     }
 }
 
+/// The value of `${file:path}`: the file's text less ONE trailing newline (`\n` or `\r\n`, as
+/// `echo` and editors leave one; a second is kept, it is then part of the value). The message of
+/// an error names the file and never its content; a file that others may read is refused (see
+/// [`super::secret_file_mode_problem`]).
+fn read_secret_file(file: &str) -> Result<String, String> {
+    use std::io::Read;
+    let path = std::path::Path::new(file);
+    if !path.is_absolute() {
+        return Err(format!(
+            "`${{file:{file}}}`: the secret file needs an absolute path, e.g. `${{file:/run/secrets/scim-token}}`"
+        ));
+    }
+    let cannot = |e: std::io::Error| format!("cannot read the secret file {file}: {e}");
+    let f = std::fs::File::open(path).map_err(cannot)?;
+    let meta = f.metadata().map_err(cannot)?;
+    if meta.is_dir() {
+        return Err(format!(
+            "cannot read the secret file {file}: it is a directory"
+        ));
+    }
+    if let Some(problem) = super::secret_file_mode_problem(path, &meta) {
+        return Err(problem);
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        bytes.iter_mut().for_each(|b| *b = 0);
+        return Err(format!(
+            "the secret file {file} is larger than {} KiB; it must hold the one secret value",
+            MAX_SECRET_FILE_BYTES / 1024
+        ));
+    }
+    let mut text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            bytes.iter_mut().for_each(|b| *b = 0);
+            return Err(format!("the secret file {file} is not UTF-8 text"));
+        }
+    };
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    Ok(text)
+}
+
 fn wipe_strings(table: &mut Table) {
     fn wipe(v: &mut Value) {
         match v {
@@ -195,7 +252,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// A string value after `${ENV}` expansion. `from_env` values are never echoed in messages.
+/// A string value after `${ENV}` / `${file:…}` expansion. `from_env` (set for a value that took
+/// anything from the environment or from a file) values are never echoed in messages.
 struct Text {
     value: String,
     from_env: bool,
@@ -299,8 +357,9 @@ impl Reader<'_> {
         });
     }
 
-    /// `${NAME}` takes the environment value (not expanded again); `$${` is a literal `${`; any
-    /// other `$` is literal.
+    /// `${NAME}` takes the environment value, `${file:/abs/path}` the file's content less one
+    /// trailing newline (neither is expanded again); `$${` is a literal `${`; any other `$` is
+    /// literal.
     fn expand(&mut self, raw: &str, path: &str) -> Option<Text> {
         let mut out = String::with_capacity(raw.len());
         let mut from_env = false;
@@ -322,10 +381,24 @@ impl Reader<'_> {
                 };
                 let name = &after[..end];
                 rest = &after[end + 1..];
+                if let Some(file) = name.strip_prefix("file:") {
+                    match read_secret_file(file) {
+                        Ok(value) => {
+                            out.push_str(&value);
+                            drop(Secret(value));
+                            from_env = true;
+                        }
+                        Err(message) => {
+                            self.problem(path, message);
+                            ok = false;
+                        }
+                    }
+                    continue;
+                }
                 if !is_env_name(name) {
                     self.problem(
                         path,
-                        "`${...}` must hold an environment variable name (letters, digits, `_`); write `$${` for a literal `${`",
+                        "`${...}` must hold an environment variable name (letters, digits, `_`) or `file:/path`; write `$${` for a literal `${`",
                     );
                     ok = false;
                     continue;
@@ -583,6 +656,10 @@ impl Reader<'_> {
             Got::Absent => {}
             Got::Bad => ok = false,
         }
+        match self.boolean(t, "tls", "admin", false) {
+            Some(b) => out.tls = b,
+            None => ok = false,
+        }
         ok.then_some(out)
     }
 
@@ -630,7 +707,11 @@ impl Reader<'_> {
         let base = join(base, "sweep");
         self.unknown_keys(t, &base, SWEEP_KEYS);
         let days = match t.get("days") {
-            Some(Value::Integer(n)) if (1..=3650).contains(n) => Some(*n as u32),
+            Some(Value::Integer(n))
+                if u32::try_from(*n).is_ok_and(|d| DORMANT_DAYS.contains(&d)) =>
+            {
+                Some(*n as u32)
+            }
             None => {
                 self.problem(
                     join(&base, "days"),
@@ -641,7 +722,14 @@ impl Reader<'_> {
             Some(other) => {
                 self.problem(
                     join(&base, "days"),
-                    type_problem("an integer from 1 to 3650", other),
+                    type_problem(
+                        &format!(
+                            "an integer from {} to {}",
+                            DORMANT_DAYS.start(),
+                            DORMANT_DAYS.end()
+                        ),
+                        other,
+                    ),
                 );
                 None
             }
@@ -782,6 +870,15 @@ impl Reader<'_> {
         let admin = self.admin(top, &seen_tokens);
         let audit = self.audit(top);
         let report = self.report(top);
+        let tls = self.tls(top);
+        if let (Some(a), Some(None)) = (&admin, &tls) {
+            if a.tls {
+                self.problem(
+                    "admin.tls",
+                    "the admin listener's HTTPS uses the [tls] cert and key: add a [tls] table, or set admin.tls = false",
+                );
+            }
+        }
 
         if !all_tenants_ok || tenants.is_empty() {
             return None;
@@ -797,7 +894,39 @@ impl Reader<'_> {
             admin: admin?,
             audit: audit?,
             report: report?,
+            tls: tls?,
         })
+    }
+
+    /// `[tls]`: `cert` and `key`, both or neither. Only the paths are read here; the files are
+    /// loaded and checked (PEM, key matches certificate) by `server::tls`, at start, by
+    /// `config check`, and on every reload.
+    fn tls(&mut self, top: &Table) -> Option<Option<TlsConfig>> {
+        let t = match self.sub_table(top, "tls", "") {
+            Got::Absent => return Some(None),
+            Got::Bad => return None,
+            Got::Val(t) => t,
+        };
+        self.unknown_keys(t, "tls", TLS_KEYS);
+        let cert = self.plain(t, "cert", "tls");
+        let key = self.plain(t, "key", "tls");
+        match (cert, key) {
+            (Got::Val(cert), Got::Val(key)) => Some(Some(TlsConfig {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            })),
+            (cert, key) => {
+                for (name, present) in [("cert", cert.is_present()), ("key", key.is_present())] {
+                    if !present {
+                        self.problem(
+                            join("tls", name),
+                            "required key is missing: [tls] needs both `cert` and `key` (PEM files)",
+                        );
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// A duration such as `"30s"`, `"90d"` (the `token issue --ttl` forms).

@@ -1295,3 +1295,8 @@ fn governance_key_problems_name_their_path() {
     assert_has(&p, "tenants[0].dry_run", "nothing to hold back");
     assert_has(&p, "tenants[0].sweep", "no vendor accounts");
 }
+
+// ---- ${file:/path} secrets and [tls] (issue 14) --------------------------------------------
+// In their own file: this one is long enough.
+#[path = "tests_files.rs"]
+mod files;

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// The running (or last) sync's users read, and whether one runs, by tenant.
     pub sync_users: IntGaugeVec,
     pub sync_running: IntGaugeVec,
+    /// The admin exports running now, with their progress (the dashboard's list).
+    pub exports: std::sync::Arc<RunningExports>,
 }
 
 impl Metrics {
@@ -149,6 +151,7 @@ impl Metrics {
             export_rows,
             sync_users,
             sync_running,
+            exports: Default::default(),
         }
     }
 
@@ -205,5 +208,133 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The admin exports and reports running now (audit export, access report), each with the rows
+/// written so far and the total once known: the dashboard lists them as it shows a sync's
+/// progress. `export_rows` counts the same rows for `/metrics`. An export leaves the list when
+/// its [`ExportProgress`] handle is dropped, however it ended (done, failed, client gone).
+#[derive(Default)]
+pub struct RunningExports {
+    next: std::sync::atomic::AtomicU64,
+    running: parking_lot::Mutex<std::collections::BTreeMap<u64, std::sync::Arc<ExportState>>>,
+}
+
+struct ExportState {
+    export: &'static str,
+    tenant: Option<String>,
+    format: String,
+    started_at: String,
+    rows: std::sync::atomic::AtomicU64,
+    /// `u64::MAX` while unknown.
+    total: std::sync::atomic::AtomicU64,
+}
+
+/// One running export as the dashboard and `GET /admin/api/exports` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExportView {
+    pub id: u64,
+    /// `audit` or `access`.
+    pub export: String,
+    /// The tenant asked for (`None`: every tenant).
+    pub tenant: Option<String>,
+    pub format: String,
+    pub started_at: String,
+    pub rows: u64,
+    pub total: Option<u64>,
+}
+
+impl RunningExports {
+    /// Lists a new export until the handle is dropped.
+    pub fn start(
+        self: &std::sync::Arc<Self>,
+        export: &'static str,
+        tenant: Option<&str>,
+        format: &str,
+    ) -> ExportProgress {
+        use std::sync::atomic::Ordering;
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let state = std::sync::Arc::new(ExportState {
+            export,
+            tenant: tenant.map(str::to_string),
+            format: format.to_string(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rows: Default::default(),
+            total: std::sync::atomic::AtomicU64::new(u64::MAX),
+        });
+        self.running.lock().insert(id, state.clone());
+        ExportProgress {
+            id,
+            state,
+            list: self.clone(),
+        }
+    }
+
+    /// The exports running now, oldest first.
+    pub fn snapshot(&self) -> Vec<ExportView> {
+        use std::sync::atomic::Ordering;
+        self.running
+            .lock()
+            .iter()
+            .map(|(id, s)| ExportView {
+                id: *id,
+                export: s.export.to_string(),
+                tenant: s.tenant.clone(),
+                format: s.format.clone(),
+                started_at: s.started_at.clone(),
+                rows: s.rows.load(Ordering::Relaxed),
+                total: Some(s.total.load(Ordering::Relaxed)).filter(|t| *t != u64::MAX),
+            })
+            .collect()
+    }
+}
+
+impl ExportView {
+    /// One line for the dashboard (the console's JS writes the same words).
+    pub fn text(&self) -> String {
+        let what = match self.export.as_str() {
+            "audit" => "audit export",
+            "access" => "access report",
+            other => other,
+        };
+        let whom = match &self.tenant {
+            Some(t) => format!("tenant {t}"),
+            None => "all tenants".to_string(),
+        };
+        let total = self.total.map(|t| format!(" / {t}")).unwrap_or_default();
+        format!(
+            "{what} ({whom}, {}): {}{total} rows",
+            self.format, self.rows
+        )
+    }
+}
+
+/// The handle of one running export: it reports the rows written and leaves the list when
+/// dropped.
+pub struct ExportProgress {
+    id: u64,
+    state: std::sync::Arc<ExportState>,
+    list: std::sync::Arc<RunningExports>,
+}
+
+impl ExportProgress {
+    /// Rows written so far (never more than the total, once known).
+    pub fn rows(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self.state.total.load(Ordering::Relaxed);
+        self.state.rows.store(n.min(total), Ordering::Relaxed);
+    }
+
+    pub fn total(&self, n: u64) {
+        self.state
+            .total
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for ExportProgress {
+    fn drop(&mut self) {
+        self.list.running.lock().remove(&self.id);
     }
 }

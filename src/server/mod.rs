@@ -4,8 +4,10 @@
 pub mod forwarded;
 pub mod limits;
 pub mod metrics;
+pub mod reload;
 pub mod response;
 mod scim_routes;
+pub mod tls;
 
 use crate::auth::TenantAuth;
 use crate::config::{Config, RequestLimits, VendorConfig};
@@ -49,6 +51,10 @@ pub struct ServerState {
     pub admin: Option<crate::admin::AdminState>,
     /// `[audit] retention`: how long audit entries are kept (`None`: for ever).
     pub retention: Option<std::time::Duration>,
+    /// `[tls]`: HTTPS on the public listener (and on the admin one with `admin_tls`).
+    pub tls: Option<crate::config::TlsConfig>,
+    /// `[admin] tls = true`.
+    pub admin_tls: bool,
 }
 
 impl ServerState {
@@ -64,6 +70,8 @@ impl ServerState {
             guard,
             admin: None,
             retention: None,
+            tls: None,
+            admin_tls: false,
         }
     }
 }
@@ -87,6 +95,9 @@ pub enum StartError {
     /// A vendor connector that cannot start as configured; each line names its key path.
     #[error("tenant {tenant}: {message}")]
     Connector { tenant: String, message: String },
+    /// `[tls]` files that do not load; each line names `tls.cert` or `tls.key` and the file.
+    #[error("{0}")]
+    Tls(String),
 }
 
 pub struct RunningServer {
@@ -98,6 +109,12 @@ pub struct RunningServer {
     pub admin: Option<crate::admin::RunningAdmin>,
     /// The audit retention task (`[audit] retention`), stopped with the server.
     pub retention: Option<tokio::task::JoinHandle<()>>,
+    /// The process's reload signal (SIGHUP is forwarded to it): subscribe to reload on it.
+    pub reload: reload::Reload,
+    /// The served TLS pair (`[tls]`), reloaded from its files.
+    pub tls: Option<Arc<tls::CertStore>>,
+    /// The SIGHUP forwarder and the TLS file watcher, stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -110,6 +127,9 @@ impl RunningServer {
     pub async fn stop(self) {
         if let Some(r) = &self.retention {
             r.abort();
+        }
+        for b in &self.background {
+            b.abort();
         }
         if let Some(a) = &self.admin {
             a.handle.stop(true).await;
@@ -177,6 +197,8 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
     let mut state = ServerState::new(app, &config.limits, &config.trusted_proxies);
     state.admin = Some(crate::admin::AdminState::from_config(config));
     state.retention = config.audit.retention;
+    state.tls = config.tls.clone();
+    state.admin_tls = config.admin.tls;
     Ok(state)
 }
 
@@ -227,7 +249,26 @@ pub fn start(
         guard,
         admin,
         retention,
+        tls: tls_config,
+        admin_tls,
     } = state.into();
+    // The pair is loaded before anything binds: a bad one refuses the start, naming the file.
+    let cert_store = match &tls_config {
+        Some(t) => Some(tls::CertStore::open(t).map_err(|problems| {
+            StartError::Tls(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?),
+        None => None,
+    };
+    let rustls_config = match &cert_store {
+        Some(c) => Some(c.server_config().map_err(StartError::Tls)?),
+        None => None,
+    };
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
         source,
@@ -238,12 +279,16 @@ pub fn start(
     })?;
     let state = web::Data::new(state);
     let admin = match admin {
-        Some(a) => Some(crate::admin::start(state.clone(), web::Data::new(a))?),
+        Some(a) => Some(crate::admin::start(
+            state.clone(),
+            web::Data::new(a),
+            cert_store.clone().filter(|_| admin_tls),
+        )?),
         None => None,
     };
     let app_state = state.clone();
     let guard = web::Data::new(guard);
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(guard.clone())
@@ -274,16 +319,41 @@ pub fn start(
             .default_service(web::to(scim_routes::entry))
     })
     .shutdown_timeout(30)
-    .disable_signals()
-    .listen(listener)
-    .map_err(|source| StartError::Bind { addr: listen, source })?;
+    .disable_signals();
+    let server = match rustls_config {
+        Some(c) => server.listen_rustls_0_23(listener, c),
+        None => server.listen(listener),
+    };
+    let mut server = server.map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
     if let Some(w) = workers {
         server = server.workers(w);
     }
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    // SIGHUP reloads (issue 14): the TLS pair now, the config later, through one broadcast.
+    let reload = reload::Reload::new();
+    let mut background = Vec::new();
+    #[cfg(unix)]
+    match reload.forward_sighup() {
+        Ok(t) => background.push(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by SIGHUP is off")
+        }
+    }
+    if let Some(c) = &cert_store {
+        let watch = c
+            .clone()
+            .spawn_watch(tls::POLL_INTERVAL, reload.subscribe());
+        background.push(watch);
+    }
     Ok(RunningServer {
+        reload,
+        tls: cert_store,
+        background,
         addr,
         handle,
         task,

@@ -2,10 +2,30 @@
 //! data never share keys. sled 0.34 is the stable line; it stays behind this module.
 
 pub mod audit;
+pub mod backup;
 pub mod directory;
+pub mod dump;
 pub mod revoked;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The layout version of the store (issue 14): the trees, their key encodings and their values.
+/// sled 0.34 is pre-1.0 and its own format carries no promise, so the bridge keeps one of its
+/// own, in the global `meta` tree under `format_version` (ASCII decimal). Raise it with any
+/// change an older binary would misread, and add a [`Migration`] from the previous version.
+pub const FORMAT_VERSION: u32 = 1;
+const META_TREE: &str = "meta";
+const FORMAT_KEY: &[u8] = b"format_version";
+
+/// A step from one layout version to the next, run at open before anything else reads the
+/// store. It must be idempotent: a crash before the new version is stamped runs it again.
+pub struct Migration {
+    pub from: u32,
+    pub run: fn(&sled::Db) -> Result<(), StoreError>,
+}
+
+/// Every migration this binary knows, `from` ascending. None yet: version 1 is the first.
+const MIGRATIONS: &[Migration] = &[];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -13,6 +33,31 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record under key {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Written by a newer scim-bridge: opening it could misread or corrupt it.
+    #[error(
+        "the store in {path} has format version {found}, but this scim-bridge ({binary}) knows \
+         versions up to {known}: it was written by a newer scim-bridge. Run that version or a \
+         later one; this one leaves the store untouched"
+    )]
+    Newer {
+        path: String,
+        found: u32,
+        known: u32,
+        binary: &'static str,
+    },
+    /// Older than this binary, and no migration leads from it.
+    #[error(
+        "the store in {path} has format version {found}; this scim-bridge ({binary}) uses \
+         version {known} and cannot migrate it in place. Move the data with a dump: `scim-bridge \
+         store export --data-dir {path} > dump.jsonl` with the version that wrote it, then \
+         `scim-bridge store import --data-dir NEW_DIR < dump.jsonl` with this one"
+    )]
+    Older {
+        path: String,
+        found: u32,
+        known: u32,
+        binary: &'static str,
+    },
 }
 
 impl From<StoreError> for crate::scim::ScimError {
@@ -90,6 +135,8 @@ impl Tree {
 pub struct Store {
     db: sled::Db,
     flusher: std::sync::Arc<GroupCommit>,
+    /// The data dir (the sled files are under `{dir}/store`).
+    dir: std::sync::Arc<PathBuf>,
 }
 
 type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -156,8 +203,36 @@ impl Store {
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        check_format_version(&db, dir)?;
         let flusher = std::sync::Arc::new(GroupCommit::start(db.clone()));
-        Ok(Store { db, flusher })
+        Ok(Store {
+            db,
+            flusher,
+            dir: std::sync::Arc::new(dir.to_path_buf()),
+        })
+    }
+
+    /// The data dir this store was opened in.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store's layout version, as stamped (see [`FORMAT_VERSION`]).
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        Ok(read_format_version(&self.db)?.unwrap_or(FORMAT_VERSION))
+    }
+
+    /// Every tenant that has a tree in the store, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| split_tree_name(n).0.map(str::to_string))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The tree of one tenant for one purpose (`local`, `idmap`, `audit`…).
@@ -187,6 +262,92 @@ impl Store {
     pub fn is_healthy(&self) -> bool {
         self.db.was_recovered() || self.db.size_on_disk().is_ok()
     }
+}
+
+/// `(Some(tenant), purpose)` for a tenant's tree `t/{tenant}/{purpose}` (tenant ids hold no
+/// `/`); `(None, name)` for a global tree (`meta`, sled's default tree). `None` names are not
+/// UTF-8 (the bridge makes none; a dump carries them in base64).
+pub(crate) fn split_tree_name(name: &[u8]) -> (Option<&str>, Option<&str>) {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return (None, None);
+    };
+    match name
+        .strip_prefix("t/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((tenant, purpose)) if !tenant.is_empty() => (Some(tenant), Some(purpose)),
+        _ => (None, Some(name)),
+    }
+}
+
+fn read_format_version(db: &sled::Db) -> Result<Option<u32>, StoreError> {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(FORMAT_KEY)? {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: "meta/format_version".into(),
+                reason: format!("not a version number: {:?}", String::from_utf8_lossy(&v)),
+            }),
+    }
+}
+
+fn stamp_format_version(db: &sled::Db, version: u32) -> Result<(), StoreError> {
+    db.open_tree(META_TREE)?
+        .insert(FORMAT_KEY, version.to_string().as_bytes())?;
+    db.flush()?;
+    Ok(())
+}
+
+/// The check at open (issue 14). A store without a stamp is either new or was written before
+/// the stamp existed, when the layout was already version 1's: it is stamped 1. A newer store is
+/// refused untouched; an older one is migrated step by step, or refused naming the
+/// export/import path when no migration leads from it.
+fn check_format_version(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    check_format_version_with(db, dir, FORMAT_VERSION, MIGRATIONS)
+}
+
+fn check_format_version_with(
+    db: &sled::Db,
+    dir: &Path,
+    current: u32,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let binary = concat!("version ", env!("CARGO_PKG_VERSION"));
+    let path = dir.display().to_string();
+    let mut found = match read_format_version(db)? {
+        None => {
+            stamp_format_version(db, 1)?;
+            1
+        }
+        Some(v) => v,
+    };
+    if found > current {
+        return Err(StoreError::Newer {
+            path,
+            found,
+            known: current,
+            binary,
+        });
+    }
+    while found < current {
+        let Some(m) = migrations.iter().find(|m| m.from == found) else {
+            return Err(StoreError::Older {
+                path,
+                found,
+                known: current,
+                binary,
+            });
+        };
+        (m.run)(db)?;
+        stamp_format_version(db, found + 1)?;
+        tracing::info!(path = %path, from = found, to = found + 1, "store migrated");
+        found += 1;
+    }
+    Ok(())
 }
 
 /// Keeping the store private to the bridge's user (issue 15): the data dir holds every user's
@@ -367,5 +528,131 @@ mod tests {
         set(&dir, 0o755);
         private::create_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o755);
+    }
+}
+
+/// The format version check at open, on real sled dirs.
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    fn stamp(dir: &Path, version: &[u8]) {
+        let db = sled::open(dir.join("store")).unwrap();
+        db.open_tree(META_TREE)
+            .unwrap()
+            .insert(FORMAT_KEY, version)
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn read(dir: &Path) -> Option<Vec<u8>> {
+        let db = sled::open(dir.join("store")).unwrap();
+        let v = db.open_tree(META_TREE).unwrap().get(FORMAT_KEY).unwrap();
+        v.map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn a_new_store_and_an_unstamped_one_are_stamped_with_the_current_version() {
+        let new = tempfile::tempdir().unwrap();
+        let store = Store::open(new.path()).unwrap();
+        assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
+        drop(store);
+        assert_eq!(read(new.path()), Some(b"1".to_vec()));
+
+        // A store from before the stamp: data, no meta tree.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(old.path().join("store")).unwrap();
+            db.open_tree("t/acme/local")
+                .unwrap()
+                .insert("u/1", "{}")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(old.path()).unwrap();
+        assert_eq!(store.tree("acme", "local").unwrap().len(), 1);
+        drop(store);
+        assert_eq!(read(old.path()), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn a_newer_store_is_refused_untouched_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), b"7");
+        let err = Store::open(dir.path()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::Newer {
+                    found: 7,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("format version 7") && msg.contains("up to 1"),
+            "{msg}"
+        );
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert_eq!(read(dir.path()), Some(b"7".to_vec()), "left as it was");
+    }
+
+    #[test]
+    fn a_garbled_stamp_is_a_corrupt_record() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp(dir.path(), b"one");
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    fn add_marker(db: &sled::Db) -> Result<(), StoreError> {
+        db.open_tree("meta")?.insert("migrated", "yes")?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_older_store_is_migrated_step_by_step_or_refused_naming_export_and_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.open_tree(META_TREE)
+            .unwrap()
+            .insert(FORMAT_KEY, "1")
+            .unwrap();
+        // Version 2 knows a migration from 1: it runs once and the stamp moves.
+        let steps = [Migration {
+            from: 1,
+            run: add_marker,
+        }];
+        check_format_version_with(&db, dir.path(), 2, &steps).unwrap();
+        assert_eq!(read_format_version(&db).unwrap(), Some(2));
+        assert!(db
+            .open_tree("meta")
+            .unwrap()
+            .get("migrated")
+            .unwrap()
+            .is_some());
+        check_format_version_with(&db, dir.path(), 2, &steps).unwrap();
+        // Version 3 has no step from 2: refused, naming the way out.
+        let err = check_format_version_with(&db, dir.path(), 3, &steps).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::Older {
+                    found: 2,
+                    known: 3,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("store export") && msg.contains("store import"),
+            "{msg}"
+        );
+        assert_eq!(read_format_version(&db).unwrap(), Some(2));
     }
 }

@@ -41,6 +41,7 @@ pub fn config(tenant: TenantConfig, data_dir: &std::path::Path) -> Config {
         },
         audit: Default::default(),
         report: Default::default(),
+        tls: None,
     }
 }
 

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Many tenants in one process (issue 14). Two runs, each measured the same way:
+#   1. TENANTS local tenants with USERS users each (written straight into the store);
+#   2. TENANTS tenants on the four vendor simulators (a quarter each), signed in, roles loaded and
+#      the vendor directory observed for every tenant.
+# For each: start-up to the public /readyz 200 and to the admin /readyz 200 (every tenant's
+# vendor ready); resident memory; CPU used while idle over IDLE_S seconds. For run 1 also: filter
+# lookups (wrk, 16 connections, 20 s) on one tenant, then spread over all tenants, side by side.
+# Usage: scripts/bench-tenants.sh [TENANTS=1000] [USERS=100] [IDLE_S=60]
+# Loopback only; every wait is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TENANTS="${1:-1000}"
+USERS="${2:-100}"
+IDLE_S="${3:-60}"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --bin scim-bridge --example bench_seed >/dev/null 2>&1
+bin=target/release/scim-bridge
+seed=target/release/examples/bench_seed
+work="$(mktemp -d)"
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+token=bench-token-0123456789abcdefghijklmnopqrstuvwxyz
+admin_token=bench-admin-token-0123456789abcdefghijklmnop
+port=18281
+admin_port=18282
+clk=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+
+# Starts the bridge on $1 (config); prints the seconds to the public and to the admin /readyz 200.
+start_bridge() {
+  local start; start=$(date +%s.%N)
+  SCIM_BRIDGE_ADMIN_TOKEN=$admin_token RUST_LOG=warn $bin serve --config "$1" \
+    --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port >"$work/log" 2>&1 &
+  pid=$!; pids+=("$pid")
+  local deadline=$((SECONDS + 300))
+  until curl -fs http://127.0.0.1:$port/readyz >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "no /readyz in 300 s"; tail "$work/log"; exit 1; }
+    sleep 0.01
+  done
+  local public; public=$(echo "$(date +%s.%N) - $start" | bc)
+  # The detailed readiness lists the tenants whose vendor is not signed in yet.
+  until curl -fs http://127.0.0.1:$admin_port/readyz 2>/dev/null \
+      | python3 -c 'import json,sys; sys.exit(0 if not json.load(sys.stdin)["vendors_unavailable"] else 1)' 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "tenants still unavailable after 300 s"; curl -s http://127.0.0.1:$admin_port/readyz | head -c 600; exit 1; }
+    sleep 0.2
+  done
+  echo "start-up: public /readyz 200 after ${public} s, every tenant's vendor ready (admin /readyz) after $(echo "$(date +%s.%N) - $start" | bc) s"
+}
+
+idle() {
+  local before; before=$(cpu_ticks "$pid")
+  sleep "$IDLE_S"
+  local after; after=$(cpu_ticks "$pid")
+  echo "idle: $(echo "scale=2; 100 * ($after - $before) / $clk / $IDLE_S" | bc) % of one core over ${IDLE_S} s; RSS $(rss_mb "$pid") MB"
+}
+
+echo "== 1. $TENANTS local tenants x $USERS users"
+$seed tenants --data-dir "$work/d1" --tenants "$TENANTS" --users "$USERS" --token "$token" \
+  --config "$work/local.toml" --out "$work/names.tsv"
+printf '\n[admin]\ntokens = ["${SCIM_BRIDGE_ADMIN_TOKEN}"]\n' >>"$work/local.toml"
+start_bridge "$work/local.toml"
+echo "RSS after start-up: $(rss_mb "$pid") MB"
+idle
+cat >"$work/one.lua" <<LUA
+local names = {}
+for line in io.lines("$work/names.tsv") do
+  local t, n = line:match("^([^\t]+)\t(.+)$")
+  if t == "t0000" then names[#names+1] = n end
+end
+math.randomseed(42)
+request = function()
+  local n = names[math.random(#names)]
+  return wrk.format("GET", "/tenants/t0000/scim/v2/Users?filter=userName%20eq%20%22" .. n .. "%22", {["Authorization"]="Bearer $token-t0000"})
+end
+LUA
+cat >"$work/all.lua" <<LUA
+local rows = {}
+for line in io.lines("$work/names.tsv") do
+  local t, n = line:match("^([^\t]+)\t(.+)$")
+  rows[#rows+1] = {t, n}
+end
+math.randomseed(42)
+request = function()
+  local r = rows[math.random(#rows)]
+  return wrk.format("GET", "/tenants/" .. r[1] .. "/scim/v2/Users?filter=userName%20eq%20%22" .. r[2] .. "%22", {["Authorization"]="Bearer $token-" .. r[1]})
+end
+LUA
+echo "-- filter lookups, one tenant"
+wrk -t2 -c16 -d20s --latency -s "$work/one.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|Non-2xx"
+echo "-- filter lookups spread over all $TENANTS tenants"
+wrk -t2 -c16 -d20s --latency -s "$work/all.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|Non-2xx"
+echo "RSS after the lookups: $(rss_mb "$pid") MB"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+echo "== 2. $TENANTS tenants on the four vendor simulators"
+declare -A sim_port
+p=18300
+for v in sisense tableau thoughtspot metabase; do
+  p=$((p + 1)); sim_port[$v]=$p
+  RUST_LOG=warn $bin simulate "$v" --listen 127.0.0.1:$p >"$work/sim-$v.log" 2>&1 &
+  pids+=("$!")
+done
+for v in sisense tableau thoughtspot metabase; do
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:${sim_port[$v]}/__sim/stats" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+cfg="$work/vendors.toml"
+printf 'data_dir = "%s"\n\n[admin]\ntokens = ["${SCIM_BRIDGE_ADMIN_TOKEN}"]\n' "$work/d2" >"$cfg"
+for i in $(seq 0 $((TENANTS - 1))); do
+  id=$(printf 'v%04d' "$i")
+  printf '\n[[tenants]]\nid = "%s"\ntokens = ["%s-%s"]\n[tenants.vendor]\n' "$id" "$token" "$id" >>"$cfg"
+  case $((i % 4)) in
+    0) printf 'kind = "sisense"\nbase_url = "http://127.0.0.1:%s"\nusername = "admin@sisense.local"\npassword = "admin"\n' "${sim_port[sisense]}" >>"$cfg" ;;
+    1) printf 'kind = "tableau"\nbase_url = "http://127.0.0.1:%s"\nsite = "default"\npat_name = "scim-bridge"\npat_secret = "simulator-pat-secret"\n' "${sim_port[tableau]}" >>"$cfg" ;;
+    2) printf 'kind = "thoughtspot"\nbase_url = "http://127.0.0.1:%s"\nusername = "tsadmin"\npassword = "admin"\norg_id = 0\n' "${sim_port[thoughtspot]}" >>"$cfg" ;;
+    3) printf 'kind = "metabase"\nbase_url = "http://127.0.0.1:%s"\napi_key = "mb_simulator_api_key"\n' "${sim_port[metabase]}" >>"$cfg" ;;
+  esac
+done
+$bin config check --config "$cfg" >/dev/null
+start_bridge "$cfg"
+echo "RSS after start-up: $(rss_mb "$pid") MB"
+idle
+for v in sisense tableau thoughtspot metabase; do
+  echo "$v simulator: $(curl -fs "http://127.0.0.1:${sim_port[$v]}/__sim/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])') requests in all"
+done
+kill "$pid"; wait "$pid" 2>/dev/null || true
