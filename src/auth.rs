@@ -224,6 +224,11 @@ impl TenantAuth {
             Some(j) if !j.is_empty() => j,
             _ => return Err(AuthError::MissingClaim("jti".into())),
         };
+        // Only a jti that `token revoke` can name is accepted: any other could never be revoked
+        // short of rotating the tenant's secret.
+        if !crate::store::revoked::valid_jti(jti) {
+            return Err(AuthError::InvalidToken);
+        }
         if let Some(list) = &self.revoked {
             match list.is_revoked(jti) {
                 Ok(false) => {}
@@ -569,6 +574,24 @@ mod tests {
         let other = TenantAuth::new(&tid("acme"), &[], Some(&Secret::new(KEY)))
             .with_revocations(RevokedTokens::open(&store, "other").unwrap());
         assert_eq!(other.verify(&token), Ok(()));
+    }
+
+    #[test]
+    fn a_jti_that_revoke_could_not_name_is_refused() {
+        let auth = jwt_only("acme");
+        let now = now_secs();
+        for jti in ["has space", "é", &"x".repeat(300)] {
+            let token = sign(
+                serde_json::json!({"aud": "acme", "exp": now + 60, "iat": now, "jti": jti}),
+                KEY,
+            );
+            assert_eq!(auth.verify(&token), Err(AuthError::InvalidToken), "{jti:?}");
+        }
+        let token = sign(
+            serde_json::json!({"aud": "acme", "exp": now + 60, "iat": now, "jti": "ok-jti"}),
+            KEY,
+        );
+        assert_eq!(auth.verify(&token), Ok(()));
     }
 
     #[test]

@@ -42,6 +42,7 @@ const SECRET_KEYS: &[&str] = &[
     "secret_key",
     "api_key",
     "metrics_token",
+    "scim_token",
 ];
 
 /// What `shard plan` needs besides the config.
@@ -149,6 +150,24 @@ pub fn plan(tenants: &[String], req: &PlanRequest) -> Result<ShardPlan, String> 
         if *s >= n {
             return Err(format!("--move {t}={s}: shards are numbered 0..{}", n - 1));
         }
+    }
+    // A tenant whose previous shard is gone has its data on that shard's store: placing it
+    // elsewhere silently would route its IdP to an empty store. Its move must be explicit.
+    let stranded: Vec<String> = tenants
+        .iter()
+        .filter(|t| !req.moves.contains_key(*t))
+        .filter_map(|t| {
+            req.previous
+                .get(t)
+                .filter(|s| **s >= n)
+                .map(|s| format!("{t}={s}"))
+        })
+        .collect();
+    if !stranded.is_empty() {
+        return Err(format!(
+            "--shards {n} drops the shards of {}: their data is there; move each with --move TENANT=SHARD (and the runbook's export and import)",
+            stranded.join(", ")
+        ));
     }
     let weight = |t: &str| req.sizes.get(t).copied().unwrap_or(0).saturating_add(1);
     let mut loads = vec![0u64; n as usize];
@@ -568,6 +587,17 @@ mod tests {
         }
         // The new ones went to the lightest shards.
         assert!(b.assignment.iter().any(|y| y.reason == "placed"));
+        // Fewer shards: the tenants of the dropped shard must be moved by name.
+        let mut fewer = req2.clone();
+        fewer.shards = 2;
+        let on_2: Vec<&str> = a.tenants_of(2).collect();
+        let err = plan(&more, &fewer).unwrap_err();
+        assert!(err.contains(&format!("{}=2", on_2[0])), "{err}");
+        for t in &on_2 {
+            fewer.moves.insert(t.to_string(), 0);
+        }
+        let c = plan(&more, &fewer).unwrap();
+        assert!(c.tenants_of(0).any(|t| t == on_2[0]));
     }
 
     #[test]

@@ -104,13 +104,7 @@ impl Target {
         }
         let url = match (&self.url, &config) {
             (Some(u), _) => u.clone(),
-            // `[admin] tls` serves the admin listener with `[tls]`'s certificate: the client
-            // then checks it against the system's roots (name it with --url if it is not for
-            // the listen address).
-            (None, Some(c)) if c.admin.tls && c.tls.is_some() => {
-                format!("https://{}", c.admin.listen)
-            }
-            (None, Some(c)) => format!("http://{}", c.admin.listen),
+            (None, Some(c)) => super::tokens::admin_url(c),
             (None, None) => format!("http://{}", crate::config::default_admin_listen()),
         };
         let token = self.admin_token.clone().unwrap_or_default();

@@ -212,7 +212,7 @@ pub async fn run(command: StoreCommand) -> Result<i32> {
                     (None, Some(p)) => {
                         let c =
                             Config::load(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                        format!("http://{}", c.admin.listen)
+                        super::tokens::admin_url(&c)
                     }
                     (None, None) => format!("http://{}", crate::config::default_admin_listen()),
                 };

@@ -195,8 +195,9 @@ pub struct RevokeArgs {
 }
 
 /// The admin API's URL of `cfg`: its `[admin] listen`, an unspecified address (`0.0.0.0`)
-/// reached on the loopback.
-fn admin_url(cfg: &Config) -> String {
+/// reached on the loopback; `https` with `[admin] tls`. The CLI commands share it. With TLS the
+/// certificate is usually for a DNS name, not this address: such setups pass `--url`.
+pub(crate) fn admin_url(cfg: &Config) -> String {
     let mut addr = cfg.admin.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {

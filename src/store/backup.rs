@@ -101,7 +101,10 @@ fn prepare_target(store: &Store, to: &Path) -> Result<(), BackupError> {
             store.data_dir().display()
         )));
     }
-    super::private::create_dir(to)?;
+    // A target the bridge cannot create (permissions, a missing parent) is the caller's to fix:
+    // a Target error (4xx), not an I/O failure of the backup.
+    super::private::create_dir(to)
+        .map_err(|e| BackupError::Target(format!("cannot create {}: {e}", to.display())))?;
     Ok(())
 }
 

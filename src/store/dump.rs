@@ -400,6 +400,15 @@ pub fn import(store: &Store, input: &mut dyn BufRead) -> Result<Summary, DumpErr
         .map(|t| ((t.tenant.as_deref(), t.tree.as_str()), t.records))
         .collect();
     for t in &header.trees {
+        // A tree's name must read back as the tenant and tree it claims: a "global" tree named
+        // `t/acme/…` would otherwise write into a tenant the store holds, past the clash check.
+        let name = tree_name(t.tenant.as_deref(), &t.tree);
+        if split_tree_name(name.as_bytes()) != (t.tenant.as_deref(), Some(t.tree.as_str())) {
+            return Err(refused(format!(
+                "the header lists tree {name:?} under tenant {:?}: a tenant's tree must be listed with its tenant",
+                t.tenant
+            )));
+        }
         if let Some(tenant) = &t.tenant {
             if !tenants.contains(tenant.as_str()) {
                 return Err(refused(format!(
@@ -480,7 +489,13 @@ pub fn import(store: &Store, input: &mut dyn BufRead) -> Result<Summary, DumpErr
             )));
         }
     }
+    let existing = store.db.tree_names();
     for (tree, k, v) in &global_checks {
+        // Only trees that exist are read: opening one would create it, and nothing may be
+        // written before the dump is accepted.
+        if !existing.iter().any(|n| n.as_ref() == tree.as_bytes()) {
+            continue;
+        }
         if let Some(have) = store.db.open_tree(tree)?.get(k)? {
             if have.as_ref() != v.as_slice() {
                 return Err(DumpError::Invalid(format!(
@@ -688,5 +703,44 @@ mod tests {
         );
         let err = export(&src, Some("gamma"), &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("gamma"), "{err}");
+    }
+
+    #[test]
+    fn a_global_tree_named_like_a_tenants_is_refused_even_with_a_valid_checksum() {
+        let a = tempfile::tempdir().unwrap();
+        let src = awkward(a.path());
+        let beta = dump_of(&src, Some("beta"));
+        let b = tempfile::tempdir().unwrap();
+        let dst = Store::open(b.path()).unwrap();
+        import(&dst, &mut &dump_of(&src, Some("acme"))[..]).unwrap();
+        let before = all(&dst);
+        // The beta dump, with a "global" tree that names acme's directory, re-checksummed.
+        let text = String::from_utf8(beta).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        header["trees"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"tenant": null, "tree": "t/acme/local", "records": 1}));
+        let mut body = format!("{header}\n");
+        for l in &lines[1..lines.len() - 1] {
+            body.push_str(l);
+            body.push('\n');
+        }
+        body.push_str(
+            "{\"tenant\":null,\"tree\":\"t/acme/local\",\"key\":\"u/evil\",\"value\":1}\n",
+        );
+        let trailer: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+        let records = trailer["records"].as_u64().unwrap() + 1;
+        let sha = hex::encode(Sha256::digest(body.as_bytes()));
+        body.push_str(&format!(
+            "{{\"end\":\"{FORMAT}\",\"records\":{records},\"sha256\":\"{sha}\"}}\n"
+        ));
+        let err = import(&dst, &mut body.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("must be listed with its tenant"),
+            "{err}"
+        );
+        assert_eq!(before, all(&dst), "nothing written");
     }
 }

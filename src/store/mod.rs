@@ -48,9 +48,9 @@ pub enum StoreError {
     /// Older than this binary, and no migration leads from it.
     #[error(
         "the store in {path} has format version {found}; this scim-bridge ({binary}) uses \
-         version {known} and cannot migrate it in place. Move the data with a dump: `scim-bridge \
-         store export --data-dir {path} > dump.jsonl` with the version that wrote it, then \
-         `scim-bridge store import --data-dir NEW_DIR < dump.jsonl` with this one"
+         version {known} and has no migration from it, so the store was left untouched. Keep \
+         running the scim-bridge that wrote it, or upgrade through a release that migrates \
+         version {found} (every layout change ships with its migration)"
     )]
     Older {
         path: String,
@@ -614,7 +614,7 @@ mod version_tests {
     }
 
     #[test]
-    fn an_older_store_is_migrated_step_by_step_or_refused_naming_export_and_import() {
+    fn an_older_store_is_migrated_step_by_step_or_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("store")).unwrap();
         db.open_tree(META_TREE)
@@ -635,7 +635,7 @@ mod version_tests {
             .unwrap()
             .is_some());
         check_format_version_with(&db, dir.path(), 2, &steps).unwrap();
-        // Version 3 has no step from 2: refused, naming the way out.
+        // Version 3 has no step from 2: refused, the store untouched.
         let err = check_format_version_with(&db, dir.path(), 3, &steps).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -650,7 +650,7 @@ mod version_tests {
             "{msg}"
         );
         assert!(
-            msg.contains("store export") && msg.contains("store import"),
+            msg.contains("no migration from it") && msg.contains("left untouched"),
             "{msg}"
         );
         assert_eq!(read_format_version(&db).unwrap(), Some(2));
