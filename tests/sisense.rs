@@ -696,8 +696,11 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
     // A create cut between its two calls (SCIM POST, then the role) is finished from the outbox
     // after the restart, in the background of the IdP's answers: wait for it, bounded.
     let api = SisenseApi::login(&sim.base_url()).await;
+    let admin_root = format!("http://127.0.0.1:{admin_port}");
+    // Bounded generously: CI runs this beside the chaos suites on two cores, where a vendor
+    // call may time out and back off (the outbox summary in a failure says what is left).
     bridge::converge(
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(150),
         std::time::Duration::from_millis(500),
         &format!("Sisense after a kill at {killed_at} users"),
         || async {
@@ -720,6 +723,9 @@ rules = [ {{ group = "BI Admins", role = "Admin" }} ]
                 if !*active || (role.as_str(), groups.as_slice()) != want {
                     diff.push(format!("{name}: {role} active={active} {groups:?}"));
                 }
+            }
+            if !diff.is_empty() {
+                diff.push(bridge::outbox_summary(&admin_root, TENANT).await);
             }
             diff
         },

@@ -48,13 +48,18 @@ impl Engine {
             return (0, None);
         }
         let now = now_ms();
+        // The first round of a process takes every pending object: its backoff was the
+        // previous process's, which may have been killed in the middle of a create.
+        let fresh = self
+            .first_round
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
         let mut due = Vec::new();
         let mut next: Option<u64> = None;
         for (kind, sid, e) in Records(&self.dir).pending().flatten() {
             if e.failed {
                 continue;
             }
-            if e.next_ms <= now {
+            if fresh || e.next_ms <= now {
                 if due.len() < ROUND {
                     due.push((kind, sid));
                 }
@@ -76,7 +81,7 @@ impl Engine {
                     let _g = locks.lock(&sid).await;
                     // Done meanwhile (inline, or by another round): nothing to do.
                     match Records(&me.dir).outbox(kind, &sid) {
-                        Ok(Some(e)) if !e.failed && e.next_ms <= now_ms() => {}
+                        Ok(Some(e)) if !e.failed && (fresh || e.next_ms <= now_ms()) => {}
                         _ => return,
                     }
                     let _ = me.reconcile_locked(kind, &sid).await;

@@ -262,6 +262,10 @@ pub struct Engine {
     /// How far the running (or the last) observe got ([`Engine::sync_progress`]); shared with
     /// the adapter's page callbacks through a task-local while an observe runs.
     pub(crate) progress: Arc<observe::ProgressCell>,
+    /// Set until the first delivery round of this process: a backoff computed by an earlier
+    /// process (a vendor that was timing out before a restart) is not honoured, so what a
+    /// kill left half-done is finished as soon as the bridge is back, not minutes later.
+    pub(crate) first_round: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable_answer(reason: &str, retry_after: Option<Duration>) -> ScimError {
@@ -318,6 +322,7 @@ impl Engine {
             fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
             stall: parking_lot::Mutex::new((0, None)),
             progress: Arc::new(observe::ProgressCell::default()),
+            first_round: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 
