@@ -80,7 +80,12 @@ async fn start(t: TenantConfig, data: &std::path::Path) -> RunningServer {
 
 /// The IdP's `n` users and their groups, through the tenant's write path.
 async fn fill(server: &RunningServer, n: usize) {
-    let connector = server.state.tenants[TENANT].connector.clone();
+    let connector = server
+        .state
+        .tenant(TENANT)
+        .expect("the bench's tenant is served")
+        .connector
+        .clone();
     let ctx = RequestContext {
         base_url: "http://bridge/scim/v2".into(),
     };

@@ -7,6 +7,7 @@
 # vendor ready); resident memory; CPU used while idle over IDLE_S seconds. For run 1 also: filter
 # lookups (wrk, 16 connections, 20 s) on one tenant, then spread over all tenants, side by side.
 # Usage: scripts/bench-tenants.sh [TENANTS=1000] [USERS=100] [IDLE_S=60]
+# (BENCH_NO_BUILD=1 uses the release binaries as they are.)
 # Loopback only; every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ TENANTS="${1:-1000}"
 USERS="${2:-100}"
 IDLE_S="${3:-60}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --bin scim-bridge --example bench_seed >/dev/null 2>&1
+# Quiet, but a failed build shows why (set -e stops the run).
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin scim-bridge --example bench_seed
 bin=target/release/scim-bridge
 seed=target/release/examples/bench_seed
 work="$(mktemp -d)"
@@ -50,13 +52,19 @@ start_bridge() {
   echo "start-up: public /readyz 200 after ${public} s, every tenant's vendor ready (admin /readyz) after $(echo "$(date +%s.%N) - $start" | bc) s"
 }
 
+# The machine's load goes with every figure: the bridge shares its cores with whatever else runs.
+load() { echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
+
 idle() {
+  load
   local before; before=$(cpu_ticks "$pid")
   sleep "$IDLE_S"
   local after; after=$(cpu_ticks "$pid")
   echo "idle: $(echo "scale=2; 100 * ($after - $before) / $clk / $IDLE_S" | bc) % of one core over ${IDLE_S} s; RSS $(rss_mb "$pid") MB"
+  load
 }
 
+load
 echo "== 1. $TENANTS local tenants x $USERS users"
 $seed tenants --data-dir "$work/d1" --tenants "$TENANTS" --users "$USERS" --token "$token" \
   --config "$work/local.toml" --out "$work/names.tsv"
@@ -88,6 +96,7 @@ request = function()
   return wrk.format("GET", "/tenants/" .. r[1] .. "/scim/v2/Users?filter=userName%20eq%20%22" .. r[2] .. "%22", {["Authorization"]="Bearer $token-" .. r[1]})
 end
 LUA
+load
 echo "-- filter lookups, one tenant"
 wrk -t2 -c16 -d20s --latency -s "$work/one.lua" http://127.0.0.1:$port | grep -E "Requests/sec|99%|Non-2xx"
 echo "-- filter lookups spread over all $TENANTS tenants"
@@ -113,16 +122,22 @@ for i in $(seq 0 $((TENANTS - 1))); do
   printf '\n[[tenants]]\nid = "%s"\ntokens = ["%s-%s"]\n[tenants.vendor]\n' "$id" "$token" "$id" >>"$cfg"
   case $((i % 4)) in
     0) printf 'kind = "sisense"\nbase_url = "http://127.0.0.1:%s"\nusername = "admin@sisense.local"\npassword = "admin"\n' "${sim_port[sisense]}" >>"$cfg" ;;
-    1) printf 'kind = "tableau"\nbase_url = "http://127.0.0.1:%s"\nsite = "default"\npat_name = "scim-bridge"\npat_secret = "simulator-pat-secret"\n' "${sim_port[tableau]}" >>"$cfg" ;;
+    # A connected app, not a PAT: Tableau keeps one session per PAT, so tenants sharing one
+    # would sign each other out (the config reader refuses it).
+    1) printf 'kind = "tableau"\nbase_url = "http://127.0.0.1:%s"\nsite = "default"\nclient_id = "sim-client"\nsecret_id = "sim-secret-id"\nsecret_value = "simulator-connected-app-secret"\nusername = "admin@tableau.local"\n' "${sim_port[tableau]}" >>"$cfg" ;;
     2) printf 'kind = "thoughtspot"\nbase_url = "http://127.0.0.1:%s"\nusername = "tsadmin"\npassword = "admin"\norg_id = 0\n' "${sim_port[thoughtspot]}" >>"$cfg" ;;
     3) printf 'kind = "metabase"\nbase_url = "http://127.0.0.1:%s"\napi_key = "mb_simulator_api_key"\n' "${sim_port[metabase]}" >>"$cfg" ;;
   esac
 done
-$bin config check --config "$cfg" >/dev/null
+SCIM_BRIDGE_ADMIN_TOKEN=$admin_token $bin config check --config "$cfg" >/dev/null
+sim_requests() { curl -fs "http://127.0.0.1:${sim_port[$1]}/__sim/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
 start_bridge "$cfg"
 echo "RSS after start-up: $(rss_mb "$pid") MB"
+declare -A before_idle
+for v in sisense tableau thoughtspot metabase; do before_idle[$v]=$(sim_requests "$v"); done
 idle
 for v in sisense tableau thoughtspot metabase; do
-  echo "$v simulator: $(curl -fs "http://127.0.0.1:${sim_port[$v]}/__sim/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])') requests in all"
+  now=$(sim_requests "$v")
+  echo "$v simulator: $now requests in all, $((now - before_idle[$v])) during the idle window"
 done
 kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -54,7 +54,10 @@ fn config_text(v: &Variant, data: &std::path::Path, sim_base: &str, dry_run: boo
 
 /// The engine behind the run's tenant.
 fn engine_of(server: &RunningServer) -> Arc<Engine> {
-    server.state.tenants[BRIDGE_TENANT]
+    server
+        .state
+        .tenant(BRIDGE_TENANT)
+        .expect("the run's tenant is served")
         .connector
         .engine()
         .expect("a Metabase tenant has an engine")
@@ -514,7 +517,12 @@ async fn the_plan_of_a_hundred_thousand_users_is_quick() {
     let idp = Idp::patient(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN)
         .with_admin(&bridge::admin_root(&server));
     idp.wait_ready().await;
-    let connector = server.state.tenants[BRIDGE_TENANT].connector.clone();
+    let connector = server
+        .state
+        .tenant(BRIDGE_TENANT)
+        .expect("the run's tenant is served")
+        .connector
+        .clone();
     let ctx = RequestContext {
         base_url: "http://bridge/scim/v2".into(),
     };
@@ -580,6 +588,109 @@ async fn the_plan_of_a_hundred_thousand_users_is_quick() {
     let limit = Duration::from_secs(if n > 100_000 { 30 } else { 5 });
     assert!(page_took < limit, "a page took {page_took:?}");
     assert!(whole_took < limit, "the whole plan took {whole_took:?}");
+    drop(engine);
+    server.stop().await;
+    sim.stop().await;
+}
+
+/// A page of the plan is served from the last build while nothing changed (the console's
+/// paging), and never after a change: each IdP write between two pages shows in the next one,
+/// counts and items alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_after_a_change_shows_it_though_the_plan_was_cached() {
+    let label = "plan-cache";
+    let sim = scim_bridge::sim::start(
+        Vendor::Metabase,
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions {
+            seed: Some(16),
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let base = sim.base_url();
+    let api = MetabaseApi::connect(&base).await;
+    let v = Variant {
+        seq: Seq::Entra,
+        sign_in: SignIn::ApiKey,
+    };
+    v.prepare(&api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = bridge::serve_toml(label, &config_text(&v, dir.path(), &base, true)).await;
+    let idp = Idp::checked(&bridge::root(&server), BRIDGE_TENANT, BRIDGE_TOKEN, label)
+        .with_admin(&bridge::admin_root(&server));
+    idp.wait_ready().await;
+    let user = |login: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": login,
+            "name": {"givenName": "C", "familyName": "Ache"},
+            "emails": [{"value": login, "primary": true}],
+            "active": true
+        })
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(idp::create(&idp, "/Users", user(&format!("cache{i}@acme.test"))).await);
+    }
+    let engine = engine_of(&server);
+    let creates = |p: &Plan| p.counts[&Action::CreateUser];
+    let names = |p: &Plan| p.items.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    let first = engine.plan_page(0, 10).unwrap();
+    assert_eq!(creates(&first), 3, "{}", first.render_text());
+    // Unchanged: the same page again (from the build just made), and a second page.
+    let again = engine.plan_page(0, 10).unwrap();
+    assert_eq!(
+        (again.counts.clone(), names(&again)),
+        (first.counts.clone(), names(&first))
+    );
+    let second = engine.plan_page(2, 10).unwrap();
+    assert_eq!(names(&second), names(&first)[2..].to_vec());
+    assert_eq!(second.total_items, 3);
+
+    // A new user: counted, and on the page.
+    ids.push(idp::create(&idp, "/Users", user("cache3@acme.test")).await);
+    let after_create = engine.plan_page(0, 10).unwrap();
+    assert_eq!(creates(&after_create), 4, "{}", after_create.render_text());
+    assert_eq!(after_create.total_items, 4);
+    assert!(names(&after_create).contains(&"cache3@acme.test".to_string()));
+
+    // A deactivation changes an item without changing a count: the item shows it.
+    idp.patch_ok(
+        &format!("/Users/{}", ids[0]),
+        json!([{"op": "replace", "value": {"active": false}}]),
+    )
+    .await;
+    let after_patch = engine.plan_page(0, 10).unwrap();
+    let c0 = item(&after_patch, "cache0@acme.test");
+    assert!(
+        c0.changes
+            .iter()
+            .any(|c| c.action == Action::CreateUser && c.detail.as_deref() == Some("inactive")),
+        "{}",
+        after_patch.render_text()
+    );
+
+    // A user deleted before its create was ever tried owes nothing: gone from counts and page.
+    let (s, body) = idp.delete(&format!("/Users/{}", ids[1])).await;
+    assert_eq!(s, 204, "{body}");
+    let after_delete = engine.plan_page(0, 10).unwrap();
+    assert_eq!(creates(&after_delete), 3, "{}", after_delete.render_text());
+    assert_eq!(after_delete.total_items, 3);
+    assert!(!names(&after_delete).contains(&"cache1@acme.test".to_string()));
+    // And a filtered page from the same build agrees with the whole plan built afresh.
+    let whole = engine.plan().unwrap();
+    let filtered = engine
+        .plan_query(&scim_bridge::engine::plan::PlanQuery {
+            offset: 0,
+            limit: Some(10),
+            action: Some(Action::CreateUser),
+            status: Some("dry_run".into()),
+        })
+        .unwrap();
+    assert_eq!(names(&filtered), names(&whole));
+    assert_eq!(filtered.items, whole.items);
     drop(engine);
     server.stop().await;
     sim.stop().await;

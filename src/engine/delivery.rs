@@ -11,7 +11,7 @@
 //! too: retry what the vendor refused, observe now, and one object's delivery status.
 
 use super::state::{now_ms, put, Actor, Records};
-use super::{Engine, FAN_OUT};
+use super::{schedule, Engine, FAN_OUT};
 use crate::scim::schema::ResourceKind;
 use crate::store::audit::{AuditEntry, AuditEvent};
 use crate::store::{Batch, StoreError};
@@ -22,8 +22,16 @@ use std::time::Duration;
 
 /// Due objects taken per round.
 const ROUND: usize = 512;
-/// The longest the loop sleeps without a wake-up (a due time it did not see).
-const IDLE: Duration = Duration::from_secs(1);
+/// The longest the loop sleeps with nothing due. Every path that queues something wakes the
+/// loop (`wake.notify_one()`, whose permit is kept when the loop is not waiting, so a wake-up
+/// that lands during a round is not lost), and a due time the loop saw is slept to exactly;
+/// this bound is only a backstop. It was 1 s: with 1,000 tenants that was 1,000 outbox scans
+/// a second on an idle bridge (issue 14: an idle bridge does not spin).
+const IDLE: Duration = Duration::from_secs(30);
+/// How often the loop looks again while the vendor is unavailable (the client's breaker is
+/// open): nothing wakes it when the breaker closes, so it polls, as it did before, but only
+/// for a tenant whose vendor is down.
+const UNAVAILABLE_POLL: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Starts the tenant's background work: roles, the first observe and every interval, and
@@ -304,10 +312,7 @@ async fn delivery_loop(engine: Weak<Engine>) {
         let wait = if attempted > 0 {
             Duration::ZERO
         } else {
-            match next {
-                Some(at) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE),
-                None => IDLE,
-            }
+            idle_wait(&e, next, now_ms())
         };
         if wait.is_zero() {
             drop(e);
@@ -320,27 +325,57 @@ async fn delivery_loop(engine: Weak<Engine>) {
     }
 }
 
+/// How long the delivery loop sleeps after a round that attempted nothing: until the next due
+/// time it saw (`next`, unix ms), else [`IDLE`]; a short poll while the vendor is unavailable
+/// (`deliver_due` attempts nothing then, and the breaker's closing wakes no one). Without
+/// roles, or in a dry run, there is nothing to poll for: the role load wakes the loop.
+fn idle_wait(e: &Engine, next: Option<u64>, now: u64) -> Duration {
+    if !e.settings.dry_run && e.adapter.unavailable().is_some() {
+        return UNAVAILABLE_POLL;
+    }
+    match next {
+        Some(at) => Duration::from_millis(at.saturating_sub(now)).min(IDLE),
+        None => IDLE,
+    }
+}
+
 async fn observe_loop(engine: Weak<Engine>) {
-    let mut delay = Duration::from_millis(500);
+    let mut delay = RETRY_FIRST;
+    let mut first = true;
     loop {
         let Some(e) = engine.upgrade() else { return };
-        let wait = e.background_round(&mut delay).await;
-        // An operator's "sync now" cuts the wait short (the loop holds only the Notify, so a
-        // dropped engine still ends it at the next round).
+        let wait = e.background_round(&mut delay, &mut first).await;
+        // An operator's "sync now" cuts the wait short, the start-up stagger included (the
+        // loop holds only the Notify, so a dropped engine still ends it at the next round).
         let sync = e.sync_wake.clone();
         drop(e);
         let _ = tokio::time::timeout(wait, sync.notified()).await;
     }
 }
 
+/// The first retry of a failed role load or observe; doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl Engine {
-    /// One round of observation work; returns how long to wait before the next.
-    async fn background_round(self: &Arc<Self>, delay: &mut Duration) -> Duration {
+    /// One round of observation work; returns how long to wait before the next. The roles
+    /// load at once (readiness and delivery wait for them); the first observe then waits for
+    /// the tenant's slot in the start-up stagger, and every later wait is jittered, so that
+    /// 1,000 tenants neither start nor stay in step ([`super::schedule`]).
+    async fn background_round(
+        self: &Arc<Self>,
+        delay: &mut Duration,
+        first: &mut bool,
+    ) -> Duration {
         if self.fatal.read().is_some() {
             return Duration::from_secs(3600);
         }
         if self.roles.read().is_none() {
-            match self.load_roles().await {
+            let loaded = {
+                let _permit = schedule::ROLE_LOADS.enter().await;
+                self.load_roles().await
+            };
+            match loaded {
                 Ok(t) => {
                     self.set_roles(t);
                     self.wake.notify_one();
@@ -357,22 +392,41 @@ impl Engine {
                 }
                 Err(Err(e)) => {
                     tracing::warn!(tenant = %self.tenant(), error = %e, "cannot read the vendor's roles yet");
-                    *delay = (*delay * 2).min(Duration::from_secs(30));
-                    return *delay;
+                    return backoff(delay);
                 }
             }
         }
-        match self.observe_now().await {
+        if std::mem::take(first) {
+            let slot = schedule::first_observe(
+                self.settings.tenant_index,
+                self.settings.sync_interval,
+                &mut rand::rng(),
+            );
+            if !slot.is_zero() {
+                return slot;
+            }
+        }
+        let observed = {
+            let _permit = schedule::OBSERVES.enter().await;
+            self.observe_now().await
+        };
+        match observed {
             Ok(report) => {
                 tracing::info!(tenant = %self.tenant(), ?report, "vendor directory observed");
-                *delay = Duration::from_millis(500);
-                self.settings.sync_interval
+                *delay = RETRY_FIRST;
+                schedule::jittered(self.settings.sync_interval, &mut rand::rng())
             }
             Err(e) => {
                 tracing::warn!(tenant = %self.tenant(), error = %e, "observing the vendor failed; retrying");
-                *delay = (*delay * 2).min(Duration::from_secs(30));
-                *delay
+                backoff(delay)
             }
         }
     }
+}
+
+/// The next retry wait: the current one doubled (up to [`RETRY_MAX`]), jittered, so tenants
+/// of one vendor that failed together do not retry together.
+fn backoff(delay: &mut Duration) -> Duration {
+    *delay = (*delay * 2).min(RETRY_MAX);
+    schedule::jittered(*delay, &mut rand::rng())
 }

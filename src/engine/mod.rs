@@ -41,6 +41,7 @@ pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod role_table;
+mod schedule;
 mod scim_seam;
 pub mod state;
 pub mod sweep;
@@ -60,8 +61,9 @@ use serde_json::Value;
 use state::{put, Actor, OutboxEntry, Records};
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a write waits for its inline reconcile before it is answered from the outbox.
@@ -228,18 +230,20 @@ pub struct Engine {
     pub(crate) adapter: Arc<dyn VendorAdapter>,
     pub(crate) caps: Capabilities,
     pub(crate) roles: parking_lot::RwLock<Option<Arc<RoleTable>>>,
+    /// The last plan's counts and item index, while nothing is committed ([`plan::PlanCache`]).
+    pub(crate) plan_cache: plan::PlanCache,
     /// A start-up problem that needs the operator (role rules that do not resolve).
     pub(crate) fatal: parking_lot::RwLock<Option<String>>,
     /// Serialises uniqueness checks with the commits they guard, and count changes.
-    pub(crate) commit_lock: parking_lot::Mutex<()>,
+    pub(crate) commit_lock: Arc<parking_lot::Mutex<()>>,
     /// Delivery locks: one reconcile of an object at a time (held across vendor calls).
-    pub(crate) user_locks: Stripes,
-    pub(crate) group_locks: Stripes,
+    pub(crate) user_locks: Arc<Stripes>,
+    pub(crate) group_locks: Arc<Stripes>,
     /// Document locks: one read-modify-write of an object's desired state at a time (held
     /// only while it is read, checked and committed, never across a vendor call, so an IdP
     /// write never waits for the vendor).
-    pub(crate) user_docs: Stripes,
-    pub(crate) group_docs: Stripes,
+    pub(crate) user_docs: Arc<Stripes>,
+    pub(crate) group_docs: Arc<Stripes>,
     pub(crate) synced: tokio::sync::watch::Sender<bool>,
     /// Wakes the delivery loop when something was queued (shared with the loop, which must
     /// not keep the engine alive while it waits).
@@ -247,18 +251,18 @@ pub struct Engine {
     /// Wakes the observe loop before its interval is up (an operator's "sync now"); shared
     /// with the loop like `wake`.
     pub(crate) sync_wake: Arc<tokio::sync::Notify>,
-    pub(crate) counters: DeliveryCounters,
+    pub(crate) counters: Arc<DeliveryCounters>,
     pub(crate) role_changes: Option<prometheus::IntCounter>,
     pub(crate) send_rate: Option<SendRate>,
     /// While an observe runs (`Some`): the objects written or reconciled since it began, which
     /// it does not overwrite with its older pages. One observe at a time per tenant.
-    pub(crate) recent: parking_lot::Mutex<Option<std::collections::HashSet<String>>>,
+    pub(crate) recent: Recent,
     /// Inline deliveries that ran out of the deadline in a row, and until when writes are
     /// queued at once because of them (a vendor that hangs rather than fails never opens the
     /// client's breaker).
     pub(crate) stall: parking_lot::Mutex<(u32, Option<Instant>)>,
     /// The outbox mark each running reconcile started from (see `reconcile::commit_step`).
-    pub(crate) fences: parking_lot::Mutex<std::collections::HashMap<(ResourceKind, String), u64>>,
+    pub(crate) fences: Fences,
     /// How far the running (or the last) observe got ([`Engine::sync_progress`]); shared with
     /// the adapter's page callbacks through a task-local while an observe runs.
     pub(crate) progress: Arc<observe::ProgressCell>,
@@ -266,6 +270,66 @@ pub struct Engine {
     /// process (a vendor that was timing out before a restart) is not honoured, so what a
     /// kill left half-done is finished as soon as the bridge is back, not minutes later.
     pub(crate) first_round: std::sync::atomic::AtomicBool,
+    /// One observe of the tenant at a time, across engines (see [`TenantShared`]).
+    pub(crate) observing: Arc<tokio::sync::Mutex<()>>,
+    /// Keeps the tenant's shared state registered while this engine lives.
+    _shared: Arc<TenantShared>,
+}
+
+type Recent = Arc<parking_lot::Mutex<Option<std::collections::HashSet<String>>>>;
+type Fences = Arc<parking_lot::Mutex<std::collections::HashMap<(ResourceKind, String), u64>>>;
+
+/// What every engine of one tenant of one store shares. A config reload (SIGHUP) replaces a
+/// changed tenant's engine while the old one finishes its in-flight requests and inline
+/// deliveries: both then reconcile under the same object locks, commit under the same commit
+/// lock and fences, observe one at a time, and count into the same counters, so the overlap
+/// can neither send an object's change twice nor reset `/metrics`.
+struct TenantShared {
+    commit_lock: Arc<parking_lot::Mutex<()>>,
+    user_locks: Arc<Stripes>,
+    group_locks: Arc<Stripes>,
+    user_docs: Arc<Stripes>,
+    group_docs: Arc<Stripes>,
+    counters: Arc<DeliveryCounters>,
+    recent: Recent,
+    fences: Fences,
+    progress: Arc<observe::ProgressCell>,
+    observing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl TenantShared {
+    fn new() -> TenantShared {
+        TenantShared {
+            commit_lock: Arc::new(parking_lot::Mutex::new(())),
+            user_locks: Arc::new(Stripes::new(1024)),
+            group_locks: Arc::new(Stripes::new(256)),
+            user_docs: Arc::new(Stripes::new(1024)),
+            group_docs: Arc::new(Stripes::new(256)),
+            counters: Arc::default(),
+            recent: Arc::default(),
+            fences: Arc::default(),
+            progress: Arc::default(),
+            observing: Arc::default(),
+        }
+    }
+
+    /// The live shared state of `tenant` in the store at `data_dir`, or a new one. Keyed by
+    /// the store too: tests run many stores in one process, with the same tenant ids.
+    fn of(data_dir: &std::path::Path, tenant: &str) -> Arc<TenantShared> {
+        type Registry =
+            parking_lot::Mutex<std::collections::HashMap<(PathBuf, String), Weak<TenantShared>>>;
+        static REGISTRY: std::sync::LazyLock<Registry> =
+            std::sync::LazyLock::new(Registry::default);
+        let mut reg = REGISTRY.lock();
+        let key = (data_dir.to_path_buf(), tenant.to_string());
+        if let Some(live) = reg.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        reg.retain(|_, w| w.strong_count() > 0);
+        let fresh = Arc::new(TenantShared::new());
+        reg.insert(key, Arc::downgrade(&fresh));
+        fresh
+    }
 }
 
 fn unavailable_answer(reason: &str, retry_after: Option<Duration>) -> ScimError {
@@ -295,9 +359,12 @@ impl Engine {
         let dir = Directory::open(store, &settings.tenant, settings.purpose, schemas)?;
         let audit = AuditLog::open(store, &settings.tenant)?;
         if let Some(c) = &role_changes {
+            // Set, not added: a reload opens the tenant's engine again on the same counter.
+            c.reset();
             c.inc_by(audit.role_changes());
         }
         let synced_before = Records(&dir).flag("synced")?.is_some();
+        let shared = TenantShared::of(store.data_dir(), &settings.tenant);
         let (synced, _) = tokio::sync::watch::channel(synced_before);
         Ok(Arc::new(Engine {
             settings,
@@ -306,23 +373,26 @@ impl Engine {
             adapter,
             caps,
             roles: parking_lot::RwLock::new(None),
+            plan_cache: plan::PlanCache::default(),
             fatal: parking_lot::RwLock::new(None),
-            commit_lock: parking_lot::Mutex::new(()),
-            user_locks: Stripes::new(1024),
-            group_locks: Stripes::new(256),
-            user_docs: Stripes::new(1024),
-            group_docs: Stripes::new(256),
+            commit_lock: shared.commit_lock.clone(),
+            user_locks: shared.user_locks.clone(),
+            group_locks: shared.group_locks.clone(),
+            user_docs: shared.user_docs.clone(),
+            group_docs: shared.group_docs.clone(),
             synced,
             wake: Arc::new(tokio::sync::Notify::new()),
             sync_wake: Arc::new(tokio::sync::Notify::new()),
-            counters: DeliveryCounters::default(),
+            counters: shared.counters.clone(),
             role_changes,
             send_rate,
-            recent: parking_lot::Mutex::new(None),
-            fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            recent: shared.recent.clone(),
+            fences: shared.fences.clone(),
             stall: parking_lot::Mutex::new((0, None)),
-            progress: Arc::new(observe::ProgressCell::default()),
+            progress: shared.progress.clone(),
             first_round: std::sync::atomic::AtomicBool::new(true),
+            observing: shared.observing.clone(),
+            _shared: shared,
         }))
     }
 

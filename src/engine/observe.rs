@@ -235,6 +235,8 @@ impl Engine {
 
     /// Reads the whole vendor directory and reconciles the index with it.
     pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
+        // One observe per tenant at a time, also across a reload's old and new engine.
+        let _one = self.observing.clone().lock_owned().await;
         let progress = self.progress.clone();
         let started = Instant::now();
         progress.begin();

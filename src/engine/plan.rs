@@ -24,8 +24,10 @@ use crate::scim::schema::ResourceKind;
 use crate::store::directory::{str_at, Directory};
 use crate::store::{Batch, StoreError};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// Record of a user adopted from the vendor whose first IdP write is pending: its vendor user
 /// is taken over (the role rules govern it from then on). The value is the `since_ms` of the
@@ -315,6 +317,8 @@ struct Lookups<'a> {
     groups: HashMap<String, (Option<String>, Option<String>)>,
     /// The users planned so far, as a group's member list needs them.
     users: HashMap<String, MemberFacts>,
+    /// Those of the cached build, when a page is planned from the cache.
+    base: Option<&'a HashMap<String, MemberFacts>>,
 }
 
 /// One object's plan: its name (login or group name), its vendor id, and its changes.
@@ -334,7 +338,15 @@ impl<'a> Lookups<'a> {
             dir,
             groups: HashMap::new(),
             users: HashMap::new(),
+            base: None,
         }
+    }
+
+    /// What is known of user `sid` as a group member.
+    fn member(&self, sid: &str) -> Option<&MemberFacts> {
+        self.users
+            .get(sid)
+            .or_else(|| self.base.and_then(|b| b.get(sid)))
     }
 
     /// A group's (name, vendor id); the name is `None` for a group not in the directory.
@@ -354,6 +366,192 @@ impl<'a> Lookups<'a> {
     }
 }
 
+/// Steps a cursor takes towards a key before it seeks instead: a dense outbox (a tenant being
+/// onboarded: every user pending) walks each index side by side with it, a sparse one (a few
+/// pending changes among 100,000 users) costs one seek per object, as a lookup would.
+const GALLOP: usize = 16;
+
+/// A forward cursor over the directory tree's keys `prefix{id}…`, asked for ids in ascending
+/// order (the outbox's): a merge-join of the outbox with one of the per-id families of keys
+/// (see [`crate::store::directory`]'s layout and [`super::state::Records`]).
+struct Cursor<'a> {
+    dir: &'a Directory,
+    prefix: &'static [u8],
+    /// `None` until the first seek.
+    iter: Option<sled::Iter>,
+    /// The first entry at or after the last key sought; `None`: none under `prefix`.
+    head: Option<(sled::IVec, sled::IVec)>,
+    key: Vec<u8>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(dir: &'a Directory, prefix: &'static [u8]) -> Cursor<'a> {
+        Cursor {
+            dir,
+            prefix,
+            iter: None,
+            head: None,
+            key: Vec::new(),
+        }
+    }
+
+    fn step(&mut self) -> Result<(), StoreError> {
+        self.head = match self.iter.as_mut().and_then(Iterator::next) {
+            Some(kv) => Some(kv?).filter(|(k, _)| k.starts_with(self.prefix)),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Moves `head` to the first entry at or after `prefix{id}{tail}`.
+    fn seek(&mut self, id: &str, tail: &[u8]) -> Result<(), StoreError> {
+        self.key.clear();
+        self.key.extend_from_slice(self.prefix);
+        self.key.extend_from_slice(id.as_bytes());
+        self.key.extend_from_slice(tail);
+        if self.iter.is_some() {
+            for _ in 0..GALLOP {
+                match &self.head {
+                    // Nothing at or after an earlier (smaller) key: nothing at this one either.
+                    None => return Ok(()),
+                    Some((k, _)) if k.as_ref() >= self.key.as_slice() => return Ok(()),
+                    Some(_) => self.step()?,
+                }
+            }
+        }
+        self.iter = Some(self.dir.raw_from(&self.key));
+        self.step()
+    }
+
+    /// The value at `prefix{id}`.
+    fn get(&mut self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        self.seek(id, b"")?;
+        Ok(match &self.head {
+            Some((k, v)) if k.as_ref() == self.key.as_slice() => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    /// The second halves of the keys `prefix{id}\0{second}` (an index such as `o/`: a user's
+    /// groups).
+    fn seconds(&mut self, id: &str) -> Result<Vec<String>, StoreError> {
+        self.seek(id, b"\0")?;
+        let mut out = Vec::new();
+        while let Some((k, _)) = &self.head {
+            if !k.starts_with(&self.key) {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&k[self.key.len()..]).into_owned());
+            self.step()?;
+        }
+        Ok(out)
+    }
+}
+
+/// What the plan of the outbox's users reads of each, walked beside the outbox.
+struct UserReads<'a> {
+    tombstones: Cursor<'a>,
+    docs: Cursor<'a>,
+    vendor_ids: Cursor<'a>,
+    idp_written: Cursor<'a>,
+    member_of: Cursor<'a>,
+    applied: Cursor<'a>,
+    takeovers: Cursor<'a>,
+}
+
+impl<'a> UserReads<'a> {
+    fn new(dir: &'a Directory) -> UserReads<'a> {
+        // The key layouts of `Directory` (documents `u/`, ID map `x/u/`, reverse membership
+        // `o/{user}\0{group}`) and of the engine's records (`E/…`, see `state::Records`).
+        UserReads {
+            tombstones: Cursor::new(dir, b"E/del/u/"),
+            docs: Cursor::new(dir, b"u/"),
+            vendor_ids: Cursor::new(dir, b"x/u/"),
+            idp_written: Cursor::new(dir, b"E/idp/"),
+            member_of: Cursor::new(dir, b"o/"),
+            applied: Cursor::new(dir, b"E/au/"),
+            takeovers: Cursor::new(dir, b"E/adopt/"),
+        }
+    }
+}
+
+/// Pages up to this size are planned from the cache; a larger one (the whole plan) is built.
+const CACHED_PAGE_MAX: u64 = 1000;
+
+/// The last build of a tenant's plan, reused for the next pages while the tenant's directory
+/// has had no commit since (its [`Directory::generation`]) and the vendor's role table is the
+/// same: the console pages through a 100,000-user plan without building it again per page.
+/// A page from it plans only its own objects again; its counts and pager total come from the
+/// build.
+#[derive(Default)]
+pub(crate) struct PlanCache(parking_lot::Mutex<Option<Arc<Built>>>);
+
+impl PlanCache {
+    fn get(&self, generation: u64, roles: &Option<Arc<RoleTable>>) -> Option<Arc<Built>> {
+        let built = self.0.lock().clone()?;
+        let same_roles = match (&built.roles, roles) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        (built.generation == generation && same_roles).then_some(built)
+    }
+
+    fn put(&self, built: Built) {
+        *self.0.lock() = Some(Arc::new(built));
+    }
+}
+
+/// What a build of the plan knew ([`PlanCache`]).
+pub(crate) struct Built {
+    generation: u64,
+    roles: Option<Arc<RoleTable>>,
+    counts: BTreeMap<Action, u64>,
+    objects: StatusCounts,
+    /// Every object with a vendor change, in the plan's order.
+    index: Vec<Indexed>,
+    /// The members' facts that group items read.
+    users: HashMap<String, MemberFacts>,
+}
+
+/// One object of a built plan, as a filter reads it.
+struct Indexed {
+    kind: ResourceKind,
+    id: Box<str>,
+    /// The actions of its listed changes (bit `Action as u16`), as `PlanQuery::action` filters.
+    listed: u16,
+    status: &'static str,
+}
+
+impl Indexed {
+    fn new(kind: ResourceKind, item: &PlanItem) -> Indexed {
+        Indexed {
+            kind,
+            id: item.id.as_str().into(),
+            listed: item
+                .changes
+                .iter()
+                .fold(0, |m, c| m | 1 << (c.action as u16)),
+            status: item.status.as_str(),
+        }
+    }
+
+    fn matches(&self, query: &PlanQuery) -> bool {
+        query
+            .action
+            .is_none_or(|a| self.listed & (1 << (a as u16)) != 0)
+            && query.status.as_deref().is_none_or(|s| s == self.status)
+    }
+}
+
+/// A stored JSON value, or the store's error naming its key.
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 impl Engine {
     /// The whole plan: every object of the outbox with what the engine would do at the vendor.
     pub fn plan(&self) -> Result<Plan, StoreError> {
@@ -370,8 +568,11 @@ impl Engine {
     }
 
     /// The plan as `query` asks: a page, only one action or state. The outbox is read once, in
-    /// its own order; only the page's items are kept.
+    /// its own order; only the page's items are kept. A page asked while nothing was committed
+    /// since the last build is planned from that build's counts and index ([`PlanCache`]).
     pub fn plan_query(&self, query: &PlanQuery) -> Result<Plan, StoreError> {
+        // Read before anything else: a commit from here on makes the build below stale.
+        let generation = self.dir.generation();
         let table = self.roles.read().clone();
         let mut plan = Plan {
             tenant: self.settings.tenant.clone(),
@@ -390,11 +591,20 @@ impl Engine {
                 )
             }),
         };
+        let paged = query.limit.is_some_and(|l| l <= CACHED_PAGE_MAX);
+        if paged {
+            if let Some(built) = self.plan_cache.get(generation, &table) {
+                self.plan_from(&built, table.as_deref(), query, &mut plan)?;
+                return Ok(plan);
+            }
+        }
         let mut look = Lookups::new(&self.dir);
+        let mut reads = UserReads::new(&self.dir);
+        let mut index = Vec::new();
         let end = query
             .limit
             .map_or(u64::MAX, |l| query.offset.saturating_add(l));
-        let mut add = |item: PlanItem, actions: Vec<Action>| {
+        let mut add = |kind: ResourceKind, item: PlanItem, actions: Vec<Action>| {
             for a in actions {
                 *plan.counts.entry(a).or_default() += 1;
             }
@@ -403,13 +613,9 @@ impl Engine {
                 PlanStatus::Pending { .. } => plan.objects.pending += 1,
                 PlanStatus::Failed { .. } => plan.objects.failed += 1,
             }
-            let wanted = query
-                .action
-                .is_none_or(|a| item.changes.iter().any(|c| c.action == a))
-                && query
-                    .status
-                    .as_deref()
-                    .is_none_or(|s| s == item.status.as_str());
+            let listed = Indexed::new(kind, &item);
+            let wanted = listed.matches(query);
+            index.push(listed);
             if !wanted {
                 return;
             }
@@ -423,10 +629,15 @@ impl Engine {
             let (k, v) = kv?;
             let entry = outbox_entry(&k, &v)?;
             let sid = &k[OUTBOX_USERS.len()..];
-            if let Some((item, actions)) =
-                self.plan_item(table.as_deref(), &mut look, ResourceKind::User, sid, entry)?
-            {
-                add(item, actions);
+            if let Some((item, actions)) = self.plan_item(
+                table.as_deref(),
+                &mut look,
+                &mut reads,
+                ResourceKind::User,
+                sid,
+                entry,
+            )? {
+                add(ResourceKind::User, item, actions);
             }
         }
         // Groups after every user: their members' facts are known by then.
@@ -434,13 +645,64 @@ impl Engine {
             let (k, v) = kv?;
             let entry = outbox_entry(&k, &v)?;
             let sid = &k[OUTBOX_GROUPS.len()..];
-            if let Some((item, actions)) =
-                self.plan_item(table.as_deref(), &mut look, ResourceKind::Group, sid, entry)?
-            {
-                add(item, actions);
+            if let Some((item, actions)) = self.plan_item(
+                table.as_deref(),
+                &mut look,
+                &mut reads,
+                ResourceKind::Group,
+                sid,
+                entry,
+            )? {
+                add(ResourceKind::Group, item, actions);
             }
         }
+        self.plan_cache.put(Built {
+            generation,
+            roles: table,
+            counts: plan.counts.clone(),
+            objects: plan.objects.clone(),
+            index,
+            users: look.users,
+        });
         Ok(plan)
+    }
+
+    /// `query`'s page from a build nothing was committed since: its counts, its index filtered,
+    /// and only the page's objects planned again.
+    fn plan_from(
+        &self,
+        built: &Built,
+        table: Option<&RoleTable>,
+        query: &PlanQuery,
+        plan: &mut Plan,
+    ) -> Result<(), StoreError> {
+        plan.counts = built.counts.clone();
+        plan.objects = built.objects.clone();
+        let end = query
+            .limit
+            .map_or(u64::MAX, |l| query.offset.saturating_add(l));
+        let mut look = Lookups::new(&self.dir);
+        look.base = Some(&built.users);
+        let mut reads = UserReads::new(&self.dir);
+        let rec = Records(&self.dir);
+        for listed in built.index.iter().filter(|i| i.matches(query)) {
+            let at = plan.total_items;
+            plan.total_items += 1;
+            if at < query.offset || at >= end {
+                continue;
+            }
+            // The index is in the outbox's order, so the page's users are asked in ascending
+            // order, as the cursors of `reads` need.
+            let Some(entry) = rec.outbox(listed.kind, &listed.id)? else {
+                continue;
+            };
+            if let Some((item, _)) =
+                self.plan_item(table, &mut look, &mut reads, listed.kind, &listed.id, entry)?
+            {
+                plan.items.push(item);
+            }
+        }
+        Ok(())
     }
 
     /// The plan of one object and the actions of all its changes, those past the listed ones
@@ -449,6 +711,7 @@ impl Engine {
         &self,
         table: Option<&RoleTable>,
         look: &mut Lookups,
+        reads: &mut UserReads,
         kind: ResourceKind,
         sid: &str,
         entry: OutboxEntry,
@@ -470,7 +733,7 @@ impl Engine {
             }
         };
         let planned = match kind {
-            ResourceKind::User => self.plan_user(table, look, sid, &entry)?,
+            ResourceKind::User => self.plan_user(table, look, reads, sid, &entry)?,
             ResourceKind::Group => self.plan_group(look, sid, &entry)?,
         };
         let Some((name, vendor_id, mut changes)) = planned else {
@@ -498,28 +761,37 @@ impl Engine {
     }
 
     /// A user's changes: (login, vendor id, changes); `None` when the user is gone and nothing
-    /// is owed to the vendor.
+    /// is owed to the vendor. What it reads of the user comes through `reads`, beside the
+    /// outbox (the users' ids are asked in ascending order).
     fn plan_user(
         &self,
         table: Option<&RoleTable>,
         look: &mut Lookups,
+        reads: &mut UserReads,
         sid: &str,
         entry: &OutboxEntry,
     ) -> Result<Option<Planned>, StoreError> {
-        let rec = Records(&self.dir);
-        if let Some(t) = rec.tombstone(ResourceKind::User, sid)? {
+        if let Some(t) = reads.tombstones.get(sid)? {
+            let t: Tombstone = decode(&format!("del/u/{sid}"), &t)?;
             return Ok(Some(self.plan_deleted_user(table, sid, t, entry)?));
         }
-        let Some(doc) = self.dir.load(ResourceKind::User, sid)? else {
+        let Some(doc) = reads.docs.get(sid)? else {
             return Ok(None);
         };
-        let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
+        let doc: Value = decode(&format!("u/{sid}"), &doc)?;
+        let vid = reads
+            .vendor_ids
+            .get(sid)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let member_of = reads.member_of.seconds(sid)?;
+        let idp_written = reads.idp_written.get(sid)?.is_some();
         // What reconcile would aim at, read the way it reads it (groups through the plan's
         // cache: one read of each group for all its members).
-        let desired = self.desired_user_with(table, sid, &doc, vid.is_none(), |g| {
-            let (name, gvid) = look.group(g)?;
-            Ok(name.map(|n| (Some(n), gvid)))
-        })?;
+        let desired =
+            self.desired_user_from(table, &doc, vid.is_none(), member_of, idp_written, |g| {
+                let (name, gvid) = look.group(g)?;
+                Ok(name.map(|n| (Some(n), gvid)))
+            })?;
         let Some(desired) = desired else {
             return Ok(None);
         };
@@ -577,13 +849,17 @@ impl Engine {
             return Ok(Some((login, None, changes)));
         };
 
-        let mut applied = rec.applied_user(sid)?.unwrap_or(AppliedUser {
+        let applied: Option<AppliedUser> = match reads.applied.get(sid)? {
+            Some(bytes) => Some(decode(&format!("au/{sid}"), &bytes)?),
+            None => None,
+        };
+        let mut applied = applied.unwrap_or(AppliedUser {
             vendor_id: vid.clone(),
             ..AppliedUser::default()
         });
-        let takeover = self
-            .dir
-            .record(&format!("{TAKEOVER}{sid}"))?
+        let takeover = reads
+            .takeovers
+            .get(sid)?
             .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
             == Some(entry.since_ms);
         if takeover {
@@ -774,7 +1050,7 @@ impl Engine {
                 .collect();
             let mut wanted = HashSet::new();
             for m in self.dir.member_ids(sid)? {
-                let facts = match look.users.get(&m) {
+                let facts = match look.member(&m) {
                     Some(f) => f,
                     None => {
                         // Not in the plan: present as it is (a user with nothing pending).

@@ -23,7 +23,7 @@
 use super::adapter::{AdapterError, NO_ROLE};
 use super::role_table::RoleTable;
 use super::state::{put, Actor, Records};
-use super::{Engine, FAN_OUT};
+use super::{schedule, Engine, FAN_OUT};
 use crate::config::SweepConfig;
 use crate::scim::schema::ResourceKind;
 use crate::store::directory::str_at;
@@ -852,20 +852,18 @@ impl Engine {
     }
 
     /// Starts the tenant's scheduled sweep (`[tenants.sweep]`): the first after a random part
-    /// of `every` (at most 15 minutes), then every `every`; each only once the vendor directory
-    /// has been read in full. Report-only unless `apply`. The task ends when the engine is
-    /// dropped. `None` outside a Tokio runtime (as [`Engine::spawn_background`]).
+    /// of `every` (at most 15 minutes), then every `every` ± 10 %, so that the sweeps of many
+    /// tenants started together do not stay in step ([`super::schedule`]); each only once the
+    /// vendor directory has been read in full, and at most `SWEEPS` tenants of the process at
+    /// once (a plan reads every user). Report-only unless `apply`. The task ends when the
+    /// engine is dropped. `None` outside a Tokio runtime (as [`Engine::spawn_background`]).
     pub fn spawn_sweep(self: &Arc<Self>, cfg: SweepConfig) -> Option<tokio::task::JoinHandle<()>> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let engine = Arc::downgrade(self);
         Some(handle.spawn(async move {
             let every = cfg.every.max(Duration::from_secs(1));
-            let cap = every.min(MAX_JITTER).as_millis() as u64;
-            let jitter = {
-                use rand::Rng;
-                rand::rng().random_range(0..=cap)
-            };
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
+            let first = schedule::uniform_upto(every.min(MAX_JITTER), &mut rand::rng());
+            tokio::time::sleep(first).await;
             loop {
                 let Some(e) = engine.upgrade() else { return };
                 let mut synced = e.synced.subscribe();
@@ -875,10 +873,14 @@ impl Engine {
                     return;
                 }
                 drop(synced);
-                let Some(e) = engine.upgrade() else { return };
-                e.scheduled_sweep(&cfg).await;
-                drop(e);
-                tokio::time::sleep(every).await;
+                {
+                    let _permit = schedule::SWEEPS.enter().await;
+                    let Some(e) = engine.upgrade() else { return };
+                    e.scheduled_sweep(&cfg).await;
+                }
+                // (The thread's generator is not held across the await: it is not `Send`.)
+                let next = schedule::jittered(every, &mut rand::rng());
+                tokio::time::sleep(next).await;
             }
         }))
     }

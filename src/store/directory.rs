@@ -59,6 +59,25 @@ pub struct Directory {
     salt: AtomicU64,
     /// Count changes of the batch being built, applied to the counts on commit.
     pending_counts: parking_lot::Mutex<(i64, i64)>,
+    /// Commits to this tree so far, shared by every `Directory` over it ([`Self::generation`]).
+    generation: std::sync::Arc<AtomicU64>,
+}
+
+/// The commit counter of a tree, one per tree in the process: a reload opens a tenant's engine
+/// (and its `Directory`) again while the old one still drains, and both must bump one counter.
+fn shared_generation(store: &Store, tree: &sled::Tree) -> std::sync::Arc<AtomicU64> {
+    use std::sync::{Arc, OnceLock, Weak};
+    type Key = (std::path::PathBuf, Vec<u8>);
+    static ALL: OnceLock<parking_lot::Mutex<HashMap<Key, Weak<AtomicU64>>>> = OnceLock::new();
+    let mut all = ALL.get_or_init(Default::default).lock();
+    all.retain(|_, g| g.strong_count() > 0);
+    let key = (store.data_dir().to_path_buf(), tree.name().to_vec());
+    if let Some(g) = all.get(&key).and_then(Weak::upgrade) {
+        return g;
+    }
+    let g = Arc::new(AtomicU64::new(0));
+    all.insert(key, Arc::downgrade(&g));
+    g
 }
 
 fn fold(s: &str) -> String {
@@ -176,6 +195,7 @@ impl Directory {
         let user_count = count("c/users")?;
         let group_count = count("c/groups")?;
         Ok(Directory {
+            generation: shared_generation(store, &tree),
             tree,
             store: store.clone(),
             schemas,
@@ -594,6 +614,7 @@ impl Directory {
     pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
         self.tree.apply_batch(batch.0)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
@@ -615,6 +636,7 @@ impl Directory {
         }
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
         audit.apply_with(&self.tree, batch, entries)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
@@ -645,6 +667,21 @@ impl Directory {
             let (k, v) = kv?;
             Ok((String::from_utf8_lossy(&k[2..]).into_owned(), v.to_vec()))
         })
+    }
+
+    /// How many commits this tree has had in this process (by any `Directory` over it), bumped
+    /// after each is applied: a reader that saw one value before it read and sees it again
+    /// after read a state no commit changed (the plan's cache of its counts).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// This tree's raw entries from the first key at or after `from`, in key order, to the end
+    /// of the tree (the caller stops at the end of its prefix). For merge-joins over keys that
+    /// end in the same SCIM ids: the plan walks the outbox and, beside it, the documents,
+    /// records and indexes of the same ids, one sequential read each instead of a lookup per id.
+    pub fn raw_from(&self, from: &[u8]) -> sled::Iter {
+        self.tree.range(from..)
     }
 
     /// Makes every committed write durable; concurrent callers share a flush.
