@@ -430,17 +430,13 @@ async fn a_handler_that_overruns_the_request_deadline_gets_503() {
             }),
         );
     }
-    let app = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
+    let app = AppState::new(tenants, Metrics::new(), 1 << 20, store);
     let limits = RequestLimits {
         body_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         tenant_concurrency: 4,
         auth_failure_limit: 20,
+        ..RequestLimits::default()
     };
     let running = server::start(
         "127.0.0.1:0".parse().unwrap(),

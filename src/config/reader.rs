@@ -46,6 +46,8 @@ const LIMITS_KEYS: &[&str] = &[
     "request_timeout",
     "tenant_concurrency",
     "auth_failure_limit",
+    "tenant_rate",
+    "tenant_burst",
 ];
 const TENANT_KEYS: &[&str] = &[
     "id",
@@ -995,6 +997,38 @@ impl Reader<'_> {
                     type_problem("an integer from 0 (off) to 1000000", other),
                 );
                 ok = false;
+            }
+        }
+        // Requests per second, sustained, and the bucket: integers, since a SCIM client's
+        // pace is tens per second (Okta; Entra's gallery floor is 25/s per tenant), never a
+        // fraction. Above a million the number is a typo, not a limit.
+        for (key, slot, expected) in [
+            (
+                "tenant_rate",
+                &mut out.tenant_rate,
+                "an integer from 0 (off) to 1000000 (requests per second)",
+            ),
+            (
+                "tenant_burst",
+                &mut out.tenant_burst,
+                "an integer from 1 to 1000000 (requests; default twice tenant_rate)",
+            ),
+        ] {
+            let least = if key == "tenant_burst" { 1 } else { 0 };
+            match t.get(key) {
+                None => {}
+                Some(Value::Integer(n)) if (least..=1_000_000).contains(n) => *slot = *n as u32,
+                Some(Value::Integer(n)) => {
+                    self.problem(
+                        join("limits", key),
+                        format!("expected {expected}, found {n}"),
+                    );
+                    ok = false;
+                }
+                Some(other) => {
+                    self.problem(join("limits", key), type_problem(expected, other));
+                    ok = false;
+                }
             }
         }
         ok.then_some(out)

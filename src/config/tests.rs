@@ -1300,3 +1300,44 @@ fn governance_key_problems_name_their_path() {
 // In their own file: this one is long enough.
 #[path = "tests_files.rs"]
 mod files;
+
+// ---- [limits] tenant_rate / tenant_burst (issue 14) ----------------------------------------
+
+#[test]
+fn tenant_rate_and_burst_default_off_parse_and_are_validated() {
+    let tenant = "[[tenants]]\nid = \"t\"\ntokens = [\"tok-0123456789abcdef0123456789abcdef\"]\n[tenants.vendor]\nkind = \"local\"\n";
+    let c = parse(tenant).unwrap();
+    assert_eq!(c.limits.tenant_rate, 0, "off by default");
+    let c = parse(&format!("[limits]\ntenant_rate = 50\n{tenant}")).unwrap();
+    assert_eq!(c.limits.tenant_rate, 50);
+    assert_eq!(
+        c.limits.burst(),
+        100,
+        "the bucket defaults to twice the rate"
+    );
+    let c = parse(&format!(
+        "[limits]\ntenant_rate = 50\ntenant_burst = 200\n{tenant}"
+    ))
+    .unwrap();
+    assert_eq!((c.limits.tenant_rate, c.limits.burst()), (50, 200));
+    for (bad, needle) in [
+        ("-1", "found -1"),
+        ("1000001", "found 1000001"),
+        ("2.5", "found float"),
+        ("\"fast\"", "found string"),
+        ("true", "found boolean"),
+    ] {
+        let p = problems(&format!(
+            "[limits]\ntenant_rate = {bad}\ntenant_burst = {bad}\n{tenant}"
+        ));
+        assert_has(&p, "limits.tenant_rate", "integer from 0 (off) to 1000000");
+        assert_has(&p, "limits.tenant_rate", needle);
+        assert_has(&p, "limits.tenant_burst", "integer from 1 to 1000000");
+        assert_has(&p, "limits.tenant_burst", needle);
+    }
+    // A bucket of 0 would refuse every request.
+    let p = problems(&format!(
+        "[limits]\ntenant_rate = 5\ntenant_burst = 0\n{tenant}"
+    ));
+    assert_has(&p, "limits.tenant_burst", "found 0");
+}
