@@ -687,9 +687,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let store = scim_bridge::store::Store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let state = scim_bridge::server::build_state(&config, store)?;
+    let mut running = scim_bridge::server::start(config.listen, state, args.workers)?;
+    // SIGHUP re-reads the file (CONTRACT §6); the embedded default has none to re-read.
+    match &config_path {
+        Some(path) => running.reload_config_from(
+            scim_bridge::server::reconfigure::ConfigSource {
+                path: path.clone(),
+                listen: args.listen,
+                data_dir: args.data_dir.clone(),
+                admin_listen: args.admin_listen,
+            },
+            &config,
+        ),
+        None => tracing::info!("no config file: SIGHUP reloads only the TLS pair"),
+    }
     // The verifiers hold hashes: the plaintext static tokens are not kept.
     config.forget_static_tokens();
-    let running = scim_bridge::server::start(config.listen, state, args.workers)?;
     let addr = running.addr;
     let scheme = if config.tls.is_some() {
         "https"

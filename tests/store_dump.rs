@@ -27,6 +27,8 @@ use tableau_api::*;
 const ADMIN_TOKEN: &str = "store-test-admin-token-0123456789abcdef";
 const LOCAL_TENANT: &str = "acme-local";
 const LOCAL_TOKEN: &str = "test-token-local-store-0123456789abcdef";
+/// Members of the large group the round trip carries (issue 14: "a 10,000-member group").
+const GROUP_SIZE: usize = 10_000;
 
 fn cli(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
@@ -135,20 +137,126 @@ fn user(login: &str) -> Value {
            "emails": [{"value": login, "primary": true}], "active": true})
 }
 
-/// Every user's and group's id and ETag, as SCIM answers them (full pages).
-async fn ids_and_etags(idp: &Idp) -> BTreeMap<String, String> {
+/// The `Host` every snapshot request names: `meta.location` and `$ref` are rendered from the
+/// address the client used, and the two bridges listen on different ports.
+const SNAPSHOT_HOST: &str = "scim.acme.test";
+
+/// One GET as the raw bytes SCIM answers, with the `ETag` header.
+async fn raw_get(idp: &Idp, path: &str) -> (Option<String>, bytes::Bytes) {
+    let resp = idp
+        .http
+        .get(format!("{}{path}", idp.base))
+        .bearer_auth(&idp.token)
+        .header("host", SNAPSHOT_HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    let etag = resp
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_string());
+    (etag, resp.bytes().await.unwrap())
+}
+
+/// Everything a tenant's SCIM API answers, byte for byte: every page of `/Users` and `/Groups`
+/// (1,000 a page, so a 10,000-user tenant is eleven pages), and every group read on its own
+/// with all its members and its `ETag` header. Keys name the request, values the answer.
+async fn snapshot(idp: &Idp) -> BTreeMap<String, (Option<String>, bytes::Bytes)> {
     let mut out = BTreeMap::new();
+    let mut groups = Vec::new();
     for kind in ["Users", "Groups"] {
-        let (status, body) = idp.get(&format!("/{kind}?count=1000")).await;
-        assert_eq!(status, 200, "{body}");
-        for r in body["Resources"].as_array().unwrap() {
-            out.insert(
-                format!("{kind}/{}", r["id"].as_str().unwrap()),
-                r["meta"]["version"].as_str().unwrap().to_string(),
+        let mut start = 1;
+        loop {
+            let path = format!("/{kind}?startIndex={start}&count=1000");
+            let (etag, body) = raw_get(idp, &path).await;
+            let page: Value = serde_json::from_slice(&body).unwrap();
+            let resources = page["Resources"].as_array().cloned().unwrap_or_default();
+            if kind == "Groups" {
+                groups.extend(
+                    resources
+                        .iter()
+                        .map(|g| g["id"].as_str().unwrap().to_string()),
+                );
+            }
+            out.insert(path, (etag, body));
+            if resources.is_empty() {
+                break;
+            }
+            start += resources.len();
+        }
+    }
+    for id in groups {
+        let path = format!("/Groups/{id}");
+        let (etag, body) = raw_get(idp, &path).await;
+        assert!(etag.is_some(), "GET {path} carries an ETag");
+        out.insert(path, (etag, body));
+    }
+    out
+}
+
+/// The two snapshots answer the same requests with the same bytes; the first difference named.
+fn assert_same_answers(
+    what: &str,
+    before: &BTreeMap<String, (Option<String>, bytes::Bytes)>,
+    after: &BTreeMap<String, (Option<String>, bytes::Bytes)>,
+) {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "{what}: the same pages and groups"
+    );
+    for (path, (etag, body)) in before {
+        let (etag2, body2) = &after[path];
+        assert_eq!(etag, etag2, "{what}: GET {path}: ETag");
+        if body != body2 {
+            let at = body
+                .iter()
+                .zip(body2.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let around = |b: &bytes::Bytes| {
+                String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())])
+                    .into_owned()
+            };
+            panic!(
+                "{what}: GET {path}: {} and {} bytes, first difference at byte {at}:\n{}\n{}",
+                body.len(),
+                body2.len(),
+                around(body),
+                around(body2)
             );
         }
     }
-    out
+}
+
+/// `n` users on `idp`, 16 at a time as an IdP's bulk push does: their ids, in creation order.
+async fn create_users(idp: &Idp, prefix: &str, n: usize) -> Vec<String> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (idp, next, prefix) = (idp.clone(), next.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return made;
+                }
+                let (status, body) = idp
+                    .post("/Users", user(&format!("{prefix}{i:05}@acme.test")))
+                    .await;
+                assert_eq!(status, 201, "{body}");
+                made.push((i, body["id"].as_str().unwrap().to_string()));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all.into_iter().map(|(_, id)| id).collect()
 }
 
 type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
@@ -234,6 +342,21 @@ async fn export_import_round_trips_every_tree_and_refuses_bad_dumps() {
         .await;
     let (status, _) = r.idp.delete(&format!("/Users/{}", ids[7])).await;
     assert_eq!(status, 204);
+    // Issue 14's large group: 10,000 users on the local tenant, all members of one group, added
+    // by PATCHes of 1,000 as Okta's group push sends them (answers without the members).
+    let everyone = create(&r.local, "/Groups", group("Everyone", &[])).await;
+    let many = create_users(&r.local, "m", GROUP_SIZE).await;
+    for chunk in many.chunks(1000) {
+        let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
+        let (status, body) = r
+            .local
+            .patch(
+                &format!("/Groups/{everyone}?excludedAttributes=members"),
+                patch_op(json!([{"op": "add", "path": "members", "value": members}])),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
     // Let the engine deliver, so the applied state and the audit chain hold something.
     let started = Instant::now();
     loop {
@@ -262,10 +385,33 @@ async fn export_import_round_trips_every_tree_and_refuses_bad_dumps() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before_vendor = ids_and_etags(&r.idp).await;
-    let before_local = ids_and_etags(&r.local).await;
+    let before_vendor = snapshot(&r.idp).await;
+    let before_local = snapshot(&r.local).await;
     // 11 users and 2 groups of the IdP (and what the sync found at the vendor).
-    assert!(before_vendor.len() >= 11 + 2, "{before_vendor:?}");
+    let (_, page) = &before_vendor["/Users?startIndex=1&count=1000"];
+    let page: Value = serde_json::from_slice(page).unwrap();
+    assert!(page["totalResults"].as_u64().unwrap() >= 11, "{page}");
+    assert!(before_vendor.contains_key(&format!("/Groups/{admins}")));
+    // 12 + 10,000 local users over 11 pages, and the group with every one of them.
+    let (_, page) = &before_local["/Users?startIndex=1&count=1000"];
+    let page: Value = serde_json::from_slice(page).unwrap();
+    assert_eq!(page["totalResults"], 12 + GROUP_SIZE);
+    let (_, g) = &before_local[&format!("/Groups/{everyone}")];
+    let g: Value = serde_json::from_slice(g).unwrap();
+    let members: std::collections::BTreeSet<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), GROUP_SIZE);
+    assert!(many.iter().all(|id| members.contains(id.as_str())));
+    assert!(
+        String::from_utf8_lossy(&before_local[&format!("/Groups/{everyone}")].1).contains(
+            &format!("http://{SNAPSHOT_HOST}/tenants/{LOCAL_TENANT}/scim/v2/")
+        ),
+        "locations are rendered from the Host the snapshot names"
+    );
     // A running bridge holds its store: export says how to get at it.
     let out = cli(
         &["store", "export", "--data-dir", data.to_str().unwrap()],
@@ -435,12 +581,13 @@ async fn export_import_round_trips_every_tree_and_refuses_bad_dumps() {
         text(&out.stderr)
     );
 
-    // A bridge on the copy answers the same ids and ETags.
+    // A bridge on the copy answers every resource with the same bytes: ids, ETags, meta,
+    // the 10,000 members.
     let (port2, admin2) = (free_port(), free_port());
     let cfg2 = config(dir.path(), &fresh, port2, admin2, &sim.base_url());
     let r2 = serve(&cfg2, port2, admin2).await;
-    assert_eq!(ids_and_etags(&r2.idp).await, before_vendor);
-    assert_eq!(ids_and_etags(&r2.local).await, before_local);
+    assert_same_answers(BRIDGE_TENANT, &before_vendor, &snapshot(&r2.idp).await);
+    assert_same_answers(LOCAL_TENANT, &before_local, &snapshot(&r2.local).await);
     stop(r2);
 
     // A store stamped by a newer version is refused at `serve`, naming both versions.

@@ -361,12 +361,7 @@ pub fn serve_engine(t: &TenantConfig, engine: &Arc<Engine>, store: Store) -> (Ru
             connector: Arc::new(EngineConnector(engine.clone())),
         }),
     );
-    let app = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
+    let app = AppState::new(tenants, Metrics::new(), 1 << 20, store);
     // An admin listener as `serve` has, for `/metrics` and the detailed readiness.
     let mut state = server::ServerState::from(app);
     let admin = Config {

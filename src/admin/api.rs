@@ -79,8 +79,7 @@ impl PageQuery {
 /// The engine of a configured vendor tenant, or the 404 to answer.
 pub fn engine_of(app: &AppState, tenant: &str) -> Result<Arc<Engine>, HttpResponse> {
     let t = app
-        .tenants
-        .get(tenant)
+        .tenant(tenant)
         .ok_or_else(|| not_found("no such tenant"))?;
     t.connector
         .engine()
@@ -116,12 +115,14 @@ pub async fn summaries(
     admin: &AdminState,
     only: Option<&str>,
 ) -> Vec<TenantSummary> {
-    let mut out = Vec::with_capacity(app.tenants.len());
-    for (id, t) in &app.tenants {
+    let tenants = app.tenants();
+    let view = admin.view();
+    let mut out = Vec::with_capacity(tenants.len());
+    for (id, t) in tenants.iter() {
         if only.is_some_and(|o| o != id) {
             continue;
         }
-        let settings = admin.tenants.get(id);
+        let settings = view.tenants.get(id);
         let vendor_error = t.connector.vendor_status().await.err();
         let engine = t.connector.engine();
         let stats = t.connector.engine_stats().unwrap_or_default();
@@ -187,7 +188,7 @@ async fn tenant(
     or_answer!(admin.authorize(&req));
     or_answer!(query::<NoQuery>(&req));
     let id = path.into_inner();
-    if !app.tenants.contains_key(&id) {
+    if app.tenant(&id).is_none() {
         return not_found("no such tenant");
     }
     let all = summaries(&app, &admin, Some(&id)).await;

@@ -40,8 +40,9 @@ fn random_hex() -> String {
 
 /// The admin credentials of a running bridge.
 pub struct AdminAuth {
-    tokens: Vec<Hash>,
-    metrics: Option<Hash>,
+    /// Replaced by a config reload ([`AdminAuth::set_tokens`]).
+    tokens: parking_lot::RwLock<Vec<Hash>>,
+    metrics: parking_lot::RwLock<Option<Hash>>,
     sessions: Mutex<HashMap<Hash, Session>>,
 }
 
@@ -63,22 +64,41 @@ pub enum Principal {
 impl AdminAuth {
     pub fn new(tokens: &[Secret], metrics_token: Option<&Secret>) -> AdminAuth {
         AdminAuth {
-            tokens: tokens.iter().map(|t| hash(t.expose())).collect(),
-            metrics: metrics_token.map(|t| hash(t.expose())),
+            tokens: parking_lot::RwLock::new(tokens.iter().map(|t| hash(t.expose())).collect()),
+            metrics: parking_lot::RwLock::new(metrics_token.map(|t| hash(t.expose()))),
             sessions: Mutex::new(HashMap::new()),
         }
     }
 
+    /// A config reload's admin tokens and `metrics_token`. When the admin tokens change, every
+    /// console session ends: a token is removed because it leaked or its holder left, and the
+    /// sessions it opened must not outlive it. Whether the admin tokens changed.
+    pub fn set_tokens(&self, tokens: &[Secret], metrics_token: Option<&Secret>) -> bool {
+        let mut new: Vec<Hash> = tokens.iter().map(|t| hash(t.expose())).collect();
+        new.sort_unstable();
+        *self.metrics.write() = metrics_token.map(|t| hash(t.expose()));
+        let mut current = self.tokens.write();
+        let mut old = current.clone();
+        old.sort_unstable();
+        if old == new {
+            return false;
+        }
+        *current = new;
+        drop(current);
+        self.sessions.lock().clear();
+        true
+    }
+
     /// Whether any admin token is configured (without one, the admin API answers 401 to all).
     pub fn has_tokens(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.read().is_empty()
     }
 
     /// Whether `token` is an admin token (constant time over every configured hash).
     pub fn is_admin_token(&self, token: &str) -> bool {
         let h = hash(token);
         let mut ok = 0u8;
-        for t in &self.tokens {
+        for t in self.tokens.read().iter() {
             ok |= t.ct_eq(&h).unwrap_u8();
         }
         ok == 1
@@ -87,7 +107,7 @@ impl AdminAuth {
     /// Whether `/metrics` answers this bearer: any caller without `metrics_token`; with it,
     /// that token or an admin token.
     pub fn metrics_allowed(&self, bearer: Option<&str>) -> bool {
-        let Some(want) = &self.metrics else {
+        let Some(want) = *self.metrics.read() else {
             return true;
         };
         bearer.is_some_and(|b| bool::from(want.ct_eq(&hash(b))) || self.is_admin_token(b))

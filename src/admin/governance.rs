@@ -61,15 +61,21 @@ async fn access_report(
         Err(e) => return bad_request(e),
     };
     if let Some(t) = &p.tenant {
-        if admin.tenants.get(t).is_some_and(|s| s.vendor == "local") {
+        if admin
+            .view()
+            .tenants
+            .get(t)
+            .is_some_and(|s| s.vendor == "local")
+        {
             return bad_request(format!(
                 "tenant {t:?} uses the local connector: it has no vendor accounts to review"
             ));
         }
     }
     let store = app.store.clone();
-    let configs = admin.tenant_configs.clone();
-    let key = admin.report.person_key;
+    let view = admin.view();
+    let configs = view.tenant_configs.clone();
+    let key = view.report.person_key;
     let rows_counter = app.metrics.export_rows.with_label_values(&["access"]);
     let progress = app.metrics.exports.start(
         "access",
@@ -205,7 +211,7 @@ fn since_param(since: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Ut
 /// A tenant named in a query must be configured (else 404).
 fn known_tenant(app: &AppState, tenant: Option<&str>) -> Result<(), HttpResponse> {
     match tenant {
-        Some(t) if !app.tenants.contains_key(t) => Err(super::not_found("no such tenant")),
+        Some(t) if app.tenant(t).is_none() => Err(super::not_found("no such tenant")),
         _ => Ok(()),
     }
 }
@@ -691,6 +697,7 @@ pub fn governance_tab(
         "dormant" => {
             let days = q.days.unwrap_or_else(|| {
                 admin
+                    .view()
                     .tenants
                     .get(tenant)
                     .and_then(|s| s.sweep.as_ref())
@@ -798,8 +805,8 @@ pub fn governance_tab(
         "access" => {
             let (rows, total) = crate::governance::access::page(
                 &app.store,
-                &admin.tenant_configs,
-                admin.report.person_key,
+                &admin.view().tenant_configs,
+                admin.view().report.person_key,
                 tenant,
                 offset,
                 100,

@@ -43,6 +43,7 @@ use auth::{AdminAuth, Principal};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 /// Failed admin authentications one address may make per minute before it is answered 429.
 const ADMIN_AUTH_FAILURE_LIMIT: u32 = 10;
@@ -52,17 +53,23 @@ const ADMIN_AUTH_FAILURE_LIMIT: u32 = 10;
 pub struct AdminState {
     pub listen: SocketAddr,
     pub auth: AdminAuth,
-    /// Per tenant: the vendor kind, `dry_run`, `[tenants.sweep]`.
-    pub tenants: BTreeMap<String, TenantSettings>,
-    pub report: ReportConfig,
+    /// What a config reload replaces: the tenants' settings and the report's key.
+    view: parking_lot::RwLock<Arc<AdminView>>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[limits]`: the body-read and request deadlines, which the admin listener keeps too
     /// ([`deadlines`]).
     pub limits: crate::config::RequestLimits,
+    failures: AuthFailures,
+}
+
+/// The admin listener's view of the configured tenants, swapped whole by a reload.
+pub struct AdminView {
+    /// Per tenant: the vendor kind, `dry_run`, `[tenants.sweep]`.
+    pub tenants: BTreeMap<String, TenantSettings>,
+    pub report: ReportConfig,
     /// The tenants as configured, without their bearer tokens and JWT keys (the access review
     /// reads each tenant's vendor kind and store tree from them).
     pub tenant_configs: Vec<crate::config::TenantConfig>,
-    failures: AuthFailures,
 }
 
 #[derive(Debug, Clone)]
@@ -72,34 +79,9 @@ pub struct TenantSettings {
     pub sweep: Option<SweepConfig>,
 }
 
-impl AdminState {
-    pub fn from_config(config: &Config) -> AdminState {
-        // `SCIM_BRIDGE_ADMIN_TOKEN` is an admin token of the embedded default too, which has
-        // no `[admin]` table to name it in.
-        let mut tokens = config.admin.tokens.clone();
-        if tokens.is_empty() {
-            if let Ok(t) = std::env::var("SCIM_BRIDGE_ADMIN_TOKEN") {
-                let tenant_token = config
-                    .tenants
-                    .iter()
-                    .flat_map(|c| c.tokens.iter())
-                    .any(|k| k.expose() == t);
-                if tenant_token {
-                    // A tenant token is never an admin token (CONTRACT §5).
-                    tracing::error!("SCIM_BRIDGE_ADMIN_TOKEN is a tenant's token and is not used as an admin token");
-                } else if t.chars().count() >= crate::config::MIN_STATIC_TOKEN_CHARS {
-                    tokens.push(crate::config::Secret::new(t));
-                } else if !t.is_empty() {
-                    tracing::warn!(
-                        "SCIM_BRIDGE_ADMIN_TOKEN is shorter than {} characters and is not used",
-                        crate::config::MIN_STATIC_TOKEN_CHARS
-                    );
-                }
-            }
-        }
-        AdminState {
-            listen: config.admin.listen,
-            auth: AdminAuth::new(&tokens, config.admin.metrics_token.as_ref()),
+impl AdminView {
+    fn of(config: &Config) -> AdminView {
+        AdminView {
             tenants: config
                 .tenants
                 .iter()
@@ -115,8 +97,6 @@ impl AdminState {
                 })
                 .collect(),
             report: config.report.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            limits: config.limits.clone(),
             tenant_configs: config
                 .tenants
                 .iter()
@@ -126,7 +106,65 @@ impl AdminState {
                     ..t.clone()
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The admin tokens of `config`: `[admin] tokens`, else `SCIM_BRIDGE_ADMIN_TOKEN`, which is an
+/// admin token of the embedded default too (it has no `[admin]` table to name it in).
+fn admin_tokens(config: &Config) -> Vec<crate::config::Secret> {
+    let mut tokens = config.admin.tokens.clone();
+    if tokens.is_empty() {
+        if let Ok(t) = std::env::var("SCIM_BRIDGE_ADMIN_TOKEN") {
+            let tenant_token = config
+                .tenants
+                .iter()
+                .flat_map(|c| c.tokens.iter())
+                .any(|k| k.expose() == t);
+            if tenant_token {
+                // A tenant token is never an admin token (CONTRACT §5).
+                tracing::error!(
+                    "SCIM_BRIDGE_ADMIN_TOKEN is a tenant's token and is not used as an admin token"
+                );
+            } else if t.chars().count() >= crate::config::MIN_STATIC_TOKEN_CHARS {
+                tokens.push(crate::config::Secret::new(t));
+            } else if !t.is_empty() {
+                tracing::warn!(
+                    "SCIM_BRIDGE_ADMIN_TOKEN is shorter than {} characters and is not used",
+                    crate::config::MIN_STATIC_TOKEN_CHARS
+                );
+            }
+        }
+    }
+    tokens
+}
+
+impl AdminState {
+    pub fn from_config(config: &Config) -> AdminState {
+        AdminState {
+            listen: config.admin.listen,
+            auth: AdminAuth::new(&admin_tokens(config), config.admin.metrics_token.as_ref()),
+            view: parking_lot::RwLock::new(Arc::new(AdminView::of(config))),
+            trusted_proxies: config.trusted_proxies.clone(),
+            limits: config.limits.clone(),
             failures: AuthFailures::new(ADMIN_AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW),
+        }
+    }
+
+    /// The tenants' settings and the report's key as configured now.
+    pub fn view(&self) -> Arc<AdminView> {
+        self.view.read().clone()
+    }
+
+    /// A config reload: the tenants' settings, the report's key, the admin tokens and
+    /// `metrics_token`. The listener's address, its TLS and `[limits]` need a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        *self.view.write() = Arc::new(AdminView::of(config));
+        if self
+            .auth
+            .set_tokens(&admin_tokens(config), config.admin.metrics_token.as_ref())
+        {
+            tracing::info!("admin tokens changed: console sessions were ended");
         }
     }
 
@@ -222,6 +260,8 @@ pub fn server_error(msg: impl std::fmt::Display) -> HttpResponse {
 
 pub struct RunningAdmin {
     pub addr: SocketAddr,
+    /// The served state, which a config reload updates.
+    pub state: web::Data<AdminState>,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -238,6 +278,7 @@ pub fn start(
         None => None,
     };
     let listen = admin.listen;
+    let admin_state = admin.clone();
     let listener = TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
         source,
@@ -285,7 +326,12 @@ pub fn start(
         .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    Ok(RunningAdmin { addr, handle, task })
+    Ok(RunningAdmin {
+        addr,
+        state: admin_state,
+        handle,
+        task,
+    })
 }
 
 async fn healthz() -> HttpResponse {

@@ -87,10 +87,8 @@ fn no_jwt(tenant: &str) -> String {
 }
 
 /// The configured tenant `id` (404 when there is none).
-fn tenant_of<'a>(app: &'a AppState, id: &str) -> Result<&'a Arc<Tenant>, HttpResponse> {
-    app.tenants
-        .get(id)
-        .ok_or_else(|| not_found("no such tenant"))
+fn tenant_of(app: &AppState, id: &str) -> Result<Arc<Tenant>, HttpResponse> {
+    app.tenant(id).ok_or_else(|| not_found("no such tenant"))
 }
 
 /// Writes a revocation and its audit entry (blocking: a sled transaction and a flush).

@@ -219,6 +219,24 @@ pub struct RequestLimits {
     /// tenant's path per minute before it is answered 429 with `Retry-After` there (default
     /// 20; 0 turns it off).
     pub auth_failure_limit: u32,
+    /// `tenant_rate`: authenticated SCIM requests per second one tenant may sustain; over it
+    /// (its bucket empty) it is answered 429 with `Retry-After`. 0 (the default) turns it off.
+    pub tenant_rate: u32,
+    /// `tenant_burst`: the tenant's bucket, i.e. requests it may send at once before
+    /// `tenant_rate` paces it; 0 (the default) means twice `tenant_rate`. See [`Self::burst`].
+    pub tenant_burst: u32,
+}
+
+impl RequestLimits {
+    /// The bucket size in effect: `tenant_burst`, or twice `tenant_rate` when it is 0 (an IdP
+    /// push starts as a burst, so the bucket is bigger than one second's worth).
+    pub fn burst(&self) -> u32 {
+        if self.tenant_burst > 0 {
+            self.tenant_burst
+        } else {
+            self.tenant_rate.saturating_mul(2)
+        }
+    }
 }
 
 pub const DEFAULT_JWT_MAX_LIFETIME: std::time::Duration =
@@ -231,6 +249,8 @@ impl Default for RequestLimits {
             request_timeout: std::time::Duration::from_secs(60),
             tenant_concurrency: 64,
             auth_failure_limit: 20,
+            tenant_rate: 0,
+            tenant_burst: 0,
         }
     }
 }
@@ -254,6 +274,29 @@ pub struct TenantConfig {
     pub dry_run: bool,
     /// `[tenants.sweep]`: the scheduled dormant-account sweep, report-only unless `apply`.
     pub sweep: Option<SweepConfig>,
+}
+
+impl TenantConfig {
+    /// A digest of everything the tenant's connector is built from: the vendor connection
+    /// (secrets included), the role rules, attributes, `dry_run`, `on_vendor_unavailable` and
+    /// `[tenants.sweep]`, but not the bearer tokens or the JWT key, which a reload swaps
+    /// without touching the connector. Equal digests: the running connector is kept as it is.
+    pub fn connector_fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let bare = TenantConfig {
+            tokens: Vec::new(),
+            jwt_secret: None,
+            ..self.clone()
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{bare:?}").as_bytes());
+        for s in self.vendor.secrets() {
+            // Length-prefixed: two secrets cannot be re-split into the same bytes.
+            h.update((s.expose().len() as u64).to_le_bytes());
+            h.update(s.expose().as_bytes());
+        }
+        h.finalize().into()
+    }
 }
 
 /// `[tenants.sweep]` (CONTRACT §3.1).
@@ -395,6 +438,30 @@ impl VendorConfig {
             VendorConfig::Tableau { .. } => "tableau",
             VendorConfig::Thoughtspot { .. } => "thoughtspot",
             VendorConfig::Metabase { .. } => "metabase",
+        }
+    }
+
+    /// Every secret of the vendor connection (a password, a token, a key): what
+    /// [`TenantConfig::connector_fingerprint`] covers besides the `Debug` rendering, which
+    /// redacts them.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            VendorConfig::Local => Vec::new(),
+            VendorConfig::Sisense {
+                password,
+                scim_token,
+                ..
+            } => std::iter::once(password).chain(scim_token).collect(),
+            VendorConfig::Tableau { auth, .. } => match auth {
+                TableauAuth::Pat { secret, .. } => vec![secret],
+                TableauAuth::ConnectedApp { secret_value, .. } => vec![secret_value],
+            },
+            VendorConfig::Thoughtspot { auth, .. } => match auth {
+                ThoughtspotAuth::Password(s) | ThoughtspotAuth::SecretKey(s) => vec![s],
+            },
+            VendorConfig::Metabase { auth, .. } => match auth {
+                MetabaseAuth::ApiKey(s) | MetabaseAuth::Password { password: s, .. } => vec![s],
+            },
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Metrics {
     /// The running (or last) sync's users read, and whether one runs, by tenant.
     pub sync_users: IntGaugeVec,
     pub sync_running: IntGaugeVec,
+    /// SCIM requests refused by `[limits] tenant_rate` (429), by tenant.
+    pub rate_limited: IntCounterVec,
+    /// Config reloads (SIGHUP) by `result`: `applied` or `refused`.
+    pub config_reloads: IntCounterVec,
     /// The admin exports running now, with their progress (the dashboard's list).
     pub exports: std::sync::Arc<RunningExports>,
 }
@@ -123,8 +127,26 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric definition");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "scim_rate_limited_total",
+                "SCIM requests answered 429 because the tenant was over [limits] tenant_rate.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "scim_config_reloads_total",
+                "Config reloads (SIGHUP), by result: applied, or refused (the running config kept).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
         for c in [
             Box::new(export_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reloads.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(sync_users.clone()),
             Box::new(sync_running.clone()),
             Box::new(outbox_depth.clone()),
@@ -151,6 +173,8 @@ impl Metrics {
             export_rows,
             sync_users,
             sync_running,
+            rate_limited,
+            config_reloads,
             exports: Default::default(),
         }
     }

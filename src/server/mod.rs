@@ -4,6 +4,7 @@
 pub mod forwarded;
 pub mod limits;
 pub mod metrics;
+pub mod reconfigure;
 pub mod reload;
 pub mod response;
 mod scim_routes;
@@ -34,11 +35,42 @@ pub struct Tenant {
     pub connector: Arc<dyn Connector>,
 }
 
+/// The served tenants by id.
+pub type TenantMap = BTreeMap<String, Arc<Tenant>>;
+
 pub struct AppState {
-    pub tenants: BTreeMap<String, Arc<Tenant>>,
+    /// Swapped whole by a config reload ([`reconfigure`]): a request takes the set as it is
+    /// when the request starts and keeps its tenant until it ends.
+    tenants: parking_lot::RwLock<Arc<TenantMap>>,
     pub metrics: Metrics,
     pub body_limit: usize,
     pub store: Store,
+}
+
+impl AppState {
+    pub fn new(tenants: TenantMap, metrics: Metrics, body_limit: usize, store: Store) -> AppState {
+        AppState {
+            tenants: parking_lot::RwLock::new(Arc::new(tenants)),
+            metrics,
+            body_limit,
+            store,
+        }
+    }
+
+    /// The tenants served now.
+    pub fn tenants(&self) -> Arc<TenantMap> {
+        self.tenants.read().clone()
+    }
+
+    /// One tenant served now.
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.tenants.read().get(id).cloned()
+    }
+
+    /// Serves `tenants` from the next request on; returns the set it replaces.
+    pub(crate) fn replace_tenants(&self, tenants: TenantMap) -> Arc<TenantMap> {
+        std::mem::replace(&mut *self.tenants.write(), Arc::new(tenants))
+    }
 }
 
 /// What [`start`] serves: the shared state, and the request limits (`[limits]`,
@@ -63,7 +95,7 @@ impl ServerState {
         let guard = Guard::new(
             limits,
             trusted_proxies,
-            app.tenants.keys().map(String::as_str),
+            app.tenants().keys().map(String::as_str),
         );
         ServerState {
             app,
@@ -113,11 +145,31 @@ pub struct RunningServer {
     pub reload: reload::Reload,
     /// The served TLS pair (`[tls]`), reloaded from its files.
     pub tls: Option<Arc<tls::CertStore>>,
-    /// The SIGHUP forwarder and the TLS file watcher, stopped with the server.
+    /// The request limits of the public listener, which a config reload updates.
+    pub guard: web::Data<Guard>,
+    /// The config reload, once [`RunningServer::reload_config_from`] set it up.
+    pub reconfigurer: Option<Arc<reconfigure::Reconfigurer>>,
+    /// The SIGHUP forwarder, the TLS file watcher and the config reload, stopped with the
+    /// server.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// Reloads the config from `source` on every reload signal (SIGHUP), for a server
+    /// started from `config` (see [`reconfigure`]).
+    pub fn reload_config_from(&mut self, source: reconfigure::ConfigSource, config: &Config) {
+        let r = Arc::new(reconfigure::Reconfigurer::new(
+            source,
+            config,
+            self.state.clone(),
+            self.guard.clone(),
+            self.admin.as_ref().map(|a| a.state.clone()),
+        ));
+        self.background
+            .push(r.clone().spawn(self.reload.subscribe()));
+        self.reconfigurer = Some(r);
+    }
+
     /// The admin listener's address, when it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|a| a.addr)
@@ -147,53 +199,17 @@ impl RunningServer {
 pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartError> {
     let mut tenants = BTreeMap::new();
     let metrics = Metrics::new();
-    for (index, t) in config.tenants.iter().enumerate() {
-        let connector: Arc<dyn Connector> = match &t.vendor {
-            VendorConfig::Local => Arc::new(LocalConnector::open(&store, t.id.as_str())?),
-            VendorConfig::Sisense { .. } => {
-                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                start_engine(t, sisense::open(&store, t, index, Some(counter)), || {
-                    sisense::preflight(t, index)
-                })?
-            }
-            VendorConfig::Tableau { .. } => {
-                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                start_engine(t, tableau::open(&store, t, index, Some(counter)), || {
-                    tableau::preflight(t, index)
-                })?
-            }
-            VendorConfig::Thoughtspot { .. } => {
-                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                start_engine(
-                    t,
-                    thoughtspot::open(&store, t, index, Some(counter)),
-                    || thoughtspot::preflight(t, index),
-                )?
-            }
-            VendorConfig::Metabase { .. } => {
-                let counter = metrics.role_changes.with_label_values(&[t.id.as_str()]);
-                start_engine(t, metabase::open(&store, t, index, Some(counter)), || {
-                    metabase::preflight(t, index)
-                })?
-            }
-        };
-        // Tokens and key, `jwt_max_lifetime`, and the tenant's `jti` deny list in the store.
-        let auth = TenantAuth::for_config(config, t, &store)?;
+    let all: Vec<(usize, &crate::config::TenantConfig)> =
+        config.tenants.iter().enumerate().collect();
+    let checked = preflight_all(&all);
+    for ((index, t), check) in all.into_iter().zip(checked) {
+        let connector = open_connector(t, index, &store, &metrics, check)?;
         tenants.insert(
             t.id.as_str().to_string(),
-            Arc::new(Tenant {
-                id: t.id.as_str().to_string(),
-                auth,
-                connector,
-            }),
+            tenant_with(config, t, connector, &store)?,
         );
     }
-    let app = AppState {
-        tenants,
-        metrics,
-        body_limit: config.body_limit_bytes,
-        store,
-    };
+    let app = AppState::new(tenants, metrics, config.body_limit_bytes, store);
     let mut state = ServerState::new(app, &config.limits, &config.trusted_proxies);
     state.admin = Some(crate::admin::AdminState::from_config(config));
     state.retention = config.audit.retention;
@@ -202,33 +218,118 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
     Ok(state)
 }
 
-/// Starts an opened engine: its start-up check first (a tenant whose rules would assign wrong
-/// roles does not start), then its background loops.
+/// A tenant's start-up check: for a vendor tenant, a sign-in and its role rules resolved
+/// against the vendor's roles (`None`: nothing to resolve, the local connector).
+pub(crate) type Preflight =
+    Result<Option<crate::engine::role_table::RoleTable>, Vec<crate::config::Problem>>;
+
+/// How many tenants' start-up checks run at once: each is a sign-in of ~20 ms on a thread of
+/// its own, so 1,000 tenants one after another kept the listener from binding for ~19 s
+/// (`scripts/bench-tenants.sh`); a bound keeps 1,000 sign-ins from hitting the vendors (and
+/// the thread table) in one instant.
+const PREFLIGHT_AT_ONCE: usize = 32;
+
+/// The start-up checks of `tenants` (with their index in the config), run concurrently,
+/// `PREFLIGHT_AT_ONCE` at a time; in the order given.
+pub(crate) fn preflight_all(tenants: &[(usize, &crate::config::TenantConfig)]) -> Vec<Preflight> {
+    let mut out = Vec::with_capacity(tenants.len());
+    for chunk in tenants.chunks(PREFLIGHT_AT_ONCE) {
+        std::thread::scope(|s| {
+            let running: Vec<_> = chunk
+                .iter()
+                .map(|(index, t)| s.spawn(move || preflight(t, *index)))
+                .collect();
+            for (h, (index, _)) in running.into_iter().zip(chunk) {
+                out.push(h.join().unwrap_or_else(|_| {
+                    Err(vec![crate::config::Problem {
+                        key_path: format!("tenants[{index}]"),
+                        message: "the start-up check panicked".into(),
+                    }])
+                }));
+            }
+        });
+    }
+    out
+}
+
+fn preflight(t: &crate::config::TenantConfig, index: usize) -> Preflight {
+    match &t.vendor {
+        VendorConfig::Local => Ok(None),
+        VendorConfig::Sisense { .. } => sisense::preflight(t, index),
+        VendorConfig::Tableau { .. } => tableau::preflight(t, index),
+        VendorConfig::Thoughtspot { .. } => thoughtspot::preflight(t, index),
+        VendorConfig::Metabase { .. } => metabase::preflight(t, index),
+    }
+}
+
+/// Opens tenant `t`'s connector (`index`: its place in the config, which the connectors use
+/// for their key paths) with the outcome of its start-up check, and starts its engine's
+/// background work.
+pub(crate) fn open_connector(
+    t: &crate::config::TenantConfig,
+    index: usize,
+    store: &Store,
+    metrics: &Metrics,
+    check: Preflight,
+) -> Result<Arc<dyn Connector>, StartError> {
+    let counter = || metrics.role_changes.with_label_values(&[t.id.as_str()]);
+    let opened = match &t.vendor {
+        VendorConfig::Local => {
+            check.map_err(|p| connector_failed(t, &p))?;
+            return Ok(Arc::new(LocalConnector::open(store, t.id.as_str())?));
+        }
+        VendorConfig::Sisense { .. } => sisense::open(store, t, index, Some(counter())),
+        VendorConfig::Tableau { .. } => tableau::open(store, t, index, Some(counter())),
+        VendorConfig::Thoughtspot { .. } => thoughtspot::open(store, t, index, Some(counter())),
+        VendorConfig::Metabase { .. } => metabase::open(store, t, index, Some(counter())),
+    };
+    start_engine(t, opened, check)
+}
+
+fn connector_failed(
+    t: &crate::config::TenantConfig,
+    problems: &[crate::config::Problem],
+) -> StartError {
+    StartError::Connector {
+        tenant: t.id.as_str().to_string(),
+        message: problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Tenant `t` served by `connector`: its tokens and key, `jwt_max_lifetime`, and its `jti`
+/// deny list in the store.
+pub(crate) fn tenant_with(
+    config: &Config,
+    t: &crate::config::TenantConfig,
+    connector: Arc<dyn Connector>,
+    store: &Store,
+) -> Result<Arc<Tenant>, StartError> {
+    Ok(Arc::new(Tenant {
+        id: t.id.as_str().to_string(),
+        auth: TenantAuth::for_config(config, t, store)?,
+        connector,
+    }))
+}
+
+/// Starts an opened engine with its start-up check's outcome (a tenant whose rules would
+/// assign wrong roles does not start), then its background loops.
 fn start_engine(
     t: &crate::config::TenantConfig,
     opened: Result<Arc<crate::engine::Engine>, String>,
-    preflight: impl FnOnce() -> Result<
-        Option<crate::engine::role_table::RoleTable>,
-        Vec<crate::config::Problem>,
-    >,
+    check: Preflight,
 ) -> Result<Arc<dyn Connector>, StartError> {
-    let failed = |message: String| StartError::Connector {
+    let engine = opened.map_err(|message| StartError::Connector {
         tenant: t.id.as_str().to_string(),
         message,
-    };
-    let engine = opened.map_err(failed)?;
-    match preflight() {
+    })?;
+    match check {
         Ok(Some(roles)) => engine.set_roles(roles),
         Ok(None) => {}
-        Err(problems) => {
-            return Err(failed(
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ))
-        }
+        Err(problems) => return Err(connector_failed(t, &problems)),
     }
     engine.spawn_background();
     // `[tenants.sweep]`: the scheduled dormant-account sweep (report-only unless `apply`).
@@ -288,6 +389,7 @@ pub fn start(
     };
     let app_state = state.clone();
     let guard = web::Data::new(guard);
+    let guard_handle = guard.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
@@ -351,6 +453,8 @@ pub fn start(
         background.push(watch);
     }
     Ok(RunningServer {
+        guard: guard_handle,
+        reconfigurer: None,
         reload,
         tls: cert_store,
         background,
@@ -377,7 +481,7 @@ fn spawn_retention(
                     return;
                 };
                 let cutoff = chrono::Utc::now() - keep;
-                for id in st.tenants.keys() {
+                for id in st.tenants().keys() {
                     match crate::governance::audit::enforce_retention(&st.store, id, cutoff) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(tenant = %id, pruned = n, "audit retention"),
@@ -403,7 +507,7 @@ async fn healthz() -> HttpResponse {
 /// names); the detailed readiness is on the admin listener.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut ready = true;
-    for t in state.tenants.values() {
+    for t in state.tenants().values() {
         if t.connector.ready().await.is_err() {
             ready = false;
             break;
@@ -421,7 +525,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn detailed_readiness(state: web::Data<AppState>) -> HttpResponse {
     let mut store_down = None;
     let mut vendors = serde_json::Map::new();
-    for (id, t) in &state.tenants {
+    for (id, t) in state.tenants().iter() {
         if let Err(reason) = t.connector.ready().await {
             store_down.get_or_insert(reason);
         }
@@ -452,7 +556,7 @@ pub async fn detailed_readiness(state: web::Data<AppState>) -> HttpResponse {
 
 /// `/metrics` (admin listener only).
 pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
-    for (id, t) in &state.tenants {
+    for (id, t) in state.tenants().iter() {
         if let Some(stats) = t.connector.engine_stats() {
             state.metrics.record_engine(id, &stats);
         }

@@ -135,7 +135,7 @@ pub async fn entry(
     guard: web::Data<Guard>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + guard.limits.request_timeout;
+    let deadline = tokio::time::Instant::now() + guard.limits().request_timeout;
     let Some((tenant_id, base, segments)) = split_path(req.path()) else {
         let resp = response::error(&ScimError::not_found(format!(
             "no endpoint at {}",
@@ -151,7 +151,7 @@ pub async fn entry(
         return resp;
     };
     let endpoint = Endpoint::parse(&segments);
-    let tenant = state.tenants.get(&tenant_id).cloned();
+    let tenant = state.tenant(&tenant_id);
     let tenant_label = if tenant.is_some() {
         tenant_id.as_str()
     } else {
@@ -327,6 +327,21 @@ async fn serve(
         Ok(t) => t.clone(),
         Err(e) => return response::error(&e),
     };
+    // `[limits] tenant_rate`: checked only once the token is good, so an unauthenticated
+    // client cannot spend a tenant's budget, and an unknown tenant still gets the same 401 as
+    // a known one. Before the slot: a request over the rate does not wait. 429 + Retry-After
+    // (RFC 6585 §4) is what Okta and Entra pace themselves by.
+    if let Err(retry_after) = guard.admit(&tenant.id, Instant::now()) {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[&tenant.id])
+            .inc();
+        return response::error(&ScimError::throttled(
+            format!("too many requests for this tenant; retry after {retry_after} s"),
+            retry_after,
+        ));
+    }
     // At most `tenant_concurrency` requests of one tenant run at once; the rest wait here, up
     // to the request deadline, so one tenant's load (or one leaked token's slow bodies) holds
     // only that tenant's slots.
@@ -340,7 +355,7 @@ async fn serve(
         }
     };
     let body = BodyDeadline {
-        timeout: guard.limits.body_read_timeout,
+        timeout: guard.limits().body_read_timeout,
         request: target.deadline,
         body: target.body.clone(),
     };
@@ -357,7 +372,7 @@ async fn serve(
     // answered at once and the handler is not cut off at an arbitrary await point (a write
     // half-way through its vendor calls); it finishes, keeping its slot, for at most one more
     // `request_timeout`, then it is dropped.
-    let grace = guard.limits.request_timeout;
+    let grace = guard.limits().request_timeout;
     let mut task = actix_web::rt::spawn(tokio::time::timeout_at(target.deadline + grace, work));
     match tokio::time::timeout_at(target.deadline, &mut task).await {
         Ok(Ok(Ok(Ok(resp)))) => resp,
@@ -381,7 +396,7 @@ async fn serve(
         // The change may still complete meanwhile; a retry then finds it done.
         Err(_) | Ok(Ok(Err(_))) => {
             tracing::warn!(
-                timeout_s = guard.limits.request_timeout.as_secs_f64(),
+                timeout_s = guard.limits().request_timeout.as_secs_f64(),
                 "request overran limits.request_timeout"
             );
             response::error(&ScimError::unavailable(

@@ -103,12 +103,7 @@ pub fn serve_engine(
             connector: Arc::new(EngineConnector(engine)),
         }),
     );
-    let app = AppState {
-        tenants,
-        metrics: Metrics::new(),
-        body_limit: 1 << 20,
-        store,
-    };
+    let app = AppState::new(tenants, Metrics::new(), 1 << 20, store);
     let mut state = server::ServerState::from(app);
     // `config` puts the admin listener on a free port; its data dir is not read here.
     let admin_config = config(tenant.clone(), std::path::Path::new("."));
