@@ -121,6 +121,24 @@ impl Bridge {
         }
     }
 
+    /// The unfiltered list's `totalResults`.
+    async fn total(&self, tenant: &str, token: &str) -> u64 {
+        let list: Value = self
+            .http
+            .get(format!(
+                "{}/tenants/{tenant}/scim/v2/Users?count=1",
+                self.root
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["totalResults"].as_u64().expect("totalResults")
+    }
+
     /// Polls until `tenant` answers `token` with `want`, at most `limit`.
     async fn until(&self, tenant: &str, token: &str, want: u16, limit: Duration) {
         let start = Instant::now();
@@ -176,14 +194,17 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
     b.until("beta", BETA_KEPT, 200, Duration::from_secs(30))
         .await;
     b.until("acme", ACME, 200, Duration::from_secs(30)).await;
+    let acme_before = b.total("acme", ACME).await;
 
     // IdP traffic on the kept tenant and on the changed one, across the reload: every request
     // must succeed.
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
+    let acme_made = Arc::new(AtomicUsize::new(0));
     let mut load = Vec::new();
     for w in 0..4 {
-        let (b, stop, served) = (b.clone(), stop.clone(), served.clone());
+        let (b, stop, served, acme_made) =
+            (b.clone(), stop.clone(), served.clone(), acme_made.clone());
         load.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             let mut i = 0;
@@ -198,6 +219,8 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
                     .await;
                 if s != 201 {
                     failures.push(format!("{tenant} create {i}: {s} {v}"));
+                } else if tenant == "acme" {
+                    acme_made.fetch_add(1, Ordering::SeqCst);
                 }
                 let s = b.status(tenant, token).await;
                 if s != 200 {
@@ -264,6 +287,13 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
     // user was made twice (`state` panics on a duplicate userName).
     let (s, v) = b.create("acme", ACME, "after-reload@acme.test").await;
     assert_eq!(s, 201, "{v}");
+    // The old and the new engine counted into one count: every create made across the swap
+    // is in the unfiltered list's totalResults.
+    assert_eq!(
+        b.total("acme", ACME).await,
+        acme_before + acme_made.load(Ordering::SeqCst) as u64 + 1,
+        "acme's user count after the reload"
+    );
     let api = SisenseApi::login(&base).await;
     let state = api.state().await;
     let (role, active, _) = state

@@ -50,6 +50,7 @@ impl Engine {
     /// attempted and when the next one is due (unix ms).
     pub async fn deliver_due(self: &Arc<Self>) -> (usize, Option<u64>) {
         if self.settings.dry_run
+            || self.is_retired()
             || self.roles.read().is_none()
             || self.adapter.unavailable().is_some()
         {
@@ -306,8 +307,16 @@ pub enum DeliveryStatus {
 pub type Status = DeliveryStatus;
 
 async fn delivery_loop(engine: Weak<Engine>) {
+    // The wake-up this loop last took: the tenant's engines share it, so a loop that ends
+    // (its engine dropped or retired by a reload) hands it on to the new engine's loop.
+    let mut woken: Option<Arc<tokio::sync::Notify>> = None;
     loop {
-        let Some(e) = engine.upgrade() else { return };
+        let Some(e) = engine.upgrade().filter(|e| !e.is_retired()) else {
+            if let Some(w) = woken {
+                w.notify_one();
+            }
+            return;
+        };
         let (attempted, next) = e.deliver_due().await;
         let wait = if attempted > 0 {
             Duration::ZERO
@@ -321,7 +330,8 @@ async fn delivery_loop(engine: Weak<Engine>) {
         }
         let wake = e.wake.clone();
         drop(e);
-        let _ = tokio::time::timeout(wait, wake.notified()).await;
+        let woke = tokio::time::timeout(wait, wake.notified()).await.is_ok();
+        woken = woke.then_some(wake);
     }
 }
 
@@ -343,7 +353,9 @@ async fn observe_loop(engine: Weak<Engine>) {
     let mut delay = RETRY_FIRST;
     let mut first = true;
     loop {
-        let Some(e) = engine.upgrade() else { return };
+        let Some(e) = engine.upgrade().filter(|e| !e.is_retired()) else {
+            return;
+        };
         let wait = e.background_round(&mut delay, &mut first).await;
         // An operator's "sync now" cuts the wait short, the start-up stagger included (the
         // loop holds only the Notify, so a dropped engine still ends it at the next round).

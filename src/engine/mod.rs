@@ -269,7 +269,11 @@ pub struct Engine {
     /// Set until the first delivery round of this process: a backoff computed by an earlier
     /// process (a vendor that was timing out before a restart) is not honoured, so what a
     /// kill left half-done is finished as soon as the bridge is back, not minutes later.
-    pub(crate) first_round: std::sync::atomic::AtomicBool,
+    pub(crate) first_round: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by a config reload that replaced or removed the tenant: the loops end, no new
+    /// round, observe or sweep starts, and only the work of requests already in flight is
+    /// finished (under the locks it shares with the new engine).
+    retired: std::sync::atomic::AtomicBool,
     /// One observe of the tenant at a time, across engines (see [`TenantShared`]).
     pub(crate) observing: Arc<tokio::sync::Mutex<()>>,
     /// Keeps the tenant's shared state registered while this engine lives.
@@ -295,6 +299,11 @@ struct TenantShared {
     fences: Fences,
     progress: Arc<observe::ProgressCell>,
     observing: Arc<tokio::sync::Mutex<()>>,
+    /// The delivery loops' wake-up: a change the old engine queues wakes the new one's loop.
+    wake: Arc<tokio::sync::Notify>,
+    /// "The first delivery round of this process" is per tenant, not per engine: a reload's
+    /// new engine honours the backoffs the old one set.
+    first_round: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TenantShared {
@@ -310,6 +319,8 @@ impl TenantShared {
             fences: Arc::default(),
             progress: Arc::default(),
             observing: Arc::default(),
+            wake: Arc::default(),
+            first_round: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -359,9 +370,12 @@ impl Engine {
         let dir = Directory::open(store, &settings.tenant, settings.purpose, schemas)?;
         let audit = AuditLog::open(store, &settings.tenant)?;
         if let Some(c) = &role_changes {
-            // Set, not added: a reload opens the tenant's engine again on the same counter.
-            c.reset();
-            c.inc_by(audit.role_changes());
+            // Raised to the audit log's count, never lowered: a reload opens the tenant's
+            // engine again on the same counter, and a scrape must never see it go down.
+            let (logged, shown) = (audit.role_changes(), c.get());
+            if logged > shown {
+                c.inc_by(logged - shown);
+            }
         }
         let synced_before = Records(&dir).flag("synced")?.is_some();
         let shared = TenantShared::of(store.data_dir(), &settings.tenant);
@@ -381,7 +395,7 @@ impl Engine {
             user_docs: shared.user_docs.clone(),
             group_docs: shared.group_docs.clone(),
             synced,
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: shared.wake.clone(),
             sync_wake: Arc::new(tokio::sync::Notify::new()),
             counters: shared.counters.clone(),
             role_changes,
@@ -390,7 +404,8 @@ impl Engine {
             fences: shared.fences.clone(),
             stall: parking_lot::Mutex::new((0, None)),
             progress: shared.progress.clone(),
-            first_round: std::sync::atomic::AtomicBool::new(true),
+            first_round: shared.first_round.clone(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             observing: shared.observing.clone(),
             _shared: shared,
         }))
@@ -398,6 +413,20 @@ impl Engine {
 
     pub fn tenant(&self) -> &str {
         &self.settings.tenant
+    }
+
+    /// Retires the engine (a config reload replaced or removed its tenant): its background
+    /// loops end and start nothing new; requests in flight finish.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Loops asleep on their own notifies end at once.
+        self.sync_wake.notify_one();
+        self.wake.notify_one();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the tenant is a dry run: the IdP is answered, nothing is written to the vendor,

@@ -237,6 +237,11 @@ impl Engine {
     pub async fn observe_now(self: &Arc<Self>) -> Result<ObserveReport, AdapterError> {
         // One observe per tenant at a time, also across a reload's old and new engine.
         let _one = self.observing.clone().lock_owned().await;
+        if self.is_retired() {
+            // Replaced by a reload while it waited: the new engine observes with the new
+            // config (an old observe would judge every user by the old rules).
+            return Err(AdapterError::transient("the tenant's config was reloaded"));
+        }
         let progress = self.progress.clone();
         let started = Instant::now();
         progress.begin();

@@ -170,7 +170,11 @@ impl Engine {
         }
         let mut batch = Batch::default();
         put::outbox(&mut batch, kind, sid, &entry);
-        self.dir.commit_audited(batch, &self.audit, &audit)
+        self.dir.commit_audited(batch, &self.audit, &audit)?;
+        // A retry due in a second or so, set by an inline delivery: the delivery loop may be
+        // asleep for up to its idle bound and must see the new due time.
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// The audit record of a change the vendor refused for good.

@@ -865,7 +865,9 @@ impl Engine {
             let first = schedule::uniform_upto(every.min(MAX_JITTER), &mut rand::rng());
             tokio::time::sleep(first).await;
             loop {
-                let Some(e) = engine.upgrade() else { return };
+                let Some(e) = engine.upgrade().filter(|e| !e.is_retired()) else {
+                    return;
+                };
                 let mut synced = e.synced.subscribe();
                 drop(e);
                 // The sender lives in the engine: dropped with it, which ends this task.
@@ -875,7 +877,9 @@ impl Engine {
                 drop(synced);
                 {
                     let _permit = schedule::SWEEPS.enter().await;
-                    let Some(e) = engine.upgrade() else { return };
+                    let Some(e) = engine.upgrade().filter(|e| !e.is_retired()) else {
+                        return;
+                    };
                     e.scheduled_sweep(&cfg).await;
                 }
                 // (The thread's generator is not held across the await: it is not `Send`.)

@@ -203,7 +203,8 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
         config.tenants.iter().enumerate().collect();
     let checked = preflight_all(&all);
     for ((index, t), check) in all.into_iter().zip(checked) {
-        let connector = open_connector(t, index, &store, &metrics, check)?;
+        let opened = open_connector(t, index, &store, &metrics, check)?;
+        let connector = opened.start();
         tenants.insert(
             t.id.as_str().to_string(),
             tenant_with(config, t, connector, &store)?,
@@ -262,28 +263,56 @@ fn preflight(t: &crate::config::TenantConfig, index: usize) -> Preflight {
     }
 }
 
+/// An opened connector whose engine has not started its background work yet.
+pub(crate) struct Opened {
+    connector: Arc<dyn Connector>,
+    /// The engine and its `[tenants.sweep]`, for a vendor tenant.
+    engine: Option<(
+        Arc<crate::engine::Engine>,
+        Option<crate::config::SweepConfig>,
+    )>,
+}
+
+impl Opened {
+    /// Starts the engine's background loops and scheduled sweep; the connector to serve.
+    pub(crate) fn start(self) -> Arc<dyn Connector> {
+        if let Some((engine, sweep)) = self.engine {
+            engine.spawn_background();
+            // `[tenants.sweep]`: the scheduled dormant-account sweep (report-only unless
+            // `apply`).
+            if let Some(sweep) = sweep {
+                engine.spawn_sweep(sweep);
+            }
+        }
+        self.connector
+    }
+}
+
 /// Opens tenant `t`'s connector (`index`: its place in the config, which the connectors use
-/// for their key paths) with the outcome of its start-up check, and starts its engine's
-/// background work.
+/// for their key paths) with the outcome of its start-up check. Nothing runs in the background
+/// until [`Opened::start`]: a config reload opens every new engine before it decides.
 pub(crate) fn open_connector(
     t: &crate::config::TenantConfig,
     index: usize,
     store: &Store,
     metrics: &Metrics,
     check: Preflight,
-) -> Result<Arc<dyn Connector>, StartError> {
+) -> Result<Opened, StartError> {
     let counter = || metrics.role_changes.with_label_values(&[t.id.as_str()]);
     let opened = match &t.vendor {
         VendorConfig::Local => {
             check.map_err(|p| connector_failed(t, &p))?;
-            return Ok(Arc::new(LocalConnector::open(store, t.id.as_str())?));
+            return Ok(Opened {
+                connector: Arc::new(LocalConnector::open(store, t.id.as_str())?),
+                engine: None,
+            });
         }
         VendorConfig::Sisense { .. } => sisense::open(store, t, index, Some(counter())),
         VendorConfig::Tableau { .. } => tableau::open(store, t, index, Some(counter())),
         VendorConfig::Thoughtspot { .. } => thoughtspot::open(store, t, index, Some(counter())),
         VendorConfig::Metabase { .. } => metabase::open(store, t, index, Some(counter())),
     };
-    start_engine(t, opened, check)
+    open_engine(t, opened, check)
 }
 
 fn connector_failed(
@@ -315,13 +344,13 @@ pub(crate) fn tenant_with(
     }))
 }
 
-/// Starts an opened engine with its start-up check's outcome (a tenant whose rules would
-/// assign wrong roles does not start), then its background loops.
-fn start_engine(
+/// An opened engine with its start-up check's outcome (a tenant whose rules would assign
+/// wrong roles does not start).
+fn open_engine(
     t: &crate::config::TenantConfig,
     opened: Result<Arc<crate::engine::Engine>, String>,
     check: Preflight,
-) -> Result<Arc<dyn Connector>, StartError> {
+) -> Result<Opened, StartError> {
     let engine = opened.map_err(|message| StartError::Connector {
         tenant: t.id.as_str().to_string(),
         message,
@@ -331,12 +360,10 @@ fn start_engine(
         Ok(None) => {}
         Err(problems) => return Err(connector_failed(t, &problems)),
     }
-    engine.spawn_background();
-    // `[tenants.sweep]`: the scheduled dormant-account sweep (report-only unless `apply`).
-    if let Some(sweep) = &t.sweep {
-        engine.spawn_sweep(sweep.clone());
-    }
-    Ok(Arc::new(EngineConnector(engine)))
+    Ok(Opened {
+        connector: Arc::new(EngineConnector(engine.clone())),
+        engine: Some((engine, t.sweep.clone())),
+    })
 }
 
 /// Binds and starts serving on the current runtime; returns at once.

@@ -199,6 +199,8 @@ impl Reconfigurer {
         .unwrap_or_default();
         let mut checks = checks.into_iter();
         let mut map = TenantMap::new();
+        // Opened, not started: nothing of the new config runs until the reload is decided.
+        let mut to_start = Vec::new();
         let (mut added, mut changed) = (Vec::new(), Vec::new());
         for (index, t) in config.tenants.iter().enumerate() {
             let id = t.id.as_str();
@@ -219,7 +221,12 @@ impl Reconfigurer {
                     // start refuses the whole reload. The engines opened so far are dropped
                     // with `map`, which ends their background work.
                     match open_connector(t, index, &self.app.store, &self.app.metrics, check) {
-                        Ok(c) => c,
+                        Ok(opened) => {
+                            // Served once started; the map holds it until then.
+                            let c = opened.connector.clone();
+                            to_start.push(opened);
+                            c
+                        }
                         Err(e) => return refused(vec![e.to_string()]),
                     }
                 }
@@ -243,7 +250,23 @@ impl Reconfigurer {
             .filter(|(a, b)| a.1 != b.1)
             .map(|(a, _)| a.0)
             .collect();
-        self.app.replace_tenants(map);
+        let replaced = self.app.replace_tenants(map);
+        for opened in to_start {
+            opened.start();
+        }
+        // The engines of changed and removed tenants stop starting work: the new engines
+        // (sharing their locks) take over, and requests in flight finish on the old ones.
+        for (id, old) in replaced.iter() {
+            let kept = self
+                .app
+                .tenant(id)
+                .is_some_and(|now| Arc::ptr_eq(&now.connector, &old.connector));
+            if !kept {
+                if let Some(engine) = old.connector.engine() {
+                    engine.retire();
+                }
+            }
+        }
         // Requests in flight keep their deadlines and slots; a removed tenant's slots and rate
         // budget go, and an added one's are made at its first request.
         self.guard.update_limits(&config.limits);

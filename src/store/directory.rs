@@ -53,31 +53,48 @@ pub struct Directory {
     pub(super) tree: sled::Tree,
     store: Store,
     schemas: SchemaRegistry,
-    user_count: AtomicU64,
-    group_count: AtomicU64,
+    /// The counts and the commit generation, shared by every `Directory` over this tree.
+    shared: std::sync::Arc<TreeShared>,
     /// Source of version salts for groups, whose member changes don't touch the document.
     salt: AtomicU64,
     /// Count changes of the batch being built, applied to the counts on commit.
     pending_counts: parking_lot::Mutex<(i64, i64)>,
-    /// Commits to this tree so far, shared by every `Directory` over it ([`Self::generation`]).
-    generation: std::sync::Arc<AtomicU64>,
 }
 
-/// The commit counter of a tree, one per tree in the process: a reload opens a tenant's engine
-/// (and its `Directory`) again while the old one still drains, and both must bump one counter.
-fn shared_generation(store: &Store, tree: &sled::Tree) -> std::sync::Arc<AtomicU64> {
+/// What every `Directory` over one tree shares, one per tree in the process: a reload opens a
+/// tenant's engine (and its `Directory`) again while the old one still drains, and both must
+/// keep one count of users and groups (the stored `c/users` is written from it) and bump one
+/// commit generation.
+struct TreeShared {
+    /// Commits to this tree so far ([`Directory::generation`]).
+    generation: AtomicU64,
+    user_count: AtomicU64,
+    group_count: AtomicU64,
+}
+
+/// The shared state of `tree`, made with the stored counts when no `Directory` holds it.
+fn tree_shared(
+    store: &Store,
+    tree: &sled::Tree,
+    counts: impl FnOnce() -> Result<(u64, u64), StoreError>,
+) -> Result<std::sync::Arc<TreeShared>, StoreError> {
     use std::sync::{Arc, OnceLock, Weak};
     type Key = (std::path::PathBuf, Vec<u8>);
-    static ALL: OnceLock<parking_lot::Mutex<HashMap<Key, Weak<AtomicU64>>>> = OnceLock::new();
+    static ALL: OnceLock<parking_lot::Mutex<HashMap<Key, Weak<TreeShared>>>> = OnceLock::new();
     let mut all = ALL.get_or_init(Default::default).lock();
     all.retain(|_, g| g.strong_count() > 0);
     let key = (store.data_dir().to_path_buf(), tree.name().to_vec());
     if let Some(g) = all.get(&key).and_then(Weak::upgrade) {
-        return g;
+        return Ok(g);
     }
-    let g = Arc::new(AtomicU64::new(0));
+    let (users, groups) = counts()?;
+    let g = Arc::new(TreeShared {
+        generation: AtomicU64::new(0),
+        user_count: AtomicU64::new(users),
+        group_count: AtomicU64::new(groups),
+    });
     all.insert(key, Arc::downgrade(&g));
-    g
+    Ok(g)
 }
 
 fn fold(s: &str) -> String {
@@ -192,15 +209,12 @@ impl Directory {
                 .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
                 .unwrap_or(0))
         };
-        let user_count = count("c/users")?;
-        let group_count = count("c/groups")?;
+        let shared = tree_shared(store, &tree, || Ok((count("c/users")?, count("c/groups")?)))?;
         Ok(Directory {
-            generation: shared_generation(store, &tree),
+            shared,
             tree,
             store: store.clone(),
             schemas,
-            user_count: AtomicU64::new(user_count),
-            group_count: AtomicU64::new(group_count),
             pending_counts: parking_lot::Mutex::new((0, 0)),
             salt: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -229,8 +243,8 @@ impl Directory {
 
     fn counter(&self, kind: ResourceKind) -> (&AtomicU64, &'static str) {
         match kind {
-            ResourceKind::User => (&self.user_count, "c/users"),
-            ResourceKind::Group => (&self.group_count, "c/groups"),
+            ResourceKind::User => (&self.shared.user_count, "c/users"),
+            ResourceKind::Group => (&self.shared.group_count, "c/groups"),
         }
     }
 
@@ -614,8 +628,11 @@ impl Directory {
     pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
         self.tree.apply_batch(batch.0)?;
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        for (counter, delta) in [
+            (&self.shared.user_count, users),
+            (&self.shared.group_count, groups),
+        ] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
         }
@@ -636,8 +653,11 @@ impl Directory {
         }
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
         audit.apply_with(&self.tree, batch, entries)?;
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        for (counter, delta) in [(&self.user_count, users), (&self.group_count, groups)] {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        for (counter, delta) in [
+            (&self.shared.user_count, users),
+            (&self.shared.group_count, groups),
+        ] {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
         }
@@ -673,7 +693,7 @@ impl Directory {
     /// after each is applied: a reader that saw one value before it read and sees it again
     /// after read a state no commit changed (the plan's cache of its counts).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.shared.generation.load(Ordering::SeqCst)
     }
 
     /// This tree's raw entries from the first key at or after `from`, in key order, to the end
