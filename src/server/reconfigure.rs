@@ -217,9 +217,9 @@ impl Reconfigurer {
                             "tenants[{index}]: the start-up check did not run"
                         )]);
                     };
-                    // Opened (and its engine started) before the swap: a tenant that cannot
-                    // start refuses the whole reload. The engines opened so far are dropped
-                    // with `map`, which ends their background work.
+                    // Opened before the swap, started after it: a tenant that cannot start
+                    // refuses the whole reload, and the engines opened so far, which ran
+                    // nothing, are dropped with `map`.
                     match open_connector(t, index, &self.app.store, &self.app.metrics, check) {
                         Ok(opened) => {
                             // Served once started; the map holds it until then.
@@ -251,11 +251,8 @@ impl Reconfigurer {
             .map(|(a, _)| a.0)
             .collect();
         let replaced = self.app.replace_tenants(map);
-        for opened in to_start {
-            opened.start();
-        }
-        // The engines of changed and removed tenants stop starting work: the new engines
-        // (sharing their locks) take over, and requests in flight finish on the old ones.
+        // The engines of changed and removed tenants stop starting work, then the new engines
+        // (sharing their locks) start; requests in flight finish on the old ones.
         for (id, old) in replaced.iter() {
             let kept = self
                 .app
@@ -266,6 +263,9 @@ impl Reconfigurer {
                     engine.retire();
                 }
             }
+        }
+        for opened in to_start {
+            opened.start();
         }
         // Requests in flight keep their deadlines and slots; a removed tenant's slots and rate
         // budget go, and an added one's are made at its first request.
