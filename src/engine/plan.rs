@@ -24,7 +24,6 @@ use crate::scim::schema::ResourceKind;
 use crate::store::directory::{str_at, Directory};
 use crate::store::{Batch, StoreError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -366,115 +365,6 @@ impl<'a> Lookups<'a> {
     }
 }
 
-/// Steps a cursor takes towards a key before it seeks instead: a dense outbox (a tenant being
-/// onboarded: every user pending) walks each index side by side with it, a sparse one (a few
-/// pending changes among 100,000 users) costs one seek per object, as a lookup would.
-const GALLOP: usize = 16;
-
-/// A forward cursor over the directory tree's keys `prefix{id}…`, asked for ids in ascending
-/// order (the outbox's): a merge-join of the outbox with one of the per-id families of keys
-/// (see [`crate::store::directory`]'s layout and [`super::state::Records`]).
-struct Cursor<'a> {
-    dir: &'a Directory,
-    prefix: &'static [u8],
-    /// `None` until the first seek.
-    iter: Option<sled::Iter>,
-    /// The first entry at or after the last key sought; `None`: none under `prefix`.
-    head: Option<(sled::IVec, sled::IVec)>,
-    key: Vec<u8>,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(dir: &'a Directory, prefix: &'static [u8]) -> Cursor<'a> {
-        Cursor {
-            dir,
-            prefix,
-            iter: None,
-            head: None,
-            key: Vec::new(),
-        }
-    }
-
-    fn step(&mut self) -> Result<(), StoreError> {
-        self.head = match self.iter.as_mut().and_then(Iterator::next) {
-            Some(kv) => Some(kv?).filter(|(k, _)| k.starts_with(self.prefix)),
-            None => None,
-        };
-        Ok(())
-    }
-
-    /// Moves `head` to the first entry at or after `prefix{id}{tail}`.
-    fn seek(&mut self, id: &str, tail: &[u8]) -> Result<(), StoreError> {
-        self.key.clear();
-        self.key.extend_from_slice(self.prefix);
-        self.key.extend_from_slice(id.as_bytes());
-        self.key.extend_from_slice(tail);
-        if self.iter.is_some() {
-            for _ in 0..GALLOP {
-                match &self.head {
-                    // Nothing at or after an earlier (smaller) key: nothing at this one either.
-                    None => return Ok(()),
-                    Some((k, _)) if k.as_ref() >= self.key.as_slice() => return Ok(()),
-                    Some(_) => self.step()?,
-                }
-            }
-        }
-        self.iter = Some(self.dir.raw_from(&self.key));
-        self.step()
-    }
-
-    /// The value at `prefix{id}`.
-    fn get(&mut self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
-        self.seek(id, b"")?;
-        Ok(match &self.head {
-            Some((k, v)) if k.as_ref() == self.key.as_slice() => Some(v.clone()),
-            _ => None,
-        })
-    }
-
-    /// The second halves of the keys `prefix{id}\0{second}` (an index such as `o/`: a user's
-    /// groups).
-    fn seconds(&mut self, id: &str) -> Result<Vec<String>, StoreError> {
-        self.seek(id, b"\0")?;
-        let mut out = Vec::new();
-        while let Some((k, _)) = &self.head {
-            if !k.starts_with(&self.key) {
-                break;
-            }
-            out.push(String::from_utf8_lossy(&k[self.key.len()..]).into_owned());
-            self.step()?;
-        }
-        Ok(out)
-    }
-}
-
-/// What the plan of the outbox's users reads of each, walked beside the outbox.
-struct UserReads<'a> {
-    tombstones: Cursor<'a>,
-    docs: Cursor<'a>,
-    vendor_ids: Cursor<'a>,
-    idp_written: Cursor<'a>,
-    member_of: Cursor<'a>,
-    applied: Cursor<'a>,
-    takeovers: Cursor<'a>,
-}
-
-impl<'a> UserReads<'a> {
-    fn new(dir: &'a Directory) -> UserReads<'a> {
-        // The key layouts of `Directory` (documents `u/`, ID map `x/u/`, reverse membership
-        // `o/{user}\0{group}`) and of the engine's records (`E/…`, see `state::Records`).
-        UserReads {
-            tombstones: Cursor::new(dir, b"E/del/u/"),
-            docs: Cursor::new(dir, b"u/"),
-            vendor_ids: Cursor::new(dir, b"x/u/"),
-            idp_written: Cursor::new(dir, b"E/idp/"),
-            member_of: Cursor::new(dir, b"o/"),
-            applied: Cursor::new(dir, b"E/au/"),
-            takeovers: Cursor::new(dir, b"E/adopt/"),
-        }
-    }
-}
-
 /// Pages up to this size are planned from the cache; a larger one (the whole plan) is built.
 const CACHED_PAGE_MAX: u64 = 1000;
 
@@ -544,14 +434,6 @@ impl Indexed {
     }
 }
 
-/// A stored JSON value, or the store's error naming its key.
-fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
-}
-
 impl Engine {
     /// The whole plan: every object of the outbox with what the engine would do at the vendor.
     pub fn plan(&self) -> Result<Plan, StoreError> {
@@ -599,7 +481,6 @@ impl Engine {
             }
         }
         let mut look = Lookups::new(&self.dir);
-        let mut reads = UserReads::new(&self.dir);
         let mut index = Vec::new();
         let end = query
             .limit
@@ -629,14 +510,9 @@ impl Engine {
             let (k, v) = kv?;
             let entry = outbox_entry(&k, &v)?;
             let sid = &k[OUTBOX_USERS.len()..];
-            if let Some((item, actions)) = self.plan_item(
-                table.as_deref(),
-                &mut look,
-                &mut reads,
-                ResourceKind::User,
-                sid,
-                entry,
-            )? {
+            if let Some((item, actions)) =
+                self.plan_item(table.as_deref(), &mut look, ResourceKind::User, sid, entry)?
+            {
                 add(ResourceKind::User, item, actions);
             }
         }
@@ -645,14 +521,9 @@ impl Engine {
             let (k, v) = kv?;
             let entry = outbox_entry(&k, &v)?;
             let sid = &k[OUTBOX_GROUPS.len()..];
-            if let Some((item, actions)) = self.plan_item(
-                table.as_deref(),
-                &mut look,
-                &mut reads,
-                ResourceKind::Group,
-                sid,
-                entry,
-            )? {
+            if let Some((item, actions)) =
+                self.plan_item(table.as_deref(), &mut look, ResourceKind::Group, sid, entry)?
+            {
                 add(ResourceKind::Group, item, actions);
             }
         }
@@ -683,7 +554,6 @@ impl Engine {
             .map_or(u64::MAX, |l| query.offset.saturating_add(l));
         let mut look = Lookups::new(&self.dir);
         look.base = Some(&built.users);
-        let mut reads = UserReads::new(&self.dir);
         let rec = Records(&self.dir);
         for listed in built.index.iter().filter(|i| i.matches(query)) {
             let at = plan.total_items;
@@ -691,13 +561,11 @@ impl Engine {
             if at < query.offset || at >= end {
                 continue;
             }
-            // The index is in the outbox's order, so the page's users are asked in ascending
-            // order, as the cursors of `reads` need.
             let Some(entry) = rec.outbox(listed.kind, &listed.id)? else {
                 continue;
             };
             if let Some((item, _)) =
-                self.plan_item(table, &mut look, &mut reads, listed.kind, &listed.id, entry)?
+                self.plan_item(table, &mut look, listed.kind, &listed.id, entry)?
             {
                 plan.items.push(item);
             }
@@ -711,7 +579,6 @@ impl Engine {
         &self,
         table: Option<&RoleTable>,
         look: &mut Lookups,
-        reads: &mut UserReads,
         kind: ResourceKind,
         sid: &str,
         entry: OutboxEntry,
@@ -733,7 +600,7 @@ impl Engine {
             }
         };
         let planned = match kind {
-            ResourceKind::User => self.plan_user(table, look, reads, sid, &entry)?,
+            ResourceKind::User => self.plan_user(table, look, sid, &entry)?,
             ResourceKind::Group => self.plan_group(look, sid, &entry)?,
         };
         let Some((name, vendor_id, mut changes)) = planned else {
@@ -761,37 +628,28 @@ impl Engine {
     }
 
     /// A user's changes: (login, vendor id, changes); `None` when the user is gone and nothing
-    /// is owed to the vendor. What it reads of the user comes through `reads`, beside the
-    /// outbox (the users' ids are asked in ascending order).
+    /// is owed to the vendor.
     fn plan_user(
         &self,
         table: Option<&RoleTable>,
         look: &mut Lookups,
-        reads: &mut UserReads,
         sid: &str,
         entry: &OutboxEntry,
     ) -> Result<Option<Planned>, StoreError> {
-        if let Some(t) = reads.tombstones.get(sid)? {
-            let t: Tombstone = decode(&format!("del/u/{sid}"), &t)?;
+        let rec = Records(&self.dir);
+        if let Some(t) = rec.tombstone(ResourceKind::User, sid)? {
             return Ok(Some(self.plan_deleted_user(table, sid, t, entry)?));
         }
-        let Some(doc) = reads.docs.get(sid)? else {
+        let Some(doc) = self.dir.load(ResourceKind::User, sid)? else {
             return Ok(None);
         };
-        let doc: Value = decode(&format!("u/{sid}"), &doc)?;
-        let vid = reads
-            .vendor_ids
-            .get(sid)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
-        let member_of = reads.member_of.seconds(sid)?;
-        let idp_written = reads.idp_written.get(sid)?.is_some();
+        let vid = self.dir.vendor_id(ResourceKind::User, sid)?;
         // What reconcile would aim at, read the way it reads it (groups through the plan's
         // cache: one read of each group for all its members).
-        let desired =
-            self.desired_user_from(table, &doc, vid.is_none(), member_of, idp_written, |g| {
-                let (name, gvid) = look.group(g)?;
-                Ok(name.map(|n| (Some(n), gvid)))
-            })?;
+        let desired = self.desired_user_with(table, sid, &doc, vid.is_none(), |g| {
+            let (name, gvid) = look.group(g)?;
+            Ok(name.map(|n| (Some(n), gvid)))
+        })?;
         let Some(desired) = desired else {
             return Ok(None);
         };
@@ -849,17 +707,13 @@ impl Engine {
             return Ok(Some((login, None, changes)));
         };
 
-        let applied: Option<AppliedUser> = match reads.applied.get(sid)? {
-            Some(bytes) => Some(decode(&format!("au/{sid}"), &bytes)?),
-            None => None,
-        };
-        let mut applied = applied.unwrap_or(AppliedUser {
+        let mut applied = rec.applied_user(sid)?.unwrap_or(AppliedUser {
             vendor_id: vid.clone(),
             ..AppliedUser::default()
         });
-        let takeover = reads
-            .takeovers
-            .get(sid)?
+        let takeover = self
+            .dir
+            .record(&format!("{TAKEOVER}{sid}"))?
             .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
             == Some(entry.since_ms);
         if takeover {

@@ -279,22 +279,6 @@ impl Engine {
         sid: &str,
         doc: &Value,
         new_user: bool,
-        group: impl FnMut(&str) -> Result<GroupFacts, StoreError>,
-    ) -> Result<Option<DesiredUser>, StoreError> {
-        let member_of = self.dir.groups_of(sid)?;
-        let idp_written = Records(&self.dir).is_idp_written(sid)?;
-        self.desired_user_from(table, doc, new_user, member_of, idp_written, group)
-    }
-
-    /// [`Self::desired_user_with`] from the user's group ids (`member_of`) and IdP mark read by
-    /// the caller (the plan reads them for every pending user in one pass over the indexes).
-    pub(crate) fn desired_user_from(
-        &self,
-        table: Option<&RoleTable>,
-        doc: &Value,
-        new_user: bool,
-        member_of: Vec<String>,
-        idp_written: bool,
         mut group: impl FnMut(&str) -> Result<GroupFacts, StoreError>,
     ) -> Result<Option<DesiredUser>, StoreError> {
         let Some(profile) = self.desired_profile(doc) else {
@@ -304,7 +288,7 @@ impl Engine {
         let mut names = Vec::new();
         let mut groups = Vec::new();
         let mut group_sids = Vec::new();
-        for g in member_of {
+        for g in self.dir.groups_of(sid)? {
             let Some((name, vid)) = group(&g)? else {
                 continue;
             };
@@ -312,6 +296,7 @@ impl Engine {
             groups.extend(vid);
             group_sids.push(g);
         }
+        let idp_written = Records(&self.dir).is_idp_written(sid)?;
         let role = self.desired_role(table, doc, active, idp_written, &names, new_user);
         Ok(Some(DesiredUser {
             profile,

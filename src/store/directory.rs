@@ -696,14 +696,6 @@ impl Directory {
         self.shared.generation.load(Ordering::SeqCst)
     }
 
-    /// This tree's raw entries from the first key at or after `from`, in key order, to the end
-    /// of the tree (the caller stops at the end of its prefix). For merge-joins over keys that
-    /// end in the same SCIM ids: the plan walks the outbox and, beside it, the documents,
-    /// records and indexes of the same ids, one sequential read each instead of a lookup per id.
-    pub fn raw_from(&self, from: &[u8]) -> sled::Iter {
-        self.tree.range(from..)
-    }
-
     /// Makes every committed write durable; concurrent callers share a flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
