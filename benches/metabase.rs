@@ -446,9 +446,8 @@ async fn sync(m: usize) {
     let store = Store::open(dir.path()).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let checked = tokio::task::spawn_blocking(move || preflight(&t2, 0))
+    let checked = preflight(&t2, 0)
         .await
-        .unwrap()
         .unwrap_or_else(|p| panic!("start-up check: {p:?}"));
     // As at start: the rules resolve against Metabase's groups.
     let roles = match checked {

@@ -342,11 +342,7 @@ async fn sync(m: usize) {
     let store = Store::open(dir.path()).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("Tableau reachable");
+    let roles = preflight(&t2, 0).await.unwrap().expect("Tableau reachable");
     engine.set_roles(roles);
 
     let (took, report, stats) = timed_observe(&engine, &base).await;

@@ -120,25 +120,18 @@ fn metabase_tenant(sim: &RunningSim) -> TenantConfig {
 /// The engine of `t` on `store`, its roles resolved and its first observe done, served alone
 /// (no background work: a sync happens when the test asks), and the IdP's client of it.
 async fn serve(store: &Store, t: &TenantConfig, index: usize) -> (Arc<Engine>, RunningServer, Idp) {
-    let t2 = t.clone();
     let (engine, roles) = match t.vendor.kind() {
         "sisense" => (
             sisense::open(store, t, index, None).unwrap(),
-            tokio::task::spawn_blocking(move || sisense::preflight(&t2, index))
-                .await
-                .unwrap(),
+            sisense::preflight(t, index).await,
         ),
         "tableau" => (
             tableau::open(store, t, index, None).unwrap(),
-            tokio::task::spawn_blocking(move || tableau::preflight(&t2, index))
-                .await
-                .unwrap(),
+            tableau::preflight(t, index).await,
         ),
         "metabase" => (
             metabase::open(store, t, index, None).unwrap(),
-            tokio::task::spawn_blocking(move || metabase::preflight(&t2, index))
-                .await
-                .unwrap(),
+            metabase::preflight(t, index).await,
         ),
         other => panic!("no {other} tenant here"),
     };

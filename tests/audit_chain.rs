@@ -40,11 +40,7 @@ async fn bridge_on(
     );
     let engine = open(store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("Sisense reachable");
+    let roles = preflight(&t2, 0).await.unwrap().expect("Sisense reachable");
     engine.set_roles(roles);
     engine.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, engine.clone(), store.clone(), 1);

@@ -95,11 +95,7 @@ async fn bridge_with_engine(
     let store = Store::open(dir).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("Tableau reachable");
+    let roles = preflight(&t2, 0).await.unwrap().expect("Tableau reachable");
     engine.set_roles(roles);
     engine.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, engine.clone(), store, 2);

@@ -108,9 +108,7 @@ async fn bridge(t: TenantConfig, dir: &std::path::Path) -> (Arc<Engine>, Running
     let store = Store::open(dir).unwrap();
     let engine = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let checked = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap();
+    let checked = preflight(&t2, 0).await;
     if let Err(problems) = checked {
         panic!("start-up check: {problems:?}");
     }

@@ -129,50 +129,17 @@ pub fn open_engine(
 /// What a start-up check that verifies as `--online` does comes to: `Ok(problems)` from a
 /// check that ran (of which an unreachable vendor, at `…base_url`, or a read that failed,
 /// "cannot …", are not the config's fault: the engine resolves roles when the vendor answers),
-/// `Err(problems)` from a refused sign-in; a check that could not run at all is logged.
+/// `Err(problems)` from a refused sign-in.
 pub fn settle_preflight(
-    tenant: &crate::config::TenantConfig,
-    vendor: &str,
-    outcome: Result<Result<Vec<crate::config::Problem>, Vec<crate::config::Problem>>, String>,
+    outcome: Result<Vec<crate::config::Problem>, Vec<crate::config::Problem>>,
 ) -> Result<Option<crate::engine::role_table::RoleTable>, Vec<crate::config::Problem>> {
-    match outcome {
-        Ok(Ok(problems)) => {
-            let fatal: Vec<crate::config::Problem> = problems
-                .into_iter()
-                .filter(|p| !p.key_path.ends_with(".base_url") && !p.message.starts_with("cannot "))
-                .collect();
-            if fatal.is_empty() {
-                Ok(None)
-            } else {
-                Err(fatal)
-            }
-        }
-        Ok(Err(problems)) => Err(problems),
-        Err(reason) => {
-            tracing::warn!(tenant = %tenant.id, %reason, "{vendor} start-up check did not run");
-            Ok(None)
-        }
+    let fatal: Vec<crate::config::Problem> = outcome?
+        .into_iter()
+        .filter(|p| !p.key_path.ends_with(".base_url") && !p.message.starts_with("cannot "))
+        .collect();
+    if fatal.is_empty() {
+        Ok(None)
+    } else {
+        Err(fatal)
     }
-}
-
-/// Runs a vendor check on a private current-thread runtime in a thread of its own: the server
-/// is built synchronously, possibly from inside another runtime, where blocking on a future is
-/// not allowed. `Err` when the runtime cannot be built or the check panicked.
-pub fn run_detached<F, Fut, T>(make: F) -> Result<T, String>
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: std::future::Future<Output = T>,
-    T: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            Ok(rt.block_on(make()))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the start-up check panicked".into()))
-    })
 }

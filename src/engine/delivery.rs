@@ -399,7 +399,10 @@ impl Engine {
                         .collect::<Vec<_>>()
                         .join("; ");
                     tracing::error!(tenant = %self.tenant(), problems = %text, "role rules do not resolve against the vendor");
-                    *self.fatal.write() = Some(text);
+                    self.stop(format!(
+                        "role rules do not resolve against {}: {text}",
+                        self.caps.vendor
+                    ));
                     return Duration::from_secs(3600);
                 }
                 Err(Err(e)) => {

@@ -235,7 +235,8 @@ pub struct Engine {
     pub(crate) roles: parking_lot::RwLock<Option<Arc<RoleTable>>>,
     /// The last plan's counts and item index, while nothing is committed ([`plan::PlanCache`]).
     pub(crate) plan_cache: plan::PlanCache,
-    /// A start-up problem that needs the operator (role rules that do not resolve).
+    /// A problem that needs the operator and stops the tenant ([`Engine::stop`]): role rules
+    /// that do not resolve, or a start-up check that failed after the start.
     pub(crate) fatal: parking_lot::RwLock<Option<String>>,
     /// Serialises uniqueness checks with the commits they guard, and count changes.
     pub(crate) commit_lock: Arc<parking_lot::Mutex<()>>,
@@ -456,6 +457,15 @@ impl Engine {
         *self.roles.write() = Some(Arc::new(table));
     }
 
+    /// Stops the tenant for a problem only the operator can fix (`reason`, a sentence naming
+    /// its key paths): its background work ends, the IdP gets 503 with the reason, and the admin
+    /// `/readyz` names it, until a config reload or restart replaces the engine. The first
+    /// reason stays.
+    pub fn stop(&self, reason: String) {
+        self.fatal.write().get_or_insert(reason);
+        self.wake.notify_one();
+    }
+
     /// Reads the vendor's roles and resolves the rules. `Err(Ok(problems))` for rules that do
     /// not resolve, `Err(Err(e))` when the vendor cannot be asked.
     pub async fn load_roles(
@@ -494,7 +504,7 @@ impl Engine {
     pub(crate) fn role_table(&self) -> Result<Arc<RoleTable>, AdapterError> {
         if let Some(f) = self.fatal.read().clone() {
             return Err(AdapterError::transient(format!(
-                "the tenant's role rules do not resolve: {f}"
+                "the tenant is stopped: {f}"
             )));
         }
         self.roles
@@ -554,10 +564,7 @@ impl Engine {
         loop {
             if let Some(f) = self.fatal.read().clone() {
                 return Err(ScimError::unavailable(
-                    format!(
-                        "the tenant's role rules do not resolve against {}: {f}",
-                        self.caps.vendor
-                    ),
+                    format!("the tenant is stopped: {f}"),
                     300,
                 ));
             }

@@ -193,10 +193,7 @@ impl Connector for EngineConnector {
     async fn vendor_status(&self) -> Result<(), String> {
         let e = &self.0;
         if let Some(f) = e.fatal.read().clone() {
-            return Err(format!(
-                "role rules do not resolve against {}: {f}",
-                e.caps.vendor
-            ));
+            return Err(f);
         }
         if let Some(reason) = e.adapter.unavailable().or_else(|| e.stalled()) {
             return Err(reason);

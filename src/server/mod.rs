@@ -8,6 +8,7 @@ pub mod reconfigure;
 pub mod reload;
 pub mod response;
 mod scim_routes;
+pub(crate) mod start_checks;
 pub mod tls;
 
 use crate::auth::TenantAuth;
@@ -201,15 +202,23 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
     let metrics = Metrics::new();
     let all: Vec<(usize, &crate::config::TenantConfig)> =
         config.tenants.iter().enumerate().collect();
-    let checked = preflight_all(&all);
-    for ((index, t), check) in all.into_iter().zip(checked) {
-        let opened = open_connector(t, index, &store, &metrics, check)?;
+    // Checks that have not answered within `START_WAIT` finish in the background
+    // (`start_checks`): their tenants start as if their vendor could not be reached yet.
+    let (decided, late) = start_checks::start(&all).within(start_checks::START_WAIT);
+    let mut unchecked = std::collections::HashMap::new();
+    for (pos, ((index, t), check)) in all.into_iter().zip(decided).enumerate() {
+        let late_check = check.is_none();
+        let opened = open_connector(t, index, &store, &metrics, check.unwrap_or(Ok(None)))?;
+        if let (true, Some(engine)) = (late_check, opened.engine()) {
+            unchecked.insert(pos, (t.id.as_str().to_string(), engine.clone()));
+        }
         let connector = opened.start();
         tenants.insert(
             t.id.as_str().to_string(),
             tenant_with(config, t, connector, &store)?,
         );
     }
+    late.apply_to(unchecked);
     let app = AppState::new(tenants, metrics, config.body_limit_bytes, store);
     let mut state = ServerState::new(app, &config.limits, &config.trusted_proxies);
     state.admin = Some(crate::admin::AdminState::from_config(config));
@@ -224,45 +233,6 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
 pub(crate) type Preflight =
     Result<Option<crate::engine::role_table::RoleTable>, Vec<crate::config::Problem>>;
 
-/// How many tenants' start-up checks run at once: each is a sign-in of ~20 ms on a thread of
-/// its own, so 1,000 tenants one after another kept the listener from binding for ~19 s
-/// (`scripts/bench-tenants.sh`); a bound keeps 1,000 sign-ins from hitting the vendors (and
-/// the thread table) in one instant.
-const PREFLIGHT_AT_ONCE: usize = 32;
-
-/// The start-up checks of `tenants` (with their index in the config), run concurrently,
-/// `PREFLIGHT_AT_ONCE` at a time; in the order given.
-pub(crate) fn preflight_all(tenants: &[(usize, &crate::config::TenantConfig)]) -> Vec<Preflight> {
-    let mut out = Vec::with_capacity(tenants.len());
-    for chunk in tenants.chunks(PREFLIGHT_AT_ONCE) {
-        std::thread::scope(|s| {
-            let running: Vec<_> = chunk
-                .iter()
-                .map(|(index, t)| s.spawn(move || preflight(t, *index)))
-                .collect();
-            for (h, (index, _)) in running.into_iter().zip(chunk) {
-                out.push(h.join().unwrap_or_else(|_| {
-                    Err(vec![crate::config::Problem {
-                        key_path: format!("tenants[{index}]"),
-                        message: "the start-up check panicked".into(),
-                    }])
-                }));
-            }
-        });
-    }
-    out
-}
-
-fn preflight(t: &crate::config::TenantConfig, index: usize) -> Preflight {
-    match &t.vendor {
-        VendorConfig::Local => Ok(None),
-        VendorConfig::Sisense { .. } => sisense::preflight(t, index),
-        VendorConfig::Tableau { .. } => tableau::preflight(t, index),
-        VendorConfig::Thoughtspot { .. } => thoughtspot::preflight(t, index),
-        VendorConfig::Metabase { .. } => metabase::preflight(t, index),
-    }
-}
-
 /// An opened connector whose engine has not started its background work yet.
 pub(crate) struct Opened {
     connector: Arc<dyn Connector>,
@@ -274,6 +244,11 @@ pub(crate) struct Opened {
 }
 
 impl Opened {
+    /// The engine, for a vendor tenant.
+    pub(crate) fn engine(&self) -> Option<&Arc<crate::engine::Engine>> {
+        self.engine.as_ref().map(|(e, _)| e)
+    }
+
     /// Starts the engine's background loops and scheduled sweep; the connector to serve.
     pub(crate) fn start(self) -> Arc<dyn Connector> {
         if let Some((engine, sweep)) = self.engine {
@@ -321,11 +296,7 @@ fn connector_failed(
 ) -> StartError {
     StartError::Connector {
         tenant: t.id.as_str().to_string(),
-        message: problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; "),
+        message: start_checks::describe(problems),
     }
 }
 

@@ -22,7 +22,7 @@
 //! admin listener's deadlines) is logged as such, and the rest of the file is applied.
 
 use super::limits::Guard;
-use super::{open_connector, preflight_all, tenant_with, AppState, TenantMap};
+use super::{open_connector, start_checks, tenant_with, AppState, TenantMap};
 use crate::admin::AdminState;
 use crate::config::{Config, TenantConfig};
 use actix_web::web;
@@ -193,7 +193,7 @@ impl Reconfigurer {
             .collect();
         let checks = tokio::task::spawn_blocking(move || {
             let refs: Vec<(usize, &TenantConfig)> = to_open.iter().map(|(i, t)| (*i, t)).collect();
-            preflight_all(&refs)
+            start_checks::start(&refs).all()
         })
         .await
         .unwrap_or_default();

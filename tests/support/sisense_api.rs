@@ -132,11 +132,7 @@ pub async fn bridge_with_connector(
     let store = super::bridge::open_store(data).await;
     let conn = open(&store, &t, 0, None).unwrap();
     let t2 = t.clone();
-    let roles = tokio::task::spawn_blocking(move || preflight(&t2, 0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("Sisense reachable");
+    let roles = preflight(&t2, 0).await.unwrap().expect("Sisense reachable");
     conn.set_roles(roles);
     conn.observe_now().await.unwrap();
     let server = bridge::serve_engine(&t, conn.clone(), store, 1);

@@ -359,7 +359,7 @@ async fn verify(
 /// The start-up check: a refused sign-in, a bridge user who is no admin, or a rule naming a
 /// permission group Metabase does not have stops the tenant. An unreachable instance does not:
 /// the engine resolves the roles when it answers.
-pub fn preflight(
+pub async fn preflight(
     tenant: &TenantConfig,
     tenant_index: usize,
 ) -> Result<Option<crate::engine::role_table::RoleTable>, Vec<Problem>> {
@@ -371,11 +371,8 @@ pub fn preflight(
         max_attempts: 3,
         ..client_settings()
     };
-    let outcome =
-        super::run_detached(
-            move || async move { verify(tenant, tenant_index, settings, false).await },
-        );
-    super::settle_preflight(tenant, "Metabase", outcome)
+    let outcome = verify(tenant, tenant_index, settings, false).await;
+    super::settle_preflight(outcome)
 }
 
 pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Problem> {

@@ -165,11 +165,10 @@ pub fn open(
     )
 }
 
-/// Start-up check of a Sisense tenant, on a private runtime (the server is built synchronously):
-/// signs in and resolves the role rules. `Ok(Some)` resolved; `Ok(None)` the vendor cannot be
+/// Start-up check of a Sisense tenant: signs in and resolves the role rules. `Ok(Some)` resolved; `Ok(None)` the vendor cannot be
 /// reached now (the connector resolves later and answers 503 meanwhile); `Err` the problems,
 /// each with its key path — the tenant must not start with rules that would assign a wrong role.
-pub fn preflight(
+pub async fn preflight(
     tenant: &TenantConfig,
     tenant_index: usize,
 ) -> Result<Option<RoleTable>, Vec<Problem>> {
@@ -195,7 +194,7 @@ pub fn preflight(
     });
     let rules = tenant.roles.clone();
     let base = base_url.clone();
-    let outcome = super::run_detached(move || async move {
+    let outcome = async move {
         let client = VendorClient::new(base, settings, auth).map_err(|e| e.to_string())?;
         client.ensure_signed_in().await.map_err(|e| match e {
             VendorError::Auth { reason } => format!("auth:{reason}"),
@@ -215,8 +214,8 @@ pub fn preflight(
             }
         }
         Ok::<_, String>(roles)
-    })
-    .and_then(|r| r);
+    }
+    .await;
     match outcome {
         Ok(roles) => RoleTable::build(tenant_index, &rules, roles).map(Some),
         Err(reason) if reason.starts_with("auth:") => Err(vec![Problem {

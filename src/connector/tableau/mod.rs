@@ -297,7 +297,7 @@ pub fn open(
 /// Start-up check of a Tableau tenant: signs in and resolves the role rules against Tableau's
 /// site roles. `Ok(Some)` resolved; `Ok(None)` Tableau cannot be reached now (resolved later;
 /// writes are queued meanwhile); `Err` the problems with their key paths.
-pub fn preflight(
+pub async fn preflight(
     tenant: &TenantConfig,
     tenant_index: usize,
 ) -> Result<Option<RoleTable>, Vec<Problem>> {
@@ -315,20 +315,13 @@ pub fn preflight(
             message,
         }]
     })?;
-    let outcome = super::run_detached(move || async move { client.ensure_signed_in().await });
-    match outcome {
-        Ok(Ok(())) => RoleTable::build(tenant_index, &tenant.roles, adapter::catalog()).map(Some),
-        Ok(Err(VendorError::Auth { reason })) => {
-            Err(vec![sign_in_problem(tenant_index, &s, &reason)])
-        }
-        Ok(Err(e)) => {
+    match client.ensure_signed_in().await {
+        Ok(()) => RoleTable::build(tenant_index, &tenant.roles, adapter::catalog()).map(Some),
+        Err(VendorError::Auth { reason }) => Err(vec![sign_in_problem(tenant_index, &s, &reason)]),
+        Err(e) => {
             tracing::warn!(tenant = %tenant.id, reason = %e, "Tableau not reachable at start; roles resolved when it is");
             // The site roles are Tableau's API, not read from it: the rules are checked now.
             RoleTable::build(tenant_index, &tenant.roles, adapter::catalog()).map(|_| None)
-        }
-        Err(reason) => {
-            tracing::warn!(tenant = %tenant.id, %reason, "Tableau start-up check did not run");
-            Ok(None)
         }
     }
 }

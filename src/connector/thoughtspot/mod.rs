@@ -398,7 +398,7 @@ async fn verify(
 /// The start-up check: a refused sign-in (a wrong Org included), a mapped variable that does
 /// not exist, or a rule naming neither a group nor a role stops the tenant. An unreachable
 /// cluster does not: the engine resolves the roles when it answers.
-pub fn preflight(
+pub async fn preflight(
     tenant: &TenantConfig,
     tenant_index: usize,
 ) -> Result<Option<crate::engine::role_table::RoleTable>, Vec<Problem>> {
@@ -410,10 +410,8 @@ pub fn preflight(
         max_attempts: 3,
         ..client_settings()
     };
-    let outcome = super::run_detached(move || async move {
-        verify(tenant, tenant_index, &c, settings, false).await
-    });
-    super::settle_preflight(tenant, "ThoughtSpot", outcome)
+    let outcome = verify(tenant, tenant_index, &c, settings, false).await;
+    super::settle_preflight(outcome)
 }
 
 pub async fn check_online(tenant: &TenantConfig, tenant_index: usize) -> Vec<Problem> {
