@@ -16,6 +16,10 @@
 
 mod support;
 
+// The allocator the product's binary runs with (src/main.rs): the pages are timed as served.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use futures_util::StreamExt;
 use scim_bridge::config::{
     AdminConfig, Config, MetabaseAuth, RoleRules, Secret, TenantConfig, TenantId, Url, VendorConfig,

@@ -365,6 +365,17 @@ impl<'a> Lookups<'a> {
     }
 }
 
+/// Fewer users than this are planned on the caller's thread (threads cost more than they save).
+const PLAN_PART_MIN: usize = 4096;
+
+/// A part of the users planned on one thread: their plans (those with changes) and what the
+/// groups' plans need to know of them.
+struct UsersPlanned {
+    items: Vec<(PlanItem, Vec<Action>)>,
+    users: HashMap<String, MemberFacts>,
+    groups: HashMap<String, (Option<String>, Option<String>)>,
+}
+
 /// Pages up to this size are planned from the cache; a larger one (the whole plan) is built.
 const CACHED_PAGE_MAX: u64 = 1000;
 
@@ -506,16 +517,16 @@ impl Engine {
                 plan.items.push(item);
             }
         };
-        for kv in self.dir.records(OUTBOX_USERS) {
-            let (k, v) = kv?;
-            let entry = outbox_entry(&k, &v)?;
-            let sid = &k[OUTBOX_USERS.len()..];
-            if let Some((item, actions)) =
-                self.plan_item(table.as_deref(), &mut look, ResourceKind::User, sid, entry)?
-            {
+        let users: Vec<(String, Vec<u8>)> =
+            self.dir.records(OUTBOX_USERS).collect::<Result<_, _>>()?;
+        for part in self.plan_users(table.as_deref(), &users)? {
+            look.users.extend(part.users);
+            look.groups.extend(part.groups);
+            for (item, actions) in part.items {
                 add(ResourceKind::User, item, actions);
             }
         }
+        drop(users);
         // Groups after every user: their members' facts are known by then.
         for kv in self.dir.records(OUTBOX_GROUPS) {
             let (k, v) = kv?;
@@ -536,6 +547,54 @@ impl Engine {
             users: look.users,
         });
         Ok(plan)
+    }
+
+    /// The plans of the outbox's `users` (key, entry), in their order, in parts planned side by
+    /// side on every core: a build plans every object (100,000 users took 2.1–2.3 s on one
+    /// core, `tests/dry_run.rs`), and no user's plan depends on another's.
+    fn plan_users(
+        &self,
+        table: Option<&RoleTable>,
+        users: &[(String, Vec<u8>)],
+    ) -> Result<Vec<UsersPlanned>, StoreError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let part = users.len().div_ceil(threads).max(PLAN_PART_MIN);
+        if users.len() <= part {
+            return Ok(vec![self.plan_user_part(table, users)?]);
+        }
+        std::thread::scope(|s| {
+            let running: Vec<_> = users
+                .chunks(part)
+                .map(|p| s.spawn(move || self.plan_user_part(table, p)))
+                .collect();
+            running
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    }
+
+    fn plan_user_part(
+        &self,
+        table: Option<&RoleTable>,
+        users: &[(String, Vec<u8>)],
+    ) -> Result<UsersPlanned, StoreError> {
+        let mut look = Lookups::new(&self.dir);
+        let mut items = Vec::new();
+        for (k, v) in users {
+            let entry = outbox_entry(k, v)?;
+            let sid = &k[OUTBOX_USERS.len()..];
+            if let Some(planned) =
+                self.plan_item(table, &mut look, ResourceKind::User, sid, entry)?
+            {
+                items.push(planned);
+            }
+        }
+        Ok(UsersPlanned {
+            items,
+            users: look.users,
+            groups: look.groups,
+        })
     }
 
     /// `query`'s page from a build nothing was committed since: its counts, its index filtered,
