@@ -57,24 +57,28 @@ pub use url::Url;
 /// reads and parses every PEM under `/etc/ssl/certs`, ~10 ms of CPU. One per tenant made 1,000
 /// vendor tenants spend about half their start-up doing it (`perf` over
 /// `scripts/bench-tenants.sh`). Only the TLS set-up is shared, not the client: a reqwest client's
-/// pooled connections belong to the runtime that opened them.
+/// pooled connections belong to the runtime that opened them. The trust store is thus read once
+/// per process: a CA added to the system later is trusted after a restart.
 fn shared_tls() -> Result<rustls::ClientConfig, String> {
-    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
-        std::sync::OnceLock::new();
-    TLS.get_or_init(|| {
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        let verifier =
-            rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth())
-    })
-    .clone()
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    if let Some(tls) = TLS.get() {
+        return Ok(tls.clone());
+    }
+    // A failure is not kept: the trust store may be readable at the next try.
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier =
+        rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // As reqwest sets it for HTTP/1 only (the only version built in).
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TLS.get_or_init(|| tls).clone())
 }
 
 /// Tuning of one vendor client (one per tenant). `Default` is deliberately conservative.

@@ -51,6 +51,7 @@ impl Engine {
     pub async fn deliver_due(self: &Arc<Self>) -> (usize, Option<u64>) {
         if self.settings.dry_run
             || self.is_retired()
+            || self.is_stopped()
             || self.roles.read().is_none()
             || self.adapter.unavailable().is_some()
         {

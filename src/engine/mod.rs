@@ -466,6 +466,23 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Whether the tenant is stopped ([`Engine::stop`]).
+    pub fn is_stopped(&self) -> bool {
+        self.fatal.read().is_some()
+    }
+
+    /// A SCIM request to a stopped tenant: 503 with the reason, so the IdP retries later and
+    /// the operator sees why; nothing is read or written meanwhile.
+    pub(crate) fn refuse_if_stopped(&self) -> ScimResult<()> {
+        match self.fatal.read().as_deref() {
+            Some(f) => Err(ScimError::unavailable(
+                format!("the tenant is stopped: {f}"),
+                300,
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Reads the vendor's roles and resolves the rules. `Err(Ok(problems))` for rules that do
     /// not resolve, `Err(Err(e))` when the vendor cannot be asked.
     pub async fn load_roles(
@@ -562,12 +579,7 @@ impl Engine {
     pub(crate) async fn wait_synced(&self) -> ScimResult<()> {
         let deadline = Instant::now() + STARTUP_WAIT;
         loop {
-            if let Some(f) = self.fatal.read().clone() {
-                return Err(ScimError::unavailable(
-                    format!("the tenant is stopped: {f}"),
-                    300,
-                ));
-            }
+            self.refuse_if_stopped()?;
             if *self.synced.borrow() {
                 return Ok(());
             }

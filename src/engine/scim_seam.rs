@@ -34,6 +34,7 @@ impl Connector for EngineConnector {
         resource: Value,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
+        self.0.refuse_if_stopped()?;
         match kind {
             ResourceKind::User => self.0.create_user(resource, ctx).await,
             ResourceKind::Group => self.0.create_group(resource, ctx).await,
@@ -47,6 +48,7 @@ impl Connector for EngineConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
+        self.0.refuse_if_stopped()?;
         let doc = self.0.dir.load_or_404(kind, id)?;
         self.0.dir.render(kind, id, doc, with_members, ctx)
     }
@@ -59,6 +61,7 @@ impl Connector for EngineConnector {
         pre: &Precondition,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
+        self.0.refuse_if_stopped()?;
         let e = &self.0;
         let schema = e.dir.schema(kind);
         strip_unreturnable(&mut resource, schema);
@@ -105,6 +108,7 @@ impl Connector for EngineConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<Value> {
+        self.0.refuse_if_stopped()?;
         let e = &self.0;
         let dir = &e.dir;
         let schema = dir.schema(kind);
@@ -164,6 +168,7 @@ impl Connector for EngineConnector {
     }
 
     async fn delete(&self, kind: ResourceKind, id: &str, pre: &Precondition) -> ScimResult<()> {
+        self.0.refuse_if_stopped()?;
         match kind {
             ResourceKind::User => self.0.delete_user(id, pre).await,
             ResourceKind::Group => self.0.delete_group(id, pre).await,
@@ -177,6 +182,7 @@ impl Connector for EngineConnector {
         with_members: bool,
         ctx: &RequestContext,
     ) -> ScimResult<ListPage> {
+        self.0.refuse_if_stopped()?;
         // Lookups must see every vendor user: before the first observe, wait for it.
         if !*self.0.synced.borrow() {
             self.0.wait_synced().await?;

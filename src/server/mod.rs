@@ -202,15 +202,43 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
     let metrics = Metrics::new();
     let all: Vec<(usize, &crate::config::TenantConfig)> =
         config.tenants.iter().enumerate().collect();
-    // Checks that have not answered within `START_WAIT` finish in the background
-    // (`start_checks`): their tenants start as if their vendor could not be reached yet.
-    let (decided, late) = start_checks::start(&all).within(start_checks::START_WAIT);
+    // The vendor tenants are checked (`start_checks`): the first wave decides the start, a
+    // later check's problem stops its tenant alone, and a check that has not answered within
+    // `START_WAIT` finishes in the background (its tenant starts as if its vendor could not be
+    // reached yet).
+    let vendors: Vec<(usize, &crate::config::TenantConfig)> = all
+        .iter()
+        .filter(|(_, t)| !matches!(t.vendor, VendorConfig::Local))
+        .copied()
+        .collect();
+    let (decided, late) = start_checks::start(&vendors).within(start_checks::START_WAIT);
+    let mut checks: std::collections::HashMap<usize, (usize, Option<Preflight>)> = vendors
+        .iter()
+        .zip(decided)
+        .enumerate()
+        .map(|(pos, ((index, _), check))| (*index, (pos, check)))
+        .collect();
     let mut unchecked = std::collections::HashMap::new();
-    for (pos, ((index, t), check)) in all.into_iter().zip(decided).enumerate() {
+    for (index, t) in all {
+        let (pos, check) = match checks.remove(&index) {
+            Some((pos, check)) => (Some(pos), check),
+            None => (None, Some(Ok(None))),
+        };
+        let (check, stop_for) = match (pos, check) {
+            (Some(p), Some(Err(problems))) if !start_checks::decides_the_start(p) => {
+                (Some(Ok(None)), Some(problems))
+            }
+            (_, check) => (check, None),
+        };
         let late_check = check.is_none();
         let opened = open_connector(t, index, &store, &metrics, check.unwrap_or(Ok(None)))?;
-        if let (true, Some(engine)) = (late_check, opened.engine()) {
-            unchecked.insert(pos, (t.id.as_str().to_string(), engine.clone()));
+        if let Some(engine) = opened.engine() {
+            if let Some(problems) = stop_for {
+                start_checks::stop(t.id.as_str(), engine, &problems);
+            }
+            if let (true, Some(pos)) = (late_check, pos) {
+                unchecked.insert(pos, (t.id.as_str().to_string(), Arc::downgrade(engine)));
+            }
         }
         let connector = opened.start();
         tenants.insert(

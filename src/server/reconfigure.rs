@@ -180,6 +180,9 @@ impl Reconfigurer {
             let id = t.id.as_str();
             old.get(id)
                 .filter(|_| served.fingerprints.get(id) == new_prints.get(id))
+                // A stopped tenant is opened and checked again: what stopped it may have been
+                // fixed on the vendor's side (an account made admin, a group created).
+                .filter(|running| !running.connector.engine().is_some_and(|e| e.is_stopped()))
                 .map(|running| running.connector.clone())
         };
         // The start-up checks of the new and changed tenants, concurrently (a sign-in each),

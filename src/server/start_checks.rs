@@ -6,16 +6,16 @@
 //! of its own: the server is built synchronously, possibly from inside another runtime, where
 //! blocking on a future is not allowed.
 //!
-//! **Start-up waits for them only so long**: for the first [`AT_ONCE`] checks to answer (they
-//! start at once, so a config of up to 32 vendor tenants is always checked in full before the
-//! start), then for the rest until [`START_WAIT`] has passed. A check that has answered by then
-//! decides as it always has: a problem refuses the start, naming the key. A check still running
-//! is treated like a vendor that cannot be reached at start, which the engines already handle:
-//! the tenant starts, its engine reads the roles itself when the vendor answers, and the check
-//! goes on in the background. When it ends, its roles are handed to the engine, or its problems
-//! stop that tenant alone ([`Engine::stop`]: 503 with the problem to the IdP, named on the admin
-//! `/readyz`) instead of the process. Why: one vendor's rate limit makes the checks slow, not
-//! wrong. The ThoughtSpot simulator allows 100 requests a second per client, as ThoughtSpot
+//! **The first [`AT_ONCE`] vendor tenants decide the start**: their checks start at once and
+//! the start waits for all of them, so a config of up to 32 vendor tenants is checked in full
+//! and a problem refuses the start, naming the key, however slow the vendor. **Past them, a
+//! problem stops that tenant alone** ([`Engine::stop`]: 503 with the problem to the IdP, named
+//! on the admin `/readyz`), whenever it is found, and the start waits for those checks only
+//! until [`START_WAIT`] has passed. A check still running then is treated like a vendor that
+//! cannot be reached at start, which the engines already handle: the tenant starts, its engine
+//! reads the roles itself when the vendor answers, and the check goes on in the background.
+//! Why: with 1,000 customers in one process, one customer's rotated password must not keep the
+//! other 999 down; and one vendor's rate limit makes the checks slow, not wrong. The ThoughtSpot simulator allows 100 requests a second per client, as ThoughtSpot
 //! does, so 250 tenants on one cluster (Orgs) took 7.5 s to check, and 1,000 tenants kept the
 //! listener from binding for 9–10 s (`scripts/bench-tenants.sh`).
 //!
@@ -29,14 +29,27 @@ use crate::engine::Engine;
 use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 /// How many checks run at once: a bound keeps 1,000 sign-ins from hitting the vendors in one
 /// instant. A slow check holds up only its own slot.
 const AT_ONCE: usize = 32;
 
-/// How long the start waits for the checks before it binds.
+/// Whether the check at `pos` (in the list checked) is of the first wave, whose problems
+/// refuse the start.
+pub(crate) fn decides_the_start(pos: usize) -> bool {
+    pos < AT_ONCE
+}
+
+/// Stops `engine`'s tenant for the `problems` its start-up check found.
+pub(crate) fn stop(tenant: &str, engine: &Engine, problems: &[Problem]) {
+    let text = describe(problems);
+    tracing::error!(%tenant, problems = %text, "the tenant's start-up check failed; the tenant is stopped until its config is fixed and reloaded");
+    engine.stop(format!("its start-up check failed: {text}"));
+}
+
+/// How long the start waits for the checks past the first wave before it binds.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(3);
 
 /// Checks under way: each answer arrives with the tenant's position in the list checked.
@@ -171,8 +184,9 @@ pub(crate) struct Late {
 impl Late {
     /// Hands each late answer to its tenant's engine (`engines`: by position in the list
     /// checked), in a thread that ends with the last answer: roles go to the engine, problems
-    /// stop that tenant.
-    pub(crate) fn apply_to(self, engines: HashMap<usize, (String, Arc<Engine>)>) {
+    /// stop that tenant. An engine a config reload has replaced since is left alone: the reload
+    /// checked its successor.
+    pub(crate) fn apply_to(self, engines: HashMap<usize, (String, Weak<Engine>)>) {
         if self.running.open == 0 {
             return;
         }
@@ -188,14 +202,17 @@ impl Late {
                     let Some((tenant, engine)) = engines.get(&pos) else {
                         continue;
                     };
+                    let Some(engine) = engine.upgrade().filter(|e| !e.is_retired()) else {
+                        continue;
+                    };
                     match answer {
-                        Ok(Some(roles)) => engine.set_roles(roles),
-                        Ok(None) => {}
-                        Err(problems) => {
-                            let text = describe(&problems);
-                            tracing::error!(%tenant, problems = %text, "the tenant's start-up check failed; the tenant is stopped until the config is fixed");
-                            engine.stop(format!("its start-up check failed: {text}"));
+                        Ok(Some(roles)) => {
+                            engine.set_roles(roles);
+                            // Writes queued while the roles were unknown go now.
+                            engine.wake.notify_one();
                         }
+                        Ok(None) => {}
+                        Err(problems) => stop(tenant, &engine, &problems),
                     }
                 }
             });
