@@ -34,16 +34,21 @@ const IDLE: Duration = Duration::from_secs(30);
 const UNAVAILABLE_POLL: Duration = Duration::from_secs(1);
 
 impl Engine {
-    /// Starts the tenant's background work: roles, the first observe and every interval, and
-    /// the delivery loop. The tasks end when the engine is dropped.
+    /// Starts the tenant's background work: roles, the first observe and every interval, the
+    /// delivery loop, and for a dry run the plan kept current. The tasks end when the engine is
+    /// dropped.
     pub fn spawn_background(self: &Arc<Self>) -> Option<Vec<tokio::task::JoinHandle<()>>> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let observer = Arc::downgrade(self);
         let deliverer = Arc::downgrade(self);
-        Some(vec![
+        let mut tasks = vec![
             handle.spawn(observe_loop(observer)),
             handle.spawn(delivery_loop(deliverer)),
-        ])
+        ];
+        if self.settings.dry_run {
+            tasks.push(handle.spawn(super::plan_cache::keep_current(Arc::downgrade(self))));
+        }
+        Some(tasks)
     }
 
     /// One delivery round: reconciles every due object (up to `ROUND`). Returns how many were

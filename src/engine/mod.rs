@@ -39,6 +39,7 @@ pub mod adapter;
 pub mod delivery;
 pub mod observe;
 pub mod plan;
+mod plan_cache;
 pub mod reconcile;
 pub mod role_table;
 mod schedule;
@@ -233,8 +234,9 @@ pub struct Engine {
     pub(crate) adapter: Arc<dyn VendorAdapter>,
     pub(crate) caps: Capabilities,
     pub(crate) roles: parking_lot::RwLock<Option<Arc<RoleTable>>>,
-    /// The last plan's counts and item index, while nothing is committed ([`plan::PlanCache`]).
-    pub(crate) plan_cache: plan::PlanCache,
+    /// The last plan's counts and item index, brought up to date by later pages
+    /// ([`plan_cache::PlanCache`]).
+    pub(crate) plan_cache: plan_cache::PlanCache,
     /// A problem that needs the operator and stops the tenant ([`Engine::stop`]): role rules
     /// that do not resolve, or a start-up check that failed after the start.
     pub(crate) fatal: parking_lot::RwLock<Option<String>>,
@@ -391,7 +393,7 @@ impl Engine {
             adapter,
             caps,
             roles: parking_lot::RwLock::new(None),
-            plan_cache: plan::PlanCache::default(),
+            plan_cache: plan_cache::PlanCache::default(),
             fatal: parking_lot::RwLock::new(None),
             commit_lock: shared.commit_lock.clone(),
             user_locks: shared.user_locks.clone(),

@@ -10,12 +10,14 @@
 //! a user it is about to create) shows as the create it would try.
 //!
 //! The outbox is streamed, never held whole: the counts cover every object, the items only the
-//! page asked for ([`Engine::plan_page`]), in the outbox's own key order — users, then groups,
+//! page asked for ([`Engine::plan_page`]; the build's counts and index are kept and brought up
+//! to date by later pages, [`super::plan_cache`]), in the outbox's own key order — users, then groups,
 //! each by SCIM id — which is stable between pages. Users come first so that a group's members,
 //! most of them users of the same plan when a tenant is onboarded, are known by the time the
 //! group is planned (a group of 100,000 members costs no second read of each).
 
 use super::adapter::{Deactivation, MembershipModel, Profile, NO_ROLE};
+use super::plan_cache::Built;
 use super::reconcile::profile_diff;
 use super::role_table::RoleTable;
 use super::state::{Actor, AppliedUser, OutboxEntry, Records, Tombstone};
@@ -311,20 +313,23 @@ pub struct PlanQuery {
 
 /// What the plan reads once per computation: group names and vendor ids (far fewer groups than
 /// users, and every user item names its groups).
-struct Lookups<'a> {
+pub(super) struct Lookups<'a> {
     dir: &'a Directory,
     groups: HashMap<String, (Option<String>, Option<String>)>,
     /// The users planned so far, as a group's member list needs them.
     users: HashMap<String, MemberFacts>,
-    /// Those of the cached build, when a page is planned from the cache.
-    base: Option<&'a HashMap<String, MemberFacts>>,
+    /// Those of the cached build, when objects are planned against it.
+    pub(super) base: Option<&'a HashMap<String, MemberFacts>>,
+    /// Ids the items planned so far named besides their own objects and memberships, and which
+    /// item named each ([`super::plan_cache::Built::refs`]).
+    refs: Vec<(String, ResourceKind, String)>,
 }
 
 /// One object's plan: its name (login or group name), its vendor id, and its changes.
 type Planned = (String, Option<String>, Vec<Change>);
 
 /// What a group's plan needs to know of a member.
-struct MemberFacts {
+pub(crate) struct MemberFacts {
     login: String,
     vendor_id: Option<String>,
     /// Not at the vendor, and its create is planned.
@@ -332,13 +337,25 @@ struct MemberFacts {
 }
 
 impl<'a> Lookups<'a> {
-    fn new(dir: &'a Directory) -> Lookups<'a> {
+    pub(super) fn new(dir: &'a Directory) -> Lookups<'a> {
         Lookups {
             dir,
             groups: HashMap::new(),
             users: HashMap::new(),
             base: None,
+            refs: Vec::new(),
         }
+    }
+
+    /// The members' facts and the named ids found while planning.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn into_found(
+        self,
+    ) -> (
+        HashMap<String, MemberFacts>,
+        Vec<(String, ResourceKind, String)>,
+    ) {
+        (self.users, self.refs)
     }
 
     /// What is known of user `sid` as a group member.
@@ -371,79 +388,14 @@ const PLAN_PART_MIN: usize = 4096;
 /// A part of the users planned on one thread: their plans (those with changes) and what the
 /// groups' plans need to know of them.
 struct UsersPlanned {
-    items: Vec<(PlanItem, Vec<Action>)>,
-    users: HashMap<String, MemberFacts>,
+    items: Vec<(String, PlanItem, Vec<Action>)>,
+    look_users: HashMap<String, MemberFacts>,
     groups: HashMap<String, (Option<String>, Option<String>)>,
+    refs: Vec<(String, ResourceKind, String)>,
 }
 
 /// Pages up to this size are planned from the cache; a larger one (the whole plan) is built.
 const CACHED_PAGE_MAX: u64 = 1000;
-
-/// The last build of a tenant's plan, reused for the next pages while the tenant's directory
-/// has had no commit since (its [`Directory::generation`]) and the vendor's role table is the
-/// same: the console pages through a 100,000-user plan without building it again per page.
-/// A page from it plans only its own objects again; its counts and pager total come from the
-/// build.
-#[derive(Default)]
-pub(crate) struct PlanCache(parking_lot::Mutex<Option<Arc<Built>>>);
-
-impl PlanCache {
-    fn get(&self, generation: u64, roles: &Option<Arc<RoleTable>>) -> Option<Arc<Built>> {
-        let built = self.0.lock().clone()?;
-        let same_roles = match (&built.roles, roles) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        (built.generation == generation && same_roles).then_some(built)
-    }
-
-    fn put(&self, built: Built) {
-        *self.0.lock() = Some(Arc::new(built));
-    }
-}
-
-/// What a build of the plan knew ([`PlanCache`]).
-pub(crate) struct Built {
-    generation: u64,
-    roles: Option<Arc<RoleTable>>,
-    counts: BTreeMap<Action, u64>,
-    objects: StatusCounts,
-    /// Every object with a vendor change, in the plan's order.
-    index: Vec<Indexed>,
-    /// The members' facts that group items read.
-    users: HashMap<String, MemberFacts>,
-}
-
-/// One object of a built plan, as a filter reads it.
-struct Indexed {
-    kind: ResourceKind,
-    id: Box<str>,
-    /// The actions of its listed changes (bit `Action as u16`), as `PlanQuery::action` filters.
-    listed: u16,
-    status: &'static str,
-}
-
-impl Indexed {
-    fn new(kind: ResourceKind, item: &PlanItem) -> Indexed {
-        Indexed {
-            kind,
-            id: item.id.as_str().into(),
-            listed: item
-                .changes
-                .iter()
-                .fold(0, |m, c| m | 1 << (c.action as u16)),
-            status: item.status.as_str(),
-        }
-    }
-
-    fn matches(&self, query: &PlanQuery) -> bool {
-        query
-            .action
-            .is_none_or(|a| self.listed & (1 << (a as u16)) != 0)
-            && query.status.as_deref().is_none_or(|s| s == self.status)
-    }
-}
 
 impl Engine {
     /// The whole plan: every object of the outbox with what the engine would do at the vendor.
@@ -460,12 +412,11 @@ impl Engine {
         })
     }
 
-    /// The plan as `query` asks: a page, only one action or state. The outbox is read once, in
-    /// its own order; only the page's items are kept. A page asked while nothing was committed
-    /// since the last build is planned from that build's counts and index ([`PlanCache`]).
+    /// The plan as `query` asks: a page, only one action or state. The outbox is read in its
+    /// own order and only the page's items are kept. A page is planned from the last build when
+    /// nothing was committed since, or from that build brought up to date with what the commits
+    /// since touched ([`super::plan_cache`]); otherwise the plan is built whole.
     pub fn plan_query(&self, query: &PlanQuery) -> Result<Plan, StoreError> {
-        // Read before anything else: a commit from here on makes the build below stale.
-        let generation = self.dir.generation();
         let table = self.roles.read().clone();
         let mut plan = Plan {
             tenant: self.settings.tenant.clone(),
@@ -484,69 +435,95 @@ impl Engine {
                 )
             }),
         };
-        let paged = query.limit.is_some_and(|l| l <= CACHED_PAGE_MAX);
-        if paged {
-            if let Some(built) = self.plan_cache.get(generation, &table) {
-                self.plan_from(&built, table.as_deref(), query, &mut plan)?;
+        if query.limit.is_none_or(|l| l > CACHED_PAGE_MAX) {
+            let built = self.plan_build(table, query, &mut plan)?;
+            *self.plan_cache.last.lock() = Some(built);
+            return Ok(plan);
+        }
+        let mut cache = self.plan_cache.last.lock();
+        if let Some(built) = cache.as_mut().filter(|b| b.same_roles(&table)) {
+            // Read before planning: a commit from here on is planned by the next page.
+            let generation = self.dir.generation();
+            if built.generation == generation
+                || self.plan_refresh(built, table.as_deref(), generation)?
+            {
+                self.plan_from(built, table.as_deref(), query, &mut plan)?;
                 return Ok(plan);
             }
         }
-        let mut look = Lookups::new(&self.dir);
-        let mut index = Vec::new();
+        // The stale build goes first: two builds of a large tenant need not be held at once.
+        *cache = None;
+        *cache = Some(self.plan_build(table, query, &mut plan)?);
+        Ok(plan)
+    }
+
+    /// Plans every object of the outbox: `query`'s page into `plan`, and the whole into the
+    /// returned build.
+    fn plan_build(
+        &self,
+        table: Option<Arc<RoleTable>>,
+        query: &PlanQuery,
+        plan: &mut Plan,
+    ) -> Result<Built, StoreError> {
+        // Watched first, then the generation read: every commit the build may have missed is
+        // in the log for the next page's refresh.
+        self.dir.watch_touches();
+        let mut built = Built::new(self.dir.generation(), table.clone());
+        let table = table.as_deref();
         let end = query
             .limit
             .map_or(u64::MAX, |l| query.offset.saturating_add(l));
-        let mut add = |kind: ResourceKind, item: PlanItem, actions: Vec<Action>| {
-            for a in actions {
-                *plan.counts.entry(a).or_default() += 1;
-            }
-            match item.status {
-                PlanStatus::DryRun => plan.objects.dry_run += 1,
-                PlanStatus::Pending { .. } => plan.objects.pending += 1,
-                PlanStatus::Failed { .. } => plan.objects.failed += 1,
-            }
-            let listed = Indexed::new(kind, &item);
-            let wanted = listed.matches(query);
-            index.push(listed);
-            if !wanted {
-                return;
-            }
-            let at = plan.total_items;
-            plan.total_items += 1;
-            if at >= query.offset && at < end {
-                plan.items.push(item);
-            }
-        };
+        let mut add =
+            |built: &mut Built, kind: ResourceKind, sid: &str, item: PlanItem, actions| {
+                if !built.add(kind, sid, &item, actions).matches(query) {
+                    return;
+                }
+                let at = plan.total_items;
+                plan.total_items += 1;
+                if at >= query.offset && at < end {
+                    plan.items.push(item);
+                }
+            };
         let users: Vec<(String, Vec<u8>)> =
             self.dir.records(OUTBOX_USERS).collect::<Result<_, _>>()?;
-        for part in self.plan_users(table.as_deref(), &users)? {
-            look.users.extend(part.users);
+        let mut look = Lookups::new(&self.dir);
+        for part in self.plan_users(table, &users)? {
+            built.users.extend(part.look_users);
+            built.note_refs(part.refs);
             look.groups.extend(part.groups);
-            for (item, actions) in part.items {
-                add(ResourceKind::User, item, actions);
+            for (sid, item, actions) in part.items {
+                add(&mut built, ResourceKind::User, &sid, item, actions);
             }
         }
         drop(users);
         // Groups after every user: their members' facts are known by then.
+        let mut groups = Vec::new();
+        look.base = Some(&built.users);
         for kv in self.dir.records(OUTBOX_GROUPS) {
             let (k, v) = kv?;
             let entry = outbox_entry(&k, &v)?;
             let sid = &k[OUTBOX_GROUPS.len()..];
             if let Some((item, actions)) =
-                self.plan_item(table.as_deref(), &mut look, ResourceKind::Group, sid, entry)?
+                self.plan_item(table, &mut look, ResourceKind::Group, sid, entry)?
             {
-                add(ResourceKind::Group, item, actions);
+                groups.push((sid.to_string(), item, actions));
             }
         }
-        self.plan_cache.put(Built {
-            generation,
-            roles: table,
-            counts: plan.counts.clone(),
-            objects: plan.objects.clone(),
-            index,
-            users: look.users,
-        });
-        Ok(plan)
+        let (facts, refs) = look.into_found();
+        for (sid, f) in facts {
+            built.users.entry(sid).or_insert(f);
+        }
+        built.note_refs(refs);
+        for (sid, item, actions) in groups {
+            add(&mut built, ResourceKind::Group, &sid, item, actions);
+        }
+        plan.counts = built.counts.clone();
+        plan.objects = built.objects.clone();
+        self.plan_cache
+            .builds
+            .whole
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(built)
     }
 
     /// The plans of the outbox's `users` (key, entry), in their order, in parts planned side by
@@ -584,21 +561,22 @@ impl Engine {
         for (k, v) in users {
             let entry = outbox_entry(k, v)?;
             let sid = &k[OUTBOX_USERS.len()..];
-            if let Some(planned) =
+            if let Some((item, actions)) =
                 self.plan_item(table, &mut look, ResourceKind::User, sid, entry)?
             {
-                items.push(planned);
+                items.push((sid.to_string(), item, actions));
             }
         }
         Ok(UsersPlanned {
             items,
-            users: look.users,
+            look_users: look.users,
             groups: look.groups,
+            refs: look.refs,
         })
     }
 
-    /// `query`'s page from a build nothing was committed since: its counts, its index filtered,
-    /// and only the page's objects planned again.
+    /// `query`'s page from an up-to-date build: its counts, its index filtered, and only the
+    /// page's objects planned again.
     fn plan_from(
         &self,
         built: &Built,
@@ -614,18 +592,16 @@ impl Engine {
         let mut look = Lookups::new(&self.dir);
         look.base = Some(&built.users);
         let rec = Records(&self.dir);
-        for listed in built.index.iter().filter(|i| i.matches(query)) {
+        for (kind, sid) in built.listed(query) {
             let at = plan.total_items;
             plan.total_items += 1;
             if at < query.offset || at >= end {
                 continue;
             }
-            let Some(entry) = rec.outbox(listed.kind, &listed.id)? else {
+            let Some(entry) = rec.outbox(kind, sid)? else {
                 continue;
             };
-            if let Some((item, _)) =
-                self.plan_item(table, &mut look, listed.kind, &listed.id, entry)?
-            {
+            if let Some((item, _)) = self.plan_item(table, &mut look, kind, sid, entry)? {
                 plan.items.push(item);
             }
         }
@@ -634,7 +610,7 @@ impl Engine {
 
     /// The plan of one object and the actions of all its changes, those past the listed ones
     /// included (`None`: nothing would be sent for it).
-    fn plan_item(
+    pub(super) fn plan_item(
         &self,
         table: Option<&RoleTable>,
         look: &mut Lookups,
@@ -856,10 +832,15 @@ impl Engine {
             let mut gone: Vec<&String> = have.iter().filter(|g| !want.contains(*g)).collect();
             gone.sort();
             for g in gone {
+                // Named by this item whether mirrored or not: a group mirrored later leaves.
+                look.refs
+                    .push((g.clone(), ResourceKind::User, sid.to_string()));
                 // Only mirrored groups leave: the vendor's own groups are kept as they are.
                 let Some(gsid) = self.dir.scim_id(ResourceKind::Group, g)? else {
                     continue;
                 };
+                look.refs
+                    .push((gsid.clone(), ResourceKind::User, sid.to_string()));
                 let mut c = Change::new(Action::RemoveMember);
                 c.group = Some(look.group(&gsid)?.0.unwrap_or_else(|| g.clone()));
                 changes.push(c);
@@ -999,6 +980,8 @@ impl Engine {
                 confirmed.keys().filter(|u| !wanted.contains(*u)).collect();
             leaving.sort();
             for u in leaving {
+                look.refs
+                    .push((u.clone(), ResourceKind::Group, sid.to_string()));
                 let login = self
                     .dir
                     .load(ResourceKind::User, u)?

@@ -101,6 +101,10 @@ pub(crate) static OBSERVES: Gate = Gate::new(8, Duration::from_secs(120));
 pub(crate) static ROLE_LOADS: Gate = Gate::new(32, Duration::from_secs(15));
 /// Scheduled dormant-account sweeps planning or applying at once (a plan reads every user).
 pub(crate) static SWEEPS: Gate = Gate::new(2, Duration::from_secs(600));
+/// Dry-run plans built in the background at once: a build of a large tenant uses every core
+/// for a second or two, and many dry-run tenants imported together would otherwise build
+/// side by side ([`super::plan_cache`]).
+pub(crate) static PLAN_BUILDS: Gate = Gate::new(1, Duration::from_secs(600));
 
 #[cfg(test)]
 mod tests {

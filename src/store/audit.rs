@@ -729,7 +729,7 @@ impl AuditLog {
         let _g = self.chain.lock();
         (dir_tree, self.tree.raw())
             .transaction(|(d, a)| {
-                d.apply_batch(&dir_batch.0)?;
+                d.apply_batch(&dir_batch.ops)?;
                 append_in(a, &self.tenant, entries)
             })
             .map_err(tx_error)?;

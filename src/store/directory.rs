@@ -68,6 +68,10 @@ pub struct Directory {
 struct TreeShared {
     /// Commits to this tree so far ([`Directory::generation`]).
     generation: AtomicU64,
+    /// The keys of its commits, once a reader watches them; bumping `generation` and recording
+    /// a commit's keys happen under this lock, so a reader that sees generation `g` finds the
+    /// keys of every commit up to `g`.
+    touches: parking_lot::Mutex<super::touches::TouchLog>,
     user_count: AtomicU64,
     group_count: AtomicU64,
 }
@@ -90,6 +94,7 @@ fn tree_shared(
     let (users, groups) = counts()?;
     let g = Arc::new(TreeShared {
         generation: AtomicU64::new(0),
+        touches: Default::default(),
         user_count: AtomicU64::new(users),
         group_count: AtomicU64::new(groups),
     });
@@ -625,10 +630,21 @@ impl Directory {
     }
 
     /// Applies a batch atomically (document, indexes, memberships and ID map together).
-    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    pub fn commit(&self, mut batch: Batch) -> Result<(), StoreError> {
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
-        self.tree.apply_batch(batch.0)?;
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let touched = std::mem::take(&mut batch.touched);
+        self.tree.apply_batch(batch.ops)?;
+        self.committed(touched, users, groups);
+        Ok(())
+    }
+
+    /// After a batch is applied: the generation, the touch log and the counts.
+    fn committed(&self, touched: super::touches::Touched, users: i64, groups: i64) {
+        {
+            let mut log = self.shared.touches.lock();
+            let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            log.record(generation, touched);
+        }
         for (counter, delta) in [
             (&self.shared.user_count, users),
             (&self.shared.group_count, groups),
@@ -636,7 +652,6 @@ impl Directory {
             let now = counter.load(Ordering::SeqCst) as i64;
             counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
         }
-        Ok(())
     }
 
     /// Applies `batch` and, in the same atomic step, appends `entries` to the audit log (a
@@ -644,7 +659,7 @@ impl Directory {
     /// place in the tenant's hash chain inside that step).
     pub fn commit_audited(
         &self,
-        batch: Batch,
+        mut batch: Batch,
         audit: &crate::store::audit::AuditLog,
         entries: &[crate::store::audit::AuditEntry],
     ) -> Result<(), StoreError> {
@@ -652,15 +667,9 @@ impl Directory {
             return self.commit(batch);
         }
         let (users, groups) = std::mem::take(&mut *self.pending_counts.lock());
+        let touched = std::mem::take(&mut batch.touched);
         audit.apply_with(&self.tree, batch, entries)?;
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        for (counter, delta) in [
-            (&self.shared.user_count, users),
-            (&self.shared.group_count, groups),
-        ] {
-            let now = counter.load(Ordering::SeqCst) as i64;
-            counter.store((now + delta).max(0) as u64, Ordering::SeqCst);
-        }
+        self.committed(touched, users, groups);
         Ok(())
     }
 
@@ -694,6 +703,19 @@ impl Directory {
     /// after read a state no commit changed (the plan's cache of its counts).
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::SeqCst)
+    }
+
+    /// From now on, keeps the keys this tree's commits write, for [`Directory::touched_between`].
+    /// Call it before reading the [`Directory::generation`] a derived state is built at.
+    pub fn watch_touches(&self) {
+        self.shared.touches.lock().watch(self.generation());
+    }
+
+    /// The ids named by the keys of the commits after generation `after` up to `upto` (a
+    /// superset of the objects they changed: [`super::touches`]); `None` when they are not all
+    /// known (not watched then, or too many since), and the reader rebuilds from the tree.
+    pub fn touched_between(&self, after: u64, upto: u64) -> Option<HashSet<String>> {
+        self.shared.touches.lock().ids_between(after, upto)
     }
 
     /// Makes every committed write durable; concurrent callers share a flush.

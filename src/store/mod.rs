@@ -6,6 +6,7 @@ pub mod backup;
 pub mod directory;
 pub mod dump;
 pub mod revoked;
+pub(crate) mod touches;
 
 use std::path::{Path, PathBuf};
 
@@ -68,16 +69,22 @@ impl From<StoreError> for crate::scim::ScimError {
 }
 
 /// One atomic write: every insert and remove of one tree, applied together or not at all. The
-/// store's own type, so that sled stays inside `src/store`.
+/// store's own type, so that sled stays inside `src/store`. It also remembers which keys it
+/// writes, so that a commit can tell readers what it touched ([`touches`]).
 #[derive(Debug, Default, Clone)]
-pub struct Batch(sled::Batch);
+pub struct Batch {
+    ops: sled::Batch,
+    touched: touches::Touched,
+}
 
 impl Batch {
     pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0.insert(key.as_ref(), value.as_ref());
+        self.touched.key(key.as_ref());
+        self.ops.insert(key.as_ref(), value.as_ref());
     }
     pub fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.remove(key.as_ref());
+        self.touched.key(key.as_ref());
+        self.ops.remove(key.as_ref());
     }
 }
 
@@ -101,7 +108,7 @@ impl Tree {
         Ok(())
     }
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        Ok(self.0.apply_batch(batch.0)?)
+        Ok(self.0.apply_batch(batch.ops)?)
     }
     pub fn len(&self) -> usize {
         self.0.len()
