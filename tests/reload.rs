@@ -195,6 +195,18 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
         .await;
     b.until("acme", ACME, 200, Duration::from_secs(30)).await;
     let acme_before = b.total("acme", ACME).await;
+    // alpha has series of its own before the reload removes it.
+    b.until("alpha", ALPHA, 200, Duration::from_secs(30)).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let alpha_series = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("tenant=\"alpha\""))
+            .count()
+    };
+    assert!(
+        alpha_series(&metrics_text(&admin).await) > 0,
+        "alpha's series"
+    );
 
     // IdP traffic on the kept tenant and on the changed one, across the reload: every request
     // must succeed.
@@ -278,6 +290,13 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
 
     // The removed tenant's token and beta's removed token stop working; the new ones work.
     assert_eq!(b.status("alpha", ALPHA).await, 401, "removed tenant");
+    // Its series go with it (its id is often a customer's name).
+    let text = metrics_text(&admin).await;
+    assert_eq!(
+        alpha_series(&text),
+        0,
+        "the removed tenant's series:\n{text}"
+    );
     assert_eq!(b.status("beta", BETA_OLD).await, 401, "removed token");
     assert_eq!(b.status("beta", BETA_NEW).await, 200, "new token");
     assert_eq!(b.status("beta", BETA_KEPT).await, 200, "kept token");
@@ -345,7 +364,6 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
         200,
         "the old tokens serve on"
     );
-    let admin = format!("http://127.0.0.1:{admin_port}");
     assert_eq!(
         bridge::metric(&admin, "scim_config_reloads_total{result=\"applied\"}").await,
         1.0
@@ -355,4 +373,14 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
         1.0
     );
     drop(child);
+}
+
+/// The bridge's `/metrics`, from its admin listener.
+async fn metrics_text(admin: &str) -> String {
+    reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -206,6 +206,23 @@ impl Metrics {
         self.send_rate.with_label_values(&[tenant]).set(s.send_rate);
     }
 
+    /// Drops every series labelled with `tenant`, a tenant a config reload removed: its id is
+    /// often a customer's name, and its series would otherwise be scraped, frozen, until the
+    /// next restart.
+    pub fn forget_tenant(&self, tenant: &str) {
+        forget(&self.requests, tenant);
+        forget(&self.latency, tenant);
+        forget(&self.tenant_ready, tenant);
+        forget(&self.role_changes, tenant);
+        forget(&self.outbox_depth, tenant);
+        forget(&self.outbox_oldest, tenant);
+        forget(&self.deliveries, tenant);
+        forget(&self.send_rate, tenant);
+        forget(&self.sync_users, tenant);
+        forget(&self.sync_running, tenant);
+        forget(&self.rate_limited, tenant);
+    }
+
     pub fn observe(&self, tenant: &str, resource: &str, method: &str, status: u16, seconds: f64) {
         // Any token is a valid HTTP method to actix: collapse the rest so a client cannot mint
         // series without limit.
@@ -226,6 +243,27 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Removes the series of `vec` whose `tenant` label is `tenant` (the crate removes by full label
+/// set only, so the series are read back to find them).
+fn forget<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    tenant: &str,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("tenant") == Some(&tenant) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

@@ -279,6 +279,9 @@ impl Reconfigurer {
             .map(|t| t.id.as_str().to_string())
             .collect();
         self.guard.retain_tenants(|t| ids.contains(t));
+        for id in &removed {
+            self.app.metrics.forget_tenant(id);
+        }
         if let Some(admin) = &self.admin {
             admin.reconfigure(&config);
         }
