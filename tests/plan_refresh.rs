@@ -21,7 +21,7 @@ use scim_bridge::config::{
     MetabaseAuth, RoleRule, RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode,
     TenantConfig, TenantId, Url, VendorConfig,
 };
-use scim_bridge::engine::plan::Plan;
+use scim_bridge::engine::plan::{Action, Plan};
 use scim_bridge::engine::Engine;
 use scim_bridge::sim::{RunningSim, SimOptions, Vendor};
 use serde_json::json;
@@ -29,6 +29,9 @@ use std::sync::Arc;
 
 const TENANT: &str = "plan-refresh";
 const TOKEN: &str = "plan-refresh-token-0123456789abcdef";
+/// Metabase users made before the bridge: p0 and p5 in its group "BI Admins", p3 an
+/// administrator in its group "Team".
+const SEEDED: [&str; 3] = ["p0@acme.test", "p3@acme.test", "p5@acme.test"];
 
 fn tenant(vendor: VendorConfig, admin_role: &str, default_role: &str) -> TenantConfig {
     TenantConfig {
@@ -38,10 +41,16 @@ fn tenant(vendor: VendorConfig, admin_role: &str, default_role: &str) -> TenantC
         vendor,
         roles: RoleRules {
             default: Some(default_role.into()),
-            rules: vec![RoleRule {
-                group: Some("BI Admins".into()),
-                role: admin_role.into(),
-            }],
+            rules: vec![
+                RoleRule {
+                    group: Some("BI Admins".into()),
+                    role: admin_role.into(),
+                },
+                RoleRule {
+                    group: Some("Leads".into()),
+                    role: admin_role.into(),
+                },
+            ],
         },
         on_vendor_unavailable: Default::default(),
         attributes: Default::default(),
@@ -101,7 +110,25 @@ fn user(login: &str) -> serde_json::Value {
     })
 }
 
-async fn changes_reach_every_item_they_affect(label: &str, sim: RunningSim, t: TenantConfig) {
+/// The SCIM id of `login`, adopted from the vendor by the bridge's first observe.
+async fn adopted(idp: &Idp, login: &str) -> String {
+    for _ in 0..100 {
+        if let Some(u) = idp.find_user(login).await {
+            return u["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{login} made at the vendor was not adopted");
+}
+
+/// The IdP's changes on a dry-run tenant, with the plan compared after each. `seeded`: the
+/// logins made at the vendor before the bridge (the IdP takes them over).
+async fn changes_reach_every_item_they_affect(
+    label: &str,
+    sim: RunningSim,
+    t: TenantConfig,
+    seeded: &[&str],
+) {
     let dir = tempfile::tempdir().unwrap();
     let server = bridge::start(&bridge::config(t, dir.path()))
         .await
@@ -117,15 +144,49 @@ async fn changes_reach_every_item_they_affect(label: &str, sim: RunningSim, t: T
         .engine()
         .unwrap();
 
+    // Users made at the vendor before the bridge are adopted by its first observe; the IdP
+    // then takes them over (a PATCH) where it would create the others.
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(create(&idp, "/Users", user(&format!("p{i}@acme.test"))).await);
+        let login = format!("p{i}@acme.test");
+        if seeded.contains(&login.as_str()) {
+            let id = adopted(&idp, &login).await;
+            idp.patch_ok(
+                &format!("/Users/{id}"),
+                json!([{"op": "replace", "path": "name.givenName", "value": "Taken"}]),
+            )
+            .await;
+            ids.push(id);
+        } else {
+            ids.push(create(&idp, "/Users", user(&login)).await);
+        }
     }
     // The first build.
     assert_same("created", &engine);
 
-    let admins = create(&idp, "/Groups", group("BI Admins", &[&ids[0], &ids[1]])).await;
+    let members = [json!({"value": ids[0]}), json!({"value": ids[1]})];
+    let admins = match idp.find_group("BI Admins").await {
+        // Adopted from the vendor with members of its own there: p5 leaves it.
+        Some(g) => {
+            let id = g["id"].as_str().unwrap().to_string();
+            idp.patch_ok(
+                &format!("/Groups/{id}"),
+                json!([{"op": "replace", "path": "members", "value": members}]),
+            )
+            .await;
+            id
+        }
+        None => create(&idp, "/Groups", group("BI Admins", &[&ids[0], &ids[1]])).await,
+    };
     assert_same("a group of two", &engine);
+
+    // The login of a user leaving the group at the vendor: only the group's item names it.
+    idp.patch_ok(
+        &format!("/Users/{}", ids[5]),
+        json!([{"op": "replace", "path": "userName", "value": "leaving@acme.test"}]),
+    )
+    .await;
+    assert_same("a leaving member's login", &engine);
 
     idp.patch_ok(
         &format!("/Users/{}", ids[1]),
@@ -151,16 +212,39 @@ async fn changes_reach_every_item_they_affect(label: &str, sim: RunningSim, t: T
     .await;
     assert_same("the group renamed", &engine);
 
+    if !seeded.is_empty() {
+        // A group renamed at the vendor, which the IdP does not push: the bridge's observe
+        // takes the name, and the rules now make p3 what it is there (its role move goes).
+        let api = metabase_api::MetabaseApi::connect(&sim.base_url()).await;
+        let team = api.group_id("Team").await.expect("Team at the vendor");
+        let (s, v) = api
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/permissions/group/{team}"),
+                Some(&json!({"name": "Leads"})),
+            )
+            .await;
+        assert_eq!(s, 200, "rename Team: {v}");
+        let moves = |p: &Plan| p.counts[&Action::MoveRole];
+        let before = moves(&engine.plan().unwrap());
+        engine.observe_now().await.expect("observe");
+        assert_same("a vendor group renamed", &engine);
+        assert_eq!(
+            moves(&engine.plan().unwrap()),
+            before - 1,
+            "{label}: p3's role move, gone with the rename"
+        );
+    }
+
+    // Two changes between pages: the page brings the build past both.
     idp.patch_ok(
         &format!("/Users/{}", ids[2]),
         json!([{"op": "replace", "value": {"active": false}}]),
     )
     .await;
-    assert_same("a member deactivated", &engine);
-
     let (s, body) = idp.delete(&format!("/Users/{}", ids[1])).await;
     assert_eq!(s, 204, "{body}");
-    assert_same("a member deleted", &engine);
+    assert_same("a member deactivated, another deleted", &engine);
 
     let (s, body) = idp.delete(&format!("/Groups/{admins}")).await;
     assert_eq!(s, 204, "{body}");
@@ -168,6 +252,14 @@ async fn changes_reach_every_item_they_affect(label: &str, sim: RunningSim, t: T
 
     let (_, refreshed) = engine.plan_builds();
     assert!(refreshed >= 7, "{label}: {refreshed} refreshes");
+    if !seeded.is_empty() {
+        let plan = engine.plan().unwrap();
+        assert!(
+            plan.counts[&Action::AdoptUser] > 0,
+            "{label}: the seeded users were not taken over:\n{}",
+            plan.render_text()
+        );
+    }
     drop(engine);
     server.stop().await;
     sim.stop().await;
@@ -195,17 +287,34 @@ async fn sisense_memberships_on_the_user() {
         scim_token: None,
         deprovision: SisenseDeprovision::Deactivate,
     };
-    changes_reach_every_item_they_affect("sisense", sim, tenant(vendor, "Admin", "Viewer")).await;
+    changes_reach_every_item_they_affect("sisense", sim, tenant(vendor, "Admin", "Viewer"), &[])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metabase_memberships_on_the_group() {
     let sim = sim(Vendor::Metabase).await;
-    // The default role is a permission group Metabase must have: the bridge makes none.
-    metabase_api::MetabaseApi::connect(&sim.base_url())
+    // The default role is a permission group Metabase must have: the bridge makes none. Two
+    // users are there before the bridge, in a group the IdP also pushes.
+    let api = metabase_api::MetabaseApi::connect(&sim.base_url()).await;
+    api.create_group(metabase_api::VIEWERS).await;
+    let admins = api.create_group("BI Admins").await;
+    let team = api.create_group("Team").await;
+    let administrators = api
+        .group_id(metabase_api::ADMINISTRATORS)
         .await
-        .create_group(metabase_api::VIEWERS)
-        .await;
+        .expect("Metabase has Administrators");
+    for login in SEEDED {
+        let id = api.create_user(login, "Pre", "Existing", json!({})).await;
+        if login.starts_with("p3") {
+            // An administrator in "Team": the rules make it a Viewer until "Team" is renamed
+            // "Leads" at the vendor (below).
+            api.add_member(team, id).await;
+            api.add_member(administrators, id).await;
+        } else {
+            api.add_member(admins, id).await;
+        }
+    }
     let vendor = VendorConfig::Metabase {
         base_url: url(&sim),
         auth: MetabaseAuth::ApiKey(Secret::new(metabase_api::API_KEY)),
@@ -214,6 +323,7 @@ async fn metabase_memberships_on_the_group() {
         "metabase",
         sim,
         tenant(vendor, metabase_api::ADMINISTRATORS, metabase_api::VIEWERS),
+        &SEEDED,
     )
     .await;
 }

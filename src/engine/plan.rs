@@ -315,7 +315,7 @@ pub struct PlanQuery {
 /// users, and every user item names its groups).
 pub(super) struct Lookups<'a> {
     dir: &'a Directory,
-    groups: HashMap<String, (Option<String>, Option<String>)>,
+    groups: HashMap<String, GroupFacts>,
     /// The users planned so far, as a group's member list needs them.
     users: HashMap<String, MemberFacts>,
     /// Those of the cached build, when objects are planned against it.
@@ -324,6 +324,17 @@ pub(super) struct Lookups<'a> {
     /// item named each ([`super::plan_cache::Built::refs`]).
     refs: Vec<(String, ResourceKind, String)>,
 }
+
+/// What a planning pass read and named, kept with a build ([`super::plan_cache::Built`]).
+pub(super) struct Found {
+    pub(super) users: HashMap<String, MemberFacts>,
+    /// Group → (name, vendor id), as user items read them.
+    pub(super) groups: HashMap<String, GroupFacts>,
+    pub(super) refs: Vec<(String, ResourceKind, String)>,
+}
+
+/// A group's name (`None`: not in the directory) and vendor id, as a user item reads them.
+pub(super) type GroupFacts = (Option<String>, Option<String>);
 
 /// One object's plan: its name (login or group name), its vendor id, and its changes.
 type Planned = (String, Option<String>, Vec<Change>);
@@ -347,15 +358,13 @@ impl<'a> Lookups<'a> {
         }
     }
 
-    /// The members' facts and the named ids found while planning.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn into_found(
-        self,
-    ) -> (
-        HashMap<String, MemberFacts>,
-        Vec<(String, ResourceKind, String)>,
-    ) {
-        (self.users, self.refs)
+    /// What planning found: the members' facts, the groups read, the named ids.
+    pub(super) fn into_found(self) -> Found {
+        Found {
+            users: self.users,
+            groups: self.groups,
+            refs: self.refs,
+        }
     }
 
     /// What is known of user `sid` as a group member.
@@ -366,20 +375,23 @@ impl<'a> Lookups<'a> {
     }
 
     /// A group's (name, vendor id); the name is `None` for a group not in the directory.
-    fn group(&mut self, gsid: &str) -> Result<(Option<String>, Option<String>), StoreError> {
+    fn group(&mut self, gsid: &str) -> Result<GroupFacts, StoreError> {
         if let Some(g) = self.groups.get(gsid) {
             return Ok(g.clone());
         }
-        let name = self
-            .dir
-            .load(ResourceKind::Group, gsid)?
-            .and_then(|d| str_at(&d, "displayName").map(str::to_string));
-        let vid = self.dir.vendor_id(ResourceKind::Group, gsid)?;
-        // Bounded: a tenant has thousands of groups at most, and the map lives for one plan.
-        self.groups
-            .insert(gsid.to_string(), (name.clone(), vid.clone()));
-        Ok((name, vid))
+        let facts = group_facts(self.dir, gsid)?;
+        // Bounded: a tenant has thousands of groups at most.
+        self.groups.insert(gsid.to_string(), facts.clone());
+        Ok(facts)
     }
+}
+
+/// Group `gsid`'s name and vendor id, read from the directory.
+pub(super) fn group_facts(dir: &Directory, gsid: &str) -> Result<GroupFacts, StoreError> {
+    let name = dir
+        .load(ResourceKind::Group, gsid)?
+        .and_then(|d| str_at(&d, "displayName").map(str::to_string));
+    Ok((name, dir.vendor_id(ResourceKind::Group, gsid)?))
 }
 
 /// Fewer users than this are planned on the caller's thread (threads cost more than they save).
@@ -389,9 +401,7 @@ const PLAN_PART_MIN: usize = 4096;
 /// groups' plans need to know of them.
 struct UsersPlanned {
     items: Vec<(String, PlanItem, Vec<Action>)>,
-    look_users: HashMap<String, MemberFacts>,
-    groups: HashMap<String, (Option<String>, Option<String>)>,
-    refs: Vec<(String, ResourceKind, String)>,
+    found: Found,
 }
 
 /// Pages up to this size are planned from the cache; a larger one (the whole plan) is built.
@@ -436,23 +446,25 @@ impl Engine {
             }),
         };
         if query.limit.is_none_or(|l| l > CACHED_PAGE_MAX) {
-            let built = self.plan_build(table, query, &mut plan)?;
-            *self.plan_cache.last.lock() = Some(built);
+            // The whole plan (the CLI's, an export): built for itself, the cache left alone.
+            self.plan_build(table, query, &mut plan)?;
             return Ok(plan);
         }
         let mut cache = self.plan_cache.last.lock();
-        if let Some(built) = cache.as_mut().filter(|b| b.same_roles(&table)) {
-            // Read before planning: a commit from here on is planned by the next page.
-            let generation = self.dir.generation();
-            if built.generation == generation
-                || self.plan_refresh(built, table.as_deref(), generation)?
-            {
+        if self.plan_bring_up_to_date(&mut cache, &table)? {
+            if let Some(built) = cache.as_ref() {
                 self.plan_from(built, table.as_deref(), query, &mut plan)?;
                 return Ok(plan);
             }
         }
         // The stale build goes first: two builds of a large tenant need not be held at once.
         *cache = None;
+        if self.settings.dry_run {
+            // Watched before the build reads its generation: every commit the build may miss
+            // is in the log for the next page. Only a dry run's plan is kept current: a live
+            // tenant's outbox is small, and its log would only grow.
+            self.dir.watch_touches();
+        }
         *cache = Some(self.plan_build(table, query, &mut plan)?);
         Ok(plan)
     }
@@ -465,9 +477,6 @@ impl Engine {
         query: &PlanQuery,
         plan: &mut Plan,
     ) -> Result<Built, StoreError> {
-        // Watched first, then the generation read: every commit the build may have missed is
-        // in the log for the next page's refresh.
-        self.dir.watch_touches();
         let mut built = Built::new(self.dir.generation(), table.clone());
         let table = table.as_deref();
         let end = query
@@ -488,9 +497,8 @@ impl Engine {
             self.dir.records(OUTBOX_USERS).collect::<Result<_, _>>()?;
         let mut look = Lookups::new(&self.dir);
         for part in self.plan_users(table, &users)? {
-            built.users.extend(part.look_users);
-            built.note_refs(part.refs);
-            look.groups.extend(part.groups);
+            look.groups.extend(part.found.groups.clone());
+            built.keep(part.found);
             for (sid, item, actions) in part.items {
                 add(&mut built, ResourceKind::User, &sid, item, actions);
             }
@@ -509,11 +517,8 @@ impl Engine {
                 groups.push((sid.to_string(), item, actions));
             }
         }
-        let (facts, refs) = look.into_found();
-        for (sid, f) in facts {
-            built.users.entry(sid).or_insert(f);
-        }
-        built.note_refs(refs);
+        let found = look.into_found();
+        built.keep(found);
         for (sid, item, actions) in groups {
             add(&mut built, ResourceKind::Group, &sid, item, actions);
         }
@@ -569,9 +574,7 @@ impl Engine {
         }
         Ok(UsersPlanned {
             items,
-            look_users: look.users,
-            groups: look.groups,
-            refs: look.refs,
+            found: look.into_found(),
         })
     }
 
@@ -664,6 +667,11 @@ impl Engine {
 
     /// A user's changes: (login, vendor id, changes); `None` when the user is gone and nothing
     /// is owed to the vendor.
+    ///
+    /// What this and [`Engine::plan_group`] read of the store must stay keyed by the object's
+    /// own id, or reached from it as `super::plan_cache` expands a change (a group's members, a
+    /// user's groups, the ids recorded in `Lookups::refs`): a kept plan is brought up to date
+    /// from the ids the commits' keys name (`store/touches.rs`).
     fn plan_user(
         &self,
         table: Option<&RoleTable>,

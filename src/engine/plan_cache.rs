@@ -14,16 +14,23 @@
 //! - an id an item named otherwise: a vendor group a user is still in at the vendor, a user
 //!   leaving a group at the vendor ([`Built::refs`]).
 //!
-//! A role table read again, too many objects to plan, or commits the log no longer holds mean
-//! a full build, as before.
+//! A page's own items are always planned afresh from the store (`Engine::plan_from`); what
+//! the expansion keeps right is the index behind the pager and the filters (which objects have
+//! a change, of which actions, in which state) and the counts. A role table read again, too many
+//! objects to plan, or commits the log no longer holds mean a full build, as before. Only a dry
+//! run's plan is kept across commits (its log is watched, and trimmed by the background's
+//! refreshes): a live tenant's outbox is small, and a page of it is built whole.
 
-use super::plan::{Action, MemberFacts, PlanItem, PlanQuery, StatusCounts};
+use super::adapter::MembershipModel;
+use super::plan::{
+    group_facts, Action, Found, GroupFacts, MemberFacts, PlanItem, PlanQuery, StatusCounts,
+};
 use super::role_table::RoleTable;
 use super::state::Records;
 use super::Engine;
 use crate::scim::schema::ResourceKind;
 use crate::store::StoreError;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -59,14 +66,17 @@ pub(crate) struct Built {
     pub(super) index: BTreeMap<(Order, Box<str>), Indexed>,
     /// The members' facts that group items read.
     pub(super) users: HashMap<String, MemberFacts>,
+    /// The groups' names and vendor ids that user items read: a touched group whose facts
+    /// did not change leaves its members' items as they are.
+    groups: HashMap<String, GroupFacts>,
     /// Ids that items name besides their own object and its memberships, and those items: a
     /// vendor group id (or its SCIM id) a user is still in at the vendor, a user leaving a
     /// group. A change of the named id plans those items again.
-    pub(super) refs: HashMap<String, Vec<(ResourceKind, String)>>,
+    refs: HashMap<String, HashSet<(Order, String)>>,
 }
 
 /// Users before groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Order {
     User,
     Group,
@@ -126,6 +136,7 @@ impl Built {
             objects: StatusCounts::default(),
             index: BTreeMap::new(),
             users: HashMap::new(),
+            groups: HashMap::new(),
             refs: HashMap::new(),
         }
     }
@@ -163,7 +174,10 @@ impl Built {
     }
 
     fn count(&mut self, entry: &Indexed, sign: i64) {
-        let add = |n: &mut u64| *n = n.saturating_add_signed(sign);
+        let add = |n: &mut u64| {
+            debug_assert!(sign > 0 || *n > 0, "a count below zero");
+            *n = n.saturating_add_signed(sign)
+        };
         for a in entry.actions.iter() {
             add(self.counts.entry(*a).or_default());
         }
@@ -174,12 +188,18 @@ impl Built {
         });
     }
 
-    pub(super) fn note_refs(&mut self, refs: Vec<(String, ResourceKind, String)>) {
-        for (named, kind, sid) in refs {
-            let by = self.refs.entry(named).or_default();
-            if !by.iter().any(|(k, s)| *k == kind && *s == sid) {
-                by.push((kind, sid));
-            }
+    /// Keeps what a planning pass found: member facts (those already known stay: a refresh
+    /// removes the facts of the users it plans again first), group facts, named ids.
+    pub(super) fn keep(&mut self, found: Found) {
+        for (sid, f) in found.users {
+            self.users.entry(sid).or_insert(f);
+        }
+        self.groups.extend(found.groups);
+        for (named, kind, sid) in found.refs {
+            self.refs
+                .entry(named)
+                .or_default()
+                .insert((Order::of(kind), sid));
         }
     }
 
@@ -199,34 +219,56 @@ impl Built {
 /// directory must have had no commit before a plan that cannot be brought up to date is built
 /// whole: not while an IdP is still importing, which would build it again every second.
 const KEEP_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between looks after the plan could not be read (a store failure).
+const KEEP_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Keeps a dry-run tenant's plan current in the background, so that the console's plan tab,
-/// the reason a tenant is a dry run, opens from it: brought up to date after a few changes,
-/// built whole once an import has settled (a second or two at 100,000 users). Ends with the
-/// engine.
+/// the reason a tenant is a dry run, opens from it: brought up to date after changes, built
+/// whole once an import has settled (a second or two at 100,000 users; one tenant of the
+/// process at a time, [`super::schedule::PLAN_BUILDS`]). Ends with the engine.
 pub(crate) async fn keep_current(engine: Weak<Engine>) {
     let mut seen = None;
+    let mut wait = KEEP_EVERY;
     loop {
-        tokio::time::sleep(KEEP_EVERY).await;
+        tokio::time::sleep(wait).await;
         let Some(e) = engine.upgrade().filter(|e| !e.is_retired()) else {
             return;
         };
         let now = e.dir.generation();
         let settled = seen.replace(now) == Some(now);
-        if settled && e.roles.read().is_some() && !e.is_stopped() && !e.plan_is_current(now) {
-            let _permit = super::schedule::PLAN_BUILDS.enter().await;
-            let me = e.clone();
-            // A first page: refreshed when the last build can be, built whole otherwise.
-            match tokio::task::spawn_blocking(move || me.plan_page(0, 1)).await {
-                Ok(Err(err)) => {
-                    tracing::warn!(tenant = %e.settings.tenant, error = %err, "the plan could not be kept current")
-                }
-                Err(err) => {
-                    tracing::error!(tenant = %e.settings.tenant, error = %err, "the plan's build failed")
-                }
-                Ok(Ok(_)) => {}
-            }
+        if e.roles.read().is_none() || e.is_stopped() || e.plan_is_current(now) {
+            continue;
         }
+        let tenant = e.settings.tenant.clone();
+        // Brought up to date when it can be; no gate, it is cheap.
+        let me = e.clone();
+        drop(e);
+        let mut kept = tokio::task::spawn_blocking(move || me.plan_keep(false)).await;
+        if matches!(kept, Ok(Ok(false))) && settled {
+            // Built whole: one tenant at a time, and not at all when the gate is busy past its
+            // patience (the next look tries again).
+            let Some(_permit) = super::schedule::PLAN_BUILDS.enter().await else {
+                continue;
+            };
+            let Some(e) = engine
+                .upgrade()
+                .filter(|e| !e.is_retired() && !e.is_stopped())
+            else {
+                return;
+            };
+            kept = tokio::task::spawn_blocking(move || e.plan_keep(true)).await;
+        }
+        wait = match kept {
+            Ok(Ok(_)) => KEEP_EVERY,
+            Ok(Err(err)) => {
+                tracing::warn!(%tenant, error = %err, "the dry-run plan could not be kept current");
+                (wait * 2).min(KEEP_BACKOFF_MAX)
+            }
+            Err(err) => {
+                tracing::error!(%tenant, error = %err, "the dry-run plan's build failed");
+                (wait * 2).min(KEEP_BACKOFF_MAX)
+            }
+        };
     }
 }
 
@@ -242,6 +284,22 @@ impl Engine {
             .is_some_and(|b| b.generation == generation && b.same_roles(&table))
     }
 
+    /// The background's step: the plan brought up to date, or built whole if `whole`; `false`
+    /// when it could not be brought up to date and `whole` was not asked.
+    fn plan_keep(&self, whole: bool) -> Result<bool, StoreError> {
+        let table = self.roles.read().clone();
+        let mut cache = self.plan_cache.last.lock();
+        if self.plan_bring_up_to_date(&mut cache, &table)? {
+            return Ok(true);
+        }
+        if !whole {
+            return Ok(false);
+        }
+        drop(cache);
+        // A first page builds the whole and keeps it ([`Engine::plan_query`]).
+        self.plan_page(0, 1).map(|_| true)
+    }
+
     /// How this engine's plans were made: how many were built whole and how many brought up to
     /// date from the last.
     pub fn plan_builds(&self) -> (u64, u64) {
@@ -252,9 +310,34 @@ impl Engine {
         )
     }
 
+    /// Brings the kept build (`cache`, locked by the caller) to the directory's current
+    /// commit, if it is for `table`; `false` when there is none or the commits since cannot be
+    /// known, and the plan must be built whole. A failed refresh drops the build.
+    pub(super) fn plan_bring_up_to_date(
+        &self,
+        cache: &mut Option<Built>,
+        table: &Option<Arc<RoleTable>>,
+    ) -> Result<bool, StoreError> {
+        let Some(built) = cache.as_mut().filter(|b| b.same_roles(table)) else {
+            return Ok(false);
+        };
+        // Read before planning: a commit from here on is planned by the next page.
+        let generation = self.dir.generation();
+        if built.generation == generation {
+            return Ok(true);
+        }
+        match self.plan_refresh(built, table.as_deref(), generation) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                *cache = None;
+                Err(e)
+            }
+        }
+    }
+
     /// Brings `built` up to the directory's commit `upto` by planning again what the commits
     /// since named; `false` when that is not possible and the plan must be built whole.
-    pub(super) fn plan_refresh(
+    fn plan_refresh(
         &self,
         built: &mut Built,
         table: Option<&RoleTable>,
@@ -263,17 +346,30 @@ impl Engine {
         let Some(named) = self.dir.touched_between(built.generation, upto) else {
             return Ok(false);
         };
+        let on_group = self.caps.membership == MembershipModel::OnGroup;
         let mut users = BTreeSet::new();
         let mut groups = BTreeSet::new();
         for id in &named {
             users.insert(id.clone());
             groups.insert(id.clone());
-            users.extend(self.dir.member_ids(id)?);
-            groups.extend(self.dir.groups_of(id)?);
-            for (kind, sid) in built.refs.get(id).into_iter().flatten() {
-                match kind {
-                    ResourceKind::User => users.insert(sid.clone()),
-                    ResourceKind::Group => groups.insert(sid.clone()),
+            // A group whose name or vendor id changed: its members' items name it, and the
+            // rules read its name. Members who joined or left are named by their membership
+            // keys; the others are unchanged if the group's facts are.
+            if let Some(was) = built.groups.get(id) {
+                let now = group_facts(&self.dir, id)?;
+                if *was != now {
+                    users.extend(self.dir.member_ids(id)?);
+                    built.groups.insert(id.clone(), now);
+                }
+            }
+            // A user's groups list its login and vendor id when memberships are the group's.
+            if on_group {
+                groups.extend(self.dir.groups_of(id)?);
+            }
+            for (order, sid) in built.refs.get(id).into_iter().flatten() {
+                match order {
+                    Order::User => users.insert(sid.clone()),
+                    Order::Group => groups.insert(sid.clone()),
                 };
             }
             if users.len() + groups.len() > REFRESH_MAX {
@@ -294,9 +390,7 @@ impl Engine {
             };
             planned.push((ResourceKind::User, sid, item));
         }
-        let (facts, refs) = look.into_found();
-        built.users.extend(facts);
-        built.note_refs(refs);
+        built.keep(look.into_found());
         let mut look = super::plan::Lookups::new(&self.dir);
         look.base = Some(&built.users);
         for sid in &groups {
@@ -306,11 +400,8 @@ impl Engine {
             };
             planned.push((ResourceKind::Group, sid, item));
         }
-        let (facts, refs) = look.into_found();
-        for (sid, f) in facts {
-            built.users.entry(sid).or_insert(f);
-        }
-        built.note_refs(refs);
+        let found = look.into_found();
+        built.keep(found);
         for (kind, sid, item) in planned {
             match item {
                 Some((item, actions)) => {

@@ -715,7 +715,9 @@ impl Directory {
     /// superset of the objects they changed: [`super::touches`]); `None` when they are not all
     /// known (not watched then, or too many since), and the reader rebuilds from the tree.
     pub fn touched_between(&self, after: u64, upto: u64) -> Option<HashSet<String>> {
-        self.shared.touches.lock().ids_between(after, upto)
+        // The keys are copied out under the lock every commit takes, and split outside it.
+        let keys = self.shared.touches.lock().keys_between(after, upto)?;
+        Some(super::touches::ids_in(&keys))
     }
 
     /// Makes every committed write durable; concurrent callers share a flush.

@@ -2,10 +2,12 @@
 //! the whole tree (the plan of a 100,000-user tenant, issue 13) and brings it up to date from
 //! the objects the commits since named, not by reading every object again.
 //!
-//! A commit names its objects by id: every key the directory and the engine write for an
-//! object holds that object's id as a whole segment (`u/{id}`, `x/g/{id}`, `o/{member}\0{group}`,
-//! `E/ob/u/{id}`, `E/am/{group}/{member}`). So the ids a commit touched are the segments of its
-//! keys, split at `/` and NUL. The segments that are not ids (prefixes, indexed values, vendor
+//! A commit names its objects by id: every key the plan reads for an object holds that
+//! object's id as a whole segment (`u/{id}`, `x/g/{id}`, `o/{member}\0{group}`, `E/ob/u/{id}`,
+//! `E/am/{group}/{member}`). Keys that do not (an index entry `i/…` keyed by a value, the
+//! counts, `E/gone/{vendor id}`) are written in the same batch as the object's document, or are
+//! not read by the plan. So the ids a commit touched are the segments of its keys, split at `/`
+//! and NUL. The segments that are not ids (prefixes, indexed values, vendor
 //! ids) are extra names a reader looks up and finds little or nothing for: a superset, which is
 //! what a cache needs. It may do more work than it had to, and it never misses a change.
 
@@ -79,10 +81,10 @@ impl TouchLog {
         }
     }
 
-    /// The ids named by the commits after `after` up to `upto` (segments of their keys); `None`
-    /// when the log does not hold all of them. What is at or before `after` is dropped: the
-    /// reader is past it (a second reader further behind rebuilds).
-    pub(crate) fn ids_between(&mut self, after: u64, upto: u64) -> Option<HashSet<String>> {
+    /// The keys of the commits after `after` up to `upto`; `None` when the log does not hold
+    /// all of them. What is at or before `after` is dropped: the reader is past it (a second
+    /// reader further behind rebuilds).
+    pub(crate) fn keys_between(&mut self, after: u64, upto: u64) -> Option<Vec<Box<[u8]>>> {
         if after < self.floor || !self.watching {
             return None;
         }
@@ -90,23 +92,40 @@ impl TouchLog {
             self.keys.pop_front();
         }
         self.floor = after;
-        let mut ids = HashSet::new();
-        for (_, key) in self.keys.iter().take_while(|(g, _)| *g <= upto) {
-            for seg in key.split(|b| *b == b'/' || *b == 0) {
-                if let Ok(s) = std::str::from_utf8(seg) {
-                    if !s.is_empty() && !ids.contains(s) {
-                        ids.insert(s.to_string());
-                    }
+        Some(
+            self.keys
+                .iter()
+                .take_while(|(g, _)| *g <= upto)
+                .map(|(_, k)| k.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The ids `keys` name: their segments, split at `/` and NUL.
+pub(crate) fn ids_in(keys: &[Box<[u8]>]) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for key in keys {
+        for seg in key.split(|b| *b == b'/' || *b == 0) {
+            if let Ok(s) = std::str::from_utf8(seg) {
+                if !s.is_empty() && !ids.contains(s) {
+                    ids.insert(s.to_string());
                 }
             }
         }
-        Some(ids)
     }
+    ids
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl TouchLog {
+        fn ids_between(&mut self, after: u64, upto: u64) -> Option<HashSet<String>> {
+            self.keys_between(after, upto).map(|k| ids_in(&k))
+        }
+    }
 
     fn batch(keys: &[&str]) -> Touched {
         let mut t = Touched::default();
