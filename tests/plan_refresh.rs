@@ -13,13 +13,13 @@ mod bridge;
 mod idp;
 #[path = "support/metabase_api.rs"]
 mod metabase_api;
-#[path = "support/sim.rs"]
-mod simsupport;
+#[path = "support/sisense_api.rs"]
+mod sisense_api;
 
 use idp::{create, group, Idp};
 use scim_bridge::config::{
-    MetabaseAuth, RoleRule, RoleRules, Secret, SisenseApiVersion, SisenseDeprovision, SisenseMode,
-    TenantConfig, TenantId, Url, VendorConfig,
+    MetabaseAuth, RoleRule, RoleRules, Secret, SisenseDeprovision, TenantConfig, TenantId, Url,
+    VendorConfig,
 };
 use scim_bridge::engine::plan::{Action, Plan};
 use scim_bridge::engine::Engine;
@@ -278,15 +278,12 @@ async fn sim(vendor: Vendor) -> RunningSim {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sisense_memberships_on_the_user() {
     let sim = sim(Vendor::Sisense).await;
-    let vendor = VendorConfig::Sisense {
-        base_url: url(&sim),
-        username: "admin@sisense.local".into(),
-        password: Secret::new("admin"),
-        api_version: SisenseApiVersion::V1,
-        mode: SisenseMode::Rest,
-        scim_token: None,
-        deprovision: SisenseDeprovision::Deactivate,
-    };
+    let vendor = sisense_api::tenant(
+        &sim.base_url(),
+        SisenseDeprovision::Deactivate,
+        RoleRules::default(),
+    )
+    .vendor;
     changes_reach_every_item_they_affect("sisense", sim, tenant(vendor, "Admin", "Viewer"), &[])
         .await;
 }

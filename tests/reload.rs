@@ -204,7 +204,7 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
             .count()
     };
     assert!(
-        alpha_series(&metrics_text(&admin).await) > 0,
+        alpha_series(&bridge::metrics_text(&admin).await) > 0,
         "alpha's series"
     );
 
@@ -291,7 +291,7 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
     // The removed tenant's token and beta's removed token stop working; the new ones work.
     assert_eq!(b.status("alpha", ALPHA).await, 401, "removed tenant");
     // Its series go with it (its id is often a customer's name).
-    let text = metrics_text(&admin).await;
+    let text = bridge::metrics_text(&admin).await;
     assert_eq!(
         alpha_series(&text),
         0,
@@ -373,14 +373,4 @@ async fn sighup_under_load_applies_tenants_and_tokens_and_refuses_a_bad_file() {
         1.0
     );
     drop(child);
-}
-
-/// The bridge's `/metrics`, from its admin listener.
-async fn metrics_text(admin: &str) -> String {
-    reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

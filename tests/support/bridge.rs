@@ -129,17 +129,23 @@ pub fn admin_root(server: &RunningServer) -> String {
 /// A series of the bridge's `/metrics` (served by the admin listener at `admin_root`) that
 /// starts with `series` (0 when absent).
 pub async fn metric(admin_root: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{admin_root}/metrics"))
+    metrics_text(admin_root)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The bridge's whole `/metrics`, from its admin listener at `admin_root`.
+pub async fn metrics_text(admin_root: &str) -> String {
+    reqwest::get(format!("{admin_root}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// `tenant`'s outbox depth in `state` (`pending` or `failed`), from the admin listener.
