@@ -140,6 +140,18 @@ async fn fill(server: &RunningServer, n: usize) {
     }
 }
 
+/// This process's resident memory (MiB, from `/proc/self/status`; 0 where there is none).
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
 /// One admin GET, timed; the answer must be a 200 holding `expect`.
 async fn timed_get(
     http: &reqwest::Client,
@@ -203,6 +215,7 @@ fn main() {
             .tenant(TENANT)
             .and_then(|t| t.connector.engine())
             .expect("the bench's tenant has an engine");
+        let rss_before = rss_mib();
         let settled = Instant::now();
         while engine.plan_builds().0 == 0 {
             assert!(
@@ -215,6 +228,13 @@ fn main() {
             "{:<44} {:>9.3} s",
             "plan built in the background (not timed)",
             settled.elapsed().as_secs_f64()
+        );
+        // What keeping it costs: the build's counts, index and member facts stay in memory.
+        println!(
+            "{:<44} {:>9} MiB -> {} MiB",
+            "resident memory before / after the build",
+            rss_before,
+            rss_mib()
         );
         let http = reqwest::Client::new();
         let t = TENANT;

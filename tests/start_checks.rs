@@ -136,6 +136,15 @@ async fn a_late_check_that_fails_stops_its_tenant_not_the_process() {
         .map(|(t, _)| t)
         .collect();
     assert_eq!(stopped, ["slow"], "{readiness}");
+    // Metabase saw the check's calls and none from the engine: it left its roles to the check
+    // rather than sign in beside it.
+    // (Before the hand-off, the engine's own role loads read its groups twice meanwhile.)
+    let calls = simsupport::stats(&sim.base_url()).await;
+    assert!(
+        calls["by_route"]["GET /api/permissions/group"].is_null(),
+        "the engine read Metabase's groups beside its check: {calls}"
+    );
+    assert!(calls["requests"].as_u64().unwrap() > 0, "{calls}");
 
     // The stopped tenant answers the IdP 503 with the problem.
     let r = http

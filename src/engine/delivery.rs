@@ -389,6 +389,10 @@ impl Engine {
             return Duration::from_secs(3600);
         }
         if self.roles.read().is_none() {
+            if self.awaits_start_check() {
+                // Its answer wakes this loop (`sync_wake`); the wait is only a bound.
+                return Duration::from_secs(1);
+            }
             let loaded = {
                 let _permit = schedule::ROLE_LOADS.enter().await;
                 self.load_roles().await

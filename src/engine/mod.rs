@@ -240,6 +240,10 @@ pub struct Engine {
     /// A problem that needs the operator and stops the tenant ([`Engine::stop`]): role rules
     /// that do not resolve, or a start-up check that failed after the start.
     pub(crate) fatal: parking_lot::RwLock<Option<String>>,
+    /// Until when the roles are to come from the tenant's start-up check, still running after
+    /// the start (`server::start_checks`): the engine does not sign in for them itself
+    /// meanwhile, so the vendor sees one sign-in, not two (a Tableau PAT allows one session).
+    start_check: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Serialises uniqueness checks with the commits they guard, and count changes.
     pub(crate) commit_lock: Arc<parking_lot::Mutex<()>>,
     /// Delivery locks: one reconcile of an object at a time (held across vendor calls).
@@ -395,6 +399,7 @@ impl Engine {
             roles: parking_lot::RwLock::new(None),
             plan_cache: plan_cache::PlanCache::default(),
             fatal: parking_lot::RwLock::new(None),
+            start_check: parking_lot::Mutex::new(None),
             commit_lock: shared.commit_lock.clone(),
             user_locks: shared.user_locks.clone(),
             group_locks: shared.group_locks.clone(),
@@ -466,6 +471,33 @@ impl Engine {
     pub fn stop(&self, reason: String) {
         self.fatal.write().get_or_insert(reason);
         self.wake.notify_one();
+    }
+
+    /// The tenant's roles come from its start-up check, still running, for at most `wait`:
+    /// the engine's own role load waits for it (called before the engine starts).
+    pub(crate) fn await_start_check(&self, wait: std::time::Duration) {
+        *self.start_check.lock() = Some(std::time::Instant::now() + wait);
+    }
+
+    /// The start-up check has answered (its roles set, or the tenant stopped) or is gone: the
+    /// engine loads roles itself if it still has none.
+    pub(crate) fn start_check_done(&self) {
+        if self.start_check.lock().take().is_some() {
+            self.sync_wake.notify_one();
+        }
+    }
+
+    /// Whether the roles are still to come from a running start-up check.
+    pub(crate) fn awaits_start_check(&self) -> bool {
+        let mut until = self.start_check.lock();
+        match *until {
+            Some(t) if t > std::time::Instant::now() => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Whether the tenant is stopped ([`Engine::stop`]).

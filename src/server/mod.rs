@@ -237,6 +237,8 @@ pub fn build_state(config: &Config, store: Store) -> Result<ServerState, StartEr
                 start_checks::stop(t.id.as_str(), engine, &problems);
             }
             if let (true, Some(pos)) = (late_check, pos) {
+                // Before it starts: its roles come from the check, not a second sign-in.
+                engine.await_start_check(start_checks::LATE_WAIT);
                 unchecked.insert(pos, (t.id.as_str().to_string(), Arc::downgrade(engine)));
             }
         }

@@ -51,6 +51,10 @@ pub(crate) fn stop(tenant: &str, engine: &Engine, problems: &[Problem]) {
 
 /// How long the start waits for the checks past the first wave before it binds.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(3);
+/// How long the engine of a tenant whose check is still running after the start leaves its
+/// roles to that check before it loads them itself: a check is a sign-in and a read of the
+/// roles, each bounded by the vendor client's timeouts.
+pub(crate) const LATE_WAIT: Duration = Duration::from_secs(60);
 
 /// Checks under way: each answer arrives with the tenant's position in the list checked.
 pub(crate) struct Running {
@@ -195,6 +199,16 @@ impl Late {
             "start-up checks still running; those tenants start and finish their checks in the background"
         );
         let answers = self.running.answers;
+        // Their engines wait for these answers rather than sign in beside them (marked before
+        // they started, `Engine::await_start_check`); each is told when its answer is in, and
+        // all of them when the checks end, whatever way.
+        let done = |engines: &HashMap<usize, (String, Weak<Engine>)>| {
+            for (_, e) in engines.values() {
+                if let Some(e) = e.upgrade() {
+                    e.start_check_done();
+                }
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name("late start-up checks".into())
             .spawn(move || {
@@ -214,10 +228,13 @@ impl Late {
                         Ok(None) => {}
                         Err(problems) => stop(tenant, &engine, &problems),
                     }
+                    engine.start_check_done();
                 }
+                done(&engines);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "late start-up checks are not applied");
+            // The map went with the closure: the engines' waits end at `LATE_WAIT`.
         }
     }
 }
