@@ -390,8 +390,8 @@ impl Engine {
         }
         if self.roles.read().is_none() {
             if self.awaits_start_check() {
-                // Its answer wakes this loop (`sync_wake`); the wait is only a bound.
-                return Duration::from_secs(1);
+                // Its answer wakes this loop (`sync_wake`); the wait only bounds a lost one.
+                return Duration::from_secs(5);
             }
             let loaded = {
                 let _permit = schedule::ROLE_LOADS.enter().await;

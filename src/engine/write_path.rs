@@ -39,7 +39,15 @@ impl Engine {
             drop(guard);
             return Inline::Done;
         }
-        if let Some(reason) = self.adapter.unavailable().or_else(|| self.stalled()) {
+        // While the tenant's start-up check still runs, it is the one session with the vendor
+        // (`Engine::await_start_check`): the write waits in the outbox for its answer.
+        let checking = self
+            .awaits_start_check()
+            .then(|| "the tenant's start-up check is still running".to_string());
+        if let Some(reason) = checking
+            .or_else(|| self.adapter.unavailable())
+            .or_else(|| self.stalled())
+        {
             drop(guard);
             self.wake.notify_one();
             return Inline::Queued {

@@ -52,9 +52,11 @@ pub(crate) fn stop(tenant: &str, engine: &Engine, problems: &[Problem]) {
 /// How long the start waits for the checks past the first wave before it binds.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(3);
 /// How long the engine of a tenant whose check is still running after the start leaves its
-/// roles to that check before it loads them itself: a check is a sign-in and a read of the
-/// roles, each bounded by the vendor client's timeouts.
-pub(crate) const LATE_WAIT: Duration = Duration::from_secs(60);
+/// roles to that check at most. Every way the checks end releases the engines at once (an
+/// answer, a panic, the checks' thread gone); this only bounds a check that never ends. It is
+/// long because a late check may still be queued behind others, [`AT_ONCE`] at a time (1,000
+/// tenants whose vendor answers each check in 10 s take over 5 minutes).
+pub(crate) const LATE_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Checks under way: each answer arrives with the tenant's position in the list checked.
 pub(crate) struct Running {
@@ -209,6 +211,7 @@ impl Late {
                 }
             }
         };
+        let waiting: Vec<Weak<Engine>> = engines.values().map(|(_, e)| e.clone()).collect();
         let spawned = std::thread::Builder::new()
             .name("late start-up checks".into())
             .spawn(move || {
@@ -234,7 +237,9 @@ impl Late {
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "late start-up checks are not applied");
-            // The map went with the closure: the engines' waits end at `LATE_WAIT`.
+            for e in waiting.iter().filter_map(Weak::upgrade) {
+                e.start_check_done();
+            }
         }
     }
 }
