@@ -7,10 +7,11 @@
 //! [`Indexed`] entry per object with a change, and the facts group items read of members), and
 //! the next page after commits plans again only the objects those commits named
 //! ([`Directory::touched_between`]) and the objects whose items read them:
-//! - a touched user: its item, and the items of the groups it is in (a group item names its
-//!   members' logins);
-//! - a touched group: its item, and its members' items (a user item names its groups, and the
-//!   rules give it its role from their names);
+//! - a touched user: its item, and when memberships are the group's, the items of the groups
+//!   it is in (a group item names its members' logins and vendor ids);
+//! - a touched group: its item, and when its name or vendor id changed, its members' items (a
+//!   user item names its groups, and the rules give it its role from their names; members who
+//!   joined or left are named by their membership keys);
 //! - an id an item named otherwise: a vendor group a user is still in at the vendor, a user
 //!   leaving a group at the vendor ([`Built::refs`]).
 //!
