@@ -497,7 +497,6 @@ impl Engine {
             self.dir.records(OUTBOX_USERS).collect::<Result<_, _>>()?;
         let mut look = Lookups::new(&self.dir);
         for part in self.plan_users(table, &users)? {
-            look.groups.extend(part.found.groups.clone());
             built.keep(part.found);
             for (sid, item, actions) in part.items {
                 add(&mut built, ResourceKind::User, &sid, item, actions);

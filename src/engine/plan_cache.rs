@@ -64,7 +64,7 @@ pub(crate) struct Built {
     pub(super) objects: StatusCounts,
     /// Every object with a vendor change, in the plan's order: users, then groups, each by SCIM
     /// id (the outbox's key order).
-    pub(super) index: BTreeMap<(Order, Box<str>), Indexed>,
+    pub(super) index: BTreeMap<(ResourceKind, Box<str>), Indexed>,
     /// The members' facts that group items read.
     pub(super) users: HashMap<String, MemberFacts>,
     /// The groups' names and vendor ids that user items read: a touched group whose facts
@@ -73,30 +73,7 @@ pub(crate) struct Built {
     /// Ids that items name besides their own object and its memberships, and those items: a
     /// vendor group id (or its SCIM id) a user is still in at the vendor, a user leaving a
     /// group. A change of the named id plans those items again.
-    refs: HashMap<String, HashSet<(Order, String)>>,
-}
-
-/// Users before groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Order {
-    User,
-    Group,
-}
-
-impl Order {
-    pub(super) fn of(kind: ResourceKind) -> Order {
-        match kind {
-            ResourceKind::User => Order::User,
-            ResourceKind::Group => Order::Group,
-        }
-    }
-
-    pub(super) fn kind(self) -> ResourceKind {
-        match self {
-            Order::User => ResourceKind::User,
-            Order::Group => ResourceKind::Group,
-        }
-    }
+    refs: HashMap<String, HashSet<(ResourceKind, String)>>,
 }
 
 /// One object of a built plan, as a filter and the counts read it.
@@ -162,14 +139,12 @@ impl Built {
         self.remove(kind, sid);
         let entry = Indexed::new(item, actions);
         self.count(&entry, 1);
-        self.index
-            .entry((Order::of(kind), sid.into()))
-            .or_insert(entry)
+        self.index.entry((kind, sid.into())).or_insert(entry)
     }
 
     /// Takes an object out of the plan.
     fn remove(&mut self, kind: ResourceKind, sid: &str) {
-        if let Some(old) = self.index.remove(&(Order::of(kind), sid.into())) {
+        if let Some(old) = self.index.remove(&(kind, sid.into())) {
             self.count(&old, -1);
         }
     }
@@ -197,10 +172,7 @@ impl Built {
         }
         self.groups.extend(found.groups);
         for (named, kind, sid) in found.refs {
-            self.refs
-                .entry(named)
-                .or_default()
-                .insert((Order::of(kind), sid));
+            self.refs.entry(named).or_default().insert((kind, sid));
         }
     }
 
@@ -212,7 +184,7 @@ impl Built {
         self.index
             .iter()
             .filter(|(_, i)| i.matches(query))
-            .map(|((o, sid), _)| (o.kind(), &**sid))
+            .map(|((kind, sid), _)| (*kind, &**sid))
     }
 }
 
@@ -367,10 +339,10 @@ impl Engine {
             if on_group {
                 groups.extend(self.dir.groups_of(id)?);
             }
-            for (order, sid) in built.refs.get(id).into_iter().flatten() {
-                match order {
-                    Order::User => users.insert(sid.clone()),
-                    Order::Group => groups.insert(sid.clone()),
+            for (kind, sid) in built.refs.get(id).into_iter().flatten() {
+                match kind {
+                    ResourceKind::User => users.insert(sid.clone()),
+                    ResourceKind::Group => groups.insert(sid.clone()),
                 };
             }
             if users.len() + groups.len() > REFRESH_MAX {

@@ -260,7 +260,8 @@ impl Schema {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered users before groups (the plan's order, `engine::plan_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceKind {
     User,
     Group,

@@ -204,14 +204,13 @@ impl Late {
         // Their engines wait for these answers rather than sign in beside them (marked before
         // they started, `Engine::await_start_check`); each is told when its answer is in, and
         // all of them when the checks end, whatever way.
-        let done = |engines: &HashMap<usize, (String, Weak<Engine>)>| {
-            for (_, e) in engines.values() {
-                if let Some(e) = e.upgrade() {
-                    e.start_check_done();
-                }
+        let waiting: Vec<Weak<Engine>> = engines.values().map(|(_, e)| e.clone()).collect();
+        let release = |waiting: &[Weak<Engine>]| {
+            for e in waiting.iter().filter_map(Weak::upgrade) {
+                e.start_check_done();
             }
         };
-        let waiting: Vec<Weak<Engine>> = engines.values().map(|(_, e)| e.clone()).collect();
+        let waiting_here = waiting.clone();
         let spawned = std::thread::Builder::new()
             .name("late start-up checks".into())
             .spawn(move || {
@@ -233,13 +232,11 @@ impl Late {
                     }
                     engine.start_check_done();
                 }
-                done(&engines);
+                release(&waiting);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "late start-up checks are not applied");
-            for e in waiting.iter().filter_map(Weak::upgrade) {
-                e.start_check_done();
-            }
+            release(&waiting_here);
         }
     }
 }
