@@ -869,3 +869,44 @@ request_timeout = "10s""#,
     let r = get(&client(), &format!("{}/Users", b.base("a")), Some(TOK_A)).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// The routes that never read a body (health, readiness, a path outside the SCIM tree) answer
+/// at once and close: a stalled chunked body, which needs no token, must not hold the
+/// connection while actix waits to drain it.
+#[tokio::test]
+async fn a_stalled_chunked_body_on_a_route_that_reads_none_is_not_waited_for() {
+    let b = Bridge::start(
+        "stalled chunked body, no body read",
+        "",
+        r#"body_read_timeout = "30s"
+request_timeout = "60s""#,
+    )
+    .await;
+    let addr = b.addr();
+    for (method, path, want) in [
+        ("GET", "/healthz", 200),
+        ("GET", "/readyz", 200),
+        ("POST", "/nothing", 404),
+        ("GET", "/scim", 404),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // Far inside the 30 s body deadline: the answer does not wait for the body at all.
+        let raw = read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|got| {
+                panic!("{method} {path}: the connection stays open after: {got:?}")
+            });
+        let (status, head, _) = parse_raw(&raw);
+        assert_eq!(status, want, "{method} {path}: {raw}");
+        assert!(
+            head.contains("connection: close"),
+            "{method} {path}: {head}"
+        );
+    }
+    let r = get(&client(), &format!("{}/Users", b.base("a")), Some(TOK_A)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -525,15 +525,22 @@ fn spawn_retention(
     })
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// A body sent with a health check is never read: the connection closes after the answer
+/// rather than waiting for the body's end, which a client that stalls a chunked body never
+/// sends (issue 15: a slow sender must not pin a connection, token or not).
+async fn healthz(req: actix_web::HttpRequest, body: web::Payload) -> HttpResponse {
+    scim_routes::unread_body_closes(&req, body, HttpResponse::Ok().json(json!({"status": "ok"})))
 }
 
 /// Ready while the store serves (CONTRACT §2): one vendor's outage must not take the bridge
 /// out of a load balancer and fail every tenant, since the engine queues its writes. The public
 /// answer is the status code and a body that names nothing (issue 15: tenant ids are customer
 /// names); the detailed readiness is on the admin listener.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+async fn readyz(
+    req: actix_web::HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let mut ready = true;
     for t in state.tenants().values() {
         if t.connector.ready().await.is_err() {
@@ -541,11 +548,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             break;
         }
     }
-    if ready {
+    let resp = if ready {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({"status": "not ready"}))
-    }
+    };
+    scim_routes::unread_body_closes(&req, body, resp)
 }
 
 /// The detailed readiness (admin listener only): as `/readyz`, plus the store's problem and

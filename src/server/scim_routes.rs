@@ -137,10 +137,14 @@ pub async fn entry(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + guard.limits().request_timeout;
     let Some((tenant_id, base, segments)) = split_path(req.path()) else {
-        let resp = response::error(&ScimError::not_found(format!(
-            "no endpoint at {}",
-            req.path()
-        )));
+        let resp = unread_body_closes(
+            &req,
+            payload,
+            response::error(&ScimError::not_found(format!(
+                "no endpoint at {}",
+                req.path()
+            ))),
+        );
         state.metrics.observe(
             "unknown",
             "unknown",
@@ -276,6 +280,22 @@ struct BodyDeadline {
 fn anonymous_registry() -> &'static SchemaRegistry {
     static REGISTRY: OnceLock<SchemaRegistry> = OnceLock::new();
     REGISTRY.get_or_init(SchemaRegistry::default)
+}
+
+/// `resp` for a request whose body is never read: when one was announced, the connection
+/// closes after the answer, and the body is held until then so that actix does not drain it
+/// first (a stalled chunked body would hold the connection for ever; see
+/// [`crate::admin::deadlines::close_keeping_body`]).
+pub(super) fn unread_body_closes(
+    req: &HttpRequest,
+    body: web::Payload,
+    resp: HttpResponse,
+) -> HttpResponse {
+    if declares_body(req.headers()) {
+        crate::admin::deadlines::close_keeping_body(resp, body)
+    } else {
+        resp
+    }
 }
 
 fn declares_body(headers: &HeaderMap) -> bool {
