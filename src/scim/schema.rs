@@ -4,6 +4,7 @@
 //! (only what its vendor can round-trip): see [`ResourceSchema::restrict`].
 
 use serde_json::{json, Map, Value};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod urn {
     pub const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -495,6 +496,26 @@ impl Default for SchemaRegistry {
 }
 
 impl SchemaRegistry {
+    /// One copy of this registry for the whole process: every tenant of one connector kind
+    /// describes the same resources, and a thousand tenants each holding their own copy made
+    /// every request walk a schema no other recent request had touched (the CPU-cache misses
+    /// behind a third of the extra cost per lookup when lookups are spread over 1,000
+    /// tenants; `scripts/bench-tenants.sh`). A handful of distinct registries exist (one per
+    /// connector kind), so a linear search of the interned ones is enough.
+    pub fn interned(self) -> Arc<SchemaRegistry> {
+        static INTERNED: OnceLock<Mutex<Vec<Arc<SchemaRegistry>>>> = OnceLock::new();
+        let mut all = INTERNED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(same) = all.iter().find(|r| ***r == self) {
+            return same.clone();
+        }
+        let shared = Arc::new(self);
+        all.push(shared.clone());
+        shared
+    }
+
     pub fn get(&self, kind: ResourceKind) -> &ResourceSchema {
         match kind {
             ResourceKind::User => &self.user,

@@ -52,7 +52,9 @@ impl MembershipChange {
 pub struct Directory {
     pub(super) tree: sled::Tree,
     store: Store,
-    schemas: SchemaRegistry,
+    /// Shared by every tenant whose connector describes the same resources
+    /// ([`SchemaRegistry::interned`]).
+    schemas: std::sync::Arc<SchemaRegistry>,
     /// The counts and the commit generation, shared by every `Directory` over this tree.
     shared: std::sync::Arc<TreeShared>,
     /// Source of version salts for groups, whose member changes don't touch the document.
@@ -219,7 +221,7 @@ impl Directory {
             shared,
             tree,
             store: store.clone(),
-            schemas,
+            schemas: schemas.interned(),
             pending_counts: parking_lot::Mutex::new((0, 0)),
             salt: AtomicU64::new(
                 std::time::SystemTime::now()
