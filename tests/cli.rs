@@ -405,7 +405,7 @@ fn demo_prints_a_working_table() {
     assert_eq!(body["totalResults"], 0);
     // The vendor tenants answer through their connectors: Tableau's shows the simulator's
     // own admin, adopted by the first read of the site.
-    for tenant in ["sisense", "tableau"] {
+    for tenant in ["sisense", "tableau", "thoughtspot", "metabase"] {
         let row = lines
             .iter()
             .find(|l| l.starts_with(&format!("{tenant} ")))

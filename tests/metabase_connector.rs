@@ -1144,6 +1144,35 @@ rules = [
     assert!(text.contains("tenants[0].roles.rules[1].role"), "{text}");
     assert!(text.contains("All Users"), "{text}");
 
+    // `config check --online` asks Metabase, and reports a rule group it does not have by the
+    // rule's key path (offline, the name cannot be checked, so the same file passes).
+    let config = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(r#"role = "All Users""#, r#"role = "Ghost Group""#);
+    std::fs::write(&path, config).unwrap();
+    let check = |online: bool| {
+        let mut args = vec!["config", "check"];
+        if online {
+            args.push("--online");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(false);
+    assert!(ok, "offline, only the rules' form is checked: {text}");
+    let (ok, text) = check(true);
+    assert!(!ok, "{text}");
+    assert!(text.contains("tenants[0].roles.rules[1].role"), "{text}");
+    assert!(text.contains("Ghost Group"), "{text}");
+    assert!(mb.group_id("Ghost Group").await.is_none(), "never created");
+
     // And the good rules start.
     let dir2 = tempfile::tempdir().unwrap();
     let (server, idp) = serve(

@@ -936,8 +936,10 @@ impl VendorAdapter for MetabaseAdapter {
         ))
     }
 
-    /// Adds first, then removes: a move between role groups never leaves Administrators
-    /// without the admin it is about to get.
+    /// Adds first, then removes: one change that both adds and removes members of a group
+    /// (Administrators handed from one admin to another) never passes through the group
+    /// without the member Metabase insists on keeping. (A move *between* role groups is the
+    /// engine's: it leaves the old group first, see `reconcile::align_user`.)
     async fn change_members(
         &self,
         group: &str,
