@@ -275,9 +275,47 @@ fn copy_tree(from: &sled::Tree, to: &sled::Tree) -> Result<u64, StoreError> {
 
 /// Takes a consistent copy of `store` into `to` (see the module doc). Safe while the bridge
 /// serves; blocking (run it off the async workers).
+///
+/// A backup that fails leaves no partial copy behind: the target is emptied again (and removed
+/// when the backup created it), so that a half-written store cannot later be taken for a
+/// backup. (The manifest, written last, marks a finished one in any case.)
 pub fn backup(store: &Store, to: &Path) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    let existed = std::fs::symlink_metadata(to).is_ok();
     prepare_target(store, to)?;
+    let result = copy_store(store, to, started);
+    if let Err(e) = &result {
+        discard_partial(to, existed);
+        tracing::warn!(target_dir = %to.display(), error = %e, "the backup failed; its partial copy was removed");
+    }
+    result
+}
+
+/// Removes what a failed backup wrote into `to`: the whole directory when the backup made it,
+/// else its contents (it was empty before, [`prepare_target`] checked).
+fn discard_partial(to: &Path, existed: bool) {
+    let removed = if existed {
+        std::fs::read_dir(to).and_then(|entries| {
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        })
+    } else {
+        std::fs::remove_dir_all(to)
+    };
+    if let Err(e) = removed {
+        tracing::warn!(target_dir = %to.display(), error = %e, "could not remove a failed backup's partial copy");
+    }
+}
+
+/// The copy itself, into the prepared, empty `to`; its store handle is closed on return.
+fn copy_store(store: &Store, to: &Path, started: Instant) -> Result<BackupReport, BackupError> {
     let copy = Store::open(to)?;
     let src = &store.db;
     let watch = Watch::start();
