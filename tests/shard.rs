@@ -72,11 +72,18 @@ fn shard_of(plan: &serde_json::Value, tenant: &str) -> u64 {
 
 /// `serve` on one shard's config, with its own ports and store.
 fn serve(config: &Path, data: &Path, env: &[(String, String)]) -> (Running, u16) {
+    let (running, port, _) = serve_with_admin(config, data, env);
+    (running, port)
+}
+
+/// [`serve`], also giving the admin listener's port.
+fn serve_with_admin(config: &Path, data: &Path, env: &[(String, String)]) -> (Running, u16, u16) {
     let port = free_port();
+    let admin = free_port();
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(["--data-dir", data.to_str().unwrap()])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
@@ -90,7 +97,7 @@ fn serve(config: &Path, data: &Path, env: &[(String, String)]) -> (Running, u16)
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (running, port);
+            return (running, port, admin);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -315,22 +322,37 @@ fn plan_args<'a>(config: &'a Path, out: &'a Path) -> Vec<&'a str> {
     ]
 }
 
-/// The README's runbook: moving a tenant is a re-plan with `--move`, `store export --tenant`
-/// from the old shard's stopped store, `store import` into the new shard's, and the new
-/// configs and routes. Ids and ETags survive the move; the old shard stops answering for it.
+/// The README's runbook: moving a tenant is a re-plan with `--move`; a backup of the old
+/// shard taken while it serves, and `store export --tenant` from that copy; `store import` into
+/// the new shard's stopped store; then the new configs (the old shard reloads its own on
+/// SIGHUP, never stopping) and routes. Ids and ETags survive the move; the old shard stops
+/// answering for the tenant and serves the others throughout.
 #[tokio::test]
 async fn moving_a_tenant_between_shards_keeps_its_ids_and_etags() {
+    const ADMIN: &str = "shard-admin-token-0123456789abcdefghijklmnop";
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("scim-bridge.toml");
-    let env = write_config(&config, 4);
+    let mut env = write_config(&config, 4);
+    env.push(("SCIM_BRIDGE_ADMIN_TOKEN".into(), ADMIN.into()));
     let out1 = dir.path().join("plan1");
     let mut args = plan_args(&config, &out1);
     args.extend(["--move", "t00=0"]);
     let (ok, text) = run(&args);
     assert!(ok, "{text}");
     let (data0, data1) = (dir.path().join("data0"), dir.path().join("data1"));
-    let (a, port_a) = serve(&out1.join("scim-bridge-0.toml"), &data0, &env);
+    // The old shard's config at a path of its own, as a ConfigMap mounts it: the move rewrites
+    // it in place and the shard reloads it.
+    let shard0 = dir.path().join("shard-0.toml");
+    std::fs::copy(out1.join("scim-bridge-0.toml"), &shard0).unwrap();
+    let (a, port_a, admin_a) = serve_with_admin(&shard0, &data0, &env);
     let (b, _) = serve(&out1.join("scim-bridge-1.toml"), &data1, &env);
+    let other = plan_of(&out1)["assignment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["shard"] == 0 && x["tenant"] != "t00")
+        .map(|x| x["tenant"].as_str().unwrap().to_string())
+        .expect("another tenant on shard 0");
     let http = reqwest::Client::new();
     let t00 = token("t00");
     let created: serde_json::Value = http
@@ -361,14 +383,40 @@ async fn moving_a_tenant_between_shards_keeps_its_ids_and_etags() {
     assert!(ok, "{text}");
     let plan2 = plan_of(&out2);
     assert_eq!(shard_of(&plan2, "t00"), 1);
-    // 2. Export the tenant from the old shard's store, stopped.
-    stop(a);
+    // 2. Export the tenant from a backup the old shard takes while it serves.
+    let snapshot = dir.path().join("shard-0-backup");
+    let backup = Command::new(BIN)
+        .args(["store", "backup", "--to"])
+        .arg(&snapshot)
+        .args(["--url", &format!("http://127.0.0.1:{admin_a}")])
+        .env("SCIM_BRIDGE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{backup:?}");
     let dump = Command::new(BIN)
         .args(["store", "export", "--tenant", "t00", "--data-dir"])
-        .arg(&data0)
+        .arg(&snapshot)
         .output()
         .unwrap();
     assert!(dump.status.success(), "{dump:?}");
+    let serves = |port: u16, tenant: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!(
+                "http://127.0.0.1:{port}/tenants/{tenant}/scim/v2/Users"
+            ))
+            .bearer_auth(token(&tenant))
+            .send()
+            .await
+            .unwrap()
+            .status()
+        }
+    };
+    assert_eq!(
+        serves(port_a, other.clone()).await,
+        200,
+        "the old shard serves on"
+    );
     // 3. Import it into the new shard's store, stopped.
     stop(b);
     let mut import = Command::new(BIN)
@@ -382,9 +430,28 @@ async fn moving_a_tenant_between_shards_keeps_its_ids_and_etags() {
     std::io::Write::write_all(&mut import.stdin.take().unwrap(), &dump.stdout).unwrap();
     let imported = import.wait_with_output().unwrap();
     assert!(imported.status.success(), "{imported:?}");
-    // 4. Both shards on their new configs; the routes point at the new shard.
+    // 4. Both shards on their new configs; the routes point at the new shard. The old shard
+    // reloads its config in place (SIGHUP) and drops t00 without a restart.
     let (_b, port_b) = serve(&out2.join("scim-bridge-1.toml"), &data1, &env);
-    let (_a, port_a) = serve(&out2.join("scim-bridge-0.toml"), &data0, &env);
+    std::fs::copy(out2.join("scim-bridge-0.toml"), &shard0).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &a.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = Instant::now() + Duration::from_secs(20);
+    while serves(port_a, "t00".into()).await != 401 {
+        assert!(
+            Instant::now() < reloaded,
+            "the old shard still serves t00 20 s after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        serves(port_a, other.clone()).await,
+        200,
+        "and serves the others"
+    );
     let got = http
         .get(format!(
             "http://127.0.0.1:{port_b}/tenants/t00/scim/v2/Users/{id}"
