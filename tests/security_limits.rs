@@ -886,6 +886,9 @@ request_timeout = "60s""#,
     for (method, path, want) in [
         ("GET", "/healthz", 200),
         ("GET", "/readyz", 200),
+        // Another method on a probe route: its 405 must not wait for the body either.
+        ("POST", "/healthz", 405),
+        ("PUT", "/readyz", 405),
         ("POST", "/nothing", 404),
         ("GET", "/scim", 404),
     ] {

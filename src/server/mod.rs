@@ -70,7 +70,11 @@ impl AppState {
 
     /// Serves `tenants` from the next request on; returns the set it replaces.
     pub(crate) fn replace_tenants(&self, tenants: TenantMap) -> Arc<TenantMap> {
-        std::mem::replace(&mut *self.tenants.write(), Served::new(tenants)).ordered
+        // Built before the lock, and the old set dropped after it: requests' lookups wait
+        // only for the swap.
+        let next = Served::new(tenants);
+        let old = std::mem::replace(&mut *self.tenants.write(), next);
+        old.ordered
     }
 }
 
@@ -466,8 +470,18 @@ pub fn start(
                 }
                 .instrument(span)
             })
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
+            // Another method gets its 405 here, not from actix's own answer, which would
+            // wait to drain an unread body (see `healthz`).
+            .service(
+                web::resource("/healthz")
+                    .route(web::get().to(healthz))
+                    .default_service(web::to(probe_method_not_allowed)),
+            )
+            .service(
+                web::resource("/readyz")
+                    .route(web::get().to(readyz))
+                    .default_service(web::to(probe_method_not_allowed)),
+            )
             .default_service(web::to(scim_routes::entry))
     })
     .shutdown_timeout(30)
@@ -545,6 +559,15 @@ fn spawn_retention(
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         }
     })
+}
+
+/// `/healthz` and `/readyz` with a method other than GET: 405 with `Allow: GET`, closing the
+/// connection when a body was announced (it is never read).
+async fn probe_method_not_allowed(req: actix_web::HttpRequest, body: web::Payload) -> HttpResponse {
+    let resp = HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, "GET"))
+        .json(json!({"status": "method not allowed"}));
+    scim_routes::unread_body_closes(&req, body, resp)
 }
 
 /// A body sent with a health check is never read: the connection closes after the answer

@@ -74,7 +74,9 @@ pub struct BackupReport {
 
 /// Checks `to` and creates it (0700): it must not exist, or be an empty directory, and must not
 /// lie inside the store's data dir.
-fn prepare_target(store: &Store, to: &Path) -> Result<(), BackupError> {
+/// Checks `to` and creates it when absent; `true` when this backup created it (then it is
+/// the backup's alone to remove again).
+fn prepare_target(store: &Store, to: &Path) -> Result<bool, BackupError> {
     match std::fs::symlink_metadata(to) {
         Ok(m) if !m.is_dir() => {
             return Err(BackupError::Target(format!(
@@ -102,10 +104,25 @@ fn prepare_target(store: &Store, to: &Path) -> Result<(), BackupError> {
         )));
     }
     // A target the bridge cannot create (permissions, a missing parent) is the caller's to fix:
-    // a Target error (4xx), not an I/O failure of the backup.
-    super::private::create_dir(to)
-        .map_err(|e| BackupError::Target(format!("cannot create {}: {e}", to.display())))?;
-    Ok(())
+    // a Target error (4xx), not an I/O failure of the backup. The parents are made as needed;
+    // the target itself only if nothing made it meanwhile, so that `true` means it is ours.
+    let cannot =
+        |e: std::io::Error| BackupError::Target(format!("cannot create {}: {e}", to.display()));
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        super::private::create_dir(parent).map_err(cannot)?;
+    }
+    let mut dir = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        dir.mode(0o700);
+    }
+    match dir.create(to) {
+        Ok(()) => Ok(true),
+        // It existed (empty, checked above) or appeared since: not ours to remove.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(cannot(e)),
+    }
 }
 
 /// `p` made absolute with symlinks resolved, as far as it exists (a target is usually new).
@@ -276,47 +293,57 @@ fn copy_tree(from: &sled::Tree, to: &sled::Tree) -> Result<u64, StoreError> {
 /// Takes a consistent copy of `store` into `to` (see the module doc). Safe while the bridge
 /// serves; blocking (run it off the async workers).
 ///
-/// A backup that fails leaves no partial copy behind: the target is emptied again (and removed
-/// when the backup created it), so that a half-written store cannot later be taken for a
-/// backup. (The manifest, written last, marks a finished one in any case.)
+/// A backup that fails leaves no partial copy behind: what it wrote is removed again (the
+/// whole target when the backup created it), so that a half-written store cannot later be
+/// taken for a backup. (The manifest, written last, marks a finished one in any case.)
 pub fn backup(store: &Store, to: &Path) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    let existed = std::fs::symlink_metadata(to).is_ok();
-    prepare_target(store, to)?;
-    let result = copy_store(store, to, started);
+    let created = prepare_target(store, to)?;
+    let copy = match Store::open(to) {
+        Ok(copy) => copy,
+        Err(e) => {
+            // Nothing of this backup's was written: a store in `to` that will not open (one
+            // another backup holds, say) is not ours to remove. A target it made, it removes.
+            if created {
+                discard_partial(to, true);
+            }
+            return Err(e.into());
+        }
+    };
+    let result = copy_store(store, &copy, to, started);
+    drop(copy);
     if let Err(e) = &result {
-        discard_partial(to, existed);
+        discard_partial(to, created);
         tracing::warn!(target_dir = %to.display(), error = %e, "the backup failed; its partial copy was removed");
     }
     result
 }
 
 /// Removes what a failed backup wrote into `to`: the whole directory when the backup made it,
-/// else its contents (it was empty before, [`prepare_target`] checked).
-fn discard_partial(to: &Path, existed: bool) {
-    let removed = if existed {
-        std::fs::read_dir(to).and_then(|entries| {
-            for entry in entries {
-                let path = entry?.path();
-                if path.is_dir() {
-                    std::fs::remove_dir_all(&path)?;
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
-            }
-            Ok(())
-        })
-    } else {
+/// else only the store it opened there and its manifest.
+fn discard_partial(to: &Path, created: bool) {
+    let removed = if created {
         std::fs::remove_dir_all(to)
+    } else {
+        std::fs::remove_dir_all(to.join("store")).and_then(|()| {
+            match std::fs::remove_file(to.join(MANIFEST)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        })
     };
     if let Err(e) = removed {
         tracing::warn!(target_dir = %to.display(), error = %e, "could not remove a failed backup's partial copy");
     }
 }
 
-/// The copy itself, into the prepared, empty `to`; its store handle is closed on return.
-fn copy_store(store: &Store, to: &Path, started: Instant) -> Result<BackupReport, BackupError> {
-    let copy = Store::open(to)?;
+/// The copy itself, into `copy`, the store opened in the prepared, empty `to`.
+fn copy_store(
+    store: &Store,
+    copy: &Store,
+    to: &Path,
+    started: Instant,
+) -> Result<BackupReport, BackupError> {
     let src = &store.db;
     let watch = Watch::start();
     // Tracked trees, in the order of the watch's sets.

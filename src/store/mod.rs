@@ -193,10 +193,11 @@ impl GroupCommit {
 
 /// The page cache's bound: `SCIM_BRIDGE_STORE_CACHE_MB` (default 128 MiB). A store whose
 /// working set outgrows it pages sled's nodes in and out on every pass:
-/// - lookups spread over 1,000 tenants of 100 users (a 144 MB store on disk) ran at 74–78 % of
-///   one tenant's rate at 64 MiB and 79–85 % at 128 MiB, with the same resident memory (about
-///   190 MB after the lookups; sled's estimate of a node's size is well above what it takes),
-///   side by side in one run (`scripts/bench-tenants.sh`);
+/// - lookups spread over 1,000 tenants of 100 users (a 144 MB store on disk) ran at 72–78 % of
+///   one tenant's rate at 64 MiB and 78.9–86.4 % (median 82.7 %) at 128 MiB, side by side
+///   (`scripts/bench-tenants.sh`, README "Many tenants"); resident memory after the lookups
+///   stayed near 200 MB, while the write-heavy `deploy/measure-rss.sh` peak at that size rose
+///   from 202 to 285 MiB;
 /// - the dry-run plan of a 100,000-user tenant, which reads every user, took 1.76 s at 64 MiB
 ///   and 1.0–1.2 s at 256 MiB (`cargo bench --bench console_pages`).
 ///
