@@ -498,9 +498,9 @@ impl Default for SchemaRegistry {
 impl SchemaRegistry {
     /// One copy of this registry for the whole process: every tenant of one connector kind
     /// describes the same resources, and a thousand tenants each holding their own copy made
-    /// every request walk a schema no other recent request had touched (the CPU-cache misses
-    /// behind a third of the extra cost per lookup when lookups are spread over 1,000
-    /// tenants; `scripts/bench-tenants.sh`). A handful of distinct registries exist (one per
+    /// every request walk a schema no other recent request had touched (CPU-cache misses that
+    /// `perf` showed in schema resolution and projection only when lookups were spread over
+    /// 1,000 tenants; `scripts/bench-tenants.sh`). A handful of distinct registries exist (one per
     /// connector kind), so a linear search of the interned ones is enough.
     pub fn interned(self) -> Arc<SchemaRegistry> {
         static INTERNED: OnceLock<Mutex<Vec<Arc<SchemaRegistry>>>> = OnceLock::new();

@@ -470,8 +470,8 @@ pub fn start(
                 }
                 .instrument(span)
             })
-            // Another method gets its 405 here, not from actix's own answer, which would
-            // wait to drain an unread body (see `healthz`).
+            // Another method gets an explicit 405 with `Allow: GET`, closing on an unread
+            // body like every answer here (see `healthz`), rather than the SCIM entry's 404.
             .service(
                 web::resource("/healthz")
                     .route(web::get().to(healthz))

@@ -72,9 +72,8 @@ pub struct BackupReport {
     pub took_ms: u64,
 }
 
-/// Checks `to` and creates it (0700): it must not exist, or be an empty directory, and must not
-/// lie inside the store's data dir.
-/// Checks `to` and creates it when absent; `true` when this backup created it (then it is
+/// Checks `to` and creates it (0700) when absent: it must not exist, or be an empty directory,
+/// and must not overlap the store's data dir. `true` when this backup created it (then it is
 /// the backup's alone to remove again).
 fn prepare_target(store: &Store, to: &Path) -> Result<bool, BackupError> {
     match std::fs::symlink_metadata(to) {
