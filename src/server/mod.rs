@@ -84,7 +84,7 @@ impl AppState {
 /// tenant never shows (`scripts/bench-tenants.sh`, lookups spread over every tenant).
 struct Served {
     ordered: Arc<TenantMap>,
-    by_id: Arc<std::collections::HashMap<String, Arc<Tenant>>>,
+    by_id: std::collections::HashMap<String, Arc<Tenant>>,
 }
 
 impl Served {
@@ -95,7 +95,7 @@ impl Served {
             .collect();
         Served {
             ordered: Arc::new(tenants),
-            by_id: Arc::new(by_id),
+            by_id,
         }
     }
 }
